@@ -1,0 +1,1 @@
+"""Domain-free helpers. Nothing here imports from the server or client features."""

@@ -1,0 +1,54 @@
+"""Date and time rules of the wire: ISO 8601 with offset, dates evaluated in a tenant's time zone."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+def start_of_day(day: date, tz: ZoneInfo) -> datetime:
+    """00:00:00 local time of ``day``, as a UTC instant."""
+    return datetime.combine(day, time(0, 0, 0), tzinfo=tz).astimezone(UTC)
+
+
+def end_of_day(day: date, tz: ZoneInfo) -> datetime:
+    """23:59:59 local time of ``day`` (Engage's end-of-validity rule), as a UTC instant."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=tz).astimezone(UTC)
+
+
+def local_date(instant: datetime, tz: ZoneInfo) -> date:
+    return instant.astimezone(tz).date()
+
+
+def add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    year = day.year + month_index // 12
+    month = month_index % 12 + 1
+    last = calendar.monthrange(year, month)[1]
+    return date(year, month, min(day.day, last))
+
+
+def add_period(day: date, unit: str, amount: int) -> date:
+    if unit == "Months":
+        return add_months(day, amount)
+    return day + timedelta(days=amount)
+
+
+def iso(instant: datetime | None, tz: ZoneInfo | None = None) -> str | None:
+    """ISO 8601 with offset, in ``tz`` when given (wire output), seconds precision unless sub-second."""
+    if instant is None:
+        return None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    if tz is not None:
+        instant = instant.astimezone(tz)
+    timespec = "seconds" if instant.microsecond == 0 else "milliseconds"
+    return instant.isoformat(timespec=timespec)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC; naive values (as SQLite returns them) are taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
