@@ -1,0 +1,89 @@
+"""The FastAPI application: routers, error mapping, guards, and the in-process worker of the embedded mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..kit.clock import Clock, SystemClock
+from . import exception_handlers, features
+from .config import Settings
+from .db import Database
+from .edge import AppState
+from .middleware import GuardMiddleware
+from .worker.runner import Worker
+
+log = logging.getLogger("promoflow.api")
+
+DESCRIPTION = """Voyado Engage-compatible promotions API (v2 and v3 paths).
+
+Authenticate with the tenant's API key in the `apikey` header (or `Authorization: Bearer <key>`).
+Errors are `{"statusCode", "errorCode", "message"}`. Operations marked `x-promoflow-extension` are
+promoflow additions; the Engage flow never needs them. Every POST/PUT/PATCH accepts an `Idempotency-Key`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    run_worker: bool | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    with_worker = settings.run_worker if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
+        state = AppState(settings=settings, db=db, clock=clock)
+        app.state.promoflow = state
+        guard.state = state
+        worker_task = None
+        if with_worker:
+            worker = Worker(db, clock, poll_seconds=settings.worker_poll_seconds)
+            state.extras["worker"] = worker
+            worker_task = asyncio.create_task(worker.run(), name="promoflow-worker")
+        for start in features.STARTUP:
+            await start(state)
+        try:
+            yield
+        finally:
+            state.shutting_down = True
+            for stop in features.SHUTDOWN:
+                await stop(state)
+            if worker_task is not None:
+                state.extras["worker"].stop()
+                await worker_task
+            await db.dispose()
+
+    app = FastAPI(
+        title="promoflow",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    exception_handlers.install(app)
+    for router in features.routers():
+        app.include_router(router)
+    guard = _Guard()
+    app.add_middleware(
+        GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
+    )  # type: ignore[arg-type]
+    return app
+
+
+class _Guard:
+    """What the guard middleware reads, filled in when the app starts."""
+
+    def __init__(self) -> None:
+        self.state: AppState | None = None
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.state is not None and self.state.shutting_down

@@ -1,0 +1,141 @@
+"""Contacts: `/api/v2/contacts…` and the v3 twins (A11, Part B §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query
+from starlette.responses import Response
+
+from ...wire.engage import ContactOut
+from ..edge import Edge, edge
+from ..openapi import errors
+from .service import ContactService
+
+router = APIRouter(tags=["contacts"])
+
+_CREATE_EXAMPLE = {"firstName": "Ada", "email": "ada@example.com", "preferences": {"acceptsEmail": True}}
+
+
+@router.get("/api/v2/contacts/count", response_model=int, responses=errors())
+@router.get("/api/v3/contacts/count", response_model=int, responses=errors(), include_in_schema=False)
+async def count_contacts(e: Edge = Depends(edge)) -> Response:
+    """Number of contacts of the tenant (a bare integer)."""
+    return await e.read(lambda conn, now: ContactService(e.ctx, now).count(conn))
+
+
+@router.get(
+    "/api/v2/contacts/id",
+    response_model=str,
+    responses=errors(
+        e400=["InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber", "InvalidContactType",
+              "InvalidSearchQuery"],
+        e404=["ContactNotFound"],
+        e409=["MultipleMatches"],
+    ),  # fmt: skip
+)
+@router.get("/api/v3/contacts/id", response_model=str, include_in_schema=False)
+async def lookup_contact_id(
+    e: Edge = Depends(edge),
+    email: str | None = Query(None),
+    mobile_phone: str | None = Query(None, alias="mobilePhone"),
+    social_security_number: str | None = Query(None, alias="socialSecurityNumber"),
+    custom_key: str | None = Query(None, alias="customKey"),
+    any_: str | None = Query(None, alias="any"),
+    contact_type: str | None = Query(None, alias="contactType"),
+) -> Response:
+    """The contact id (GUID, as a JSON string) of the one contact a key names."""
+    params = {
+        "email": email,
+        "mobilePhone": mobile_phone,
+        "socialSecurityNumber": social_security_number,
+        "customKey": custom_key,
+        "any": any_,
+        "contactType": contact_type,
+    }
+    return await e.read(lambda conn, now: ContactService(e.ctx, now).lookup(conn, params))
+
+
+async def _create(e: Edge, body: dict[str, Any], source: str | None, store: str | None, unapproved: str | None) -> Response:
+    approved = (unapproved or "false").strip().lower() != "true"
+
+    async def work(conn: Any, now: Any) -> dict[str, Any]:
+        out, created = await ContactService(e.ctx, now).create(
+            conn, body, source=source, store_external_id=store, approved=approved
+        )
+        out["_created"] = created
+        return out
+
+    def status(result: dict[str, Any]) -> int:
+        return 201 if result.pop("_created") else 200
+
+    return await e.write(work, status)
+
+
+_CREATE_ERRORS = errors(
+    e400=["InvalidPayload", "InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber",
+          "InvalidContactType", "MissingKeyAttribute", "InvalidAttributeValue"],
+    e409=["ContactKeyConflict"],
+    e415=["UnsupportedMediaType"],
+)  # fmt: skip
+
+
+@router.post("/api/v2/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
+async def create_contact_v2(
+    e: Edge = Depends(edge),
+    body: dict[str, Any] = Body(..., examples=[_CREATE_EXAMPLE]),
+    source: str | None = Header(None),
+    store_external_id: str | None = Header(None, alias="storeExternalId"),
+    create_as_unapproved: str | None = Header(None, alias="createAsUnapproved"),
+) -> Response:
+    """Create a contact (201). When a contact with the same key exists: 200 with it, unchanged."""
+    return await _create(e, body, source, store_external_id, create_as_unapproved)
+
+
+@router.post("/api/v3/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
+async def create_contact_v3(
+    e: Edge = Depends(edge),
+    body: dict[str, Any] = Body(..., examples=[_CREATE_EXAMPLE]),
+    source: str | None = Query(None),
+    store_external_id: str | None = Query(None, alias="storeExternalId"),
+    create_as_unapproved: str | None = Query(None, alias="createAsUnapproved"),
+) -> Response:
+    """Create a contact (v3 takes source, storeExternalId and createAsUnapproved as query parameters)."""
+    return await _create(e, body, source, store_external_id, create_as_unapproved)
+
+
+_ID_ERRORS = errors(e400=["InvalidContactId"], e404=["ContactNotFound"])
+
+
+@router.get("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
+@router.get("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
+async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
+    """A contact: `{id, contactType, attributes, preferences, meta}`."""
+    return await e.read(lambda conn, now: ContactService(e.ctx, now).get(conn, contact_id))
+
+
+_UPDATE_ERRORS = errors(
+    e400=["InvalidContactId", "InvalidPayload", "InvalidEmailAddress", "InvalidPhoneNumber", "MissingKeyAttribute"],
+    e404=["ContactNotFound"],
+    e409=["ContactKeyConflict"],
+)
+
+
+async def _update(e: Edge, contact_id: str, body: dict[str, Any]) -> Response:
+    return await e.write(lambda conn, now: ContactService(e.ctx, now).update(conn, contact_id, body))
+
+
+@router.post("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
+async def update_contact_v2(
+    contact_id: str, e: Edge = Depends(edge), body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}])
+) -> Response:
+    """Partial update: present keys overwrite, null or "" clear, unknown keys are ignored."""
+    return await _update(e, contact_id, body)
+
+
+@router.patch("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
+async def update_contact_v3(
+    contact_id: str, e: Edge = Depends(edge), body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}])
+) -> Response:
+    """Partial update (v3)."""
+    return await _update(e, contact_id, body)

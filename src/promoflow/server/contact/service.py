@@ -1,0 +1,367 @@
+"""Contacts (A11): create, read, partial update, look-up by key, count."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...kit.guid import parse_guid
+from ...kit.timeutil import iso
+from ..dialect import insert_ignore
+from ..exceptions import BadRequest, Conflict, NotFound, PromoflowError
+from ..hooks import fire_contact_changed
+from ..models import contact, tenant
+from ..tenant.service import CONTACT_TYPES, TenantContext
+
+KNOWN_ATTRIBUTES = frozenset(
+    {
+        "firstName", "lastName", "email", "mobilePhone", "socialSecurityNumber", "externalId", "memberNumber",
+        "birthDay", "gender", "street", "careOf", "zipCode", "city", "county", "countryCode", "language",
+        "companyName", "phoneNumber", "cardId", "storeExternalId", "memberStatus", "registrationDate",
+    }
+)  # fmt: skip
+PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
+_LOOKUP_COLUMNS = {
+    "email": "email",
+    "mobilePhone": "mobile_phone",
+    "socialSecurityNumber": "ssn",
+    "memberNumber": "member_number",
+    "externalId": "external_id",
+}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+
+
+def invalid(code: str, message: str) -> BadRequest:
+    return BadRequest(message, code=code)
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value) or len(value) > 255:
+        raise invalid("InvalidEmailAddress", f"not a valid e-mail address: {value!r}")
+    return value
+
+
+def normalize_phone(value: str) -> str:
+    text = re.sub(r"[\s\-().]", "", value)
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not _PHONE.match(text):
+        raise invalid("InvalidPhoneNumber", f"not a valid phone number: {value!r}")
+    return text
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(digits):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def normalize_ssn(value: str) -> str:
+    """Swedish/Finnish-style personal ids: 10 or 12 digits (separators allowed), Luhn-checked like Engage."""
+    text = re.sub(r"[\s\-+]", "", value)
+    if not text.isdigit() or len(text) not in (10, 12) or not _luhn_ok(text[-10:]):
+        raise invalid("InvalidSocialSecurityNumber", f"not a valid social security number: {value!r}")
+    return text
+
+
+def normalize_key(value: str) -> str:
+    text = value.strip()
+    if not text or len(text) > 64:
+        raise invalid("InvalidSearchQuery", "a custom key is 1 to 64 characters")
+    return text
+
+
+_NORMALIZERS = {
+    "email": normalize_email,
+    "mobilePhone": normalize_phone,
+    "socialSecurityNumber": normalize_ssn,
+    "memberNumber": normalize_key,
+    "externalId": normalize_key,
+}
+
+
+def contact_type_of(value: Any) -> str:
+    if value is None or value == "":
+        return "Member"
+    if isinstance(value, str):
+        for t in CONTACT_TYPES:
+            if t.lower() == value.strip().lower():
+                return t
+    raise invalid("InvalidContactType", f"unknown contact type {value!r}; use one of {', '.join(CONTACT_TYPES)}")
+
+
+def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for name, value in body.items():
+        if name not in KNOWN_ATTRIBUTES:
+            continue  # unknown keys are ignored, as Engage does
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise invalid("InvalidAttributeValue", f"attribute {name!r} must be a string, number or boolean")
+        if isinstance(value, str):
+            value = value.strip()
+        attrs[name] = value
+    for name, norm in _NORMALIZERS.items():
+        v = attrs.get(name)
+        if v not in (None, ""):
+            attrs[name] = norm(str(v))
+    return attrs
+
+
+def _preferences(value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    prefs = dict(base or {})
+    if value is None:
+        return prefs
+    if not isinstance(value, dict):
+        raise invalid("InvalidPayload", "preferences must be an object")
+    for name in PREFERENCES:
+        if name in value:
+            v = value[name]
+            if v is not None and not isinstance(v, bool):
+                raise invalid("InvalidPayload", f"preferences.{name} must be true, false or null")
+            prefs[name] = v
+    return prefs
+
+
+def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    def col(name: str) -> str | None:
+        v = attrs.get(name)
+        return None if v in (None, "") else str(v)
+
+    key_attr = ctx.key_attribute(contact_type)
+    return {
+        "key_value": col(key_attr),
+        "email": col("email"),
+        "mobile_phone": col("mobilePhone"),
+        "ssn": col("socialSecurityNumber"),
+        "member_number": col("memberNumber"),
+        "external_id": col("externalId"),
+    }
+
+
+def contact_out(row: Any, tz: Any) -> dict[str, Any]:
+    attrs = dict(row.attributes)
+    return {
+        "id": str(row.id),
+        "contactType": row.contact_type,
+        "attributes": attrs,
+        "preferences": dict(row.preferences),
+        "meta": {
+            "contactType": row.contact_type,
+            "createdOn": iso(row.created_at, tz),
+            "modifiedOn": iso(row.updated_at, tz),
+            "source": row.source,
+            "storeExternalId": row.store_external_id,
+            "isApproved": bool(row.approved),
+        },
+        "consents": [],
+    }
+
+
+def parse_contact_id(value: str) -> uuid.UUID:
+    guid = parse_guid(value)
+    if guid is None:
+        raise invalid("InvalidContactId", f"contact id {value!r} is not a GUID")
+    return guid
+
+
+class ContactService:
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    async def _row(self, conn: AsyncConnection, contact_id: uuid.UUID) -> Any:
+        row = (
+            await conn.execute(
+                select(contact).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+        return row
+
+    async def get(self, conn: AsyncConnection, contact_id: str) -> dict[str, Any]:
+        return contact_out(await self._row(conn, parse_contact_id(contact_id)), self.ctx.tz)
+
+    async def exists(self, conn: AsyncConnection, contact_id: uuid.UUID) -> bool:
+        found = await conn.scalar(
+            select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+        )
+        return found is not None
+
+    async def count(self, conn: AsyncConnection, contact_type: str | None = None) -> int:
+        q = select(func.count()).select_from(contact).where(contact.c.tenant_id == self.ctx.tenant_id)
+        if contact_type is not None:
+            q = q.where(contact.c.contact_type == contact_type_of(contact_type))
+        return int(await conn.scalar(q) or 0)
+
+    async def _next_member_number(self, conn: AsyncConnection) -> str:
+        seq = await conn.scalar(
+            update(tenant)
+            .where(tenant.c.id == self.ctx.tenant_id)
+            .values(member_seq=tenant.c.member_seq + 1)
+            .returning(tenant.c.member_seq)
+        )
+        return f"{int(seq or 0):08d}"
+
+    async def create(
+        self,
+        conn: AsyncConnection,
+        body: dict[str, Any],
+        *,
+        source: str | None = None,
+        store_external_id: str | None = None,
+        approved: bool = True,
+        contact_id: uuid.UUID | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create a contact; when its key already exists, the existing contact, unchanged (created=False)."""
+        contact_type = contact_type_of(body.get("contactType"))
+        attrs = _clean_attributes(body)
+        prefs = _preferences(body.get("preferences"))
+        key_attr = self.ctx.key_attribute(contact_type)
+        custom = self.ctx.custom_key
+        if attrs.get(key_attr) in (None, "") and key_attr != custom:
+            raise invalid("MissingKeyAttribute", f"a {contact_type} needs its key attribute {key_attr!r}")
+        if attrs.get(key_attr) not in (None, ""):
+            existing = await self._by_column(conn, _LOOKUP_COLUMNS.get(key_attr, "key_value"), attrs[key_attr],
+                                             contact_type, key=True)  # fmt: skip
+            if existing is not None:
+                return contact_out(existing, self.ctx.tz), False
+        if custom == "memberNumber" and attrs.get("memberNumber") in (None, ""):
+            attrs["memberNumber"] = await self._next_member_number(conn)
+        new_id = contact_id or uuid.uuid4()
+        values = {
+            "id": new_id,
+            "tenant_id": self.ctx.tenant_id,
+            "contact_type": contact_type,
+            "attributes": attrs,
+            "preferences": prefs,
+            "source": source,
+            "store_external_id": store_external_id,
+            "approved": approved,
+            "created_at": self.now,
+            "updated_at": self.now,
+            **_columns(self.ctx, contact_type, attrs),
+        }
+        inserted = await conn.scalar(insert_ignore(conn, contact, values).returning(contact.c.id))
+        if inserted is None:
+            # Lost a race with a create of the same key, or a caller-given memberNumber/id is taken.
+            if values["key_value"] is not None:
+                existing = await self._by_column(conn, "key_value", values["key_value"], contact_type, key=True)
+                if existing is not None:
+                    return contact_out(existing, self.ctx.tz), False
+            raise Conflict("another contact already holds this member number or id", code="ContactKeyConflict")
+        row = await self._row(conn, new_id)
+        await fire_contact_changed(conn, self.ctx, new_id, self.now)
+        return contact_out(row, self.ctx.tz), True
+
+    async def update(self, conn: AsyncConnection, contact_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        row = await self._row(conn, parse_contact_id(contact_id))
+        attrs = dict(row.attributes)
+        changed = _clean_attributes(changes)
+        for name, value in changed.items():
+            if value is None or value == "":
+                attrs.pop(name, None)  # present-but-empty clears, as Engage documents
+            else:
+                attrs[name] = value
+        key_attr = self.ctx.key_attribute(row.contact_type)
+        if key_attr in changed and attrs.get(key_attr) in (None, "") and key_attr != self.ctx.custom_key:
+            raise invalid("MissingKeyAttribute", f"the key attribute {key_attr!r} cannot be cleared")
+        prefs = _preferences(changes.get("preferences"), row.preferences)
+        cols = _columns(self.ctx, row.contact_type, attrs)
+        for column, attr in (("key_value", key_attr), ("member_number", "memberNumber")):
+            value = cols[column]
+            if attr in changed and value is not None:
+                clash = await conn.scalar(
+                    select(contact.c.id).where(
+                        contact.c.tenant_id == self.ctx.tenant_id,
+                        getattr(contact.c, column) == value,
+                        contact.c.id != row.id,
+                        *([contact.c.contact_type == row.contact_type] if column == "key_value" else []),
+                    )
+                )
+                if clash is not None:
+                    raise Conflict(f"another contact already has {attr} {value!r}", code="ContactKeyConflict")
+        await conn.execute(
+            update(contact)
+            .where(contact.c.id == row.id, contact.c.tenant_id == self.ctx.tenant_id)
+            .values(attributes=attrs, preferences=prefs, updated_at=self.now, **cols)
+        )
+        if any(name in changed for name in _LOOKUP_COLUMNS):
+            await fire_contact_changed(conn, self.ctx, row.id, self.now)
+        return contact_out(await self._row(conn, row.id), self.ctx.tz)
+
+    async def _by_column(
+        self, conn: AsyncConnection, column: str, value: str, contact_type: str | None, *, key: bool = False
+    ) -> Any:
+        col = getattr(contact.c, column)
+        conds = [contact.c.tenant_id == self.ctx.tenant_id, col == value]
+        if contact_type is not None:
+            conds.append(contact.c.contact_type == contact_type)
+        rows = (await conn.execute(select(contact).where(and_(*conds)).order_by(contact.c.created_at).limit(2))).all()
+        if not rows:
+            return None
+        if len(rows) > 1 and not key:
+            raise Conflict("more than one contact matches", code="MultipleMatches")
+        return rows[0]
+
+    async def lookup(self, conn: AsyncConnection, params: dict[str, str | None]) -> str:
+        """`GET /contacts/id`: the one contact a key names (Part B §6.2)."""
+        contact_type = contact_type_of(params["contactType"]) if params.get("contactType") else None
+        given = {k: v for k, v in params.items() if k != "contactType" and v not in (None, "")}
+        if len(given) != 1:
+            raise invalid(
+                "InvalidSearchQuery",
+                "give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any",
+            )
+        (name, raw), = given.items()  # fmt: skip
+        assert raw is not None
+        custom_col = _LOOKUP_COLUMNS.get(self.ctx.custom_key, "member_number")
+        if name == "any":
+            # Engage's rule: the first attribute the value validates as decides, even when it finds nothing.
+            column, value = custom_col, normalize_key(raw)
+            for attr, col in (("email", "email"), ("socialSecurityNumber", "ssn"), ("mobilePhone", "mobile_phone")):
+                try:
+                    column, value = col, _NORMALIZERS[attr](raw)
+                    break
+                except PromoflowError:
+                    continue
+        elif name == "customKey":
+            column, value = custom_col, normalize_key(raw)
+        elif name in ("email", "mobilePhone", "socialSecurityNumber"):
+            column, value = _LOOKUP_COLUMNS[name], _NORMALIZERS[name](raw)
+        else:
+            raise invalid("InvalidSearchQuery", f"unknown search parameter {name!r}")
+        row = await self._by_column(conn, column, value, contact_type)
+        if row is None:
+            raise NotFound("no contact matches", code="ContactNotFound")
+        return str(row.id)
+
+    async def find_by_key(
+        self, conn: AsyncConnection, key_type: str, value: str, contact_type: str | None = None
+    ) -> uuid.UUID | None:
+        """Resolve a receipt/file match key (contactId, email, mobilePhone, memberNumber, externalId,
+        socialSecurityNumber; case-insensitive) to a contact id, or None when no contact matches yet."""
+        kt = key_type.strip().lower()
+        if kt == "contactid":
+            guid = parse_guid(value)
+            if guid is None:
+                raise invalid("InvalidContactId", f"contact id {value!r} is not a GUID")
+            return guid if await self.exists(conn, guid) else None
+        names = {n.lower(): n for n in _LOOKUP_COLUMNS}
+        names["memberNumberWithCardNumberAsFallback".lower()] = "memberNumber"
+        attr = names.get(kt)
+        if attr is None:
+            raise invalid("InvalidMatchKeyType", f"unknown matchKeyType {key_type!r}")
+        norm = _NORMALIZERS[attr](value)
+        ctype = contact_type_of(contact_type) if contact_type else None
+        row = await self._by_column(conn, _LOOKUP_COLUMNS[attr], norm, ctype, key=True)
+        return None if row is None else row.id

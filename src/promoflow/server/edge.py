@@ -1,0 +1,184 @@
+"""The edge of a request: who is calling (API key → tenant), rate limits, and the unit of work.
+
+Routers stay thin: they call ``edge.read(fn)`` or ``edge.write(fn)`` with one service call; the edge opens the
+transaction, commits once, applies idempotency keys, and serialises the answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pydantic_core
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from ..kit.clock import Clock
+from . import idempotency
+from .config import Settings
+from .db import Database
+from .exception_handlers import error_body
+from .exceptions import Forbidden, PromoflowError, RateLimited, Unauthorized
+from .ratelimit import RateLimiter
+from .tenant.service import TenantContext, TenantService, hash_key
+
+log = logging.getLogger("promoflow.api")
+
+Work = Callable[[AsyncConnection, datetime], Awaitable[Any]]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    clock: Clock
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    key_cache: dict[str, tuple[TenantContext, float]] = field(default_factory=dict)
+    shutting_down: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def state_of(request: Request) -> AppState:
+    return request.app.state.promoflow  # type: ignore[no-any-return]
+
+
+def _api_key(request: Request) -> str:
+    raw = request.headers.get("apikey")
+    if raw is None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            raw = token.strip()
+    if not raw:
+        raise Unauthorized("no API key: send it in the apikey header", code="MissingApiKey")
+    return raw.strip()
+
+
+async def tenant_context(request: Request) -> TenantContext:
+    st = state_of(request)
+    raw = _api_key(request)
+    digest = hash_key(raw)
+    cached = st.key_cache.get(digest)
+    mono = time.monotonic()
+    if cached is not None and cached[1] > mono:
+        ctx = cached[0]
+    else:
+        async with st.db.read() as conn:
+            found = await TenantService(st.clock.now()).authenticate(conn, raw)
+        if found is None:
+            st.key_cache.pop(digest, None)
+            raise Unauthorized("the API key is not valid", code="InvalidApiKey")
+        ctx = found
+        if len(st.key_cache) > 10_000:
+            st.key_cache.clear()
+        st.key_cache[digest] = (ctx, mono + st.settings.api_key_cache_seconds)
+    if ctx.ip_allowlist:
+        client = request.client.host if request.client else ""
+        try:
+            addr = ipaddress.ip_address(client)
+        except ValueError:
+            addr = None
+        if addr is None or not any(addr in net for net in ctx.ip_allowlist):
+            raise Forbidden(f"requests from {client or 'this address'} are not allowed for this key",
+                            code="IpNotAllowed")  # fmt: skip
+    wait = st.limiter.check(
+        ctx.key_id,
+        float(ctx.settings.get("rateLimitPerSecond", st.settings.default_rate_limit_per_second)),
+        int(ctx.settings.get("rateLimitBurst", st.settings.default_rate_limit_burst)),
+    )
+    if wait:
+        raise RateLimited("too many requests for this API key", retry_after=wait)
+    return ctx
+
+
+def json_bytes(value: Any) -> bytes:
+    return pydantic_core.to_json(value)
+
+
+def json_response(body: bytes, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+class Edge:
+    def __init__(self, request: Request, ctx: TenantContext) -> None:
+        self.request = request
+        self.ctx = ctx
+        self.state = state_of(request)
+
+    @property
+    def now(self) -> datetime:
+        return self.state.clock.now()
+
+    def wake_worker(self) -> None:
+        worker = self.state.extras.get("worker")
+        if worker is not None:
+            worker.wake()
+
+    async def read(self, work: Work, status: int = 200) -> Response:
+        async with self.state.db.read() as conn:
+            result = await work(conn, self.now)
+        return json_response(json_bytes(result), status)
+
+    async def write(self, work: Work, status: int | Callable[[Any], int] = 200) -> Response:
+        """Run ``work`` in one transaction; with an Idempotency-Key, store its answer in that transaction."""
+        db, settings = self.state.db, self.state.settings
+        key = self.request.headers.get("idempotency-key")
+        now = self.now
+        if key is None:
+            async with db.write() as conn:
+                result = await work(conn, now)
+            code = status(result) if callable(status) else status
+            return json_response(json_bytes(result), code)
+        key = idempotency.check_key(key)
+        tenant_id = self.ctx.tenant_id
+        fp = idempotency.fingerprint(
+            self.request.method, self.request.url.path, self.request.url.query, await self.request.body()
+        )
+        async with db.write() as conn:
+            stored = await idempotency.claim(
+                conn,
+                tenant_id,
+                key,
+                fp,
+                now,
+                lock=timedelta(seconds=settings.idempotency_lock_seconds),
+                ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            )
+        if stored is not None:
+            return json_response(stored.body, stored.status, {"Idempotent-Replayed": "true"})
+        try:
+            async with db.write() as conn:
+                result = await work(conn, now)
+                code = status(result) if callable(status) else status
+                body = json_bytes(result)
+                await idempotency.complete(conn, tenant_id, key, code, body)
+            return json_response(body, code)
+        except PromoflowError as exc:
+            if exc.status < 500:
+                # A definite answer (4xx) is the outcome of this key: replay it like a success.
+                err_status, err_body, _ = error_body(exc)
+                async with db.write() as conn:
+                    await idempotency.complete(conn, tenant_id, key, err_status, json_bytes(err_body))
+            else:
+                await self._release(key)
+            raise
+        except BaseException:
+            await self._release(key)
+            raise
+
+    async def _release(self, key: str) -> None:
+        try:
+            async with self.state.db.write() as conn:
+                await idempotency.release(conn, self.ctx.tenant_id, key)
+        except Exception:  # the claim then simply expires
+            log.warning("idempotency.release_failed key=%s", key, exc_info=True)
+
+
+async def edge(request: Request, ctx: TenantContext = Depends(tenant_context)) -> Edge:
+    return Edge(request, ctx)

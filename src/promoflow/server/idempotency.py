@@ -1,0 +1,112 @@
+"""Idempotency keys (A9).
+
+A key is claimed in its own short transaction (state ``running``, with a lock expiry), and its response is stored
+in the *same* transaction as the write it answers. So a crash between the write and the response leaves either
+no write and a claim that expires (a retry runs the request again), or the write together with its stored
+response (a retry replays it) — never a replayed success that did not happen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .dialect import insert_ignore
+from .exceptions import BadRequest, Conflict, Unprocessable
+from .models import idempotency_record as rec
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: bytes
+
+
+class KeyInUse(Conflict):
+    code = "IdempotencyKeyInUse"
+
+
+def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    h = hashlib.sha256()
+    for part in (method.encode(), path.encode(), query.encode(), body):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters", code="InvalidIdempotencyKey")
+    return key
+
+
+async def claim(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    key: str,
+    fp: str,
+    now: datetime,
+    *,
+    lock: timedelta,
+    ttl: timedelta,
+) -> StoredResponse | None:
+    """None: the caller owns the key and must run the request. Otherwise the stored answer to replay."""
+    fresh = {
+        "tenant_id": tenant_id,
+        "key": key,
+        "fingerprint": fp,
+        "state": "running",
+        "locked_until": now + lock,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
+    if (await conn.execute(insert_ignore(conn, rec, fresh).returning(rec.c.key))).first() is not None:
+        return None
+    q = select(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = (await conn.execute(q)).first()
+    if row is None:  # removed between our insert and our read: claim it again
+        await conn.execute(insert_ignore(conn, rec, fresh))
+        return None
+    if row.expires_at <= now:
+        await conn.execute(update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(**fresh))
+        return None
+    if row.fingerprint != fp:
+        raise Unprocessable(
+            "this Idempotency-Key was used with a different request; use a new key for a new request",
+            code="IdempotencyKeyMismatch",
+        )
+    if row.state == "done":
+        return StoredResponse(row.response_status, bytes(row.response_body))
+    if row.locked_until > now:
+        raise KeyInUse("a request with this Idempotency-Key is still being processed; retry shortly")
+    # The first request died holding the key (its write never committed): take the key over.
+    await conn.execute(
+        update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(locked_until=now + lock)
+    )
+    return None
+
+
+async def complete(
+    conn: AsyncConnection, tenant_id: uuid.UUID, key: str, status: int, body: bytes
+) -> None:
+    await conn.execute(
+        update(rec)
+        .where(rec.c.tenant_id == tenant_id, rec.c.key == key)
+        .values(state="done", response_status=status, response_body=body)
+    )
+
+
+async def release(conn: AsyncConnection, tenant_id: uuid.UUID, key: str) -> None:
+    await conn.execute(delete(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key, rec.c.state == "running"))
+
+
+async def purge_expired(conn: AsyncConnection, now: datetime) -> int:
+    result = await conn.execute(delete(rec).where(rec.c.expires_at < now))
+    return int(result.rowcount or 0)

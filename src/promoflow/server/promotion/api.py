@@ -1,0 +1,382 @@
+"""Promotions: definitions (A5), assignment (A6), fetching (A7), redeeming (A8), reactivation (A10), and the
+bulk-assignment extension."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from ...kit.guid import parse_guid
+from ...wire.engage import (
+    ApiPromotion,
+    AssignmentCreateV3,
+    BulkAssignCreate,
+    ChannelType,
+    JobOut,
+    MultichannelPromotion,
+    MultichannelPromotionCreate,
+    PromotionPage,
+    PromotionStatus,
+    PromotionValidity,
+    RedeemBody,
+    ValidityOut,
+)
+from ..contact.service import parse_contact_id
+from ..edge import Edge, edge
+from ..exceptions import BadRequest
+from ..openapi import EXTENSION, body_schema, errors
+from ..worker import queue
+from .assignment import AssignmentService, RedemptionService, parse_assignment_id
+from .bulk import BULK_ASSIGN, bulk_payload
+from .rules import parse_channel
+from .service import PromotionService, parse_promotion_id
+
+router = APIRouter()
+DEFS = "promotion definitions"
+FLOW = "promotion assignments"
+
+_ID = ["InvalidPromotionIdNoData"]
+_DEF_BODY = ["InvalidPayload", "InvalidValidity", "InvalidPromotionValue", "DuplicateRedemptionChannel"]
+
+
+# -------------------------------------------------------------------------------------------- definitions
+
+
+@router.post(
+    "/api/v2/promotions/multichannels",
+    status_code=201,
+    response_model=MultichannelPromotion,
+    tags=[DEFS],
+    responses=errors(e400=_DEF_BODY, e409=["ExternalIdInUse"], e415=["UnsupportedMediaType"]),
+)
+@router.post("/api/v3/promotions/multichannels", status_code=201, response_model=MultichannelPromotion,
+             tags=[DEFS], include_in_schema=False)  # fmt: skip
+async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
+    """Create a multichannel promotion; it starts as a Draft."""
+    return await e.write(lambda conn, now: PromotionService(e.ctx, now).create(conn, body), 201)
+
+
+@router.get(
+    "/api/v2/promotions/multichannels",
+    response_model=MultichannelPromotion | PromotionPage,
+    tags=[DEFS],
+    responses=errors(e400=["InvalidPayload"], e404=["PromotionNotFound"]),
+)
+async def get_promotion_by_external_id_or_list(
+    e: Edge = Depends(edge),
+    external_id: str | None = Query(None, alias="externalId"),
+    offset: int = Query(0, ge=0),
+    count: int = Query(100, ge=1, le=1000),
+    status: PromotionStatus | None = Query(None),
+) -> Response:
+    """With `externalId`: that promotion. Without (extension): a page of promotions, optionally by status."""
+    if external_id is not None:
+        return await e.read(lambda conn, now: PromotionService(e.ctx, now).get_by_external(conn, external_id))
+    return await e.read(
+        lambda conn, now: PromotionService(e.ctx, now).list(conn, offset=offset, count=count, status=status)
+    )
+
+
+@router.get("/api/v2/promotions/multichannels/validity", response_model=ValidityOut, tags=[DEFS],
+            responses=errors(e404=["PromotionNotFound"]))  # fmt: skip
+async def get_validity_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
+    """The validity of the promotion with this externalId."""
+    return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, None, external_id))
+
+
+@router.delete("/api/v2/promotions/multichannels", tags=[DEFS],
+               responses=errors(e404=["PromotionNotFound"], e409=["PromotionHasAssignments"]))  # fmt: skip
+async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
+    """Delete a promotion that was never assigned, by externalId."""
+
+    async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
+        await PromotionService(e.ctx, now).delete(conn, None, external_id)
+        return {"statusCode": "OK"}
+
+    return await e.write(work)
+
+
+@router.get("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
+            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
+@router.get("/api/v3/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
+            include_in_schema=False)  # fmt: skip
+async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """A promotion definition; `status` follows its dates in the tenant's time zone."""
+    return await e.read(lambda conn, now: PromotionService(e.ctx, now).get(conn, promotion_id))
+
+
+@router.put("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
+            responses=errors(e400=_ID + _DEF_BODY, e404=["PromotionNotFound"],
+                             e409=["PromotionNotDraft", "ExternalIdInUse"]))  # fmt: skip
+async def update_promotion(promotion_id: str, body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
+    """Replace a Draft promotion's definition."""
+    return await e.write(lambda conn, now: PromotionService(e.ctx, now).update(conn, promotion_id, body))
+
+
+@router.delete("/api/v2/promotions/multichannels/{promotion_id}", tags=[DEFS],
+               responses=errors(e400=_ID, e404=["PromotionNotFound"], e409=["PromotionHasAssignments"]))  # fmt: skip
+async def delete_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """Delete a promotion that was never assigned."""
+
+    async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
+        await PromotionService(e.ctx, now).delete(conn, promotion_id, None)
+        return {"statusCode": "OK"}
+
+    return await e.write(work)
+
+
+@router.get("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=ValidityOut, tags=[DEFS],
+            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
+async def get_validity(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """The validity of a promotion."""
+    return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, promotion_id, None))
+
+
+@router.put("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=MultichannelPromotion,
+            tags=[DEFS], responses=errors(e400=_ID + ["InvalidValidity"], e404=["PromotionNotFound"],
+                                          e409=["PromotionNotDraft"]))  # fmt: skip
+async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = Depends(edge)) -> Response:
+    """Change a Draft promotion's validity."""
+    return await e.write(lambda conn, now: PromotionService(e.ctx, now).update_validity(conn, promotion_id, body))
+
+
+@router.post("/api/v2/promotions/multichannels/{promotion_id}/activate", response_model=MultichannelPromotion,
+             tags=[DEFS], openapi_extra=EXTENSION,
+             responses=errors(e400=_ID, e404=["PromotionNotFound"],
+                              e409=["PromotionNotDraft", "PromotionIncomplete", "PromotionExpired"]))  # fmt: skip
+async def activate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """Extension: Draft → Scheduled (start date in the future) or Active."""
+    return await e.write(lambda conn, now: PromotionService(e.ctx, now).activate(conn, promotion_id))
+
+
+@router.post("/api/v2/promotions/multichannels/{promotion_id}/deactivate", response_model=MultichannelPromotion,
+             tags=[DEFS], openapi_extra=EXTENSION,
+             responses=errors(e400=_ID, e404=["PromotionNotFound"], e409=["PromotionNotActive"]))  # fmt: skip
+async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """Extension: end a Scheduled or Active promotion now. Existing assignments stay valid."""
+    return await e.write(lambda conn, now: PromotionService(e.ctx, now).deactivate(conn, promotion_id))
+
+
+@router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
+             response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
+             responses=errors(e400=_ID + ["InvalidPayload"], e404=["PromotionNotFound"],
+                              e409=["PromotionNotActive", "PromotionExpired"]))  # fmt: skip
+async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depends(edge)) -> Response:
+    """Extension: assign the promotion to many contacts (ids or keys) in the background; poll the job."""
+    pid = parse_promotion_id(promotion_id)
+
+    async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
+        await AssignmentService(e.ctx, now)._promotion_for_assign(conn, pid)  # fail fast on Draft/Ended/unknown
+        payload = bulk_payload(pid, body)
+        job = await queue.enqueue(conn, e.ctx.tenant_id, BULK_ASSIGN, payload, now,
+                                  total=len(body.contact_ids or []) + len(body.contact_keys or []))  # fmt: skip
+        return queue.job_out(job, e.ctx.tz)
+
+    response = await e.write(work, 202)
+    e.wake_worker()
+    return response
+
+
+@router.get("/api/v2/jobs/{job_id}", response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
+            responses=errors(e400=["InvalidJobId"], e404=["JobNotFound"]))  # fmt: skip
+async def get_job(job_id: str, e: Edge = Depends(edge)) -> Response:
+    """Extension: a background job's status, progress and result."""
+    guid = parse_guid(job_id)
+    if guid is None:
+        raise BadRequest(f"job id {job_id!r} is not a GUID", code="InvalidJobId")
+    return await e.read(lambda conn, now: queue.get_job_out(conn, e.ctx, guid))
+
+
+# --------------------------------------------------------------------------------- assignment & fetching
+
+
+_ASSIGN_ERRORS = errors(
+    e400=["InvalidContactId", "InvalidPromotionId"],
+    e404=["ContactNotFound", "PromotionNotFound"],
+    e409=["PromotionNotActive", "PromotionExpired"],
+)
+
+
+@router.post("/api/v2/contacts/{contact_id}/promotions/{promotion_id}/assign", response_model=ApiPromotion,
+             tags=[FLOW], responses=_ASSIGN_ERRORS)  # fmt: skip
+async def assign_v2(contact_id: str, promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """Assign a (Scheduled or Active) promotion to a contact; answers the new assignment."""
+    cid = parse_contact_id(contact_id)
+    pid = parse_promotion_id(promotion_id, code="InvalidPromotionId")
+    return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid))
+
+
+@router.post("/api/v3/promotion-assignments", response_model=ApiPromotion, tags=[FLOW], responses=_ASSIGN_ERRORS)
+async def assign_v3(body: AssignmentCreateV3, e: Edge = Depends(edge)) -> Response:
+    """Assign a promotion to a contact (v3)."""
+    cid = parse_contact_id(body.contact_id)
+    pid = parse_promotion_id(body.promotion_id, code="InvalidPromotionId")
+    return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid, v3=True))
+
+
+def _channel_filter(query_value: str | None, header_value: str | None) -> ChannelType | None:
+    value = query_value if query_value not in (None, "") else header_value
+    return None if value in (None, "") else parse_channel(value)
+
+
+_LIST_ERRORS = errors(e400=["InvalidContactId", "NotAValidRedemptionChannel"], e404=["ContactNotFound"])
+
+
+@router.get("/api/v2/contacts/{contact_id}/promotions", response_model=list[ApiPromotion], tags=[FLOW],
+            responses=_LIST_ERRORS)  # fmt: skip
+async def list_contact_promotions(
+    contact_id: str,
+    e: Edge = Depends(edge),
+    redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
+    include_redeemed: bool = Query(False, alias="includeRedeemed", description="Extension: also redeemed/expired."),
+    header_channel: str | None = Header(None, alias="redemptionChannelType"),
+) -> Response:
+    """The contact's promotions valid now and not redeemed, optionally for one channel (query or header)."""
+    cid = parse_contact_id(contact_id)
+    channel = _channel_filter(redemption_channel_type, header_channel)
+    return await e.read(
+        lambda conn, now: AssignmentService(e.ctx, now).list_for_contact(
+            conn, cid, channel, include_redeemed=include_redeemed
+        )
+    )
+
+
+@router.get("/api/v3/promotion-assignments", response_model=list[ApiPromotion], tags=[FLOW],
+            responses=_LIST_ERRORS)  # fmt: skip
+async def list_assignments_v3(
+    e: Edge = Depends(edge),
+    contact_id: str = Query(..., alias="contactId"),
+    redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
+    include_redeemed: bool = Query(False, alias="includeRedeemed"),
+    header_channel: str | None = Header(None, alias="redemptionChannelType"),
+) -> Response:
+    """The contact's promotions (v3): the same items, each also carrying `assignmentId`."""
+    cid = parse_contact_id(contact_id)
+    channel = _channel_filter(redemption_channel_type, header_channel)
+    return await e.read(
+        lambda conn, now: AssignmentService(e.ctx, now).list_for_contact(
+            conn, cid, channel, include_redeemed=include_redeemed, v3=True
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------------- redeem
+
+
+async def redeem_body(request: Request) -> RedeemBody:
+    """`{"redemptionChannel": "POS"}`, a bare JSON string `"POS"`, or nothing (→ OTHER)."""
+    raw = await request.body()
+    if not raw.strip():
+        return RedeemBody()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="InvalidJson") from exc
+    if data is None:
+        return RedeemBody()
+    if isinstance(data, str):
+        return RedeemBody(redemption_channel=data)
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be {\"redemptionChannel\": \"POS|ECOM|OTHER\"}", code="InvalidPayload")
+    from pydantic import ValidationError
+
+    from ..exception_handlers import validation_message
+
+    try:
+        return RedeemBody.model_validate(data)
+    except ValidationError as exc:
+        code, message = validation_message([{**err, "loc": ("body", *err["loc"])} for err in exc.errors()])
+        raise BadRequest(message, code=code) from exc
+
+
+_REDEEM_DOC = body_schema(
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/RedeemBody"},
+            {"type": "string", "enum": ["POS", "ECOM", "OTHER"]},
+        ]
+    },
+    required=False,
+)
+_REDEEM_ERRORS = errors(
+    e400=["NotAValidRedemptionChannel", "InvalidPromotionIdNoData", "InvalidContactId", "InvalidRedeemedOn"],
+    e404=["PromotionNotFound", "PromotionNotAssociatedWithContact"],
+    e409=["PromotionAlreadyRedeemed", "PromotionExpired", "PromotionNotYetValid",
+          "PromotionNotValidForRedemptionChannel", "AmbiguousPromotionId", "IdempotencyKeyInUse"],
+    e422=["IdempotencyKeyMismatch"],
+)  # fmt: skip
+
+
+async def _redeem(e: Edge, request: Request, assignment_ref: str, contact_ref: str | None, v3: bool) -> Response:
+    body = await redeem_body(request)
+    channel = parse_channel(body.redemption_channel, default=ChannelType.OTHER)
+    aid = parse_assignment_id(assignment_ref)
+    cid = parse_contact_id(contact_ref) if contact_ref is not None else None
+    idem = request.headers.get("idempotency-key")
+
+    async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
+        svc = RedemptionService(e.ctx, now)
+        target = await svc.resolve_for_contact(conn, cid, aid) if cid is not None else aid
+        done = await svc.redeem(
+            conn,
+            target,
+            channel,
+            contact_id=cid,
+            redeemed_on=body.redeemed_on,
+            store_external_id=body.store_external_id,
+            unique_receipt_id=body.unique_receipt_id,
+            idempotency_key=idem,
+            v3=v3,
+        )
+        return done.item
+
+    return await e.write(work)
+
+
+@router.post("/api/v2/contacts/{contact_id}/promotions/{promotion_id}/redeem", response_model=ApiPromotion,
+             tags=[FLOW], responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+async def redeem_v2_contact(contact_id: str, promotion_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
+    """Redeem an assignment of this contact (by assignment id, or by template id when the contact holds exactly
+    one redeemable assignment of it). Exactly once: concurrent redeems get one 200 and 409s."""
+    return await _redeem(e, request, promotion_id, contact_id, v3=False)
+
+
+@router.post("/api/v2/promotions/codes/{promotion_id}/redeem", response_model=ApiPromotion, tags=[FLOW],
+             responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+async def redeem_v2_code(promotion_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
+    """Redeem by assignment id (the `id` of a contact's promotion item)."""
+    return await _redeem(e, request, promotion_id, None, v3=False)
+
+
+@router.post("/api/v3/promotion-assignments/{assignment_id}/redeem", response_model=ApiPromotion, tags=[FLOW],
+             responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+async def redeem_v3(assignment_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
+    """Redeem an assignment (v3)."""
+    return await _redeem(e, request, assignment_id, None, v3=True)
+
+
+_REACTIVATE_ERRORS = errors(
+    e400=["InvalidPromotionIdNoData"],
+    e404=["PromotionNotFound"],
+    e409=["PromotionNotRedeemed", "PromotionExpired", "ReactivationLimitExceeded"],
+)
+
+
+@router.post("/api/v2/promotions/codes/{promotion_id}/reactivate", response_model=ApiPromotion, tags=[FLOW],
+             responses=_REACTIVATE_ERRORS, openapi_extra=EXTENSION)  # fmt: skip
+async def reactivate_v2(promotion_id: str, e: Edge = Depends(edge)) -> Response:
+    """Extension: undo a redemption (e.g. a cancelled sale), within the tenant's reactivation limit."""
+    aid = parse_assignment_id(promotion_id)
+    return await e.write(lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid))
+
+
+@router.post("/api/v3/promotion-assignments/{assignment_id}/reactivate", response_model=ApiPromotion, tags=[FLOW],
+             responses=_REACTIVATE_ERRORS, openapi_extra=EXTENSION)  # fmt: skip
+async def reactivate_v3(assignment_id: str, e: Edge = Depends(edge)) -> Response:
+    """Extension: undo a redemption (v3)."""
+    aid = parse_assignment_id(assignment_id)
+    return await e.write(lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid, v3=True))

@@ -1,0 +1,458 @@
+"""Assignments (A6), fetching (A7), redeeming (A8) and reactivation (A10).
+
+``RedemptionService.redeem`` is the one redemption code path: the API endpoints, receipts and file imports all
+call it. Exactly-once rests on one conditional write (``UPDATE … WHERE redeemed_at IS NULL``): whichever
+transaction gets there first changes the row; every other sees no row to change and answers 409.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...kit.guid import parse_guid
+from ...kit.timeutil import iso
+from ...wire.engage import ChannelType, PromotionStatus
+from ..dialect import insert_ignore
+from ..exceptions import BadRequest, Conflict, NotFound
+from ..models import assignment, assignment_event, contact, promotion, redemption
+from ..tenant.service import TenantContext
+from .rules import CHANNEL_BITS, assignment_window, read_channels, status_of
+from .service import promotion_not_found
+
+# A client clock a little ahead of ours is not "the future".
+CLOCK_SKEW = timedelta(minutes=5)
+
+_ITEM_COLUMNS = (
+    assignment.c.id,
+    assignment.c.promotion_id,
+    assignment.c.valid_from,
+    assignment.c.valid_to,
+    assignment.c.redeemed_at,
+    promotion.c.external_id,
+    promotion.c.name,
+    promotion.c.heading,
+    promotion.c.description,
+    promotion.c.image_url,
+    promotion.c.link,
+    promotion.c.channels,
+)
+
+
+def item_out(row: Any, ctx: TenantContext, *, v3: bool = False) -> dict[str, Any]:
+    """One `ApiPromotionModel` item; ``id`` is the assignment id (v3 repeats it as ``assignmentId``)."""
+    tz = ctx.tz
+    out: dict[str, Any] = {"id": str(row.id)}
+    if v3:
+        out["assignmentId"] = out["id"]
+    out.update(
+        {
+            "promotionId": str(row.promotion_id),
+            "externalId": row.external_id,
+            "type": "Multichannel",
+            "name": row.name,
+            "expiresOn": iso(row.valid_to, tz),
+            "validFrom": iso(row.valid_from, tz),
+            "heading": row.heading,
+            "description": row.description,
+            "redeemed": row.redeemed_at is not None,
+            "redeemedOn": iso(row.redeemed_at, tz),
+            "imageUrl": row.image_url,
+            "link": row.link,
+            "redemptionChannels": read_channels(row.channels, ctx.currency),
+        }
+    )
+    return out
+
+
+def parse_assignment_id(value: str) -> uuid.UUID:
+    guid = parse_guid(value)
+    if guid is None:
+        raise BadRequest(f"promotion id {value!r} is not a GUID", code="InvalidPromotionIdNoData")
+    return guid
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    """The outcome of one successful redemption."""
+
+    item: dict[str, Any]
+    assignment_id: uuid.UUID
+    contact_id: uuid.UUID
+    redeemed_at: datetime
+    seq: int
+
+
+class AssignmentService:
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    async def _promotion_for_assign(self, conn: AsyncConnection, promotion_id: uuid.UUID) -> Any:
+        row = (
+            await conn.execute(
+                select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
+            )
+        ).first()
+        if row is None:
+            raise promotion_not_found(promotion_id)
+        status = status_of(row, self.now, self.ctx.tz)
+        if status is PromotionStatus.DRAFT or (status is PromotionStatus.ENDED and row.deactivated_at is not None):
+            raise Conflict(f"promotion is {status.value}; only Scheduled or Active ones are assigned",
+                           code="PromotionNotActive")  # fmt: skip
+        if status is PromotionStatus.ENDED:
+            raise Conflict("the promotion's end date has passed", code="PromotionExpired")
+        return row
+
+    def _window(self, promo: Any) -> tuple[datetime, datetime | None]:
+        return assignment_window(
+            promo.start_date, promo.end_date, promo.assigned_unit, promo.assigned_amount, self.now, self.ctx.tz
+        )
+
+    async def assign(
+        self,
+        conn: AsyncConnection,
+        contact_id: uuid.UUID,
+        promotion_id: uuid.UUID,
+        *,
+        source: str = "api",
+        v3: bool = False,
+        external_code_id: str | None = None,
+    ) -> dict[str, Any]:
+        promo = await self._promotion_for_assign(conn, promotion_id)
+        found = await conn.scalar(
+            select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+        )
+        if found is None:
+            raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+        valid_from, valid_to = self._window(promo)
+        if valid_to is not None and valid_to < self.now:
+            raise Conflict("the assignment would already be expired", code="PromotionExpired")
+        new_id = uuid.uuid4()
+        await conn.execute(
+            insert(assignment).values(
+                id=new_id,
+                tenant_id=self.ctx.tenant_id,
+                promotion_id=promo.id,
+                contact_id=contact_id,
+                valid_from=valid_from,
+                valid_to=valid_to,
+                source=source,
+                external_code_id=external_code_id,
+                created_at=self.now,
+            )
+        )
+        return await self.item(conn, new_id, v3=v3)
+
+    async def assign_many(
+        self, conn: AsyncConnection, promotion_id: uuid.UUID, contact_ids: list[uuid.UUID], batch_ref: str
+    ) -> int:
+        """Assign one promotion to many (existing, same-tenant) contacts; a contact already assigned in this
+        batch is skipped, so re-running a batch never duplicates. Returns how many were new."""
+        promo = await self._promotion_for_assign(conn, promotion_id)
+        if not contact_ids:
+            return 0
+        existing = (
+            await conn.execute(
+                select(contact.c.id).where(contact.c.tenant_id == self.ctx.tenant_id, contact.c.id.in_(contact_ids))
+            )
+        ).scalars().all()
+        if not existing:
+            return 0
+        valid_from, valid_to = self._window(promo)
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "tenant_id": self.ctx.tenant_id,
+                "promotion_id": promo.id,
+                "contact_id": cid,
+                "valid_from": valid_from,
+                "valid_to": valid_to,
+                "source": "bulk",
+                "batch_ref": batch_ref,
+                "created_at": self.now,
+            }
+            for cid in dict.fromkeys(existing)
+        ]
+        result = await conn.execute(insert_ignore(conn, assignment, rows).returning(assignment.c.id))
+        return len(result.all())
+
+    async def item(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, v3: bool = False) -> dict[str, Any]:
+        row = (
+            await conn.execute(
+                select(*_ITEM_COLUMNS)
+                .join(promotion, promotion.c.id == assignment.c.promotion_id)
+                .where(assignment.c.id == assignment_id, assignment.c.tenant_id == self.ctx.tenant_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+        return item_out(row, self.ctx, v3=v3)
+
+    async def list_for_contact(
+        self,
+        conn: AsyncConnection,
+        contact_id: uuid.UUID,
+        channel: ChannelType | None,
+        *,
+        include_redeemed: bool = False,
+        v3: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The contact's assignments valid now, of non-Draft promotions, not redeemed (A7)."""
+        conds = [
+            assignment.c.contact_id == contact_id,
+            assignment.c.tenant_id == self.ctx.tenant_id,
+            assignment.c.deleted_at.is_(None),
+            promotion.c.activated_at.is_not(None),
+        ]
+        if not include_redeemed:
+            conds += [
+                assignment.c.redeemed_at.is_(None),
+                assignment.c.valid_from <= self.now,
+                or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= self.now),
+            ]
+        if channel is not None:
+            conds.append(promotion.c.channel_mask.op("&")(CHANNEL_BITS[channel]) != 0)
+        rows = (
+            await conn.execute(
+                select(*_ITEM_COLUMNS)
+                .join(promotion, promotion.c.id == assignment.c.promotion_id)
+                .where(and_(*conds))
+                .order_by(assignment.c.created_at, assignment.c.id)
+            )
+        ).all()
+        if not rows:
+            found = await conn.scalar(
+                select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+            )
+            if found is None:
+                raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+        return [item_out(r, self.ctx, v3=v3) for r in rows]
+
+
+class RedemptionService:
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    async def resolve_for_contact(self, conn: AsyncConnection, contact_id: uuid.UUID, ident: uuid.UUID) -> uuid.UUID:
+        """On the contact-scoped path, a template id names the contact's one redeemable assignment of it."""
+        owner = await conn.scalar(
+            select(assignment.c.contact_id).where(
+                assignment.c.id == ident, assignment.c.tenant_id == self.ctx.tenant_id
+            )
+        )
+        if owner is not None:
+            if owner != contact_id:
+                raise NotFound("the promotion is not assigned to this contact",
+                               code="PromotionNotAssociatedWithContact")  # fmt: skip
+            return ident
+        candidates = (
+            await conn.execute(
+                select(assignment.c.id)
+                .where(
+                    assignment.c.promotion_id == ident,
+                    assignment.c.contact_id == contact_id,
+                    assignment.c.tenant_id == self.ctx.tenant_id,
+                    assignment.c.redeemed_at.is_(None),
+                    assignment.c.deleted_at.is_(None),
+                    assignment.c.valid_from <= self.now,
+                    or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= self.now),
+                )
+                .order_by(assignment.c.created_at, assignment.c.id)
+                .limit(2)
+            )
+        ).scalars().all()
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            raise Conflict("the contact holds several redeemable assignments of this promotion; redeem by the "
+                           "assignment id", code="AmbiguousPromotionId")  # fmt: skip
+        template = await conn.scalar(
+            select(promotion.c.id).where(promotion.c.id == ident, promotion.c.tenant_id == self.ctx.tenant_id)
+        )
+        if template is None:
+            raise NotFound(f"promotion {ident} not found", code="PromotionNotFound")
+        raise NotFound("the promotion is not assigned to this contact", code="PromotionNotAssociatedWithContact")
+
+    async def redeem(
+        self,
+        conn: AsyncConnection,
+        assignment_id: uuid.UUID,
+        channel: ChannelType,
+        *,
+        contact_id: uuid.UUID | None = None,
+        via: str = "api",
+        redeemed_on: datetime | None = None,
+        store_external_id: str | None = None,
+        unique_receipt_id: str | None = None,
+        idempotency_key: str | None = None,
+        v3: bool = False,
+    ) -> Redeemed:
+        at = redeemed_on or self.now
+        if at > self.now + CLOCK_SKEW:
+            raise BadRequest("redeemedOn is in the future", code="InvalidRedeemedOn")
+        bit = CHANNEL_BITS[channel]
+        channel_ok = (
+            select(promotion.c.id)
+            .where(
+                promotion.c.id == assignment.c.promotion_id,
+                or_(promotion.c.channel_mask == 0, promotion.c.channel_mask.op("&")(bit) != 0),
+            )
+            .exists()
+        )
+        conds = [
+            assignment.c.id == assignment_id,
+            assignment.c.tenant_id == self.ctx.tenant_id,
+            assignment.c.redeemed_at.is_(None),
+            assignment.c.deleted_at.is_(None),
+            assignment.c.valid_from <= at,
+            or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= at),
+            channel_ok,
+        ]
+        if contact_id is not None:
+            conds.append(assignment.c.contact_id == contact_id)
+        won = (
+            await conn.execute(
+                update(assignment)
+                .where(and_(*conds))
+                .values(
+                    redeemed_at=at,
+                    redeemed_channel=channel.value,
+                    redeemed_store=store_external_id,
+                    redeemed_receipt_id=unique_receipt_id,
+                    redeemed_via=via,
+                    redemption_count=assignment.c.redemption_count + 1,
+                )
+                .returning(assignment.c.redemption_count, assignment.c.contact_id)
+            )
+        ).first()
+        if won is None:
+            await self._explain_refusal(conn, assignment_id, channel, at, contact_id)
+            raise AssertionError("unreachable")  # _explain_refusal always raises
+        await conn.execute(
+            insert(redemption).values(
+                id=uuid.uuid4(),
+                tenant_id=self.ctx.tenant_id,
+                assignment_id=assignment_id,
+                seq=won.redemption_count,
+                redeemed_at=at,
+                channel=channel.value,
+                store_external_id=store_external_id,
+                unique_receipt_id=unique_receipt_id,
+                via=via,
+                idempotency_key=idempotency_key,
+                created_at=self.now,
+            )
+        )
+        item = await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
+        return Redeemed(item, assignment_id, won.contact_id, at, won.redemption_count)
+
+    async def _explain_refusal(
+        self,
+        conn: AsyncConnection,
+        assignment_id: uuid.UUID,
+        channel: ChannelType,
+        at: datetime,
+        contact_id: uuid.UUID | None,
+    ) -> None:
+        row = (
+            await conn.execute(
+                select(assignment, promotion.c.channel_mask)
+                .join(promotion, promotion.c.id == assignment.c.promotion_id)
+                .where(assignment.c.id == assignment_id, assignment.c.tenant_id == self.ctx.tenant_id)
+            )
+        ).first()
+        if row is None or row.deleted_at is not None:
+            raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+        if contact_id is not None and row.contact_id != contact_id:
+            raise NotFound("the promotion is not assigned to this contact", code="PromotionNotAssociatedWithContact")
+        if row.redeemed_at is not None:
+            raise AlreadyRedeemed(row, self.ctx)
+        if row.channel_mask and not row.channel_mask & CHANNEL_BITS[channel]:
+            raise Conflict(f"the promotion cannot be redeemed in channel {channel.value}",
+                           code="PromotionNotValidForRedemptionChannel")  # fmt: skip
+        if row.valid_to is not None and at > row.valid_to:
+            raise Conflict(f"the promotion expired at {iso(row.valid_to, self.ctx.tz)}", code="PromotionExpired")
+        if at < row.valid_from:
+            raise Conflict(f"the promotion is valid from {iso(row.valid_from, self.ctx.tz)}",
+                           code="PromotionNotYetValid")  # fmt: skip
+        raise Conflict("the promotion could not be redeemed", code="PromotionNotRedeemable")
+
+    async def reactivate(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api",
+                         v3: bool = False) -> dict[str, Any]:  # fmt: skip
+        limit = self.ctx.reactivation_limit
+        won = (
+            await conn.execute(
+                update(assignment)
+                .where(
+                    assignment.c.id == assignment_id,
+                    assignment.c.tenant_id == self.ctx.tenant_id,
+                    assignment.c.redeemed_at.is_not(None),
+                    assignment.c.deleted_at.is_(None),
+                    assignment.c.reactivation_count < limit,
+                    or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= self.now),
+                )
+                .values(
+                    redeemed_at=None,
+                    redeemed_channel=None,
+                    redeemed_store=None,
+                    redeemed_receipt_id=None,
+                    redeemed_via=None,
+                    reactivation_count=assignment.c.reactivation_count + 1,
+                )
+                .returning(assignment.c.redemption_count)
+            )
+        ).first()
+        if won is None:
+            row = (
+                await conn.execute(
+                    select(assignment).where(
+                        assignment.c.id == assignment_id, assignment.c.tenant_id == self.ctx.tenant_id
+                    )
+                )
+            ).first()
+            if row is None or row.deleted_at is not None:
+                raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+            if row.redeemed_at is None:
+                raise Conflict("the promotion is not redeemed", code="PromotionNotRedeemed")
+            if row.valid_to is not None and row.valid_to < self.now:
+                raise Conflict("the promotion has expired", code="PromotionExpired")
+            raise Conflict(f"the promotion was already reactivated {row.reactivation_count} times",
+                           code="ReactivationLimitExceeded")  # fmt: skip
+        await conn.execute(
+            update(redemption)
+            .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
+            .values(reactivated_at=self.now)
+        )
+        await conn.execute(
+            insert(assignment_event).values(
+                tenant_id=self.ctx.tenant_id,
+                assignment_id=assignment_id,
+                kind="reactivated",
+                at=self.now,
+                via=reason,
+            )
+        )
+        return await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
+
+
+class AlreadyRedeemed(Conflict):
+    """409 `PromotionAlreadyRedeemed`, carrying when, where and how the redemption happened."""
+
+    code = "PromotionAlreadyRedeemed"
+
+    def __init__(self, row: Any, ctx: TenantContext) -> None:
+        where = f" in store {row.redeemed_store}" if row.redeemed_store else ""
+        super().__init__(
+            f"the promotion was already redeemed at {iso(row.redeemed_at, ctx.tz)} via {row.redeemed_channel}{where}"
+        )
+        self.redeemed_at: datetime = row.redeemed_at
+        self.channel: str | None = row.redeemed_channel
+        self.store_external_id: str | None = row.redeemed_store
+        self.unique_receipt_id: str | None = row.redeemed_receipt_id

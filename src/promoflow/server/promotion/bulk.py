@@ -1,0 +1,111 @@
+"""Bulk assignment (A6 extension): one promotion to many contacts, as a background job with progress.
+
+Every assignment of a batch carries the batch's reference, and (tenant, promotion, contact, batch) is unique: a
+job that is retried, recovered after a crash, or enqueued twice for the same ``batchId`` never assigns a contact
+twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from ...kit.guid import parse_guid
+from ...wire.engage import BulkAssignCreate
+from ..contact.service import _NORMALIZERS, contact_type_of
+from ..exceptions import PromoflowError
+from ..models import contact
+from ..worker.runner import JobContext, PermanentJobError, handler
+from .assignment import AssignmentService
+
+BULK_ASSIGN = "bulk_assign"
+CHUNK = 500
+
+
+def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, Any]:
+    if not body.contact_ids and not body.contact_keys:
+        from ..exceptions import BadRequest
+
+        raise BadRequest("give contactIds or contactKeys", code="InvalidPayload")
+    return {
+        "promotionId": str(promotion_id),
+        "contactIds": body.contact_ids or [],
+        "contactKeys": body.contact_keys or [],
+        "contactType": contact_type_of(body.contact_type),
+        "batchRef": "bulk:" + (body.batch_id or uuid.uuid4().hex),
+    }
+
+
+@handler(BULK_ASSIGN)
+async def run_bulk_assign(job: JobContext) -> dict[str, Any]:
+    p = job.payload
+    promotion_id = uuid.UUID(p["promotionId"])
+    ctype = p["contactType"]
+    key_attr = job.tenant.key_attribute(ctype)
+    norm = _NORMALIZERS.get(key_attr)
+    refs: list[tuple[str, str]] = [("id", v) for v in p["contactIds"]] + [("key", v) for v in p["contactKeys"]]
+    total = len(refs)
+    assigned = invalid = not_found = 0
+    missing: list[str] = []
+    for start in range(0, total, CHUNK):
+        chunk = refs[start : start + CHUNK]
+        ids: list[uuid.UUID] = []
+        keys: dict[str, str] = {}
+        for kind, raw in chunk:
+            if kind == "id":
+                guid = parse_guid(str(raw))
+                if guid is None:
+                    invalid += 1
+                else:
+                    ids.append(guid)
+            else:
+                try:
+                    keys[norm(str(raw)) if norm else str(raw).strip()] = str(raw)
+                except PromoflowError:
+                    invalid += 1
+        async with job.db.write() as conn:
+            if keys:
+                found = (
+                    await conn.execute(
+                        select(contact.c.id, contact.c.key_value).where(
+                            contact.c.tenant_id == job.tenant.tenant_id,
+                            contact.c.contact_type == ctype,
+                            contact.c.key_value.in_(list(keys)),
+                        )
+                    )
+                ).all()
+                ids.extend(r.id for r in found)
+                missing_keys = set(keys) - {r.key_value for r in found}
+                not_found += len(missing_keys)
+                missing.extend(keys[k] for k in sorted(missing_keys))
+            if ids:
+                existing = set(
+                    (
+                        await conn.execute(
+                            select(contact.c.id).where(
+                                contact.c.tenant_id == job.tenant.tenant_id, contact.c.id.in_(ids)
+                            )
+                        )
+                    ).scalars()
+                )
+                for guid in ids:
+                    if guid not in existing:
+                        not_found += 1
+                        missing.append(str(guid))
+                try:
+                    assigned += await AssignmentService(job.tenant, job.now()).assign_many(
+                        conn, promotion_id, [g for g in ids if g in existing], p["batchRef"]
+                    )
+                except PromoflowError as exc:
+                    raise PermanentJobError(f"{exc.code}: {exc.message}") from exc
+        await job.progress(min(start + CHUNK, total), total)
+    matched = total - invalid - not_found
+    return {
+        "assigned": assigned,
+        "alreadyAssigned": matched - assigned,
+        "notFound": not_found,
+        "invalid": invalid,
+        "notFoundSample": missing[:100],
+    }

@@ -1,0 +1,111 @@
+"""Pure promotion rules: status from dates, validity of an assignment, channel sets, value typing on read."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ...kit.timeutil import add_period, end_of_day, local_date, start_of_day
+from ...wire.engage import ChannelType, PromotionStatus, ValueType
+from ..exceptions import BadRequest
+
+CHANNEL_BITS = {ChannelType.POS: 1, ChannelType.ECOM: 2, ChannelType.OTHER: 4}
+
+
+def parse_channel(value: Any, *, default: ChannelType | None = None) -> ChannelType:
+    """POS / ECOM / OTHER, case-insensitive; anything else is Engage's `NotAValidRedemptionChannel`."""
+    if value is None or value == "":
+        if default is not None:
+            return default
+    if isinstance(value, str):
+        try:
+            return ChannelType(value.strip().upper())
+        except ValueError:
+            pass
+    raise BadRequest(
+        f"{value!r} is not a valid redemption channel; use POS, ECOM or OTHER", code="NotAValidRedemptionChannel"
+    )
+
+
+def channel_mask(channels: list[dict[str, Any]]) -> int:
+    mask = 0
+    for ch in channels:
+        mask |= CHANNEL_BITS[ChannelType(ch["type"])]
+    return mask
+
+
+def status_of(row: Any, now: datetime, tz: ZoneInfo) -> PromotionStatus:
+    """Derived at read time from the stored facts, so no scheduler is needed for correctness."""
+    if row.activated_at is None:
+        return PromotionStatus.DRAFT
+    if row.deactivated_at is not None and row.deactivated_at <= now:
+        return PromotionStatus.ENDED
+    if row.end_date is not None and now > end_of_day(row.end_date, tz):
+        return PromotionStatus.ENDED
+    if now < start_of_day(row.start_date, tz):
+        return PromotionStatus.SCHEDULED
+    return PromotionStatus.ACTIVE
+
+
+def assignment_window(
+    start: date, end: date | None, unit: str | None, amount: int | None, assigned_at: datetime, tz: ZoneInfo
+) -> tuple[datetime, datetime | None]:
+    """From max(promotion start, assignment time) to the earlier of the promotion's end (23:59:59 local) and the
+    end of the day ``assignedValidity`` after the assignment day."""
+    valid_from = max(start_of_day(start, tz), assigned_at)
+    candidates = []
+    if end is not None:
+        candidates.append(end_of_day(end, tz))
+    if unit and amount:
+        candidates.append(end_of_day(add_period(local_date(assigned_at, tz), unit, amount), tz))
+    return valid_from, (min(candidates) if candidates else None)
+
+
+def validate_channel_value(value_type: ValueType, value: str | None, where: str) -> str | None:
+    if value_type is ValueType.PERCENT:
+        if value is None or not value.strip().isdigit() or not 1 <= int(value) <= 100:
+            raise BadRequest(f"{where}: PERCENT value must be a whole number 1-100", code="InvalidPromotionValue")
+        return str(int(value))
+    if value_type is ValueType.MONEY:
+        try:
+            amount = Decimal(value or "")
+        except InvalidOperation:
+            amount = Decimal(-1)
+        if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -4:  # type: ignore[operator]
+            raise BadRequest(f"{where}: MONEY value must be a positive amount", code="InvalidPromotionValue")
+        return str(amount)
+    if value_type is ValueType.EXTERNALOFFER and not (value or "").strip():
+        raise BadRequest(f"{where}: EXTERNALOFFER needs the code of the shop's rule", code="InvalidPromotionValue")
+    return value
+
+
+def _number(text: str) -> int | float:
+    d = Decimal(text)
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def read_channels(channels: list[dict[str, Any]], currency: str) -> list[dict[str, Any]]:
+    """Channels as the contact-promotions API types them: PERCENT → integer, MONEY → {amount, currency}."""
+    out = []
+    for ch in channels:
+        value: Any = ch.get("value")
+        vt = ch["valueType"]
+        if vt == "PERCENT" and value is not None:
+            value = int(value)
+        elif vt == "MONEY" and value is not None:
+            value = {"amount": _number(value), "currency": currency}
+        out.append(
+            {
+                "type": ch["type"],
+                "valueType": vt,
+                "value": value,
+                "localValues": [
+                    {"currency": lv["currency"], "amount": _number(lv["amount"])} for lv in ch.get("localValues") or []
+                ]
+                or None,
+                "instruction": ch.get("instruction"),
+            }
+        )
+    return out

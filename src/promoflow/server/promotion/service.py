@@ -1,0 +1,263 @@
+"""Promotion definitions (A5): create as Draft, read, update while Draft, delete while never assigned,
+validity, activate/deactivate, list."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...kit.guid import parse_guid
+from ...kit.timeutil import end_of_day, iso, local_date, start_of_day
+from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, PromotionValidity, ReturnPolicy
+from ..exceptions import BadRequest, Conflict, NotFound
+from ..models import assignment, promotion
+from ..tenant.service import TenantContext
+from .rules import channel_mask, status_of, validate_channel_value
+
+
+def parse_promotion_id(value: str, code: str = "InvalidPromotionIdNoData") -> uuid.UUID:
+    guid = parse_guid(value)
+    if guid is None:
+        raise BadRequest(f"promotion id {value!r} is not a GUID", code=code)
+    return guid
+
+
+def promotion_not_found(ident: object) -> NotFound:
+    return NotFound(f"promotion {ident} not found", code="PromotionNotFound")
+
+
+class PromotionService:
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _day(self, value: date | datetime | None) -> date | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return local_date(value, self.ctx.tz)
+        return value
+
+    def _values(self, body: MultichannelPromotionCreate) -> dict[str, Any]:
+        validity = self._validity(body.validity)
+        channels = []
+        seen = set()
+        for i, ch in enumerate(body.redemption_channels):
+            if ch.type in seen:
+                raise BadRequest(
+                    f"redemptionChannels[{i}]: channel {ch.type.value} given twice", code="DuplicateRedemptionChannel"
+                )
+            seen.add(ch.type)
+            value = validate_channel_value(ch.value_type, ch.value, f"redemptionChannels[{i}]")
+            channels.append(
+                {
+                    "type": ch.type.value,
+                    "valueType": ch.value_type.value,
+                    "value": value,
+                    "localValues": [
+                        {"currency": lv.currency, "amount": str(lv.amount)} for lv in ch.local_values or []
+                    ]
+                    or None,
+                    "instruction": ch.instruction,
+                }
+            )
+        pres = body.presentation
+        return {
+            "external_id": body.external_id or None,
+            "name": body.name,
+            **validity,
+            "heading": pres.heading if pres else None,
+            "description": pres.description if pres else None,
+            "link": pres.link if pres else None,
+            "image_url": pres.image_url if pres else None,
+            "channels": channels,
+            "channel_mask": channel_mask(channels),
+            "return_policy": (body.return_policy or ReturnPolicy.NONE).value,
+        }
+
+    def _validity(self, v: PromotionValidity) -> dict[str, Any]:
+        start = self._day(v.start_date)
+        end = self._day(v.end_date)
+        assert start is not None
+        if end is not None and end < start:
+            raise BadRequest("validity.endDate is before validity.startDate", code="InvalidValidity")
+        return {
+            "start_date": start,
+            "end_date": end,
+            "assigned_unit": v.assigned_validity.unit.value if v.assigned_validity else None,
+            "assigned_amount": v.assigned_validity.amount if v.assigned_validity else None,
+        }
+
+    def out(self, row: Any) -> dict[str, Any]:
+        tz = self.ctx.tz
+        assigned = (
+            {"unit": row.assigned_unit, "amount": row.assigned_amount} if row.assigned_unit is not None else None
+        )
+        return {
+            "id": str(row.id),
+            "externalId": row.external_id,
+            "name": row.name,
+            "status": status_of(row, self.now, tz).value,
+            "validity": {
+                "startDate": iso(start_of_day(row.start_date, tz), tz),
+                "endDate": iso(start_of_day(row.end_date, tz), tz) if row.end_date else None,
+                "assignedValidity": assigned,
+            },
+            "presentation": {
+                "heading": row.heading,
+                "description": row.description,
+                "link": row.link,
+                "imageUrl": row.image_url,
+            },
+            "redemptionChannels": [
+                {
+                    "type": ch["type"],
+                    "valueType": ch["valueType"],
+                    "value": ch.get("value"),
+                    "localValues": ch.get("localValues"),
+                    "instruction": ch.get("instruction"),
+                }
+                for ch in row.channels
+            ],
+            "returnPolicy": row.return_policy,
+            "createdOn": iso(row.created_at, tz),
+            "changedOn": iso(row.updated_at, tz),
+        }
+
+    async def row(self, conn: AsyncConnection, promotion_id: uuid.UUID, *, for_update: bool = False) -> Any:
+        q = select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
+        if for_update and conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        found = (await conn.execute(q)).first()
+        if found is None:
+            raise promotion_not_found(promotion_id)
+        return found
+
+    async def _row_by_external(self, conn: AsyncConnection, external_id: str) -> Any:
+        found = (
+            await conn.execute(
+                select(promotion).where(
+                    promotion.c.external_id == external_id, promotion.c.tenant_id == self.ctx.tenant_id
+                )
+            )
+        ).first()
+        if found is None:
+            raise NotFound(f"no promotion with externalId {external_id!r}", code="PromotionNotFound")
+        return found
+
+    async def _check_external_free(self, conn: AsyncConnection, external_id: str | None, own: uuid.UUID | None) -> None:
+        if not external_id:
+            return
+        q = select(promotion.c.id).where(
+            promotion.c.tenant_id == self.ctx.tenant_id, promotion.c.external_id == external_id
+        )
+        other = await conn.scalar(q)
+        if other is not None and other != own:
+            raise Conflict(f"externalId {external_id!r} is used by promotion {other}", code="ExternalIdInUse")
+
+    def _require_draft(self, row: Any) -> None:
+        if row.activated_at is not None:
+            status = status_of(row, self.now, self.ctx.tz).value
+            raise Conflict(f"promotion is {status}; only a Draft can be changed", code="PromotionNotDraft")
+
+    # ------------------------------------------------------------------------------------------- commands
+
+    async def create(
+        self, conn: AsyncConnection, body: MultichannelPromotionCreate, promotion_id: uuid.UUID | None = None
+    ) -> dict[str, Any]:
+        values = self._values(body)
+        await self._check_external_free(conn, values["external_id"], None)
+        pid = promotion_id or uuid.uuid4()
+        await conn.execute(
+            insert(promotion).values(
+                id=pid, tenant_id=self.ctx.tenant_id, created_at=self.now, updated_at=self.now, **values
+            )
+        )
+        return self.out(await self.row(conn, pid))
+
+    async def get(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
+        return self.out(await self.row(conn, parse_promotion_id(promotion_id)))
+
+    async def get_by_external(self, conn: AsyncConnection, external_id: str) -> dict[str, Any]:
+        return self.out(await self._row_by_external(conn, external_id))
+
+    async def update(self, conn: AsyncConnection, promotion_id: str, body: MultichannelPromotionCreate) -> dict[str, Any]:
+        row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
+        self._require_draft(row)
+        values = self._values(body)
+        await self._check_external_free(conn, values["external_id"], row.id)
+        await conn.execute(update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **values))
+        return self.out(await self.row(conn, row.id))
+
+    async def validity(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> dict[str, Any]:
+        row = (
+            await self.row(conn, parse_promotion_id(promotion_id))
+            if promotion_id
+            else await self._row_by_external(conn, external_id or "")
+        )
+        return self.out(row)["validity"]  # type: ignore[no-any-return]
+
+    async def update_validity(self, conn: AsyncConnection, promotion_id: str, body: PromotionValidity) -> dict[str, Any]:
+        row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
+        self._require_draft(row)
+        await conn.execute(
+            update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **self._validity(body))
+        )
+        return self.out(await self.row(conn, row.id))
+
+    async def delete(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> None:
+        row = (
+            await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
+            if promotion_id
+            else await self._row_by_external(conn, external_id or "")
+        )
+        assigned = await conn.scalar(select(exists().where(assignment.c.promotion_id == row.id)))
+        if assigned:
+            raise Conflict("promotion has been assigned and cannot be deleted", code="PromotionHasAssignments")
+        await conn.execute(delete(promotion).where(promotion.c.id == row.id))
+
+    async def activate(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
+        row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
+        self._require_draft(row)
+        if not row.channels:
+            raise Conflict("a promotion needs at least one redemption channel", code="PromotionIncomplete")
+        if row.end_date is not None and self.now > end_of_day(row.end_date, self.ctx.tz):
+            raise Conflict("the promotion's end date has passed", code="PromotionExpired")
+        await conn.execute(
+            update(promotion).where(promotion.c.id == row.id).values(activated_at=self.now, updated_at=self.now)
+        )
+        return self.out(await self.row(conn, row.id))
+
+    async def deactivate(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
+        row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
+        status = status_of(row, self.now, self.ctx.tz)
+        if status not in (PromotionStatus.ACTIVE, PromotionStatus.SCHEDULED):
+            raise Conflict(f"promotion is {status.value}", code="PromotionNotActive")
+        await conn.execute(
+            update(promotion).where(promotion.c.id == row.id).values(deactivated_at=self.now, updated_at=self.now)
+        )
+        return self.out(await self.row(conn, row.id))
+
+    async def list(
+        self, conn: AsyncConnection, *, offset: int, count: int, status: PromotionStatus | None
+    ) -> dict[str, Any]:
+        base = select(promotion).where(promotion.c.tenant_id == self.ctx.tenant_id)
+        if status is None:
+            total = await conn.scalar(select(func.count()).select_from(base.subquery()))
+            rows = (
+                await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id).offset(offset).limit(count))
+            ).all()
+            items = [self.out(r) for r in rows]
+        else:
+            # Status depends on the clock and the tenant's zone; filter after deriving it.
+            rows = (await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id))).all()
+            matching = [r for r in rows if status_of(r, self.now, self.ctx.tz) is status]
+            total = len(matching)
+            items = [self.out(r) for r in matching[offset : offset + count]]
+        return {"items": items, "totalCount": int(total or 0), "offset": offset, "count": len(items)}

@@ -1,0 +1,158 @@
+"""The worker: claims jobs, runs their handler, records the outcome; recovers stalled jobs; stops gracefully
+(finishes the job in hand, claims no new one)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from ...kit.clock import Clock
+from ..db import Database
+from ..models import tenant
+from ..tenant.service import TenantContext, context_from_row
+from . import queue
+
+log = logging.getLogger("promoflow.worker")
+
+
+class PermanentJobError(Exception):
+    """A job that can never succeed (bad input): fail it now instead of retrying."""
+
+
+@dataclass
+class JobContext:
+    db: Database
+    clock: Clock
+    row: Any
+    tenant: TenantContext
+    worker: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.row.payload)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def progress(self, done: int, total: int | None = None) -> None:
+        async with self.db.write() as conn:
+            if not await queue.heartbeat(conn, self.row.id, self.worker, self.now(), done, total):
+                raise asyncio.CancelledError("job was taken over by another worker")
+
+
+Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+Housekeeping = Callable[[Database, datetime], Awaitable[None]]
+HOUSEKEEPING: list[Housekeeping] = []
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        poll_seconds: float = 0.5,
+        stall_after: timedelta = timedelta(minutes=2),
+        name: str | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.stall_after = stall_after
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._last_housekeeping: datetime | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for work now (an enqueue in this process)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("worker.started name=%s", self.name)
+        while not self._stop.is_set():
+            try:
+                did = await self.run_once()
+            except Exception:
+                log.exception("worker.loop_error")
+                did = False
+            if not did:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                except TimeoutError:
+                    pass
+        log.info("worker.stopped name=%s", self.name)
+
+    async def run_until_idle(self, max_jobs: int = 10_000) -> int:
+        """Run jobs until none is runnable (for tests and one-shot CLI use)."""
+        n = 0
+        while n < max_jobs and await self.run_once():
+            n += 1
+        return n
+
+    async def _housekeeping(self, now: datetime) -> None:
+        if self._last_housekeeping is not None and now - self._last_housekeeping < timedelta(seconds=30):
+            return
+        self._last_housekeeping = now
+        async with self.db.write() as conn:
+            recovered = await queue.recover_stalled(conn, now, self.stall_after)
+        if recovered:
+            log.warning("worker.recovered_stalled count=%d", recovered)
+        for task in HOUSEKEEPING:
+            try:
+                await task(self.db, now)
+            except Exception:
+                log.exception("worker.housekeeping_failed task=%s", getattr(task, "__name__", task))
+
+    async def run_once(self) -> bool:
+        now = self.clock.now()
+        await self._housekeeping(now)
+        async with self.db.write() as conn:
+            row = await queue.claim(conn, self.name, now)
+            if row is None:
+                return False
+            trow = (await conn.execute(select(tenant).where(tenant.c.id == row.tenant_id))).first()
+        ctx = JobContext(self.db, self.clock, row, context_from_row(trow), self.name)
+        fn = HANDLERS.get(row.kind)
+        log.info("job.started id=%s kind=%s attempt=%d", row.public_id, row.kind, row.attempts)
+        try:
+            if fn is None:
+                raise PermanentJobError(f"no handler for job kind {row.kind!r}")
+            result = await fn(ctx)
+        except (PermanentJobError, Exception) as exc:
+            permanent = isinstance(exc, PermanentJobError)
+            log.warning("job.failed id=%s kind=%s permanent=%s error=%s", row.public_id, row.kind, permanent, exc)
+            detail = str(exc) if permanent else "".join(traceback.format_exception_only(exc)).strip()
+            async with self.db.write() as conn:
+                await queue.fail(conn, row, self.name, self.clock.now(), detail, permanent=permanent)
+            return True
+        async with self.db.write() as conn:
+            await queue.succeed(conn, row.id, self.name, self.clock.now(), result)
+        log.info("job.succeeded id=%s kind=%s", row.public_id, row.kind)
+        return True
