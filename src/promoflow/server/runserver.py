@@ -1,0 +1,149 @@
+"""Process entry points: the embedded `serve` (API + FTP + worker), `api` alone, `worker` alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from ..kit.clock import SystemClock
+from .app import create_app
+from .config import Settings
+from .db import Database, is_sqlite
+from .migrate import upgrade
+
+log = logging.getLogger("promoflow.serve")
+
+# Services that run beside the API in `serve` (the FTP server registers here): start(settings) → stop().
+ProcessService = Callable[[Settings], Callable[[], None]]
+PROCESS_SERVICES: dict[str, ProcessService] = {}
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _Server(uvicorn.Server):
+    """Says where it listens once the socket is bound (tests and scripts wait for this line)."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                print(f"promoflow api listening on http://{host}:{port}", flush=True)
+
+
+def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+
+
+def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
+    configure_logging(settings.log_level)
+    url = settings.resolved_database_url()
+    upgrade(url)
+    if demo:
+        from .demo import ensure_demo
+
+        info = asyncio.run(ensure_demo(settings))
+        print(json.dumps({"demo": info}), flush=True)
+        base = f"http://{settings.host}:{settings.port or 8080}"
+        print(
+            "try:\n  curl -H 'apikey: {key}' '{base}/api/v2/contacts/{cid}/promotions?redemptionChannelType=POS'".format(
+                key=info["apiKey"], base=base, cid=info["contactIds"][0]
+            ),
+            flush=True,
+        )
+    stops = []
+    if ftp:
+        for name, start in PROCESS_SERVICES.items():
+            stops.append(start(settings))
+            log.info("serve.started service=%s", name)
+    app = create_app(settings, run_worker=worker)
+    try:
+        _Server(_uvicorn_config(app, settings)).run()
+    finally:
+        for stop in stops:
+            stop()
+
+
+def app_factory() -> Any:
+    """For `uvicorn --factory` / multi-process `api`: settings from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings, run_worker=False)
+
+
+def api_only(settings: Settings, *, workers: int = 1) -> None:
+    configure_logging(settings.log_level)
+    url = settings.resolved_database_url()
+    upgrade(url)
+    if workers > 1:
+        if is_sqlite(url):
+            raise SystemExit("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
+        # The child processes build their settings from the environment.
+        os.environ["PROMOFLOW_DATABASE_URL"] = url
+        os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
+        print(f"promoflow api starting {workers} processes on http://{settings.host}:{settings.port}", flush=True)
+        uvicorn.run(
+            "promoflow.server.runserver:app_factory",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
+    _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
+
+
+def worker_only(settings: Settings, *, once: bool = False) -> None:
+    configure_logging(settings.log_level)
+    url = settings.resolved_database_url()
+    upgrade(url)
+    from . import features
+    from .worker.runner import Worker
+
+    features.routers()  # imports the features, which registers their job handlers
+
+    async def main() -> None:
+        db = Database(url, pool_size=4)
+        w = Worker(db, SystemClock(), poll_seconds=settings.worker_poll_seconds)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, w.stop)
+        print(f"promoflow worker {w.name} running", flush=True)
+        try:
+            if once:
+                n = await w.run_until_idle()
+                print(f"ran {n} jobs", flush=True)
+            else:
+                await w.run()
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

@@ -1,0 +1,142 @@
+"""Shared fixtures: real databases (a SQLite file and a PostgreSQL database made for this run, migrated once),
+a fresh tenant per test (every row and query is tenant-scoped, so tests cannot see each other's data), the app
+in-process with a controllable clock, and real `promoflow serve` processes.
+
+PostgreSQL tests carry the `postgres` marker; the server is taken from PROMOFLOW_TEST_PG_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres), where a database `promoflow_test_<random>` is created and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from promoflow.kit.clock import FrozenClock
+from promoflow.server.app import create_app
+from promoflow.server.config import Settings
+from promoflow.server.migrate import upgrade
+from promoflow.server.tenant_setup import create_tenant
+
+PG_ADMIN_URL = os.environ.get("PROMOFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "promoflow.sqlite3"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"promoflow_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses this runs once on SQLite and once on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def settings(db_url: str, data_dir: Path) -> Settings:
+    return Settings(database_url=db_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0)
+
+
+def make_tenant(settings: Settings, name: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A new tenant (unique name) with its API key, created through the same code as `promoflow tenant create`."""
+    now = datetime.now(UTC)
+    return asyncio.run(create_tenant(settings, now, name or f"t-{uuid.uuid4().hex[:12]}", **kw))
+
+
+@dataclass
+class Api:
+    """The app in-process (real database, real HTTP handling) with a frozen clock."""
+
+    client: TestClient
+    clock: FrozenClock
+    tenant: dict[str, Any]
+    settings: Settings
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"apikey": self.tenant["apiKey"]}
+
+    def as_tenant(self, tenant: dict[str, Any]) -> dict[str, str]:
+        return {"apikey": tenant["apiKey"]}
+
+    def new_tenant(self, **kw: Any) -> dict[str, Any]:
+        return make_tenant(self.settings, **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
+        return self.client.post(path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
+        return self.client.put(path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
+        return self.client.patch(path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        kw.setdefault("headers", self.headers)
+        return self.client.delete(path, **kw)
+
+    def run_jobs(self) -> int:
+        """Run the background jobs that are due, in this process, until none is left."""
+        from promoflow.server.worker.runner import Worker
+
+        app = self.client.app
+        st = app.state.promoflow  # type: ignore[attr-defined]
+        worker = Worker(st.db, self.clock, poll_seconds=0.05)
+        assert self.client.portal is not None
+        return int(self.client.portal.call(worker.run_until_idle))
+
+
+START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+def api(settings: Settings, clock: FrozenClock) -> Iterator[Api]:
+    tenant = make_tenant(settings)
+    app = create_app(settings, clock=clock, run_worker=False)
+    with TestClient(app, raise_server_exceptions=True) as client:
+        yield Api(client, clock, tenant, settings)

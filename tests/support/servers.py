@@ -1,0 +1,79 @@
+"""Real processes for tests: `promoflow serve` on a free loopback port, started and stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_LISTENING = re.compile(r"promoflow api listening on (http://\S+)")
+
+
+class ServerProcess:
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, output: list[str]) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.output = output
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(20)
+
+
+def start_server(
+    database_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> ServerProcess:
+    """Start `promoflow serve --port 0` and return once it says where it listens."""
+    cmd = [
+        sys.executable, "-m", "promoflow.cli", "serve", "--port", "0", "--database-url", database_url,
+        "--data-dir", str(data_dir), *extra,
+    ]  # fmt: skip
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, start_new_session=True
+    )
+    output: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = _LISTENING.search(line)
+            if m and not found.is_set():
+                url.append(m.group(1))
+                found.set()
+        found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not found.wait(timeout) or not url:
+        proc.kill()
+        raise RuntimeError("promoflow serve did not start:\n" + "".join(output))
+    return ServerProcess(proc, url[0], output)
+
+
+@contextmanager
+def running_server(database_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    server = start_server(database_url, data_dir, *extra, env=env)
+    try:
+        yield server
+    finally:
+        server.stop()
