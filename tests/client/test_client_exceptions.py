@@ -95,7 +95,11 @@ def test_already_redeemed_is_a_conflict() -> None:
     [
         (b"", "ServiceUnavailable", "ServiceUnavailable"),
         (b"upstream connect error", "ServiceUnavailable", "upstream connect error"),
-        (b"<html><body>Bad gateway</body></html>", "ServiceUnavailable", "<html><body>Bad gateway</body></html>"),
+        (
+            b"<html><body>Bad gateway</body></html>",
+            "ServiceUnavailable",
+            "<html><body>Bad gateway</body></html>",
+        ),
         ({"Message": "An error has occurred."}, "ServiceUnavailable", "An error has occurred."),
         ("just a json string", "ServiceUnavailable", "just a json string"),
         ({"type": "about:blank", "title": "Overloaded", "detail": "try later"}, "Overloaded", "try later"),
@@ -144,7 +148,9 @@ _REQUEST = httpx.Request("POST", "http://127.0.0.1/api/v2/receipts")
         (httpx.ProxyError("proxy", request=_REQUEST), TransportError, False),
     ],
 )
-def test_httpx_errors_map_with_reach(exc: httpx.TransportError, cls: type[TransportError], reached: bool) -> None:
+def test_httpx_errors_map_with_reach(
+    exc: httpx.TransportError, cls: type[TransportError], reached: bool
+) -> None:
     error = transport_error_from_httpx(exc)
     assert type(error) is cls
     assert error.may_have_reached_server is reached
