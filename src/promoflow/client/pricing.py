@@ -102,6 +102,8 @@ class BasketLine:
 
 @dataclass(frozen=True, slots=True)
 class Basket:
+    """The lines of one sale and its currency (ISO 4217, upper-cased)."""
+
     lines: tuple[BasketLine, ...]
     currency: str
 
@@ -128,6 +130,8 @@ class LineDiscount:
 
 @dataclass(frozen=True, slots=True)
 class PricedLine:
+    """A basket line after the promotions, with the discounts that brought it there."""
+
     line: BasketLine
     gross_price: Decimal
     """``quantity * unit_price``, rounded."""
@@ -160,6 +164,8 @@ class PricedLine:
 
 
 class ApplicationStatus(StrEnum):
+    """What a promotion did: gave a discount, asks the cashier for something, or nothing (see ``reason``)."""
+
     APPLIED = "applied"
     MANUAL = "manual"
     """No price change; the cashier follows ``instruction``."""
@@ -191,6 +197,8 @@ class PromotionApplication:
 
 @dataclass(frozen=True, slots=True)
 class PricedBasket:
+    """The result of :func:`apply_promotions`: priced lines, what each promotion did, receipt helpers."""
+
     basket: Basket
     rounding: Decimal
     lines: tuple[PricedLine, ...]
