@@ -99,6 +99,19 @@ def test_503_then_success_reuses_the_idempotency_key(
     assert (outcome.attempts, outcome.settled_by, outcome.replayed) == (3, "response", False)
 
 
+def test_an_outcome_object_describes_the_last_call_only(
+    engage_server: ScriptedServer, client_for: Any
+) -> None:
+    engage_server.expect(error(503, "ServiceUnavailable"), REDEEMED, REDEEMED)
+    outcome = CallOutcome()
+    client = client_for()
+    client.redeem(ASSIGNMENT_ID, "POS", CONTACT_ID, outcome=outcome)
+    assert (outcome.attempts, outcome.delays) == (2, [0.5])
+    client.redeem(ASSIGNMENT_ID, "POS", CONTACT_ID, outcome=outcome)
+    assert (outcome.attempts, outcome.delays) == (1, [])
+    assert outcome.idempotency_key == engage_server.requests[-1].header("Idempotency-Key")
+
+
 def test_retry_after_is_honoured(
     engage_server: ScriptedServer, client_for: Any, fake_clock: FakeClock
 ) -> None:

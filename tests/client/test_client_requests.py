@@ -174,9 +174,10 @@ def test_lookup_not_found_is_none(make_client: Any) -> None:
 def test_lookup_bare_404_is_none_but_other_404_codes_raise(make_client: Any) -> None:
     client, _ = make_client(answer(status=404))
     assert client.lookup_contact_id(email="x@example.com") is None
-    client, _ = make_client(answer({"errorCode": "RouteNotFound", "message": "?"}, status=404))
-    with pytest.raises(NotFoundError):
-        client.lookup_contact_id(email="x@example.com")
+    for body in ({"statusCode": 404, "errorCode": "NotFound", "message": "Not Found"}, "<html>404</html>"):
+        client, _ = make_client(answer(body, status=404))
+        with pytest.raises(NotFoundError):
+            client.lookup_contact_id(email="x@example.com")
 
 
 def test_lookup_needs_a_key(make_client: Any) -> None:

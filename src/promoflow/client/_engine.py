@@ -102,6 +102,17 @@ class CallOutcome:
     delays: list[float] = field(default_factory=list)
     state_reads: int = 0
 
+    def reset(self, idempotency_key: str | None) -> None:
+        """Start afresh (a CallOutcome passed to a second call describes that call only)."""
+        self.attempts = 0
+        self.replayed = False
+        self.settled_by = None
+        self.idempotency_key = idempotency_key
+        self.status_code = None
+        self.request_id = None
+        self.delays = []
+        self.state_reads = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Settled:
@@ -147,7 +158,7 @@ def execute(
     - ``settling_conflict``: that error answering a later attempt means our uncertain attempt was applied.
     """
     state = policy.begin()
-    outcome.idempotency_key = spec.idempotency_key
+    outcome.reset(spec.idempotency_key)
     uncertain = False
     last_error: PromoflowClientError | None = None
     while True:

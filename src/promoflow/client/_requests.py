@@ -39,8 +39,6 @@ M = TypeVar("M", bound=BaseModel)
 ApiVersion = Literal[2, 3]
 RedeemPath = Literal["auto", "v2-contact", "v2-code", "v3"]
 
-_NOT_FOUND_MEANS_NO_CONTACT = frozenset({"ContactNotFound", "NotFound"})
-
 
 def _segment(value: str) -> str:
     """A path segment: ids are quoted so that one can never change the path's shape."""
@@ -191,7 +189,9 @@ class Operations:
         try:
             reply = yield from self._send(spec, outcome)
         except NotFoundError as exc:
-            if exc.error_code in _NOT_FOUND_MEANS_NO_CONTACT:
+            # "No such contact" is ContactNotFound, or a bare 404 without a body. A 404 with some other body
+            # (an unknown route, a wrong base URL) must not read as "no contact": the caller would create one.
+            if exc.error_code == "ContactNotFound" or exc.body is None:
                 return None
             raise
         data = _body(reply)
