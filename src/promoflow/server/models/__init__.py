@@ -13,13 +13,27 @@ from .tables import (
     redemption,
     tenant,
 )
+from .transfer import (
+    export_cursor,
+    export_file,
+    export_ledger,
+    file_import,
+    import_content,
+    import_record,
+)
 
 __all__ = [
     "api_key",
     "assignment",
     "assignment_event",
     "contact",
+    "export_cursor",
+    "export_file",
+    "export_ledger",
+    "file_import",
     "idempotency_record",
+    "import_content",
+    "import_record",
     "job",
     "metadata",
     "promotion",
