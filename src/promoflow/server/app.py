@@ -16,6 +16,7 @@ from .config import Settings
 from .db import Database
 from .edge import AppState
 from .middleware import GuardMiddleware
+from .promotion import fastlane
 from .worker.runner import Worker
 
 log = logging.getLogger("promoflow.api")
@@ -49,6 +50,7 @@ def create_app(
             worker = Worker(db, clock, poll_seconds=settings.worker_poll_seconds)
             state.extras["worker"] = worker
             worker_task = asyncio.create_task(worker.run(), name="promoflow-worker")
+        await fastlane.start(state)
         for start in features.STARTUP:
             await start(state)
         try:
@@ -60,6 +62,7 @@ def create_app(
             if worker_task is not None:
                 state.extras["worker"].stop()
                 await worker_task
+            await fastlane.stop(state)
             await db.dispose()
 
     app = FastAPI(
@@ -72,6 +75,7 @@ def create_app(
     for router in features.routers():
         app.include_router(router)
     guard = _Guard()
+    app.add_middleware(fastlane.FastLane, holder=guard)  # type: ignore[arg-type]
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]

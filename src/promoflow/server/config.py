@@ -31,7 +31,34 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.5
     worker_concurrency: int = 1
     run_worker: bool = True
+    fast_lane: bool = Field(
+        default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."
+    )
     log_level: str = "info"
+
+    # File transfer (A13/A14): the FTP(S) server, imports and the promotion export.
+    ftp_host: str = "127.0.0.1"
+    ftp_port: int = Field(default=2121, description="FTP control port; 0 picks a free one.")
+    ftp_passive_ports: str | None = Field(
+        default=None, description="Passive data ports, e.g. '60000-60099' (open them in the firewall); default any."
+    )
+    ftp_masquerade_address: str | None = Field(default=None, description="Address sent in PASV replies behind NAT.")
+    ftp_tls_cert: Path | None = Field(default=None, description="PEM certificate: enables explicit TLS (AUTH TLS).")
+    ftp_tls_key: Path | None = Field(default=None, description="PEM private key of ftp_tls_cert.")
+    ftp_tls_required: bool = Field(
+        default=True, description="With TLS configured, refuse logins and transfers that are not encrypted."
+    )
+    ftp_max_upload_bytes: int = Field(default=1024**3, description="Uploads larger than this are aborted, deleted.")
+    ftp_max_connections: int = 256
+    ftp_max_connections_per_ip: int = 32
+    ftp_auth_cache_seconds: float = Field(default=30.0, description="How long a verified FTP login is trusted.")
+    import_batch_size: int = Field(default=1000, description="Records applied per transaction by the importers.")
+    export_interval_seconds: int = Field(
+        default=3600, description="How often the promotion export runs for every tenant; 0 turns the schedule off."
+    )
+    export_overlap_seconds: int = Field(
+        default=3600, description="Look-back window of the export for transactions that committed late."
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'promoflow.sqlite3').resolve()}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,10 +48,10 @@ def state_of(request: Request) -> AppState:
     return request.app.state.promoflow  # type: ignore[no-any-return]
 
 
-def _api_key(request: Request) -> str:
-    raw = request.headers.get("apikey")
+def _api_key(headers: Mapping[str, str]) -> str:
+    raw = headers.get("apikey")
     if raw is None:
-        auth = request.headers.get("authorization", "")
+        auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             raw = token.strip()
@@ -60,9 +60,9 @@ def _api_key(request: Request) -> str:
     return raw.strip()
 
 
-async def tenant_context(request: Request) -> TenantContext:
-    st = state_of(request)
-    raw = _api_key(request)
+async def authorize(st: AppState, headers: Mapping[str, str], client_host: str | None) -> TenantContext:
+    """The tenant behind the request's API key, after the key's IP allow-list and rate limit (A2, A16)."""
+    raw = _api_key(headers)
     digest = hash_key(raw)
     cached = st.key_cache.get(digest)
     mono = time.monotonic()
@@ -79,7 +79,7 @@ async def tenant_context(request: Request) -> TenantContext:
             st.key_cache.clear()
         st.key_cache[digest] = (ctx, mono + st.settings.api_key_cache_seconds)
     if ctx.ip_allowlist:
-        client = request.client.host if request.client else ""
+        client = client_host or ""
         try:
             addr = ipaddress.ip_address(client)
         except ValueError:
@@ -95,6 +95,10 @@ async def tenant_context(request: Request) -> TenantContext:
     if wait:
         raise RateLimited("too many requests for this API key", retry_after=wait)
     return ctx
+
+
+async def tenant_context(request: Request) -> TenantContext:
+    return await authorize(state_of(request), request.headers, request.client.host if request.client else None)
 
 
 def json_bytes(value: Any) -> bytes:

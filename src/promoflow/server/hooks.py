@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,3 +26,18 @@ async def fire_contact_changed(
 ) -> None:
     for hook in contact_changed:
         await hook(conn, ctx, contact_id, now)
+
+
+PromotionsShown = Callable[[Any, "TenantContext", uuid.UUID, list[uuid.UUID], str | None, datetime], Awaitable[None]]
+
+# Called after a contact's promotions were answered (the ledger's "shown" events). Must be cheap: it runs on the
+# hottest path; buffer and write in batches.
+promotions_shown: list[PromotionsShown] = []
+
+
+async def fire_promotions_shown(
+    state: Any, ctx: TenantContext, contact_id: uuid.UUID, assignment_ids: list[uuid.UUID], store: str | None,
+    now: datetime,
+) -> None:  # fmt: skip
+    for hook in promotions_shown:
+        await hook(state, ctx, contact_id, assignment_ids, store, now)

@@ -44,30 +44,46 @@ _ITEM_COLUMNS = (
 )
 
 
-def item_out(row: Any, ctx: TenantContext, *, v3: bool = False) -> dict[str, Any]:
+def promotion_part(row: Any, currency: str) -> dict[str, Any]:
+    """What every assignment of one promotion shows alike (immutable once the promotion is activated)."""
+    return {
+        "promotionId": str(row.promotion_id),
+        "externalId": row.external_id,
+        "type": "Multichannel",
+        "name": row.name,
+        "heading": row.heading,
+        "description": row.description,
+        "imageUrl": row.image_url,
+        "link": row.link,
+        "redemptionChannels": read_channels(row.channels, currency),
+    }
+
+
+def render_item(
+    assignment_id: uuid.UUID,
+    part: dict[str, Any],
+    valid_from: datetime,
+    valid_to: datetime | None,
+    redeemed_at: datetime | None,
+    tz: Any,
+    v3: bool,
+) -> dict[str, Any]:
     """One `ApiPromotionModel` item; ``id`` is the assignment id (v3 repeats it as ``assignmentId``)."""
-    tz = ctx.tz
-    out: dict[str, Any] = {"id": str(row.id)}
+    out: dict[str, Any] = {"id": str(assignment_id)}
     if v3:
         out["assignmentId"] = out["id"]
-    out.update(
-        {
-            "promotionId": str(row.promotion_id),
-            "externalId": row.external_id,
-            "type": "Multichannel",
-            "name": row.name,
-            "expiresOn": iso(row.valid_to, tz),
-            "validFrom": iso(row.valid_from, tz),
-            "heading": row.heading,
-            "description": row.description,
-            "redeemed": row.redeemed_at is not None,
-            "redeemedOn": iso(row.redeemed_at, tz),
-            "imageUrl": row.image_url,
-            "link": row.link,
-            "redemptionChannels": read_channels(row.channels, ctx.currency),
-        }
-    )
+    out.update(part)
+    out["expiresOn"] = iso(valid_to, tz)
+    out["validFrom"] = iso(valid_from, tz)
+    out["redeemed"] = redeemed_at is not None
+    out["redeemedOn"] = iso(redeemed_at, tz)
     return out
+
+
+def item_out(row: Any, ctx: TenantContext, *, v3: bool = False) -> dict[str, Any]:
+    return render_item(
+        row.id, promotion_part(row, ctx.currency), row.valid_from, row.valid_to, row.redeemed_at, ctx.tz, v3
+    )
 
 
 def parse_assignment_id(value: str) -> uuid.UUID:

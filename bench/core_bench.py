@@ -1,0 +1,360 @@
+"""Core server benchmark (issue 2): contact-promotions fetch and redeem under load, against the floor.
+
+Seeds a database with N contacts holding N × K assignments, starts the real server (`promoflow api` on
+PostgreSQL, `promoflow serve` on SQLite), drives it with wrk (64 connections) and reports requests/s and
+p50/p95/p99 for (a) GET /api/v2/contacts/{id}/promotions?redemptionChannelType=POS and (b) redeem (each
+assignment redeemed once); then runs the floor app (bench/floor_app.py: one raw-driver SQL statement per request
+on the same uvicorn stack) with the same load, and prints the ratio. Server RSS is read from /proc.
+
+    python bench/core_bench.py                       # full size: 100,000 contacts, 1,000,000 assignments
+    python bench/core_bench.py --contacts 10000      # smaller
+Needs wrk (Debian: apt-get install wrk) and PostgreSQL at --pg-url.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMOTIONS = 10  # 7 with a POS channel, 3 ECOM only
+
+WRK_LUA = r"""
+local ids = {}
+local n = 0
+local i = 0
+local method, prefix, suffix, body = "%(method)s", "%(prefix)s", "%(suffix)s", %(body)s
+for line in io.lines("%(ids)s") do n = n + 1; ids[n] = line end
+request = function()
+  i = i + 1
+  if i > n then i = 1 end
+  return wrk.format(method, prefix .. ids[i] .. suffix, {["apikey"] = "%(key)s", ["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON{\"rps\": %%f, \"requests\": %%d, \"errors\": %%d, \"non2xx\": %%d, \"p50\": %%f, \"p95\": %%f, \"p99\": %%f}\n",
+    summary.requests / (summary.duration / 1e6), summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status,
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and its children (uvicorn workers), in MB."""
+    total = 0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wrk(url: str, method: str, prefix: str, suffix: str, ids_file: Path, key: str, body: str | None,
+        connections: int, duration: int) -> dict[str, float]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_LUA % {"method": method, "prefix": prefix, "suffix": suffix, "ids": ids_file,
+                                 "key": key, "body": "nil" if body is None else json.dumps(body)})
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    script.unlink()
+    m = re.search(r"JSON(\{.*\})", out)
+    assert m, out
+    return json.loads(m.group(1))
+
+
+# ------------------------------------------------------------------------------------------------ seeding
+
+
+async def _tenant_and_promotions(url: str) -> tuple[str, str, list[str]]:
+    from promoflow.server.db import Database
+    from promoflow.server.promotion.service import PromotionService
+    from promoflow.server.tenant.service import TenantService, context_from_row
+    from promoflow.server.models import tenant
+    from promoflow.wire.engage import MultichannelPromotionCreate
+    from sqlalchemy import select
+
+    now = datetime.now(UTC)
+    db = Database(url, pool_size=2)
+    async with db.write() as conn:
+        new = await TenantService(now).create(conn, f"bench-{uuid.uuid4().hex[:8]}",
+                                              settings={"rateLimitPerSecond": 0})
+        ctx = context_from_row((await conn.execute(select(tenant).where(tenant.c.id == new.tenant_id))).one())
+        svc = PromotionService(ctx, now)
+        pos_ids = []
+        for i in range(PROMOTIONS):
+            channels = ([{"type": "POS", "valueType": "PERCENT", "value": "10"}] if i < 7 else []) + [
+                {"type": "ECOM", "valueType": "MONEY", "value": "50"}]
+            body = MultichannelPromotionCreate.model_validate({
+                "name": f"bench promotion {i}", "externalId": f"BENCH-{i}",
+                "validity": {"startDate": "2024-01-01", "endDate": "2099-12-31"},
+                "presentation": {"heading": f"Offer {i}", "description": "Benchmark offer"},
+                "redemptionChannels": channels})
+            p = await svc.create(conn, body)
+            await svc.activate(conn, p["id"])
+            if i < 7:
+                pos_ids.append(p["id"])
+    await db.dispose()
+    return str(new.tenant_id), new.api_key, pos_ids
+
+
+def seed_pg(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
+    tenant_id, key, _ = asyncio.run(_tenant_and_promotions(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, key_value, email,
+                                    member_number, approved, created_at, updated_at)
+               SELECT gen_random_uuid(), %(t)s, 'Member',
+                      jsonb_build_object('email', 'c' || g || '@bench.example', 'memberNumber', lpad(g::text, 9, '0')),
+                      '{}'::jsonb, 'c' || g || '@bench.example', 'c' || g || '@bench.example', lpad(g::text, 9, '0'),
+                      true, now(), now()
+               FROM generate_series(1, %(n)s) g""", {"t": tenant_id, "n": contacts})
+        conn.execute(
+            """INSERT INTO assignment (id, tenant_id, promotion_id, contact_id, valid_from, valid_to, source,
+                                       created_at, redemption_count, reactivation_count)
+               SELECT gen_random_uuid(), %(t)s, p.id, c.id, now() - interval '1 day', now() + interval '365 days',
+                      'bench', now(), 0, 0
+               FROM contact c CROSS JOIN (SELECT id FROM promotion WHERE tenant_id = %(t)s
+                                          ORDER BY external_id LIMIT %(k)s) p
+               WHERE c.tenant_id = %(t)s""", {"t": tenant_id, "k": per_contact})
+        conn.execute("ANALYZE")
+    return tenant_id, key
+
+
+def seed_sqlite(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
+    from promoflow.server.db import make_sync_engine
+    from promoflow.server.models import assignment, contact, promotion
+
+    tenant_id, key, _ = asyncio.run(_tenant_and_promotions(url))
+    tid = uuid.UUID(tenant_id)
+    now = datetime.now(UTC)
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        promos = [r.id for r in conn.execute(promotion.select().where(promotion.c.tenant_id == tid)
+                                             .order_by(promotion.c.external_id).limit(per_contact))]
+        batch_c, batch_a = [], []
+        for g in range(1, contacts + 1):
+            cid = uuid.uuid4()
+            email = f"c{g}@bench.example"
+            batch_c.append({"id": cid, "tenant_id": tid, "contact_type": "Member",
+                            "attributes": {"email": email, "memberNumber": f"{g:09d}"}, "preferences": {},
+                            "key_value": email, "email": email, "member_number": f"{g:09d}", "approved": True,
+                            "created_at": now, "updated_at": now})
+            for pid in promos:
+                batch_a.append({"id": uuid.uuid4(), "tenant_id": tid, "promotion_id": pid, "contact_id": cid,
+                                "valid_from": now - timedelta(days=1), "valid_to": now + timedelta(days=365),
+                                "source": "bench", "created_at": now, "redemption_count": 0,
+                                "reactivation_count": 0})
+            if len(batch_a) >= 50_000:
+                conn.execute(contact.insert(), batch_c)
+                conn.execute(assignment.insert(), batch_a)
+                batch_c, batch_a = [], []
+        if batch_c:
+            conn.execute(contact.insert(), batch_c)
+            conn.execute(assignment.insert(), batch_a)
+    engine.dispose()
+    return tenant_id, key
+
+
+def id_files(url: str, tenant_id: str, workdir: Path) -> tuple[Path, Path, Path]:
+    """Contact ids (shuffled) and two disjoint sets of POS-redeemable assignment ids (server, floor)."""
+    from promoflow.server.db import make_sync_engine
+    from sqlalchemy import text
+
+    engine = make_sync_engine(url)
+    tid = uuid.UUID(tenant_id)
+    with engine.connect() as conn:
+        tparam = tid if conn.dialect.name == "postgresql" else tid.hex
+        contacts = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
+            text("SELECT id FROM contact WHERE tenant_id = :t ORDER BY random()"), {"t": tparam})]
+        assignments = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
+            text("SELECT a.id FROM assignment a JOIN promotion p ON p.id = a.promotion_id "
+                 "WHERE a.tenant_id = :t AND (p.channel_mask & 1) != 0 ORDER BY random() LIMIT 800000"),
+            {"t": tparam})]
+    engine.dispose()
+    half = len(assignments) // 2
+    files = (workdir / "contacts.txt", workdir / "assign_server.txt", workdir / "assign_floor.txt")
+    files[0].write_text("\n".join(contacts) + "\n")
+    files[1].write_text("\n".join(assignments[:half]) + "\n")
+    files[2].write_text("\n".join(assignments[half:]) + "\n")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def start(cmd: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=ROOT)
+    wait_http(health)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def measure(label: str, base: str, key: str, files: tuple[Path, Path, Path], floor: bool, args: argparse.Namespace,
+            pid: int) -> dict[str, dict[str, float]]:
+    contacts, assign_server, assign_floor = files
+    if floor:
+        fetch = ("GET", "/fetch/", "", None)
+        redeem = ("POST", "/redeem/", "", "{}")
+        redeem_ids = assign_floor
+    else:
+        fetch = ("GET", "/api/v2/contacts/", "/promotions?redemptionChannelType=POS", None)
+        redeem = ("POST", "/api/v2/promotions/codes/", "/redeem", '{"redemptionChannel":"POS"}')
+        redeem_ids = assign_server
+    results = {}
+    # warm-up (connections, caches), not counted
+    wrk(base, fetch[0], fetch[1], fetch[2], contacts, key, fetch[3], args.connections, 3)
+    for name, (method, prefix, suffix, body), ids in (("fetch", fetch, contacts), ("redeem", redeem, redeem_ids)):
+        r = wrk(base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
+        r["rss_mb"] = rss_mb(pid)
+        results[name] = r
+        log(f"{label:<22} {name:<7} {r['rps']:9.0f} req/s  p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms  "
+            f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB")
+    return results
+
+
+def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    name = "promoflow_bench"
+    with psycopg.connect(args.pg_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = args.pg_url.rsplit("/", 1)[0] + "/" + name
+    from promoflow.server.migrate import upgrade
+
+    upgrade(url)
+    t0 = time.monotonic()
+    tenant_id, key = seed_pg(url, args.contacts, args.per_contact)
+    log(f"seeded PostgreSQL: {args.contacts} contacts, {args.contacts * args.per_contact} assignments "
+        f"in {time.monotonic() - t0:.0f} s")
+    files = id_files(url, tenant_id, workdir)
+    port = free_port()
+    server = start([sys.executable, "-m", "promoflow.cli", "api", "--port", str(port), "--database-url", url,
+                    "--workers", str(args.api_workers), "--data-dir", str(workdir / "data")],
+                   {"PROMOFLOW_LOG_LEVEL": "warning"}, f"http://127.0.0.1:{port}/healthz")
+    try:
+        server_res = measure("promoflow (PostgreSQL)", f"http://127.0.0.1:{port}", key, files, False, args, server.pid)
+    finally:
+        stop(server)
+    port = free_port()
+    floor = start([sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port), "--workers",
+                   str(args.api_workers), "--log-level", "warning", "--no-access-log"],
+                  {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": tenant_id}, f"http://127.0.0.1:{port}/x")
+    try:
+        floor_res = measure("floor (raw psycopg)", f"http://127.0.0.1:{port}", key, files, True, args, floor.pid)
+    finally:
+        stop(floor)
+    for op in ("fetch", "redeem"):
+        ratio = server_res[op]["rps"] / floor_res[op]["rps"]
+        log(f"{op}: promoflow at {ratio:.0%} of the floor (target >= 60%), p99 {server_res[op]['p99']:.1f} ms "
+            f"(target < 50 ms), RSS {server_res[op]['rss_mb']:.0f} MB (target < 400 MB)")
+    return {"server": server_res, "floor": floor_res}
+
+
+def run_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    data = workdir / "sqlite-data"
+    data.mkdir()
+    url = f"sqlite:///{data / 'promoflow.sqlite3'}"
+    from promoflow.server.migrate import upgrade
+
+    upgrade(url)
+    t0 = time.monotonic()
+    tenant_id, key = seed_sqlite(url, args.sqlite_contacts, args.per_contact)
+    log(f"seeded SQLite: {args.sqlite_contacts} contacts, {args.sqlite_contacts * args.per_contact} assignments "
+        f"in {time.monotonic() - t0:.0f} s")
+    files = id_files(url, tenant_id, workdir)
+    port = free_port()
+    server = start([sys.executable, "-m", "promoflow.cli", "serve", "--port", str(port), "--database-url", url,
+                    "--data-dir", str(data), "--no-ftp", "--no-worker"], {"PROMOFLOW_LOG_LEVEL": "warning"},
+                   f"http://127.0.0.1:{port}/healthz")
+    try:
+        return {"server": measure("promoflow (SQLite)", f"http://127.0.0.1:{port}", key, files, False, args,
+                                  server.pid)}
+    finally:
+        stop(server)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--contacts", type=int, default=100_000)
+    p.add_argument("--sqlite-contacts", type=int, default=100_000)
+    p.add_argument("--per-contact", type=int, default=10)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--duration", type=int, default=20, help="seconds per measured phase")
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (same for the floor)")
+    p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument("--skip-pg", action="store_true")
+    args = p.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        out = {}
+        if not args.skip_pg:
+            pgdir = workdir / "pg"
+            pgdir.mkdir()
+            out["postgresql"] = run_pg(args, pgdir)
+        if not args.skip_sqlite:
+            sdir = workdir / "sqlite"
+            sdir.mkdir()
+            out["sqlite"] = run_sqlite(args, sdir)
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
