@@ -2,6 +2,7 @@
 
 from . import tables
 from .base import metadata
+from .receipts import assignment_shown, receipt, receipt_pending, receipt_promotion, store  # noqa: F401
 from .tables import (
     api_key,
     assignment,
