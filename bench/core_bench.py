@@ -113,12 +113,13 @@ def wrk(url: str, method: str, prefix: str, suffix: str, ids_file: Path, key: st
 
 
 async def _tenant_and_promotions(url: str) -> tuple[str, str, list[str]]:
+    from sqlalchemy import select
+
     from promoflow.server.db import Database
+    from promoflow.server.models import tenant
     from promoflow.server.promotion.service import PromotionService
     from promoflow.server.tenant.service import TenantService, context_from_row
-    from promoflow.server.models import tenant
     from promoflow.wire.engage import MultichannelPromotionCreate
-    from sqlalchemy import select
 
     now = datetime.now(UTC)
     db = Database(url, pool_size=2)
@@ -204,8 +205,9 @@ def seed_sqlite(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
 
 def id_files(url: str, tenant_id: str, workdir: Path) -> tuple[Path, Path, Path]:
     """Contact ids (shuffled) and two disjoint sets of POS-redeemable assignment ids (server, floor)."""
-    from promoflow.server.db import make_sync_engine
     from sqlalchemy import text
+
+    from promoflow.server.db import make_sync_engine
 
     engine = make_sync_engine(url)
     tid = uuid.UUID(tenant_id)

@@ -137,7 +137,7 @@ async def get_validity(promotion_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 @router.put("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=MultichannelPromotion,
-            tags=[DEFS], responses=errors(e400=_ID + ["InvalidValidity"], e404=["PromotionNotFound"],
+            tags=[DEFS], responses=errors(e400=[*_ID, "InvalidValidity"], e404=["PromotionNotFound"],
                                           e409=["PromotionNotDraft"]))  # fmt: skip
 async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = Depends(edge)) -> Response:
     """Change a Draft promotion's validity."""
@@ -163,7 +163,7 @@ async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Re
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
              response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(e400=_ID + ["InvalidPayload"], e404=["PromotionNotFound"],
+             responses=errors(e400=[*_ID, "InvalidPayload"], e404=["PromotionNotFound"],
                               e409=["PromotionNotActive", "PromotionExpired"]))  # fmt: skip
 async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depends(edge)) -> Response:
     """Extension: assign the promotion to many contacts (ids or keys) in the background; poll the job."""

@@ -17,7 +17,6 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -87,6 +86,7 @@ class PgPool:
         self._idle: asyncio.LifoQueue[psycopg.AsyncConnection[Any]] = asyncio.LifoQueue()
         self._open = 0
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def acquire(self) -> psycopg.AsyncConnection[Any]:
         if self._idle.empty() and self._open < self.size:
@@ -103,7 +103,9 @@ class PgPool:
     def release(self, conn: psycopg.AsyncConnection[Any], broken: bool = False) -> None:
         if broken or conn.closed:
             self._open -= 1
-            asyncio.ensure_future(conn.close())
+            task = asyncio.ensure_future(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
             return
         self._idle.put_nowait(conn)
 
@@ -146,15 +148,20 @@ class FastLane:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra],  # fmt: skip
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],  # fmt: skip
             }
         )
         await send({"type": "http.response.body", "body": body})
 
     async def _error(self, send: Send, exc: PromoflowError) -> None:
         status, body, headers = error_body(exc)
-        await self._send(send, status, json_bytes(body), [(k.lower().encode(), v.encode()) for k, v in headers.items()])
+        await self._send(
+            send, status, json_bytes(body), [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        )
 
     async def _parts_for(
         self, st: AppState, conn: psycopg.AsyncConnection[Any], tenant_id: uuid.UUID, currency: str,
@@ -225,7 +232,10 @@ class FastLane:
         tz = ctx.tz
         items = [render_item(r[0], parts[r[1]], r[2], r[3], None, tz, False) for r in rows if r[1] in parts]
         await self._send(send, 200, json_bytes(items))
-        await fire_promotions_shown(st, ctx, contact_id, [r[0] for r in rows], headers.get("storeexternalid"), now)
+        st.extras["fastlane_answered"] = st.extras.get("fastlane_answered", 0) + 1
+        await fire_promotions_shown(
+            st, ctx, contact_id, [r[0] for r in rows], headers.get("storeexternalid"), now
+        )
         return True
 
     # ------------------------------------------------------------------------------------------- redeem
@@ -287,6 +297,7 @@ class FastLane:
             return
         item = render_item(assignment_id, parts[row[0]], row[1], row[2], now, ctx.tz, v3)
         await self._send(send, 200, json_bytes(item))
+        st.extras["fastlane_answered"] = st.extras.get("fastlane_answered", 0) + 1
 
 
 def _plain_channel(body: bytes) -> ChannelType | None:
@@ -330,6 +341,3 @@ async def stop(st: AppState) -> None:
     pool = st.extras.pop("fastlane", None)
     if pool is not None:
         await pool.close()
-
-
-

@@ -16,9 +16,8 @@ CHANNEL_BITS = {ChannelType.POS: 1, ChannelType.ECOM: 2, ChannelType.OTHER: 4}
 
 def parse_channel(value: Any, *, default: ChannelType | None = None) -> ChannelType:
     """POS / ECOM / OTHER, case-insensitive; anything else is Engage's `NotAValidRedemptionChannel`."""
-    if value is None or value == "":
-        if default is not None:
-            return default
+    if (value is None or value == "") and default is not None:
+        return default
     if isinstance(value, str):
         try:
             return ChannelType(value.strip().upper())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -103,10 +104,8 @@ class Worker:
                 did = False
             if not did:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
         log.info("worker.stopped name=%s", self.name)
 
     async def run_until_idle(self, max_jobs: int = 10_000) -> int:
