@@ -16,10 +16,27 @@ _LISTENING = re.compile(r"promoflow api listening on (http://\S+)")
 
 
 class ServerProcess:
-    def __init__(self, proc: subprocess.Popen[str], base_url: str, output: list[str]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[str],
+        base_url: str,
+        output: list[str],
+        drain: threading.Thread | None = None,
+    ) -> None:
         self.proc = proc
         self.base_url = base_url
         self.output = output
+        self.drain = drain
+
+    def _close_output(self) -> None:
+        # The drain thread reads until EOF (the process is gone); then the pipe can be closed without a
+        # ResourceWarning, which pytest's filterwarnings=error would turn into a failure.
+        if self.drain is not None:
+            self.drain.join(20)
+            if self.drain.is_alive():
+                return
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -29,12 +46,14 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout)
+        self._close_output()
         return self.proc.returncode
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(20)
+        self._close_output()
 
 
 def start_server(
@@ -63,15 +82,18 @@ def start_server(
                 found.set()
         found.set()
 
-    threading.Thread(target=drain, daemon=True).start()
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
     if not found.wait(timeout) or not url:
-        proc.kill()
+        ServerProcess(proc, "", output, drainer).kill()
         raise RuntimeError("promoflow serve did not start:\n" + "".join(output))
-    return ServerProcess(proc, url[0], output)
+    return ServerProcess(proc, url[0], output, drainer)
 
 
 @contextmanager
-def running_server(database_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    database_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     server = start_server(database_url, data_dir, *extra, env=env)
     try:
         yield server

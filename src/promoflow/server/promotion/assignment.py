@@ -68,13 +68,16 @@ def render_item(
     tz: Any,
     v3: bool,
 ) -> dict[str, Any]:
-    """One `ApiPromotionModel` item; ``id`` is the assignment id (v3 repeats it as ``assignmentId``)."""
+    """One `ApiPromotionModel` item; ``id`` is the assignment id. v3 items also carry ``assignmentId`` (the
+    same value) and the extension ``validFrom``; v2 items carry exactly Engage's fields, as Engage clients
+    may parse them strictly (the published Python client raises on a field it does not know)."""
     out: dict[str, Any] = {"id": str(assignment_id)}
     if v3:
         out["assignmentId"] = out["id"]
     out.update(part)
     out["expiresOn"] = iso(valid_to, tz)
-    out["validFrom"] = iso(valid_from, tz)
+    if v3:
+        out["validFrom"] = iso(valid_from, tz)
     out["redeemed"] = redeemed_at is not None
     out["redeemedOn"] = iso(redeemed_at, tz)
     return out

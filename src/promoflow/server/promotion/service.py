@@ -94,12 +94,23 @@ class PromotionService:
             "assigned_amount": v.assigned_validity.amount if v.assigned_validity else None,
         }
 
-    def out(self, row: Any) -> dict[str, Any]:
+    def out(self, row: Any, *, extended: bool = False) -> dict[str, Any]:
+        """The `MultichannelPromotionModel`. Engage clients may parse it strictly (the published Python
+        client raises on any field it does not know), so promoflow's extension fields appear only when used:
+        `presentation.imageUrl` when set, `returnPolicy` when not "none"; ``extended`` (the list extension)
+        adds them all plus `createdOn`/`changedOn`."""
         tz = self.ctx.tz
         assigned = (
             {"unit": row.assigned_unit, "amount": row.assigned_amount} if row.assigned_unit is not None else None
         )
-        return {
+        presentation: dict[str, Any] = {
+            "heading": row.heading,
+            "description": row.description,
+            "link": row.link,
+        }
+        if extended or row.image_url is not None:
+            presentation["imageUrl"] = row.image_url
+        out: dict[str, Any] = {
             "id": str(row.id),
             "externalId": row.external_id,
             "name": row.name,
@@ -109,12 +120,7 @@ class PromotionService:
                 "endDate": iso(start_of_day(row.end_date, tz), tz) if row.end_date else None,
                 "assignedValidity": assigned,
             },
-            "presentation": {
-                "heading": row.heading,
-                "description": row.description,
-                "link": row.link,
-                "imageUrl": row.image_url,
-            },
+            "presentation": presentation,
             "redemptionChannels": [
                 {
                     "type": ch["type"],
@@ -125,10 +131,13 @@ class PromotionService:
                 }
                 for ch in row.channels
             ],
-            "returnPolicy": row.return_policy,
-            "createdOn": iso(row.created_at, tz),
-            "changedOn": iso(row.updated_at, tz),
         }
+        if extended or row.return_policy != ReturnPolicy.NONE.value:
+            out["returnPolicy"] = row.return_policy
+        if extended:
+            out["createdOn"] = iso(row.created_at, tz)
+            out["changedOn"] = iso(row.updated_at, tz)
+        return out
 
     async def row(self, conn: AsyncConnection, promotion_id: uuid.UUID, *, for_update: bool = False) -> Any:
         q = select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
@@ -253,11 +262,11 @@ class PromotionService:
             rows = (
                 await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id).offset(offset).limit(count))
             ).all()
-            items = [self.out(r) for r in rows]
+            items = [self.out(r, extended=True) for r in rows]
         else:
             # Status depends on the clock and the tenant's zone; filter after deriving it.
             rows = (await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id))).all()
             matching = [r for r in rows if status_of(r, self.now, self.ctx.tz) is status]
             total = len(matching)
-            items = [self.out(r) for r in matching[offset : offset + count]]
+            items = [self.out(r, extended=True) for r in matching[offset : offset + count]]
         return {"items": items, "totalCount": int(total or 0), "offset": offset, "count": len(items)}

@@ -1,0 +1,76 @@
+"""Fixtures of the server tests: a real `promoflow serve` process per database, shared by the whole run (it
+starts in about a second, but dozens of tests use it), and a fresh tenant on it per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from promoflow.server.config import Settings
+from tests.conftest import make_tenant
+from tests.support.servers import ServerProcess, start_server
+
+
+@dataclass
+class Live:
+    """A running `promoflow serve --no-worker --no-ftp`; the tests run its jobs themselves, deterministically."""
+
+    server: ServerProcess
+    db_url: str
+    data_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(database_url=self.db_url, data_dir=self.data_dir, run_worker=False)
+
+    def new_tenant(self, **kw: Any) -> dict[str, Any]:
+        return make_tenant(self.settings, **kw)
+
+    def client(self, tenant: dict[str, Any], **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"apikey": tenant["apiKey"]}, timeout=60, **kw)
+
+    def run_jobs(self) -> int:
+        """Run every due background job in this process with a real worker on the same database."""
+        import asyncio
+
+        from promoflow.kit.clock import SystemClock
+        from promoflow.server import features
+        from promoflow.server.db import Database
+        from promoflow.server.worker.runner import Worker
+
+        features.routers()  # registers the job handlers
+
+        async def run() -> int:
+            db = Database(self.db_url, pool_size=4)
+            try:
+                return await Worker(db, SystemClock(), poll_seconds=0.05).run_until_idle()
+            finally:
+                await db.dispose()
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One real server process per database for the whole run."""
+    url = str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+    data_dir = tmp_path_factory.mktemp(f"live-{request.param}")
+    server = start_server(url, data_dir, "--no-worker", "--no-ftp")
+    try:
+        yield Live(server, url, data_dir)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live_tenant(live: Live) -> dict[str, Any]:
+    return live.new_tenant()
