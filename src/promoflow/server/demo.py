@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +25,7 @@ _CONTACTS = [
     {"firstName": "Nils", "lastName": "Ek", "email": "nils@example.com"},
     {"firstName": "Saga", "lastName": "Lind", "email": "saga@example.com"},
 ]
-_PROMOTIONS = [
+_PROMOTIONS: list[dict[str, Any]] = [
     {
         "name": "20% off everything",
         "externalId": "DEMO-20PCT",
@@ -64,12 +65,10 @@ async def ensure_demo(settings: Settings) -> dict[str, Any]:
                 out, _ = await ContactService(ctx, now).create(conn, body, source="demo")
                 contact_ids.append(out["id"])
             promos = PromotionService(ctx, now)
-            for body in _PROMOTIONS:
-                created = await promos.create(conn, MultichannelPromotionCreate.model_validate(body))
+            for promo_body in _PROMOTIONS:
+                created = await promos.create(conn, MultichannelPromotionCreate.model_validate(promo_body))
                 await promos.activate(conn, created["id"])
                 for cid in contact_ids:
-                    import uuid
-
                     await AssignmentService(ctx, now).assign(conn, uuid.UUID(cid), uuid.UUID(created["id"]))
     finally:
         await db.dispose()

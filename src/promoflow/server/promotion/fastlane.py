@@ -194,7 +194,7 @@ class FastLane:
         headers = self._headers(scope)
         channel_value = None
         if query:
-            params = dict(p.split(b"=", 1) if b"=" in p else (p, b"") for p in query.split(b"&"))
+            params = dict(_pair(p) for p in query.split(b"&"))
             if set(params) - {b"redemptionChannelType"}:
                 return False
             channel_value = params.get(b"redemptionChannelType", b"").decode() or None
@@ -298,6 +298,11 @@ class FastLane:
         item = render_item(assignment_id, parts[row[0]], row[1], row[2], now, ctx.tz, v3)
         await self._send(send, 200, json_bytes(item))
         st.extras["fastlane_answered"] = st.extras.get("fastlane_answered", 0) + 1
+
+
+def _pair(part: bytes) -> tuple[bytes, bytes]:
+    name, _, value = part.partition(b"=")
+    return name, value
 
 
 def _plain_channel(body: bytes) -> ChannelType | None:
