@@ -40,6 +40,7 @@ class AppState:
     clock: Clock
     limiter: RateLimiter = field(default_factory=RateLimiter)
     key_cache: dict[str, tuple[TenantContext, float]] = field(default_factory=dict)
+    key_refreshing: set[str] = field(default_factory=set)
     shutting_down: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -66,11 +67,16 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     digest = hash_key(raw)
     cached = st.key_cache.get(digest)
     mono = time.monotonic()
-    if cached is not None and cached[1] > mono:
+    if cached is not None and (cached[1] > mono or digest in st.key_refreshing):
+        # Fresh, or stale while one request is re-checking it: no stampede of look-ups when a key expires.
         ctx = cached[0]
     else:
-        async with st.db.read() as conn:
-            found = await TenantService(st.clock.now()).authenticate(conn, raw)
+        st.key_refreshing.add(digest)
+        try:
+            async with st.db.read() as conn:
+                found = await TenantService(st.clock.now()).authenticate(conn, raw)
+        finally:
+            st.key_refreshing.discard(digest)
         if found is None:
             st.key_cache.pop(digest, None)
             raise Unauthorized("the API key is not valid", code="InvalidApiKey")
