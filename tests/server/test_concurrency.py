@@ -1,0 +1,191 @@
+"""Real concurrency against a real server process, on SQLite and PostgreSQL: requests released together by a
+barrier from many threads, outcomes checked in the answers and straight in the database."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from sqlalchemy import func
+
+from promoflow.server.models import assignment, contact, job, redemption
+
+from ._support import count_rows, new_contact, new_promotion
+
+N = 50
+
+
+def together(
+    n: int, send: Callable[[httpx.Client, int], httpx.Response], client: httpx.Client
+) -> list[httpx.Response]:
+    """Run ``send`` n times on n threads, all released at the same instant."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> httpx.Response:
+        barrier.wait()
+        return send(client, i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def _client(live: Any, tenant: dict[str, Any]) -> httpx.Client:
+    return live.client(tenant, limits=httpx.Limits(max_connections=N, max_keepalive_connections=N))
+
+
+def _assignment(http: httpx.Client, **promo: Any) -> tuple[str, str]:
+    cid = new_contact(http)["id"]
+    pid = new_promotion(http, start="2020-01-01", end="2099-12-31", **promo)["id"]
+    r = http.post(f"/api/v2/contacts/{cid}/promotions/{pid}/assign")
+    assert r.status_code == 200, r.text
+    return cid, r.json()["id"]
+
+
+def _redemptions(db_url: str, assignment_id: str) -> int:
+    return count_rows(db_url, redemption, redemption.c.assignment_id == uuid.UUID(assignment_id))
+
+
+def test_fifty_concurrent_redeems_of_one_assignment_succeed_once(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    with _client(live, live_tenant) as http:
+        _, aid = _assignment(http)
+        answers = together(
+            N,
+            lambda c, i: c.post(f"/api/v2/promotions/codes/{aid}/redeem", json={"redemptionChannel": "POS"}),
+            http,
+        )
+        assert Counter(r.status_code for r in answers) == {200: 1, 409: N - 1}
+        assert {r.json()["errorCode"] for r in answers if r.status_code == 409} == {
+            "PromotionAlreadyRedeemed"
+        }
+        won = next(r.json() for r in answers if r.status_code == 200)
+        assert won["id"] == aid and won["redeemed"] is True
+    assert _redemptions(live.db_url, aid) == 1
+
+
+def test_concurrent_redeems_through_all_paths_and_with_keys_succeed_once(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    """The three redeem paths at once, half of the calls with their own Idempotency-Key (which takes the routed
+    path instead of PostgreSQL's fast lane), a few by template id on the contact-scoped path."""
+    with _client(live, live_tenant) as http:
+        cid, aid = _assignment(http)
+        pid = http.get(f"/api/v2/contacts/{cid}/promotions").json()[0]["promotionId"]
+        paths = [
+            f"/api/v2/promotions/codes/{aid}/redeem",
+            f"/api/v3/promotion-assignments/{aid}/redeem",
+            f"/api/v2/contacts/{cid}/promotions/{aid}/redeem",
+            f"/api/v2/contacts/{cid}/promotions/{pid}/redeem",
+        ]
+
+        def send(c: httpx.Client, i: int) -> httpx.Response:
+            headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if i % 2 else {}
+            return c.post(paths[i % len(paths)], json={"redemptionChannel": "POS"}, headers=headers)
+
+        answers = together(N, send, http)
+        codes = Counter((r.status_code, r.json().get("errorCode")) for r in answers)
+        assert codes[(200, None)] == 1
+        # A template id names the contact's one *redeemable* assignment: once it is redeemed, there is none.
+        assert set(codes) - {(200, None)} <= {
+            (409, "PromotionAlreadyRedeemed"),
+            (404, "PromotionNotAssociatedWithContact"),
+        }
+        assert sum(n for (status, _), n in codes.items() if status == 409) >= N - 1 - N // len(paths)
+    assert _redemptions(live.db_url, aid) == 1
+
+
+def test_concurrent_creates_of_one_contact_key_make_one_contact(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    with _client(live, live_tenant) as http:
+        answers = together(
+            20,
+            lambda c, i: c.post("/api/v2/contacts", json={"email": "same@example.com", "firstName": f"n{i}"}),
+            http,
+        )
+    assert Counter(r.status_code for r in answers) == {201: 1, 200: 19}
+    assert len({r.json()["id"] for r in answers}) == 1
+    tid = uuid.UUID(live_tenant["tenantId"])
+    assert count_rows(live.db_url, contact, contact.c.tenant_id == tid) == 1
+
+
+def _bulk_setup(http: httpx.Client, n: int = 30) -> tuple[str, list[str], list[str]]:
+    contacts = [new_contact(http) for _ in range(n)]
+    pid = new_promotion(http, start="2020-01-01", end="2099-12-31")["id"]
+    ids = [c["id"] for c in contacts[: n // 2]]
+    emails = [c["attributes"]["email"] for c in contacts[n // 2 :]]
+    return pid, ids, emails
+
+
+def _per_contact(db_url: str, promotion_id: str) -> Counter[uuid.UUID]:
+    from promoflow.server.db import make_sync_engine
+
+    engine = make_sync_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                assignment.select()
+                .with_only_columns(assignment.c.contact_id, func.count())
+                .where(assignment.c.promotion_id == uuid.UUID(promotion_id))
+                .group_by(assignment.c.contact_id)
+            ).all()
+    finally:
+        engine.dispose()
+    return Counter({r[0]: r[1] for r in rows})
+
+
+def test_concurrent_bulk_retries_with_one_batch_id_assign_each_contact_once(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    with _client(live, live_tenant) as http:
+        pid, ids, emails = _bulk_setup(http)
+        body = {"contactIds": ids, "contactKeys": emails, "batchId": "spring-campaign"}
+        answers = together(
+            6,
+            lambda c, i: c.post(f"/api/v2/promotions/multichannels/{pid}/bulk-assignments", json=body),
+            http,
+        )
+        assert {r.status_code for r in answers} == {202}
+        job_ids = {r.json()["id"] for r in answers}
+        assert len(job_ids) == 6  # each retry is its own job; the batch id keeps them from assigning twice
+        assert live.run_jobs(workers=2) == 6
+        results = [http.get(f"/api/v2/jobs/{j}").json() for j in job_ids]
+    assert {r["status"] for r in results} == {"succeeded"}
+    assert sum(r["result"]["assigned"] for r in results) == 30
+    assert all(r["result"]["assigned"] + r["result"]["alreadyAssigned"] == 30 for r in results)
+    assert all((r["progressDone"], r["progressTotal"]) == (30, 30) for r in results)
+    per_contact = _per_contact(live.db_url, pid)
+    assert len(per_contact) == 30 and set(per_contact.values()) == {1}
+
+
+def test_concurrent_bulk_requests_with_one_idempotency_key_make_one_job(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    """No batch id: the Idempotency-Key alone keeps concurrent retries from enqueueing a second job."""
+    with _client(live, live_tenant) as http:
+        pid, ids, emails = _bulk_setup(http)
+        body = {"contactIds": ids, "contactKeys": emails}
+        key = {"Idempotency-Key": f"bulk-{uuid.uuid4()}"}
+        path = f"/api/v2/promotions/multichannels/{pid}/bulk-assignments"
+        answers = together(6, lambda c, i: c.post(path, json=body, headers=key), http)
+        accepted = [r for r in answers if r.status_code == 202]
+        assert accepted and {r.status_code for r in answers} <= {202, 409}
+        assert {r.json()["errorCode"] for r in answers if r.status_code == 409} <= {"IdempotencyKeyInUse"}
+        assert len({r.json()["id"] for r in accepted}) == 1
+        tid = uuid.UUID(live_tenant["tenantId"])
+        assert count_rows(live.db_url, job, job.c.tenant_id == tid) == 1
+        assert live.run_jobs(workers=2) == 1
+        again = http.post(path, json=body, headers=key)
+        assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json()["id"] == accepted[0].json()["id"]
+        done = http.get(f"/api/v2/jobs/{accepted[0].json()['id']}").json()
+    assert done["status"] == "succeeded" and done["result"]["assigned"] == 30
+    assert count_rows(live.db_url, job, job.c.tenant_id == tid) == 1
+    per_contact = _per_contact(live.db_url, pid)
+    assert len(per_contact) == 30 and set(per_contact.values()) == {1}
