@@ -199,11 +199,13 @@ def _qualified(namespace: str | None, local: str) -> str:
 
 def _release(element: etree._Element) -> None:
     """Free a finished element and everything before it at its level: memory stays flat for any file size."""
+    # libxml2 parses ahead of the events, so the text after an element may or may not be there yet: it is
+    # checked now, and once more (as a previous sibling's tail) when the next element is released.
+    _refuse_text(element.tail, element)
     element.clear(keep_tail=False)
     parent = element.getparent()
     if parent is not None:
         while (previous := element.getprevious()) is not None:
-            # A sibling's tail is complete only once the next element has started, so it is checked here.
             _refuse_text(previous.tail, previous)
             del parent[0]
 
