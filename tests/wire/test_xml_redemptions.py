@@ -195,3 +195,19 @@ def test_empty_file_of_records() -> None:
     data = write_redemptions([])
     XSD.assertValid(etree.fromstring(data))
     assert list(read_redemptions(data)) == []
+
+
+def test_a_failed_writer_leaves_an_incomplete_document() -> None:
+    out = io.BytesIO()
+    with pytest.raises(ValueError), RedemptionWriter(out) as writer:
+        writer.write(redemption())
+        writer.write(redemption(store_external_id="bad\x00"))
+    assert b"</promotionRedemptions>" not in out.getvalue()  # no reader will take it for a complete file
+
+
+@pytest.mark.parametrize("encoding", ["UTF-16", "ISO-8859-1"])
+def test_other_encodings_are_read(encoding: str) -> None:
+    text = write_redemptions([redemption(store_external_id="Östra")]).decode()
+    data = text.replace("encoding='utf-8'", f"encoding='{encoding}'").encode(encoding)
+    (item,) = read_redemptions(data)
+    assert isinstance(item, Record) and item.value.store_external_id == "Östra"
