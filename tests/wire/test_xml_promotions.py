@@ -173,3 +173,13 @@ def test_writer_switches_sections() -> None:
     data = out.getvalue()
     XSD.assertValid(etree.fromstring(data))
     assert data.count(b"<assign>") == 1
+
+
+def test_a_section_in_a_foreign_namespace_is_not_a_section() -> None:
+    data = (
+        b'<promotions><x:assign xmlns:x="urn:other"><assignment><externalPromotionId>P</externalPromotionId>'
+        b"<externalContactId>1</externalContactId></assignment></x:assign></promotions>"
+    )
+    (error,) = read_promotions(data)
+    assert isinstance(error, RecordError)
+    assert error.reason == "element <assign> in namespace 'urn:other' is not expected in <promotions>"

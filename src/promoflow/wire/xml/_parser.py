@@ -34,8 +34,8 @@ _CHUNK = 64 * 1024
 # The first start tag of an element, in an ASCII-compatible encoding: '<' followed by a name start character.
 _FIRST_ELEMENT = re.compile(rb"<[A-Za-z_:\x80-\xff]")
 # A DOCTYPE is the only way to declare entities, so refusing it refuses every entity attack. UTF-16 spellings
-# are included because the scan runs on raw bytes; libxml2's own DOCTYPE report is checked as well (see
-# _check_root).
+# are included because the scan runs on raw bytes; libxml2's own DOCTYPE report is checked as well, in
+# _Document.check_root, for a DOCTYPE the scan cannot see (after a prolog longer than the scan).
 _DOCTYPE_MARKERS = tuple(
     marker.encode(encoding)
     for marker in ("<!DOCTYPE", "<!ENTITY")
@@ -123,10 +123,11 @@ class _GuardedInput:
         self._head = head
 
     def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else _CHUNK
         if self._head:
-            data, self._head = self._head, b""
+            data, self._head = self._head[:size], self._head[size:]
         else:
-            data = self._raw.read(size if size and size > 0 else _CHUNK)
+            data = self._raw.read(size)
         self.consumed += len(data)
         return data
 
@@ -227,6 +228,7 @@ class _Document:
         self.index = 0
         self.flat = None in layout.sections
         self.record_tags: dict[str | None, frozenset[str]] = {}
+        self.section_tags: dict[str, str] = {}
 
     def check_root(self, element: etree._Element) -> etree._Element:
         tree = element.getroottree()
@@ -249,6 +251,9 @@ class _Document:
                 _qualified(namespace, name) for name in ((records,) if isinstance(records, str) else records)
             )
             for section, records in self.layout.sections.items()
+        }
+        self.section_tags = {
+            _qualified(namespace, section): section for section in self.layout.sections if section is not None
         }
         return root
 
@@ -298,7 +303,7 @@ def iter_elements(
                 if parent is root:
                     if document.flat:
                         yield document.candidate(None, element)
-                    elif local_name(element.tag) in layout.sections:
+                    elif element.tag in document.section_tags:
                         _refuse_text(element.text, element)
                         if len(element):
                             _refuse_text(element[-1].tail, element[-1])
@@ -308,8 +313,8 @@ def iter_elements(
                     _release(element)
                     mark = stream.consumed
                 elif not document.flat and parent.getparent() is root:
-                    section = local_name(parent.tag)
-                    if section in layout.sections:
+                    section = document.section_tags.get(parent.tag)
+                    if section is not None:
                         yield document.candidate(section, element)
                         _release(element)
                         mark = stream.consumed
