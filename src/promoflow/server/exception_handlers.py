@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -66,6 +67,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "HttpError"), str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> Response:
+        # The database refused a value that passed validation (a NUL character in text, a number or date
+        # out of its range): the request's fault, so a 400, never a 500.
+        log.info("api.data_error path=%s error=%s", request.url.path, type(exc.orig).__name__)
+        message = "a value in the request cannot be stored or searched (a NUL character, or out of range)"
+        return error_response(400, "InvalidPayload", message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

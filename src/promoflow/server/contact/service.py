@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import datetime
@@ -106,6 +107,11 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
             continue  # unknown keys are ignored, as Engage does
         if value is not None and not isinstance(value, str | int | float | bool):
             raise invalid("InvalidAttributeValue", f"attribute {name!r} must be a string, number or boolean")
+        if isinstance(value, float) and not math.isfinite(value):
+            # Python's JSON reader takes NaN and Infinity: not JSON, and no database column keeps them.
+            raise invalid("InvalidAttributeValue", f"attribute {name!r} must be a finite number")
+        if isinstance(value, str) and "\x00" in value:
+            raise invalid("InvalidAttributeValue", f"attribute {name!r} contains a NUL character")
         if isinstance(value, str):
             value = value.strip()
         attrs[name] = value

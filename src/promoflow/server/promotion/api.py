@@ -69,7 +69,7 @@ async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(
 async def get_promotion_by_external_id_or_list(
     e: Edge = Depends(edge),
     external_id: str | None = Query(None, alias="externalId"),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
     count: int = Query(100, ge=1, le=1000),
     status: PromotionStatus | None = Query(None),
 ) -> Response:

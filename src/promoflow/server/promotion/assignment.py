@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -313,7 +313,11 @@ class RedemptionService:
         idempotency_key: str | None = None,
         v3: bool = False,
     ) -> Redeemed:
-        at = redeemed_on or self.now
+        try:
+            # An offset such as +14:00 on year 1 (or 9999) has no UTC instant: bad input, not a server error.
+            at = redeemed_on.astimezone(UTC) if redeemed_on is not None else self.now
+        except (OverflowError, ValueError) as exc:
+            raise BadRequest("redeemedOn is out of range", code="InvalidRedeemedOn") from exc
         if at > self.now + CLOCK_SKEW:
             raise BadRequest("redeemedOn is in the future", code="InvalidRedeemedOn")
         bit = CHANNEL_BITS[channel]

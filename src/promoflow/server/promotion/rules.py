@@ -62,11 +62,24 @@ def assignment_window(
     return valid_from, (min(candidates) if candidates else None)
 
 
+MAX_AMOUNT = Decimal(10) ** 14  # what NUMERIC(18, 4) holds
+
+
+def check_amount(amount: Decimal, where: str) -> Decimal:
+    """A money amount the wire and the database can carry: finite, below 10^14, at most 4 decimals."""
+    exponent = amount.as_tuple().exponent
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT or exponent < -4:  # type: ignore[operator]
+        raise BadRequest(f"{where}: an amount must be below 10^14 with at most 4 decimals",
+                         code="InvalidPromotionValue")  # fmt: skip
+    return amount
+
+
 def validate_channel_value(value_type: ValueType, value: str | None, where: str) -> str | None:
     if value_type is ValueType.PERCENT:
-        if value is None or not value.strip().isdigit() or not 1 <= int(value) <= 100:
+        text = (value or "").strip()
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
             raise BadRequest(f"{where}: PERCENT value must be a whole number 1-100", code="InvalidPromotionValue")
-        return str(int(value))
+        return str(int(text))
     if value_type is ValueType.MONEY:
         try:
             amount = Decimal(value or "")
@@ -74,7 +87,7 @@ def validate_channel_value(value_type: ValueType, value: str | None, where: str)
             amount = Decimal(-1)
         if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -4:  # type: ignore[operator]
             raise BadRequest(f"{where}: MONEY value must be a positive amount", code="InvalidPromotionValue")
-        return str(amount)
+        return str(check_amount(amount, where))
     if value_type is ValueType.EXTERNALOFFER and not (value or "").strip():
         raise BadRequest(f"{where}: EXTERNALOFFER needs the code of the shop's rule", code="InvalidPromotionValue")
     return value

@@ -16,7 +16,18 @@ from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, Promoti
 from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
-from .rules import channel_mask, status_of, validate_channel_value
+from .rules import check_amount, channel_mask, status_of, validate_channel_value
+
+
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+
+
+def _no_nul(*fields: tuple[str, Any]) -> None:
+    # PostgreSQL cannot store a NUL character in text; refuse it on every database alike, as bad input.
+    for where, text in fields:
+        if isinstance(text, str) and "\x00" in text:
+            raise BadRequest(f"{where}: contains a NUL character", code="InvalidPayload")
 
 
 def parse_promotion_id(value: str, code: str = "InvalidPromotionIdNoData") -> uuid.UUID:
@@ -54,20 +65,30 @@ class PromotionService:
                     f"redemptionChannels[{i}]: channel {ch.type.value} given twice", code="DuplicateRedemptionChannel"
                 )
             seen.add(ch.type)
-            value = validate_channel_value(ch.value_type, ch.value, f"redemptionChannels[{i}]")
+            where = f"redemptionChannels[{i}]"
+            value = validate_channel_value(ch.value_type, ch.value, where)
             channels.append(
                 {
                     "type": ch.type.value,
                     "valueType": ch.value_type.value,
                     "value": value,
                     "localValues": [
-                        {"currency": lv.currency, "amount": str(lv.amount)} for lv in ch.local_values or []
+                        {"currency": lv.currency, "amount": str(check_amount(lv.amount, where))}
+                        for lv in ch.local_values or []
                     ]
                     or None,
                     "instruction": ch.instruction,
                 }
             )
         pres = body.presentation
+        _no_nul(
+            ("name", body.name),
+            ("externalId", body.external_id),
+            *((f"presentation.{k}", getattr(pres, k)) for k in ("heading", "description", "link", "image_url")
+              if pres),  # fmt: skip
+            *((f"redemptionChannels[{i}].value", c["value"]) for i, c in enumerate(channels)),
+            *((f"redemptionChannels[{i}].instruction", c["instruction"]) for i, c in enumerate(channels)),
+        )
         return {
             "external_id": body.external_id or None,
             "name": body.name,
@@ -82,9 +103,18 @@ class PromotionService:
         }
 
     def _validity(self, v: PromotionValidity) -> dict[str, Any]:
-        start = self._day(v.start_date)
-        end = self._day(v.end_date)
+        try:
+            start = self._day(v.start_date)
+            end = self._day(v.end_date)
+        except (OverflowError, ValueError) as exc:
+            raise BadRequest("validity: a date is out of range", code="InvalidValidity") from exc
         assert start is not None
+        for name, day in (("startDate", start), ("endDate", end)):
+            # Beyond these, day arithmetic (end of day in the tenant's zone, assignedValidity) overflows.
+            if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+                raise BadRequest(
+                    f"validity.{name} must be between {FIRST_DAY} and {LAST_DAY}", code="InvalidValidity"
+                )
         if end is not None and end < start:
             raise BadRequest("validity.endDate is before validity.startDate", code="InvalidValidity")
         return {
