@@ -19,5 +19,6 @@ def routers() -> list[APIRouter]:
     from .health.api import router as health
     from .promotion import bulk  # noqa: F401  (registers the bulk-assignment job handler)
     from .promotion.api import router as promotions
+    from .receipt.api import router as receipts
 
-    return [health, contacts, promotions]
+    return [health, contacts, promotions, receipts]

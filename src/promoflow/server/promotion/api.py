@@ -4,6 +4,8 @@ bulk-assignment extension."""
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -28,6 +30,7 @@ from ...wire.engage import (
 from ..contact.service import parse_contact_id
 from ..edge import Edge, edge
 from ..exceptions import BadRequest
+from ..hooks import fire_promotions_shown
 from ..openapi import EXTENSION, body_schema, errors
 from ..worker import queue
 from .assignment import AssignmentService, RedemptionService, parse_assignment_id
@@ -223,6 +226,20 @@ def _channel_filter(query_value: str | None, header_value: str | None) -> Channe
     return None if value in (None, "") else parse_channel(value)
 
 
+def _listing(e: Edge, cid: uuid.UUID, channel: ChannelType | None, include_redeemed: bool, store: str | None,
+             *, v3: bool) -> Any:  # fmt: skip
+    async def work(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
+        items = await AssignmentService(e.ctx, now).list_for_contact(
+            conn, cid, channel, include_redeemed=include_redeemed, v3=v3
+        )
+        # The ledger's 'shown' events (buffered by the listener, never a write here), as the fast lane does.
+        shown = [uuid.UUID(i["id"]) for i in items if not i["redeemed"]]
+        await fire_promotions_shown(e.state, e.ctx, cid, shown, store, now)
+        return items
+
+    return work
+
+
 _LIST_ERRORS = errors(e400=["InvalidContactId", "NotAValidRedemptionChannel"], e404=["ContactNotFound"])
 
 
@@ -234,15 +251,12 @@ async def list_contact_promotions(
     redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
     include_redeemed: bool = Query(False, alias="includeRedeemed", description="Extension: also redeemed/expired."),
     header_channel: str | None = Header(None, alias="redemptionChannelType"),
+    store: str | None = Header(None, alias="storeExternalId", description="Extension: the store showing them."),
 ) -> Response:
     """The contact's promotions valid now and not redeemed, optionally for one channel (query or header)."""
     cid = parse_contact_id(contact_id)
     channel = _channel_filter(redemption_channel_type, header_channel)
-    return await e.read(
-        lambda conn, now: AssignmentService(e.ctx, now).list_for_contact(
-            conn, cid, channel, include_redeemed=include_redeemed
-        )
-    )
+    return await e.read(_listing(e, cid, channel, include_redeemed, store, v3=False))
 
 
 @router.get("/api/v3/promotion-assignments", response_model=list[ApiPromotion], tags=[FLOW],
@@ -253,15 +267,12 @@ async def list_assignments_v3(
     redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
     include_redeemed: bool = Query(False, alias="includeRedeemed"),
     header_channel: str | None = Header(None, alias="redemptionChannelType"),
+    store: str | None = Header(None, alias="storeExternalId", description="Extension: the store showing them."),
 ) -> Response:
     """The contact's promotions (v3): the same items, each also carrying `assignmentId`."""
     cid = parse_contact_id(contact_id)
     channel = _channel_filter(redemption_channel_type, header_channel)
-    return await e.read(
-        lambda conn, now: AssignmentService(e.ctx, now).list_for_contact(
-            conn, cid, channel, include_redeemed=include_redeemed, v3=True
-        )
-    )
+    return await e.read(_listing(e, cid, channel, include_redeemed, store, v3=True))
 
 
 # ------------------------------------------------------------------------------------------------- redeem

@@ -1,0 +1,181 @@
+"""Receipt ingest (A12): validate, dedupe by uniqueReceiptId, match the contact or keep the receipt pending, register
+the store, then link and redeem its used promotions. The API and the file importer call the same `ingest`;
+receipts that were pending are finished by `match` when their contact appears (see `pending`).
+
+Exactly once under concurrency: the receipt row is inserted first with INSERT … ON CONFLICT DO NOTHING on
+(tenant_id, unique_receipt_id). Of N concurrent copies one inserts; the others wait on the unique index until that
+transaction ends and then insert nothing → "Duplicate", having changed nothing. Only the inserting transaction goes
+on to redeem, and the redeem itself is the one conditional UPDATE of `RedemptionService.redeem`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...wire.engage import Receipt, ReceiptResult
+from ..contact.service import ContactService, contact_type_of
+from ..dialect import insert_ignore
+from ..models.receipts import receipt, receipt_pending, store
+from ..tenant.service import TenantContext
+from .linking import ReceiptLinker, Sale
+from .rules import canonical_key, check_receipt
+from .store import DEFAULT_TYPE, StoreService
+
+log = logging.getLogger("promoflow.receipts")
+
+CREATED, DUPLICATE, PENDING = "Created", "Duplicate", "PendingContactMatch"
+MATCHED_STATUS, PENDING_STATUS = "matched", "pending"
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """What became of one receipt: `Created`, `Duplicate` (nothing changed) or `PendingContactMatch` (kept until
+    its contact appears). ``warnings`` name the used promotions that could not be applied."""
+
+    unique_receipt_id: str
+    status: str
+    warnings: list[str] = field(default_factory=list)
+    receipt_id: uuid.UUID | None = None
+
+    @property
+    def http_status(self) -> int:
+        return 202 if self.status == PENDING else 200
+
+    def result(self) -> ReceiptResult:
+        return ReceiptResult(
+            unique_receipt_id=self.unique_receipt_id, status=self.status, warnings=self.warnings
+        )
+
+    def wire(self) -> dict[str, Any]:
+        return {"uniqueReceiptId": self.unique_receipt_id, "status": self.status, "warnings": self.warnings}
+
+
+class ReceiptService:
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        self.ctx = ctx
+        self.now = now
+
+    async def ingest(self, conn: AsyncConnection, body: Receipt, *, via: str = "api") -> ReceiptOutcome:
+        """Store one receipt and apply it. Raises a `PromoflowError` (400) for an invalid receipt before anything is
+        written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt)."""
+        checked = check_receipt(body, self.now)
+        key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
+        contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
+        contact_id = await ContactService(self.ctx, self.now).find_by_key(
+            conn, key_type, key_value, contact_type
+        )
+        receipt_id = uuid.uuid4()
+        data = body.model_dump(mode="json", by_alias=True, exclude_none=True)
+        values = {
+            "id": receipt_id,
+            "tenant_id": self.ctx.tenant_id,
+            "unique_receipt_id": body.unique_receipt_id,
+            "contact_id": contact_id,
+            "status": MATCHED_STATUS if contact_id is not None else PENDING_STATUS,
+            "match_key_type": key_type,
+            "match_key": key_value,
+            "contact_type": contact_type,
+            "receipt_number": body.receipt_number,
+            "created_date": body.created_date,
+            "created_offset": checked.offset_minutes,
+            "store_external_id": body.store_external_id,
+            "currency": body.currency.upper(),
+            "total_gross_price": checked.total,
+            "total_discount": checked.discount,
+            "kind": checked.kind,
+            "original_unique_receipt_id": body.original_unique_receipt_id,
+            "body": data,
+            "via": via,
+            "received_at": self.now,
+            "matched_at": self.now if contact_id is not None else None,
+        }
+        inserted = (await conn.execute(insert_ignore(conn, receipt, values).returning(receipt.c.id))).first()
+        if inserted is None:
+            return ReceiptOutcome(body.unique_receipt_id, DUPLICATE)
+        store_type = await StoreService(self.ctx, self.now).ensure(conn, body.store_external_id)
+        if contact_id is None:
+            await conn.execute(
+                insert(receipt_pending).values(
+                    receipt_id=receipt_id,
+                    tenant_id=self.ctx.tenant_id,
+                    key_type=key_type,
+                    key_value=key_value,
+                    contact_type=contact_type,
+                    created_at=self.now,
+                )
+            )
+            log.info(
+                "receipt.pending tenant=%s receipt=%s key_type=%s",
+                self.ctx.name,
+                body.unique_receipt_id,
+                key_type,
+            )
+            return ReceiptOutcome(body.unique_receipt_id, PENDING, receipt_id=receipt_id)
+        sale = _sale(values, contact_id, store_type)
+        warnings = await self._apply(conn, sale, [])
+        return ReceiptOutcome(body.unique_receipt_id, CREATED, warnings, receipt_id)
+
+    async def match(self, conn: AsyncConnection, receipt_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
+        """Give a pending receipt its contact and apply it (used promotions, return), as ingest would have. False
+        when it is no longer pending (matched by a concurrent transaction)."""
+        row = (
+            await conn.execute(
+                update(receipt)
+                .where(
+                    receipt.c.id == receipt_id,
+                    receipt.c.tenant_id == self.ctx.tenant_id,
+                    receipt.c.status == PENDING_STATUS,
+                )
+                .values(contact_id=contact_id, status=MATCHED_STATUS, matched_at=self.now)
+                .returning(*receipt.c)
+            )
+        ).first()
+        if row is None:
+            return False
+        await conn.execute(delete(receipt_pending).where(receipt_pending.c.receipt_id == receipt_id))
+        store_type = await conn.scalar(
+            select(store.c.type).where(
+                store.c.tenant_id == self.ctx.tenant_id, store.c.external_id == row.store_external_id
+            )
+        )
+        sale = _sale(row._asdict(), contact_id, str(store_type or DEFAULT_TYPE))
+        warnings = await self._apply(conn, sale, list(row.warnings or ()))
+        log.info(
+            "receipt.matched tenant=%s receipt=%s warnings=%d",
+            self.ctx.name,
+            row.unique_receipt_id,
+            len(warnings),
+        )
+        return True
+
+    async def _apply(self, conn: AsyncConnection, sale: Sale, earlier: list[str]) -> list[str]:
+        warnings = await ReceiptLinker(self.ctx, self.now).apply(conn, sale)
+        if warnings:
+            await conn.execute(
+                update(receipt).where(receipt.c.id == sale.receipt_id).values(warnings=earlier + warnings)
+            )
+        return warnings
+
+
+def _sale(values: dict[str, Any], contact_id: uuid.UUID, store_type: str) -> Sale:
+    return Sale(
+        receipt_id=values["id"],
+        unique_receipt_id=values["unique_receipt_id"],
+        contact_id=contact_id,
+        created_date=values["created_date"],
+        store_external_id=values["store_external_id"],
+        store_type=store_type,
+        currency=values["currency"],
+        total=values["total_gross_price"],
+        discount=values["total_discount"],
+        kind=values["kind"],
+        original_unique_receipt_id=values["original_unique_receipt_id"],
+        body=values["body"],
+    )

@@ -1,0 +1,220 @@
+"""The ledger's 'shown' events, recorded without a write on the fetch path.
+
+Fetching a contact's promotions is the hottest request of the server, so it only appends to an in-process buffer
+(via the `promotions_shown` hook). A background task writes the buffer in batches every second (or sooner when it
+grows), at shutdown, and right before a report or ledger read in the same process. Repeated fetches of one
+assignment in one store within a batch become one `assignment_event` row with a count, and the per-assignment
+`assignment_shown` summary (what the reports count) is upserted in the same transaction.
+
+Best effort, by design: events still in the buffer when a process crashes are lost (at most about a second of
+fetches), and several API processes each flush their own buffer, so a report served by one process may miss the
+last second of another's fetches. Redemptions, receipts and reactivations are never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...kit.timeutil import iso
+from .. import features, hooks
+from ..db import Database
+from ..edge import AppState
+from ..models import assignment, assignment_event
+from ..models.receipts import assignment_shown
+
+log = logging.getLogger("promoflow.receipts")
+
+STATE_KEY = "receipt.shown"
+_Key = tuple[uuid.UUID, uuid.UUID, str | None]  # tenant, assignment, store
+
+
+class ShownBuffer:
+    def __init__(
+        self, db: Database, *, interval: float = 1.0, batch: int = 5_000, limit: int = 500_000
+    ) -> None:
+        self.db = db
+        self.interval = interval
+        self.batch = batch
+        self.limit = limit
+        self.dropped = 0
+        self._pending: dict[_Key, list[Any]] = {}
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def record(
+        self, tenant_id: uuid.UUID, assignment_ids: list[uuid.UUID], store: str | None, at: datetime
+    ) -> None:
+        """Called on the fetch path: no I/O, a dict update per assignment."""
+        pending = self._pending
+        store = store[:255] if store else None
+        for aid in assignment_ids:
+            entry = pending.get((tenant_id, aid, store))
+            if entry is not None:
+                entry[1] = at
+                entry[2] += 1
+            elif len(pending) < self.limit:
+                pending[(tenant_id, aid, store)] = [at, at, 1]
+            else:
+                self.dropped += 1
+        if len(pending) >= self.batch:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Write everything recorded so far; returns the number of events written."""
+        async with self._lock:
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return 0
+            try:
+                async with self.db.write() as conn:
+                    return await _write(conn, pending)
+            except Exception:
+                log.warning("receipt.shown_flush_failed events=%d", len(pending), exc_info=True)
+                for key, entry in pending.items():  # keep them for the next attempt, within the limit
+                    if len(self._pending) < self.limit:
+                        self._pending.setdefault(key, entry)
+                return 0
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            await self.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="promoflow-shown-writer")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+
+
+async def _write(conn: AsyncConnection, pending: dict[_Key, list[Any]]) -> int:
+    ids = list({aid for _, aid, _ in pending})
+    known: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]] = {}
+    for i in range(0, len(ids), 500):
+        found = await conn.execute(
+            select(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id).where(
+                assignment.c.id.in_(ids[i : i + 500])
+            )
+        )
+        known.update({r.id: (r.tenant_id, r.promotion_id) for r in found})
+    events = []
+    summary: dict[uuid.UUID, dict[str, Any]] = {}
+    for (tenant_id, aid, store), (first, last, count) in pending.items():
+        owner = known.get(aid)
+        if owner is None or owner[0] != tenant_id:
+            continue  # deleted since it was fetched
+        events.append(
+            {
+                "tenant_id": tenant_id,
+                "assignment_id": aid,
+                "kind": "shown",
+                "at": first,
+                "store_external_id": store,
+                "detail": {"count": count, "lastAt": iso(last)},
+            }
+        )
+        s = summary.get(aid)
+        if s is None:
+            summary[aid] = {
+                "assignment_id": aid,
+                "tenant_id": tenant_id,
+                "promotion_id": owner[1],
+                "first_shown_at": first,
+                "last_shown_at": last,
+                "times": count,
+            }
+        else:
+            s["first_shown_at"] = min(s["first_shown_at"], first)
+            s["last_shown_at"] = max(s["last_shown_at"], last)
+            s["times"] += count
+    if not events:
+        return 0
+    await conn.execute(insert(assignment_event), events)
+    # Upserted in key order, so two processes flushing at once cannot deadlock on each other's rows.
+    ordered = [summary[k] for k in sorted(summary)]
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        pg = postgresql.insert(assignment_shown)
+        stmt = pg.on_conflict_do_update(
+            index_elements=[assignment_shown.c.assignment_id],
+            set_={
+                "first_shown_at": func.least(assignment_shown.c.first_shown_at, pg.excluded.first_shown_at),
+                "last_shown_at": func.greatest(assignment_shown.c.last_shown_at, pg.excluded.last_shown_at),
+                "times": assignment_shown.c.times + pg.excluded.times,
+            },
+        )
+    else:
+        lite = sqlite.insert(assignment_shown)
+        stmt = lite.on_conflict_do_update(
+            index_elements=[assignment_shown.c.assignment_id],
+            set_={
+                "first_shown_at": func.min(assignment_shown.c.first_shown_at, lite.excluded.first_shown_at),
+                "last_shown_at": func.max(assignment_shown.c.last_shown_at, lite.excluded.last_shown_at),
+                "times": assignment_shown.c.times + lite.excluded.times,
+            },
+        )
+    await conn.execute(stmt, ordered)
+    return len(events)
+
+
+# ------------------------------------------------------------------------------------------- wiring
+
+
+async def _on_shown(
+    state: Any,
+    ctx: Any,
+    _contact_id: uuid.UUID,
+    assignment_ids: list[uuid.UUID],
+    store: str | None,
+    now: datetime,
+) -> None:
+    buffer = state.extras.get(STATE_KEY) if state is not None else None
+    if buffer is not None and assignment_ids:
+        buffer.record(ctx.tenant_id, assignment_ids, store, now)
+
+
+async def _start(state: AppState) -> None:
+    buffer = ShownBuffer(state.db)
+    state.extras[STATE_KEY] = buffer
+    buffer.start()
+
+
+async def _stop(state: AppState) -> None:
+    buffer = state.extras.pop(STATE_KEY, None)
+    if buffer is not None:
+        await buffer.stop()
+
+
+async def flush_shown(state: AppState) -> None:
+    """Before reading the ledger or a report: write what this process has buffered."""
+    buffer = state.extras.get(STATE_KEY)
+    if buffer is not None:
+        await buffer.flush()
+
+
+def register() -> None:
+    if _on_shown not in hooks.promotions_shown:
+        hooks.promotions_shown.append(_on_shown)
+    if _start not in features.STARTUP:
+        features.STARTUP.append(_start)
+        features.SHUTDOWN.append(_stop)
