@@ -24,9 +24,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # What `customKey` in look-ups means, and which attribute the server fills in when a contact has none.
     "customKey": "memberNumber",
     "reactivationLimit": 3,
-    "rateLimitPerSecond": 200.0,
-    "rateLimitBurst": 400,
 }
+# Settings a tenant may set but need not: without them the server's defaults apply
+# (PROMOFLOW_DEFAULT_RATE_LIMIT_*), so they are not copied into every tenant row, where they would freeze the
+# default of the day the tenant was created and make the server's setting do nothing.
+OPTIONAL_SETTINGS = frozenset({"rateLimitPerSecond", "rateLimitBurst"})
 
 CONTACT_TYPES = ("Member", "Contact")
 
@@ -103,6 +105,21 @@ def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | Non
         key_id=key_id,
         ip_allowlist=parse_allowlist(allow),
     )
+
+
+def _checked_setting(name: str, value: Any) -> Any:
+    def bad(rule: str) -> BadRequest:
+        return BadRequest(f"setting {name!r}: {rule}", code="InvalidSetting")
+
+    if name == "rateLimitPerSecond":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+            raise bad("a number of requests per second, 0 for no limit")
+        return float(value)
+    if name in ("rateLimitBurst", "reactivationLimit"):
+        low = 1 if name == "rateLimitBurst" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(f"a whole number of at least {low}")
+    return value
 
 
 class TenantService:
@@ -216,8 +233,10 @@ class TenantService:
                 values["time_zone"] = str(v)
             elif k == "currency":
                 values["currency"] = str(v).upper()
-            elif k in DEFAULT_SETTINGS:
-                settings[k] = v
+            elif k in OPTIONAL_SETTINGS and v is None:
+                settings.pop(k, None)  # back to the server's default
+            elif k in DEFAULT_SETTINGS or k in OPTIONAL_SETTINGS:
+                settings[k] = _checked_setting(k, v)
             else:
                 raise BadRequest(f"unknown tenant setting {k!r}", code="UnknownSetting")
         values["settings"] = settings
