@@ -44,6 +44,26 @@ EXPECTED = {
     "PricedBasket",
     "PricedLine",
     "PromotionApplication",
+    # the checkout flow and its step results
+    "CheckoutFlow",
+    "AsyncCheckoutFlow",
+    "Checkout",
+    "AsyncCheckout",
+    "StepStatus",
+    "StepResult",
+    "IdentifyResult",
+    "PromotionsResult",
+    "CompletionResult",
+    "ContactCache",
+    # the outbox and the sync agent
+    "Outbox",
+    "Intent",
+    "IntentKind",
+    "IntentState",
+    "OutboxStatus",
+    "RecoveryReport",
+    "SyncAgent",
+    "SyncReport",
 }
 
 
@@ -77,7 +97,8 @@ FORBIDDEN = ["fastapi", "sqlalchemy", "starlette", "uvicorn", "pyftpdlib", "alem
 def test_importing_the_sdk_pulls_in_no_server_code() -> None:
     script = (
         "import json, sys\n"
-        "import promoflow.client, promoflow.client.pricing\n"
+        "import promoflow.client, promoflow.client.pricing, promoflow.client.outbox\n"
+        "import promoflow.client.checkout, promoflow.client.sync\n"
         f"forbidden = {FORBIDDEN!r}\n"
         "loaded = [m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in forbidden)]\n"
         "print(json.dumps(loaded))\n"

@@ -6,9 +6,14 @@ Needs only httpx, pydantic and lxml (``pip install promoflow``); it never import
   assign, receipts), with retries (:class:`RetryPolicy`), idempotency keys and read-before-retry.
 - The exception tree under :class:`PromoflowClientError`.
 - :mod:`promoflow.client.pricing`: apply promotions to a basket with exact money.
+- :class:`CheckoutFlow` / :class:`AsyncCheckoutFlow`: the whole promotions flow of a sale (identify, fetch,
+  apply, contact changes, redeem, receipt), each change written to the :class:`Outbox` before the network.
+- :class:`Outbox`: the write-ahead outbox of XML files; :class:`SyncAgent` delivers it (online, or over
+  FTP(S)) and settles every intent by the server's verdict. :class:`ContactCache` keeps contact GUIDs.
 """
 
 from promoflow.client._client import AsyncEngageClient, EngageClient
+from promoflow.client._contacts import ContactCache
 from promoflow.client._engine import CallOutcome
 from promoflow.client._exceptions import (
     AlreadyRedeemedError,
@@ -33,6 +38,18 @@ from promoflow.client._exceptions import (
     UnprocessableError,
 )
 from promoflow.client._retry import RetryPolicy
+from promoflow.client.checkout import (
+    AsyncCheckout,
+    AsyncCheckoutFlow,
+    Checkout,
+    CheckoutFlow,
+    CompletionResult,
+    IdentifyResult,
+    PromotionsResult,
+    StepResult,
+    StepStatus,
+)
+from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox, OutboxStatus, RecoveryReport
 from promoflow.client.pricing import (
     ApplicationStatus,
     Basket,
@@ -43,37 +60,56 @@ from promoflow.client.pricing import (
     PromotionApplication,
     apply_promotions,
 )
+from promoflow.client.sync import SyncAgent, SyncReport
 
 __all__ = [
     "AlreadyRedeemedError",
     "ApiError",
     "ApplicationStatus",
+    "AsyncCheckout",
+    "AsyncCheckoutFlow",
     "AsyncEngageClient",
     "AuthenticationError",
     "BadRequestError",
     "Basket",
     "BasketLine",
     "CallOutcome",
+    "Checkout",
+    "CheckoutFlow",
+    "CompletionResult",
     "ConflictError",
     "ConnectionFailedError",
+    "ContactCache",
     "ContactNotFoundError",
     "EngageClient",
     "ForbiddenError",
     "IdempotencyKeyInUseError",
     "IdempotencyKeyMismatchError",
+    "IdentifyResult",
+    "Intent",
+    "IntentKind",
+    "IntentState",
     "InvalidResponseError",
     "LineDiscount",
     "NotFoundError",
+    "Outbox",
+    "OutboxStatus",
     "PricedBasket",
     "PricedLine",
     "PromoflowClientError",
     "PromotionApplication",
     "PromotionExpiredError",
     "PromotionNotFoundError",
+    "PromotionsResult",
     "RateLimitedError",
+    "RecoveryReport",
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",
+    "StepResult",
+    "StepStatus",
+    "SyncAgent",
+    "SyncReport",
     "TransportError",
     "UnprocessableError",
     "apply_promotions",

@@ -1,0 +1,292 @@
+"""Settling one outbox intent online: the API call(s), and what the answer means for the intent.
+
+Written as plans (:mod:`promoflow.client._engine`), so the sync and async checkout and the sync agent share
+them. A :class:`Settlement` says where the intent goes next: ``done`` (applied, or already applied by us),
+``settled`` (the server refused it for good: conflict, expired, not found, invalid), or *deferred* (no
+definite answer: server unreachable, overloaded, misconfigured; the intent keeps its file for later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from promoflow.client._engine import Action, CallOutcome, Plan, Reply, Send, Sleep
+from promoflow.client._exceptions import (
+    AlreadyRedeemedError,
+    ApiError,
+    IdempotencyKeyInUseError,
+    IdempotencyKeyMismatchError,
+    PromoflowClientError,
+    PromotionExpiredError,
+)
+from promoflow.client._requests import Operations
+from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
+from promoflow.wire.engage import Receipt
+from promoflow.wire.xml import ContactRecord, Redemption, Verdict
+
+__all__ = ["Settlement", "adrive", "drive", "look_up", "lookup_param", "record_settlement", "settle_intent"]
+
+_NOT_FOUND_CODES = frozenset(
+    {"PromotionNotFound", "PromotionNotAssociatedWithContact", "ContactNotFound", "InvalidPromotionIdNoData"}
+)
+_EXPIRED_CODES = frozenset({"PromotionExpired"})
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The end of one online settlement attempt; ``state`` None means deferred (try again later)."""
+
+    state: IntentState | None
+    verdict: str | None = None
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: PromoflowClientError | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self.state is None
+
+
+def _done(verdict: Verdict, **detail: Any) -> Settlement:
+    return Settlement(
+        IntentState.DONE, verdict.value, None, {k: v for k, v in detail.items() if v is not None}
+    )
+
+
+def _refused(verdict: Verdict, error: ApiError) -> Settlement:
+    detail = {"status": error.status, "errorCode": error.error_code, "requestId": error.request_id}
+    return Settlement(
+        IntentState.SETTLED, verdict.value, error.message, {k: v for k, v in detail.items() if v}, error
+    )
+
+
+def classify(error: PromoflowClientError) -> Settlement:
+    """A failed call's meaning for the intent: a final refusal (settled) or no definite answer (deferred)."""
+    if isinstance(error, ApiError):
+        if isinstance(error, IdempotencyKeyInUseError):
+            return Settlement(None, reason=str(error), error=error)
+        if isinstance(error, PromotionExpiredError) or (
+            error.status == 409 and error.error_code in _EXPIRED_CODES
+        ):
+            return _refused(Verdict.EXPIRED, error)
+        if error.status == 404 and error.error_code in _NOT_FOUND_CODES:
+            return _refused(Verdict.NOT_FOUND, error)
+        if isinstance(error, AlreadyRedeemedError):
+            return _refused(Verdict.CONFLICT_ALREADY_REDEEMED, error)
+        if error.status in (400, 409, 422):
+            return _refused(Verdict.INVALID, error)
+    # Transport failures, 401/403 (configuration), an unknown 404 (wrong URL, missing route), 429, 5xx,
+    # unreadable answers: nothing says the change is wrong, so it waits for a later try or the file path.
+    return Settlement(None, reason=str(error), error=error)
+
+
+_LOOKUP_PARAMS = {
+    "email": "email",
+    "mobilephone": "mobile_phone",
+    "socialsecuritynumber": "social_security_number",
+    "membernumber": "custom_key",
+    "externalid": "custom_key",
+    "customkey": "custom_key",
+}
+
+
+def look_up(ops: Operations, param: str, value: str, contact_type: str | None = None) -> Plan[str | None]:
+    """``lookup_contact_id`` by one parameter name (``email``, ``mobile_phone``, ``custom_key``, …)."""
+    return ops.lookup_contact_id(
+        email=value if param == "email" else None,
+        mobile_phone=value if param == "mobile_phone" else None,
+        social_security_number=value if param == "social_security_number" else None,
+        custom_key=value if param == "custom_key" else None,
+        any=value if param == "any" else None,
+        contact_type=contact_type,
+    )
+
+
+def lookup_param(key_type: str) -> str:
+    """The look-up parameter for a key type: ``customKey`` carries memberNumber or externalId (A11)."""
+    return _LOOKUP_PARAMS.get(key_type.strip().lower(), "any")
+
+
+def _same_instant(text: str | None, when: datetime) -> bool:
+    if not text:
+        return False
+    try:
+        seen = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return seen.tzinfo is not None and seen == when
+
+
+def _redeemed_by_us(ops: Operations, record: Redemption) -> Plan[bool | None]:
+    """Whether the assignment's redemption is ours (True), someone else's (False), or unknown (None).
+
+    Ours: redeemed at our sale's instant, which our own earlier attempt (whose idempotency record has
+    expired) or our receipt's ``usedPromotions`` (``redeemedOn`` = the receipt's ``createdDate``) would set.
+    """
+    if record.contact_id is None:
+        return False
+    try:
+        state = yield from ops.get_promotion_state(record.contact_id, record.coupon_id)
+    except PromoflowClientError:
+        return None
+    if state is None or not state.redeemed:
+        return None if state is None else False
+    return _same_instant(state.redeemed_on, record.redeemed_on)
+
+
+def settle_redemption(ops: Operations, record: Redemption) -> Plan[Settlement]:
+    outcome = CallOutcome()
+    try:
+        yield from ops.redeem(
+            record.coupon_id,
+            record.redemption_channel.value,
+            record.contact_id,
+            redeemed_on=record.redeemed_on,
+            store_external_id=record.store_external_id,
+            unique_receipt_id=record.unique_receipt_id,
+            idempotency_key=record.idempotency_key,
+            outcome=outcome,
+        )
+    except AlreadyRedeemedError as exc:
+        mine = yield from _redeemed_by_us(ops, record)
+        if mine:
+            return _done(Verdict.DUPLICATE, settledBy="state", attempts=outcome.attempts)
+        if mine is None:
+            return Settlement(None, reason=f"redeemed, by whom unknown: {exc.message}", error=exc)
+        return _refused(Verdict.CONFLICT_ALREADY_REDEEMED, exc)
+    except PromoflowClientError as exc:
+        return classify(exc)
+    verdict = Verdict.APPLIED if outcome.settled_by == "response" else Verdict.DUPLICATE
+    return _done(verdict, settledBy=outcome.settled_by, attempts=outcome.attempts)
+
+
+def settle_receipt(ops: Operations, record: Receipt, idempotency_key: str) -> Plan[Settlement]:
+    outcome = CallOutcome()
+    try:
+        try:
+            result = yield from ops.send_receipt(record, idempotency_key=idempotency_key, outcome=outcome)
+        except IdempotencyKeyMismatchError:
+            # The key was spent on a different body (an SDK upgrade changed the serialisation): the receipt
+            # is deduplicated by uniqueReceiptId anyway, so a fresh key is safe.
+            result = yield from ops.send_receipt(record, outcome=outcome)
+    except PromoflowClientError as exc:
+        return classify(exc)
+    duplicate = result.status.lower() == "duplicate" or outcome.replayed
+    return _done(
+        Verdict.DUPLICATE if duplicate else Verdict.APPLIED,
+        receiptStatus=result.status,
+        warnings=list(result.warnings) or None,
+        attempts=outcome.attempts,
+    )
+
+
+def settle_contact(
+    ops: Operations, intent: Intent, record: ContactRecord, *, look_up_first: bool
+) -> Plan[Settlement]:
+    outcome = CallOutcome()
+    preferences = (
+        record.preferences.model_dump(by_alias=True, exclude_none=True) if record.preferences else None
+    )
+    try:
+        if record.contact_id is not None:
+            changes: dict[str, Any] = dict(record.attributes)
+            if preferences:
+                changes["preferences"] = preferences
+            contact = yield from ops.update_contact(
+                record.contact_id, changes, idempotency_key=intent.idempotency_key, outcome=outcome
+            )
+            verdict = Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED
+            return _done(verdict, contactId=contact.id)
+        if look_up_first and intent.contact_key is not None:
+            key_type, value = intent.contact_key
+            found = yield from look_up(ops, lookup_param(key_type), value)
+            if found is not None:
+                return _done(Verdict.DUPLICATE, contactId=found, settledBy="lookup")
+        contact = yield from ops.create_contact(
+            record.attributes,
+            contact_type=record.contact_type,
+            preferences=preferences,
+            idempotency_key=intent.idempotency_key,
+            outcome=outcome,
+        )
+    except PromoflowClientError as exc:
+        return classify(exc)
+    created = outcome.status_code == 201 and not outcome.replayed
+    return _done(Verdict.APPLIED if created else Verdict.DUPLICATE, contactId=contact.id)
+
+
+def settle_intent(
+    ops: Operations, intent: Intent, record: Redemption | ContactRecord | Receipt, *, recovering: bool = False
+) -> Plan[Settlement]:
+    """The plan settling ``intent`` (whose record was read from its file) online."""
+    if intent.kind is IntentKind.REDEMPTION:
+        assert isinstance(record, Redemption)
+        return (yield from settle_redemption(ops, record))
+    if intent.kind is IntentKind.RECEIPT:
+        assert isinstance(record, Receipt)
+        return (yield from settle_receipt(ops, record, intent.idempotency_key))
+    assert isinstance(record, ContactRecord)
+    return (yield from settle_contact(ops, intent, record, look_up_first=recovering))
+
+
+def record_settlement(outbox: Outbox, intent: Intent, settlement: Settlement) -> Intent:
+    """Move a held intent by a settlement: done, settled, or queued for the file path."""
+    if settlement.state is IntentState.DONE:
+        return outbox.mark_done(intent, settlement.verdict or "applied", **settlement.detail)
+    if settlement.state is IntentState.SETTLED:
+        return outbox.mark_settled(
+            intent, settlement.verdict or "invalid", settlement.reason, **settlement.detail
+        )
+    if settlement.state is IntentState.DEAD:
+        return outbox.mark_dead(intent, settlement.reason or "rejected", **settlement.detail)
+    return outbox.mark_queued(intent, settlement.reason)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def drive(
+    plan: Generator[Action, Reply, Any],
+    send: Callable[[Send], Reply],
+    sleep: Callable[[float], None],
+) -> Any:
+    """Run a plan with blocking calls (the sync twin of :func:`adrive`)."""
+    reply: Reply = None
+    try:
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(action, Sleep):
+                sleep(action.seconds)
+                reply = None
+            else:
+                reply = send(action)
+    finally:
+        plan.close()
+
+
+async def adrive(
+    plan: Generator[Action, Reply, Any],
+    send: Callable[[Send], Awaitable[Reply]],
+    sleep: Callable[[float], Awaitable[None]],
+) -> Any:
+    """Run a plan with awaits."""
+    reply: Reply = None
+    try:
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(action, Sleep):
+                await sleep(action.seconds)
+                reply = None
+            else:
+                reply = await send(action)
+    finally:
+        plan.close()

@@ -1,0 +1,414 @@
+"""``SyncAgent``: deliver what the outbox holds once the server answers again, and learn each intent's fate.
+
+One pass (:meth:`SyncAgent.run_once`):
+
+1. **Recover**: tidy the outbox after a crash (uncommitted sales discarded, garbage removed).
+2. **Settle online** what a crash left *pending*: the same call again with the same idempotency key (so an
+   applied one is answered as such), a contact create looked up by its key first. Without an answer it is
+   handed over to the file path (*queued*). Without an FTP URL, queued intents are settled online too.
+3. **Upload** queued files over FTP (FTPS for ``ftps://``) in creation order, each to its import folder under
+   its own name. A file whose import result (or processed copy) is already on the server is not uploaded
+   again; one that was accepted but not yet processed may be: the server then reports the same verdicts
+   for the duplicate upload and applies nothing twice.
+4. **Read results** from ``/integration/importResults``: ``applied``/``duplicate`` → done;
+   ``conflictAlreadyRedeemed`` (by someone else), ``expired``, ``notFound``, ``invalid`` → settled, reported
+   through ``on_conflict`` and listed by ``promoflow outbox status``; a file the server rejected as a whole
+   → dead letter with the reason. The result file is then deleted from the server (``keep_results=True``
+   keeps it).
+
+:meth:`run_forever` repeats passes; while the server or the FTP cannot be reached, it waits the background
+schedule's growing gaps (Engage: 10 s, 30 s, 60 s, 300 s). :meth:`sync_until_settled` repeats passes until
+every intent has its verdict (the server imports files asynchronously), for scripts and the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from promoflow.client._client import EngageClient
+from promoflow.client._contacts import ContactCache
+from promoflow.client._exceptions import ApiError, PromoflowClientError
+from promoflow.client._ftp import FtpConnection, FtpError, FtpRefused, FtpTarget, FtpUnavailable
+from promoflow.client._requests import Operations
+from promoflow.client._retry import RetryPolicy
+from promoflow.client._settle import Settlement, drive, record_settlement, settle_intent
+from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
+from promoflow.wire.xml import (
+    IMPORT_RESULTS_DIR,
+    PROCESSED_DIR,
+    FileStatus,
+    Redemption,
+    ResultRecord,
+    Verdict,
+    XmlRejected,
+    load_import_result,
+    result_file_name,
+)
+
+__all__ = ["SyncAgent", "SyncReport"]
+
+log = logging.getLogger("promoflow.client.sync")
+
+ConflictCallback = Callable[[Intent], None]
+
+
+@dataclass
+class SyncReport:
+    """What one pass did. ``api_online``/``ftp_online`` are None when that side was not needed."""
+
+    api_online: bool | None = None
+    ftp_online: bool | None = None
+    settled_online: int = 0
+    queued: int = 0
+    uploaded: int = 0
+    results_read: int = 0
+    done: int = 0
+    attention: list[Intent] = field(default_factory=list)
+    """Intents this pass settled without applying (conflicts, refusals) or dead-lettered."""
+    awaiting_results: int = 0
+    undelivered: int = 0
+    """Intents still without a verdict after the pass (pending, queued or uploaded)."""
+    errors: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage: ``recover``, ``online``, ``upload``, ``results``."""
+    skipped: bool = False
+    """Another pass held the outbox's sync lock; this one did nothing."""
+
+    @property
+    def finished(self) -> bool:
+        return not self.skipped and self.undelivered == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "apiOnline": self.api_online,
+            "ftpOnline": self.ftp_online,
+            "settledOnline": self.settled_online,
+            "queued": self.queued,
+            "uploaded": self.uploaded,
+            "resultsRead": self.results_read,
+            "done": self.done,
+            "attention": [intent.to_json() for intent in self.attention],
+            "awaitingResults": self.awaiting_results,
+            "undelivered": self.undelivered,
+            "errors": self.errors,
+            "timings": self.timings,
+            "skipped": self.skipped,
+        }
+
+
+def _describe_conflict(record: ResultRecord) -> str:
+    parts = ["already redeemed"]
+    if record.redeemed_on is not None:
+        parts.append(f"at {record.redeemed_on.isoformat()}")
+    if record.redemption_channel is not None:
+        parts.append(f"via {record.redemption_channel.value}")
+    if record.store_external_id:
+        parts.append(f"in store {record.store_external_id}")
+    if record.unique_receipt_id:
+        parts.append(f"(receipt {record.unique_receipt_id})")
+    text = " ".join(parts)
+    return f"{text}: {record.reason}" if record.reason else text
+
+
+class SyncAgent:
+    """Delivers an outbox to the server: online when possible, else over FTP(S), and settles each intent.
+
+    ``client`` may be None for a file-only agent. ``retry`` governs the agent's API calls and, between
+    passes, :meth:`run_forever`'s waits (default :meth:`RetryPolicy.background`). ``on_conflict`` is called
+    with every intent that ends settled without being applied or dead-lettered. ``contacts`` learns the
+    GUIDs of contacts created by file or by a late online create. ``tls_context`` verifies an FTPS server
+    (default: the system's CAs).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client: EngageClient | None,
+        ftp_url: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        on_conflict: ConflictCallback | None = None,
+        contacts: ContactCache | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        ftp_timeout: float = 30.0,
+        upload_via_rename: bool = False,
+        keep_results: bool = False,
+    ) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.ftp = FtpTarget.from_url(ftp_url) if ftp_url else None
+        self.retry = retry if retry is not None else RetryPolicy.background()
+        self.on_conflict = on_conflict
+        self.contacts = contacts
+        self.tls_context = tls_context
+        self.ftp_timeout = ftp_timeout
+        self.upload_via_rename = upload_via_rename
+        self.keep_results = keep_results
+        self._ops = (
+            Operations(api_version=client.api_version, retry=self.retry) if client is not None else None
+        )
+        self._probe_ops = (
+            Operations(api_version=client.api_version, retry=RetryPolicy.never())
+            if client is not None
+            else None
+        )
+
+    # --------------------------------------------------------------------------------------------- passes
+
+    def run_once(self, *, lock_timeout: float | None = 0) -> SyncReport:
+        """One pass (see the module docs). Returns at once with ``skipped`` if another pass is running."""
+        report = SyncReport()
+        with self.outbox.sync_lock(lock_timeout) as locked:
+            if not locked:
+                report.skipped = True
+                return report
+            self._pass(report)
+        report.undelivered = self.outbox.status().undelivered
+        return report
+
+    def _pass(self, report: SyncReport) -> None:
+        started = time.perf_counter()
+        self.outbox.recover()
+        report.timings["recover"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        online = self._probe(report)
+        online = self._settle_online(IntentState.PENDING, report, online)
+        if self.ftp is None:
+            self._settle_online(IntentState.QUEUED, report, online)
+        report.timings["online"] = time.perf_counter() - started
+
+        if self.ftp is None or not self.outbox.intents((IntentState.QUEUED, IntentState.UPLOADED)):
+            return
+        try:
+            with FtpConnection(self.ftp, timeout=self.ftp_timeout, tls_context=self.tls_context) as ftp:
+                report.ftp_online = True
+                started = time.perf_counter()
+                self._upload(ftp, report)
+                report.timings["upload"] = time.perf_counter() - started
+                started = time.perf_counter()
+                self._read_results(ftp, report)
+                report.timings["results"] = time.perf_counter() - started
+        except FtpError as exc:
+            report.ftp_online = False
+            report.errors.append(str(exc))
+            log.warning("sync.ftp_unavailable error=%s", exc)
+
+    def _probe(self, report: SyncReport) -> bool:
+        if self.client is None or self._probe_ops is None:
+            return False
+        if not self.outbox.intents(IntentState.PENDING) and (
+            self.ftp is not None or not self.outbox.intents(IntentState.QUEUED)
+        ):
+            return False  # nothing to settle online: no need to ask
+        try:
+            drive(self._probe_ops.count_contacts(), self.client._send, self.retry.sleep)
+        except PromoflowClientError as exc:
+            report.api_online = False
+            if isinstance(exc, ApiError) and exc.status in (401, 403):
+                report.errors.append(f"the API refuses the key: {exc}")
+            return False
+        report.api_online = True
+        return True
+
+    def _settle_online(self, state: IntentState, report: SyncReport, online: bool) -> bool:
+        for listed in self.outbox.intents(state):
+            if listed.group is not None and not self.outbox.is_committed(listed.group):
+                continue  # a sale still being written (recovery discards it if its writer died)
+            intent = self.outbox.claim(listed)
+            if intent is None:
+                continue
+            try:
+                if online and self.client is not None and self._ops is not None:
+                    settlement = drive(
+                        settle_intent(self._ops, intent, self.outbox.load(intent), recovering=True),
+                        self.client._send,
+                        self.retry.sleep,
+                    )
+                else:
+                    settlement = Settlement(None, reason="the API is unreachable")
+                if settlement.deferred:
+                    online = False  # no definite answers now: the rest go to the file path
+                    if intent.state is IntentState.PENDING:
+                        record_settlement(self.outbox, intent, settlement)
+                        report.queued += 1
+                    else:
+                        self.outbox.note_attempt(intent, settlement.reason)
+                else:
+                    report.settled_online += 1
+                    self._finish(record_settlement(self.outbox, intent, settlement), report)
+            finally:
+                self.outbox.release(intent)
+            if intent.group is not None:
+                self.outbox.forget_group(intent.group)
+        return online
+
+    # --------------------------------------------------------------------------------------------- upload
+
+    def _upload(self, ftp: FtpConnection, report: SyncReport) -> None:
+        queued = self.outbox.intents(IntentState.QUEUED)
+        if not queued:
+            return
+        results = ftp.listing(IMPORT_RESULTS_DIR)
+        processed = ftp.listing(PROCESSED_DIR)
+        folders: dict[str, dict[str, int | None]] = {}
+        for listed in queued:
+            intent = self.outbox.claim(listed)
+            if intent is None:
+                continue
+            try:
+                name = intent.file_name
+                data = self.outbox.read_bytes(intent)
+                if self.upload_via_rename and intent.remote_folder not in folders:
+                    folders[intent.remote_folder] = ftp.listing(intent.remote_folder)
+                there = folders.get(intent.remote_folder, {})
+                # Already on the server (a crash came between the upload and its note): not again.
+                if result_file_name(name) in results or name in processed or there.get(name) == len(data):
+                    self.outbox.mark_uploaded(intent, name)
+                    report.uploaded += 1
+                    continue
+                try:
+                    ftp.upload(intent.remote_folder, name, data, via_rename=self.upload_via_rename)
+                except FtpRefused as exc:
+                    if exc.code in ("552", "553"):  # the file itself was refused: no later try can differ
+                        self._finish(self.outbox.mark_dead(intent, exc.message, ftpReply=exc.code), report)
+                        continue
+                    raise FtpUnavailable(str(exc)) from exc
+                self.outbox.mark_uploaded(intent, name)
+                report.uploaded += 1
+            finally:
+                self.outbox.release(intent)
+
+    # -------------------------------------------------------------------------------------------- results
+
+    def _read_results(self, ftp: FtpConnection, report: SyncReport) -> None:
+        uploaded = self.outbox.intents(IntentState.UPLOADED)
+        if not uploaded:
+            return
+        available = ftp.listing(IMPORT_RESULTS_DIR)
+        for listed in uploaded:
+            name = result_file_name(str(listed.detail.get("remoteName", listed.file_name)))
+            if name not in available:
+                report.awaiting_results += 1
+                continue
+            intent = self.outbox.claim(listed)
+            if intent is None:
+                continue
+            try:
+                try:
+                    summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
+                except XmlRejected as exc:
+                    report.errors.append(f"{name}: unreadable result ({exc}); will read it again")
+                    report.awaiting_results += 1
+                    continue
+                report.results_read += 1
+                settlement = self._verdict(intent, summary.status, summary.reason, records)
+                self._finish(record_settlement(self.outbox, intent, settlement), report)
+            finally:
+                self.outbox.release(intent)
+            if not self.keep_results:
+                ftp.delete(IMPORT_RESULTS_DIR, name)
+
+    def _verdict(
+        self, intent: Intent, status: FileStatus, reason: str | None, records: list[ResultRecord]
+    ) -> Settlement:
+        if status is FileStatus.REJECTED:
+            return Settlement(IntentState.DEAD, "rejected", reason or "the server rejected the file")
+        record = next((r for r in records if r.index == 1), None)
+        if record is None:
+            return Settlement(
+                IntentState.DEAD, "rejected", "the import result holds no verdict for the record"
+            )
+        detail: dict[str, Any] = {"via": "file"}
+        if record.contact_id:
+            detail["contactId"] = record.contact_id
+        if status is FileStatus.DUPLICATE:
+            detail["duplicateUpload"] = True
+        if record.verdict in (Verdict.APPLIED, Verdict.DUPLICATE):
+            return Settlement(IntentState.DONE, record.verdict.value, None, detail)
+        if record.verdict is Verdict.CONFLICT_ALREADY_REDEEMED:
+            if self._ours(intent, record):
+                return Settlement(
+                    IntentState.DONE, Verdict.DUPLICATE.value, None, {**detail, "settledBy": "result"}
+                )
+            return Settlement(IntentState.SETTLED, record.verdict.value, _describe_conflict(record), detail)
+        return Settlement(IntentState.SETTLED, record.verdict.value, record.reason, detail)
+
+    def _ours(self, intent: Intent, record: ResultRecord) -> bool:
+        """A conflict that is our own sale: redeemed by our receipt, or at our sale's instant."""
+        if intent.kind is not IntentKind.REDEMPTION:
+            return False
+        mine = self.outbox.load(intent)
+        assert isinstance(mine, Redemption)
+        if record.unique_receipt_id and record.unique_receipt_id == mine.unique_receipt_id:
+            return True
+        return record.redeemed_on is not None and record.redeemed_on == mine.redeemed_on
+
+    def _finish(self, intent: Intent, report: SyncReport) -> None:
+        if intent.state is IntentState.DONE:
+            report.done += 1
+            contact_id = intent.detail.get("contactId")
+            if self.contacts is not None and intent.contact_key is not None and contact_id:
+                self.contacts.save(intent.contact_key[0], intent.contact_key[1], str(contact_id))
+            return
+        if intent.state in (IntentState.SETTLED, IntentState.DEAD):
+            report.attention.append(intent)
+            log.warning(
+                "sync.attention intent=%s kind=%s verdict=%s reason=%s",
+                intent.id, intent.kind.value, intent.verdict, intent.reason,
+            )  # fmt: skip
+            if self.on_conflict is not None:
+                self.on_conflict(intent)
+
+    # ------------------------------------------------------------------------------------------- looping
+
+    def sync_until_settled(
+        self, timeout: float = 60.0, *, first_poll: float = 0.1, max_poll: float = 2.0
+    ) -> SyncReport:
+        """Repeat passes until no intent is waiting for a verdict, or ``timeout`` seconds passed; the last
+        pass's report, with the attention list of all passes. Stops early when the server cannot be reached."""
+        deadline = time.monotonic() + timeout
+        poll = first_poll
+        attention: list[Intent] = []
+        while True:
+            report = self.run_once(lock_timeout=max(0.0, deadline - time.monotonic()))
+            attention.extend(report.attention)
+            unreachable = (report.api_online is False and self.ftp is None) or report.ftp_online is False
+            if report.finished or unreachable or time.monotonic() >= deadline:
+                report.attention = attention
+                return report
+            # The server imports uploaded files asynchronously: poll for their results, with growing gaps.
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            poll = min(poll * 2, max_poll)
+
+    def run_forever(self, stop: threading.Event | None = None, *, interval: float = 60.0) -> None:
+        """Run passes until ``stop`` is set: every ``interval`` seconds while all is well, sooner while
+        results are awaited, and along the background schedule while the server cannot be reached."""
+        stop = stop or threading.Event()
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = self.run_once(lock_timeout=interval)
+            except Exception:  # keep the agent alive; the next pass tries again
+                log.exception("sync.pass_failed")
+                report = SyncReport(api_online=False)
+            cut_off = report.api_online is False or report.ftp_online is False
+            if cut_off and report.undelivered:
+                failures += 1
+                wait = self.retry.backoff(failures)
+            elif report.awaiting_results:
+                failures = 0
+                wait = min(interval, 5.0)
+            else:
+                failures = 0
+                wait = interval
+            log.info("sync.pass_done undelivered=%d next_in=%.1fs at=%s", report.undelivered, wait,
+                     datetime.now().isoformat(timespec="seconds"))  # fmt: skip
+            stop.wait(wait)
