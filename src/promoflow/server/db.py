@@ -60,12 +60,14 @@ def _sqlite_setup(engine_sync: Engine) -> None:
 
 
 def make_sync_engine(url: str) -> Engine:
-    """A synchronous engine, for migrations and for the file-transfer threads."""
+    """A synchronous engine, for migrations and schema checks. On SQLite its transactions begin IMMEDIATE, so two
+    processes migrating one file at once (say `serve` and `worker` started together) queue on the lock instead of
+    one failing with "database is locked" when its deferred transaction tries to write."""
     url = sync_url(url)
     if is_sqlite(url):
         engine = create_engine(url, poolclass=NullPool)
         _sqlite_setup(engine)
-        return engine
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -18,23 +18,22 @@ _CREATE_EXAMPLE = {"firstName": "Ada", "email": "ada@example.com", "preferences"
 
 
 @router.get("/api/v2/contacts/count", response_model=int, responses=errors())
-@router.get("/api/v3/contacts/count", response_model=int, responses=errors(), include_in_schema=False)
+@router.get("/api/v3/contacts/count", response_model=int, responses=errors())
 async def count_contacts(e: Edge = Depends(edge)) -> Response:
     """Number of contacts of the tenant (a bare integer)."""
     return await e.read(lambda conn, now: ContactService(e.ctx, now).count(conn))
 
 
-@router.get(
-    "/api/v2/contacts/id",
-    response_model=str,
-    responses=errors(
-        e400=["InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber", "InvalidContactType",
-              "InvalidSearchQuery"],
-        e404=["ContactNotFound"],
-        e409=["MultipleMatches"],
-    ),  # fmt: skip
-)
-@router.get("/api/v3/contacts/id", response_model=str, include_in_schema=False)
+_LOOKUP_ERRORS = errors(
+    e400=["InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber", "InvalidContactType",
+          "InvalidSearchQuery"],
+    e404=["ContactNotFound"],
+    e409=["MultipleMatches"],
+)  # fmt: skip
+
+
+@router.get("/api/v2/contacts/id", response_model=str, responses=_LOOKUP_ERRORS)
+@router.get("/api/v3/contacts/id", response_model=str, responses=_LOOKUP_ERRORS)
 async def lookup_contact_id(
     e: Edge = Depends(edge),
     email: str | None = Query(None),

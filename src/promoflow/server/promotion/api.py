@@ -57,7 +57,7 @@ _DEF_BODY = ["InvalidPayload", "InvalidValidity", "InvalidPromotionValue", "Dupl
     responses=errors(e400=_DEF_BODY, e409=["ExternalIdInUse"], e415=["UnsupportedMediaType"]),
 )
 @router.post("/api/v3/promotions/multichannels", status_code=201, response_model=MultichannelPromotion,
-             tags=[DEFS], include_in_schema=False)  # fmt: skip
+             tags=[DEFS], responses=errors(e400=_DEF_BODY, e409=["ExternalIdInUse"], e415=["UnsupportedMediaType"]))  # fmt: skip
 async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
     """Create a multichannel promotion; it starts as a Draft."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).create(conn, body), 201)
@@ -106,7 +106,7 @@ async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Quer
 @router.get("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
             responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
 @router.get("/api/v3/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
-            include_in_schema=False)  # fmt: skip
+            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
 async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """A promotion definition; `status` follows its dates in the tenant's time zone."""
     return await e.read(lambda conn, now: PromotionService(e.ctx, now).get(conn, promotion_id))
