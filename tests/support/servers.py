@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _LISTENING = re.compile(r"promoflow api listening on (http://\S+)")
+_FTP_LISTENING = re.compile(r"promoflow ftp listening on (ftps?://\S+)")
 
 
 class ServerProcess:
@@ -38,6 +39,15 @@ class ServerProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
+    @property
+    def ftp_url(self) -> str | None:
+        """``ftp://host:port`` of the server's FTP service (printed before the API's line), if it runs one."""
+        for line in self.output:
+            m = _FTP_LISTENING.search(line)
+            if m:
+                return m.group(1)
+        return None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -59,7 +69,10 @@ class ServerProcess:
 def start_server(
     database_url: str, data_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> ServerProcess:
-    """Start `promoflow serve --port 0` and return once it says where it listens."""
+    """Start `promoflow serve --port 0` and return once it says where it listens. Unless told otherwise
+    (``--no-ftp``, ``--ftp-port``), its FTP server takes a free port too (see ``ServerProcess.ftp_url``)."""
+    if "--no-ftp" not in extra and "--ftp-port" not in extra:
+        extra = (*extra, "--ftp-port", "0")
     cmd = [
         sys.executable, "-m", "promoflow.cli", "serve", "--port", "0", "--database-url", database_url,
         "--data-dir", str(data_dir), *extra,

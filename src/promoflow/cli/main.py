@@ -17,8 +17,10 @@ from rich.console import Console
 app = typer.Typer(help="promoflow: Engage-compatible promotions server and integrator tools.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
+export_app = typer.Typer(help="Files the server writes for integrators.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(export_app, name="export")
 
 console = Console(stderr=True)
 
@@ -166,6 +168,65 @@ def tenant_rotate_key(name: str, as_json: JsonOut = False, data_dir: DataDir = N
     typer.echo(json.dumps({"name": name, "apiKey": key}) if as_json else key)
 
 
+@tenant_app.command("rotate-ftp-password")
+def tenant_rotate_ftp_password(
+    name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None
+) -> None:
+    """Replace the tenant's FTP password and print the new one (the old one stops working within seconds)."""
+    from ..kit.clock import SystemClock
+    from ..server.transfer.accounts import rotate_ftp_password
+
+    settings = settings_for(data_dir, database_url)
+    try:
+        info = _run(
+            _with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now()))
+        )
+    except Exception as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(info) if as_json else info["ftpPassword"])
+
+
+@export_app.command("promotions")
+def export_promotions_cmd(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant).")] = None,
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Write the promotion export now: assignments assigned, redeemed and deleted since the last export."""
+    from datetime import timedelta
+
+    from ..kit.clock import SystemClock
+    from ..server.db import Database
+    from ..server.migrate import upgrade
+    from ..server.transfer.export import export_all
+    from ..server.transfer.files import FileStore
+
+    settings = settings_for(data_dir, database_url)
+    upgrade(settings.resolved_database_url())
+
+    async def run() -> Any:
+        db = Database(settings.resolved_database_url(), pool_size=2)
+        try:
+            overlap = timedelta(seconds=settings.export_overlap_seconds)
+            store = FileStore(settings.data_dir)
+            return await export_all(db, store, SystemClock().now(), overlap=overlap, name=tenant)
+        finally:
+            await db.dispose()
+
+    try:
+        results = _run(run())
+    except Exception as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(results))
+        return
+    for r in results:
+        console.print(f"{r['tenant']}: {r['file'] or 'nothing new'} {r['counts'] or ''}")
+
+
 # ----------------------------------------------------------------------------------------------- serving
 
 
@@ -213,6 +274,22 @@ def worker(
 
     settings = settings_for(data_dir, database_url)
     runserver.worker_only(settings, once=once)
+
+
+@app.command()
+def ftp(
+    host: Annotated[str, typer.Option("--host", envvar="PROMOFLOW_FTP_HOST")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", envvar="PROMOFLOW_FTP_PORT", help="0 picks a free port.")
+    ] = 2121,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Run only the FTP(S) server (uploads reach the workers through the database and the data dir)."""
+    from ..server import runserver
+
+    settings = settings_for(data_dir, database_url, ftp_host=host, ftp_port=port)
+    runserver.ftp_only(settings)
 
 
 def main() -> None:  # pragma: no cover - console entry point

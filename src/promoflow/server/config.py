@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     ftp_max_connections_per_ip: int = 32
     ftp_auth_cache_seconds: float = Field(default=30.0, description="How long a verified FTP login is trusted.")
     import_batch_size: int = Field(default=1000, description="Records applied per transaction by the importers.")
+    worker_stall_seconds: float = Field(
+        default=120.0, description="`promoflow worker`: a job without a heartbeat this long is taken over."
+    )
     export_interval_seconds: int = Field(
         default=3600, description="How often the promotion export runs for every tenant; 0 turns the schedule off."
     )

@@ -20,5 +20,6 @@ def routers() -> list[APIRouter]:
     from .promotion import bulk  # noqa: F401  (registers the bulk-assignment job handler)
     from .promotion.api import router as promotions
     from .receipt.api import router as receipts
+    from .transfer.api import router as imports
 
-    return [health, contacts, promotions, receipts]
+    return [health, contacts, promotions, receipts, imports]

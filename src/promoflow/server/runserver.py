@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -26,6 +27,15 @@ log = logging.getLogger("promoflow.serve")
 # Services that run beside the API in `serve` (the FTP server registers here): start(settings) → stop().
 ProcessService = Callable[[Settings], Callable[[], None]]
 PROCESS_SERVICES: dict[str, ProcessService] = {}
+
+
+def _ftp_service(settings: Settings) -> Callable[[], None]:
+    from .transfer.ftp import start_ftp_service  # pyftpdlib is imported only when the FTP server runs
+
+    return start_ftp_service(settings)
+
+
+PROCESS_SERVICES["ftp"] = _ftp_service
 
 
 def configure_logging(level: str = "info") -> None:
@@ -86,6 +96,9 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
             ),
             flush=True,
         )
+    from .transfer import runtime
+
+    runtime.configure(settings, schedule=True)  # this process runs the scheduled promotion export
     stops = []
     if ftp:
         for name, start in PROCESS_SERVICES.items():
@@ -137,13 +150,20 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
     url = settings.resolved_database_url()
     upgrade(url)
     from . import features
+    from .transfer import runtime
     from .worker.runner import Worker
 
     features.routers()  # imports the features, which registers their job handlers
+    runtime.configure(settings, schedule=True)  # this process runs the scheduled promotion export
 
     async def main() -> None:
         db = Database(url, pool_size=4)
-        w = Worker(db, SystemClock(), poll_seconds=settings.worker_poll_seconds)
+        w = Worker(
+            db,
+            SystemClock(),
+            poll_seconds=settings.worker_poll_seconds,
+            stall_after=timedelta(seconds=settings.worker_stall_seconds),
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
@@ -159,3 +179,12 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
             await db.dispose()
 
     asyncio.run(main())
+
+
+def ftp_only(settings: Settings) -> None:
+    """Only the FTP server (scale out: its uploads reach the workers through the database)."""
+    configure_logging(settings.log_level)
+    upgrade(settings.resolved_database_url())
+    from .transfer.ftp import run_ftp
+
+    run_ftp(settings)

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .config import Settings
 from .db import Database
 from .tenant.service import TenantService
+from .transfer.accounts import on_tenant_created as _ftp_account
 
 # Each hook gets the new tenant and returns extra fields for the operator (e.g. ftpUser, ftpPassword).
 TenantCreated = Callable[[AsyncConnection, Settings, Any, datetime], Awaitable[dict[str, Any]]]
-TENANT_CREATED: list[TenantCreated] = []
+TENANT_CREATED: list[TenantCreated] = [_ftp_account]
 
 
 async def create_tenant(

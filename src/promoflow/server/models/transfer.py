@@ -107,12 +107,15 @@ export_file = Table(
 )
 
 # Changes exported inside the overlap window (a transaction may commit after a later one was exported): the
-# next run skips these, so no change is exported twice and none is missed.
+# next run skips these, so no change is exported twice and none is missed. kind: a(ssigned), r(edeemed),
+# d(eleted); seq: the redemption's number for r, 0 otherwise.
 export_ledger = Table(
     "export_ledger",
     metadata,
     Column("tenant_id", Uuid, ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True),
-    Column("change_key", String(120), primary_key=True),
+    Column("kind", String(1), primary_key=True),
+    Column("assignment_id", Uuid, primary_key=True),
+    Column("seq", Integer, primary_key=True),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_export_ledger_at", "tenant_id", "at"),
 )

@@ -43,6 +43,8 @@ class Verdict(StrEnum):
 class FileStatus(StrEnum):
     PROCESSED = "processed"
     REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    """The same content was uploaded before: nothing applied again; records repeat the original's verdicts."""
 
 
 class ResultRecord(WireModel):

@@ -59,12 +59,14 @@ def upgrade() -> None:
     op.create_table(
         "export_ledger",
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
-        sa.Column("change_key", sa.String(length=120), nullable=False),
+        sa.Column("kind", sa.String(length=1), nullable=False),
+        sa.Column("assignment_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("at", promoflow.server.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenant.id"], name=op.f("fk_export_ledger_tenant_id_tenant"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("tenant_id", "change_key", name=op.f("pk_export_ledger")),
+        sa.PrimaryKeyConstraint("tenant_id", "kind", "assignment_id", "seq", name=op.f("pk_export_ledger")),
     )
     with op.batch_alter_table("export_ledger", schema=None) as batch_op:
         batch_op.create_index("ix_export_ledger_at", ["tenant_id", "at"], unique=False)

@@ -1,0 +1,56 @@
+"""The imports API (extension): what became of each uploaded file, and of each of its records."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from .. import features
+from ..edge import AppState, Edge, edge
+from ..openapi import EXTENSION, errors
+from . import export, importer, importers, runtime  # noqa: F401  (registers the job handlers and housekeeping)
+from .schemas import ImportDetailOut, ImportPage
+from .service import ImportService, parse_import_id, parse_verdict
+
+router = APIRouter()
+TAG = "file imports"
+_STATUSES = ("queued", "running", "done", "rejected", "duplicate", "failed")
+
+
+async def _configure(state: AppState) -> None:
+    runtime.configure(state.settings)
+
+
+features.STARTUP.append(_configure)
+
+
+@router.get("/api/v2/imports", response_model=ImportPage, tags=[TAG], openapi_extra=EXTENSION,
+            responses=errors(e400=["InvalidPayload"]))  # fmt: skip
+async def list_imports(
+    e: Edge = Depends(edge),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    count: int = Query(100, ge=1, le=1000),
+    status: str | None = Query(None, pattern="^(" + "|".join(_STATUSES) + ")$"),
+) -> Response:
+    """Extension: the tenant's uploaded files, newest first, with status and verdict counts."""
+    return await e.read(lambda conn, now: ImportService(e.ctx, now).list(conn, offset=offset, count=count,
+                                                                          status=status))  # fmt: skip
+
+
+@router.get("/api/v2/imports/{import_id}", response_model=ImportDetailOut, tags=[TAG], openapi_extra=EXTENSION,
+            responses=errors(e400=["InvalidImportId", "InvalidVerdict"], e404=["ImportNotFound"]))  # fmt: skip
+async def get_import(
+    import_id: str,
+    e: Edge = Depends(edge),
+    offset: int = Query(0, ge=0, le=100_000_000),
+    count: int = Query(100, ge=1, le=1000),
+    verdict: str | None = Query(None, description="Only records with this verdict."),
+) -> Response:
+    """Extension: one import: status, counts, and a page of per-record verdicts (as in its result file)."""
+    guid = parse_import_id(import_id)
+    wanted = parse_verdict(verdict)
+    return await e.read(
+        lambda conn, now: ImportService(e.ctx, now).get(
+            conn, guid, offset=offset, count=count, verdict=wanted
+        )
+    )

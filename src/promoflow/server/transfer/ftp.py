@@ -1,0 +1,489 @@
+"""The FTP(S) server (A13): pyftpdlib, one virtual user per tenant chrooted to its own tree.
+
+- A connection gets its own thread (``ThreadedFTPServer``), so the blocking work done for it (password hash,
+  content hash, the database transaction that records an upload) never stalls another tenant's transfer.
+- The database is reached through the same async ``Database`` and services as the API and the worker (one
+  event loop in a helper thread, see ``bridge``), so an upload is enqueued by the very ``enqueue`` the API uses,
+  in the same transaction as its import record.
+- An upload is written to a staging file outside every FTP tree. Only when the transfer completed is it moved to
+  the private inbox and recorded; the ``226`` reply is sent after the record committed, so a ``226`` means "queued".
+  An aborted, oversized or refused upload leaves nothing behind.
+- Allowed: list and download anywhere in the own tree, upload into the four import folders (exact file names,
+  no resume), delete in the output folders. No mkdir, rename, chmod, site commands. Symlinks are neither
+  followed nor listed; paths outside the tree are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.handlers import DTPHandler, FTPHandler
+from pyftpdlib.servers import ThreadedFTPServer
+from sqlalchemy import select
+
+from ...kit.clock import Clock, SystemClock
+from ...wire.xml import InvalidFileName, parse_file_name
+from ..config import Settings
+from ..models import tenant
+from .bridge import DbBridge
+from .files import KIND_BY_DIR, OUTPUT_DIRS, FileStore
+from .inbox import record_refused, record_upload
+
+log = logging.getLogger("promoflow.transfer")
+_ftp_log = logging.getLogger("pyftpdlib")
+
+_REMOVED_COMMANDS = frozenset(
+    {"APPE", "STOU", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "RNTO", "MFMT", "SITE", "SITE CHMOD", "SITE HELP"}
+)
+
+
+def parse_ports(spec: str | None) -> list[int] | None:
+    """'60000-60099' or '60000,60001' → the passive port list; None/empty → any free port."""
+    if not spec:
+        return None
+    ports: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            ports.extend(range(lo, hi + 1))
+        elif part:
+            ports.append(int(part))
+    return ports
+
+
+def name_problem(name: str, folder: str) -> str | None:
+    """Why ``name`` cannot be uploaded into ``folder``, or None."""
+    kind = KIND_BY_DIR[folder]
+    try:
+        parsed = parse_file_name(name)
+    except InvalidFileName as exc:
+        return str(exc)
+    if parsed.kind != kind:
+        return f"{name!r} is a {parsed.kind.value} file; {folder} takes {kind.value} files"
+    return None
+
+
+def reportable(name: str) -> bool:
+    """Whether a refused name can safely name a result file (``<name>.result.xml`` in importResults)."""
+    return 0 < len(name) <= 200 and not name.startswith(".") and name.isprintable() and "/" not in name
+
+
+# ------------------------------------------------------------------------------------------------ logins
+
+
+@dataclass
+class Logins:
+    """Tenant logins checked against the database, verified ones cached for a short while."""
+
+    bridge: DbBridge
+    store: FileStore
+    cache_seconds: float
+    _cache: dict[str, tuple[str, uuid.UUID, float]] = field(default_factory=dict)
+    _homes: dict[str, uuid.UUID] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, username: str, password: str) -> uuid.UUID | None:
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(username)
+        if hit is not None and hit[0] == digest and hit[2] > now:
+            return hit[1]
+        row = self.bridge.call(lambda db: _tenant_login(db, username))
+        from .accounts import verify_password  # scrypt: only paid on a cache miss
+
+        if row is None or not verify_password(password, row.ftp_password_hash):
+            with self._lock:
+                self._cache.pop(username, None)
+            return None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[username] = (digest, row.id, now + self.cache_seconds)
+            self._homes[username] = row.id
+        return row.id  # type: ignore[no-any-return]
+
+    def tenant_of(self, username: str) -> uuid.UUID:
+        with self._lock:
+            return self._homes[username]
+
+
+async def _tenant_login(db: Any, username: str) -> Any:
+    async with db.read() as conn:
+        return (
+            await conn.execute(
+                select(tenant.c.id, tenant.c.ftp_password_hash).where(tenant.c.name == username)
+            )
+        ).first()
+
+
+class TenantAuthorizer:
+    """pyftpdlib's authorizer interface over the tenants table; permissions follow the folder rules."""
+
+    def __init__(self, logins: Logins) -> None:
+        self.logins = logins
+
+    def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        if not username or self.logins.check(username, password) is None:
+            raise AuthenticationFailed("Authentication failed.")
+
+    def get_home_dir(self, username: str) -> str:
+        tenant_id = self.logins.tenant_of(username)
+        return str(self.logins.store.ensure_tree(tenant_id))
+
+    def has_user(self, username: str) -> bool:
+        return True  # every name may try; only a tenant with the right password gets in
+
+    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
+        if path is None:
+            return perm in "elr"
+        home = os.path.realpath(self.get_home_dir(username))
+        real = os.path.realpath(path)
+        if real != home and not real.startswith(home + os.sep):
+            return False
+        if perm in "elr":
+            return True
+        parent = "/" + posixpath.dirname(os.path.relpath(real, home).replace(os.sep, "/"))
+        if perm == "w":
+            return parent in KIND_BY_DIR
+        if perm == "d":
+            return parent in OUTPUT_DIRS
+        return False
+
+    def get_perms(self, username: str) -> str:
+        return "elrwd"
+
+    def get_msg_login(self, username: str) -> str:
+        return f"Welcome, {username}."
+
+    def get_msg_quit(self, username: str) -> str:
+        return "Goodbye."
+
+    def impersonate_user(self, username: str, password: str) -> None:
+        """Virtual users: the server process's own OS user does the file work."""
+
+    def terminate_impersonation(self, username: str) -> None:
+        """Nothing to undo."""
+
+
+class ConfinedFS(AbstractedFS):  # type: ignore[misc]
+    """The tenant's tree, with no way out: paths resolving outside it and paths through symlinks are invalid,
+    symlinks are not listed, and files are opened without following links."""
+
+    def validpath(self, path: str) -> bool:
+        if not super().validpath(path):
+            return False
+        root = os.path.abspath(self.root)
+        current = os.path.abspath(path)
+        while current.startswith(root + os.sep):
+            if os.path.islink(current):
+                return False
+            current = os.path.dirname(current)
+        return True
+
+    def listdir(self, path: str) -> list[str]:
+        return [n for n in os.listdir(path) if not os.path.islink(os.path.join(path, n))]
+
+    listdirinfo = listdir
+
+    def open(self, filename: str, mode: str) -> Any:
+        if "r" not in mode or "+" in mode:
+            raise PermissionError("files are written by the server only")
+        fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, mode)
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+@dataclass
+class FtpContext:
+    """What every connection of one server shares."""
+
+    settings: Settings
+    store: FileStore
+    bridge: DbBridge
+    logins: Logins
+    clock: Clock
+
+
+class _GuardedUpload:
+    """Data channel mixin: aborts an upload past the size limit; records a completed one before replying."""
+
+    cmd_channel: Any
+    receive: bool
+    transfer_finished: bool
+    tot_bytes_received: int
+    file_obj: Any
+    _closed: bool
+    _resp: tuple[str, Callable[..., Any]]
+
+    def handle_read(self) -> None:
+        super().handle_read()  # type: ignore[misc]
+        limit = self.cmd_channel.transfer.settings.ftp_max_upload_bytes
+        if self.receive and not self._closed and self.tot_bytes_received > limit:
+            self._resp = (
+                f"552 Upload exceeds the limit of {limit} bytes; aborted and deleted.",
+                _ftp_log.info,
+            )
+            self.transfer_finished = False
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed and self.receive and self.transfer_finished and self.file_obj is not None:
+            try:
+                self._resp = (self.cmd_channel.complete_upload(self.file_obj), _ftp_log.debug)
+            except Exception:
+                log.exception("transfer.upload_record_failed")
+                self._resp = (
+                    "451 The upload could not be queued; nothing was kept. Upload it again.",
+                    log.warning,
+                )
+                self.transfer_finished = False
+        super().close()  # type: ignore[misc]
+
+
+class _TenantCommands:
+    """Control channel mixin: uploads go to staging under exact, conventional names."""
+
+    transfer: FtpContext
+    fs: Any
+    username: str
+    data_channel: Any
+    _restart_position: int
+    _current_type: str
+    _in_dtp_queue: Any
+    respond: Callable[..., None]  # FTPHandler's
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
+        if "a" in mode or self._restart_position:
+            self._restart_position = 0
+            self.respond("550 Resuming an upload is not supported; upload the whole file again.")
+            return None
+        ftp_path = self.fs.fs2ftp(file)
+        folder, name = posixpath.split(ftp_path)
+        ctx = self.transfer
+        if folder not in KIND_BY_DIR:
+            self.respond("553 Upload into one of: " + ", ".join(sorted(KIND_BY_DIR)) + ".")
+            return None
+        tenant_id = ctx.logins.tenant_of(self.username)
+        problem = name_problem(name, folder)
+        if problem is not None:
+            if reportable(name):
+                kind = KIND_BY_DIR[folder].value
+                try:
+                    ctx.bridge.call(lambda db: _refuse(db, ctx, tenant_id, folder, name, kind, problem))
+                except Exception:
+                    log.exception("transfer.refusal_record_failed")
+            log.info("transfer.name_refused tenant=%s file=%r reason=%s", tenant_id, name, problem)
+            self.respond(f"553 {problem}; see importResults for the result.")
+            return None
+        staged = ctx.store.new_staging_file(tenant_id)
+        fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
+        self._staged[str(staged)] = (folder, name)
+        if self.data_channel is not None:
+            self.respond("125 Data connection already open. Transfer starting.")
+            self.data_channel.file_obj = fd
+            self.data_channel.enable_receiving(self._current_type, "STOR")
+        else:
+            self.respond("150 File status okay. About to open data connection.")
+            self._in_dtp_queue = (fd, "STOR")
+        return file
+
+    @property
+    def _staged(self) -> dict[str, tuple[str, str]]:
+        staged: dict[str, tuple[str, str]] | None = self.__dict__.get("_pf_staged")
+        if staged is None:
+            staged = self.__dict__["_pf_staged"] = {}
+        return staged
+
+    def complete_upload(self, file_obj: Any) -> str:
+        """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send."""
+        ctx = self.transfer
+        staged = Path(file_obj.name)
+        folder, name = self._staged.pop(str(staged))
+        file_obj.flush()
+        os.fsync(file_obj.fileno())
+        file_obj.close()
+        size = staged.stat().st_size
+        if size > ctx.settings.ftp_max_upload_bytes:
+            staged.unlink(missing_ok=True)
+            return f"552 Upload exceeds the limit of {ctx.settings.ftp_max_upload_bytes} bytes; deleted."
+        digest = hashlib.sha256()
+        with open(staged, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        tenant_id = ctx.logins.tenant_of(self.username)
+        import_id = uuid.uuid4()
+        relpath = ctx.store.inbox_relpath(tenant_id, import_id)
+        inbox = ctx.store.accept(staged, relpath)
+        kind = KIND_BY_DIR[folder].value
+        try:
+            accepted = ctx.bridge.call(
+                lambda db: _record(
+                    db, ctx, tenant_id, import_id, folder, name, kind, relpath, size, digest.hexdigest()
+                )  # fmt: skip
+            )
+        except BaseException:
+            inbox.unlink(missing_ok=True)
+            raise
+        log.info("transfer.file_received tenant=%s import=%s file=%r bytes=%d status=%s",
+                 tenant_id, import_id, name, size, accepted.status)  # fmt: skip
+        if accepted.status == "duplicate":
+            return f"226 Transfer complete; same content as import {accepted.duplicate_of}: a duplicate."
+        return f"226 Transfer complete; queued as import {import_id}."
+
+    def on_file_received(self, file: str) -> None:
+        """Recorded in complete_upload (before the reply); nothing left to do."""
+
+    def on_incomplete_file_received(self, file: str) -> None:
+        self._staged.pop(file, None)
+        Path(file).unlink(missing_ok=True)
+        log.info("transfer.upload_incomplete user=%s", self.username)
+
+
+async def _record(db: Any, ctx: FtpContext, tenant_id: uuid.UUID, import_id: uuid.UUID, folder: str, name: str,
+                  kind: str, relpath: str, size: int, digest: str) -> Any:  # fmt: skip
+    async with db.write() as conn:
+        return await record_upload(
+            conn, tenant_id=tenant_id, import_id=import_id, folder=folder, name=name, kind=kind,
+            stored_path=relpath, size=size, content_hash=digest, root=str(ctx.store.base), now=ctx.clock.now(),
+        )  # fmt: skip
+
+
+async def _refuse(db: Any, ctx: FtpContext, tenant_id: uuid.UUID, folder: str, name: str, kind: str,
+                  reason: str) -> Any:  # fmt: skip
+    async with db.write() as conn:
+        return await record_refused(
+            conn,
+            tenant_id=tenant_id,
+            folder=folder,
+            name=name,
+            kind=kind,
+            reason=reason,
+            root=str(ctx.store.base),
+            now=ctx.clock.now(),
+        )
+
+
+def handler_class(ctx: FtpContext) -> type[FTPHandler]:
+    """The handler (and data channel) classes for this server's settings: FTPS when a certificate is set."""
+    settings = ctx.settings
+    tls = settings.ftp_tls_cert is not None
+    control_base: type[Any] = FTPHandler
+    data_base: type[Any] = DTPHandler
+    attrs: dict[str, Any] = {}
+    if tls:
+        try:
+            from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
+            from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
+        except ImportError as exc:  # pragma: no cover - pyOpenSSL is a server dependency
+            raise RuntimeError("FTPS needs pyOpenSSL (pip install pyopenssl)") from exc
+        control_base, data_base = TLS_FTPHandler, TLS_DTPHandler
+        attrs.update(
+            certfile=str(settings.ftp_tls_cert),
+            keyfile=str(settings.ftp_tls_key) if settings.ftp_tls_key else None,
+            tls_control_required=settings.ftp_tls_required,
+            tls_data_required=settings.ftp_tls_required,
+        )
+    dtp = type("PromoflowDTP", (_GuardedUpload, data_base), {})
+    commands = {k: v for k, v in control_base.proto_cmds.items() if k not in _REMOVED_COMMANDS}
+    attrs.update(
+        transfer=ctx,
+        authorizer=TenantAuthorizer(ctx.logins),
+        abstracted_fs=ConfinedFS,
+        dtp_handler=dtp,
+        proto_cmds=commands,
+        passive_ports=parse_ports(settings.ftp_passive_ports),
+        masquerade_address=settings.ftp_masquerade_address,
+        banner="promoflow FTP" + ("S (AUTH TLS)" if tls else "") + " ready.",
+        permit_foreign_addresses=False,
+        use_sendfile=False,
+    )
+    return type("PromoflowFTPHandler", (_TenantCommands, control_base), attrs)
+
+
+# ------------------------------------------------------------------------------------------------ server
+
+
+class FtpServer:
+    """The server in a background thread: ``start()`` binds (the port is known after it), ``stop()`` ends it."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.store = FileStore(settings.data_dir)
+        self.bridge = DbBridge(settings.resolved_database_url())
+        logins = Logins(self.bridge, self.store, settings.ftp_auth_cache_seconds)
+        self.ctx = FtpContext(settings, self.store, self.bridge, logins, clock or SystemClock())
+        self._server: ThreadedFTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.address[:2]
+        return host, port
+
+    def start(self) -> FtpServer:
+        logging.getLogger("pyftpdlib").setLevel(
+            logging.DEBUG if self.settings.log_level.lower() == "debug" else logging.WARNING
+        )
+        self.bridge.start()
+        handler = handler_class(self.ctx)
+        server = ThreadedFTPServer((self.settings.ftp_host, self.settings.ftp_port), handler)
+        server.max_cons = self.settings.ftp_max_connections
+        server.max_cons_per_ip = self.settings.ftp_max_connections_per_ip
+        self._server = server
+        self._thread = threading.Thread(target=self._run, name="promoflow-ftp", daemon=True)
+        self._thread.start()
+        host, port = self.address
+        scheme = "ftps" if self.settings.ftp_tls_cert else "ftp"
+        print(f"promoflow ftp listening on {scheme}://{host}:{port}", flush=True)
+        log.info("transfer.ftp_started address=%s:%d tls=%s", host, port, scheme == "ftps")
+        return self
+
+    def _run(self) -> None:
+        assert self._server is not None
+        try:
+            while not self._stop.is_set():
+                self._server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
+        finally:
+            self._server.close_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(15)
+        self.bridge.stop()
+        log.info("transfer.ftp_stopped")
+
+
+def start_ftp_service(settings: Settings) -> Callable[[], None]:
+    """`serve`'s process service: start the FTP server beside the API; returns its stop function."""
+    return FtpServer(settings).start().stop
+
+
+def run_ftp(settings: Settings) -> None:
+    """`promoflow ftp`: only the FTP server, until SIGINT/SIGTERM."""
+    import signal
+
+    server = FtpServer(settings).start()
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()

@@ -1,0 +1,283 @@
+"""The import job: one uploaded file, streamed, validated per record, applied in batches, exactly once.
+
+- The file is first read for file-level faults only (not well-formed, DOCTYPE/entities, wrong root, truncated):
+  such a file is rejected with its reason and changes nothing.
+- Records are then applied in batches (``import_batch_size``), each batch in one transaction together with the
+  verdict of each of its records (``import_record``, keyed by the record's index). A worker that dies mid-file
+  leaves whole batches behind; the next run skips every index already recorded, so each record is applied once.
+  If two workers ever run the same import (one was taken for dead), the verdicts' primary key fails the later
+  batch, and with it that batch's effects.
+- Parsing runs in a thread of its own, one batch ahead of the database, so the event loop (the API's, in `serve`)
+  stays responsive and parsing overlaps the database round trips.
+- On the job's last attempt, records are applied one per transaction and a record whose application raises is
+  reported ``invalid`` with the error, so a poison record cannot block the tenant's queue for ever.
+- The result file is written from the stored verdicts at the end, then the file moves to processed/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ...wire.xml import FileKind, FileStatus, Record, RecordError, Verdict, XmlRejected, check_file, read_file
+from ..db import Database
+from ..models import file_import, import_content
+from ..tenant.service import TenantContext
+from ..worker.runner import JobContext, handler
+from . import runtime
+from .files import FileStore
+from .inbox import FILE_IMPORT_JOB, forget_content
+from .results import Outcome, done_upto, save_outcomes, verdict_counts, write_result_file
+
+log = logging.getLogger("promoflow.transfer")
+
+
+class Applier(Protocol):
+    """Applies valid records of one kind through the services; one Outcome per record, in any order."""
+
+    async def apply(self, conn: AsyncConnection, records: list[Record[Any]]) -> list[Outcome]: ...
+
+
+ApplierFactory = Callable[[TenantContext, Any, Any], Applier]  # (tenant, import row, now) → applier
+APPLIERS: dict[FileKind, ApplierFactory] = {}
+
+
+def applier(kind: FileKind) -> Callable[[ApplierFactory], ApplierFactory]:
+    def register(factory: ApplierFactory) -> ApplierFactory:
+        APPLIERS[kind] = factory
+        return factory
+
+    return register
+
+
+Item = Record[Any] | RecordError
+
+
+class _Batches:
+    """Pulls batches from the streaming reader on one dedicated thread (lxml parsers stay on their thread)."""
+
+    def __init__(self, kind: FileKind, path: Path, size: int, skip_upto: int) -> None:
+        self._kind, self._path, self._size, self._skip = kind, path, size, skip_upto
+        self._items: Iterator[Item] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-import")
+
+    def _next(self) -> list[Item]:
+        if self._items is None:
+            self._items = read_file(self._kind, self._path)
+        batch: list[Item] = []
+        for item in self._items:
+            if item.index <= self._skip:
+                continue
+            batch.append(item)
+            if len(batch) >= self._size:
+                break
+        return batch
+
+    def next(self) -> asyncio.Future[list[Item]]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, self._next)
+
+    def check(self) -> asyncio.Future[int]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, check_file, self._kind, self._path)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def _load(db: Database, tenant_id: uuid.UUID, import_id: uuid.UUID) -> Any:
+    async with db.read() as conn:
+        return (
+            await conn.execute(
+                select(file_import).where(
+                    file_import.c.public_id == import_id, file_import.c.tenant_id == tenant_id
+                )
+            )
+        ).first()
+
+
+async def _update(db: Database, row_id: int, **values: Any) -> None:
+    async with db.write() as conn:
+        await conn.execute(update(file_import).where(file_import.c.id == row_id).values(**values))
+
+
+@handler(FILE_IMPORT_JOB)
+async def run_file_import(job: JobContext) -> dict[str, Any]:
+    store = FileStore(Path(job.payload["root"]))
+    imp = await _load(job.db, job.tenant.tenant_id, uuid.UUID(job.payload["importId"]))
+    if imp is None:
+        return {"importId": job.payload["importId"], "status": "missing"}
+    last_attempt = job.row.attempts >= job.row.max_attempts
+    try:
+        return await _run(job, store, imp, isolate=last_attempt)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if not last_attempt:
+            raise
+        # The job will not be retried: tell the sender, and let the same content be uploaded again.
+        log.exception("transfer.import_failed import=%s", imp.public_id)
+        reason = f"the import failed: {type(exc).__name__}: {exc}"[:1000]
+        await _finish(job, store, imp, "failed", FileStatus.REJECTED, reason=reason, records=True)
+        return {"importId": str(imp.public_id), "status": "failed", "reason": reason}
+
+
+async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) -> dict[str, Any]:
+    if imp.status in ("done", "failed") or (imp.status == "rejected" and imp.finished_at is not None):
+        return {"importId": str(imp.public_id), "status": imp.status, "counts": imp.counts}
+    if imp.status == "rejected":  # refused by name at upload
+        return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=imp.reason)
+    if imp.status == "duplicate":
+        original = await _load(job.db, imp.tenant_id, imp.duplicate_of)
+        if original is not None and original.status != "failed":
+            return await _finish(
+                job, store, imp, "duplicate", FileStatus.DUPLICATE,
+                reason=f"same content as import {original.public_id} (file {original.file_name})",
+                records_of=original.id,
+            )  # fmt: skip
+        imp = await _take_over(job.db, imp)
+    path = store.resolve(imp.stored_path)
+    kind = FileKind(imp.kind)
+    factory = APPLIERS.get(kind)
+    if factory is None:
+        return await _finish(job, store, imp, "rejected", FileStatus.REJECTED,
+                             reason=f"{kind.value} files are not imported by this server")  # fmt: skip
+    async with job.db.read() as conn:
+        start = await done_upto(conn, imp.id)
+    settings = runtime.settings()
+    batches = _Batches(kind, path, max(1, settings.import_batch_size), start)
+    try:
+        if start == 0:
+            try:
+                total = await batches.check()
+            except XmlRejected as exc:
+                return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=exc.reason,
+                                     line=exc.line)  # fmt: skip
+            except FileNotFoundError:
+                return await _finish(job, store, imp, "failed", FileStatus.REJECTED,
+                                     reason="the uploaded file was lost before it was imported; upload it again")  # fmt: skip
+            await _update(job.db, imp.id, status="running", started_at=job.now(), records_total=total)
+        else:
+            total = imp.records_total
+            log.info("transfer.import_resumed import=%s after_record=%d", imp.public_id, start)
+        await _apply_all(job, imp, factory, batches, total, isolate=isolate)
+    finally:
+        batches.close()
+    return await _finish(job, store, imp, "done", FileStatus.PROCESSED, records=True)
+
+
+async def _take_over(db: Database, imp: Any) -> Any:
+    """A duplicate of an import that failed for good is imported itself (it now owns the content hash)."""
+    async with db.write() as conn:
+        await conn.execute(
+            import_content.delete().where(
+                import_content.c.tenant_id == imp.tenant_id, import_content.c.content_hash == imp.content_hash
+            )
+        )
+        await conn.execute(
+            import_content.insert().values(
+                tenant_id=imp.tenant_id, content_hash=imp.content_hash, import_id=imp.id
+            )
+        )
+        await conn.execute(
+            update(file_import).where(file_import.c.id == imp.id).values(status="queued", duplicate_of=None)
+        )
+    return await _load(db, imp.tenant_id, imp.public_id)
+
+
+async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, total: int | None,
+                     *, isolate: bool) -> None:  # fmt: skip
+    pending = batches.next()
+    try:
+        while True:
+            items = await pending
+            if not items:
+                return
+            pending = batches.next()
+            if isolate:
+                for item in items:
+                    await _apply_one_isolated(job, imp, factory, item)
+            else:
+                await _apply_batch(job, imp, factory, items)
+            await job.progress(items[-1].index, total)
+    finally:
+        if not pending.done():
+            pending.cancel()
+
+
+def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
+    records: list[Record[Any]] = []
+    outcomes: list[Outcome] = []
+    for item in items:
+        if isinstance(item, RecordError):
+            outcomes.append(Outcome.invalid(item))
+        else:
+            records.append(item)
+    return records, outcomes
+
+
+async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item]) -> None:
+    records, outcomes = _split(items)
+    async with job.db.write() as conn:
+        if records:
+            outcomes += await factory(job.tenant, imp, job.now()).apply(conn, records)
+        await save_outcomes(conn, imp.id, imp.tenant_id, outcomes)
+
+
+async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory, item: Item) -> None:
+    try:
+        await _apply_batch(job, imp, factory, [item])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("transfer.record_failed import=%s index=%d error=%r", imp.public_id, item.index, exc)
+        outcome = Outcome(item.index, Verdict.INVALID, getattr(item, "line", None),
+                          reason=f"could not be applied: {type(exc).__name__}: {exc}")  # fmt: skip
+        async with job.db.write() as conn:
+            await save_outcomes(conn, imp.id, imp.tenant_id, [outcome])
+
+
+async def _finish(
+    job: JobContext,
+    store: FileStore,
+    imp: Any,
+    status: str,
+    file_status: FileStatus,
+    *,
+    reason: str | None = None,
+    line: int | None = None,
+    records: bool = False,
+    records_of: int | None = None,
+) -> dict[str, Any]:
+    """Result file (atomic), file to processed/, then the import's final state: each step can be repeated."""
+    result = await write_result_file(
+        job.db, store, imp, status=file_status, reason=reason, line=line,
+        records_of=imp.id if records else records_of,
+    )  # fmt: skip
+    if imp.stored_path:
+        store.move_to_processed(store.resolve(imp.stored_path), imp.tenant_id, imp.file_name, imp.public_id)
+    async with job.db.write() as conn:
+        counts = await verdict_counts(conn, imp.id)
+        await conn.execute(
+            update(file_import)
+            .where(file_import.c.id == imp.id)
+            .values(
+                status=status, reason=reason or imp.reason, counts=counts, result_file=result,
+                records_total=sum(counts.values()) if records else imp.records_total or 0,
+                finished_at=job.now(), started_at=imp.started_at or job.now(),
+            )
+        )  # fmt: skip
+        if status == "failed":
+            await forget_content(conn, imp)
+    log.info("transfer.import_finished import=%s file=%r status=%s counts=%s",
+             imp.public_id, imp.file_name, status, counts)  # fmt: skip
+    return {"importId": str(imp.public_id), "status": status, "counts": counts, "resultFile": result}
+
+
+Finisher = Callable[..., Awaitable[dict[str, Any]]]

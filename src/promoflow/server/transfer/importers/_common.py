@@ -1,0 +1,42 @@
+"""What the per-record appliers share: one savepoint per record, and the verdict of a service's refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ....wire.xml import Record, Verdict
+from ...exceptions import PromoflowError
+from ..results import Outcome
+
+_VERDICT_BY_CODE = {
+    "PromotionExpired": Verdict.EXPIRED,
+    "PromotionNotFound": Verdict.NOT_FOUND,
+    "PromotionNotAssociatedWithContact": Verdict.NOT_FOUND,
+    "ContactNotFound": Verdict.NOT_FOUND,
+}
+
+
+def refusal(rec: Record[Any], key: str | None, exc: PromoflowError) -> Outcome:
+    """A service said no: the Engage error code decides the verdict, its message is the reason."""
+    verdict = _VERDICT_BY_CODE.get(exc.code, Verdict.INVALID)
+    return Outcome(rec.index, verdict, rec.line, key, f"{exc.code}: {exc.message}")
+
+
+async def each_in_savepoint(
+    conn: AsyncConnection,
+    records: list[Record[Any]],
+    key: Callable[[Any], str | None],
+    apply: Callable[[AsyncConnection, Record[Any]], Awaitable[Outcome]],
+) -> list[Outcome]:
+    """Apply records one by one, each in a savepoint: a refused record leaves no trace, the batch goes on."""
+    outcomes: list[Outcome] = []
+    for rec in records:
+        try:
+            async with conn.begin_nested():
+                outcomes.append(await apply(conn, rec))
+        except PromoflowError as exc:
+            outcomes.append(refusal(rec, key(rec.value), exc))
+    return outcomes

@@ -1,0 +1,208 @@
+"""Redemption files (A13): each line redeems one assignment through the same exactly-once write as the API.
+
+Per batch (one transaction):
+
+1. A line whose ``idempotencyKey`` was already used for this assignment (by the API or an earlier file), or whose
+   ``uniqueReceiptId`` is already on a redemption of this assignment, is ``duplicate``: success, nothing changed.
+2. The remaining lines are redeemed. On PostgreSQL the lines a batch can redeem are redeemed by one set-based
+   statement, the very conditional write of ``RedemptionService.redeem`` (``… WHERE redeemed_at IS NULL`` and the
+   same validity, contact and channel conditions) for many rows, with their redemption rows in the same
+   statement. Every other line — and every line on SQLite — goes through ``RedemptionService.redeem``
+   itself, whose refusal names the verdict: already redeemed (``conflictAlreadyRedeemed`` with when, where,
+   how; ``duplicate`` when it was this receipt), ``expired``, ``notFound``, or ``invalid`` with the reason.
+
+A coupon or key that appears twice in one batch is handled in a later round of the batch, so the second line
+sees the first one's effect.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ....kit.timeutil import iso
+from ....wire.engage import ChannelType
+from ....wire.xml import FileKind, Record, Redemption, Verdict
+from ...exceptions import PromoflowError
+from ...models import redemption
+from ...promotion.assignment import CLOCK_SKEW, AlreadyRedeemed, RedemptionService
+from ...promotion.rules import CHANNEL_BITS
+from ...tenant.service import TenantContext
+from ..importer import applier
+from ..results import Outcome
+from ._common import refusal
+
+_REDEEM_MANY = text(
+    """
+    WITH v AS (
+      SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]), CAST(:chs AS text[]),
+                           CAST(:bits AS int[]), CAST(:stores AS text[]), CAST(:receipts AS text[]),
+                           CAST(:contacts AS uuid[]), CAST(:keys AS text[]))
+             AS v(id, at, ch, bit, store, receipt, contact, ikey)
+    ), won AS (
+      UPDATE assignment a
+      SET redeemed_at = v.at, redeemed_channel = v.ch, redeemed_store = v.store, redeemed_receipt_id = v.receipt,
+          redeemed_via = 'file', redemption_count = a.redemption_count + 1
+      FROM v
+      WHERE a.id = v.id AND a.tenant_id = :t AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
+        AND a.valid_from <= v.at AND (a.valid_to IS NULL OR a.valid_to >= v.at)
+        AND (v.contact IS NULL OR a.contact_id = v.contact)
+        AND EXISTS (SELECT 1 FROM promotion p WHERE p.id = a.promotion_id
+                    AND (p.channel_mask = 0 OR (p.channel_mask & v.bit) != 0))
+      RETURNING a.id, a.redemption_count, v.at, v.ch, v.store, v.receipt, v.ikey
+    ), rec AS (
+      INSERT INTO redemption (id, tenant_id, assignment_id, seq, redeemed_at, channel, store_external_id,
+                              unique_receipt_id, via, idempotency_key, created_at)
+      SELECT gen_random_uuid(), :t, id, redemption_count, at, ch, store, receipt, 'file', ikey, :now FROM won
+    )
+    SELECT id FROM won
+    """
+)
+
+
+def _rounds(records: list[Record[Redemption]]) -> list[list[Record[Redemption]]]:
+    """Split so that no coupon and no idempotency key appears twice in a round (order kept)."""
+    rounds: list[tuple[list[Record[Redemption]], set[str]]] = []
+    for rec in records:
+        marks = {"c:" + rec.value.coupon_id}
+        if rec.value.idempotency_key:
+            marks.add("k:" + rec.value.idempotency_key)
+        for batch, seen in rounds:
+            if not marks & seen:
+                batch.append(rec)
+                seen |= marks
+                break
+        else:
+            rounds.append(([rec], marks))
+    return [batch for batch, _ in rounds]
+
+
+def _detail(at: datetime | None, channel: str | None, store: str | None, receipt: str | None, tz: Any) -> dict[str, Any]:  # fmt: skip
+    out: dict[str, Any] = {"redeemedOn": iso(at, tz), "redemptionChannel": channel}
+    if store:
+        out["storeExternalId"] = store
+    if receipt:
+        out["uniqueReceiptId"] = receipt
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@applier(FileKind.REDEMPTIONS)
+class RedemptionApplier:
+    def __init__(self, tenant: TenantContext, imp: Any, now: datetime) -> None:
+        self.ctx = tenant
+        self.now = now
+        self.service = RedemptionService(tenant, now)
+
+    async def apply(self, conn: AsyncConnection, records: list[Record[Redemption]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for batch in _rounds(records):
+            pending = await self._duplicates(conn, batch, outcomes)
+            if conn.dialect.name == "postgresql":
+                pending = await self._redeem_many(conn, pending, outcomes)
+            for rec in pending:
+                outcomes.append(await self._redeem_one(conn, rec))
+        return outcomes
+
+    async def _duplicates(self, conn: AsyncConnection, batch: list[Record[Redemption]],
+                          outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
+        """Lines already applied (same idempotency key, or same receipt on the same assignment)."""
+        keys = {r.value.idempotency_key for r in batch if r.value.idempotency_key}
+        receipts = {r.value.coupon_id for r in batch if r.value.unique_receipt_id}
+        by_key: dict[str, Any] = {}
+        by_receipt: dict[tuple[str, str], Any] = {}
+        cols = (redemption.c.assignment_id, redemption.c.idempotency_key, redemption.c.unique_receipt_id,
+                redemption.c.redeemed_at, redemption.c.channel, redemption.c.store_external_id)  # fmt: skip
+        if keys:
+            rows = await conn.execute(
+                select(*cols).where(redemption.c.tenant_id == self.ctx.tenant_id, redemption.c.idempotency_key.in_(keys))
+            )  # fmt: skip
+            by_key = {r.idempotency_key: r for r in rows}
+        if receipts:
+            rows = await conn.execute(
+                select(*cols).where(
+                    redemption.c.tenant_id == self.ctx.tenant_id,
+                    redemption.c.assignment_id.in_([uuid.UUID(c) for c in receipts]),
+                    redemption.c.unique_receipt_id.is_not(None),
+                )
+            )
+            by_receipt = {(str(r.assignment_id), r.unique_receipt_id): r for r in rows}
+        pending: list[Record[Redemption]] = []
+        tz = self.ctx.tz
+        for rec in batch:
+            v = rec.value
+            hit = by_key.get(v.idempotency_key) if v.idempotency_key else None
+            if hit is not None and str(hit.assignment_id) != v.coupon_id:
+                outcomes.append(Outcome(rec.index, Verdict.INVALID, rec.line, v.coupon_id,
+                                        f"idempotencyKey {v.idempotency_key!r} was used for coupon "
+                                        f"{hit.assignment_id}"))  # fmt: skip
+                continue
+            if hit is None and v.unique_receipt_id:
+                hit = by_receipt.get((v.coupon_id, v.unique_receipt_id))
+            if hit is not None:
+                detail = _detail(
+                    hit.redeemed_at, hit.channel, hit.store_external_id, hit.unique_receipt_id, tz
+                )
+                outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
+            else:
+                pending.append(rec)
+        return pending
+
+    async def _redeem_many(self, conn: AsyncConnection, batch: list[Record[Redemption]],
+                           outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
+        """PostgreSQL: the happy path of many lines in one statement; the lines it could not redeem are left."""
+        limit = self.now + CLOCK_SKEW
+        fast = [r for r in batch if r.value.redeemed_on <= limit]
+        if not fast:
+            return batch
+        vals = [r.value for r in fast]
+        params = {
+            "t": self.ctx.tenant_id,
+            "now": self.now,
+            "ids": [uuid.UUID(v.coupon_id) for v in vals],
+            "ats": [v.redeemed_on for v in vals],
+            "chs": [v.redemption_channel.value for v in vals],
+            "bits": [CHANNEL_BITS[v.redemption_channel] for v in vals],
+            "stores": [v.store_external_id for v in vals],
+            "receipts": [v.unique_receipt_id for v in vals],
+            "contacts": [uuid.UUID(v.contact_id) if v.contact_id else None for v in vals],
+            "keys": [v.idempotency_key for v in vals],
+        }
+        won = {str(row.id) for row in await conn.execute(_REDEEM_MANY, params)}
+        left: list[Record[Redemption]] = []
+        for rec in batch:
+            if rec.value.coupon_id in won:
+                outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
+            else:
+                left.append(rec)
+        return left
+
+    async def _redeem_one(self, conn: AsyncConnection, rec: Record[Redemption]) -> Outcome:
+        v = rec.value
+        try:
+            await self.service.redeem(
+                conn,
+                uuid.UUID(v.coupon_id),
+                ChannelType(v.redemption_channel),
+                contact_id=uuid.UUID(v.contact_id) if v.contact_id else None,
+                via="file",
+                redeemed_on=v.redeemed_on,
+                store_external_id=v.store_external_id,
+                unique_receipt_id=v.unique_receipt_id,
+                idempotency_key=v.idempotency_key,
+            )
+        except AlreadyRedeemed as exc:
+            detail = _detail(
+                exc.redeemed_at, exc.channel, exc.store_external_id, exc.unique_receipt_id, self.ctx.tz
+            )
+            if v.unique_receipt_id and exc.unique_receipt_id == v.unique_receipt_id:
+                return Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail)
+            return Outcome(
+                rec.index, Verdict.CONFLICT_ALREADY_REDEEMED, rec.line, v.coupon_id, exc.message, detail
+            )
+        except PromoflowError as exc:
+            return refusal(rec, v.coupon_id, exc)
+        return Outcome(rec.index, Verdict.APPLIED, rec.line, v.coupon_id)

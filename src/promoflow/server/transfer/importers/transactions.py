@@ -1,0 +1,35 @@
+"""Transaction files (A12/A13): each ``<transaction>`` is a receipt, ingested by ``ReceiptService`` exactly as
+``POST /api/v2/receipts`` is: same validation, dedupe by ``uniqueReceiptId``, pending contact match, and
+``usedPromotions`` linking and redeeming through the one redemption code path."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ....wire.engage import Receipt
+from ....wire.xml import FileKind, Record, Verdict
+from ...receipt.service import DUPLICATE, PENDING, ReceiptService
+from ...tenant.service import TenantContext
+from ..importer import applier
+from ..results import Outcome
+from ._common import each_in_savepoint
+
+
+@applier(FileKind.TRANSACTIONS)
+class TransactionApplier:
+    def __init__(self, tenant: TenantContext, imp: Any, now: datetime) -> None:
+        self.service = ReceiptService(tenant, now)
+
+    async def apply(self, conn: AsyncConnection, records: list[Record[Receipt]]) -> list[Outcome]:
+        return await each_in_savepoint(conn, records, lambda r: r.unique_receipt_id, self._one)
+
+    async def _one(self, conn: AsyncConnection, rec: Record[Receipt]) -> Outcome:
+        out = await self.service.ingest(conn, rec.value, via="file")
+        key = out.unique_receipt_id
+        if out.status == DUPLICATE:
+            return Outcome(rec.index, Verdict.DUPLICATE, rec.line, key)
+        notes = ([PENDING] if out.status == PENDING else []) + list(out.warnings)
+        return Outcome(rec.index, Verdict.APPLIED, rec.line, key, "; ".join(notes) or None)

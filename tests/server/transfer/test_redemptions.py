@@ -1,0 +1,57 @@
+"""Redemption files over the real FTP server: every verdict, exactly once, with the API's own rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, Verdict, write_redemptions
+from tests.conftest import START
+from tests.server._support import assign, channel, new_contact, new_promotion
+
+NAME = "20260310120000_7_redemptions.xml"
+
+
+def _red(coupon: str, **kw: object) -> Redemption:
+    kw.setdefault("redemption_channel", "POS")
+    kw.setdefault("redeemed_on", START + timedelta(minutes=1))
+    return Redemption(coupon_id=coupon, **kw)  # type: ignore[arg-type]
+
+
+def test_redemption_file_applies_each_line_once_with_a_verdict(transfer):
+    api = transfer.api
+    c = new_contact(api)
+    promo = new_promotion(api, channels=[channel("POS"), channel("ECOM")])
+    a1, a2, a3 = (assign(api, c["id"], promo["id"])["id"] for _ in range(3))
+    r = api.post(f"/api/v2/promotions/codes/{a3}/redeem", json={"redemptionChannel": "ECOM"},
+                 headers={**api.headers, "Idempotency-Key": "api-key-3"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    data = write_redemptions([
+        _red(a1, idempotency_key="k1", unique_receipt_id="R1", store_external_id="S1"),
+        _red(a2),
+        _red(a3, idempotency_key="api-key-3"),
+        _red(a1, idempotency_key="k1b", store_external_id="S9"),
+        _red("6f9619ff-8b86-d011-b42d-00cf4fc964ff"),
+    ])  # fmt: skip
+    reply = transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data)
+    assert reply.startswith("226")
+    assert transfer.run_jobs() == 1
+    summary, records = transfer.result(NAME)
+    assert summary.status == "processed"
+    verdicts = [r.verdict for r in records]
+    assert verdicts == [Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.CONFLICT_ALREADY_REDEEMED,
+                        Verdict.NOT_FOUND]  # fmt: skip
+    conflict = records[3]
+    assert conflict.store_external_id == "S1" and conflict.unique_receipt_id == "R1"
+    assert conflict.redemption_channel == "POS" and conflict.redeemed_on is not None
+    # processed and gone from the upload folder
+    root = transfer.root()
+    assert (root / "integration/processed" / NAME).exists()
+    assert list((root / "integration/promotionRedemptionImport").iterdir()) == []
+    # the API agrees
+    items = api.get(f"/api/v2/contacts/{c['id']}/promotions", params={"includeRedeemed": "true"}).json()
+    assert all(i["redeemed"] for i in items)
+    (imp,) = transfer.imports()
+    assert imp["status"] == "done" and imp["counts"]["applied"] == 2
+    detail = transfer.import_detail(imp["id"], verdict="conflictAlreadyRedeemed")
+    assert detail["records"]["totalCount"] == 1
+    assert detail["records"]["items"][0]["storeExternalId"] == "S1"
