@@ -506,6 +506,37 @@ def test_a_rotated_key_is_refused_once_the_cache_window_has_passed(api: Any) -> 
     assert api.get("/api/v2/contacts/count", headers={"apikey": new_key}).status_code == 200
 
 
+def test_a_key_with_an_ip_allow_list_works_only_from_those_addresses(live: Any) -> None:
+    """Over real TCP (the in-process client has no address): the test talks to the server from 127.0.0.1."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from promoflow.server.db import Database
+    from promoflow.server.tenant.service import TenantService
+
+    tenant = live.new_tenant()
+
+    async def keys() -> tuple[str, str]:
+        db = Database(live.db_url, pool_size=1)
+        try:
+            async with db.write() as conn:
+                svc = TenantService(datetime.now(UTC))
+                row = await svc.by_name(conn, tenant["name"])
+                here = await svc.add_key(conn, row.id, label="till", ip_allowlist="127.0.0.0/8, ::1")
+                elsewhere = await svc.add_key(conn, row.id, label="office", ip_allowlist="10.0.0.0/8")
+                return here, elsewhere
+        finally:
+            await db.dispose()
+
+    here, elsewhere = asyncio.run(keys())
+    with httpx.Client(base_url=live.base_url, timeout=30) as http:
+        assert http.get("/api/v2/contacts/count", headers={"apikey": here}).status_code == 200
+        r = http.get("/api/v2/contacts/count", headers={"apikey": elsewhere})
+        assert_error(r, 403, "IpNotAllowed")
+
+
 def test_health_needs_no_key_and_unknown_paths_are_a3_404(api: Any) -> None:
     assert api.client.get("/healthz").status_code == 200
     assert_error(api.get("/api/v2/nothing-here"), 404, "NotFound")

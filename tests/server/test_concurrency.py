@@ -189,3 +189,27 @@ def test_concurrent_bulk_requests_with_one_idempotency_key_make_one_job(
     assert count_rows(live.db_url, job, job.c.tenant_id == tid) == 1
     per_contact = _per_contact(live.db_url, pid)
     assert len(per_contact) == 30 and set(per_contact.values()) == {1}
+
+
+def test_concurrent_updates_to_one_key_leave_one_holder(live: Any, live_tenant: dict[str, Any]) -> None:
+    """Many contacts changed to the same e-mail at once: one gets it, the others a 409 — never a 500."""
+    with _client(live, live_tenant) as http:
+        ids = [new_contact(http)["id"] for _ in range(12)]
+        answers = together(
+            12, lambda c, i: c.post(f"/api/v2/contacts/{ids[i]}", json={"email": "taken@example.com"}), http
+        )
+        assert Counter(r.status_code for r in answers) == {200: 1, 409: 11}, [r.text for r in answers]
+        assert {r.json()["errorCode"] for r in answers if r.status_code == 409} == {"ContactKeyConflict"}
+        assert http.get("/api/v2/contacts/id?email=taken@example.com").json() in ids
+
+
+def test_concurrent_creates_with_one_external_id_make_one_promotion(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    with _client(live, live_tenant) as http:
+        body = {"name": "x", "externalId": "ONE", "validity": {"startDate": "2026-01-01"}}
+        answers = together(12, lambda c, i: c.post("/api/v2/promotions/multichannels", json=body), http)
+        assert Counter(r.status_code for r in answers) == {201: 1, 409: 11}, [r.text for r in answers]
+        assert {r.json()["errorCode"] for r in answers if r.status_code == 409} == {"ExternalIdInUse"}
+        listed = http.get("/api/v2/promotions/multichannels").json()
+        assert listed["totalCount"] == 1

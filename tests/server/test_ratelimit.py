@@ -100,3 +100,18 @@ def test_bad_limit_settings_are_refused(api: Any) -> None:
     for changes in ({"rateLimitPerSecond": -1}, {"rateLimitPerSecond": "fast"}, {"rateLimitBurst": 0}):
         with pytest.raises(BadRequest):
             _configure(api, tenant["name"], changes)
+
+
+def test_a_server_shutting_down_answers_503_with_retry_after(api: Any) -> None:
+    state = api.client.app.state.promoflow
+    state.shutting_down = True  # what the app's lifespan sets when the process is told to stop
+    try:
+        r = api.get("/api/v2/contacts/count")
+        assert_error(r, 503, "ServiceUnavailable")
+        assert int(r.headers["Retry-After"]) > 0
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "shutting-down"
+        assert api.client.get("/healthz").status_code == 200  # the process itself is still alive
+    finally:
+        state.shutting_down = False
+    assert api.get("/api/v2/contacts/count").status_code == 200

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
@@ -296,11 +297,18 @@ class ContactService:
                 )
                 if clash is not None:
                     raise Conflict(f"another contact already has {attr} {value!r}", code="ContactKeyConflict")
-        await conn.execute(
-            update(contact)
-            .where(contact.c.id == row.id, contact.c.tenant_id == self.ctx.tenant_id)
-            .values(attributes=attrs, preferences=prefs, updated_at=self.now, **cols)
-        )
+        try:
+            await conn.execute(
+                update(contact)
+                .where(contact.c.id == row.id, contact.c.tenant_id == self.ctx.tenant_id)
+                .values(attributes=attrs, preferences=prefs, updated_at=self.now, **cols)
+            )
+        except IntegrityError as exc:
+            # Another transaction took the key between our check and our write (concurrent updates on
+            # PostgreSQL): the unique constraint decides, and the loser gets the sequential caller's 409.
+            if "key_value" not in str(exc.orig) and "member_number" not in str(exc.orig):
+                raise
+            raise Conflict("another contact already has this key", code="ContactKeyConflict") from exc
         if any(name in changed for name in _LOOKUP_COLUMNS):
             await fire_contact_changed(conn, self.ctx, row.id, self.now)
         return contact_out(await self._row(conn, row.id), self.ctx.tz)

@@ -3,11 +3,14 @@ validity, activate/deactivate, list."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
@@ -21,6 +24,18 @@ from .rules import check_amount, channel_mask, status_of, validate_channel_value
 
 FIRST_DAY = date(1900, 1, 1)
 LAST_DAY = date(2999, 12, 31)
+
+
+@contextlib.asynccontextmanager
+async def _external_id_race(external_id: str | None) -> AsyncIterator[None]:
+    """The externalId was free when checked, but a concurrent transaction may take it before our write
+    (PostgreSQL): the unique constraint decides, and the loser gets the same 409 as a sequential caller."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if "external_id" not in str(exc.orig):
+            raise
+        raise Conflict(f"externalId {external_id!r} is in use", code="ExternalIdInUse") from exc
 
 
 def _no_nul(*fields: tuple[str, Any]) -> None:
@@ -213,11 +228,12 @@ class PromotionService:
         values = self._values(body)
         await self._check_external_free(conn, values["external_id"], None)
         pid = promotion_id or uuid.uuid4()
-        await conn.execute(
-            insert(promotion).values(
-                id=pid, tenant_id=self.ctx.tenant_id, created_at=self.now, updated_at=self.now, **values
+        async with _external_id_race(values["external_id"]):
+            await conn.execute(
+                insert(promotion).values(
+                    id=pid, tenant_id=self.ctx.tenant_id, created_at=self.now, updated_at=self.now, **values
+                )
             )
-        )
         return self.out(await self.row(conn, pid))
 
     async def get(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
@@ -231,7 +247,10 @@ class PromotionService:
         self._require_draft(row)
         values = self._values(body)
         await self._check_external_free(conn, values["external_id"], row.id)
-        await conn.execute(update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **values))
+        async with _external_id_race(values["external_id"]):
+            await conn.execute(
+                update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **values)
+            )
         return self.out(await self.row(conn, row.id))
 
     async def validity(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> dict[str, Any]:
