@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     ftp_max_connections: int = 256
     ftp_max_connections_per_ip: int = 32
     ftp_auth_cache_seconds: float = Field(default=30.0, description="How long a verified FTP login is trusted.")
+    ftp_auth_failed_delay_seconds: float = Field(default=3.0, description="Pause before answering a failed login.")
     import_batch_size: int = Field(default=1000, description="Records applied per transaction by the importers.")
     worker_stall_seconds: float = Field(
         default=120.0, description="`promoflow worker`: a job without a heartbeat this long is taken over."

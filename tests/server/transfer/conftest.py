@@ -76,7 +76,7 @@ class Transfer:
 
 @pytest.fixture
 def transfer(api: Api) -> Iterator[Transfer]:
-    settings = api.settings.model_copy(update={"ftp_port": 0, "ftp_auth_cache_seconds": 30.0})
+    settings = api.settings.model_copy(update={"ftp_port": 0, "ftp_auth_failed_delay_seconds": 0.05})
     server = FtpServer(settings, clock=api.clock).start()
     try:
         yield Transfer(api, server)

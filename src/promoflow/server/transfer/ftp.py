@@ -411,6 +411,7 @@ def handler_class(ctx: FtpContext) -> type[FTPHandler]:
         masquerade_address=settings.ftp_masquerade_address,
         banner="promoflow FTP" + ("S (AUTH TLS)" if tls else "") + " ready.",
         permit_foreign_addresses=False,
+        auth_failed_timeout=settings.ftp_auth_failed_delay_seconds,
         use_sendfile=False,
     )
     return type("PromoflowFTPHandler", (_TenantCommands, control_base), attrs)
