@@ -194,3 +194,33 @@ def test_a_bulk_job_whose_promotion_ended_meanwhile_fails_without_assigning(api:
     done = api.get(f"/api/v2/jobs/{job['id']}").json()
     assert done["status"] == "failed" and "PromotionNotActive" in done["error"]
     assert api.get(f"/api/v2/contacts/{cid}/promotions").json() == []
+
+
+def test_the_channel_filter_as_query_or_header(api: Any) -> None:
+    cid = new_contact(api)["id"]
+    pos = new_promotion(api, channels=[{"type": "POS", "valueType": "PERCENT", "value": "5"}])["id"]
+    both = new_promotion(api, channels=[{"type": "POS", "valueType": "PERCENT", "value": "5"},
+                                        {"type": "ECOM", "valueType": "PERCENT", "value": "5"}])["id"]  # fmt: skip
+    other = new_promotion(api, channels=[{"type": "OTHER", "valueType": "MANUAL", "value": "Ask"}])["id"]
+    ids = {
+        pid: api.post(f"/api/v2/contacts/{cid}/promotions/{pid}/assign").json()["id"]
+        for pid in (pos, both, other)
+    }
+
+    def listed(query: str = "", **headers: str) -> set[str]:
+        r = api.get(f"/api/v2/contacts/{cid}/promotions{query}", headers={**api.headers, **headers})
+        assert r.status_code == 200, r.text
+        return {i["id"] for i in r.json()}
+
+    assert listed() == set(ids.values())
+    assert listed("?redemptionChannelType=POS") == {ids[pos], ids[both]}
+    assert listed("?redemptionChannelType=ecom") == {ids[both]}
+    assert listed(redemptionChannelType="Other") == {ids[other]}
+    assert listed("?redemptionChannelType=ECOM", redemptionChannelType="OTHER") == {
+        ids[both]
+    }  # the query wins
+    v3 = api.get(
+        f"/api/v3/promotion-assignments?contactId={cid}",
+        headers={**api.headers, "redemptionChannelType": "pos"},
+    )
+    assert {i["assignmentId"] for i in v3.json()} == {ids[pos], ids[both]}

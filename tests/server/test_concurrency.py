@@ -213,3 +213,25 @@ def test_concurrent_creates_with_one_external_id_make_one_promotion(
         assert {r.json()["errorCode"] for r in answers if r.status_code == 409} == {"ExternalIdInUse"}
         listed = http.get("/api/v2/promotions/multichannels").json()
         assert listed["totalCount"] == 1
+
+
+def test_a_storm_of_retries_with_one_key_redeems_once_and_never_reports_already_redeemed(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    """A till retrying one redeem many times at once under one Idempotency-Key: each answer is the one success
+    (executed or replayed) or "still in progress" — a retry never sees its own redemption as someone else's."""
+    with _client(live, live_tenant) as http:
+        _, aid = _assignment(http)
+        key = {"Idempotency-Key": f"till-7-{uuid.uuid4()}"}
+        path = f"/api/v2/promotions/codes/{aid}/redeem"
+        answers = together(
+            20, lambda c, i: c.post(path, json={"redemptionChannel": "POS"}, headers=key), http
+        )
+        codes = Counter((r.status_code, r.json().get("errorCode")) for r in answers)
+        assert set(codes) <= {(200, None), (409, "IdempotencyKeyInUse")}, codes
+        assert {r.content for r in answers if r.status_code == 200} == {
+            next(r.content for r in answers if r.status_code == 200)
+        }
+        final = http.post(path, json={"redemptionChannel": "POS"}, headers=key)
+        assert final.status_code == 200 and final.headers["Idempotent-Replayed"] == "true"
+    assert _redemptions(live.db_url, aid) == 1
