@@ -245,3 +245,103 @@ def test_the_longest_key_is_accepted(api: Any) -> None:
     r = _post(api, "/api/v2/contacts", BODY, "k" * 255)
     assert r.status_code == 201
     assert _post(api, "/api/v2/contacts", BODY, "k" * 255).headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.postgres
+def test_a_holder_that_outlives_its_lock_cannot_overwrite_the_answer_of_the_request_that_took_over(
+    pg_url: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Request A holds a redeem's key past the lock (stuck, not dead); retry B takes the key over and redeems.
+    When A wakes up, its outcome must not replace B's stored success, nor commit anything of its own: the retry
+    of a success must keep answering that success. (PostgreSQL: on SQLite one writer at a time makes A finish
+    before B can even claim the key.)"""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from promoflow.kit.clock import FrozenClock
+    from promoflow.server.app import create_app
+    from promoflow.server.config import Settings
+    from promoflow.server.promotion.assignment import RedemptionService
+    from tests.conftest import START, make_tenant
+
+    settings = Settings(
+        database_url=pg_url, data_dir=tmp_path, run_worker=False, default_rate_limit_per_second=0
+    )
+    clock = FrozenClock(START)
+    tenant = make_tenant(settings)
+    h = {"apikey": tenant["apiKey"]}
+    real_redeem = RedemptionService.redeem
+    inside = threading.Event()
+    release: list[Any] = []
+
+    async def stuck_redeem(self: Any, *args: Any, **kw: Any) -> Any:
+        if not release:  # only the first request gets stuck
+            import anyio
+
+            gate = anyio.Event()
+            release.append(gate)
+            inside.set()
+            await gate.wait()
+        return await real_redeem(self, *args, **kw)
+
+    with TestClient(create_app(settings, clock=clock, run_worker=False)) as client:
+        cid = client.post("/api/v2/contacts", json={"email": "a@example.com"}, headers=h).json()["id"]
+        pid = client.post(
+            "/api/v2/promotions/multichannels",
+            json={"name": "p", "validity": {"startDate": "2026-01-01"},
+                  "redemptionChannels": [{"type": "POS", "valueType": "PERCENT", "value": "5"}]},
+            headers=h,
+        ).json()["id"]  # fmt: skip
+        client.post(f"/api/v2/promotions/multichannels/{pid}/activate", headers=h)
+        aid = client.post(f"/api/v2/contacts/{cid}/promotions/{pid}/assign", headers=h).json()["id"]
+        monkeypatch.setattr(RedemptionService, "redeem", stuck_redeem)
+        headers = {**h, "Idempotency-Key": "till-1"}
+        path = f"/api/v2/promotions/codes/{aid}/redeem"
+        answers: dict[str, Any] = {}
+        first = threading.Thread(
+            target=lambda: answers.update(a=client.post(path, json="POS", headers=headers))
+        )
+        first.start()
+        assert inside.wait(30)  # A has claimed the key and is inside its unit of work
+        clock.advance(timedelta(seconds=settings.idempotency_lock_seconds + 1))
+        b = client.post(path, json="POS", headers=headers)
+        assert b.status_code == 200 and b.json()["redeemed"] is True  # B took the key over and redeemed
+        client.portal.call(release[0].set)  # A wakes up
+        first.join(30)
+        a = answers["a"]
+        # A lost the key: it answers "retry" (which replays B's success), not "already redeemed".
+        assert_error(a, 409, "IdempotencyKeyInUse")
+        replay = client.post(path, json="POS", headers=headers)
+        assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.content == b.content
+    from promoflow.server.models import redemption
+
+    assert count_rows(pg_url, redemption, redemption.c.assignment_id == uuid.UUID(aid)) == 1
+
+
+def test_only_the_current_holder_of_a_key_can_complete_or_release_it(api: Any) -> None:
+    """The fencing itself, on both databases: after a take-over, the old holder's completion raises (rolling
+    its transaction back) and its release leaves the new holder's claim alone."""
+    lock = timedelta(seconds=api.settings.idempotency_lock_seconds)
+    t0 = api.clock.now()
+    _claim_as_a_request_would(api, "fenced", "/api/v2/contacts", BODY)
+    a_owner = t0 + lock
+    api.clock.advance(lock + timedelta(seconds=1))
+    _claim_as_a_request_would(api, "fenced", "/api/v2/contacts", BODY)  # B takes the key over
+    b_owner = api.clock.now() + lock
+    tid = _tid(api)
+
+    async def old_holder_completes(conn: Any) -> None:
+        await idempotency.complete(conn, tid, "fenced", 201, b"{}", owner=a_owner)
+
+    with pytest.raises(idempotency.KeyTakenOver):
+        _in_db(api, old_holder_completes)
+    _in_db(api, lambda conn: idempotency.release(conn, tid, "fenced", owner=a_owner))
+    db_url = api.settings.resolved_database_url()
+    assert (
+        count_rows(db_url, idempotency_record, idempotency_record.c.key == "fenced") == 1
+    )  # B's claim stands
+    _in_db(api, lambda conn: idempotency.complete(conn, tid, "fenced", 201, b'{"id": "b"}', owner=b_owner))
+    replay = _post(api, "/api/v2/contacts", BODY, "fenced")
+    assert replay.status_code == 201 and replay.json() == {"id": "b"}

@@ -150,15 +150,11 @@ class Edge:
         fp = idempotency.fingerprint(
             self.request.method, self.request.url.path, self.request.url.query, await self.request.body()
         )
+        lock = timedelta(seconds=settings.idempotency_lock_seconds)
+        owner = now + lock  # the claim's lock expiry identifies this request's hold on the key
         async with db.write() as conn:
             stored = await idempotency.claim(
-                conn,
-                tenant_id,
-                key,
-                fp,
-                now,
-                lock=timedelta(seconds=settings.idempotency_lock_seconds),
-                ttl=timedelta(hours=settings.idempotency_ttl_hours),
+                conn, tenant_id, key, fp, now, lock=lock, ttl=timedelta(hours=settings.idempotency_ttl_hours)
             )
         if stored is not None:
             return json_response(stored.body, stored.status, {"Idempotent-Replayed": "true"})
@@ -167,25 +163,29 @@ class Edge:
                 result = await work(conn, now)
                 code = status(result) if callable(status) else status
                 body = json_bytes(result)
-                await idempotency.complete(conn, tenant_id, key, code, body)
+                await idempotency.complete(conn, tenant_id, key, code, body, owner=owner)
             return json_response(body, code)
+        except idempotency.KeyTakenOver:
+            raise  # nothing of ours committed; the request that took the key over has the answer
         except PromoflowError as exc:
             if exc.status < 500:
                 # A definite answer (4xx) is the outcome of this key: replay it like a success.
                 err_status, err_body, _ = error_body(exc)
                 async with db.write() as conn:
-                    await idempotency.complete(conn, tenant_id, key, err_status, json_bytes(err_body))
+                    await idempotency.complete(
+                        conn, tenant_id, key, err_status, json_bytes(err_body), owner=owner
+                    )
             else:
-                await self._release(key)
+                await self._release(key, owner)
             raise
         except BaseException:
-            await self._release(key)
+            await self._release(key, owner)
             raise
 
-    async def _release(self, key: str) -> None:
+    async def _release(self, key: str, owner: datetime) -> None:
         try:
             async with self.state.db.write() as conn:
-                await idempotency.release(conn, self.ctx.tenant_id, key)
+                await idempotency.release(conn, self.ctx.tenant_id, key, owner=owner)
         except Exception:  # the claim then simply expires
             log.warning("idempotency.release_failed key=%s", key, exc_info=True)
 

@@ -12,8 +12,9 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .dialect import insert_ignore
@@ -29,6 +30,11 @@ class StoredResponse:
 
 class KeyInUse(Conflict):
     code = "IdempotencyKeyInUse"
+
+
+class KeyTakenOver(KeyInUse):
+    """This request held its key past the lock and another request took the key over: nothing of this request
+    may commit, and the other request's answer stands (a retry gets it)."""
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
@@ -94,17 +100,33 @@ async def claim(
 
 
 async def complete(
-    conn: AsyncConnection, tenant_id: uuid.UUID, key: str, status: int, body: bytes
+    conn: AsyncConnection, tenant_id: uuid.UUID, key: str, status: int, body: bytes, *, owner: datetime
 ) -> None:
-    await conn.execute(
+    """Store the answer, in the transaction of the write it answers. ``owner`` is the lock expiry this
+    request's claim set: if another request has taken the key over since, this raises and the whole
+    transaction (the write included) rolls back, so a request that outlived its lock can neither apply its
+    effect a second time nor replace the other request's stored answer."""
+    result = await conn.execute(
         update(rec)
-        .where(rec.c.tenant_id == tenant_id, rec.c.key == key)
+        .where(_held(tenant_id, key, owner))
         .values(state="done", response_status=status, response_body=body)
     )
+    if not result.rowcount:
+        raise KeyTakenOver(
+            "this request held its Idempotency-Key too long and another request took it over; "
+            "retry to get that request's answer"
+        )
 
 
-async def release(conn: AsyncConnection, tenant_id: uuid.UUID, key: str) -> None:
-    await conn.execute(delete(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key, rec.c.state == "running"))
+async def release(conn: AsyncConnection, tenant_id: uuid.UUID, key: str, *, owner: datetime) -> None:
+    """Give the key up after a failure (only if it is still this request's claim)."""
+    await conn.execute(delete(rec).where(_held(tenant_id, key, owner)))
+
+
+def _held(tenant_id: uuid.UUID, key: str, owner: datetime) -> Any:
+    return and_(
+        rec.c.tenant_id == tenant_id, rec.c.key == key, rec.c.state == "running", rec.c.locked_until == owner
+    )
 
 
 async def purge_expired(conn: AsyncConnection, now: datetime) -> int:
