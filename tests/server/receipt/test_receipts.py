@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.server.receipt.conftest import Flow, receipt_body
 
 
@@ -23,3 +27,53 @@ def test_receipt_created_then_duplicate_changes_nothing(flow: Flow) -> None:
     assert tx["uniqueReceiptId"] == body["uniqueReceiptId"] and tx["storeExternalId"] == "S1"
     assert tx["createdDate"] == "2026-03-10T13:00:00+01:00"
     assert tx["totalGrossPrice"] == 150 and tx["type"] == "PURCHASE" and len(tx["lineItems"]) == 2
+
+
+def test_quick_and_full_path_store_the_same_receipt(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a plain receipt takes the one-statement quick path; with an Idempotency-Key it takes the full
+    path. Both must store the same row (and register the store alike)."""
+    from sqlalchemy import select
+
+    import promoflow.server.receipt.quick as quick_module
+    from promoflow.server.models.receipts import receipt, store
+
+    answered: list[bool] = []
+    original = quick_module.quick_receipt
+
+    async def spy(request: Any) -> Any:
+        response = await original(request)
+        answered.append(response is not None)
+        return response
+
+    monkeypatch.setattr(quick_module, "quick_receipt", spy)
+
+    email = "paths@example.com"
+    cid = flow.contact(email)
+    plain = receipt_body(key=email, store="QUICK", contact={"matchKey": email, "matchKeyType": "Email",
+                                                            "contactType": "member"})  # fmt: skip
+    keyed = {**plain, "uniqueReceiptId": plain["uniqueReceiptId"] + "-full", "storeExternalId": "FULL"}
+    assert flow.send(plain).json()["status"] == "Created"
+    r = flow.send(keyed, headers={**flow.api.headers, "Idempotency-Key": "k-1"})
+    assert r.json()["status"] == "Created" and r.headers.get("idempotent-replayed") is None
+    with flow.engine.connect() as conn:
+        rows = {
+            row.store_external_id: row._asdict()
+            for row in conn.execute(select(receipt).where(receipt.c.tenant_id == flow.tenant_id))
+        }
+        stores = {
+            row.external_id: (row.type, row.active)
+            for row in conn.execute(select(store).where(store.c.tenant_id == flow.tenant_id))
+        }
+    quick, full = rows["QUICK"], rows["FULL"]
+    assert quick["contact_id"] == full["contact_id"] == __import__("uuid").UUID(cid)
+    for row in (quick, full):
+        for name in ("id", "unique_receipt_id", "store_external_id"):
+            row.pop(name)
+        row["body"].pop("uniqueReceiptId")
+        row["body"].pop("storeExternalId")
+    assert quick == full
+    assert stores == {"QUICK": ("RETAIL", True), "FULL": ("RETAIL", True)}
+    assert flow.send(plain).json()["status"] == "Duplicate"
+    assert flow.send(keyed, headers={**flow.api.headers, "Idempotency-Key": "k-1"}).headers[
+        "idempotent-replayed"
+    ]

@@ -20,12 +20,15 @@ from ..promotion.assignment import parse_assignment_id
 from . import pending, shown
 from .history import HistoryService
 from .ledger import LedgerService
+from .quick import ReceiptRoute
 from .report import ReportService, promotions_csv, report_csv
 from .schemas import Ledger, PromotionReport, PromotionReportPage, StoreIn, StoreOut, TransactionPage
 from .service import ReceiptService
 from .store import StoreService
 
 router = APIRouter()
+# The two receipt endpoints answer plain receipts on PostgreSQL through the quick path (see quick.py).
+receipt_router = APIRouter(route_class=ReceiptRoute)
 RECEIPTS, STORES, REPORTS = "receipts", "stores", "reports"
 
 pending.register()
@@ -62,17 +65,20 @@ async def _receipt(e: Edge, body: Receipt) -> Response:
     return await e.write(work, lambda result: int(result.pop("_status")))
 
 
-@router.post("/api/v2/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+@receipt_router.post("/api/v2/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
 async def post_receipt_v2(body: Receipt, e: Edge = Depends(edge)) -> Response:
     """Register a purchase or return. Stored in the request; a known uniqueReceiptId is a `Duplicate`; an unknown
     contact keeps it `PendingContactMatch`. `usedPromotions` are linked, and redeemed when not yet redeemed."""
     return await _receipt(e, body)
 
 
-@router.post("/api/v3/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+@receipt_router.post("/api/v3/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
 async def post_receipt_v3(body: Receipt, e: Edge = Depends(edge)) -> Response:
     """Register a purchase or return (v3): the same as v2."""
     return await _receipt(e, body)
+
+
+router.include_router(receipt_router)
 
 
 @router.get(

@@ -17,11 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.engage import Receipt, ReceiptResult
 from ..contact.service import ContactService, contact_type_of
-from ..dialect import insert_ignore
 from ..models.receipts import receipt, receipt_pending, store
 from ..tenant.service import TenantContext
 from .linking import ReceiptLinker, Sale
@@ -57,28 +57,33 @@ class ReceiptOutcome:
         return {"uniqueReceiptId": self.unique_receipt_id, "status": self.status, "warnings": self.warnings}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A validated receipt: its row (``contact_id`` None, status pending) and canonical match key."""
+
+    row: dict[str, Any]
+    key_type: str
+    key_value: str
+    contact_type: str | None
+
+
 class ReceiptService:
     def __init__(self, ctx: TenantContext, now: datetime) -> None:
         self.ctx = ctx
         self.now = now
 
-    async def ingest(self, conn: AsyncConnection, body: Receipt, *, via: str = "api") -> ReceiptOutcome:
-        """Store one receipt and apply it. Raises a `PromoflowError` (400) for an invalid receipt before anything is
-        written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt)."""
+    def prepare(self, body: Receipt, *, via: str) -> Prepared:
+        """Everything about a receipt that needs no database: validation (a specific 400 when it fails), the
+        canonical match key, and the row to insert (contact still unknown). Shared by `ingest` and the quick path."""
         checked = check_receipt(body, self.now)
         key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
         contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
-        contact_id = await ContactService(self.ctx, self.now).find_by_key(
-            conn, key_type, key_value, contact_type
-        )
-        receipt_id = uuid.uuid4()
-        data = body.model_dump(mode="json", by_alias=True, exclude_none=True)
-        values = {
-            "id": receipt_id,
+        row = {
+            "id": uuid.uuid4(),
             "tenant_id": self.ctx.tenant_id,
             "unique_receipt_id": body.unique_receipt_id,
-            "contact_id": contact_id,
-            "status": MATCHED_STATUS if contact_id is not None else PENDING_STATUS,
+            "contact_id": None,
+            "status": PENDING_STATUS,
             "match_key_type": key_type,
             "match_key": key_value,
             "contact_type": contact_type,
@@ -91,12 +96,27 @@ class ReceiptService:
             "total_discount": checked.discount,
             "kind": checked.kind,
             "original_unique_receipt_id": body.original_unique_receipt_id,
-            "body": data,
+            "body": body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "warnings": None,
             "via": via,
             "received_at": self.now,
-            "matched_at": self.now if contact_id is not None else None,
+            "matched_at": None,
         }
-        inserted = (await conn.execute(insert_ignore(conn, receipt, values).returning(receipt.c.id))).first()
+        return Prepared(row, key_type, key_value, contact_type)
+
+    async def ingest(self, conn: AsyncConnection, body: Receipt, *, via: str = "api") -> ReceiptOutcome:
+        """Store one receipt and apply it. Raises a `PromoflowError` (400) for an invalid receipt before anything is
+        written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt)."""
+        prepared = self.prepare(body, via=via)
+        key_type, key_value, contact_type = prepared.key_type, prepared.key_value, prepared.contact_type
+        contact_id = await ContactService(self.ctx, self.now).find_by_key(
+            conn, key_type, key_value, contact_type
+        )
+        values = prepared.row
+        receipt_id = values["id"]
+        if contact_id is not None:
+            values.update(contact_id=contact_id, status=MATCHED_STATUS, matched_at=self.now)
+        inserted = (await conn.execute(_insert_receipt(conn), values)).first()
         if inserted is None:
             return ReceiptOutcome(body.unique_receipt_id, DUPLICATE)
         store_type = await StoreService(self.ctx, self.now).ensure(conn, body.store_external_id)
@@ -162,6 +182,20 @@ class ReceiptService:
                 update(receipt).where(receipt.c.id == sale.receipt_id).values(warnings=earlier + warnings)
             )
         return warnings
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_receipt(conn: AsyncConnection) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect: ingest is a hot path, and building
+    a 22-column statement per request costs more than running it."""
+    name = conn.dialect.name
+    stmt = _INSERTS.get(name)
+    if stmt is None:
+        base = postgresql.insert(receipt) if name == "postgresql" else sqlite.insert(receipt)
+        stmt = _INSERTS[name] = base.on_conflict_do_nothing().returning(receipt.c.id)
+    return stmt
 
 
 def _sale(values: dict[str, Any], contact_id: uuid.UUID, store_type: str) -> Sale:

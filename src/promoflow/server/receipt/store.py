@@ -3,6 +3,8 @@ channel of a redeem-by-receipt: RETAIL → POS, ECOM → ECOM."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +21,18 @@ from .schemas import STORE_DETAILS, StoreIn
 
 DEFAULT_TYPE = "RETAIL"
 CHANNEL_OF_TYPE = {"RETAIL": ChannelType.POS, "ECOM": ChannelType.ECOM}
+
+# Known stores and their type, per process: every receipt names its store, and stores change rarely. A PUT in this
+# process updates the entry at once; other API processes see a changed type within TYPE_CACHE_SECONDS.
+TYPE_CACHE_SECONDS = 10.0
+_types: dict[tuple[uuid.UUID, str], tuple[str, float]] = {}
+
+
+def _remember(tenant_id: uuid.UUID, external_id: str, type_: str) -> str:
+    if len(_types) > 100_000:
+        _types.clear()
+    _types[(tenant_id, external_id)] = (type_, time.monotonic() + TYPE_CACHE_SECONDS)
+    return type_
 
 
 def check_external_id(value: str) -> str:
@@ -57,13 +71,16 @@ class StoreService:
 
     async def ensure(self, conn: AsyncConnection, external_id: str) -> str:
         """The store's type, registering the store (as RETAIL) when this is the first time it is seen."""
+        cached = _types.get((self.ctx.tenant_id, external_id))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         known = await conn.scalar(
             select(store.c.type).where(
                 store.c.tenant_id == self.ctx.tenant_id, store.c.external_id == external_id
             )
         )
         if known is not None:
-            return str(known)
+            return _remember(self.ctx.tenant_id, external_id, str(known))
         values = {
             "tenant_id": self.ctx.tenant_id,
             "external_id": external_id,
@@ -73,7 +90,8 @@ class StoreService:
             "updated_at": self.now,
         }
         await conn.execute(insert_ignore(conn, store, values))
-        # A concurrent first sighting may have won the insert (and even set a type): read what is there.
+        # A concurrent first sighting may have won the insert (and even set a type): read what is there. Not
+        # remembered: this transaction may still roll back.
         return str(
             await conn.scalar(
                 select(store.c.type).where(
@@ -129,4 +147,6 @@ class StoreService:
             .where(store.c.tenant_id == self.ctx.tenant_id, store.c.external_id == external_id)
             .values(**values)
         )
-        return self._out(await self._row(conn, external_id)), created
+        row = await self._row(conn, external_id)
+        _types.pop((self.ctx.tenant_id, external_id), None)
+        return self._out(row), created
