@@ -220,7 +220,11 @@ class SyncAgent:
 
     def _settle_online(self, state: IntentState, report: SyncReport, online: bool) -> bool:
         for listed in self.outbox.intents(state):
-            if listed.group is not None and not self.outbox.is_committed(listed.group):
+            if (
+                state is IntentState.PENDING
+                and listed.group is not None
+                and not self.outbox.is_committed(listed.group)
+            ):
                 continue  # a sale still being written (recovery discards it if its writer died)
             intent = self.outbox.claim(listed)
             if intent is None:
