@@ -224,3 +224,45 @@ def test_the_channel_filter_as_query_or_header(api: Any) -> None:
         headers={**api.headers, "redemptionChannelType": "pos"},
     )
     assert {i["assignmentId"] for i in v3.json()} == {ids[pos], ids[both]}
+
+
+def test_a_bulk_job_that_dies_half_way_is_retried_without_duplicates(api: Any, monkeypatch: Any) -> None:
+    """The worker dies after the first chunk was committed; the retry (after its backoff, on the frozen clock)
+    assigns the rest and nobody twice — even without a caller's batchId."""
+    from datetime import timedelta
+
+    from promoflow.server.promotion import bulk
+    from promoflow.server.worker.runner import JobContext
+
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    real_progress = JobContext.progress
+    calls: list[int] = []
+
+    async def dies_once(self: Any, done: int, total: int | None = None) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        await real_progress(self, done, total)
+
+    monkeypatch.setattr(JobContext, "progress", dies_once)
+    contacts = [new_contact(api)["id"] for _ in range(5)]
+    pid = new_promotion(api)["id"]
+    job = _bulk(api, pid, contactIds=contacts)
+    assert api.run_jobs() == 1
+    failed_once = api.get(f"/api/v2/jobs/{job['id']}").json()
+    assert failed_once["status"] == "queued" and "worker killed" in failed_once["error"]
+    tid = uuid.UUID(api.tenant["tenantId"])
+    db_url = api.settings.resolved_database_url()
+    assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 4  # two chunks were committed
+    assert api.run_jobs() == 0  # backing off
+    api.clock.advance(timedelta(seconds=3))
+    assert api.run_jobs() == 1
+    done = api.get(f"/api/v2/jobs/{job['id']}").json()
+    assert (
+        done["status"] == "succeeded"
+        and done["result"]["assigned"] == 1
+        and done["result"]["alreadyAssigned"] == 4
+    )
+    assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 5
+    for cid in contacts:
+        assert len(api.get(f"/api/v2/contacts/{cid}/promotions").json()) == 1
