@@ -128,7 +128,7 @@ def test_bulk_assignment_is_a_job_with_progress_and_a_result(api: Any) -> None:
         7,
     )
     assert job["result"] is None and job["finishedOn"] is None
-    assert api.run_jobs() == 1
+    assert api.run_jobs() >= 1  # (the database is shared: other tests' jobs may be due too)
     done = api.get(f"/api/v2/jobs/{job['id']}").json()
     assert (done["status"], done["progressDone"], done["progressTotal"]) == ("succeeded", 7, 7)
     assert done["finishedOn"] == "2026-03-10T13:00:00+01:00"
@@ -238,25 +238,30 @@ def test_a_bulk_job_that_dies_half_way_is_retried_without_duplicates(api: Any, m
     real_progress = JobContext.progress
     calls: list[int] = []
 
+    ours: list[str] = []
+
     async def dies_once(self: Any, done: int, total: int | None = None) -> None:
-        calls.append(done)
-        if len(calls) == 2:
-            raise RuntimeError("worker killed")
+        if str(self.row.public_id) in ours:
+            calls.append(done)
+            if len(calls) == 2:
+                raise RuntimeError("worker killed")
         await real_progress(self, done, total)
 
     monkeypatch.setattr(JobContext, "progress", dies_once)
     contacts = [new_contact(api)["id"] for _ in range(5)]
     pid = new_promotion(api)["id"]
     job = _bulk(api, pid, contactIds=contacts)
-    assert api.run_jobs() == 1
+    ours.append(job["id"])
+    api.run_jobs()
     failed_once = api.get(f"/api/v2/jobs/{job['id']}").json()
     assert failed_once["status"] == "queued" and "worker killed" in failed_once["error"]
     tid = uuid.UUID(api.tenant["tenantId"])
     db_url = api.settings.resolved_database_url()
     assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 4  # two chunks were committed
-    assert api.run_jobs() == 0  # backing off
+    api.run_jobs()
+    assert api.get(f"/api/v2/jobs/{job['id']}").json()["status"] == "queued"  # backing off
     api.clock.advance(timedelta(seconds=3))
-    assert api.run_jobs() == 1
+    api.run_jobs()
     done = api.get(f"/api/v2/jobs/{job['id']}").json()
     assert (
         done["status"] == "succeeded"
