@@ -19,23 +19,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.xml import FileKind, FileStatus, Record, RecordError, Verdict, XmlRejected, check_file, read_file
 from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
+from ..worker import queue
 from ..worker.runner import JobContext, handler
 from . import runtime
 from .files import FileStore
 from .inbox import FILE_IMPORT_JOB, forget_content
-from .results import Outcome, done_upto, save_outcomes, verdict_counts, write_result_file
+from .results import Outcome, ResultFile, done_upto, save_outcomes, verdict_counts, write_result_file
 
 log = logging.getLogger("promoflow.transfer")
 
@@ -116,15 +117,21 @@ async def run_file_import(job: JobContext) -> dict[str, Any]:
     last_attempt = job.row.attempts >= job.row.max_attempts
     try:
         return await _run(job, store, imp, isolate=last_attempt)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, TakenOver):
         raise
     except Exception as exc:
         if not last_attempt:
             raise
         # The job will not be retried: tell the sender, and let the same content be uploaded again.
         log.exception("transfer.import_failed import=%s", imp.public_id)
-        reason = f"the import failed: {type(exc).__name__}: {exc}"[:1000]
-        await _finish(job, store, imp, "failed", FileStatus.REJECTED, reason=reason, records=True)
+        reason = f"the import failed: {type(exc).__name__}: {exc}"[:900]
+        async with job.db.read() as conn:
+            applied = await done_upto(conn, imp.id)
+        if applied:
+            # Records 1..applied took effect (with their verdicts); the rest did not: say so, keep the hash.
+            reason += f"; records after {applied} were not applied: send them again in a new file"
+        status = FileStatus.PROCESSED if applied else FileStatus.REJECTED
+        await _finish(job, store, imp, "failed", status, reason=reason, records=True, forget=not applied)
         return {"importId": str(imp.public_id), "status": "failed", "reason": reason}
 
 
@@ -152,6 +159,7 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
         start = await done_upto(conn, imp.id)
     settings = runtime.settings()
     batches = _Batches(kind, path, max(1, settings.import_batch_size), start)
+    result = ResultFile(store, imp)
     try:
         if start == 0:
             try:
@@ -160,16 +168,18 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
                 return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=exc.reason,
                                      line=exc.line)  # fmt: skip
             except FileNotFoundError:
-                return await _finish(job, store, imp, "failed", FileStatus.REJECTED,
+                return await _finish(job, store, imp, "failed", FileStatus.REJECTED, forget=True,
                                      reason="the uploaded file was lost before it was imported; upload it again")  # fmt: skip
             await _update(job.db, imp.id, status="running", started_at=job.now(), records_total=total)
         else:
             total = imp.records_total
             log.info("transfer.import_resumed import=%s after_record=%d", imp.public_id, start)
-        await _apply_all(job, imp, factory, batches, total, isolate=isolate)
+            await result.add_stored(job.db, imp.id, upto=start)
+        await _apply_all(job, imp, factory, batches, total, result, isolate=isolate)
+        return await _finish(job, store, imp, "done", FileStatus.PROCESSED, records=True, result=result)
     finally:
         batches.close()
-    return await _finish(job, store, imp, "done", FileStatus.PROCESSED, records=True)
+        result.discard()
 
 
 async def _take_over(db: Database, imp: Any) -> Any:
@@ -192,7 +202,7 @@ async def _take_over(db: Database, imp: Any) -> Any:
 
 
 async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, total: int | None,
-                     *, isolate: bool) -> None:  # fmt: skip
+                     result: ResultFile, *, isolate: bool) -> None:  # fmt: skip
     pending = batches.next()
     try:
         while True:
@@ -202,10 +212,9 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             pending = batches.next()
             if isolate:
                 for item in items:
-                    await _apply_one_isolated(job, imp, factory, item)
+                    result.add(await _apply_one_isolated(job, imp, factory, item, total))
             else:
-                await _apply_batch(job, imp, factory, items)
-            await job.progress(items[-1].index, total)
+                result.add(await _apply_batch(job, imp, factory, items, total))
     finally:
         if not pending.done():
             pending.cancel()
@@ -222,18 +231,29 @@ def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
     return records, outcomes
 
 
-async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item]) -> None:
+class TakenOver(Exception):
+    """Another worker took this job over (this one was taken for dead): stop, and keep nothing of this batch."""
+
+
+async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item],
+                       total: int | None) -> list[Outcome]:  # fmt: skip
+    """One transaction: the records' effects, their verdicts, and the job's heartbeat. The heartbeat only counts
+    while the job is still this worker's, so a worker that was taken for dead commits nothing more."""
     records, outcomes = _split(items)
     async with job.db.write() as conn:
         if records:
             outcomes += await factory(job.tenant, imp, job.now()).apply(conn, records)
         await save_outcomes(conn, imp.id, imp.tenant_id, outcomes)
+        if not await queue.heartbeat(conn, job.row.id, job.worker, job.now(), items[-1].index, total):
+            raise TakenOver(f"import {imp.public_id} was taken over by another worker")
+    return outcomes
 
 
-async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory, item: Item) -> None:
+async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory, item: Item,
+                              total: int | None) -> list[Outcome]:  # fmt: skip
     try:
-        await _apply_batch(job, imp, factory, [item])
-    except asyncio.CancelledError:
+        return await _apply_batch(job, imp, factory, [item], total)
+    except (asyncio.CancelledError, TakenOver):
         raise
     except Exception as exc:
         log.warning("transfer.record_failed import=%s index=%d error=%r", imp.public_id, item.index, exc)
@@ -241,6 +261,7 @@ async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory
                           reason=f"could not be applied: {type(exc).__name__}: {exc}")  # fmt: skip
         async with job.db.write() as conn:
             await save_outcomes(conn, imp.id, imp.tenant_id, [outcome])
+        return [outcome]
 
 
 async def _finish(
@@ -254,12 +275,17 @@ async def _finish(
     line: int | None = None,
     records: bool = False,
     records_of: int | None = None,
+    result: ResultFile | None = None,
+    forget: bool = False,
 ) -> dict[str, Any]:
     """Result file (atomic), file to processed/, then the import's final state: each step can be repeated."""
-    result = await write_result_file(
-        job.db, store, imp, status=file_status, reason=reason, line=line,
-        records_of=imp.id if records else records_of,
-    )  # fmt: skip
+    if result is not None:
+        result_path = result.publish(file_status, reason, line)
+    else:
+        result_path = await write_result_file(
+            job.db, store, imp, status=file_status, reason=reason, line=line,
+            records_of=imp.id if records else records_of,
+        )  # fmt: skip
     if imp.stored_path:
         store.move_to_processed(store.resolve(imp.stored_path), imp.tenant_id, imp.file_name, imp.public_id)
     async with job.db.write() as conn:
@@ -268,16 +294,13 @@ async def _finish(
             update(file_import)
             .where(file_import.c.id == imp.id)
             .values(
-                status=status, reason=reason or imp.reason, counts=counts, result_file=result,
+                status=status, reason=reason or imp.reason, counts=counts, result_file=result_path,
                 records_total=sum(counts.values()) if records else imp.records_total or 0,
-                finished_at=job.now(), started_at=imp.started_at or job.now(),
+                finished_at=job.now(), started_at=func.coalesce(file_import.c.started_at, job.now()),
             )
         )  # fmt: skip
-        if status == "failed":
+        if forget:
             await forget_content(conn, imp)
     log.info("transfer.import_finished import=%s file=%r status=%s counts=%s",
              imp.public_id, imp.file_name, status, counts)  # fmt: skip
-    return {"importId": str(imp.public_id), "status": status, "counts": counts, "resultFile": result}
-
-
-Finisher = Callable[..., Awaitable[dict[str, Any]]]
+    return {"importId": str(imp.public_id), "status": status, "counts": counts, "resultFile": result_path}

@@ -6,12 +6,13 @@ time), so an import that was interrupted and resumed still gets one complete res
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.xml import (
@@ -71,13 +72,40 @@ def outcome_rows(import_id: int, tenant_id: uuid.UUID, outcomes: Iterable[Outcom
     ]
 
 
+_SAVE_PG = text(
+    """
+    INSERT INTO import_record (import_id, record_index, tenant_id, line, verdict, key, reason, detail)
+    SELECT :imp, i, :t, l, v, k, r, d
+    FROM unnest(CAST(:idx AS int[]), CAST(:lines AS int[]), CAST(:verdicts AS text[]), CAST(:keys AS text[]),
+                CAST(:reasons AS text[]), CAST(:details AS jsonb[])) AS x(i, l, v, k, r, d)
+    """
+)
+
+
 async def save_outcomes(
     conn: AsyncConnection, import_id: int, tenant_id: uuid.UUID, outcomes: list[Outcome]
 ) -> None:
     """Insert the verdicts. A plain INSERT on purpose: if another worker already recorded one of these indexes
     (it took the job over), the primary key fails this transaction, and with it this batch's effects."""
-    if outcomes:
+    if not outcomes:
+        return
+    if conn.dialect.name != "postgresql":
         await conn.execute(insert(import_record), outcome_rows(import_id, tenant_id, outcomes))
+        return
+    # One statement for the whole batch (an executemany would be one round trip per row).
+    await conn.execute(
+        _SAVE_PG,
+        {
+            "imp": import_id,
+            "t": tenant_id,
+            "idx": [o.index for o in outcomes],
+            "lines": [o.line or None for o in outcomes],
+            "verdicts": [o.verdict.value for o in outcomes],
+            "keys": [_short(o.key) for o in outcomes],
+            "reasons": [_text(o.reason) for o in outcomes],
+            "details": [json.dumps(o.detail) if o.detail else None for o in outcomes],
+        },
+    )
 
 
 async def done_upto(conn: AsyncConnection, import_id: int) -> int:
@@ -98,36 +126,79 @@ async def verdict_counts(conn: AsyncConnection, import_id: int) -> dict[str, int
     return counts
 
 
-def to_result(row: Any) -> ResultRecord:
-    values: dict[str, Any] = {"index": row.record_index, "verdict": row.verdict}
-    if row.key:
-        values["key"] = row.key
-    if row.line:
-        values["line"] = row.line
-    if row.reason:
-        values["reason"] = row.reason
-    if row.detail:
-        values.update(row.detail)
-    return ResultRecord.model_validate(values)
+_DETAIL_FIELDS = {
+    "redeemedOn": "redeemed_on",
+    "redemptionChannel": "redemption_channel",
+    "storeExternalId": "store_external_id",
+    "uniqueReceiptId": "unique_receipt_id",
+    "contactId": "contact_id",
+}
 
 
-async def _write_records(db: Database, import_id: int, writer: ImportResultWriter) -> None:
-    last = 0
-    while True:
-        async with db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(import_record)
-                    .where(import_record.c.import_id == import_id, import_record.c.record_index > last)
-                    .order_by(import_record.c.record_index)
-                    .limit(PAGE)
-                )
-            ).all()
-        for row in rows:
-            writer.write(to_result(row))
-        if len(rows) < PAGE:
-            return
-        last = rows[-1].record_index
+def _record(index: int, verdict: str, line: int | None, key: str | None, reason: str | None,
+            detail: dict[str, Any] | None) -> ResultRecord:  # fmt: skip
+    # Built without re-validation: every value comes from this module's own rows (about 5 µs saved per record).
+    values: dict[str, Any] = {"index": index, "verdict": Verdict(verdict), "line": line or None,
+                              "key": key or None, "reason": reason or None}  # fmt: skip
+    for name, value in (detail or {}).items():
+        values[_DETAIL_FIELDS[name]] = value
+    return ResultRecord.model_construct(**values)
+
+
+class ResultFile:
+    """A result file being written (outside the FTP trees), published into importResults when complete."""
+
+    def __init__(self, store: FileStore, imp: Any) -> None:
+        self.store = store
+        self.imp = imp
+        self.tmp = store.tmp_dir() / f"{imp.public_id.hex}.{uuid.uuid4().hex[:8]}.result.part"
+        self._out = open(self.tmp, "wb")  # noqa: SIM115 - closed by publish() or discard()
+        self.writer = ImportResultWriter(self._out, file=imp.file_name, import_id=str(imp.public_id))
+        self.writer.open()
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        for o in sorted(outcomes, key=lambda o: o.index):
+            self.writer.write(_record(o.index, o.verdict.value, o.line, o.key, o.reason, o.detail))
+
+    async def add_stored(self, db: Database, import_id: int, upto: int | None = None) -> None:
+        """Append the stored verdicts of ``import_id`` (up to index ``upto``), page by page."""
+        last = 0
+        while True:
+            conds = [import_record.c.import_id == import_id, import_record.c.record_index > last]
+            if upto is not None:
+                conds.append(import_record.c.record_index <= upto)
+            async with db.read() as conn:
+                rows = (
+                    await conn.execute(
+                        select(import_record).where(*conds).order_by(import_record.c.record_index).limit(PAGE)
+                    )
+                ).all()
+            for r in rows:
+                self.writer.write(_record(r.record_index, r.verdict, r.line, r.key, r.reason, r.detail))
+            if len(rows) < PAGE:
+                return
+            last = rows[-1].record_index
+
+    def publish(self, status: FileStatus = FileStatus.PROCESSED, reason: str | None = None,
+                line: int | None = None) -> str:  # fmt: skip
+        if status is FileStatus.REJECTED:
+            self.writer.reject(reason or "refused", line)
+        elif status is not FileStatus.PROCESSED:
+            self.writer.summary.status = status
+            self.writer.summary.reason = reason
+        elif reason:
+            self.writer.summary.reason = reason
+        self.writer.close()
+        _sync(self._out)
+        self._out.close()
+        name = result_file_name(self.imp.file_name)
+        self.store.publish(self.tmp, self.store.folder(self.imp.tenant_id, IMPORT_RESULTS_DIR) / name)
+        return f"{IMPORT_RESULTS_DIR}/{name}"
+
+    def discard(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 async def write_result_file(
@@ -141,26 +212,14 @@ async def write_result_file(
     records_of: int | None = None,
 ) -> str:
     """Write ``importResults/<file>.result.xml`` atomically from the stored verdicts of import ``records_of``
-    (default: this import); returns its FTP path."""
-    name = result_file_name(imp.file_name)
-    tmp = store.tmp_dir() / f"{uuid.uuid4().hex}.result.tmp"
+    (none when None); returns its FTP path."""
+    result = ResultFile(store, imp)
     try:
-        with open(tmp, "wb") as out:
-            writer = ImportResultWriter(out, file=imp.file_name, import_id=str(imp.public_id))
-            writer.open()
-            if records_of is not None:
-                await _write_records(db, records_of, writer)
-            if status is FileStatus.REJECTED:
-                writer.reject(reason or "refused", line)
-            elif status is not FileStatus.PROCESSED:
-                writer.summary.status = status
-                writer.summary.reason = reason
-            writer.close()
-            _sync(out)
-        store.publish(tmp, store.folder(imp.tenant_id, IMPORT_RESULTS_DIR) / name)
+        if records_of is not None:
+            await result.add_stored(db, records_of)
+        return result.publish(status, reason, line)
     finally:
-        tmp.unlink(missing_ok=True)
-    return f"{IMPORT_RESULTS_DIR}/{name}"
+        result.discard()
 
 
 def _sync(out: IO[bytes]) -> None:

@@ -48,7 +48,8 @@ _REDEEM_MANY = text(
       SET redeemed_at = v.at, redeemed_channel = v.ch, redeemed_store = v.store, redeemed_receipt_id = v.receipt,
           redeemed_via = 'file', redemption_count = a.redemption_count + 1
       FROM v
-      WHERE a.id = v.id AND a.tenant_id = :t AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
+      WHERE a.id = ANY(CAST(:ids AS uuid[])) AND a.id = v.id AND a.tenant_id = :t
+        AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
         AND a.valid_from <= v.at AND (a.valid_to IS NULL OR a.valid_to >= v.at)
         AND (v.contact IS NULL OR a.contact_id = v.contact)
         AND EXISTS (SELECT 1 FROM promotion p WHERE p.id = a.promotion_id
@@ -60,6 +61,28 @@ _REDEEM_MANY = text(
       SELECT gen_random_uuid(), :t, id, redemption_count, at, ch, store, receipt, 'file', ikey, :now FROM won
     )
     SELECT id FROM won
+    """
+)
+
+# Earlier redemptions with a line's idempotency key, or with its receipt on its assignment. One index probe per
+# line (LATERAL … LIMIT 1): the planner's statistics lag behind a table this very import is filling, and a plan
+# that scans the tenant's redemptions per batch would make a large import quadratic.
+_DUPLICATES = text(
+    """
+    SELECT v.i AS idx, d.*
+    FROM unnest(CAST(:idx AS int[]), CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:receipts AS text[]))
+         AS v(i, id, ikey, receipt)
+    CROSS JOIN LATERAL (
+      (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
+              r.store_external_id
+       FROM redemption r WHERE v.ikey IS NOT NULL AND r.tenant_id = :t AND r.idempotency_key = v.ikey LIMIT 1)
+      UNION ALL
+      (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
+              r.store_external_id
+       FROM redemption r WHERE v.receipt IS NOT NULL AND r.assignment_id = v.id AND r.unique_receipt_id = v.receipt
+       LIMIT 1)
+      LIMIT 1
+    ) d
     """
 )
 
@@ -110,6 +133,45 @@ class RedemptionApplier:
     async def _duplicates(self, conn: AsyncConnection, batch: list[Record[Redemption]],
                           outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
         """Lines already applied (same idempotency key, or same receipt on the same assignment)."""
+        hits = await (
+            self._hits_pg(conn, batch) if conn.dialect.name == "postgresql" else self._hits(conn, batch)
+        )
+        pending: list[Record[Redemption]] = []
+        tz = self.ctx.tz
+        for rec in batch:
+            v = rec.value
+            hit = hits.get(rec.index)
+            if hit is None:
+                pending.append(rec)
+            elif (
+                v.idempotency_key
+                and hit.idempotency_key == v.idempotency_key
+                and str(hit.assignment_id) != v.coupon_id
+            ):
+                outcomes.append(Outcome(rec.index, Verdict.INVALID, rec.line, v.coupon_id,
+                                        f"idempotencyKey {v.idempotency_key!r} was used for coupon "
+                                        f"{hit.assignment_id}"))  # fmt: skip
+            else:
+                detail = _detail(
+                    hit.redeemed_at, hit.channel, hit.store_external_id, hit.unique_receipt_id, tz
+                )
+                outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
+        return pending
+
+    async def _hits_pg(self, conn: AsyncConnection, batch: list[Record[Redemption]]) -> dict[int, Any]:
+        lines = [r for r in batch if r.value.idempotency_key or r.value.unique_receipt_id]
+        if not lines:
+            return {}
+        params = {
+            "t": self.ctx.tenant_id,
+            "idx": [r.index for r in lines],
+            "ids": [uuid.UUID(r.value.coupon_id) for r in lines],
+            "keys": [r.value.idempotency_key for r in lines],
+            "receipts": [r.value.unique_receipt_id for r in lines],
+        }
+        return {row.idx: row for row in await conn.execute(_DUPLICATES, params)}
+
+    async def _hits(self, conn: AsyncConnection, batch: list[Record[Redemption]]) -> dict[int, Any]:
         keys = {r.value.idempotency_key for r in batch if r.value.idempotency_key}
         receipts = {r.value.coupon_id for r in batch if r.value.unique_receipt_id}
         by_key: dict[str, Any] = {}
@@ -130,26 +192,15 @@ class RedemptionApplier:
                 )
             )
             by_receipt = {(str(r.assignment_id), r.unique_receipt_id): r for r in rows}
-        pending: list[Record[Redemption]] = []
-        tz = self.ctx.tz
+        hits: dict[int, Any] = {}
         for rec in batch:
             v = rec.value
             hit = by_key.get(v.idempotency_key) if v.idempotency_key else None
-            if hit is not None and str(hit.assignment_id) != v.coupon_id:
-                outcomes.append(Outcome(rec.index, Verdict.INVALID, rec.line, v.coupon_id,
-                                        f"idempotencyKey {v.idempotency_key!r} was used for coupon "
-                                        f"{hit.assignment_id}"))  # fmt: skip
-                continue
             if hit is None and v.unique_receipt_id:
                 hit = by_receipt.get((v.coupon_id, v.unique_receipt_id))
             if hit is not None:
-                detail = _detail(
-                    hit.redeemed_at, hit.channel, hit.store_external_id, hit.unique_receipt_id, tz
-                )
-                outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
-            else:
-                pending.append(rec)
-        return pending
+                hits[rec.index] = hit
+        return hits
 
     async def _redeem_many(self, conn: AsyncConnection, batch: list[Record[Redemption]],
                            outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
