@@ -44,7 +44,7 @@ def test_create_is_a_draft_in_the_multichannel_promotion_model(api: Any) -> None
     assert p["redemptionChannels"] == [
         {"type": "POS", "valueType": "EXTERNALOFFER", "value": "POS-CAMPAIGN-123", "localValues": None,
          "instruction": "Scan the coupon"},
-        {"type": "ECOM", "valueType": "MONEY", "value": "20.5", "localValues": [{"currency": "EUR", "amount": "2.25"}],
+        {"type": "ECOM", "valueType": "MONEY", "value": "20.5", "localValues": [{"currency": "EUR", "amount": 2.25}],
          "instruction": None},
     ]  # fmt: skip
     assert api.get(f"/api/v2/promotions/multichannels/{p['id']}").json() == p

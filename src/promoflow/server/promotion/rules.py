@@ -93,9 +93,13 @@ def validate_channel_value(value_type: ValueType, value: str | None, where: str)
     return value
 
 
-def _number(text: str) -> int | float:
+def json_number(text: str) -> int | float:
+    """A stored decimal (text) as the JSON number the wire carries."""
     d = Decimal(text)
     return int(d) if d == d.to_integral_value() else float(d)
+
+
+_number = json_number
 
 
 def read_channels(channels: list[dict[str, Any]], currency: str) -> list[dict[str, Any]]:

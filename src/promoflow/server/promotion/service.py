@@ -19,7 +19,7 @@ from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, Promoti
 from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
-from .rules import check_amount, channel_mask, status_of, validate_channel_value
+from .rules import check_amount, channel_mask, json_number, status_of, validate_channel_value
 
 
 FIRST_DAY = date(1900, 1, 1)
@@ -171,7 +171,12 @@ class PromotionService:
                     "type": ch["type"],
                     "valueType": ch["valueType"],
                     "value": ch.get("value"),
-                    "localValues": ch.get("localValues"),
+                    # Money on the wire is a JSON number (A5), kept exact as text in the database.
+                    "localValues": [
+                        {"currency": lv["currency"], "amount": json_number(lv["amount"])}
+                        for lv in ch.get("localValues") or []
+                    ]
+                    or None,
                     "instruction": ch.get("instruction"),
                 }
                 for ch in row.channels
