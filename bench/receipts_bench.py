@@ -425,9 +425,9 @@ REPORT_SEED = [
     # 5) the links
     """INSERT INTO receipt_promotion (tenant_id, receipt_id, assignment_id, promotion_id, kind, redemption_seq,
                                      unique_receipt_id, store_external_id, created_date, currency, total_gross_price,
-                                     total_discount, linked_at)
+                                     total_discount, counted, linked_at)
        SELECT a.tenant_id, md5('r' || a.id)::uuid, a.id, a.promotion_id, 'redeemed', 1, a.redeemed_receipt_id,
-              a.redeemed_store, a.redeemed_at, 'SEK', 353.75, 10, a.redeemed_at
+              a.redeemed_store, a.redeemed_at, 'SEK', 353.75, 10, true, a.redeemed_at
        FROM assignment a WHERE a.promotion_id = %(p)s AND a.redeemed_at IS NOT NULL""",
     # 6) 60% of the assignments shown at least once
     """INSERT INTO assignment_shown (assignment_id, tenant_id, promotion_id, first_shown_at, last_shown_at, times)

@@ -136,3 +136,19 @@ def test_report_errors(flow: Flow) -> None:
                  "PromotionNotFound")  # fmt: skip
     empty = flow.api.get(f"/api/v2/reports/promotions/{pid}").json()
     assert (empty["assigned"], empty["redemptionRate"], empty["byDay"], empty["revenue"]) == (0, 0.0, [], {})
+
+
+def test_a_receipt_using_two_assignments_of_one_promotion_counts_once(flow: Flow) -> None:
+    email = "twice@example.com"
+    cid = flow.contact(email)
+    pid = flow.promotion("POS")
+    first, second = flow.assign(cid, pid), flow.assign(cid, pid)
+    flow.api.clock.set(at(10, 13))
+    body = receipt_body(key=email, used=[{"couponId": first}, {"couponId": second}], created=at(10, 12, 30),
+                        items=[item("120.00", sku="X", discount="-30")])  # fmt: skip
+    assert flow.send(body).json()["warnings"] == []
+    report = flow.api.get(f"/api/v2/reports/promotions/{pid}").json()
+    assert (report["redeemed"], report["receipts"], report["revenue"], report["discount"]) == (
+        2, 1, {"SEK": 120}, {"SEK": 30})  # fmt: skip
+    [headline] = flow.api.get("/api/v2/reports/promotions").json()["items"]
+    assert (headline["receipts"], headline["revenue"]) == (1, {"SEK": 120})

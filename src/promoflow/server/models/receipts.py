@@ -100,6 +100,8 @@ receipt_promotion = Table(
     Column("currency", String(3), nullable=False),
     Column("total_gross_price", DecimalType, nullable=False),
     Column("total_discount", DecimalType, nullable=False),
+    # False on a second link of the same receipt to the same promotion: reports count each receipt once.
+    Column("counted", Boolean, nullable=False),
     Column("linked_at", UTCDateTime, nullable=False),
     UniqueConstraint("receipt_id", "assignment_id"),
     Index("ix_receipt_promotion_assignment", "assignment_id"),

@@ -78,6 +78,8 @@ class ReceiptLinker:
     def __init__(self, ctx: TenantContext, now: datetime) -> None:
         self.ctx = ctx
         self.now = now
+        # (receipt, promotion) pairs linked so far: all links of a receipt are made in one `apply`.
+        self._counted: set[tuple[uuid.UUID, uuid.UUID]] = set()
 
     async def apply(self, conn: AsyncConnection, sale: Sale) -> list[str]:
         """Link (and redeem) the receipt's used promotions, then handle a return; returns the warnings."""
@@ -256,6 +258,8 @@ class ReceiptLinker:
         kind: str,
         seq: int | None,
     ) -> None:
+        counted = (sale.receipt_id, promotion_id) not in self._counted
+        self._counted.add((sale.receipt_id, promotion_id))
         await conn.execute(
             insert_ignore(
                 conn,
@@ -273,6 +277,7 @@ class ReceiptLinker:
                     "currency": sale.currency,
                     "total_gross_price": sale.total,
                     "total_discount": sale.discount,
+                    "counted": counted,
                     "linked_at": self.now,
                 },
             )

@@ -127,6 +127,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("total_gross_price", _DEC(precision=18, scale=4), nullable=False),
         sa.Column("total_discount", _DEC(precision=18, scale=4), nullable=False),
+        sa.Column("counted", sa.Boolean(), nullable=False),
         sa.Column("linked_at", _UTC(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["assignment_id"],
