@@ -21,6 +21,12 @@ export_app = typer.Typer(help="Files the server writes for integrators.", no_arg
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(export_app, name="export")
+outbox_app = typer.Typer(
+    help="Integrator side: the SDK's outbox of changes on their way to the server.", no_args_is_help=True
+)
+demo_app = typer.Typer(help="Demonstrations against a running server.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(demo_app, name="demo")
 
 console = Console(stderr=True)
 
@@ -290,6 +296,202 @@ def ftp(
 
     settings = settings_for(data_dir, database_url, ftp_host=host, ftp_port=port)
     runserver.ftp_only(settings)
+
+# -------------------------------------------------------------------------------------- integrator: outbox
+# These commands use only promoflow.client (plain `pip install promoflow`); never import the server here.
+
+OutboxDir = Annotated[
+    Path | None,
+    typer.Option("--outbox-dir", envvar="PROMOFLOW_OUTBOX_DIR", help="The SDK outbox directory of the till."),
+]
+ApiUrl = Annotated[
+    str | None, typer.Option("--api-url", envvar="PROMOFLOW_API_URL", help="Base URL of the Engage API.")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="PROMOFLOW_API_KEY", help="The tenant's API key.")
+]
+FtpUrl = Annotated[
+    str | None,
+    typer.Option("--ftp-url", envvar="PROMOFLOW_FTP_URL", help="ftp://user:password@host:port (or ftps://)."),
+]
+FtpCaFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ftp-ca-file",
+        envvar="PROMOFLOW_FTP_CA_FILE",
+        help="PEM CA file that signed the FTPS server's certificate.",
+    ),
+]
+ApiVersion = Annotated[int, typer.Option("--api-version", help="2 or 3: which Engage paths to use.")]
+
+
+def _need(value: Any, name: str) -> Any:
+    if not value:
+        console.print(f"[red]error[/red] {name} is required (option or environment variable)")
+        raise typer.Exit(2)
+    return value
+
+
+def _intent_line(intent: Any) -> str:
+    text = f"{intent.kind.value:<14} {intent.state.value:<8} {intent.verdict or '-':<24} {intent.id}"
+    return f"{text}\n    {intent.reason}" if intent.reason else text
+
+
+@outbox_app.command("status")
+def outbox_status(outbox_dir: OutboxDir = None, as_json: JsonOut = False) -> None:
+    """Count intents per state; list those needing attention (conflicts, refusals, dead letters)."""
+    from ..client import Outbox
+
+    with Outbox(_need(outbox_dir, "--outbox-dir / PROMOFLOW_OUTBOX_DIR")) as outbox:
+        status = outbox.status()
+    if as_json:
+        typer.echo(json.dumps(status.to_json()))
+        return
+    typer.echo(f"outbox {status.directory}")
+    typer.echo("  " + "  ".join(f"{state.value}: {count}" for state, count in status.counts.items()))
+    if status.attention:
+        typer.echo(f"needs attention ({len(status.attention)}):")
+        for intent in status.attention:
+            typer.echo("  " + _intent_line(intent))
+
+
+@outbox_app.command("sync")
+def outbox_sync(
+    outbox_dir: OutboxDir = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    ftp_url: FtpUrl = None,
+    ftp_ca_file: FtpCaFile = None,
+    api_version: ApiVersion = 2,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the server's import results.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for import results at most.")] = 120.0,
+    forever: Annotated[bool, typer.Option("--forever", help="Keep syncing (the background agent).")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between passes with --forever.")] = 60.0,
+    as_json: JsonOut = False,
+) -> None:
+    """Deliver the outbox: settle online what the API answers, upload the rest over FTP(S), read the results.
+
+    Exit status: 0 everything delivered; 3 delivered, but conflicts or refusals need attention (listed);
+    1 something is still undelivered (server unreachable, or no result within --timeout)."""
+    import ssl
+
+    from ..client import EngageClient, Outbox, RetryPolicy, SyncAgent
+
+    directory = _need(outbox_dir, "--outbox-dir / PROMOFLOW_OUTBOX_DIR")
+    if not api_url and not ftp_url:
+        _need(None, "--api-url / PROMOFLOW_API_URL or --ftp-url / PROMOFLOW_FTP_URL")
+    if api_version not in (2, 3):
+        console.print("[red]error[/red] --api-version is 2 or 3")
+        raise typer.Exit(2)
+    tls = ssl.create_default_context(cafile=str(ftp_ca_file)) if ftp_ca_file else None
+    client = None
+    if api_url:
+        key = _need(api_key, "--api-key / PROMOFLOW_API_KEY")
+        client = EngageClient(api_url, key, api_version=3 if api_version == 3 else 2)
+    try:
+        with Outbox(directory) as outbox:
+            agent = SyncAgent(outbox, client, ftp_url, tls_context=tls, retry=RetryPolicy.background())
+            if forever:
+                console.print(f"syncing {directory} every {interval:.0f}s (Ctrl-C stops)")
+                try:
+                    agent.run_forever(interval=interval)
+                except KeyboardInterrupt:
+                    return
+                return
+            report = agent.sync_until_settled(timeout) if wait else agent.run_once()
+            status = outbox.status()
+    finally:
+        if client is not None:
+            client.close()
+    if as_json:
+        typer.echo(json.dumps({**report.to_json(), "status": status.to_json()}))
+    else:
+        online = {None: "not needed", True: "answers", False: "unreachable"}
+        typer.echo(f"API {online[report.api_online]}, FTP {online[report.ftp_online]}")
+        typer.echo(
+            f"settled online {report.settled_online}, uploaded {report.uploaded}, results read "
+            f"{report.results_read}, done {report.done}, undelivered {report.undelivered}"
+        )
+        for error in report.errors:
+            typer.echo(f"  ! {error}")
+        if report.attention:
+            typer.echo(f"needs attention ({len(report.attention)}):")
+            for intent in report.attention:
+                typer.echo("  " + _intent_line(intent))
+    if report.undelivered:
+        raise typer.Exit(1)
+    if report.attention:
+        raise typer.Exit(3)
+
+
+@demo_app.command("checkout")
+def demo_checkout(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    outbox_dir: OutboxDir = None,
+    email: Annotated[
+        str, typer.Option(help="The customer (a contact of `serve --demo`).")
+    ] = "alva@example.com",
+    store: Annotated[str, typer.Option(help="The store's external id.")] = "DEMO-STORE-1",
+    channel: Annotated[str, typer.Option(help="POS or ECOM.")] = "POS",
+) -> None:
+    """A scripted checkout against a server (e.g. `promoflow serve --demo`), printing each step's outcome."""
+    import tempfile
+    from decimal import Decimal
+
+    from ..client import Basket, BasketLine, CheckoutFlow, ContactCache, EngageClient, Outbox, RetryPolicy
+
+    url = _need(api_url, "--api-url / PROMOFLOW_API_URL")
+    key = _need(api_key, "--api-key / PROMOFLOW_API_KEY")
+    directory = Path(outbox_dir) if outbox_dir else Path(tempfile.mkdtemp(prefix="promoflow-demo-"))
+
+    def show(step: str, result: Any) -> None:
+        extra = f" ({result.message})" if result.message else ""
+        typer.echo(f"{step:<18} {result.status.value}{extra}")
+
+    vat = Decimal(25)
+    basket = Basket(
+        (
+            BasketLine("SHIRT-01", Decimal(1), Decimal("399.00"), article_name="Shirt", tax_percent=vat),
+            BasketLine("SOCKS-02", Decimal(2), Decimal("49.00"), article_name="Socks", tax_percent=vat),
+        ),
+        "SEK",
+    )
+    with (
+        EngageClient(url, key, retry=RetryPolicy.interactive()) as client,
+        Outbox(directory / "outbox") as outbox,
+        ContactCache(directory / "contacts.sqlite3") as contacts,
+    ):
+        flow = CheckoutFlow(client, outbox, store_external_id=store, channel=channel, contacts=contacts)
+        typer.echo(f"outbox {outbox.directory}")
+        sale = flow.start()
+        identified = sale.identify(email=email)
+        show("identify", identified)
+        if identified.contact_id:
+            typer.echo(f"  contact {identified.contact_id}")
+        fetched = sale.fetch_promotions()
+        show("fetch promotions", fetched)
+        for promotion in sale.promotions:
+            typer.echo(f"  {promotion.id}  {promotion.name}")
+        priced = sale.apply(basket)
+        typer.echo(f"{'apply':<18} total {priced.total_gross} → {priced.total_paid} {priced.currency}")
+        for application in priced.promotions:
+            typer.echo(f"  {application.promotion.name}: {application.status.value} {application.amount}"
+                       + (f" ({application.reason})" if application.reason else ""))  # fmt: skip
+        for instruction in priced.instructions:
+            typer.echo(f"  cashier: {instruction}")
+        if identified.contact_id:
+            show("update contact", sale.update_contact({"lastPurchaseStore": store}))
+        done = sale.complete()
+        for result in done.redemptions:
+            show("redeem", result)
+        show("receipt", done.receipt)
+        typer.echo(f"receipt {done.unique_receipt_id}: {'all online' if done.online else 'see above'}")
+        status = outbox.status()
+        counts = ", ".join(f"{state.value} {count}" for state, count in status.counts.items() if count)
+        typer.echo(f"outbox {counts}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
