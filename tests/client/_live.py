@@ -3,10 +3,10 @@ Engage flow (promotions, contacts, assignments) through the API, and counts stra
 
 from __future__ import annotations
 
-import re
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,6 @@ from promoflow.server.models import assignment, receipt, redemption
 from tests.conftest import make_tenant
 from tests.support.servers import ServerProcess, start_server
 
-_FTP_LISTENING = re.compile(r"promoflow ftp listening on (ftps?://\S+)")
-
 
 @dataclass
 class Customer:
@@ -40,6 +38,7 @@ class LiveEngage:
     db_url: str
     data_dir: Path
     extra_args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
     server: ServerProcess | None = None
     tenant: dict[str, Any] = field(default_factory=dict)
 
@@ -47,7 +46,7 @@ class LiveEngage:
 
     def start(self) -> LiveEngage:
         # No rate limit: the tests send bursts on purpose (429s come from the fault proxy instead).
-        env = {"PROMOFLOW_DEFAULT_RATE_LIMIT_PER_SECOND": "0"}
+        env = {"PROMOFLOW_DEFAULT_RATE_LIMIT_PER_SECOND": "0", **self.env}
         self.server = start_server(self.db_url, self.data_dir, *self.extra_args, env=env)
         if not self.tenant:
             self.tenant = make_tenant(Settings(database_url=self.db_url, data_dir=self.data_dir))
@@ -68,18 +67,10 @@ class LiveEngage:
         return str(self.tenant["apiKey"])
 
     @property
-    def ftp_base(self) -> str | None:
-        """``ftp://host:port`` of the running server's FTP service (from its start-up line), if any."""
-        assert self.server is not None
-        for line in self.server.output:
-            match = _FTP_LISTENING.search(line)
-            if match:
-                return match.group(1)
-        return None
-
-    @property
     def ftp_url(self) -> str:
-        base = self.ftp_base
+        """The tenant's FTP URL with its credentials (``ftp[s]://user:password@host:port``)."""
+        assert self.server is not None
+        base = self.server.ftp_url
         assert base is not None, "the server runs no FTP service"
         scheme, rest = base.split("://", 1)
         return f"{scheme}://{self.tenant['ftpUser']}:{self.tenant['ftpPassword']}@{rest}"
@@ -152,6 +143,12 @@ class LiveEngage:
                 counts.update({str(aid): int(n) for aid, n in rows})
         return counts
 
+    def redemption_rows(self, assignment_id: str) -> list[Any]:
+        with self.db() as conn:
+            return list(
+                conn.execute(select(redemption).where(redemption.c.assignment_id == uuid.UUID(assignment_id)))
+            )
+
     def redeemed_flags(self, assignment_ids: Iterable[str]) -> dict[str, bool]:
         ids = [uuid.UUID(a) for a in assignment_ids]
         with self.db() as conn:
@@ -178,11 +175,23 @@ class LiveEngage:
         return counts
 
 
-def live_engage(tmp: Path, *extra_args: str) -> LiveEngage:
-    """A fresh database and data dir under ``tmp``, migrated, with a server started on them."""
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Bounded polling, for state the server changes asynchronously (its worker imports files)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+def live_engage(tmp: Path, *extra_args: str, env: dict[str, str] | None = None) -> LiveEngage:
+    """A fresh database and data dir under ``tmp``, migrated, with a server started on them (its FTP server
+    on a free port unless ``--no-ftp``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{tmp / 'promoflow.sqlite3'}"
     upgrade(url)
     data_dir = tmp / "data"
     data_dir.mkdir(exist_ok=True)
-    return LiveEngage(url, data_dir, extra_args).start()
+    return LiveEngage(url, data_dir, extra_args, dict(env or {})).start()

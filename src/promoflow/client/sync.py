@@ -68,6 +68,8 @@ class SyncReport:
     settled_online: int = 0
     queued: int = 0
     uploaded: int = 0
+    """Files now on the server: sent this pass, or found there already (``already_uploaded`` of them)."""
+    already_uploaded: int = 0
     results_read: int = 0
     done: int = 0
     attention: list[Intent] = field(default_factory=list)
@@ -85,6 +87,28 @@ class SyncReport:
     def finished(self) -> bool:
         return not self.skipped and self.undelivered == 0
 
+    def merge(self, later: SyncReport) -> SyncReport:
+        """This pass and a later one as one report: counts and lists added, state from the later pass."""
+        timings = dict(self.timings)
+        for stage, seconds in later.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        return SyncReport(
+            api_online=later.api_online if later.api_online is not None else self.api_online,
+            ftp_online=later.ftp_online if later.ftp_online is not None else self.ftp_online,
+            settled_online=self.settled_online + later.settled_online,
+            queued=self.queued + later.queued,
+            uploaded=self.uploaded + later.uploaded,
+            already_uploaded=self.already_uploaded + later.already_uploaded,
+            results_read=self.results_read + later.results_read,
+            done=self.done + later.done,
+            attention=[*self.attention, *later.attention],
+            awaiting_results=later.awaiting_results,
+            undelivered=later.undelivered,
+            errors=[*self.errors, *later.errors],
+            timings=timings,
+            skipped=later.skipped,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "apiOnline": self.api_online,
@@ -92,6 +116,7 @@ class SyncReport:
             "settledOnline": self.settled_online,
             "queued": self.queued,
             "uploaded": self.uploaded,
+            "alreadyUploaded": self.already_uploaded,
             "resultsRead": self.results_read,
             "done": self.done,
             "attention": [intent.to_json() for intent in self.attention],
@@ -219,6 +244,8 @@ class SyncAgent:
         return True
 
     def _settle_online(self, state: IntentState, report: SyncReport, online: bool) -> bool:
+        if not online and state is not IntentState.PENDING:
+            return online  # queued intents wait where they are; pending ones are handed to the file path
         for listed in self.outbox.intents(state):
             if (
                 state is IntentState.PENDING
@@ -277,6 +304,7 @@ class SyncAgent:
                 if result_file_name(name) in results or name in processed or there.get(name) == len(data):
                     self.outbox.mark_uploaded(intent, name)
                     report.uploaded += 1
+                    report.already_uploaded += 1
                     continue
                 try:
                     ftp.upload(intent.remote_folder, name, data, via_rename=self.upload_via_rename)
@@ -376,18 +404,17 @@ class SyncAgent:
     def sync_until_settled(
         self, timeout: float = 60.0, *, first_poll: float = 0.1, max_poll: float = 2.0
     ) -> SyncReport:
-        """Repeat passes until no intent is waiting for a verdict, or ``timeout`` seconds passed; the last
-        pass's report, with the attention list of all passes. Stops early when the server cannot be reached."""
+        """Repeat passes until no intent is waiting for a verdict, or ``timeout`` seconds passed: the passes'
+        reports merged. Stops early when the server cannot be reached."""
         deadline = time.monotonic() + timeout
         poll = first_poll
-        attention: list[Intent] = []
+        total: SyncReport | None = None
         while True:
             report = self.run_once(lock_timeout=max(0.0, deadline - time.monotonic()))
-            attention.extend(report.attention)
+            total = report if total is None else total.merge(report)
             unreachable = (report.api_online is False and self.ftp is None) or report.ftp_online is False
             if report.finished or unreachable or time.monotonic() >= deadline:
-                report.attention = attention
-                return report
+                return total
             # The server imports uploaded files asynchronously: poll for their results, with growing gaps.
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
             poll = min(poll * 2, max_poll)
