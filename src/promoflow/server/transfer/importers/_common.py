@@ -40,3 +40,20 @@ async def each_in_savepoint(
         except PromoflowError as exc:
             outcomes.append(refusal(rec, key(rec.value), exc))
     return outcomes
+
+
+async def each_checked_first(
+    conn: AsyncConnection,
+    records: list[Record[Any]],
+    key: Callable[[Any], str | None],
+    apply: Callable[[AsyncConnection, Record[Any]], Awaitable[Outcome]],
+) -> list[Outcome]:
+    """Apply records one by one, for services that refuse a record before writing anything (no savepoint: two
+    round trips fewer per record). Any other error fails the batch, which is retried as a whole."""
+    outcomes: list[Outcome] = []
+    for rec in records:
+        try:
+            outcomes.append(await apply(conn, rec))
+        except PromoflowError as exc:
+            outcomes.append(refusal(rec, key(rec.value), exc))
+    return outcomes

@@ -15,7 +15,7 @@ from ...receipt.service import DUPLICATE, PENDING, ReceiptService
 from ...tenant.service import TenantContext
 from ..importer import applier
 from ..results import Outcome
-from ._common import each_in_savepoint
+from ._common import each_checked_first
 
 
 @applier(FileKind.TRANSACTIONS)
@@ -24,7 +24,8 @@ class TransactionApplier:
         self.service = ReceiptService(tenant, now)
 
     async def apply(self, conn: AsyncConnection, records: list[Record[Receipt]]) -> list[Outcome]:
-        return await each_in_savepoint(conn, records, lambda r: r.unique_receipt_id, self._one)
+        # ingest refuses an invalid receipt before it writes anything (ReceiptService.ingest's contract).
+        return await each_checked_first(conn, records, lambda r: r.unique_receipt_id, self._one)
 
     async def _one(self, conn: AsyncConnection, rec: Record[Receipt]) -> Outcome:
         out = await self.service.ingest(conn, rec.value, via="file")
