@@ -175,3 +175,24 @@ def test_pending_receipt_survives_a_restart_and_is_applied_when_the_contact_appe
         assert [(i["id"], i["redeemed"]) for i in items] == [(aid, True)]
         [tx] = c.get(f"/api/v2/contacts/{cid}/transactions").json()["items"]
         assert tx["usedPromotions"][0]["kind"] == "redeemed"
+
+
+def test_receipt_racing_the_creation_of_its_contact_is_never_left_pending(srv: LiveServer) -> None:
+    """A receipt for a new customer sent while another system creates that customer: whichever commits first,
+    the receipt ends up matched (never pending for a contact that exists)."""
+    emails = [f"{uuid.uuid4().hex[:10]}@example.com" for _ in range(15)]
+    bodies = [receipt_body(key=e, created=_now()) for e in emails]
+
+    async def race() -> list[httpx.Response]:
+        async with srv.async_client() as ac:
+            calls = []
+            for email, body in zip(emails, bodies, strict=True):
+                calls.append(ac.post("/api/v2/receipts", json=body))
+                calls.append(ac.post("/api/v2/contacts", json={"email": email}))
+            return list(await asyncio.gather(*calls))
+
+    replies = asyncio.run(race())
+    assert all(r.status_code in (200, 201, 202) for r in replies), [r.text for r in replies]
+    tid = uuid.UUID(srv.tenant["tenantId"])
+    assert srv.count(receipt, receipt.c.tenant_id == tid, receipt.c.status == "pending") == 0
+    assert srv.count(receipt, receipt.c.tenant_id == tid, receipt.c.status == "matched") == len(emails)

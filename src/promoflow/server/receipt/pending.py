@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .. import hooks
 from ..models import contact
 from ..models.receipts import receipt, receipt_pending
+from .locks import lock_keys
 from .service import ReceiptService
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ async def match_pending(
         return
     keys = [("contactId", str(contact_id))]
     keys += [(name, getattr(row, col.name)) for name, col in _KEY_COLUMNS if getattr(row, col.name)]
+    await lock_keys(conn, ctx.tenant_id, keys)
     waiting = (
         (
             await conn.execute(

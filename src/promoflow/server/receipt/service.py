@@ -25,6 +25,7 @@ from ..contact.service import ContactService, contact_type_of
 from ..models.receipts import receipt, receipt_pending, store
 from ..tenant.service import TenantContext
 from .linking import ReceiptLinker, Sale
+from .locks import lock_keys
 from .rules import canonical_key, check_receipt
 from .store import DEFAULT_TYPE, StoreService
 
@@ -109,9 +110,13 @@ class ReceiptService:
         written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt)."""
         prepared = self.prepare(body, via=via)
         key_type, key_value, contact_type = prepared.key_type, prepared.key_value, prepared.contact_type
-        contact_id = await ContactService(self.ctx, self.now).find_by_key(
-            conn, key_type, key_value, contact_type
-        )
+        contacts = ContactService(self.ctx, self.now)
+        contact_id = await contacts.find_by_key(conn, key_type, key_value, contact_type)
+        if contact_id is None:
+            # About to keep it pending: lock the key against a contact being created with it right now, and look
+            # again (see pending.lock_keys).
+            await lock_keys(conn, self.ctx.tenant_id, [(key_type, key_value)])
+            contact_id = await contacts.find_by_key(conn, key_type, key_value, contact_type)
         values = prepared.row
         receipt_id = values["id"]
         if contact_id is not None:
