@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from ._support import assert_error, new_contact, new_promotion, snapshot
 
 
 @pytest.fixture
-def world(api: Any) -> dict[str, Any]:
+def world(api: Any) -> Iterator[dict[str, Any]]:
     """Tenant A with a contact, an active promotion (with externalId), an open assignment, a redeemed one and a bulk
     job; tenant B with its own contact and promotion."""
     a = {"email": "ada@example.com", "mobilePhone": "+46701234567", "socialSecurityNumber": "191212121212"}
@@ -33,7 +34,7 @@ def world(api: Any) -> dict[str, Any]:
     hb = api.as_tenant(b)
     b_cid = new_contact(api, headers=hb, email="bea@example.com")["id"]
     b_pid = new_promotion(api, headers=hb)["id"]
-    return {
+    yield {
         "a": api.tenant,
         "b": b,
         "hb": hb,
@@ -47,6 +48,8 @@ def world(api: Any) -> dict[str, Any]:
         "b_cid": b_cid,
         "b_pid": b_pid,
     }
+    # Run A's bulk job, so no job of this test is left due in the shared test database for another test's worker.
+    api.run_jobs()
 
 
 def _masked(body: dict[str, Any], *ids: str) -> dict[str, Any]:
