@@ -178,6 +178,25 @@ def test_an_intent_without_its_sidecar_is_rebuilt_from_the_xml(box: Outbox, dire
     assert rebuilt.idempotency_key == intent.idempotency_key  # it is inside the redemption file
 
 
+def test_a_sale_s_intent_without_its_sidecar_still_knows_its_sale_and_key(
+    box: Outbox, directory: Path
+) -> None:
+    paid = box.add_redemption(redemption(), group="paid-sale")
+    box.commit("paid-sale", [paid])
+    unpaid = box.add_receipt(receipt(), group="unpaid-sale")
+    alone = box.add_receipt(receipt("R-2"))
+    box.close()
+    for intent in (paid, unpaid, alone):
+        (directory / "pending" / f"{intent.id}.json").unlink()
+    with Outbox(directory) as restarted:
+        report = restarted.recover()
+        assert report.discarded == (unpaid.id,)
+        assert set(report.pending) == {paid.id, alone.id}
+        kept = {i.id: i for i in restarted.intents()}
+        assert kept[paid.id].group == "paid-sale" and kept[paid.id].idempotency_key == paid.idempotency_key
+        assert kept[alone.id].group is None and kept[alone.id].idempotency_key == alone.idempotency_key
+
+
 def test_purge_removes_old_done_intents(box: Outbox) -> None:
     done = box.mark_done(box.add_redemption(redemption()))
     box.release(done)

@@ -15,9 +15,11 @@ key, checkout group, verdict, reason. The folder holding the XML file *is* the i
     groups/     commit markers of checkouts (see below)
 
 **Durability.** A file is written to a temporary name in its destination folder, fsync'd, renamed, and the
-folder fsync'd. A new intent's sidecar is durable before its XML file appears; a transition writes the
-sidecar into the destination folder, renames the XML file there and fsyncs both folders, so at every instant
-the XML file is in exactly one state folder, next to a sidecar describing that state. Nothing is lost and
+folder fsync'd. A new intent's sidecar is renamed into place before its XML file appears (one folder fsync
+then covers both); a transition writes the sidecar into the destination folder, renames the XML file there
+and fsyncs both folders, so at every instant the XML file is in exactly one state folder, next to a sidecar
+describing that state. The XML file and its name alone still tell the intent's kind, idempotency key and
+sale (a file system that reordered renames on power loss cannot make an intent lose them). Nothing is lost and
 nothing is sent twice by a crash: the network call happens only after the intent is durable, and a
 re-sent intent carries the same idempotency key (redemptions also carry it inside the XML, so the server's
 file importer answers ``duplicate`` for a redemption it already applied through the API).
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import secrets
@@ -299,13 +302,15 @@ class Outbox:
 
     # ----------------------------------------------------------------------------------------- creating
 
-    def _new_id(self, kind: IntentKind) -> str:
+    def _new_id(self, kind: IntentKind, group: str | None) -> str:
         with self._mutex:
             # Microseconds, strictly increasing within this process, so names sort in creation order; the
-            # random tail keeps two processes writing in the same microsecond apart.
+            # tail keeps two processes writing in the same microsecond apart: random, or for an intent of a
+            # group the group's token (so the file name alone says which sale it belongs to).
             seq = max(time.time_ns() // 1000, self._last_seq + 1)
             self._last_seq = seq
-        sender = f"{self._sender}{seq:016d}-{secrets.token_hex(4)}"
+        tail = group_token(group) if group is not None else secrets.token_hex(4)
+        sender = f"{self._sender}{seq:016d}-{tail}"
         return file_name(_FILE_KINDS[kind], datetime.fromtimestamp(seq / 1e6, UTC), sender).removesuffix(
             ".xml"
         )
@@ -324,7 +329,7 @@ class Outbox:
     ) -> Intent:
         """Write a receipt intent (held). On resend the server dedupes it by ``uniqueReceiptId`` too."""
         data = write_transactions([receipt])
-        return self._add(IntentKind.RECEIPT, data, idempotency_key or str(uuid.uuid4()), group=group)
+        return self._add(IntentKind.RECEIPT, data, idempotency_key, group=group)
 
     def add_contact(
         self,
@@ -338,13 +343,13 @@ class Outbox:
         ``key`` (type, value) finds again by look-up."""
         kind = IntentKind.CONTACT_UPDATE if contact.contact_id else IntentKind.CONTACT_CREATE
         data = write_contacts([contact])
-        return self._add(kind, data, idempotency_key or str(uuid.uuid4()), group=group, contact_key=key)
+        return self._add(kind, data, idempotency_key, group=group, contact_key=key)
 
     def _add(
         self,
         kind: IntentKind,
         data: bytes,
-        idempotency_key: str,
+        idempotency_key: str | None,
         *,
         group: str | None,
         contact_key: tuple[str, str] | None = None,
@@ -354,19 +359,25 @@ class Outbox:
         if len(_records(kind, data)) != 1:  # never queue a file the server would refuse
             raise ValueError("an intent holds exactly one record")
         now = _now()
+        intent_id = self._new_id(kind, group)
         intent = Intent(
-            id=self._new_id(kind),
+            id=intent_id,
             kind=kind,
             state=IntentState.PENDING,
-            idempotency_key=idempotency_key,
+            # By default derived from the id, so that the XML file and its name alone tell it again.
+            idempotency_key=idempotency_key or default_key(intent_id),
             created_at=now,
             updated_at=now,
             group=group,
             contact_key=contact_key,
         )
         folder = self.folder(IntentState.PENDING)
-        # The sidecar first, durable, so the XML file never exists without it (and its group).
-        _durable.write_file(folder, f"{intent.id}.json", self._sidecar(intent), durable=self.durable)
+        # The sidecar first, so the XML file (the intent) never appears without it; one folder fsync makes
+        # both names durable. (Should a file system persist the two renames out of order on power loss, the
+        # XML file and its name alone still tell the kind, the key and the sale: see _rebuild.)
+        _durable.write_file(
+            folder, f"{intent.id}.json", self._sidecar(intent), durable=self.durable, sync_dir=False
+        )
         try:
             _, fd = _durable.write_file_locked(folder, intent.file_name, data, durable=self.durable)
         except BaseException:
@@ -479,9 +490,9 @@ class Outbox:
         if state is intent.state:
             _durable.write_file(dest_folder, f"{intent.id}.json", sidecar, durable=self.durable)
             return moved
-        # 1. the new state's sidecar, durable in the destination; 2. the XML file follows (the state);
-        # 3. the old sidecar goes (a crash before leaves an orphan that recovery removes).
-        _durable.write_file(dest_folder, f"{intent.id}.json", sidecar, durable=self.durable)
+        # 1. the new state's sidecar in the destination; 2. the XML file follows (the state), and both folders
+        # are fsync'd; 3. the old sidecar goes (a crash before leaves an orphan that recovery removes).
+        _durable.write_file(dest_folder, f"{intent.id}.json", sidecar, durable=self.durable, sync_dir=False)
         _durable.move(src_folder / intent.file_name, dest_folder / intent.file_name, durable=self.durable)
         _durable.remove(src_folder / f"{intent.id}.json")
         return moved
@@ -545,22 +556,34 @@ class Outbox:
         except FileNotFoundError:
             return None
         kind_text = intent_id.rsplit("_", 1)[-1]
+        key = default_key(intent_id)
         try:
             record: Any
             if kind_text == FileKind.REDEMPTIONS.value:
                 kind = IntentKind.REDEMPTION
                 record = _records(kind, data_xml)[0]
-                key = record.idempotency_key or f"pf-{intent_id}"
+                key = record.idempotency_key or key
             elif kind_text == FileKind.TRANSACTIONS.value:
-                kind, key = IntentKind.RECEIPT, f"pf-{intent_id}"
+                kind = IntentKind.RECEIPT
             else:
                 record = _records(IntentKind.CONTACT_CREATE, data_xml)[0]
                 kind = IntentKind.CONTACT_UPDATE if record.contact_id else IntentKind.CONTACT_CREATE
-                key = f"pf-{intent_id}"
         except (ValueError, IndexError, XmlRejected):
             return None
         stamp = datetime.fromtimestamp(os.stat(self.folder(state) / f"{intent_id}.xml").st_mtime, UTC)
-        return Intent(intent_id, kind, state, key, stamp, stamp)
+        return Intent(intent_id, kind, state, key, stamp, stamp, group=self._group_of(intent_id))
+
+    def _group_of(self, intent_id: str) -> str | None:
+        """The group an intent's name points to: a committed group's id, or a placeholder for a group that
+        was never committed (so that recovery discards the intent)."""
+        token = intent_id.split("_", 1)[-1].rsplit("_", 1)[0].rsplit("-", 1)[-1]
+        if not token.startswith("g"):
+            return None
+        for name in os.listdir(self.directory / GROUPS):
+            group = name.removesuffix(".json")
+            if group_token(group) == token:
+                return group
+        return f"uncommitted-{token}"
 
     def get(self, intent_id: str) -> Intent | None:
         """The intent with this id, wherever it is."""
@@ -678,6 +701,16 @@ class Outbox:
         finally:
             if fd is not None:
                 _durable.unlock(fd)
+
+
+def group_token(group: str) -> str:
+    """The short mark of a group in its intents' file names (``g`` and 8 hex digits of a hash)."""
+    return "g" + hashlib.sha256(group.encode()).hexdigest()[:8]
+
+
+def default_key(intent_id: str) -> str:
+    """The idempotency key of an intent that was given none: derived from its (unique) id."""
+    return f"pf-{intent_id}"
 
 
 def _order(intent_id: str) -> tuple[str, str]:
