@@ -77,3 +77,41 @@ def test_quick_and_full_path_store_the_same_receipt(flow: Flow, monkeypatch: pyt
     assert flow.send(keyed, headers={**flow.api.headers, "Idempotency-Key": "k-1"}).headers[
         "idempotent-replayed"
     ]
+
+
+@pytest.mark.parametrize(
+    ("key_type", "attrs", "key"),
+    [
+        ("memberNumber", {"memberNumber": "M-77"}, "M-77"),
+        ("MOBILEPHONE", {"mobilePhone": "+46701234567"}, "+46 70-123 45 67"),
+        ("externalId", {"externalId": "ext-9"}, "ext-9"),
+        ("socialSecurityNumber", {"socialSecurityNumber": "19811218-9876"}, "198112189876"),
+        ("MemberNumberWithCardNumberAsFallback", {"memberNumber": "M-78"}, "M-78"),
+    ],
+)
+def test_every_match_key_type_finds_its_contact(
+    flow: Flow, key_type: str, attrs: dict[str, str], key: str
+) -> None:
+    cid = flow.contact(**attrs)
+    r = flow.send(receipt_body(key=key, key_type=key_type))
+    assert (r.status_code, r.json()["status"]) == (200, "Created"), r.text
+    by_id = flow.send(receipt_body(key=cid.upper(), key_type="ContactId"), v3=True)
+    assert (by_id.status_code, by_id.json()["status"]) == (200, "Created"), by_id.text
+    assert flow.api.get(f"/api/v2/contacts/{cid}/transactions").json()["totalCount"] == 2
+
+
+def test_extensions_are_marked_in_the_openapi_document(flow: Flow) -> None:
+    paths = flow.api.client.get("/openapi.json").json()["paths"]
+    marked = {
+        ("get", "/api/v2/stores"), ("get", "/api/v2/stores/{external_id}"), ("put", "/api/v2/stores/{external_id}"),
+        ("get", "/api/v2/promotions/codes/{promotion_id}/events"),
+        ("get", "/api/v3/promotion-assignments/{assignment_id}/events"),
+        ("get", "/api/v2/reports/promotions/{promotion_id}"), ("get", "/api/v2/reports/promotions"),
+    }  # fmt: skip
+    for method, path in marked:
+        assert paths[path][method].get("x-promoflow-extension") is True, (method, path)
+    for path in ("/api/v2/receipts", "/api/v3/receipts"):
+        op = paths[path]["post"]
+        assert "x-promoflow-extension" not in op
+        assert "ReceiptTotalMismatch" in op["responses"]["400"]["description"]
+    assert "x-promoflow-extension" not in paths["/api/v2/contacts/{contact_id}/transactions"]["get"]
