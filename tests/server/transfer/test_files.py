@@ -50,7 +50,7 @@ def test_same_content_twice_is_a_duplicate_that_changes_nothing(transfer):
     first, second = "20260310120000_1_redemptions.xml", "20260310120500_1_redemptions.xml"
     assert "queued as import" in transfer.upload(REDEMPTION_IMPORT_DIR, first, data)
     assert "duplicate" in transfer.upload(REDEMPTION_IMPORT_DIR, second, data)
-    assert transfer.run_jobs() == 2
+    transfer.run_jobs()
     url = api.settings.resolved_database_url()
     ids = [uuid.UUID(c) for c in coupons]
     assert _count(url, redemption, redemption.c.assignment_id.in_(ids)) == 3  # applied once
@@ -78,7 +78,7 @@ def test_files_wait_for_the_worker_and_run_in_upload_order(transfer):
     )
     assert {i["status"] for i in transfer.imports()} == {"queued"}
     assert not (transfer.root() / "integration/importResults" / f"{names[0]}.result.xml").exists()
-    assert transfer.run_jobs() == 3
+    transfer.run_jobs()
     verdicts = [transfer.result(n)[1][0].verdict for n in names]
     assert verdicts == [Verdict.APPLIED, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.DUPLICATE]
 
@@ -144,7 +144,7 @@ def test_an_interrupted_import_resumes_after_the_last_committed_batch(transfer):
                                                                                           records_total=5))  # fmt: skip
     finally:
         engine.dispose()
-    assert transfer.run_jobs() == 1
+    transfer.run_jobs()
     ids = [uuid.UUID(c) for c in coupons]
     assert _count(url, redemption, redemption.c.assignment_id.in_(ids)) == 3  # only records 3..5 applied
     summary, records = transfer.result(name)

@@ -34,7 +34,7 @@ def test_redemption_file_applies_each_line_once_with_a_verdict(transfer):
     ])  # fmt: skip
     reply = transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data)
     assert reply.startswith("226")
-    assert transfer.run_jobs() == 1
+    transfer.run_jobs()
     summary, records = transfer.result(NAME)
     assert summary.status == "processed"
     verdicts = [r.verdict for r in records]

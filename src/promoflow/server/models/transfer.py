@@ -63,13 +63,15 @@ import_content = Table(
 )
 
 # The verdict of each record of an import, written in the same transaction as the record's effect: an import
-# resumed after a crash skips the indexes already here, so every record is applied exactly once.
+# resumed after a crash skips the indexes already here, so every record is applied exactly once. No foreign
+# keys on purpose: this append-only log takes a million rows per large file, and a per-row FK check costs
+# about as much as the row itself (rows go with their import: delete by import_id).
 import_record = Table(
     "import_record",
     metadata,
-    Column("import_id", BigId, ForeignKey("file_import.id", ondelete="CASCADE"), primary_key=True),
+    Column("import_id", BigId, primary_key=True),
     Column("record_index", Integer, primary_key=True),
-    tenant_fk(),
+    Column("tenant_id", Uuid, nullable=False),
     Column("line", Integer, nullable=True),
     Column("verdict", String(30), nullable=False),
     Column("key", String(255), nullable=True),

@@ -141,15 +141,6 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
-        sa.ForeignKeyConstraint(
-            ["import_id"],
-            ["file_import.id"],
-            name=op.f("fk_import_record_import_id_file_import"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenant.id"], name=op.f("fk_import_record_tenant_id_tenant"), ondelete="CASCADE"
-        ),
         sa.PrimaryKeyConstraint("import_id", "record_index", name=op.f("pk_import_record")),
     )
 
