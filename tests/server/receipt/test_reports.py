@@ -65,8 +65,6 @@ def test_report_figures_equal_the_scenario(flow: Flow) -> None:
     assert r.status_code == 200, r.text
     report = r.json()
     zero = {
-        "assigned": 0,
-        "shown": 0,
         "redeemed": 0,
         "receipts": 0,
         "returns": 0,
@@ -86,12 +84,13 @@ def test_report_figures_equal_the_scenario(flow: Flow) -> None:
             {**zero, "storeExternalId": None, "storeName": None, "redeemed": 1},
         ],
         "byDay": [
-            {**zero, "date": "2026-03-10", "assigned": 3, "shown": 2},
-            {**zero, "date": "2026-03-11", "redeemed": 1, "receipts": 1, "revenue": {"SEK": 150},
+            {**zero, "date": "2026-03-10", "shown": 2},
+            {**zero, "date": "2026-03-11", "shown": 0, "redeemed": 1, "receipts": 1, "revenue": {"SEK": 150},
              "discount": {"SEK": 20}},
-            {**zero, "date": "2026-03-12", "assigned": 2, "shown": 2, "redeemed": 2, "receipts": 2,
-             "revenue": {"SEK": 280}, "discount": {"SEK": 0}},
-            {**zero, "date": "2026-03-13", "returns": 1, "revenue": {"SEK": -50}, "discount": {"SEK": 0}},
+            {**zero, "date": "2026-03-12", "shown": 2, "redeemed": 2, "receipts": 2, "revenue": {"SEK": 280},
+             "discount": {"SEK": 0}},
+            {**zero, "date": "2026-03-13", "shown": 0, "returns": 1, "revenue": {"SEK": -50},
+             "discount": {"SEK": 0}},
         ],
     }  # fmt: skip
 
@@ -103,7 +102,7 @@ def test_report_figures_equal_the_scenario(flow: Flow) -> None:
             total["receipts"], total["returns"], total["revenue_SEK"], total["discount_SEK"]) == (
         "total", "5", "4", "3", "0.6", "3", "1", "380", "20")  # fmt: skip
     days = {row["key"]: row for row in rows if row["section"] == "day"}
-    assert (days["2026-03-12"]["assigned"], days["2026-03-12"]["redeemed"], days["2026-03-12"]["revenue_SEK"]) == (
+    assert (days["2026-03-12"]["shown"], days["2026-03-12"]["redeemed"], days["2026-03-12"]["revenue_SEK"]) == (
         "2", "2", "280")  # fmt: skip
     assert [row["key"] for row in rows if row["section"] == "channel"] == ["ECOM", "POS"]
     assert [row["key"] for row in rows if row["section"] == "store"] == ["S1", "WEB", ""]

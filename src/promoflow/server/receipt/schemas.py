@@ -125,8 +125,6 @@ class Ledger(WireModel):
 
 
 class ReportFigures(WireModel):
-    assigned: int = 0
-    shown: int = 0
     redeemed: int = 0
     receipts: int = 0
     returns: int = 0
@@ -146,6 +144,7 @@ class StoreFigures(ReportFigures):
 
 class DayFigures(ReportFigures):
     date: str
+    shown: int = Field(default=0, description="Assignments shown for the first time that day.")
 
 
 class PromotionReport(WireModel):
