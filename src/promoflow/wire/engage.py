@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -288,12 +289,21 @@ class JobOut(WireModel):
 
 
 class ContactOut(WireModel):
+    """A contact. v3 answers carry `contactType` at the top; v2 answers (Engage's `IApiContact`) only in
+    `meta.contactType`, from which it is filled in here."""
+
     id: str
-    contact_type: str
+    contact_type: str | None = None
     attributes: dict[str, Any]
-    preferences: dict[str, Any]
-    meta: dict[str, Any]
+    preferences: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
     consents: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _type_from_meta(self) -> ContactOut:
+        if self.contact_type is None:
+            self.contact_type = self.meta.get("contactType") or "Member"
+        return self
 
 
 # ------------------------------------------------------------------------------------------------ receipts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query
@@ -55,7 +56,17 @@ async def lookup_contact_id(
     return await e.read(lambda conn, now: ContactService(e.ctx, now).lookup(conn, params))
 
 
-async def _create(e: Edge, body: dict[str, Any], source: str | None, store: str | None, unapproved: str | None) -> Response:
+def engage_v2(contact: dict[str, Any]) -> dict[str, Any]:
+    """The v2 answer is Engage's `IApiContact` (`{id, attributes, meta, preferences, consents}`, the type in
+    `meta.contactType`): Engage clients parse it strictly, and the published one rejects any other field. v3
+    answers carry A11's top-level `contactType` as well."""
+    contact.pop("contactType", None)
+    return contact
+
+
+async def _create(
+    e: Edge, body: dict[str, Any], source: str | None, store: str | None, unapproved: str | None, *, v3: bool
+) -> Response:
     approved = (unapproved or "false").strip().lower() != "true"
 
     async def work(conn: Any, now: Any) -> dict[str, Any]:
@@ -63,7 +74,7 @@ async def _create(e: Edge, body: dict[str, Any], source: str | None, store: str 
             conn, body, source=source, store_external_id=store, approved=approved
         )
         out["_created"] = created
-        return out
+        return out if v3 else engage_v2(out)
 
     def status(result: dict[str, Any]) -> int:
         return 201 if result.pop("_created") else 200
@@ -88,7 +99,7 @@ async def create_contact_v2(
     create_as_unapproved: str | None = Header(None, alias="createAsUnapproved"),
 ) -> Response:
     """Create a contact (201). When a contact with the same key exists: 200 with it, unchanged."""
-    return await _create(e, body, source, store_external_id, create_as_unapproved)
+    return await _create(e, body, source, store_external_id, create_as_unapproved, v3=False)
 
 
 @router.post("/api/v3/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
@@ -100,13 +111,18 @@ async def create_contact_v3(
     create_as_unapproved: str | None = Query(None, alias="createAsUnapproved"),
 ) -> Response:
     """Create a contact (v3 takes source, storeExternalId and createAsUnapproved as query parameters)."""
-    return await _create(e, body, source, store_external_id, create_as_unapproved)
+    return await _create(e, body, source, store_external_id, create_as_unapproved, v3=True)
 
 
 _ID_ERRORS = errors(e400=["InvalidContactId"], e404=["ContactNotFound"])
 
 
 @router.get("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
+async def get_contact_v2(contact_id: str, e: Edge = Depends(edge)) -> Response:
+    """A contact, as Engage's `IApiContact`: `{id, attributes, preferences, meta, consents}`."""
+    return await e.read(lambda conn, now: _then(ContactService(e.ctx, now).get(conn, contact_id), engage_v2))
+
+
 @router.get("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
 async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
     """A contact: `{id, contactType, attributes, preferences, meta}`."""
@@ -114,27 +130,50 @@ async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 _UPDATE_ERRORS = errors(
-    e400=["InvalidContactId", "InvalidPayload", "InvalidEmailAddress", "InvalidPhoneNumber", "MissingKeyAttribute"],
+    e400=[
+        "InvalidContactId",
+        "InvalidPayload",
+        "InvalidEmailAddress",
+        "InvalidPhoneNumber",
+        "MissingKeyAttribute",
+    ],
     e404=["ContactNotFound"],
     e409=["ContactKeyConflict"],
 )
 
 
-async def _update(e: Edge, contact_id: str, body: dict[str, Any]) -> Response:
-    return await e.write(lambda conn, now: ContactService(e.ctx, now).update(conn, contact_id, body))
+async def _then(
+    work: Awaitable[dict[str, Any]], then: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    return then(await work)
+
+
+def _same(contact: dict[str, Any]) -> dict[str, Any]:
+    return contact
+
+
+async def _update(e: Edge, contact_id: str, body: dict[str, Any], *, v3: bool) -> Response:
+    shape = _same if v3 else engage_v2
+    return await e.write(
+        lambda conn, now: _then(ContactService(e.ctx, now).update(conn, contact_id, body), shape)
+    )
 
 
 @router.post("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
 async def update_contact_v2(
-    contact_id: str, e: Edge = Depends(edge), body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}])
+    contact_id: str,
+    e: Edge = Depends(edge),
+    body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}]),
 ) -> Response:
     """Partial update: present keys overwrite, null or "" clear, unknown keys are ignored."""
-    return await _update(e, contact_id, body)
+    return await _update(e, contact_id, body, v3=False)
 
 
 @router.patch("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
 async def update_contact_v3(
-    contact_id: str, e: Edge = Depends(edge), body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}])
+    contact_id: str,
+    e: Edge = Depends(edge),
+    body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}]),
 ) -> Response:
     """Partial update (v3)."""
-    return await _update(e, contact_id, body)
+    return await _update(e, contact_id, body, v3=True)
