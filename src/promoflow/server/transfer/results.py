@@ -20,7 +20,6 @@ from ...wire.xml import (
     FileStatus,
     ImportResultWriter,
     RecordError,
-    ResultRecord,
     Verdict,
     result_file_name,
 )
@@ -75,9 +74,9 @@ def outcome_rows(import_id: int, tenant_id: uuid.UUID, outcomes: Iterable[Outcom
 _SAVE_PG = text(
     """
     INSERT INTO import_record (import_id, record_index, tenant_id, line, verdict, key, reason, detail)
-    SELECT :imp, i, :t, l, v, k, r, d
-    FROM unnest(CAST(:idx AS int[]), CAST(:lines AS int[]), CAST(:verdicts AS text[]), CAST(:keys AS text[]),
-                CAST(:reasons AS text[]), CAST(:details AS jsonb[])) AS x(i, l, v, k, r, d)
+    SELECT :imp, (e->>0)::int, :t, (e->>1)::int, e->>2, e->>3, e->>4,
+           CASE WHEN json_typeof(e->5) = 'null' THEN NULL ELSE (e->5)::jsonb END
+    FROM json_array_elements(CAST(:rows AS json)) AS e
     """
 )
 
@@ -92,20 +91,11 @@ async def save_outcomes(
     if conn.dialect.name != "postgresql":
         await conn.execute(insert(import_record), outcome_rows(import_id, tenant_id, outcomes))
         return
-    # One statement for the whole batch (an executemany would be one round trip per row).
-    await conn.execute(
-        _SAVE_PG,
-        {
-            "imp": import_id,
-            "t": tenant_id,
-            "idx": [o.index for o in outcomes],
-            "lines": [o.line or None for o in outcomes],
-            "verdicts": [o.verdict.value for o in outcomes],
-            "keys": [_short(o.key) for o in outcomes],
-            "reasons": [_text(o.reason) for o in outcomes],
-            "details": [json.dumps(o.detail) if o.detail else None for o in outcomes],
-        },
-    )
+    # One statement and one JSON parameter for the whole batch (executemany: one round trip per row).
+    rows = [
+        [o.index, o.line or None, o.verdict.value, _short(o.key), _text(o.reason), o.detail] for o in outcomes
+    ]
+    await conn.execute(_SAVE_PG, {"imp": import_id, "t": tenant_id, "rows": json.dumps(rows)})
 
 
 async def done_upto(conn: AsyncConnection, import_id: int) -> int:
@@ -126,23 +116,12 @@ async def verdict_counts(conn: AsyncConnection, import_id: int) -> dict[str, int
     return counts
 
 
-_DETAIL_FIELDS = {
-    "redeemedOn": "redeemed_on",
-    "redemptionChannel": "redemption_channel",
-    "storeExternalId": "store_external_id",
-    "uniqueReceiptId": "unique_receipt_id",
-    "contactId": "contact_id",
-}
-
-
-def _record(index: int, verdict: str, line: int | None, key: str | None, reason: str | None,
-            detail: dict[str, Any] | None) -> ResultRecord:  # fmt: skip
-    # Built without re-validation: every value comes from this module's own rows (about 5 µs saved per record).
-    values: dict[str, Any] = {"index": index, "verdict": Verdict(verdict), "line": line or None,
-                              "key": key or None, "reason": reason or None}  # fmt: skip
-    for name, value in (detail or {}).items():
-        values[_DETAIL_FIELDS[name]] = value
-    return ResultRecord.model_construct(**values)
+def _values(index: int, verdict: str, line: int | None, key: str | None, reason: str | None,
+            detail: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    values: dict[str, Any] = {"index": index, "verdict": verdict, "key": key, "line": line, "reason": reason}
+    if detail:
+        values.update(detail)
+    return values
 
 
 class ResultFile:
@@ -158,7 +137,8 @@ class ResultFile:
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for o in sorted(outcomes, key=lambda o: o.index):
-            self.writer.write(_record(o.index, o.verdict.value, o.line, o.key, o.reason, o.detail))
+            # Our own stored values: written without re-validating (about 20 µs saved per record).
+            self.writer.write_values(_values(o.index, o.verdict.value, o.line, o.key, o.reason, o.detail))
 
     async def add_stored(self, db: Database, import_id: int, upto: int | None = None) -> None:
         """Append the stored verdicts of ``import_id`` (up to index ``upto``), page by page."""
@@ -174,7 +154,9 @@ class ResultFile:
                     )
                 ).all()
             for r in rows:
-                self.writer.write(_record(r.record_index, r.verdict, r.line, r.key, r.reason, r.detail))
+                self.writer.write_values(
+                    _values(r.record_index, r.verdict, r.line, r.key, r.reason, r.detail)
+                )
             if len(rows) < PAGE:
                 return
             last = rows[-1].record_index

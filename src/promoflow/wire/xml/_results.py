@@ -115,6 +115,13 @@ class ImportResultWriter(DocumentWriter):
         self.summary.counts[record.verdict] += 1
         self._write(("record", _record_attributes(record), ""))
 
+    def write_values(self, values: Mapping[str, Any]) -> None:
+        """Write one record from its attribute values by XML name (``index``, ``verdict``, ``redeemedOn`` …),
+        without the model: for writers whose values are already valid (the server's stored verdicts), where the
+        model would cost more than the writing. ``None`` values are left out."""
+        self.summary.counts[Verdict(values["verdict"])] += 1
+        self._write(("record", attributes(values), ""))
+
     def reject(self, reason: str, line: int | None = None) -> None:
         self.summary.status = FileStatus.REJECTED
         self.summary.reason = reason

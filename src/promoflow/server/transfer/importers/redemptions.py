@@ -17,6 +17,7 @@ sees the first one's effect.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -36,19 +37,23 @@ from ..importer import applier
 from ..results import Outcome
 from ._common import refusal
 
+# The lines travel as one JSON array of arrays: one parameter that PostgreSQL parses itself, instead of one
+# array parameter per column that the driver encodes element by element.
+_LINES = """
+    SELECT (e->>0)::uuid AS id, (e->>1)::timestamptz AS at, e->>2 AS ch, (e->>3)::int AS bit, e->>4 AS store,
+           e->>5 AS receipt, (e->>6)::uuid AS contact, e->>7 AS ikey, (e->>8)::int AS i
+    FROM json_array_elements(CAST(:lines AS json)) AS e
+"""
+
 _REDEEM_MANY = text(
-    """
-    WITH v AS (
-      SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]), CAST(:chs AS text[]),
-                           CAST(:bits AS int[]), CAST(:stores AS text[]), CAST(:receipts AS text[]),
-                           CAST(:contacts AS uuid[]), CAST(:keys AS text[]))
-             AS v(id, at, ch, bit, store, receipt, contact, ikey)
+    f"""
+    WITH v AS MATERIALIZED ({_LINES}
     ), won AS (
       UPDATE assignment a
       SET redeemed_at = v.at, redeemed_channel = v.ch, redeemed_store = v.store, redeemed_receipt_id = v.receipt,
           redeemed_via = 'file', redemption_count = a.redemption_count + 1
       FROM v
-      WHERE a.id = ANY(CAST(:ids AS uuid[])) AND a.id = v.id AND a.tenant_id = :t
+      WHERE a.id = ANY(ARRAY(SELECT id FROM v)) AND a.id = v.id AND a.tenant_id = :t
         AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
         AND a.valid_from <= v.at AND (a.valid_to IS NULL OR a.valid_to >= v.at)
         AND (v.contact IS NULL OR a.contact_id = v.contact)
@@ -68,10 +73,9 @@ _REDEEM_MANY = text(
 # line (LATERAL … LIMIT 1): the planner's statistics lag behind a table this very import is filling, and a plan
 # that scans the tenant's redemptions per batch would make a large import quadratic.
 _DUPLICATES = text(
-    """
+    f"""
     SELECT v.i AS idx, d.*
-    FROM unnest(CAST(:idx AS int[]), CAST(:ids AS uuid[]), CAST(:keys AS text[]), CAST(:receipts AS text[]))
-         AS v(i, id, ikey, receipt)
+    FROM ({_LINES}) AS v
     CROSS JOIN LATERAL (
       (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
               r.store_external_id
@@ -158,17 +162,21 @@ class RedemptionApplier:
                 outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
         return pending
 
+    def _lines(self, records: list[Record[Redemption]]) -> str:
+        return json.dumps(
+            [
+                [v.coupon_id, v.redeemed_on.isoformat(), v.redemption_channel.value, CHANNEL_BITS[v.redemption_channel],
+                 v.store_external_id, v.unique_receipt_id, v.contact_id, v.idempotency_key, r.index]
+                for r in records
+                for v in (r.value,)
+            ]
+        )  # fmt: skip
+
     async def _hits_pg(self, conn: AsyncConnection, batch: list[Record[Redemption]]) -> dict[int, Any]:
         lines = [r for r in batch if r.value.idempotency_key or r.value.unique_receipt_id]
         if not lines:
             return {}
-        params = {
-            "t": self.ctx.tenant_id,
-            "idx": [r.index for r in lines],
-            "ids": [uuid.UUID(r.value.coupon_id) for r in lines],
-            "keys": [r.value.idempotency_key for r in lines],
-            "receipts": [r.value.unique_receipt_id for r in lines],
-        }
+        params = {"t": self.ctx.tenant_id, "lines": self._lines(lines)}
         return {row.idx: row for row in await conn.execute(_DUPLICATES, params)}
 
     async def _hits(self, conn: AsyncConnection, batch: list[Record[Redemption]]) -> dict[int, Any]:
@@ -209,19 +217,7 @@ class RedemptionApplier:
         fast = [r for r in batch if r.value.redeemed_on <= limit]
         if not fast:
             return batch
-        vals = [r.value for r in fast]
-        params = {
-            "t": self.ctx.tenant_id,
-            "now": self.now,
-            "ids": [uuid.UUID(v.coupon_id) for v in vals],
-            "ats": [v.redeemed_on for v in vals],
-            "chs": [v.redemption_channel.value for v in vals],
-            "bits": [CHANNEL_BITS[v.redemption_channel] for v in vals],
-            "stores": [v.store_external_id for v in vals],
-            "receipts": [v.unique_receipt_id for v in vals],
-            "contacts": [uuid.UUID(v.contact_id) if v.contact_id else None for v in vals],
-            "keys": [v.idempotency_key for v in vals],
-        }
+        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": self._lines(fast)}
         won = {str(row.id) for row in await conn.execute(_REDEEM_MANY, params)}
         left: list[Record[Redemption]] = []
         for rec in batch:
