@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ftplib
-import io
 import json
 import os
 import re
@@ -32,7 +31,6 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +256,7 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
             "SELECT status, counts, records_total, started_at, finished_at FROM file_import WHERE file_name = %s",
             (path.name,),
         ).fetchone()
-    status, counts, n, started, finished = row
+    status, counts, _total, started, finished = row
     return {
         "file": path.name,
         "records": records,
@@ -433,7 +431,6 @@ def report(args: Any, results: list[dict[str, Any]], floor_red: float, floor_rc:
         print(f"floor, receipts (COPY into the receipt table): {args.receipts:,} in {floor_rc:.1f} s ="
               f" {args.receipts / floor_rc:,.0f}/s; promoflow end to end is"
               f" {floor_rc / rc['end_to_end_s']:.0%} of the floor's rate")  # fmt: skip
-    _ = Decimal  # money values in the files are plain decimals
 
 
 if __name__ == "__main__":

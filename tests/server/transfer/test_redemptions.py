@@ -55,3 +55,43 @@ def test_redemption_file_applies_each_line_once_with_a_verdict(transfer):
     detail = transfer.import_detail(imp["id"], verdict="conflictAlreadyRedeemed")
     assert detail["records"]["totalCount"] == 1
     assert detail["records"]["items"][0]["storeExternalId"] == "S1"
+
+
+def test_receipt_matches_an_api_redeem_and_other_verdicts(transfer):
+    api = transfer.api
+    c = new_contact(api)
+    promo = new_promotion(api, channels=[channel("POS")], assigned={"unit": "Days", "amount": 1})
+    by_receipt, elsewhere, late, wrong_channel, not_yet = (
+        assign(api, c["id"], promo["id"])["id"] for _ in range(5)
+    )
+    for coupon, body in (
+        (by_receipt, {"redemptionChannel": "POS", "uniqueReceiptId": "R-API", "storeExternalId": "S1"}),
+        (elsewhere, {"redemptionChannel": "POS", "uniqueReceiptId": "R-OTHER", "storeExternalId": "S7"}),
+    ):
+        r = api.post(f"/api/v2/promotions/codes/{coupon}/redeem", json=body)
+        assert r.status_code == 200, r.text
+    api.clock.advance(timedelta(days=3))  # the one-day assignments are now past their validity
+    now = api.clock.now()
+    data = write_redemptions([
+        _red(by_receipt, unique_receipt_id="R-API", store_external_id="S1"),  # the same sale, replayed: duplicate
+        _red(elsewhere, unique_receipt_id="R-FILE", store_external_id="S2"),  # another sale: conflict
+        _red(late, redeemed_on=now),  # after the validity: expired
+        _red(wrong_channel, redemption_channel="ECOM"),  # the promotion has no ECOM channel: invalid
+        _red(not_yet, redeemed_on=START - timedelta(days=1)),  # before the assignment: invalid
+        _red(late, redeemed_on=now + timedelta(days=1)),  # in the future: invalid
+    ])  # fmt: skip
+    name = "20260313120000_S1_redemptions.xml"
+    assert transfer.upload(REDEMPTION_IMPORT_DIR, name, data).startswith("226")
+    transfer.run_jobs()
+    _, records = transfer.result(name)
+    assert [r.verdict for r in records] == [
+        Verdict.DUPLICATE, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.EXPIRED,
+        Verdict.INVALID, Verdict.INVALID, Verdict.INVALID,
+    ]  # fmt: skip
+    dup, conflict = records[0], records[1]
+    assert dup.unique_receipt_id == "R-API" and dup.store_external_id == "S1"
+    assert conflict.unique_receipt_id == "R-OTHER" and conflict.store_external_id == "S7"
+    assert conflict.redeemed_on == START and conflict.redemption_channel == "POS"
+    assert "PromotionNotValidForRedemptionChannel" in (records[3].reason or "")
+    assert "PromotionNotYetValid" in (records[4].reason or "")
+    assert "InvalidRedeemedOn" in (records[5].reason or "")

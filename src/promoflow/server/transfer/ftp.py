@@ -37,6 +37,7 @@ from ...kit.clock import Clock, SystemClock
 from ...wire.xml import InvalidFileName, parse_file_name
 from ..config import Settings
 from ..models import tenant
+from .accounts import verify_password
 from .bridge import DbBridge
 from .files import KIND_BY_DIR, OUTPUT_DIRS, FileStore
 from .inbox import record_refused, record_upload
@@ -103,8 +104,6 @@ class Logins:
         if hit is not None and hit[0] == digest and hit[2] > now:
             return hit[1]
         row = self.bridge.call(lambda db: _tenant_login(db, username))
-        from .accounts import verify_password  # scrypt: only paid on a cache miss
-
         if row is None or not verify_password(password, row.ftp_password_hash):
             with self._lock:
                 self._cache.pop(username, None)
