@@ -21,7 +21,6 @@ from typing import Any
 
 import psycopg
 from fastapi.routing import APIRoute
-from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql
 from starlette.requests import Request
@@ -89,13 +88,8 @@ async def quick_receipt(request: Request) -> Response | None:
         return None
     ctx = await authorize(st, request.headers, request.client.host if request.client else None)
     now = st.clock.now()
-    prepared = ReceiptService(ctx, now).prepare(body, via="api")
-    params = {
-        **prepared.row,
-        "status": MATCHED_STATUS,
-        "matched_at": now,
-        "body": Jsonb(prepared.row["body"]),
-    }
+    prepared = ReceiptService(ctx, now).prepare(body, via="api", body_as_json=True)
+    params = {**prepared.row, "status": MATCHED_STATUS, "matched_at": now}
     params.update(key=prepared.key_value, ctype=prepared.contact_type)
     sql = _STATEMENTS[(prepared.key_type, prepared.contact_type is not None)]
     conn = await pool.acquire()

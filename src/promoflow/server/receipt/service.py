@@ -73,9 +73,10 @@ class ReceiptService:
         self.ctx = ctx
         self.now = now
 
-    def prepare(self, body: Receipt, *, via: str) -> Prepared:
+    def prepare(self, body: Receipt, *, via: str, body_as_json: bool = False) -> Prepared:
         """Everything about a receipt that needs no database: validation (a specific 400 when it fails), the
-        canonical match key, and the row to insert (contact still unknown). Shared by `ingest` and the quick path."""
+        canonical match key, and the row to insert (contact still unknown). Shared by `ingest` and the quick path
+        (which takes ``body`` as JSON text: the same document, serialised by pydantic instead of the driver)."""
         checked = check_receipt(body, self.now)
         key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
         contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
@@ -97,7 +98,9 @@ class ReceiptService:
             "total_discount": checked.discount,
             "kind": checked.kind,
             "original_unique_receipt_id": body.original_unique_receipt_id,
-            "body": body.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "body": body.model_dump_json(by_alias=True, exclude_none=True)
+            if body_as_json
+            else body.model_dump(mode="json", by_alias=True, exclude_none=True),
             "warnings": None,
             "via": via,
             "received_at": self.now,
