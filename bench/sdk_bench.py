@@ -392,8 +392,8 @@ def bench_overhead(server: Server, n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- stage 3
 
 
-def bench_sync(server: Server, workdir: Path, n: int) -> dict[str, Any]:
-    log(f"sync: {n} queued redemptions → FTP → import → results read back")
+def bench_sync(server: Server, workdir: Path, n: int, batch_size: int) -> dict[str, Any]:
+    log(f"sync: {n} queued redemptions → FTP (batches of {batch_size}) → import → results read back")
     customers = server.seed(n, promotions=1)
     before = server.redemptions()
     outbox = Outbox(workdir / "outbox-sync", sender="till1")
@@ -415,23 +415,27 @@ def bench_sync(server: Server, workdir: Path, n: int) -> dict[str, Any]:
     queue_s = time.perf_counter() - start
     log(f"  queued {n} intents in {queue_s:.1f}s ({n / queue_s:.0f}/s)")
 
-    agent = SyncAgent(outbox, None, server.ftp_url)
+    agent = SyncAgent(outbox, None, server.ftp_url, batch_size=batch_size)
     start = time.perf_counter()
     first = agent.run_once()
     upload_s = first.timings.get("upload", 0.0)
     assert first.uploaded == n, first.to_json()
-    log(f"  upload: {first.uploaded} files in {upload_s:.1f}s ({n / upload_s:.0f} files/s)")
+    files = -(-n // batch_size)
+    log(
+        f"  upload: {first.uploaded} intents in {files} files in {upload_s:.1f}s ({n / upload_s:.0f} intents/s)"
+    )
 
     from promoflow.client._ftp import FtpConnection, FtpTarget
-    from promoflow.wire.xml import IMPORT_RESULTS_DIR
+    from promoflow.wire.xml import IMPORT_RESULTS_DIR, result_file_name
 
     uploaded_at = time.perf_counter()
     target = FtpTarget.from_url(server.ftp_url)
+    expected = {result_file_name(str(i.detail["remoteName"])) for i in outbox.intents(IntentState.UPLOADED)}
     pause = 0.2
     while True:  # bounded polling: the server's worker imports asynchronously
         with FtpConnection(target) as ftp:
-            ready = len(ftp.listing(IMPORT_RESULTS_DIR)) + first.results_read
-        if ready >= n or time.perf_counter() - uploaded_at > 3600:
+            missing = expected - set(ftp.listing(IMPORT_RESULTS_DIR))
+        if not missing or time.perf_counter() - uploaded_at > 3600:
             break
         time.sleep(pause)
         pause = min(pause * 1.5, 2.0)
@@ -452,6 +456,8 @@ def bench_sync(server: Server, workdir: Path, n: int) -> dict[str, Any]:
     assert status.counts[IntentState.DONE] == n and applied == n, (status.to_json(), applied)
     return {
         "redemptions": n,
+        "batch_size": batch_size,
+        "files": files,
         "queue_s": round(queue_s, 2),
         "upload_s": round(upload_s, 2),
         "import_s": round(import_s, 2),
@@ -482,6 +488,7 @@ def main() -> None:
     parser.add_argument("--checkouts", type=int, default=300, help="checkouts for the outbox's share")
     parser.add_argument("--calls", type=int, default=2000, help="calls per side for the SDK overhead")
     parser.add_argument("--redemptions", type=int, default=10_000, help="queued redemptions synced")
+    parser.add_argument("--batch-size", type=int, default=500, help="intents per uploaded file (1: one each)")
     parser.add_argument("--workdir", default=None, help="where the temporary files go")
     parser.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     args = parser.parse_args()
@@ -493,7 +500,7 @@ def main() -> None:
         try:
             results["checkout"] = bench_checkout_share(server, workdir, args.checkouts)
             results["overhead"] = bench_overhead(server, args.calls)
-            results["sync"] = bench_sync(server, workdir, args.redemptions)
+            results["sync"] = bench_sync(server, workdir, args.redemptions, args.batch_size)
         finally:
             server.stop()
     if args.json:

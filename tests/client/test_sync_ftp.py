@@ -12,6 +12,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from promoflow.client import (
     SyncAgent,
 )
 from promoflow.client._ftp import FtpConnection, FtpTarget
-from promoflow.wire.xml import IMPORT_RESULTS_DIR, Record, read_contacts, read_redemptions, read_transactions
+from promoflow.wire.xml import (
+    IMPORT_RESULTS_DIR,
+    Record,
+    Redemption,
+    read_contacts,
+    read_redemptions,
+    read_transactions,
+)
 from tests.support.faultproxy import Fault, FaultProxy, FaultSpec
 
 from ._live import Customer, LiveEngage, live_engage
@@ -134,7 +142,8 @@ def test_a_sale_made_while_the_server_was_down_is_applied_by_outbox_sync_over_ft
         synced = _cli("outbox", "sync", "--json", "--timeout", "60", env=env)
         assert synced.returncode == 3, synced.stdout + synced.stderr  # delivered, with a conflict to look at
         report = json.loads(synced.stdout)
-        assert report["uploaded"] == 5 and report["resultsRead"] == 5 and report["done"] == 4
+        # Five intents in four files: the two redemptions, next to each other, went up as one batch.
+        assert report["uploaded"] == 5 and report["resultsRead"] == 4 and report["done"] == 4
         assert report["undelivered"] == 0 and report["ftpOnline"] is True
         (conflict,) = report["attention"]
         assert conflict["kind"] == "redemption" and conflict["verdict"] == "conflictAlreadyRedeemed"
@@ -400,3 +409,75 @@ def test_ftp_urls_are_parsed_with_their_credentials() -> None:
     for bad in ("http://h", "ftp://h", "ftp://user@"):
         with pytest.raises(ValueError):
             FtpTarget.from_url(bad)
+
+
+def _queue_redemptions(outbox: Outbox, customers: list[Customer]) -> list[Intent]:
+    now = datetime.now(UTC)
+    made = []
+    for customer in customers:
+        intent = outbox.add_redemption(
+            Redemption(
+                coupon_id=customer.assignments[0],
+                contact_id=customer.contact_id,
+                redemption_channel="POS",
+                redeemed_on=now,
+                store_external_id="S-9",
+                unique_receipt_id=f"R-{customer.email}",
+            )  # fmt: skip
+        )
+        made.append(outbox.mark_queued(intent, "offline"))
+        outbox.release(intent)
+    return made
+
+
+def test_queued_intents_of_one_kind_go_up_in_batches_and_each_gets_its_own_verdict(
+    no_worker: LiveEngage, tmp_path: Path
+) -> None:
+    pid = no_worker.promotion()
+    customers = no_worker.customers([pid], 7)
+    with Outbox(tmp_path / "outbox") as outbox:
+        made = _queue_redemptions(outbox, customers)
+        with no_worker.http() as http:  # one of them is redeemed elsewhere first
+            http.post(f"/api/v2/promotions/codes/{customers[3].assignments[0]}/redeem", json="ECOM")
+        agent = SyncAgent(outbox, None, no_worker.ftp_url, batch_size=5)
+        first = agent.run_once()
+        assert first.uploaded == 7 and first.awaiting_results == 7
+        files = {str(i.detail["remoteName"]) for i in outbox.intents(IntentState.UPLOADED)}
+        assert len(files) == 2 and not any(name in files for name in (i.file_name for i in made))
+        assert list(outbox.batches.iterdir()) == []  # a batch file lives only until its upload is noted
+        _run_worker(no_worker)
+        report = agent.sync_until_settled(30)
+        assert report.results_read == 2 and report.done == 6 and report.undelivered == 0
+        (conflict,) = report.attention
+        assert conflict.id == made[3].id and conflict.verdict == "conflictAlreadyRedeemed"
+    counts = no_worker.redemption_counts(a for c in customers for a in c.assignments)
+    assert counts == {c.assignments[0]: 1 for c in customers}
+
+
+def test_a_crash_between_a_batch_upload_and_its_note_resumes_that_batch(
+    no_worker: LiveEngage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = no_worker.customers([no_worker.promotion()], 4)
+    with Outbox(tmp_path / "outbox") as outbox:
+        _queue_redemptions(outbox, customers)
+
+        def crash(*_args: object) -> None:
+            raise RuntimeError("the till died after the upload")
+
+        monkeypatch.setattr(SyncAgent, "_note_batch", crash)
+        with pytest.raises(RuntimeError):
+            SyncAgent(outbox, None, no_worker.ftp_url).run_once()
+        monkeypatch.undo()
+        (batch,) = [p for p in outbox.batches.iterdir() if p.suffix == ".xml"]
+        assert len(outbox.intents(IntentState.QUEUED)) == 4  # nothing was noted
+
+        agent = SyncAgent(outbox, None, no_worker.ftp_url)
+        resumed = agent.run_once()  # the same batch, sent again under its name (not yet imported)
+        assert resumed.uploaded == 4
+        assert {i.detail["remoteName"] for i in outbox.intents(IntentState.UPLOADED)} == {batch.name}
+        _run_worker(no_worker)
+        report = agent.sync_until_settled(30)
+        assert report.done == 4 and report.undelivered == 0 and not report.attention
+    assert len(_imports_named(no_worker, batch.name)) == 2  # the second upload was seen as a duplicate
+    counts = no_worker.redemption_counts(a for c in customers for a in c.assignments)
+    assert counts == {c.assignments[0]: 1 for c in customers}

@@ -23,15 +23,17 @@ every intent has its verdict (the server imports files asynchronously), for scri
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from promoflow.client import _durable
 from promoflow.client._client import EngageClient
 from promoflow.client._contacts import ContactCache
 from promoflow.client._exceptions import ApiError, PromoflowClientError
@@ -40,9 +42,12 @@ from promoflow.client._requests import Operations
 from promoflow.client._retry import RetryPolicy
 from promoflow.client._settle import Settlement, drive, record_settlement, settle_intent
 from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
+from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import (
     IMPORT_RESULTS_DIR,
     PROCESSED_DIR,
+    ContactRecord,
+    FileKind,
     FileStatus,
     Redemption,
     ResultRecord,
@@ -50,6 +55,9 @@ from promoflow.wire.xml import (
     XmlRejected,
     load_import_result,
     result_file_name,
+    write_contacts,
+    write_redemptions,
+    write_transactions,
 )
 
 __all__ = ["SyncAgent", "SyncReport"]
@@ -71,6 +79,7 @@ class SyncReport:
     """Files now on the server: sent this pass, or found there already (``already_uploaded`` of them)."""
     already_uploaded: int = 0
     results_read: int = 0
+    """Result files read (a batch of intents has one)."""
     done: int = 0
     attention: list[Intent] = field(default_factory=list)
     """Intents this pass settled without applying (conflicts, refusals) or dead-lettered."""
@@ -142,6 +151,30 @@ def _describe_conflict(record: ResultRecord) -> str:
     return f"{text}: {record.reason}" if record.reason else text
 
 
+def _runs(intents: list[Intent], size: int) -> Iterator[list[Intent]]:
+    """Consecutive intents of one file kind, at most ``size`` together (creation order is kept: the server
+    imports files in upload order)."""
+    run: list[Intent] = []
+    for intent in intents:
+        if run and (intent.file_kind is not run[0].file_kind or len(run) >= size):
+            yield run
+            run = []
+        run.append(intent)
+    if run:
+        yield run
+
+
+def _combine(outbox: Outbox, intents: list[Intent]) -> bytes:
+    """One file holding the records of ``intents`` (all of one file kind), in their order."""
+    records = [outbox.load(intent) for intent in intents]
+    kind = intents[0].file_kind
+    if kind is FileKind.REDEMPTIONS:
+        return write_redemptions([r for r in records if isinstance(r, Redemption)])
+    if kind is FileKind.TRANSACTIONS:
+        return write_transactions([r for r in records if isinstance(r, Receipt)])
+    return write_contacts([r for r in records if isinstance(r, ContactRecord)])
+
+
 class SyncAgent:
     """Delivers an outbox to the server: online when possible, else over FTP(S), and settles each intent.
 
@@ -165,7 +198,10 @@ class SyncAgent:
         ftp_timeout: float = 30.0,
         upload_via_rename: bool = False,
         keep_results: bool = False,
+        batch_size: int = 500,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size is at least 1 (1: every intent is uploaded as its own file)")
         self.outbox = outbox
         self.client = client
         self.ftp = FtpTarget.from_url(ftp_url) if ftp_url else None
@@ -176,6 +212,7 @@ class SyncAgent:
         self.ftp_timeout = ftp_timeout
         self.upload_via_rename = upload_via_rename
         self.keep_results = keep_results
+        self.batch_size = batch_size
         self._ops = (
             Operations(api_version=client.api_version, retry=self.retry) if client is not None else None
         )
@@ -284,39 +321,150 @@ class SyncAgent:
     # --------------------------------------------------------------------------------------------- upload
 
     def _upload(self, ftp: FtpConnection, report: SyncReport) -> None:
+        results = set(ftp.listing(IMPORT_RESULTS_DIR))
+        processed = set(ftp.listing(PROCESSED_DIR))
+        self._resume_batches(ftp, report, results | processed)
         queued = self.outbox.intents(IntentState.QUEUED)
-        if not queued:
-            return
-        results = ftp.listing(IMPORT_RESULTS_DIR)
-        processed = ftp.listing(PROCESSED_DIR)
         folders: dict[str, dict[str, int | None]] = {}
-        for listed in queued:
-            intent = self.outbox.claim(listed)
-            if intent is None:
-                continue
+        for run in _runs(queued, self.batch_size):
+            held = [intent for intent in map(self.outbox.claim, run) if intent is not None]
             try:
-                name = intent.file_name
-                data = self.outbox.read_bytes(intent)
-                if self.upload_via_rename and intent.remote_folder not in folders:
-                    folders[intent.remote_folder] = ftp.listing(intent.remote_folder)
-                there = folders.get(intent.remote_folder, {})
-                # Already on the server (a crash came between the upload and its note): not again.
-                if result_file_name(name) in results or name in processed or there.get(name) == len(data):
-                    self.outbox.mark_uploaded(intent, name)
-                    report.uploaded += 1
-                    report.already_uploaded += 1
-                    continue
-                try:
-                    ftp.upload(intent.remote_folder, name, data, via_rename=self.upload_via_rename)
-                except FtpRefused as exc:
-                    if exc.code in ("552", "553"):  # the file itself was refused: no later try can differ
-                        self._finish(self.outbox.mark_dead(intent, exc.message, ftpReply=exc.code), report)
-                        continue
-                    raise FtpUnavailable(str(exc)) from exc
-                self.outbox.mark_uploaded(intent, name)
-                report.uploaded += 1
+                if len(held) > 1:
+                    self._upload_batch(ftp, held, report)
+                elif held:
+                    self._upload_one(ftp, held[0], report, results | processed, folders)
             finally:
-                self.outbox.release(intent)
+                for intent in held:
+                    self.outbox.release(intent)
+
+    def _upload_one(
+        self,
+        ftp: FtpConnection,
+        intent: Intent,
+        report: SyncReport,
+        seen: set[str],
+        folders: dict[str, dict[str, int | None]],
+    ) -> None:
+        name = intent.file_name
+        data = self.outbox.read_bytes(intent)
+        if self.upload_via_rename and intent.remote_folder not in folders:
+            folders[intent.remote_folder] = ftp.listing(intent.remote_folder)
+        there = folders.get(intent.remote_folder, {})
+        # Already on the server (a crash came between the upload and its note): not again.
+        if result_file_name(name) in seen or name in seen or there.get(name) == len(data):
+            self.outbox.mark_uploaded(intent, name)
+            report.uploaded += 1
+            report.already_uploaded += 1
+            return
+        if self._send(ftp, intent.remote_folder, name, data, [intent], report):
+            self.outbox.mark_uploaded(intent, name)
+            report.uploaded += 1
+
+    def _send(
+        self,
+        ftp: FtpConnection,
+        folder: str,
+        name: str,
+        data: bytes,
+        intents: list[Intent],
+        report: SyncReport,
+    ) -> bool:
+        """Upload one file; False when the server refused it for good (its intents are then dead letters)."""
+        try:
+            ftp.upload(folder, name, data, via_rename=self.upload_via_rename)
+        except FtpRefused as exc:
+            if exc.code in ("552", "553"):  # the file itself was refused: no later try can differ
+                for intent in intents:
+                    self._finish(self.outbox.mark_dead(intent, exc.message, ftpReply=exc.code), report)
+                return False
+            raise FtpUnavailable(str(exc)) from exc
+        return True
+
+    def _upload_batch(self, ftp: FtpConnection, intents: list[Intent], report: SyncReport) -> None:
+        """Several queued intents of one kind as one file: written (with the list of its intents) to the
+        outbox's batches folder first, so a crash before they are noted as uploaded resumes this very file."""
+        kind = intents[0].file_kind
+        name = self.outbox.batch_name(kind)
+        data = _combine(self.outbox, intents)
+        manifest = {"name": name, "folder": intents[0].remote_folder, "intents": [i.id for i in intents]}
+        _durable.write_file(self.outbox.batches, name, data, durable=self.outbox.durable, sync_dir=False)
+        _durable.write_file(
+            self.outbox.batches, f"{name}.json", json.dumps(manifest).encode(), durable=self.outbox.durable
+        )
+        if self._send(ftp, intents[0].remote_folder, name, data, intents, report):
+            self._note_batch(name, intents, report)
+        self._drop_batch(name)
+
+    def _note_batch(self, name: str, intents: list[Intent], report: SyncReport) -> None:
+        uploaded_at = datetime.now(UTC).isoformat()
+        moves = [
+            (
+                intent,
+                {
+                    "detail": {
+                        **intent.detail,
+                        "remoteName": name,
+                        "batchIndex": index,
+                        "uploadedAt": uploaded_at,
+                    },
+                    "attempts": intent.attempts + 1,
+                },
+            )  # fmt: skip
+            for index, intent in enumerate(intents)
+        ]
+        self.outbox.transition_many(moves, IntentState.UPLOADED)
+        report.uploaded += len(intents)
+
+    def _drop_batch(self, name: str) -> None:
+        _durable.remove(self.outbox.batches / f"{name}.json")
+        _durable.remove(self.outbox.batches / name)
+
+    def _resume_batches(self, ftp: FtpConnection, report: SyncReport, seen: set[str]) -> None:
+        """Batches a crash left between their upload and its note: noted if the server has them (or sent
+        again: the server recognises the same content and applies nothing twice)."""
+        for entry in sorted(self.outbox.batches.glob("*.json")):
+            if _durable.is_tmp(entry.name):
+                continue
+            manifest = json.loads(entry.read_bytes())
+            name = str(manifest["name"])
+            listed = [self.outbox.get(str(i)) for i in manifest["intents"]]
+            # Only intents still queued, at the position they have in the file.
+            waiting = [
+                (index, i)
+                for index, i in enumerate(listed)
+                if i is not None and i.state is IntentState.QUEUED
+            ]
+            held = [(index, h) for index, i in waiting if (h := self.outbox.claim(i)) is not None]
+            try:
+                if held and (result_file_name(name) in seen or name in seen):
+                    report.already_uploaded += len(held)
+                elif held:
+                    data = (self.outbox.batches / name).read_bytes()
+                    if not self._send(ftp, str(manifest["folder"]), name, data, [h for _, h in held], report):
+                        held = []
+                if held:
+                    uploaded_at = datetime.now(UTC).isoformat()
+                    moves = [
+                        (
+                            h,
+                            {
+                                "detail": {
+                                    **h.detail,
+                                    "remoteName": name,
+                                    "batchIndex": index,
+                                    "uploadedAt": uploaded_at,
+                                },
+                                "attempts": h.attempts + 1,
+                            },
+                        )  # fmt: skip
+                        for index, h in held
+                    ]
+                    self.outbox.transition_many(moves, IntentState.UPLOADED)
+                    report.uploaded += len(held)
+            finally:
+                for _, h in held:
+                    self.outbox.release(h)
+            self._drop_batch(name)
 
     # -------------------------------------------------------------------------------------------- results
 
@@ -324,36 +472,57 @@ class SyncAgent:
         uploaded = self.outbox.intents(IntentState.UPLOADED)
         if not uploaded:
             return
-        available = ftp.listing(IMPORT_RESULTS_DIR)
-        for listed in uploaded:
-            name = result_file_name(str(listed.detail.get("remoteName", listed.file_name)))
-            if name not in available:
-                report.awaiting_results += 1
+        available = set(ftp.listing(IMPORT_RESULTS_DIR))
+        by_file: dict[str, list[Intent]] = {}
+        for intent in uploaded:
+            remote = intent.detail.get("remoteName")
+            if not remote:
+                # Its note was lost (a sidecar rebuilt after a power loss): send it again.
+                with self.outbox.claimed(intent) as lost:
+                    if lost is not None:
+                        self.outbox.transition(lost, IntentState.QUEUED, reason="upload note lost")
                 continue
-            intent = self.outbox.claim(listed)
-            if intent is None:
+            by_file.setdefault(str(remote), []).append(intent)
+        for remote, listed in by_file.items():
+            name = result_file_name(remote)
+            if name not in available:
+                report.awaiting_results += len(listed)
                 continue
             try:
-                try:
-                    summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
-                except XmlRejected as exc:
-                    report.errors.append(f"{name}: unreadable result ({exc}); will read it again")
-                    report.awaiting_results += 1
-                    continue
-                report.results_read += 1
-                settlement = self._verdict(intent, summary.status, summary.reason, records)
-                self._finish(record_settlement(self.outbox, intent, settlement), report)
+                summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
+            except XmlRejected as exc:
+                report.errors.append(f"{name}: unreadable result ({exc}); will read it again")
+                report.awaiting_results += len(listed)
+                continue
+            report.results_read += 1
+            by_index = {record.index: record for record in records}
+            held = [intent for intent in map(self.outbox.claim, listed) if intent is not None]
+            try:
+                outcomes: dict[IntentState, list[tuple[Intent, dict[str, Any]]]] = {}
+                for intent in held:
+                    record = by_index.get(int(intent.detail.get("batchIndex", 0)) + 1)
+                    settlement = self._verdict(intent, summary.status, summary.reason, record)
+                    assert settlement.state is not None
+                    changes: dict[str, Any] = {
+                        "verdict": settlement.verdict,
+                        "reason": settlement.reason,
+                        "detail": {**intent.detail, **settlement.detail},
+                    }
+                    outcomes.setdefault(settlement.state, []).append((intent, changes))
+                for state, moves in outcomes.items():
+                    for moved in self.outbox.transition_many(moves, state):
+                        self._finish(moved, report)
             finally:
-                self.outbox.release(intent)
-            if not self.keep_results:
+                for intent in held:
+                    self.outbox.release(intent)
+            if not self.keep_results and len(held) == len(listed):
                 ftp.delete(IMPORT_RESULTS_DIR, name)
 
     def _verdict(
-        self, intent: Intent, status: FileStatus, reason: str | None, records: list[ResultRecord]
+        self, intent: Intent, status: FileStatus, reason: str | None, record: ResultRecord | None
     ) -> Settlement:
         if status is FileStatus.REJECTED:
             return Settlement(IntentState.DEAD, "rejected", reason or "the server rejected the file")
-        record = next((r for r in records if r.index == 1), None)
         if record is None:
             return Settlement(
                 IntentState.DEAD, "rejected", "the import result holds no verdict for the record"
