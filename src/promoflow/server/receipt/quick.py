@@ -30,7 +30,7 @@ from ...wire.engage import Receipt
 from ..edge import authorize, json_bytes, json_response, state_of
 from ..models.receipts import receipt
 from .service import CREATED, DUPLICATE, MATCHED_STATUS, ReceiptOutcome, ReceiptService
-from .store import DEFAULT_TYPE
+from .store import DEFAULT_TYPE, cached_type, remember
 
 log = logging.getLogger("promoflow.receipts")
 
@@ -44,7 +44,7 @@ _KEY_CONDITION = {
 }
 
 
-def _sql(key_type: str, typed: bool) -> str:
+def _sql(key_type: str, typed: bool, known_store: bool) -> str:
     pg = postgresql.dialect()  # type: ignore[no-untyped-call]
     cols = [c.name for c in receipt.c]
     exprs = []
@@ -56,22 +56,39 @@ def _sql(key_type: str, typed: bool) -> str:
     lookup = _KEY_CONDITION[key_type]
     if typed and key_type != "contactId":
         lookup += " AND contact_type = %(ctype)s"
+    # A store this process knows needs nothing; another is registered on first sight, and its type read (the
+    # main query sees the store as it was before this statement: null when it is new).
+    store = (
+        ""
+        if known_store
+        else f""", st AS (
+  INSERT INTO store (tenant_id, external_id, type, active, created_at, updated_at)
+  SELECT %(tenant_id)s, %(store_external_id)s, '{DEFAULT_TYPE}', true, %(received_at)s, %(received_at)s FROM ins
+  ON CONFLICT DO NOTHING
+)"""
+    )
+    store_type = (
+        "NULL"
+        if known_store
+        else "(SELECT type FROM store WHERE tenant_id = %(tenant_id)s AND external_id = %(store_external_id)s)"
+    )
     return f"""
 WITH c AS (
   SELECT id FROM contact WHERE tenant_id = %(tenant_id)s AND {lookup} ORDER BY created_at LIMIT 1
 ), ins AS (
   INSERT INTO receipt ({", ".join(cols)}) SELECT {", ".join(exprs)} FROM c
   ON CONFLICT DO NOTHING RETURNING id
-), st AS (
-  INSERT INTO store (tenant_id, external_id, type, active, created_at, updated_at)
-  SELECT %(tenant_id)s, %(store_external_id)s, '{DEFAULT_TYPE}', true, %(received_at)s, %(received_at)s FROM ins
-  ON CONFLICT DO NOTHING
-)
-SELECT (SELECT id FROM c), (SELECT id FROM ins)
+){store}
+SELECT (SELECT id FROM c), (SELECT id FROM ins), {store_type}
 """
 
 
-_STATEMENTS = {(kt, typed): _sql(kt, typed) for kt in _KEY_CONDITION for typed in (False, True)}
+_STATEMENTS = {
+    (kt, typed, known): _sql(kt, typed, known)
+    for kt in _KEY_CONDITION
+    for typed in (False, True)
+    for known in (False, True)
+}
 
 
 async def quick_receipt(request: Request) -> Response | None:
@@ -91,7 +108,8 @@ async def quick_receipt(request: Request) -> Response | None:
     prepared = ReceiptService(ctx, now).prepare(body, via="api", body_as_json=True)
     params = {**prepared.row, "status": MATCHED_STATUS, "matched_at": now}
     params.update(key=prepared.key_value, ctype=prepared.contact_type)
-    sql = _STATEMENTS[(prepared.key_type, prepared.contact_type is not None)]
+    known = cached_type(ctx.tenant_id, body.store_external_id) is not None
+    sql = _STATEMENTS[(prepared.key_type, prepared.contact_type is not None, known)]
     conn = await pool.acquire()
     broken = False
     try:
@@ -105,6 +123,8 @@ async def quick_receipt(request: Request) -> Response | None:
         pool.release(conn, broken)
     if row is None or row[0] is None:
         return None  # no such contact (yet): the full path keeps the receipt pending
+    if row[2] is not None:
+        remember(ctx.tenant_id, body.store_external_id, row[2])
     status = CREATED if row[1] is not None else DUPLICATE
     outcome = ReceiptOutcome(body.unique_receipt_id, status, receipt_id=row[1])
     return json_response(json_bytes(outcome.wire()), outcome.http_status)

@@ -28,7 +28,13 @@ TYPE_CACHE_SECONDS = 10.0
 _types: dict[tuple[uuid.UUID, str], tuple[str, float]] = {}
 
 
-def _remember(tenant_id: uuid.UUID, external_id: str, type_: str) -> str:
+def cached_type(tenant_id: uuid.UUID, external_id: str) -> str | None:
+    """The store's type when this process saw it within TYPE_CACHE_SECONDS, else None."""
+    cached = _types.get((tenant_id, external_id))
+    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+
+def remember(tenant_id: uuid.UUID, external_id: str, type_: str) -> str:
     if len(_types) > 100_000:
         _types.clear()
     _types[(tenant_id, external_id)] = (type_, time.monotonic() + TYPE_CACHE_SECONDS)
@@ -71,16 +77,16 @@ class StoreService:
 
     async def ensure(self, conn: AsyncConnection, external_id: str) -> str:
         """The store's type, registering the store (as RETAIL) when this is the first time it is seen."""
-        cached = _types.get((self.ctx.tenant_id, external_id))
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        cached = cached_type(self.ctx.tenant_id, external_id)
+        if cached is not None:
+            return cached
         known = await conn.scalar(
             select(store.c.type).where(
                 store.c.tenant_id == self.ctx.tenant_id, store.c.external_id == external_id
             )
         )
         if known is not None:
-            return _remember(self.ctx.tenant_id, external_id, str(known))
+            return remember(self.ctx.tenant_id, external_id, str(known))
         values = {
             "tenant_id": self.ctx.tenant_id,
             "external_id": external_id,
