@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,10 +26,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import psycopg
+from _common import free_port, log, rss_mb, start, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMOTIONS = 10  # 7 with a POS channel, 3 ECOM only
 
 WRK_LUA = r"""
@@ -55,54 +52,35 @@ end
 """
 
 
-def log(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    """RSS of a process and its children (uvicorn workers), in MB."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total / 1024
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def wrk(url: str, method: str, prefix: str, suffix: str, ids_file: Path, key: str, body: str | None,
-        connections: int, duration: int) -> dict[str, float]:
+def wrk(
+    url: str,
+    method: str,
+    prefix: str,
+    suffix: str,
+    ids_file: Path,
+    key: str,
+    body: str | None,
+    connections: int,
+    duration: int,
+) -> dict[str, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(WRK_LUA % {"method": method, "prefix": prefix, "suffix": suffix, "ids": ids_file,
-                                 "key": key, "body": "nil" if body is None else json.dumps(body)})
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    script.write_text(
+        WRK_LUA
+        % {
+            "method": method,
+            "prefix": prefix,
+            "suffix": suffix,
+            "ids": ids_file,
+            "key": key,
+            "body": "nil" if body is None else json.dumps(body),
+        }
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     script.unlink()
     m = re.search(r"JSON(\{.*\})", out)
     assert m, out
@@ -124,19 +102,25 @@ async def _tenant_and_promotions(url: str) -> tuple[str, str, list[str]]:
     now = datetime.now(UTC)
     db = Database(url, pool_size=2)
     async with db.write() as conn:
-        new = await TenantService(now).create(conn, f"bench-{uuid.uuid4().hex[:8]}",
-                                              settings={"rateLimitPerSecond": 0})
+        new = await TenantService(now).create(
+            conn, f"bench-{uuid.uuid4().hex[:8]}", settings={"rateLimitPerSecond": 0}
+        )
         ctx = context_from_row((await conn.execute(select(tenant).where(tenant.c.id == new.tenant_id))).one())
         svc = PromotionService(ctx, now)
         pos_ids = []
         for i in range(PROMOTIONS):
             channels = ([{"type": "POS", "valueType": "PERCENT", "value": "10"}] if i < 7 else []) + [
-                {"type": "ECOM", "valueType": "MONEY", "value": "50"}]
-            body = MultichannelPromotionCreate.model_validate({
-                "name": f"bench promotion {i}", "externalId": f"BENCH-{i}",
-                "validity": {"startDate": "2024-01-01", "endDate": "2099-12-31"},
-                "presentation": {"heading": f"Offer {i}", "description": "Benchmark offer"},
-                "redemptionChannels": channels})
+                {"type": "ECOM", "valueType": "MONEY", "value": "50"}
+            ]
+            body = MultichannelPromotionCreate.model_validate(
+                {
+                    "name": f"bench promotion {i}",
+                    "externalId": f"BENCH-{i}",
+                    "validity": {"startDate": "2024-01-01", "endDate": "2099-12-31"},
+                    "presentation": {"heading": f"Offer {i}", "description": "Benchmark offer"},
+                    "redemptionChannels": channels,
+                }
+            )
             p = await svc.create(conn, body)
             await svc.activate(conn, p["id"])
             if i < 7:
@@ -155,7 +139,9 @@ def seed_pg(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
                       jsonb_build_object('email', 'c' || g || '@bench.example', 'memberNumber', lpad(g::text, 9, '0')),
                       '{}'::jsonb, 'c' || g || '@bench.example', 'c' || g || '@bench.example', lpad(g::text, 9, '0'),
                       true, now(), now()
-               FROM generate_series(1, %(n)s) g""", {"t": tenant_id, "n": contacts})
+               FROM generate_series(1, %(n)s) g""",
+            {"t": tenant_id, "n": contacts},
+        )
         conn.execute(
             """INSERT INTO assignment (id, tenant_id, promotion_id, contact_id, valid_from, valid_to, source,
                                        created_at, redemption_count, reactivation_count)
@@ -163,7 +149,9 @@ def seed_pg(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
                       'bench', now(), 0, 0
                FROM contact c CROSS JOIN (SELECT id FROM promotion WHERE tenant_id = %(t)s
                                           ORDER BY external_id LIMIT %(k)s) p
-               WHERE c.tenant_id = %(t)s""", {"t": tenant_id, "k": per_contact})
+               WHERE c.tenant_id = %(t)s""",
+            {"t": tenant_id, "k": per_contact},
+        )
         conn.execute("ANALYZE")
     return tenant_id, key
 
@@ -177,21 +165,49 @@ def seed_sqlite(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
     now = datetime.now(UTC)
     engine = make_sync_engine(url)
     with engine.begin() as conn:
-        promos = [r.id for r in conn.execute(promotion.select().where(promotion.c.tenant_id == tid)
-                                             .order_by(promotion.c.external_id).limit(per_contact))]
+        promos = [
+            r.id
+            for r in conn.execute(
+                promotion.select()
+                .where(promotion.c.tenant_id == tid)
+                .order_by(promotion.c.external_id)
+                .limit(per_contact)
+            )
+        ]
         batch_c, batch_a = [], []
         for g in range(1, contacts + 1):
             cid = uuid.uuid4()
             email = f"c{g}@bench.example"
-            batch_c.append({"id": cid, "tenant_id": tid, "contact_type": "Member",
-                            "attributes": {"email": email, "memberNumber": f"{g:09d}"}, "preferences": {},
-                            "key_value": email, "email": email, "member_number": f"{g:09d}", "approved": True,
-                            "created_at": now, "updated_at": now})
+            batch_c.append(
+                {
+                    "id": cid,
+                    "tenant_id": tid,
+                    "contact_type": "Member",
+                    "attributes": {"email": email, "memberNumber": f"{g:09d}"},
+                    "preferences": {},
+                    "key_value": email,
+                    "email": email,
+                    "member_number": f"{g:09d}",
+                    "approved": True,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
             for pid in promos:
-                batch_a.append({"id": uuid.uuid4(), "tenant_id": tid, "promotion_id": pid, "contact_id": cid,
-                                "valid_from": now - timedelta(days=1), "valid_to": now + timedelta(days=365),
-                                "source": "bench", "created_at": now, "redemption_count": 0,
-                                "reactivation_count": 0})
+                batch_a.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "tenant_id": tid,
+                        "promotion_id": pid,
+                        "contact_id": cid,
+                        "valid_from": now - timedelta(days=1),
+                        "valid_to": now + timedelta(days=365),
+                        "source": "bench",
+                        "created_at": now,
+                        "redemption_count": 0,
+                        "reactivation_count": 0,
+                    }
+                )
             if len(batch_a) >= 50_000:
                 conn.execute(contact.insert(), batch_c)
                 conn.execute(assignment.insert(), batch_a)
@@ -213,12 +229,22 @@ def id_files(url: str, tenant_id: str, workdir: Path) -> tuple[Path, Path, Path]
     tid = uuid.UUID(tenant_id)
     with engine.connect() as conn:
         tparam = tid if conn.dialect.name == "postgresql" else tid.hex
-        contacts = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
-            text("SELECT id FROM contact WHERE tenant_id = :t ORDER BY random()"), {"t": tparam})]
-        assignments = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
-            text("SELECT a.id FROM assignment a JOIN promotion p ON p.id = a.promotion_id "
-                 "WHERE a.tenant_id = :t AND (p.channel_mask & 1) != 0 ORDER BY random() LIMIT 800000"),
-            {"t": tparam})]
+        contacts = [
+            str(uuid.UUID(str(r[0])))
+            for r in conn.execute(
+                text("SELECT id FROM contact WHERE tenant_id = :t ORDER BY random()"), {"t": tparam}
+            )
+        ]
+        assignments = [
+            str(uuid.UUID(str(r[0])))
+            for r in conn.execute(
+                text(
+                    "SELECT a.id FROM assignment a JOIN promotion p ON p.id = a.promotion_id "
+                    "WHERE a.tenant_id = :t AND (p.channel_mask & 1) != 0 ORDER BY random() LIMIT 800000"
+                ),
+                {"t": tparam},
+            )
+        ]
     engine.dispose()
     half = len(assignments) // 2
     files = (workdir / "contacts.txt", workdir / "assign_server.txt", workdir / "assign_floor.txt")
@@ -231,24 +257,15 @@ def id_files(url: str, tenant_id: str, workdir: Path) -> tuple[Path, Path, Path]
 # ---------------------------------------------------------------------------------------------- running
 
 
-def start(cmd: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, cwd=ROOT)
-    wait_http(health)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def measure(label: str, base: str, key: str, files: tuple[Path, Path, Path], floor: bool, args: argparse.Namespace,
-            pid: int) -> dict[str, dict[str, float]]:
+def measure(
+    label: str,
+    base: str,
+    key: str,
+    files: tuple[Path, Path, Path],
+    floor: bool,
+    args: argparse.Namespace,
+    pid: int,
+) -> dict[str, dict[str, float]]:
     contacts, assign_server, assign_floor = files
     if floor:
         fetch = ("GET", "/fetch/", "", None)
@@ -261,12 +278,17 @@ def measure(label: str, base: str, key: str, files: tuple[Path, Path, Path], flo
     results = {}
     # warm-up (connections, caches), not counted
     wrk(base, fetch[0], fetch[1], fetch[2], contacts, key, fetch[3], args.connections, 3)
-    for name, (method, prefix, suffix, body), ids in (("fetch", fetch, contacts), ("redeem", redeem, redeem_ids)):
+    for name, (method, prefix, suffix, body), ids in (
+        ("fetch", fetch, contacts),
+        ("redeem", redeem, redeem_ids),
+    ):
         r = wrk(base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
         r["rss_mb"] = rss_mb(pid)
         results[name] = r
-        log(f"{label:<22} {name:<7} {r['rps']:9.0f} req/s  p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms  "
-            f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB")
+        log(
+            f"{label:<22} {name:<7} {r['rps']:9.0f} req/s  p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms  "
+            f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB"
+        )
     return results
 
 
@@ -281,29 +303,66 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     upgrade(url)
     t0 = time.monotonic()
     tenant_id, key = seed_pg(url, args.contacts, args.per_contact)
-    log(f"seeded PostgreSQL: {args.contacts} contacts, {args.contacts * args.per_contact} assignments "
-        f"in {time.monotonic() - t0:.0f} s")
+    log(
+        f"seeded PostgreSQL: {args.contacts} contacts, {args.contacts * args.per_contact} assignments "
+        f"in {time.monotonic() - t0:.0f} s"
+    )
     files = id_files(url, tenant_id, workdir)
     port = free_port()
-    server = start([sys.executable, "-m", "promoflow.cli", "api", "--port", str(port), "--database-url", url,
-                    "--workers", str(args.api_workers), "--data-dir", str(workdir / "data")],
-                   {"PROMOFLOW_LOG_LEVEL": "warning"}, f"http://127.0.0.1:{port}/healthz")
+    server = start(
+        [
+            sys.executable,
+            "-m",
+            "promoflow.cli",
+            "api",
+            "--port",
+            str(port),
+            "--database-url",
+            url,
+            "--workers",
+            str(args.api_workers),
+            "--data-dir",
+            str(workdir / "data"),
+        ],
+        {"PROMOFLOW_LOG_LEVEL": "warning"},
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
-        server_res = measure("promoflow (PostgreSQL)", f"http://127.0.0.1:{port}", key, files, False, args, server.pid)
+        server_res = measure(
+            "promoflow (PostgreSQL)", f"http://127.0.0.1:{port}", key, files, False, args, server.pid
+        )
     finally:
         stop(server)
     port = free_port()
-    floor = start([sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port), "--workers",
-                   str(args.api_workers), "--log-level", "warning", "--no-access-log"],
-                  {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": tenant_id}, f"http://127.0.0.1:{port}/x")
+    floor = start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.api_workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": tenant_id},
+        f"http://127.0.0.1:{port}/x",
+    )
     try:
-        floor_res = measure("floor (raw psycopg)", f"http://127.0.0.1:{port}", key, files, True, args, floor.pid)
+        floor_res = measure(
+            "floor (raw psycopg)", f"http://127.0.0.1:{port}", key, files, True, args, floor.pid
+        )
     finally:
         stop(floor)
     for op in ("fetch", "redeem"):
         ratio = server_res[op]["rps"] / floor_res[op]["rps"]
-        log(f"{op}: promoflow at {ratio:.0%} of the floor (target >= 60%), p99 {server_res[op]['p99']:.1f} ms "
-            f"(target < 50 ms), RSS {server_res[op]['rss_mb']:.0f} MB (target < 400 MB)")
+        log(
+            f"{op}: promoflow at {ratio:.0%} of the floor (target >= 60%), p99 {server_res[op]['p99']:.1f} ms "
+            f"(target < 50 ms), RSS {server_res[op]['rss_mb']:.0f} MB (target < 400 MB)"
+        )
     return {"server": server_res, "floor": floor_res}
 
 
@@ -316,16 +375,36 @@ def run_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     upgrade(url)
     t0 = time.monotonic()
     tenant_id, key = seed_sqlite(url, args.sqlite_contacts, args.per_contact)
-    log(f"seeded SQLite: {args.sqlite_contacts} contacts, {args.sqlite_contacts * args.per_contact} assignments "
-        f"in {time.monotonic() - t0:.0f} s")
+    log(
+        f"seeded SQLite: {args.sqlite_contacts} contacts, {args.sqlite_contacts * args.per_contact} assignments "
+        f"in {time.monotonic() - t0:.0f} s"
+    )
     files = id_files(url, tenant_id, workdir)
     port = free_port()
-    server = start([sys.executable, "-m", "promoflow.cli", "serve", "--port", str(port), "--database-url", url,
-                    "--data-dir", str(data), "--no-ftp", "--no-worker"], {"PROMOFLOW_LOG_LEVEL": "warning"},
-                   f"http://127.0.0.1:{port}/healthz")
+    server = start(
+        [
+            sys.executable,
+            "-m",
+            "promoflow.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            url,
+            "--data-dir",
+            str(data),
+            "--no-ftp",
+            "--no-worker",
+        ],
+        {"PROMOFLOW_LOG_LEVEL": "warning"},
+        f"http://127.0.0.1:{port}/healthz",
+    )
     try:
-        return {"server": measure("promoflow (SQLite)", f"http://127.0.0.1:{port}", key, files, False, args,
-                                  server.pid)}
+        return {
+            "server": measure(
+                "promoflow (SQLite)", f"http://127.0.0.1:{port}", key, files, False, args, server.pid
+            )
+        }
     finally:
         stop(server)
 

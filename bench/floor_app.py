@@ -84,6 +84,11 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             status, body = 404, b"{}"
     finally:
         _pool.put_nowait(conn)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

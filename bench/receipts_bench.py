@@ -28,8 +28,6 @@ import os
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import cpu_seconds, free_port, log, start, stop
+
 DB_NAME = "promoflow_receipts_bench"
 STORES = 20
 
@@ -204,65 +203,6 @@ async def noop_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(cmd: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
-    import httpx
-
-    proc = subprocess.Popen(
-        cmd,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(health, timeout=2).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)  # polling a process that is starting up, not synchronising test steps
-    stop(proc)
-    raise RuntimeError(f"{cmd} did not come up")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (uvicorn workers), from /proc."""
-    total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    tick = os.sysconf("SC_CLK_TCK")
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def wrk(
