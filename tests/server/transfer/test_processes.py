@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import func, insert, select
 
 from promoflow.server.config import Settings
 from promoflow.server.db import make_sync_engine
+from promoflow.server.migrate import upgrade
 from promoflow.server.models import assignment, contact, file_import, job, promotion, redemption
 from promoflow.wire.xml import (
     REDEMPTION_IMPORT_DIR,
@@ -36,10 +38,31 @@ from promoflow.wire.xml import (
     load_import_result,
     write_redemptions,
 )
-from tests.conftest import make_tenant
+from tests.conftest import PG_ADMIN_URL, make_tenant
 from tests.support.servers import start_server
 
 QUIET = {"PROMOFLOW_EXPORT_INTERVAL_SECONDS": "0", "PROMOFLOW_LOG_LEVEL": "warning"}
+
+
+@pytest.fixture
+def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of this test alone: the worker processes started here run every due job they find, and the
+    shared test database may hold other tests' leftovers."""
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"promoflow_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = db_url.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -191,7 +214,8 @@ def assert_complete_result(path: Path, n: int) -> None:
     assert {r.verdict for r in records} == {Verdict.APPLIED}, {(r.verdict, r.reason) for r in records}
 
 
-def test_serve_runs_ftp_and_worker_end_to_end(db_url, data_dir):
+def test_serve_runs_ftp_and_worker_end_to_end(own_db, data_dir):
+    db_url = own_db
     tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
     server = start_server(db_url, data_dir, env={**QUIET, "PROMOFLOW_WORKER_POLL_SECONDS": "0.05"})
     try:
@@ -218,7 +242,8 @@ def test_serve_runs_ftp_and_worker_end_to_end(db_url, data_dir):
         server.stop()
 
 
-def test_ftp_and_worker_as_separate_processes_and_a_file_waiting_for_the_worker(db_url, data_dir):
+def test_ftp_and_worker_as_separate_processes_and_a_file_waiting_for_the_worker(own_db, data_dir):
+    db_url = own_db
     tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
     coupons = seed_coupons(db_url, tenant, 300)
     env = _env(db_url, data_dir)
@@ -256,7 +281,8 @@ def _job_progress(url: str, tenant: dict[str, Any]) -> tuple[int, int | None, st
         engine.dispose()
 
 
-def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(db_url, data_dir):
+def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, data_dir):
+    db_url = own_db
     n = 2500 if db_url.startswith("sqlite") else 6000
     tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
     coupons = seed_coupons(db_url, tenant, n)
@@ -285,9 +311,9 @@ def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(db_url, 
     assert_complete_result(result_path(data_dir, tenant, name), n)
 
 
-@pytest.mark.postgres
-def test_two_workers_race_for_files_on_postgresql(pg_url, data_dir):
-    url = pg_url
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_two_workers_race_for_files_on_postgresql(own_db, data_dir):
+    url = own_db
     tenants = [make_tenant(Settings(database_url=url, data_dir=data_dir)) for _ in range(3)]
     files: dict[str, list[tuple[str, list[str]]]] = {}
     env = _env(url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="50", PROMOFLOW_WORKER_POLL_SECONDS="0.02")

@@ -251,6 +251,7 @@ def test_tls_when_a_certificate_is_configured(api, tmp_path):
     finally:
         server.stop()
     assert api.get("/api/v2/imports").json()["totalCount"] == 1
+    api.run_jobs()  # leave no queued job behind in the shared test database
 
 
 def test_rotated_password_replaces_the_old_one(transfer):

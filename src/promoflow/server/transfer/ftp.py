@@ -149,7 +149,7 @@ class TenantAuthorizer:
     def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
         if path is None:
             return perm in "elr"
-        home = os.path.realpath(self.get_home_dir(username))
+        home = os.path.realpath(self.logins.store.tenant_root(self.logins.tenant_of(username)))
         real = os.path.realpath(path)
         if real != home and not real.startswith(home + os.sep):
             return False
