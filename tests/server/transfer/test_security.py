@@ -255,24 +255,21 @@ def test_tls_when_a_certificate_is_configured(api, tmp_path):
 
 
 def test_rotated_password_replaces_the_old_one(transfer):
-    import asyncio
+    import json as _json
 
-    from promoflow.kit.clock import SystemClock
-    from promoflow.server.db import Database
-    from promoflow.server.transfer.accounts import rotate_ftp_password
+    from typer.testing import CliRunner
+
+    from promoflow.cli.main import app
 
     api = transfer.api
     name = api.tenant["name"]
-
-    async def rotate() -> dict:
-        db = Database(api.settings.resolved_database_url(), pool_size=1)
-        try:
-            async with db.write() as conn:
-                return await rotate_ftp_password(conn, api.settings, name, SystemClock().now())
-        finally:
-            await db.dispose()
-
-    info = asyncio.run(rotate())
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROMOFLOW_")}
+    where = ["--database-url", api.settings.resolved_database_url(), "--data-dir", str(api.settings.data_dir)]
+    ran = CliRunner().invoke(app, ["tenant", "rotate-ftp-password", name, "--json", *where], env=unset,
+                             catch_exceptions=False)  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    info = _json.loads(ran.stdout)
+    assert info["ftpUser"] == name and info["ftpPassword"] != api.tenant["ftpPassword"]
     fresh = ftplib.FTP()
     fresh.connect("127.0.0.1", transfer.port)
     assert fresh.login(name, info["ftpPassword"]).startswith("230")
