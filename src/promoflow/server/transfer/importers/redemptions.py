@@ -45,30 +45,6 @@ _LINES = """
     FROM json_array_elements(CAST(:lines AS json)) AS e
 """
 
-_REDEEM_MANY = text(
-    f"""
-    WITH v AS MATERIALIZED ({_LINES}
-    ), won AS (
-      UPDATE assignment a
-      SET redeemed_at = v.at, redeemed_channel = v.ch, redeemed_store = v.store, redeemed_receipt_id = v.receipt,
-          redeemed_via = 'file', redemption_count = a.redemption_count + 1
-      FROM v
-      WHERE a.id = ANY(ARRAY(SELECT id FROM v)) AND a.id = v.id AND a.tenant_id = :t
-        AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
-        AND a.valid_from <= v.at AND (a.valid_to IS NULL OR a.valid_to >= v.at)
-        AND (v.contact IS NULL OR a.contact_id = v.contact)
-        AND EXISTS (SELECT 1 FROM promotion p WHERE p.id = a.promotion_id
-                    AND (p.channel_mask = 0 OR (p.channel_mask & v.bit) != 0))
-      RETURNING a.id, a.redemption_count, v.at, v.ch, v.store, v.receipt, v.ikey
-    ), rec AS (
-      INSERT INTO redemption (id, tenant_id, assignment_id, seq, redeemed_at, channel, store_external_id,
-                              unique_receipt_id, via, idempotency_key, created_at)
-      SELECT gen_random_uuid(), :t, id, redemption_count, at, ch, store, receipt, 'file', ikey, :now FROM won
-    )
-    SELECT id FROM won
-    """
-)
-
 # Earlier redemptions with a line's idempotency key, or with its receipt on its assignment. One index probe per
 # line (LATERAL … LIMIT 1): the planner's statistics lag behind a table this very import is filling, and a plan
 # that scans the tenant's redemptions per batch would make a large import quadratic.
@@ -87,6 +63,56 @@ _DUPLICATES = text(
        LIMIT 1)
       LIMIT 1
     ) d
+    """
+)
+
+
+# PostgreSQL, the whole batch in one statement: the duplicate probes (as in _DUPLICATES), then for every other
+# line the conditional write of RedemptionService.redeem (same WHERE: not redeemed, not deleted, valid at
+# redeemedOn, the contact if given, a channel of the promotion) with its redemption row. The lines join the
+# assignments by primary key, one probe each (no "id = ANY(all ids)" here: inside that nested loop the array
+# would be searched once per line). Answers one row per duplicate ('d')
+# and per redeemed line ('w'); a line in neither is left for RedemptionService.redeem to explain.
+_APPLY_PG = text(
+    f"""
+    WITH v AS MATERIALIZED ({_LINES}
+    ), d AS MATERIALIZED (
+      SELECT v.i, x.assignment_id, x.idempotency_key, x.unique_receipt_id, x.redeemed_at, x.channel,
+             x.store_external_id
+      FROM v CROSS JOIN LATERAL (
+        (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
+                r.store_external_id
+         FROM redemption r WHERE v.ikey IS NOT NULL AND r.tenant_id = :t AND r.idempotency_key = v.ikey LIMIT 1)
+        UNION ALL
+        (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
+                r.store_external_id
+         FROM redemption r
+         WHERE v.receipt IS NOT NULL AND r.assignment_id = v.id AND r.unique_receipt_id = v.receipt LIMIT 1)
+        LIMIT 1
+      ) x
+    ), todo AS MATERIALIZED (
+      SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.i = v.i)
+    ), won AS (
+      UPDATE assignment a
+      SET redeemed_at = t.at, redeemed_channel = t.ch, redeemed_store = t.store, redeemed_receipt_id = t.receipt,
+          redeemed_via = 'file', redemption_count = a.redemption_count + 1
+      FROM todo t
+      WHERE a.id = t.id AND a.tenant_id = :t
+        AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
+        AND a.valid_from <= t.at AND (a.valid_to IS NULL OR a.valid_to >= t.at)
+        AND (t.contact IS NULL OR a.contact_id = t.contact)
+        AND EXISTS (SELECT 1 FROM promotion p WHERE p.id = a.promotion_id
+                    AND (p.channel_mask = 0 OR (p.channel_mask & t.bit) != 0))
+      RETURNING a.id, a.redemption_count, t.at, t.ch, t.store, t.receipt, t.ikey, t.i
+    ), rec AS (
+      INSERT INTO redemption (id, tenant_id, assignment_id, seq, redeemed_at, channel, store_external_id,
+                              unique_receipt_id, via, idempotency_key, created_at)
+      SELECT gen_random_uuid(), :t, id, redemption_count, at, ch, store, receipt, 'file', ikey, :now FROM won
+    )
+    SELECT 'd' AS kind, i AS idx, assignment_id, idempotency_key, unique_receipt_id, redeemed_at, channel,
+           store_external_id FROM d
+    UNION ALL
+    SELECT 'w', i, id, NULL, NULL, NULL, NULL, NULL FROM won
     """
 )
 
@@ -127,9 +153,10 @@ class RedemptionApplier:
     async def apply(self, conn: AsyncConnection, records: list[Record[Redemption]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for batch in _rounds(records):
-            pending = await self._duplicates(conn, batch, outcomes)
             if conn.dialect.name == "postgresql":
-                pending = await self._redeem_many(conn, pending, outcomes)
+                pending = await self._apply_pg(conn, batch, outcomes)
+            else:
+                pending = await self._duplicates(conn, batch, outcomes)
             for rec in pending:
                 outcomes.append(await self._redeem_one(conn, rec))
         return outcomes
@@ -140,27 +167,51 @@ class RedemptionApplier:
         hits = await (
             self._hits_pg(conn, batch) if conn.dialect.name == "postgresql" else self._hits(conn, batch)
         )
-        pending: list[Record[Redemption]] = []
-        tz = self.ctx.tz
-        for rec in batch:
-            v = rec.value
-            hit = hits.get(rec.index)
-            if hit is None:
-                pending.append(rec)
-            elif (
-                v.idempotency_key
-                and hit.idempotency_key == v.idempotency_key
-                and str(hit.assignment_id) != v.coupon_id
-            ):
-                outcomes.append(Outcome(rec.index, Verdict.INVALID, rec.line, v.coupon_id,
-                                        f"idempotencyKey {v.idempotency_key!r} was used for coupon "
-                                        f"{hit.assignment_id}"))  # fmt: skip
+        return [rec for rec in batch if not self._judge(rec, hits.get(rec.index), outcomes)]
+
+    def _judge(self, rec: Record[Redemption], hit: Any, outcomes: list[Outcome]) -> bool:
+        """The verdict of a line that matched an earlier redemption (True), or False when there was none."""
+        if hit is None:
+            return False
+        v = rec.value
+        if (
+            v.idempotency_key
+            and hit.idempotency_key == v.idempotency_key
+            and str(hit.assignment_id) != v.coupon_id
+        ):
+            outcomes.append(Outcome(rec.index, Verdict.INVALID, rec.line, v.coupon_id,
+                                    f"idempotencyKey {v.idempotency_key!r} was used for coupon "
+                                    f"{hit.assignment_id}"))  # fmt: skip
+        else:
+            detail = _detail(
+                hit.redeemed_at, hit.channel, hit.store_external_id, hit.unique_receipt_id, self.ctx.tz
+            )
+            outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
+        return True
+
+    async def _apply_pg(self, conn: AsyncConnection, batch: list[Record[Redemption]],
+                        outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
+        """PostgreSQL: duplicates and the happy path of the batch in one statement; the other lines are left."""
+        limit = self.now + CLOCK_SKEW
+        fast = [r for r in batch if r.value.redeemed_on <= limit]
+        # A line dated in the future is refused by the service; its duplicate check comes first all the same.
+        left = await self._duplicates(conn, [r for r in batch if r.value.redeemed_on > limit], outcomes)
+        if not fast:
+            return left
+        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": self._lines(fast)}
+        hits: dict[int, Any] = {}
+        won: set[int] = set()
+        for row in await conn.execute(_APPLY_PG, params):
+            if row.kind == "w":
+                won.add(row.idx)
             else:
-                detail = _detail(
-                    hit.redeemed_at, hit.channel, hit.store_external_id, hit.unique_receipt_id, tz
-                )
-                outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
-        return pending
+                hits[row.idx] = row
+        for rec in fast:
+            if rec.index in won:
+                outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
+            elif not self._judge(rec, hits.get(rec.index), outcomes):
+                left.append(rec)
+        return left
 
     def _lines(self, records: list[Record[Redemption]]) -> str:
         return json.dumps(
@@ -209,23 +260,6 @@ class RedemptionApplier:
             if hit is not None:
                 hits[rec.index] = hit
         return hits
-
-    async def _redeem_many(self, conn: AsyncConnection, batch: list[Record[Redemption]],
-                           outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
-        """PostgreSQL: the happy path of many lines in one statement; the lines it could not redeem are left."""
-        limit = self.now + CLOCK_SKEW
-        fast = [r for r in batch if r.value.redeemed_on <= limit]
-        if not fast:
-            return batch
-        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": self._lines(fast)}
-        won = {str(row.id) for row in await conn.execute(_REDEEM_MANY, params)}
-        left: list[Record[Redemption]] = []
-        for rec in batch:
-            if rec.value.coupon_id in won:
-                outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
-            else:
-                left.append(rec)
-        return left
 
     async def _redeem_one(self, conn: AsyncConnection, rec: Record[Redemption]) -> Outcome:
         v = rec.value
