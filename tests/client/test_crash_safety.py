@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -111,6 +112,16 @@ class Till:
         """Run a till on ``plan``; SIGKILL it ``kill_delay`` seconds after its ``kill_after_line``-th step
         line (sooner if it ends by itself). True when it was killed."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        # A watchdog, so that a till that never ends fails the test instead of hanging it.
+        watchdog = threading.Timer(120, self.proc.kill)
+        watchdog.start()
+        try:
+            return self._run(plan, kill_after_line, kill_delay)
+        finally:
+            watchdog.cancel()
+
+    def _run(self, plan: Path, kill_after_line: int | None, kill_delay: float) -> bool:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{plan}\n")
         self.proc.stdin.flush()
         first = self.proc.stdout.readline()
@@ -124,6 +135,7 @@ class Till:
                 assert killed or code == 0, output
                 assert not killed or code in (0, -signal.SIGKILL), (code, output)
                 return killed and code == -signal.SIGKILL
+            assert "exit " not in line, f"a till's line ran into the zygote's: {line!r}"
             output.append(line)
             if len(output) == kill_after_line and not killed:
                 if kill_delay:

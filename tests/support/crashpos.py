@@ -27,6 +27,13 @@ from typing import Any
 from promoflow.client import Basket, BasketLine, CheckoutFlow, ContactCache, EngageClient, Outbox, RetryPolicy
 
 
+def say(line: str) -> None:
+    """One line on stdout in one write(2): a pipe write this small is atomic, so a SIGKILL can never leave
+    half a line for the next one to run into (``print`` may write the text and the newline separately)."""
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
+
+
 def main(plan_path: str) -> None:
     with open(plan_path) as f:
         plan: dict[str, Any] = json.load(f)
@@ -39,7 +46,7 @@ def main(plan_path: str) -> None:
         journal.flush()
 
     def step(name: str) -> None:
-        print(name, flush=True)
+        say(name)
 
     with (
         EngageClient(plan["api"], plan["key"], retry=policy, timeout=5.0) as client,
@@ -73,7 +80,7 @@ def main(plan_path: str) -> None:
             else:
                 note("unpaid", checkout=checkout_id)
                 step("unpaid")
-    step("finished")
+    say("finished")
 
 
 def zygote() -> None:
@@ -86,16 +93,16 @@ def zygote() -> None:
         if pid == 0:  # the till
             code = 0
             try:
-                print(f"pid {os.getpid()}", flush=True)
+                say(f"pid {os.getpid()}")
                 main(plan)
             except BaseException as exc:
-                print(f"error {exc!r}", flush=True)
+                say(f"error {exc!r}")
                 code = 1
             finally:
                 sys.stdout.flush()
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+        say(f"exit {os.waitstatus_to_exitcode(status)}")
 
 
 if __name__ == "__main__":
