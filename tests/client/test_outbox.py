@@ -258,6 +258,14 @@ def test_recovery_removes_stale_temporary_files_and_orphaned_sidecars(box: Outbo
     assert files(directory)["done"] == []
 
 
+def test_recovery_keeps_a_batch_with_its_manifest_and_drops_a_lone_half(box: Outbox) -> None:
+    (box.batches / "b1_redemptions.xml").write_bytes(b"<promotionRedemptions/>")
+    (box.batches / "b1_redemptions.xml.json").write_text("{}")
+    (box.batches / "b2_redemptions.xml").write_bytes(b"<promotionRedemptions/>")  # its manifest never made it
+    assert box.recover(stale_after=timedelta(seconds=-1)).removed_files == 1
+    assert sorted(os.listdir(box.batches)) == ["b1_redemptions.xml", "b1_redemptions.xml.json"]
+
+
 # -------------------------------------------------------------------------------------------- crash safety
 
 

@@ -713,7 +713,13 @@ class Outbox:
             names = set(os.listdir(folder))
             for name in names:
                 path = folder / name
-                orphan = name.endswith(".json") and folder.name != GROUPS and f"{name[:-5]}.xml" not in names
+                if folder == self.batches:  # a batch file and its manifest (<name>.json) go together
+                    partner = name.removesuffix(".json") if name.endswith(".json") else f"{name}.json"
+                    orphan = partner not in names
+                else:
+                    orphan = (
+                        name.endswith(".json") and folder.name != GROUPS and f"{name[:-5]}.xml" not in names
+                    )
                 if not (_durable.is_tmp(name) or orphan):
                     continue
                 with contextlib.suppress(FileNotFoundError):

@@ -566,7 +566,10 @@ class SyncAgent:
                 intent.id, intent.kind.value, intent.verdict, intent.reason,
             )  # fmt: skip
             if self.on_conflict is not None:
-                self.on_conflict(intent)
+                try:
+                    self.on_conflict(intent)
+                except Exception:  # the POS's handler must not stop the delivery of the rest
+                    log.exception("sync.on_conflict_failed intent=%s", intent.id)
 
     # ------------------------------------------------------------------------------------------- looping
 
