@@ -102,11 +102,11 @@ class Server:
         self.ftp_base = ""
         self.output: list[str] = []
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMOFLOW_DEFAULT_RATE_LIMIT_PER_SECOND": "0",
                "PROMOFLOW_LOG_LEVEL": "warning"}  # fmt: skip
         cmd = [sys.executable, "-m", "promoflow.cli", "serve", "--port", "0", "--ftp-port", "0",
-               "--database-url", self.db_url, "--data-dir", str(self.data_dir)]  # fmt: skip
+               "--database-url", self.db_url, "--data-dir", str(self.data_dir), *extra]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
@@ -131,6 +131,13 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        """A `promoflow worker` process on this server's database (for a server started with --no-worker)."""
+        cmd = [sys.executable, "-m", "promoflow.cli", "worker", "--database-url", self.db_url,
+               "--data-dir", str(self.data_dir)]  # fmt: skip
+        env = {**os.environ, "PROMOFLOW_LOG_LEVEL": "warning"}
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
     @property
     def api_key(self) -> str:
@@ -392,80 +399,101 @@ def bench_overhead(server: Server, n: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- stage 3
 
 
-def bench_sync(server: Server, workdir: Path, n: int, batch_size: int) -> dict[str, Any]:
-    log(f"sync: {n} queued redemptions → FTP (batches of {batch_size}) → import → results read back")
+def _queue(server: Server, outbox: Outbox, n: int) -> float:
     customers = server.seed(n, promotions=1)
-    before = server.redemptions()
-    outbox = Outbox(workdir / "outbox-sync", sender="till1")
     now = datetime.now(UTC)
     start = time.perf_counter()
     for email, cid, (aid,) in customers:
-        intent = outbox.add_redemption(
-            Redemption(
-                coupon_id=aid,
-                contact_id=cid,
-                redemption_channel="POS",
-                redeemed_on=now,
-                store_external_id="S-1",
-                unique_receipt_id=f"R-{email}",
-            )  # fmt: skip
-        )
+        record = Redemption(coupon_id=aid, contact_id=cid, redemption_channel="POS", redeemed_on=now,
+                            store_external_id="S-1", unique_receipt_id=f"R-{email}")  # fmt: skip
+        intent = outbox.add_redemption(record)
         outbox.mark_queued(intent, "offline")
         outbox.release(intent)
-    queue_s = time.perf_counter() - start
-    log(f"  queued {n} intents in {queue_s:.1f}s ({n / queue_s:.0f}/s)")
+    return time.perf_counter() - start
 
-    agent = SyncAgent(outbox, None, server.ftp_url, batch_size=batch_size)
-    start = time.perf_counter()
-    first = agent.run_once()
-    upload_s = first.timings.get("upload", 0.0)
-    assert first.uploaded == n, first.to_json()
-    files = -(-n // batch_size)
-    log(
-        f"  upload: {first.uploaded} intents in {files} files in {upload_s:.1f}s ({n / upload_s:.0f} intents/s)"
-    )
 
+def _wait_for_results(server: Server, outbox: Outbox, since: float) -> float:
+    """Seconds from ``since`` until every uploaded intent's result file is on the server (bounded polling:
+    the server's worker imports asynchronously)."""
     from promoflow.client._ftp import FtpConnection, FtpTarget
     from promoflow.wire.xml import IMPORT_RESULTS_DIR, result_file_name
 
-    uploaded_at = time.perf_counter()
     target = FtpTarget.from_url(server.ftp_url)
     expected = {result_file_name(str(i.detail["remoteName"])) for i in outbox.intents(IntentState.UPLOADED)}
-    pause = 0.2
-    while True:  # bounded polling: the server's worker imports asynchronously
+    pause = 0.05
+    while True:
         with FtpConnection(target) as ftp:
             missing = expected - set(ftp.listing(IMPORT_RESULTS_DIR))
-        if not missing or time.perf_counter() - uploaded_at > 3600:
-            break
+        if not missing or time.perf_counter() - since > 3600:
+            return time.perf_counter() - since
         time.sleep(pause)
-        pause = min(pause * 1.5, 2.0)
-    import_s = time.perf_counter() - uploaded_at
-    log(
-        f"  import: all {n} results on the server {import_s:.1f}s after the upload ended ({n / import_s:.0f}/s)"
-    )
+        pause = min(pause * 1.5, 1.0)
 
-    report = agent.run_once()
-    total = first.merge(report)
-    results_s = report.timings.get("results", 0.0)
+
+def bench_sync_staged(workdir: Path, n: int, batch_size: int) -> dict[str, Any]:
+    """Each stage alone: upload (no worker running), import (a worker started afterwards), results read."""
+    log(f"sync, staged: {n} queued redemptions → FTP (batches of {batch_size}) → import → results read back")
+    server = Server(workdir / "server-staged")
+    server.start("--no-worker")
+    worker = None
+    try:
+        outbox = Outbox(workdir / "outbox-staged", sender="till1")
+        queue_s = _queue(server, outbox, n)
+        log(f"  queued {n} intents in {queue_s:.1f}s ({n / queue_s:.0f}/s)")
+        agent = SyncAgent(outbox, None, server.ftp_url, batch_size=batch_size)
+        start = time.perf_counter()
+        first = agent.run_once()
+        upload_s = first.timings.get("upload", 0.0)
+        assert first.uploaded == n, first.to_json()
+        files = -(-n // batch_size)
+        log(f"  upload: {n} intents in {files} files in {upload_s:.2f}s ({n / upload_s:.0f}/s)")
+        started = time.perf_counter()
+        worker = server.worker()
+        import_s = _wait_for_results(server, outbox, started)
+        log(f"  import: {n} redemptions imported, results written, in {import_s:.2f}s ({n / import_s:.0f}/s)")
+        report = agent.run_once()
+        results_s = report.timings.get("results", 0.0)
+        end_to_end = time.perf_counter() - start
+        status = outbox.status()
+        outbox.close()
+        applied = server.redemptions()
+        log(f"  results: {report.results_read} files read, {report.done} intents settled in {results_s:.2f}s; "
+            f"upload → settled {end_to_end:.1f}s; redemptions in the database {applied}")  # fmt: skip
+        assert status.counts[IntentState.DONE] == n and applied == n, (status.to_json(), applied)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        server.stop()
+    return {
+        "redemptions": n, "batch_size": batch_size, "files": files, "queue_s": round(queue_s, 2),
+        "upload_s": round(upload_s, 2), "import_s": round(import_s, 2), "results_s": round(results_s, 2),
+        "upload_to_settled_s": round(end_to_end, 2), "applied_in_db": applied,
+    }  # fmt: skip
+
+
+def bench_sync_live(server: Server, workdir: Path, n: int, batch_size: int) -> dict[str, Any]:
+    """The way it runs: `promoflow serve` imports each file while the next ones are uploaded."""
+    log(f"sync, live: {n} queued redemptions to `promoflow serve` (its worker importing as files arrive)")
+    outbox = Outbox(workdir / "outbox-live", sender="till2")
+    before = server.redemptions()
+    queue_s = _queue(server, outbox, n)
+    agent = SyncAgent(outbox, None, server.ftp_url, batch_size=batch_size)
+    start = time.perf_counter()
+    report = agent.sync_until_settled(3600, first_poll=0.05, max_poll=0.5)
     end_to_end = time.perf_counter() - start
+    applied = server.redemptions() - before
     status = outbox.status()
     outbox.close()
-    applied = server.redemptions() - before
-    log(f"  results: {report.results_read} read and settled in {results_s:.1f}s; end to end {end_to_end:.1f}s; "
-        f"done {status.counts[IntentState.DONE]}, redemptions in the database {applied}")  # fmt: skip
+    log(f"  upload, import and results: {end_to_end:.1f}s end to end ({n / end_to_end:.0f}/s; upload stage "
+        f"{report.timings.get('upload', 0):.1f}s, results stage {report.timings.get('results', 0):.1f}s); "
+        f"redemptions in the database {applied}")  # fmt: skip
     assert status.counts[IntentState.DONE] == n and applied == n, (status.to_json(), applied)
     return {
-        "redemptions": n,
-        "batch_size": batch_size,
-        "files": files,
-        "queue_s": round(queue_s, 2),
-        "upload_s": round(upload_s, 2),
-        "import_s": round(import_s, 2),
-        "results_s": round(results_s, 2),
-        "end_to_end_s": round(end_to_end, 2),
-        "results_read": total.results_read,
-        "applied_in_db": applied,
-    }
+        "redemptions": n, "queue_s": round(queue_s, 2), "end_to_end_s": round(end_to_end, 2),
+        "upload_stage_s": round(report.timings.get("upload", 0.0), 2),
+        "results_stage_s": round(report.timings.get("results", 0.0), 2), "applied_in_db": applied,
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -500,9 +528,10 @@ def main() -> None:
         try:
             results["checkout"] = bench_checkout_share(server, workdir, args.checkouts)
             results["overhead"] = bench_overhead(server, args.calls)
-            results["sync"] = bench_sync(server, workdir, args.redemptions, args.batch_size)
+            results["sync_live"] = bench_sync_live(server, workdir, args.redemptions, args.batch_size)
         finally:
             server.stop()
+        results["sync_staged"] = bench_sync_staged(workdir, args.redemptions, args.batch_size)
     if args.json:
         print(json.dumps(results, indent=2))
 
