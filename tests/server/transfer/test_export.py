@@ -209,3 +209,16 @@ def test_the_schedule_exports_every_interval(tmp_path):
         folder = settings.data_dir / "ftp" / api.tenant["tenantId"] / "integration/promotionExport"
         (f,) = list(folder.iterdir())
         assert [i.value.change for i in read_promotion_export(f)] == [ExportChange.ASSIGNED]  # type: ignore[union-attr]
+
+
+def test_day_old_partial_files_are_swept(tmp_path):
+    store = FileStore(tmp_path)
+    tenant_id = uuid.uuid4()
+    old = store.new_staging_file(tenant_id)
+    old.write_bytes(b"<promotionRedemptions>")
+    fresh = store.tmp_dir() / "fresh.result.part"
+    fresh.write_bytes(b"x")
+    day_ago = datetime.now().timestamp() - 2 * 24 * 3600
+    os.utime(old, (day_ago, day_ago))
+    assert store.sweep(export_mod.SWEEP_AFTER_SECONDS) == 1
+    assert not old.exists() and fresh.exists()

@@ -347,6 +347,19 @@ async def schedule_exports(db: Database, now: datetime) -> None:
 
 HOUSEKEEPING.append(schedule_exports)
 
+SWEEP_AFTER_SECONDS = 24 * 3600
+
+
+async def sweep_files(db: Database, now: datetime) -> None:
+    """HOUSEKEEPING: remove day-old partial files left by processes that died while writing them."""
+    if runtime.scheduling():
+        removed = FileStore(runtime.settings().data_dir).sweep(SWEEP_AFTER_SECONDS)
+        if removed:
+            log.info("transfer.swept files=%d", removed)
+
+
+HOUSEKEEPING.append(sweep_files)
+
 
 async def export_all(db: Database, store: FileStore, now: datetime, *, overlap: timedelta,
                      name: str | None = None) -> list[dict[str, Any]]:  # fmt: skip

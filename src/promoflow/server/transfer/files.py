@@ -119,6 +119,24 @@ class FileStore:
         fsync_dir(dest.parent)
         return dest
 
+    def sweep(self, older_than_seconds: float) -> int:
+        """Delete leftovers of processes that died mid-write: staging files of interrupted uploads and
+        temporary result files. Export files waiting to be published (``export-*``) are kept."""
+        import time
+
+        limit = time.time() - older_than_seconds
+        removed = 0
+        for folder in (self.base / "transfer" / "staging", self.base / "transfer" / "tmp"):
+            if not folder.exists():
+                continue
+            for path in folder.rglob("*"):
+                if path.name.startswith("export-") or path.is_symlink() or not path.is_file():
+                    continue
+                if path.stat().st_mtime < limit:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
     def move_to_processed(self, src: Path, tenant_id: uuid.UUID, name: str, import_id: uuid.UUID) -> Path:
         """Move an imported file to the tenant's processed/ folder (idempotent: a re-run finds it there)."""
         folder = self.folder(tenant_id, PROCESSED_DIR)
