@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import secrets
@@ -46,217 +45,56 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from promoflow.client import _durable
+from promoflow.client._intent import (
+    ALLOWED_TRANSITIONS,
+    FILE_KINDS,
+    Intent,
+    IntentKind,
+    IntentState,
+    InvalidTransition,
+    OutboxStatus,
+    RecoveryReport,
+    creation_order,
+    default_key,
+    group_token,
+    read_records_of,
+    utc_now,
+)
 from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import (
-    IMPORT_DIRS,
     ContactRecord,
     FileKind,
-    Record,
     Redemption,
     XmlRejected,
     file_name,
-    read_contacts,
-    read_redemptions,
-    read_transactions,
     write_contacts,
     write_redemptions,
     write_transactions,
 )
 
-__all__ = ["Intent", "IntentKind", "IntentState", "Outbox", "OutboxStatus", "RecoveryReport"]
+__all__ = [
+    "Intent",
+    "IntentKind",
+    "IntentState",
+    "InvalidTransition",
+    "Outbox",
+    "OutboxStatus",
+    "RecoveryReport",
+]
 
 STALE_AFTER = timedelta(minutes=10)
 """Temporary files and orphaned sidecars older than this are garbage from a crash (younger ones may belong
 to a writer that is still busy)."""
 
 
-class IntentKind(StrEnum):
-    """What an intent changes on the server."""
-
-    REDEMPTION = "redemption"
-    CONTACT_CREATE = "contactCreate"
-    CONTACT_UPDATE = "contactUpdate"
-    RECEIPT = "receipt"
-
-
-_FILE_KINDS = {
-    IntentKind.REDEMPTION: FileKind.REDEMPTIONS,
-    IntentKind.CONTACT_CREATE: FileKind.CONTACTS,
-    IntentKind.CONTACT_UPDATE: FileKind.CONTACTS,
-    IntentKind.RECEIPT: FileKind.TRANSACTIONS,
-}
-
-
-class IntentState(StrEnum):
-    """Where an intent is on its way to the server (the name of the folder holding its XML file)."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    UPLOADED = "uploaded"
-    DONE = "done"
-    SETTLED = "settled"
-    DEAD = "dead"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (IntentState.DONE, IntentState.SETTLED, IntentState.DEAD)
-
-
-_ALLOWED: dict[IntentState, frozenset[IntentState]] = {
-    IntentState.PENDING: frozenset(
-        {IntentState.PENDING, IntentState.QUEUED, IntentState.DONE, IntentState.SETTLED, IntentState.DEAD}
-    ),
-    IntentState.QUEUED: frozenset(
-        {IntentState.QUEUED, IntentState.UPLOADED, IntentState.DONE, IntentState.SETTLED, IntentState.DEAD}
-    ),
-    IntentState.UPLOADED: frozenset(
-        {IntentState.UPLOADED, IntentState.QUEUED, IntentState.DONE, IntentState.SETTLED, IntentState.DEAD}
-    ),
-    # Terminal states only change their sidecar (acknowledgement); a dead letter may be queued again by hand.
-    IntentState.DONE: frozenset({IntentState.DONE}),
-    IntentState.SETTLED: frozenset({IntentState.SETTLED}),
-    IntentState.DEAD: frozenset({IntentState.DEAD, IntentState.QUEUED}),
-}
-
 GROUPS = "groups"
 BATCHES = "batches"
 SYNC_LOCK = ".sync.lock"
-
-
-class InvalidTransition(RuntimeError):
-    """A state change the outbox does not allow (e.g. out of ``done``), or on an intent not held."""
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """One state change on its way to the server: the XML file ``<id>.xml`` and its sidecar."""
-
-    id: str
-    kind: IntentKind
-    state: IntentState
-    idempotency_key: str
-    created_at: datetime
-    updated_at: datetime
-    group: str | None = None
-    contact_key: tuple[str, str] | None = None
-    """For contact creates: the (key type, value) to look the contact up by, e.g. ``("email", "a@b.se")``."""
-    attempts: int = 0
-    """Settlement attempts recorded so far (online tries and uploads)."""
-    verdict: str | None = None
-    """How it was settled: ``applied``, ``duplicate``, ``conflictAlreadyRedeemed``, ``expired``, ``notFound``,
-    ``invalid`` (the A13 verdicts, also used for answers of the API), or ``rejected`` for a dead letter."""
-    reason: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-    acknowledged: bool = False
-
-    @property
-    def file_name(self) -> str:
-        return f"{self.id}.xml"
-
-    @property
-    def file_kind(self) -> FileKind:
-        return _FILE_KINDS[self.kind]
-
-    @property
-    def remote_folder(self) -> str:
-        """The FTP folder this file is uploaded to (``/integration/…Import``)."""
-        return IMPORT_DIRS[self.file_kind]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind.value,
-            "state": self.state.value,
-            "idempotencyKey": self.idempotency_key,
-            "createdAt": self.created_at.isoformat(),
-            "updatedAt": self.updated_at.isoformat(),
-            "group": self.group,
-            "contactKey": list(self.contact_key) if self.contact_key else None,
-            "attempts": self.attempts,
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "detail": dict(self.detail),
-            "acknowledged": self.acknowledged,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], state: IntentState) -> Intent:
-        key = data.get("contactKey")
-        return cls(
-            id=str(data["id"]),
-            kind=IntentKind(data["kind"]),
-            state=state,
-            idempotency_key=str(data["idempotencyKey"]),
-            created_at=datetime.fromisoformat(data["createdAt"]),
-            updated_at=datetime.fromisoformat(data["updatedAt"]),
-            group=data.get("group"),
-            contact_key=(str(key[0]), str(key[1])) if key else None,
-            attempts=int(data.get("attempts", 0)),
-            verdict=data.get("verdict"),
-            reason=data.get("reason"),
-            detail=dict(data.get("detail") or {}),
-            acknowledged=bool(data.get("acknowledged", False)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStatus:
-    """Counts per state and the intents that need the POS's attention (settled or dead, unacknowledged)."""
-
-    directory: str
-    counts: Mapping[IntentState, int]
-    attention: tuple[Intent, ...]
-
-    @property
-    def undelivered(self) -> int:
-        """Intents not yet settled by the server (pending, queued or uploaded)."""
-        return sum(
-            self.counts.get(s, 0) for s in (IntentState.PENDING, IntentState.QUEUED, IntentState.UPLOADED)
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "directory": self.directory,
-            "counts": {state.value: self.counts.get(state, 0) for state in IntentState},
-            "undelivered": self.undelivered,
-            "attention": [intent.to_json() for intent in self.attention],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    """What :meth:`Outbox.recover` found: intents of uncommitted groups it discarded, pending intents left to
-    settle, and garbage it removed."""
-
-    discarded: tuple[str, ...] = ()
-    pending: tuple[str, ...] = ()
-    removed_files: int = 0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _records(kind: IntentKind, data: bytes) -> list[Any]:
-    reader = {
-        IntentKind.REDEMPTION: read_redemptions,
-        IntentKind.RECEIPT: read_transactions,
-        IntentKind.CONTACT_CREATE: read_contacts,
-        IntentKind.CONTACT_UPDATE: read_contacts,
-    }[kind]
-    values: list[Any] = []
-    for item in reader(data):
-        if not isinstance(item, Record):
-            raise ValueError(f"the {kind.value} record is not valid: {item.reason}")
-        values.append(item.value)
-    return values
 
 
 class Outbox:
@@ -301,7 +139,7 @@ class Outbox:
 
     def load(self, intent: Intent) -> Redemption | ContactRecord | Receipt:
         """The intent's record, read back from its XML file (what the server's importer will read)."""
-        values = _records(intent.kind, self.read_bytes(intent))
+        values = read_records_of(intent.kind, self.read_bytes(intent))
         if len(values) != 1:
             raise ValueError(f"intent {intent.id} holds {len(values)} records, expected one")
         record: Redemption | ContactRecord | Receipt = values[0]
@@ -318,7 +156,7 @@ class Outbox:
             self._last_seq = seq
         tail = group_token(group) if group is not None else secrets.token_hex(4)
         sender = f"{self._sender}{seq:016d}-{tail}"
-        return file_name(_FILE_KINDS[kind], datetime.fromtimestamp(seq / 1e6, UTC), sender).removesuffix(
+        return file_name(FILE_KINDS[kind], datetime.fromtimestamp(seq / 1e6, UTC), sender).removesuffix(
             ".xml"
         )
 
@@ -371,9 +209,9 @@ class Outbox:
     ) -> Intent:
         if group is not None and (not group or not all(ch.isalnum() or ch in "-_." for ch in group)):
             raise ValueError("a group id is letters, digits, '-', '_' or '.'")
-        if len(_records(kind, data)) != 1:  # never queue a file the server would refuse
+        if len(read_records_of(kind, data)) != 1:  # never queue a file the server would refuse
             raise ValueError("an intent holds exactly one record")
-        now = _now()
+        now = utc_now()
         intent_id = self._new_id(kind, group)
         intent = Intent(
             id=intent_id,
@@ -410,7 +248,7 @@ class Outbox:
 
     def commit(self, group: str, intents: Iterable[Intent] = ()) -> None:
         """Make a group's pending intents live (the commit point of a sale): its marker, written durably."""
-        body = {"group": group, "committedAt": _now().isoformat(), "intents": [i.id for i in intents]}
+        body = {"group": group, "committedAt": utc_now().isoformat(), "intents": [i.id for i in intents]}
         _durable.write_file(
             self.directory / GROUPS, f"{group}.json", json.dumps(body).encode(), durable=self.durable
         )
@@ -497,9 +335,9 @@ class Outbox:
         """Move a held intent to ``state`` (or rewrite its sidecar when the state stays), crash-safely."""
         if not self.holds(intent):
             raise InvalidTransition(f"intent {intent.id} is not held by this outbox")
-        if state not in _ALLOWED[intent.state]:
+        if state not in ALLOWED_TRANSITIONS[intent.state]:
             raise InvalidTransition(f"{intent.id}: {intent.state.value} → {state.value} is not allowed")
-        moved = dataclasses.replace(intent, state=state, updated_at=_now(), **changes)
+        moved = dataclasses.replace(intent, state=state, updated_at=utc_now(), **changes)
         src_folder, dest_folder = self.folder(intent.state), self.folder(state)
         sidecar = self._sidecar(moved)
         if state is intent.state:
@@ -519,12 +357,12 @@ class Outbox:
         renamed, then each folder is fsync'd once, not once per intent. A sidecar's content is not fsync'd
         here: after a power loss that lost one, the intent is rebuilt from its file (see ``_rebuild``); its
         state, the folder, is durable all the same."""
-        now = _now()
+        now = utc_now()
         moved: list[Intent] = []
         for intent, _changes in moves:
             if not self.holds(intent):
                 raise InvalidTransition(f"intent {intent.id} is not held by this outbox")
-            if state not in _ALLOWED[intent.state] or state is intent.state:
+            if state not in ALLOWED_TRANSITIONS[intent.state] or state is intent.state:
                 raise InvalidTransition(f"{intent.id}: {intent.state.value} → {state.value} is not allowed")
         dest_folder = self.folder(state)
         sources: set[Path] = set()
@@ -553,7 +391,7 @@ class Outbox:
         return self.transition(intent, IntentState.QUEUED, reason=reason, attempts=intent.attempts + 1)
 
     def mark_uploaded(self, intent: Intent, remote_name: str) -> Intent:
-        detail = {**intent.detail, "remoteName": remote_name, "uploadedAt": _now().isoformat()}
+        detail = {**intent.detail, "remoteName": remote_name, "uploadedAt": utc_now().isoformat()}
         return self.transition(intent, IntentState.UPLOADED, detail=detail, attempts=intent.attempts + 1)
 
     def mark_settled(self, intent: Intent, verdict: str, reason: str | None = None, **detail: Any) -> Intent:
@@ -608,12 +446,12 @@ class Outbox:
             record: Any
             if kind_text == FileKind.REDEMPTIONS.value:
                 kind = IntentKind.REDEMPTION
-                record = _records(kind, data_xml)[0]
+                record = read_records_of(kind, data_xml)[0]
                 key = record.idempotency_key or key
             elif kind_text == FileKind.TRANSACTIONS.value:
                 kind = IntentKind.RECEIPT
             else:
-                record = _records(IntentKind.CONTACT_CREATE, data_xml)[0]
+                record = read_records_of(IntentKind.CONTACT_CREATE, data_xml)[0]
                 kind = IntentKind.CONTACT_UPDATE if record.contact_id else IntentKind.CONTACT_CREATE
         except (ValueError, IndexError, XmlRejected):
             return None
@@ -659,7 +497,7 @@ class Outbox:
                 intent = self._read(one, name.removesuffix(".xml"))
                 if intent is not None and (kind is None or intent.kind is kind):
                     found.append(intent)
-        found.sort(key=lambda intent: _order(intent.id))
+        found.sort(key=lambda intent: creation_order(intent.id))
         return found
 
     def status(self) -> OutboxStatus:
@@ -729,7 +567,7 @@ class Outbox:
 
     def purge(self, older_than: timedelta, states: Iterable[IntentState] = (IntentState.DONE,)) -> int:
         """Delete intents in ``states`` (default: done) last changed longer ago than ``older_than``."""
-        cutoff = _now() - older_than
+        cutoff = utc_now() - older_than
         removed = 0
         for intent in self.intents(list(states)):
             if intent.updated_at < cutoff:
@@ -754,20 +592,3 @@ class Outbox:
         finally:
             if fd is not None:
                 _durable.unlock(fd)
-
-
-def group_token(group: str) -> str:
-    """The short mark of a group in its intents' file names (``g`` and 8 hex digits of a hash)."""
-    return "g" + hashlib.sha256(group.encode()).hexdigest()[:8]
-
-
-def default_key(intent_id: str) -> str:
-    """The idempotency key of an intent that was given none: derived from its (unique) id."""
-    return f"pf-{intent_id}"
-
-
-def _order(intent_id: str) -> tuple[str, str]:
-    # YYYYMMDDHHmmss_[<sender>-]<usec>-<rand>_<type>: the microsecond counter orders intents of one outbox.
-    middle = intent_id.split("_", 1)[-1].rsplit("_", 1)[0]
-    pieces = middle.rsplit("-", 2)
-    return (pieces[-2] if len(pieces) >= 2 else "", intent_id)
