@@ -19,8 +19,7 @@ from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, Promoti
 from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
-from .rules import check_amount, channel_mask, json_number, status_of, validate_channel_value
-
+from .rules import channel_mask, check_amount, json_number, status_of, validate_channel_value
 
 FIRST_DAY = date(1900, 1, 1)
 LAST_DAY = date(2999, 12, 31)

@@ -30,6 +30,10 @@ class PermanentJobError(Exception):
     """A job that can never succeed (bad input): fail it now instead of retrying."""
 
 
+class JobLost(Exception):
+    """The job was recovered by another worker while this one still ran it: stop, record nothing."""
+
+
 @dataclass
 class JobContext:
     db: Database
@@ -48,7 +52,7 @@ class JobContext:
     async def progress(self, done: int, total: int | None = None) -> None:
         async with self.db.write() as conn:
             if not await queue.heartbeat(conn, self.row.id, self.worker, self.now(), done, total):
-                raise asyncio.CancelledError("job was taken over by another worker")
+                raise JobLost(f"job {self.row.public_id} was taken over by another worker")
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
@@ -144,6 +148,9 @@ class Worker:
             if fn is None:
                 raise PermanentJobError(f"no handler for job kind {row.kind!r}")
             result = await fn(ctx)
+        except JobLost as exc:
+            log.warning("job.lost id=%s kind=%s: %s", row.public_id, row.kind, exc)
+            return True
         except (PermanentJobError, Exception) as exc:
             permanent = isinstance(exc, PermanentJobError)
             log.warning("job.failed id=%s kind=%s permanent=%s error=%s", row.public_id, row.kind, permanent, exc)
