@@ -324,7 +324,7 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             "--data-dir",
             str(workdir / "data"),
         ],
-        {"PROMOFLOW_LOG_LEVEL": "warning"},
+        {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_RECORD_SHOWN": "false" if args.no_shown else "true"},
         f"http://127.0.0.1:{port}/healthz",
     )
     try:
@@ -396,7 +396,7 @@ def run_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             "--no-ftp",
             "--no-worker",
         ],
-        {"PROMOFLOW_LOG_LEVEL": "warning"},
+        {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_RECORD_SHOWN": "false" if args.no_shown else "true"},
         f"http://127.0.0.1:{port}/healthz",
     )
     try:
@@ -419,6 +419,9 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=20, help="seconds per measured phase")
     p.add_argument("--api-workers", type=int, default=1, help="API processes (same for the floor)")
     p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument(
+        "--no-shown", action="store_true", help="run the server without the ledger's 'shown' events (issue 3)"
+    )
     p.add_argument("--skip-pg", action="store_true")
     args = p.parse_args()
     if shutil.which("wrk") is None:

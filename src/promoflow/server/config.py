@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.5
     worker_concurrency: int = 1
     run_worker: bool = True
+    record_shown: bool = Field(
+        default=True,
+        description="Record the ledger's 'shown' events (one buffered write per fetched assignment).",
+    )
     fast_lane: bool = Field(
         default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."
     )

@@ -241,6 +241,8 @@ async def _on_shown(
 
 
 async def _start(state: AppState) -> None:
+    if not state.settings.record_shown:
+        return
     buffer = ShownBuffer(state.db)
     state.extras[STATE_KEY] = buffer
     buffer.start()
