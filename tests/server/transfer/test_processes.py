@@ -283,10 +283,11 @@ def _job_progress(url: str, tenant: dict[str, Any]) -> tuple[int, int | None, st
 
 def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, data_dir):
     db_url = own_db
-    n = 2500 if db_url.startswith("sqlite") else 6000
+    n = 6000
     tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
     coupons = seed_coupons(db_url, tenant, n)
-    env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="50", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
+    # Small batches over many records, so the import is observably half-way for long enough to kill it there.
+    env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="20", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
     ftp = Proc(["ftp", "--port", "0"], env, r"promoflow ftp listening on ftp://[\d.]+:(\d+)")
     with running(ftp):
         assert ftp.match is not None
@@ -296,8 +297,11 @@ def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, 
         try:
             progress = wait_for(
                 lambda: (p := _job_progress(db_url, tenant)) and 0 < p[0] < n and p,
+                timeout=120,
                 what="the import half-way",
             )
+        except TimeoutError:
+            raise AssertionError(f"never seen half-way: {_job_progress(db_url, tenant)}") from None
         finally:
             worker.kill(signal.SIGKILL)  # no goodbye: mid-batch, mid-transaction, whatever it was doing
         assert progress[2] == "running"
