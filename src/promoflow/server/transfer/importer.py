@@ -32,7 +32,7 @@ from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
 from ..worker import queue
-from ..worker.runner import JobContext, handler
+from ..worker.runner import JobContext, JobLost, handler
 from . import runtime
 from .files import FileStore
 from .inbox import FILE_IMPORT_JOB, forget_content
@@ -117,7 +117,7 @@ async def run_file_import(job: JobContext) -> dict[str, Any]:
     last_attempt = job.row.attempts >= job.row.max_attempts
     try:
         return await _run(job, store, imp, isolate=last_attempt)
-    except (asyncio.CancelledError, TakenOver):
+    except (asyncio.CancelledError, TakenOver, JobLost):
         raise
     except Exception as exc:
         if not last_attempt:
@@ -253,7 +253,7 @@ async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory
                               total: int | None) -> list[Outcome]:  # fmt: skip
     try:
         return await _apply_batch(job, imp, factory, [item], total)
-    except (asyncio.CancelledError, TakenOver):
+    except (asyncio.CancelledError, TakenOver, JobLost):
         raise
     except Exception as exc:
         log.warning("transfer.record_failed import=%s index=%d error=%r", imp.public_id, item.index, exc)
