@@ -170,19 +170,24 @@ class AssignmentService:
 
     async def assign_many(
         self, conn: AsyncConnection, promotion_id: uuid.UUID, contact_ids: list[uuid.UUID], batch_ref: str
-    ) -> int:
-        """Assign one promotion to many (existing, same-tenant) contacts; a contact already assigned in this
-        batch is skipped, so re-running a batch never duplicates. Returns how many were new."""
+    ) -> tuple[int, set[uuid.UUID]]:
+        """Assign one promotion to many contacts of this tenant; a contact already assigned in this batch is
+        skipped, so re-running a batch never duplicates. Returns how many were new, and which of the given ids
+        are contacts of this tenant (the others were not assigned)."""
         promo = await self._promotion_for_assign(conn, promotion_id)
         if not contact_ids:
-            return 0
-        existing = (
-            await conn.execute(
-                select(contact.c.id).where(contact.c.tenant_id == self.ctx.tenant_id, contact.c.id.in_(contact_ids))
-            )
-        ).scalars().all()
+            return 0, set()
+        existing = set(
+            (
+                await conn.execute(
+                    select(contact.c.id).where(
+                        contact.c.tenant_id == self.ctx.tenant_id, contact.c.id.in_(contact_ids)
+                    )
+                )
+            ).scalars()
+        )
         if not existing:
-            return 0
+            return 0, existing
         valid_from, valid_to = self._window(promo)
         rows = [
             {
@@ -196,10 +201,10 @@ class AssignmentService:
                 "batch_ref": batch_ref,
                 "created_at": self.now,
             }
-            for cid in dict.fromkeys(existing)
+            for cid in existing
         ]
         result = await conn.execute(insert_ignore(conn, assignment, rows).returning(assignment.c.id))
-        return len(result.all())
+        return len(result.all()), existing
 
     async def item(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, v3: bool = False) -> dict[str, Any]:
         row = (

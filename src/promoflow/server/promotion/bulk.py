@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ...kit.guid import parse_guid
 from ...wire.engage import BulkAssignCreate
 from ..contact.service import _NORMALIZERS, contact_type_of
-from ..exceptions import PromoflowError
+from ..exceptions import BadRequest, PromoflowError
 from ..models import contact
 from ..worker.runner import JobContext, PermanentJobError, handler
 from .assignment import AssignmentService
@@ -26,8 +26,6 @@ CHUNK = 500
 
 def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, Any]:
     if not body.contact_ids and not body.contact_keys:
-        from ..exceptions import BadRequest
-
         raise BadRequest("give contactIds or contactKeys", code="InvalidPayload")
     return {
         "promotionId": str(promotion_id),
@@ -81,25 +79,17 @@ async def run_bulk_assign(job: JobContext) -> dict[str, Any]:
                 not_found += len(missing_keys)
                 missing.extend(keys[k] for k in sorted(missing_keys))
             if ids:
-                existing = set(
-                    (
-                        await conn.execute(
-                            select(contact.c.id).where(
-                                contact.c.tenant_id == job.tenant.tenant_id, contact.c.id.in_(ids)
-                            )
-                        )
-                    ).scalars()
-                )
+                try:
+                    new, existing = await AssignmentService(job.tenant, job.now()).assign_many(
+                        conn, promotion_id, ids, p["batchRef"]
+                    )
+                except PromoflowError as exc:
+                    raise PermanentJobError(f"{exc.code}: {exc.message}") from exc
+                assigned += new
                 for guid in ids:
                     if guid not in existing:
                         not_found += 1
                         missing.append(str(guid))
-                try:
-                    assigned += await AssignmentService(job.tenant, job.now()).assign_many(
-                        conn, promotion_id, [g for g in ids if g in existing], p["batchRef"]
-                    )
-                except PromoflowError as exc:
-                    raise PermanentJobError(f"{exc.code}: {exc.message}") from exc
         await job.progress(min(start + CHUNK, total), total)
     matched = total - invalid - not_found
     return {
