@@ -3,8 +3,10 @@
 Seeds a database with N contacts holding N × K assignments, starts the real server (`promoflow api` on
 PostgreSQL, `promoflow serve` on SQLite), drives it with wrk (64 connections) and reports requests/s and
 p50/p95/p99 for (a) GET /api/v2/contacts/{id}/promotions?redemptionChannelType=POS and (b) redeem (each
-assignment redeemed once); then runs the floor app (bench/floor_app.py: one raw-driver SQL statement per request
-on the same uvicorn stack) with the same load, and prints the ratio. Server RSS is read from /proc.
+assignment redeemed once), and the floor app (bench/floor_app.py: one raw-driver SQL statement per request on the
+same uvicorn stack) with the same load, and prints the ratio. On PostgreSQL both servers run side by side and the
+load alternates between them phase by phase for --rounds rounds (this is a shared host whose speed drifts; a
+floor measured minutes after the server would compare two different machines). Server RSS is read from /proc.
 
     python bench/core_bench.py                       # full size: 100,000 contacts, 1,000,000 assignments
     python bench/core_bench.py --contacts 10000      # smaller
@@ -18,6 +20,7 @@ import asyncio
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -292,7 +295,48 @@ def measure(
     return results
 
 
+def _chunks(path: Path, parts: int) -> list[Path]:
+    """Split an id file into ``parts`` disjoint files (each round redeems assignments of its own)."""
+    ids = path.read_text().split()
+    size = len(ids) // parts
+    out = []
+    for k in range(parts):
+        chunk = path.with_name(f"{path.stem}.{k}.txt")
+        chunk.write_text("\n".join(ids[k * size : (k + 1) * size]) + "\n")
+        out.append(chunk)
+    return out
+
+
+def _rotated(path: Path, parts: int) -> list[Path]:
+    """The same ids starting at a different place each round (each round fetches other contacts first)."""
+    ids = path.read_text().split()
+    out = []
+    for k in range(parts):
+        at = k * len(ids) // parts
+        chunk = path.with_name(f"{path.stem}.{k}.txt")
+        chunk.write_text("\n".join(ids[at:] + ids[:at]) + "\n")
+        out.append(chunk)
+    return out
+
+
+def _pooled(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Rounds together: requests/s over all rounds, the median round's percentiles, the worst round's p99."""
+    out = {"rps": sum(r["requests"] for r in runs) / sum(r["requests"] / r["rps"] for r in runs)}
+    for k in ("p50", "p95", "p99"):
+        out[k] = statistics.median(r[k] for r in runs)
+    out["p99_worst"] = max(r["p99"] for r in runs)
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["non2xx"] = sum(r["non2xx"] for r in runs)
+    out["rss_mb"] = max(r["rss_mb"] for r in runs)
+    out["rounds"] = runs  # type: ignore[assignment]
+    return out
+
+
 def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """promoflow and the floor run side by side on one database; the load alternates between them phase by
+    phase (fetch promoflow, fetch floor, redeem promoflow, redeem floor) for --rounds rounds, so a change in the
+    machine's speed during the run (a shared host) hits both alike."""
     name = "promoflow_bench"
     with psycopg.connect(args.pg_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -307,63 +351,62 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         f"seeded PostgreSQL: {args.contacts} contacts, {args.contacts * args.per_contact} assignments "
         f"in {time.monotonic() - t0:.0f} s"
     )
-    files = id_files(url, tenant_id, workdir)
-    port = free_port()
+    contacts, assign_server, assign_floor = id_files(url, tenant_id, workdir)
+    rounds = args.rounds
+    fetch_ids = _rotated(contacts, rounds)
+    redeem_ids = {"server": _chunks(assign_server, rounds), "floor": _chunks(assign_floor, rounds)}
+    port, floor_port = free_port(), free_port()
     server = start(
-        [
-            sys.executable,
-            "-m",
-            "promoflow.cli",
-            "api",
-            "--port",
-            str(port),
-            "--database-url",
-            url,
-            "--workers",
-            str(args.api_workers),
-            "--data-dir",
-            str(workdir / "data"),
-        ],
+        [sys.executable, "-m", "promoflow.cli", "api", "--port", str(port), "--database-url", url,
+         "--workers", str(args.api_workers), "--data-dir", str(workdir / "data")],
         {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_RECORD_SHOWN": "false" if args.no_shown else "true"},
         f"http://127.0.0.1:{port}/healthz",
-    )
+    )  # fmt: skip
+    floor = start(
+        [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(floor_port), "--workers",
+         str(args.api_workers), "--log-level", "warning", "--no-access-log"],
+        {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": tenant_id},
+        f"http://127.0.0.1:{floor_port}/x",
+    )  # fmt: skip
+    sides = {
+        "server": ("promoflow (PostgreSQL)", f"http://127.0.0.1:{port}", server.pid,
+                   ("GET", "/api/v2/contacts/", "/promotions?redemptionChannelType=POS", None),
+                   ("POST", "/api/v2/promotions/codes/", "/redeem", '{"redemptionChannel":"POS"}')),
+        "floor": ("floor (raw psycopg)", f"http://127.0.0.1:{floor_port}", floor.pid,
+                  ("GET", "/fetch/", "", None), ("POST", "/redeem/", "", "{}")),
+    }  # fmt: skip
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        side: {"fetch": [], "redeem": []} for side in sides
+    }
     try:
-        server_res = measure(
-            "promoflow (PostgreSQL)", f"http://127.0.0.1:{port}", key, files, False, args, server.pid
-        )
+        for _, base, _, fetch, _ in sides.values():  # warm-up (connections, caches), not counted
+            wrk(base, *fetch[:3], contacts, key, fetch[3], args.connections, 3)
+        for k in range(rounds):
+            for op in ("fetch", "redeem"):
+                for side, (label, base, pid, fetch, redeem) in sides.items():
+                    method, prefix, suffix, body = fetch if op == "fetch" else redeem
+                    ids = fetch_ids[k] if op == "fetch" else redeem_ids[side][k]
+                    r = wrk(base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
+                    r["rss_mb"] = rss_mb(pid)
+                    runs[side][op].append(r)
+                    log(
+                        f"round {k + 1} {label:<22} {op:<7} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
+                        f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  errors {r['errors']}  "
+                        f"non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB"
+                    )
     finally:
         stop(server)
-    port = free_port()
-    floor = start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.floor_app:app",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.api_workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": tenant_id},
-        f"http://127.0.0.1:{port}/x",
-    )
-    try:
-        floor_res = measure(
-            "floor (raw psycopg)", f"http://127.0.0.1:{port}", key, files, True, args, floor.pid
-        )
-    finally:
         stop(floor)
+    out = {side: {op: _pooled(rs) for op, rs in ops.items()} for side, ops in runs.items()}
     for op in ("fetch", "redeem"):
-        ratio = server_res[op]["rps"] / floor_res[op]["rps"]
+        srv, flr = out["server"][op], out["floor"][op]
         log(
-            f"{op}: promoflow at {ratio:.0%} of the floor (target >= 60%), p99 {server_res[op]['p99']:.1f} ms "
-            f"(target < 50 ms), RSS {server_res[op]['rss_mb']:.0f} MB (target < 400 MB)"
+            f"{op}: promoflow {srv['rps']:.0f} req/s vs floor {flr['rps']:.0f} req/s = {srv['rps'] / flr['rps']:.0%} "
+            f"of the floor (target >= 60%); p99 median round {srv['p99']:.1f} ms, worst {srv['p99_worst']:.1f} ms "
+            f"(floor {flr['p99']:.1f} / {flr['p99_worst']:.1f} ms; target < 50 ms); "
+            f"RSS {srv['rss_mb']:.0f} MB (target < 400 MB)"
         )
-    return {"server": server_res, "floor": floor_res}
+    return out
 
 
 def run_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
@@ -416,7 +459,8 @@ def main() -> None:
     p.add_argument("--sqlite-contacts", type=int, default=100_000)
     p.add_argument("--per-contact", type=int, default=10)
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--duration", type=int, default=20, help="seconds per measured phase")
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured phase")
+    p.add_argument("--rounds", type=int, default=3, help="PostgreSQL: alternating promoflow/floor rounds")
     p.add_argument("--api-workers", type=int, default=1, help="API processes (same for the floor)")
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument(

@@ -7,14 +7,20 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import insert, select
 
+from promoflow.server.db import make_sync_engine
 from promoflow.server.migrate import alembic_config, drift, is_current, upgrade
+from promoflow.server.models import assignment, assignment_event, contact, promotion, promotion_view, tenant
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -59,3 +65,50 @@ def test_two_processes_upgrading_at_once_both_succeed(empty_db: str, tmp_path: P
     assert drift(empty_db) == []
     upgrade(empty_db)  # idempotent
     assert drift(empty_db) == []
+
+
+def test_0004_moves_shown_events_to_views_and_back(empty_db: str) -> None:
+    """'shown' ledger events recorded before 0004 (assignment_event rows) survive the upgrade as promotion_view
+    rows, and a downgrade puts them back."""
+    engine = make_sync_engine(empty_db)
+    cfg = alembic_config(empty_db)
+
+    def migrate(step: Callable[[Config, str], None], target: str) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            step(cfg, target)
+
+    t, c, p, a = (uuid.uuid4() for _ in range(4))
+    at = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    try:
+        migrate(command.upgrade, "0003")
+        with engine.begin() as conn:
+            conn.execute(insert(tenant).values(id=t, name="old", time_zone="UTC", currency="SEK", settings={},
+                                               created_at=at, updated_at=at))  # fmt: skip
+            conn.execute(insert(contact).values(id=c, tenant_id=t, contact_type="Member", attributes={},
+                                                preferences={}, created_at=at, updated_at=at))  # fmt: skip
+            conn.execute(insert(promotion).values(id=p, tenant_id=t, name="P", start_date=at.date(), channels=[],
+                                                  channel_mask=0, created_at=at, updated_at=at))  # fmt: skip
+            conn.execute(insert(assignment).values(id=a, tenant_id=t, promotion_id=p, contact_id=c, valid_from=at,
+                                                   source="api", created_at=at))  # fmt: skip
+            conn.execute(insert(assignment_event).values(tenant_id=t, assignment_id=a, kind="shown",
+                                                         at=at + timedelta(minutes=5), store_external_id="S1",
+                                                         detail={"count": 1}))  # fmt: skip
+            conn.execute(insert(assignment_event).values(tenant_id=t, assignment_id=a, kind="reactivated",
+                                                         at=at + timedelta(minutes=9)))  # fmt: skip
+        migrate(command.upgrade, "head")
+        with engine.connect() as conn:
+            views = conn.execute(select(promotion_view)).all()
+            kinds = conn.execute(select(assignment_event.c.kind)).scalars().all()
+        assert [(v.tenant_id, v.contact_id, v.at, v.times, v.store_external_id, v.assignment_ids) for v in views] == [
+            (t, c, at + timedelta(minutes=5), 1, "S1", [a])
+        ]
+        assert kinds == ["reactivated"]
+        migrate(command.downgrade, "0003")
+        with engine.connect() as conn:
+            events = conn.execute(select(assignment_event).order_by(assignment_event.c.at)).all()
+        assert [(e.kind, e.assignment_id, e.store_external_id) for e in events] == [
+            ("shown", a, "S1"), ("reactivated", a, None)
+        ]
+    finally:
+        engine.dispose()

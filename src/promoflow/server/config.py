@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     run_worker: bool = True
     record_shown: bool = Field(
         default=True,
-        description="Record the ledger's 'shown' events (one buffered write per fetched assignment).",
+        description="Record the ledger's 'shown' events (buffered; one row per answered fetch, written in batches).",
     )
     fast_lane: bool = Field(
         default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."

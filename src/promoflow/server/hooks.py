@@ -28,7 +28,9 @@ async def fire_contact_changed(
         await hook(conn, ctx, contact_id, now)
 
 
-PromotionsShown = Callable[[Any, "TenantContext", uuid.UUID, list[uuid.UUID], str | None, datetime], Awaitable[None]]
+# (assignment id, promotion id) of each assignment an answer showed.
+Shown = list[tuple[uuid.UUID, uuid.UUID]]
+PromotionsShown = Callable[[Any, "TenantContext", uuid.UUID, Shown, str | None, datetime], Awaitable[None]]
 
 # Called after a contact's promotions were answered (the ledger's "shown" events). Must be cheap: it runs on the
 # hottest path; buffer and write in batches.
@@ -36,8 +38,7 @@ promotions_shown: list[PromotionsShown] = []
 
 
 async def fire_promotions_shown(
-    state: Any, ctx: TenantContext, contact_id: uuid.UUID, assignment_ids: list[uuid.UUID], store: str | None,
-    now: datetime,
-) -> None:  # fmt: skip
+    state: Any, ctx: TenantContext, contact_id: uuid.UUID, shown: Shown, store: str | None, now: datetime
+) -> None:
     for hook in promotions_shown:
-        await hook(state, ctx, contact_id, assignment_ids, store, now)
+        await hook(state, ctx, contact_id, shown, store, now)

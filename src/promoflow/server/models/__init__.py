@@ -2,7 +2,14 @@
 
 from . import tables
 from .base import metadata
-from .receipts import assignment_shown, receipt, receipt_pending, receipt_promotion, store  # noqa: F401
+from .receipts import (  # noqa: F401
+    assignment_shown,
+    promotion_view,
+    receipt,
+    receipt_pending,
+    receipt_promotion,
+    store,
+)
 from .tables import (
     api_key,
     assignment,

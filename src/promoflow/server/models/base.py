@@ -3,6 +3,7 @@ constraints), column types that behave the same on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -74,6 +75,28 @@ class DecimalType(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(value) if not isinstance(value, Decimal) else value
+
+
+class UuidList(TypeDecorator[list[Any]]):
+    """A list of UUIDs: a native ``uuid[]`` on PostgreSQL, a JSON array of hex strings on SQLite."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(Uuid()))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: list[Any] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return [u.hex for u in value]
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[Any] | None:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return [uuid.UUID(u) for u in value]
 
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")

@@ -16,7 +16,17 @@ from sqlalchemy import (
     Uuid,
 )
 
-from .base import BigId, DecimalType, JsonType, UTCDateTime, created_at, metadata, tenant_fk, updated_at
+from .base import (
+    BigId,
+    DecimalType,
+    JsonType,
+    UTCDateTime,
+    UuidList,
+    created_at,
+    metadata,
+    tenant_fk,
+    updated_at,
+)
 
 # Registered on first sight (type RETAIL until told otherwise); the type is a redeem-by-receipt's channel.
 store = Table(
@@ -108,14 +118,35 @@ receipt_promotion = Table(
     Index("ix_receipt_promotion_promotion", "promotion_id", "created_date"),
 )
 
-# One row per assignment ever shown (fetched), kept up to date by the batched 'shown' writer: reports count
-# shown assignments here; the ledger's individual 'shown' events are assignment_event rows.
+# The ledger's 'shown' events: one row per answered fetch (repeats of the same answer in one store within a
+# write batch become one row with a count), holding the ids of the assignments the answer showed. The ledger
+# reads an assignment's 'shown' events from its contact's rows.
+#
+# This table and assignment_shown are written at fetch rate, so they have no foreign keys: a foreign-key check
+# locks the referenced assignment row (FOR KEY SHARE), which dirties its page and writes WAL for every shown
+# assignment. Nothing here can dangle: tenants, contacts and assignments are never deleted (an assignment's
+# deletion is a mark), and a promotion can only be deleted while it has no assignments.
+promotion_view = Table(
+    "promotion_view",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tenant_id", Uuid, nullable=False),
+    Column("contact_id", Uuid, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("times", Integer, nullable=False),
+    Column("store_external_id", String(255), nullable=True),
+    Column("assignment_ids", UuidList, nullable=False),
+    Index("ix_promotion_view_contact", "contact_id", "at"),
+)
+
+# One row per assignment ever shown, upserted with the views: the reports count shown assignments here.
 assignment_shown = Table(
     "assignment_shown",
     metadata,
-    Column("assignment_id", Uuid, ForeignKey("assignment.id", ondelete="CASCADE"), primary_key=True),
-    tenant_fk(),
-    Column("promotion_id", Uuid, ForeignKey("promotion.id", ondelete="CASCADE"), nullable=False),
+    Column("assignment_id", Uuid, primary_key=True),
+    Column("tenant_id", Uuid, nullable=False),
+    Column("promotion_id", Uuid, nullable=False),
     Column("first_shown_at", UTCDateTime, nullable=False),
     Column("last_shown_at", UTCDateTime, nullable=False),
     Column("times", Integer, nullable=False),

@@ -33,7 +33,7 @@ from ..exceptions import BadRequest
 from ..hooks import fire_promotions_shown
 from ..openapi import EXTENSION, body_schema, errors
 from ..worker import queue
-from .assignment import AssignmentService, RedemptionService, parse_assignment_id
+from .assignment import AssignmentService, RedemptionService, item_out, parse_assignment_id
 from .bulk import BULK_ASSIGN, bulk_payload
 from .rules import parse_channel
 from .service import PromotionService, parse_promotion_id
@@ -229,13 +229,13 @@ def _channel_filter(query_value: str | None, header_value: str | None) -> Channe
 def _listing(e: Edge, cid: uuid.UUID, channel: ChannelType | None, include_redeemed: bool, store: str | None,
              *, v3: bool) -> Any:  # fmt: skip
     async def work(conn: AsyncConnection, now: datetime) -> list[dict[str, Any]]:
-        items = await AssignmentService(e.ctx, now).list_for_contact(
-            conn, cid, channel, include_redeemed=include_redeemed, v3=v3
+        rows = await AssignmentService(e.ctx, now).list_for_contact(
+            conn, cid, channel, include_redeemed=include_redeemed
         )
         # The ledger's 'shown' events (buffered by the listener, never a write here), as the fast lane does.
-        shown = [uuid.UUID(i["id"]) for i in items if not i["redeemed"]]
+        shown = [(r.id, r.promotion_id) for r in rows if r.redeemed_at is None]
         await fire_promotions_shown(e.state, e.ctx, cid, shown, store, now)
-        return items
+        return [item_out(r, e.ctx, v3=v3) for r in rows]
 
     return work
 

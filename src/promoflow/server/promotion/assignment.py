@@ -219,15 +219,11 @@ class AssignmentService:
         return item_out(row, self.ctx, v3=v3)
 
     async def list_for_contact(
-        self,
-        conn: AsyncConnection,
-        contact_id: uuid.UUID,
-        channel: ChannelType | None,
-        *,
+        self, conn: AsyncConnection, contact_id: uuid.UUID, channel: ChannelType | None, *,
         include_redeemed: bool = False,
-        v3: bool = False,
-    ) -> list[dict[str, Any]]:
-        """The contact's assignments valid now, of non-Draft promotions, not redeemed (A7)."""
+    ) -> list[Any]:  # fmt: skip
+        """The contact's assignments valid now, of non-Draft promotions, not redeemed (A7), as rows for
+        `item_out`."""
         conds = [
             assignment.c.contact_id == contact_id,
             assignment.c.tenant_id == self.ctx.tenant_id,
@@ -256,7 +252,7 @@ class AssignmentService:
             )
             if found is None:
                 raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
-        return [item_out(r, self.ctx, v3=v3) for r in rows]
+        return list(rows)
 
 
 class RedemptionService:

@@ -233,9 +233,8 @@ class FastLane:
         items = [render_item(r[0], parts[r[1]], r[2], r[3], None, tz, False) for r in rows if r[1] in parts]
         await self._send(send, 200, json_bytes(items))
         st.extras["fastlane_answered"] = st.extras.get("fastlane_answered", 0) + 1
-        await fire_promotions_shown(
-            st, ctx, contact_id, [r[0] for r in rows], headers.get("storeexternalid"), now
-        )
+        shown = [(r[0], r[1]) for r in rows if r[1] in parts]
+        await fire_promotions_shown(st, ctx, contact_id, shown, headers.get("storeexternalid"), now)
         return True
 
     # ------------------------------------------------------------------------------------------- redeem

@@ -1,8 +1,9 @@
 """The assignment ledger (extension): every assignment's append-only history, newest last.
 
 Nothing is written twice for it: 'assigned' and 'deleted' come from the assignment row, 'redeemed' (how, where,
-when) from the redemption rows, 'linked' from the receipt links, and 'shown' and 'reactivated' (and any other
-event a feature records) from `assignment_event` rows.
+when) from the redemption rows, 'linked' from the receipt links, 'shown' from the contact's `promotion_view`
+rows that hold the assignment, and 'reactivated' (and any other event a feature records) from `assignment_event`
+rows.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.timeutil import iso
 from ..exceptions import NotFound
 from ..models import assignment, assignment_event, redemption
-from ..models.receipts import receipt_promotion
+from ..models.receipts import promotion_view, receipt_promotion
 from ..tenant.service import TenantContext
 
 _ORDER = {"assigned": 0, "shown": 1, "redeemed": 2, "linked": 3, "reactivated": 4, "deleted": 5}
@@ -77,6 +78,17 @@ class LedgerService:
                     "receiptDate": iso(link.created_date, self.ctx.tz),
                 },
             )
+        views = select(promotion_view).where(
+            promotion_view.c.tenant_id == tid,
+            promotion_view.c.contact_id == a.contact_id,
+            promotion_view.c.at >= a.created_at,
+        )
+        if conn.dialect.name == "postgresql":
+            views = views.where(literal(assignment_id) == func.any(promotion_view.c.assignment_ids))
+        for v in await conn.execute(views.order_by(promotion_view.c.id)):
+            if assignment_id in v.assignment_ids:
+                add("shown", v.at, storeExternalId=v.store_external_id,
+                    detail={"count": v.times, "lastAt": iso(v.last_at, self.ctx.tz)})  # fmt: skip
         for ev in await conn.execute(
             select(assignment_event)
             .where(assignment_event.c.assignment_id == assignment_id)

@@ -2,9 +2,11 @@
 
 Fetching a contact's promotions is the hottest request of the server, so it only appends to an in-process buffer
 (via the `promotions_shown` hook). A background task writes the buffer in batches every second (or sooner when it
-grows), at shutdown, and right before a report or ledger read in the same process. Repeated fetches of one
-assignment in one store within a batch become one `assignment_event` row with a count, and the per-assignment
-`assignment_shown` summary (what the reports count) is upserted in the same transaction.
+grows), at shutdown, and right before a report or ledger read in the same process. Each answered fetch becomes
+one `promotion_view` row holding the ids of the assignments it showed (repeats of the same answer to the same
+contact in the same store within a batch become one row with a count), and the per-assignment `assignment_shown`
+summary (what the reports count) is upserted in the same transaction. Neither table has foreign keys (see the
+models): at fleet load a foreign-key check per shown assignment cost more than the fetch itself.
 
 Best effort, by design: events still in the buffer when a process crashes are lost (at most about a second of
 fetches), and several API processes each flush their own buffer, so a report served by one process may miss the
@@ -20,74 +22,80 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, insert
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ...kit.timeutil import iso
 from .. import features, hooks
 from ..db import Database
 from ..edge import AppState
-from ..models import assignment, assignment_event
-from ..models.receipts import assignment_shown
+from ..models.receipts import assignment_shown, promotion_view
 
 log = logging.getLogger("promoflow.receipts")
 
 STATE_KEY = "receipt.shown"
-_Key = tuple[uuid.UUID, uuid.UUID, str | None]  # tenant, assignment, store
+# tenant, contact, store, the (assignment, promotion) pairs shown
+_View = tuple[uuid.UUID, uuid.UUID, str | None, tuple[tuple[uuid.UUID, uuid.UUID], ...]]
 
 
 class ShownBuffer:
     def __init__(
-        self, db: Database, *, interval: float = 1.0, batch: int = 1_000, limit: int = 500_000
+        self, db: Database, *, interval: float = 1.0, batch: int = 2_000, limit: int = 200_000
     ) -> None:
         self.db = db
         self.interval = interval
         self.batch = batch
         self.limit = limit
         self.dropped = 0
-        self._pending: dict[_Key, list[Any]] = {}
+        self._views: dict[_View, list[Any]] = {}  # -> [first at, last at, times]
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def record(
-        self, tenant_id: uuid.UUID, assignment_ids: list[uuid.UUID], store: str | None, at: datetime
+        self, tenant_id: uuid.UUID, contact_id: uuid.UUID, shown: hooks.Shown, store: str | None, at: datetime
     ) -> None:
-        """Called on the fetch path: no I/O, a dict update per assignment."""
-        pending = self._pending
-        store = store[:255] if store else None
-        for aid in assignment_ids:
-            entry = pending.get((tenant_id, aid, store))
-            if entry is not None:
-                entry[1] = at
-                entry[2] += 1
-            elif len(pending) < self.limit:
-                pending[(tenant_id, aid, store)] = [at, at, 1]
-            else:
-                self.dropped += 1
-        if len(pending) >= self.batch:
+        """Called on the fetch path: no I/O, one dict update."""
+        key = (tenant_id, contact_id, store[:255] if store else None, tuple(shown))
+        view = self._views.get(key)
+        if view is not None:
+            view[0], view[1], view[2] = min(view[0], at), max(view[1], at), view[2] + 1
+        elif len(self._views) < self.limit:
+            self._views[key] = [at, at, 1]
+        else:
+            self.dropped += 1
+        if len(self._views) >= self.batch:
             self._wake.set()
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._views)
 
     async def flush(self) -> int:
-        """Write everything recorded so far; returns the number of events written."""
+        """Write everything recorded so far; returns the number of views written."""
         async with self._lock:
-            pending, self._pending = self._pending, {}
-            if not pending:
+            views, self._views = self._views, {}
+            if not views:
                 return 0
             try:
                 async with self.db.write() as conn:
-                    return await _write(conn, pending)
+                    write = _write_pg if conn.dialect.name == "postgresql" else _write_sqlite
+                    return await write(conn, views)
             except Exception:
-                log.warning("receipt.shown_flush_failed events=%d", len(pending), exc_info=True)
-                for key, entry in pending.items():  # keep them for the next attempt, within the limit
-                    if len(self._pending) < self.limit:
-                        self._pending.setdefault(key, entry)
+                log.warning("receipt.shown_flush_failed views=%d", len(views), exc_info=True)
+                self._keep(views)
                 return 0
+
+    def _keep(self, views: dict[_View, list[Any]]) -> None:
+        """Put a batch that could not be written back with what arrived since, within the limit."""
+        for key, v in views.items():
+            mine = self._views.get(key)
+            if mine is not None:
+                mine[0], mine[1], mine[2] = min(mine[0], v[0]), max(mine[1], v[1]), mine[2] + v[2]
+            elif len(self._views) < self.limit:
+                self._views[key] = v
+            else:
+                self.dropped += v[2]
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -107,137 +115,94 @@ class ShownBuffer:
         await self.flush()
 
 
-# PostgreSQL: the whole batch in one set-based statement, the rows travelling as arrays. A busy API shows tens
-# of thousands of assignments a second; building per-row parameters in Python for that would stall the event loop
-# (tail latency) and cost as much CPU as the fetches themselves.
+# PostgreSQL: the whole batch in one set-based statement, the views travelling as arrays in binary (a view's
+# assignment and promotion ids as a slice of two flat arrays), the per-assignment summary aggregated by the
+# statement itself. A busy API shows tens of thousands of assignments a second: text-encoding that many UUIDs and
+# timestamps costs ~10 ms per thousand on the event loop, which every fetch waiting behind it feels as latency.
+# The summary is upserted in key order, so two processes flushing at once cannot deadlock on each other's rows.
 _PG_WRITE = """
-WITH input AS (
-  SELECT * FROM unnest(%(t)s::uuid[], %(a)s::uuid[], %(s)s::text[], %(f)s::timestamptz[], %(l)s::timestamptz[],
-                       %(li)s::text[], %(n)s::int[])
-         AS x(tenant_id, assignment_id, store, first_at, last_at, last_iso, times)
-), known AS (
-  SELECT x.*, a.promotion_id FROM input x JOIN assignment a ON a.id = x.assignment_id AND a.tenant_id = x.tenant_id
-), events AS (
-  INSERT INTO assignment_event (tenant_id, assignment_id, kind, at, store_external_id, detail)
-  SELECT tenant_id, assignment_id, 'shown', first_at, store, jsonb_build_object('count', times, 'lastAt', last_iso)
-  FROM known
+WITH x AS MATERIALIZED (
+  SELECT * FROM unnest(%(t)b::uuid[], %(c)b::uuid[], %(s)b::text[], %(f)b::timestamptz[], %(l)b::timestamptz[],
+                       %(n)b::int[], %(lo)b::int[], %(hi)b::int[]) AS x(t, c, s, f, l, n, lo, hi)
+), views AS (
+  INSERT INTO promotion_view (tenant_id, contact_id, store_external_id, at, last_at, times, assignment_ids)
+  SELECT t, c, s, f, l, n, (%(ids)b::uuid[])[lo:hi] FROM x
   RETURNING 1
 ), summary AS (
   INSERT INTO assignment_shown (assignment_id, tenant_id, promotion_id, first_shown_at, last_shown_at, times)
-  SELECT assignment_id, (array_agg(tenant_id))[1], (array_agg(promotion_id))[1], min(first_at), max(last_at),
-         sum(times)
-  FROM known GROUP BY assignment_id ORDER BY assignment_id
+  SELECT (%(ids)b::uuid[])[j], x.t, (%(pids)b::uuid[])[j], min(x.f), max(x.l), sum(x.n)
+  FROM x, generate_series(x.lo, x.hi) AS j
+  GROUP BY 1, 2, 3 ORDER BY 1
   ON CONFLICT (assignment_id) DO UPDATE SET
     first_shown_at = least(assignment_shown.first_shown_at, excluded.first_shown_at),
     last_shown_at = greatest(assignment_shown.last_shown_at, excluded.last_shown_at),
     times = assignment_shown.times + excluded.times
 )
-SELECT count(*) FROM events
+SELECT count(*) FROM views
 """
 
 
-async def _write_pg(conn: AsyncConnection, pending: dict[_Key, list[Any]]) -> int:
-    # Small, frequent batches (the buffer wakes the writer at 1,000 entries) spread the database work evenly
-    # instead of a burst a second that the fetches queued behind would feel as tail latency.
-    cols: dict[str, list[Any]] = {"t": [], "a": [], "s": [], "f": [], "l": [], "li": [], "n": []}
-    for (tenant_id, aid, store), (first, last, count) in pending.items():
+async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int:
+    cols: dict[str, list[Any]] = {k: [] for k in ("ids", "pids", "t", "c", "s", "f", "l", "n", "lo", "hi")}
+    ids, pids = cols["ids"], cols["pids"]
+    for (tenant_id, contact_id, store, shown), (first, last, times) in views.items():
         cols["t"].append(tenant_id)
-        cols["a"].append(aid)
+        cols["c"].append(contact_id)
         cols["s"].append(store)
         cols["f"].append(first)
         cols["l"].append(last)
-        cols["li"].append(iso(last))
-        cols["n"].append(count)
+        cols["n"].append(times)
+        cols["lo"].append(len(ids) + 1)
+        for aid, pid in shown:
+            ids.append(aid)
+            pids.append(pid)
+        cols["hi"].append(len(ids))
     result = await conn.exec_driver_sql(_PG_WRITE, cols)
     return int(result.scalar() or 0)
 
 
-async def _write(conn: AsyncConnection, pending: dict[_Key, list[Any]]) -> int:
-    if conn.dialect.name == "postgresql":
-        return await _write_pg(conn, pending)
-    ids = list({aid for _, aid, _ in pending})
-    known: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]] = {}
-    for i in range(0, len(ids), 500):
-        found = await conn.execute(
-            select(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id).where(
-                assignment.c.id.in_(ids[i : i + 500])
-            )
-        )
-        known.update({r.id: (r.tenant_id, r.promotion_id) for r in found})
-    events = []
+async def _write_sqlite(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int:
     summary: dict[uuid.UUID, dict[str, Any]] = {}
-    for (tenant_id, aid, store), (first, last, count) in pending.items():
-        owner = known.get(aid)
-        if owner is None or owner[0] != tenant_id:
-            continue  # deleted since it was fetched
-        events.append(
-            {
-                "tenant_id": tenant_id,
-                "assignment_id": aid,
-                "kind": "shown",
-                "at": first,
-                "store_external_id": store,
-                "detail": {"count": count, "lastAt": iso(last)},
-            }
-        )
-        s = summary.get(aid)
-        if s is None:
-            summary[aid] = {
-                "assignment_id": aid,
-                "tenant_id": tenant_id,
-                "promotion_id": owner[1],
-                "first_shown_at": first,
-                "last_shown_at": last,
-                "times": count,
-            }
-        else:
-            s["first_shown_at"] = min(s["first_shown_at"], first)
-            s["last_shown_at"] = max(s["last_shown_at"], last)
-            s["times"] += count
-    if not events:
-        return 0
-    await conn.execute(insert(assignment_event), events)
-    # Upserted in key order, so two processes flushing at once cannot deadlock on each other's rows.
-    ordered = [summary[k] for k in sorted(summary)]
-    stmt: Any
-    if conn.dialect.name == "postgresql":
-        pg = postgresql.insert(assignment_shown)
-        stmt = pg.on_conflict_do_update(
-            index_elements=[assignment_shown.c.assignment_id],
-            set_={
-                "first_shown_at": func.least(assignment_shown.c.first_shown_at, pg.excluded.first_shown_at),
-                "last_shown_at": func.greatest(assignment_shown.c.last_shown_at, pg.excluded.last_shown_at),
-                "times": assignment_shown.c.times + pg.excluded.times,
-            },
-        )
-    else:
-        lite = sqlite.insert(assignment_shown)
-        stmt = lite.on_conflict_do_update(
-            index_elements=[assignment_shown.c.assignment_id],
-            set_={
-                "first_shown_at": func.min(assignment_shown.c.first_shown_at, lite.excluded.first_shown_at),
-                "last_shown_at": func.max(assignment_shown.c.last_shown_at, lite.excluded.last_shown_at),
-                "times": assignment_shown.c.times + lite.excluded.times,
-            },
-        )
-    await conn.execute(stmt, ordered)
-    return len(events)
+    for (tenant_id, _, _, shown), (first, last, times) in views.items():
+        for aid, pid in shown:
+            s = summary.get(aid)
+            if s is None:
+                summary[aid] = {"assignment_id": aid, "tenant_id": tenant_id, "promotion_id": pid,
+                                "first_shown_at": first, "last_shown_at": last, "times": times}  # fmt: skip
+            else:
+                s["first_shown_at"] = min(s["first_shown_at"], first)
+                s["last_shown_at"] = max(s["last_shown_at"], last)
+                s["times"] += times
+    await conn.execute(
+        insert(promotion_view),
+        [
+            {"tenant_id": t, "contact_id": c, "store_external_id": s, "at": first, "last_at": last, "times": n,
+             "assignment_ids": [aid for aid, _ in shown]}
+            for (t, c, s, shown), (first, last, n) in views.items()
+        ],
+    )  # fmt: skip
+    stmt = sqlite.insert(assignment_shown)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[assignment_shown.c.assignment_id],
+        set_={
+            "first_shown_at": func.min(assignment_shown.c.first_shown_at, stmt.excluded.first_shown_at),
+            "last_shown_at": func.max(assignment_shown.c.last_shown_at, stmt.excluded.last_shown_at),
+            "times": assignment_shown.c.times + stmt.excluded.times,
+        },
+    )
+    await conn.execute(stmt, [summary[aid] for aid in sorted(summary)])
+    return len(views)
 
 
 # ------------------------------------------------------------------------------------------- wiring
 
 
 async def _on_shown(
-    state: Any,
-    ctx: Any,
-    _contact_id: uuid.UUID,
-    assignment_ids: list[uuid.UUID],
-    store: str | None,
-    now: datetime,
+    state: Any, ctx: Any, contact_id: uuid.UUID, shown: hooks.Shown, store: str | None, now: datetime
 ) -> None:
     buffer = state.extras.get(STATE_KEY) if state is not None else None
-    if buffer is not None and assignment_ids:
-        buffer.record(ctx.tenant_id, assignment_ids, store, now)
+    if buffer is not None and shown:
+        buffer.record(ctx.tenant_id, contact_id, shown, store, now)
 
 
 async def _start(state: AppState) -> None:
