@@ -1,0 +1,110 @@
+"""The 'shown' writer on its own, on a real database: one promotion_view row per distinct answer in a batch (with its
+count), the per-assignment summary accumulated across views and batches, a failed write kept for the next one, and
+the memory bound."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from promoflow.server.db import Database
+from promoflow.server.models.receipts import assignment_shown, promotion_view
+from promoflow.server.receipt.shown import ShownBuffer
+from tests.conftest import START
+
+
+async def _rows(db: Database, tenant_id: uuid.UUID) -> tuple[list[Any], dict[uuid.UUID, Any]]:
+    async with db.read() as conn:
+        views = (
+            await conn.execute(
+                select(promotion_view).where(promotion_view.c.tenant_id == tenant_id).order_by(promotion_view.c.id)
+            )
+        ).all()
+        shown = (await conn.execute(select(assignment_shown).where(assignment_shown.c.tenant_id == tenant_id))).all()
+    return list(views), {r.assignment_id: r for r in shown}
+
+
+def test_views_and_summary_accumulate_across_answers_and_batches(db_url: str) -> None:
+    t, c1, c2, p1, p2 = (uuid.uuid4() for _ in range(5))
+    a1, a2, a3 = sorted(uuid.uuid4() for _ in range(3))
+    at = START
+
+    async def run() -> tuple[Any, Any, Any, Any]:
+        db = Database(db_url, pool_size=2)
+        buf = ShownBuffer(db)
+        buf.record(t, c1, [(a1, p1), (a2, p2)], "S1", at)
+        buf.record(t, c1, [(a1, p1), (a2, p2)], "S1", at + timedelta(seconds=5))  # same answer: one row, count 2
+        buf.record(t, c1, [(a1, p1)], "S2", at + timedelta(seconds=7))  # another store, a smaller answer
+        buf.record(t, c2, [(a3, p1)], None, at + timedelta(seconds=3))
+        assert len(buf) == 3
+        assert await buf.flush() == 3
+        first = await _rows(db, t)
+        buf.record(t, c1, [(a1, p1)], "S2", at - timedelta(seconds=1))  # a late, earlier sighting
+        assert await buf.flush() == 1
+        assert await buf.flush() == 0  # nothing left
+        second = await _rows(db, t)
+        await db.dispose()
+        return first[0], first[1], second[0], second[1]
+
+    views, shown, views2, shown2 = asyncio.run(run())
+    assert [(v.contact_id, v.store_external_id, v.times, v.at, v.last_at, v.assignment_ids) for v in views] == [
+        (c1, "S1", 2, at, at + timedelta(seconds=5), [a1, a2]),
+        (c1, "S2", 1, at + timedelta(seconds=7), at + timedelta(seconds=7), [a1]),
+        (c2, None, 1, at + timedelta(seconds=3), at + timedelta(seconds=3), [a3]),
+    ]
+    assert {a: (s.promotion_id, s.times, s.first_shown_at, s.last_shown_at) for a, s in shown.items()} == {
+        a1: (p1, 3, at, at + timedelta(seconds=7)),
+        a2: (p2, 2, at, at + timedelta(seconds=5)),
+        a3: (p1, 1, at + timedelta(seconds=3), at + timedelta(seconds=3)),
+    }
+    assert len(views2) == 4 and views2[3].times == 1
+    assert (shown2[a1].times, shown2[a1].first_shown_at, shown2[a1].last_shown_at) == (
+        4, at - timedelta(seconds=1), at + timedelta(seconds=7)
+    )  # fmt: skip
+    assert shown2[a3] == shown[a3]
+
+
+def test_a_failed_write_is_kept_for_the_next_one(db_url: str, tmp_path: Path) -> None:
+    t, c, p, a = (uuid.uuid4() for _ in range(4))
+
+    async def run() -> tuple[int, int, Any]:
+        broken = Database(f"sqlite:///{tmp_path / 'no-tables.sqlite3'}", pool_size=1)  # never migrated
+        buf = ShownBuffer(broken)
+        buf.record(t, c, [(a, p)], "S1", START)
+        written = await buf.flush()  # fails: no such table
+        kept = len(buf)
+        buf.record(t, c, [(a, p)], "S1", START + timedelta(seconds=1))  # merges with the kept one
+        await broken.dispose()
+        buf.db = good = Database(db_url, pool_size=2)
+        assert await buf.flush() == 1
+        rows = await _rows(good, t)
+        await good.dispose()
+        return written, kept, rows
+
+    written, kept, (views, shown) = asyncio.run(run())
+    assert (written, kept) == (0, 1)
+    assert [(v.times, v.at, v.last_at) for v in views] == [(2, START, START + timedelta(seconds=1))]
+    assert shown[a].times == 2
+
+
+def test_the_buffer_is_bounded(db_url: str) -> None:
+    t, p = uuid.uuid4(), uuid.uuid4()
+
+    async def run() -> tuple[int, int, int]:
+        db = Database(db_url, pool_size=2)
+        buf = ShownBuffer(db, limit=2)
+        contacts = [uuid.uuid4() for _ in range(3)]
+        for c in contacts:
+            buf.record(t, c, [(uuid.uuid4(), p)], None, START)
+        buf.record(t, contacts[0], [(uuid.uuid4(), p)], None, START)  # another answer to a known contact: a view
+        n = len(buf)
+        written = await buf.flush()
+        await db.dispose()
+        return n, written, buf.dropped
+
+    assert asyncio.run(run()) == (2, 2, 2)
