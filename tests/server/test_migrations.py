@@ -7,20 +7,26 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-from alembic import command
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, select
 
 from promoflow.server.db import make_sync_engine
-from promoflow.server.migrate import alembic_config, drift, is_current, upgrade
-from promoflow.server.models import assignment, assignment_event, contact, promotion, promotion_view, tenant
+from promoflow.server.migrate import alembic_config, downgrade, drift, is_current, upgrade
+from promoflow.server.models import (
+    assignment,
+    assignment_event,
+    contact,
+    promotion,
+    promotion_view,
+    redemption,
+    tenant,
+)
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -67,21 +73,15 @@ def test_two_processes_upgrading_at_once_both_succeed(empty_db: str, tmp_path: P
     assert drift(empty_db) == []
 
 
-def test_0004_moves_shown_events_to_views_and_back(empty_db: str) -> None:
-    """'shown' ledger events recorded before 0004 (assignment_event rows) survive the upgrade as promotion_view
-    rows, and a downgrade puts them back."""
+def test_upgrades_keep_the_data_and_0004_moves_shown_events(empty_db: str) -> None:
+    """Data written at 0003 survives the later migrations — on SQLite 0005 rebuilds the assignment table, which
+    must not cascade to the rows that refer to it — and 'shown' ledger events (assignment_event rows before
+    0004) become promotion_view rows; a downgrade puts them back."""
     engine = make_sync_engine(empty_db)
-    cfg = alembic_config(empty_db)
-
-    def migrate(step: Callable[[Config, str], None], target: str) -> None:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            step(cfg, target)
-
     t, c, p, a = (uuid.uuid4() for _ in range(4))
     at = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
     try:
-        migrate(command.upgrade, "0003")
+        upgrade(empty_db, "0003")
         with engine.begin() as conn:
             conn.execute(insert(tenant).values(id=t, name="old", time_zone="UTC", currency="SEK", settings={},
                                                created_at=at, updated_at=at))  # fmt: skip
@@ -96,15 +96,21 @@ def test_0004_moves_shown_events_to_views_and_back(empty_db: str) -> None:
                                                          detail={"count": 1}))  # fmt: skip
             conn.execute(insert(assignment_event).values(tenant_id=t, assignment_id=a, kind="reactivated",
                                                          at=at + timedelta(minutes=9)))  # fmt: skip
-        migrate(command.upgrade, "head")
+            conn.execute(insert(redemption).values(id=uuid.uuid4(), tenant_id=t, assignment_id=a, seq=1,
+                                                   redeemed_at=at, channel="POS", via="api",
+                                                   created_at=at))  # fmt: skip
+        upgrade(empty_db)
         with engine.connect() as conn:
             views = conn.execute(select(promotion_view)).all()
             kinds = conn.execute(select(assignment_event.c.kind)).scalars().all()
+            kept = conn.execute(select(redemption.c.assignment_id)).scalars().all()
+            assert conn.execute(select(assignment.c.id)).scalars().all() == [a]
         assert [(v.tenant_id, v.contact_id, v.at, v.times, v.store_external_id, v.assignment_ids) for v in views] == [
             (t, c, at + timedelta(minutes=5), 1, "S1", [a])
         ]
         assert kinds == ["reactivated"]
-        migrate(command.downgrade, "0003")
+        assert kept == [a]
+        downgrade(empty_db, "0003")
         with engine.connect() as conn:
             events = conn.execute(select(assignment_event).order_by(assignment_event.c.at)).all()
         assert [(e.kind, e.assignment_id, e.store_external_id) for e in events] == [

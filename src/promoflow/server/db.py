@@ -41,7 +41,7 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).drivername.startswith("sqlite")
 
 
-def _sqlite_setup(engine_sync: Engine) -> None:
+def _sqlite_setup(engine_sync: Engine, *, foreign_keys: bool = True) -> None:
     @event.listens_for(engine_sync, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so BEGIN is ours (DEFERRED or IMMEDIATE).
@@ -50,7 +50,7 @@ def _sqlite_setup(engine_sync: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
 
     @event.listens_for(engine_sync, "begin")
@@ -59,14 +59,18 @@ def _sqlite_setup(engine_sync: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_sync_engine(url: str) -> Engine:
+def make_sync_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """A synchronous engine, for migrations and schema checks. On SQLite its transactions begin IMMEDIATE, so two
     processes migrating one file at once (say `serve` and `worker` started together) queue on the lock instead of
-    one failing with "database is locked" when its deferred transaction tries to write."""
+    one failing with "database is locked" when its deferred transaction tries to write.
+
+    ``foreign_keys=False`` is for migrations on SQLite: changing a table there means copying it into a new one
+    and dropping the old, and with foreign keys enforced that drop deletes (ON DELETE CASCADE) every row that
+    refers to it."""
     url = sync_url(url)
     if is_sqlite(url):
         engine = create_engine(url, poolclass=NullPool)
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, foreign_keys=foreign_keys)
         return engine.execution_options(sqlite_begin="IMMEDIATE")
     return create_engine(url, pool_pre_ping=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -24,10 +25,21 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str, target: str = "head") -> None:
     """Bring the database at ``url`` to the newest schema (idempotent; safe to run from several processes on
     PostgreSQL, where Alembic's version table update is transactional)."""
-    engine = make_sync_engine(url)
+    _migrate(url, command.upgrade, target)
+
+
+def downgrade(url: str, target: str) -> None:
+    """Take the schema back to revision ``target`` (for operators rolling back a release)."""
+    _migrate(url, command.downgrade, target)
+
+
+def _migrate(url: str, step: Callable[[Config, str], None], target: str) -> None:
+    # On SQLite, with foreign keys off: a batch migration rebuilds a table by copy, drop and rename, and the
+    # drop must not cascade to the rows that refer to it. The keys are checked once the migration is done.
+    engine = make_sync_engine(url, foreign_keys=False)
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -35,7 +47,11 @@ def upgrade(url: str) -> None:
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727401)")
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            step(cfg, target)
+            if conn.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration to {target} broke foreign keys: {broken[:5]}")
     finally:
         engine.dispose()
 

@@ -15,7 +15,8 @@ def run_migrations() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_sync_engine(config.get_main_option("sqlalchemy.url") or "")
+    # The alembic command line: foreign keys off on SQLite, as in promoflow.server.migrate.
+    engine = make_sync_engine(config.get_main_option("sqlalchemy.url") or "", foreign_keys=False)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
