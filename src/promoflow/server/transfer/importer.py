@@ -7,8 +7,9 @@
   leaves whole batches behind; the next run skips every index already recorded, so each record is applied once.
   If two workers ever run the same import (one was taken for dead), the verdicts' primary key fails the later
   batch, and with it that batch's effects.
-- Parsing runs in a thread of its own, one batch ahead of the database, so the event loop (the API's, in `serve`)
-  stays responsive and parsing overlaps the database round trips.
+- Parsing runs in a thread of its own, one batch ahead of the database, and the result file is written in
+  another, one batch behind, so the event loop (the API's, in `serve`) stays responsive and the Python work
+  overlaps the database round trips.
 - On the job's last attempt, records are applied one per transaction and a record whose application raises is
   reported ``invalid`` with the error, so a poison record cannot block the tenant's queue for ever.
 - The result file is written from the stored verdicts at the end, then the file moves to processed/.
@@ -203,21 +204,34 @@ async def _take_over(db: Database, imp: Any) -> Any:
 
 async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, total: int | None,
                      result: ResultFile, *, isolate: bool) -> None:  # fmt: skip
+    """Three stages at once: the reader thread parses batch n + 1 while the database applies batch n and the
+    result thread writes the verdicts of batch n − 1 (at most one batch waits for each stage: memory stays
+    flat)."""
     pending = batches.next()
+    writing: asyncio.Future[None] | None = None
+    loop = asyncio.get_running_loop()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-result")
     try:
         while True:
             items = await pending
             if not items:
-                return
+                break
             pending = batches.next()
             if isolate:
+                outcomes = []
                 for item in items:
-                    result.add(await _apply_one_isolated(job, imp, factory, item, total))
+                    outcomes += await _apply_one_isolated(job, imp, factory, item, total)
             else:
-                result.add(await _apply_batch(job, imp, factory, items, total))
+                outcomes = await _apply_batch(job, imp, factory, items, total)
+            if writing is not None:
+                await writing
+            writing = loop.run_in_executor(writer, result.add, outcomes)
+        if writing is not None:
+            await writing
     finally:
         if not pending.done():
             pending.cancel()
+        writer.shutdown(wait=True)
 
 
 def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
