@@ -58,6 +58,32 @@ def log(msg: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes (from /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # self + waited-for children
+    return total / tick
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL process on this machine (backends, WAL writer, checkpointer: all the database's CPU)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip().startswith("postgres"):
+                    out.append(int(d.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
 def rss_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -239,6 +265,8 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         uploaded = time.monotonic() - t0
         assert reply.startswith("226"), reply
         peak = idle
+        pg_before = postgres_pids()
+        pg_cpu0, worker_cpu0 = cpu_seconds(pg_before), cpu_seconds([worker.pid])
         deadline = time.monotonic() + 3600
         while not result.exists():  # bounded poll of observable state; RSS sampled on the way
             if worker.proc.poll() is not None:
@@ -249,6 +277,9 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
             time.sleep(0.05)
         total = time.monotonic() - t0
         hwm = rss_kb(worker.pid, "VmHWM")
+        worker_cpu = cpu_seconds([worker.pid]) - worker_cpu0
+        # A backend that ended during the run takes its CPU time with it (the worker keeps its connections).
+        pg_cpu = cpu_seconds(postgres_pids()) - pg_cpu0
     finally:
         worker.stop()
     with psycopg.connect(url) as conn:
@@ -269,15 +300,21 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         "rate": records / total,
         "idle_mb": idle / 1024,
         "peak_mb": max(peak, hwm) / 1024,
+        "worker_cpu_us": 1e6 * worker_cpu / records,
+        "pg_cpu_us": 1e6 * pg_cpu / records,
     }
 
 
 # --------------------------------------------------------------------------------------------------- floor
 
 
+FLOOR_CPU: dict[str, float] = {}
+
+
 def floor_redemptions(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: datetime) -> float:
     """COPY the rows into a temp table, one set-based UPDATE (the same conditions), one INSERT of redemptions."""
     t0 = time.monotonic()
+    FLOOR_CPU["pg0"] = cpu_seconds(postgres_pids())
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE r_in (coupon uuid, at timestamptz, ch text, store text, receipt text, ikey text)"
@@ -303,6 +340,7 @@ def floor_redemptions(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: 
         )
         applied = cur.rowcount
         conn.commit()
+        FLOOR_CPU["pg_us"] = 1e6 * (cpu_seconds(postgres_pids()) - FLOOR_CPU["pg0"]) / len(ids)
     assert applied == len(ids), applied
     return time.monotonic() - t0
 
@@ -413,19 +451,20 @@ def main() -> None:
 def report(args: Any, results: list[dict[str, Any]], floor_red: float, floor_rc: float | None) -> None:
     print()
     print("| file | records | MB | status | upload s | import s | end to end s | records/s | worker idle MB |"
-          " worker peak MB | peak − idle MB |")  # fmt: skip
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          " worker peak MB | peak − idle MB | worker CPU µs/record | PostgreSQL CPU µs/record |")  # fmt: skip
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['file']} | {r['records']:,} | {r['bytes'] / 1e6:.0f} | {r['status']} {r['counts']['applied']:,}"
             f" applied | {r['upload_s']:.1f} | {r['import_s']:.1f} | {r['end_to_end_s']:.1f} | {r['rate']:,.0f} |"
             f" {r['idle_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['idle_mb']:.0f} |"
+            f" {r['worker_cpu_us']:.0f} | {r['pg_cpu_us']:.0f} |"
         )
     print()
     big = results[1]
     print(f"floor, redemptions (COPY + one set-based UPDATE/INSERT): {args.redemptions:,} in {floor_red:.1f} s ="
-          f" {args.redemptions / floor_red:,.0f}/s; promoflow end to end is {floor_red / big['end_to_end_s']:.0%}"
-          f" of the floor's rate")  # fmt: skip
+          f" {args.redemptions / floor_red:,.0f}/s (PostgreSQL CPU {FLOOR_CPU['pg_us']:.0f} µs/record);"
+          f" promoflow end to end is {floor_red / big['end_to_end_s']:.0%} of the floor's rate")  # fmt: skip
     if floor_rc is not None:
         rc = results[2]
         print(f"floor, receipts (COPY into the receipt table): {args.receipts:,} in {floor_rc:.1f} s ="
