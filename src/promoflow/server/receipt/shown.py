@@ -39,8 +39,12 @@ _View = tuple[uuid.UUID, uuid.UUID, str | None, tuple[tuple[uuid.UUID, uuid.UUID
 
 
 class ShownBuffer:
+    """Views waiting to be written. Bounded (``limit`` distinct views, ~1.5 KB each): past it, new views are
+    counted in ``dropped`` and not kept. It only fills when writes fail while fetches succeed — when the database
+    is down, fetches fail too."""
+
     def __init__(
-        self, db: Database, *, interval: float = 1.0, batch: int = 2_000, limit: int = 200_000
+        self, db: Database, *, interval: float = 1.0, batch: int = 2_000, limit: int = 50_000
     ) -> None:
         self.db = db
         self.interval = interval
