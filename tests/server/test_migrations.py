@@ -118,3 +118,19 @@ def test_upgrades_keep_the_data_and_0004_moves_shown_events(empty_db: str) -> No
         ]
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_migration_that_leaves_broken_foreign_keys_is_rolled_back(tmp_path: Path) -> None:
+    """Migrations run with foreign keys off on SQLite; the keys are checked before the migration commits."""
+    url = f"sqlite:///{tmp_path / 'fk.sqlite3'}"
+    upgrade(url)
+    engine = make_sync_engine(url, foreign_keys=False)
+    try:
+        with engine.begin() as conn:  # an orphan, as a migration with a bad copy step would leave behind
+            conn.execute(insert(assignment_event).values(tenant_id=uuid.uuid4(), assignment_id=uuid.uuid4(),
+                                                         kind="reactivated", at=datetime.now(UTC)))  # fmt: skip
+    finally:
+        engine.dispose()
+    with pytest.raises(RuntimeError, match="broke foreign keys"):
+        downgrade(url, "0005")
+    assert is_current(url)  # nothing of the failed downgrade was committed
