@@ -61,16 +61,19 @@ class ShownBuffer:
         self, tenant_id: uuid.UUID, contact_id: uuid.UUID, shown: hooks.Shown, store: str | None, at: datetime
     ) -> None:
         """Called on the fetch path: no I/O, one dict update."""
-        key = (tenant_id, contact_id, store[:255] if store else None, tuple(shown))
-        view = self._views.get(key)
-        if view is not None:
-            view[0], view[1], view[2] = min(view[0], at), max(view[1], at), view[2] + 1
-        elif len(self._views) < self.limit:
-            self._views[key] = [at, at, 1]
-        else:
-            self.dropped += 1
+        self._add((tenant_id, contact_id, store[:255] if store else None, tuple(shown)), at, at, 1)
         if len(self._views) >= self.batch:
             self._wake.set()
+
+    def _add(self, key: _View, first: datetime, last: datetime, times: int) -> None:
+        """Merge into the view already waiting with this key, or add it within the limit."""
+        view = self._views.get(key)
+        if view is not None:
+            view[0], view[1], view[2] = min(view[0], first), max(view[1], last), view[2] + times
+        elif len(self._views) < self.limit:
+            self._views[key] = [first, last, times]
+        else:
+            self.dropped += times
 
     def __len__(self) -> int:
         return len(self._views)
@@ -92,14 +95,8 @@ class ShownBuffer:
 
     def _keep(self, views: dict[_View, list[Any]]) -> None:
         """Put a batch that could not be written back with what arrived since, within the limit."""
-        for key, v in views.items():
-            mine = self._views.get(key)
-            if mine is not None:
-                mine[0], mine[1], mine[2] = min(mine[0], v[0]), max(mine[1], v[1]), mine[2] + v[2]
-            elif len(self._views) < self.limit:
-                self._views[key] = v
-            else:
-                self.dropped += v[2]
+        for key, (first, last, times) in views.items():
+            self._add(key, first, last, times)
 
     async def _run(self) -> None:
         while not self._stopping:
