@@ -48,10 +48,7 @@ _LINES = """
 # Earlier redemptions with a line's idempotency key, or with its receipt on its assignment. One index probe per
 # line (LATERAL … LIMIT 1): the planner's statistics lag behind a table this very import is filling, and a plan
 # that scans the tenant's redemptions per batch would make a large import quadratic.
-_DUPLICATES = text(
-    f"""
-    SELECT v.i AS idx, d.*
-    FROM ({_LINES}) AS v
+_PROBE = """
     CROSS JOIN LATERAL (
       (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
               r.store_external_id
@@ -62,12 +59,13 @@ _DUPLICATES = text(
        FROM redemption r WHERE v.receipt IS NOT NULL AND r.assignment_id = v.id AND r.unique_receipt_id = v.receipt
        LIMIT 1)
       LIMIT 1
-    ) d
-    """
-)
+    )
+"""
+
+_DUPLICATES = text(f"SELECT v.i AS idx, d.* FROM ({_LINES}) AS v {_PROBE} d")
 
 
-# PostgreSQL, the whole batch in one statement: the duplicate probes (as in _DUPLICATES), then for every other
+# PostgreSQL, the whole batch in one statement: the duplicate probes (_PROBE), then for every other
 # line the conditional write of RedemptionService.redeem (same WHERE: not redeemed, not deleted, valid at
 # redeemedOn, the contact if given, a channel of the promotion) with its redemption row. The lines join the
 # assignments by primary key, one probe each (no "id = ANY(all ids)" here: inside that nested loop the array
@@ -79,17 +77,7 @@ _APPLY_PG = text(
     ), d AS MATERIALIZED (
       SELECT v.i, x.assignment_id, x.idempotency_key, x.unique_receipt_id, x.redeemed_at, x.channel,
              x.store_external_id
-      FROM v CROSS JOIN LATERAL (
-        (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
-                r.store_external_id
-         FROM redemption r WHERE v.ikey IS NOT NULL AND r.tenant_id = :t AND r.idempotency_key = v.ikey LIMIT 1)
-        UNION ALL
-        (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
-                r.store_external_id
-         FROM redemption r
-         WHERE v.receipt IS NOT NULL AND r.assignment_id = v.id AND r.unique_receipt_id = v.receipt LIMIT 1)
-        LIMIT 1
-      ) x
+      FROM v {_PROBE} x
     ), todo AS MATERIALIZED (
       SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.i = v.i)
     ), won AS (
