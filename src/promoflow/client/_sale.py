@@ -72,6 +72,12 @@ def _status_of(settlement: Settlement) -> StepStatus:
     return StepStatus.REJECTED
 
 
+def _settled_step(step: str, intent: Intent, settlement: Settlement) -> StepResult:
+    """The result of a step whose intent was settled (online, refused, or queued for the files)."""
+    return StepResult(step=step, status=_status_of(settlement), message=settlement.reason, intent_id=intent.id,
+                      verdict=settlement.verdict, detail=settlement.detail)  # fmt: skip
+
+
 class Sale:
     """The state and the steps of one checkout, as plans (run by :class:`Checkout` / :class:`AsyncCheckout`)."""
 
@@ -147,15 +153,7 @@ class Sale:
             record_settlement(outbox, intent, settlement)
         finally:
             outbox.release(intent)
-        result = StepResult(
-            step=step,
-            status=_status_of(settlement),
-            message=settlement.reason,
-            intent_id=intent.id,
-            verdict=settlement.verdict,
-            detail=settlement.detail,
-        )
-        return self._record(result), settlement
+        return self._record(_settled_step(step, intent, settlement)), settlement
 
     def create_contact(self, attributes: Mapping[str, Any], contact_type: str | None,
                        preferences: Mapping[str, bool] | None, key_type: str) -> Plan[StepResult]:  # fmt: skip
@@ -324,16 +322,7 @@ class Sale:
                     record_settlement(outbox, intent, settlement)
                     if settlement.deferred:
                         deferred = f"server unreachable during the checkout: {settlement.reason}"
-                    results.append(
-                        StepResult(
-                            step=step,
-                            status=_status_of(settlement),
-                            message=settlement.reason,
-                            intent_id=intent.id,
-                            verdict=settlement.verdict,
-                            detail=settlement.detail,
-                        )  # fmt: skip
-                    )
+                    results.append(_settled_step(step, intent, settlement))
                 outbox.release(intent)
         finally:
             for intent in written:
@@ -378,16 +367,7 @@ def settle_pending(config: FlowConfig) -> Plan[list[StepResult]]:
             _learn_contact(config.contacts, moved, settlement)
         finally:
             outbox.release(intent)
-        results.append(
-            StepResult(
-                step=f"recover:{intent.kind.value}",
-                status=_status_of(settlement),
-                message=settlement.reason,
-                intent_id=intent.id,
-                verdict=settlement.verdict,
-                detail=settlement.detail,
-            )  # fmt: skip
-        )
+        results.append(_settled_step(f"recover:{intent.kind.value}", intent, settlement))
         if intent.group is not None:
             outbox.forget_group(intent.group)
     return results
