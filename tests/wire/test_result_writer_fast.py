@@ -18,12 +18,9 @@ from promoflow.wire.xml import (
     XmlRejected,
     load_import_result,
     read_import_result,
-    xsd_file,
 )
 from tests.wire._samples import GUID, WHEN
-
-XSD = etree.XMLSchema(etree.parse(str(xsd_file("importResult"))))
-FILE = "20240501140300_471_redemptions.xml"
+from tests.wire.test_xml_results import FILE, XSD
 
 # Characters with a meaning in markup or that attribute-value normalisation would turn into spaces, and ones
 # that need nothing special but must survive as they are (non-ASCII is written as UTF-8).
