@@ -9,7 +9,8 @@
   batch, and with it that batch's effects.
 - Parsing runs in a thread of its own, one batch ahead of the database, and the result file is written in
   another, one batch behind, so the event loop (the API's, in `serve`) stays responsive and the Python work
-  overlaps the database round trips.
+  overlaps the database round trips. On PostgreSQL, batches of an applier that declares ``marks`` (redemptions)
+  also overlap each other, two at a time, committed in file order (``_Pipeline``).
 - On the job's last attempt, records are applied one per transaction and a record whose application raises is
   reported ``invalid`` with the error, so a poison record cannot block the tenant's queue for ever.
 - The result file is written from the stored verdicts at the end, then the file moves to processed/.
@@ -18,9 +19,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,13 +206,11 @@ async def _take_over(db: Database, imp: Any) -> Any:
 
 async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, total: int | None,
                      result: ResultFile, *, isolate: bool) -> None:  # fmt: skip
-    """Three stages at once: the reader thread parses batch n + 1 while the database applies batch n and the
-    result thread writes the verdicts of batch n − 1 (at most one batch waits for each stage: memory stays
-    flat)."""
+    """The stages run at once: the reader thread parses batch n + 2, the database applies batch n + 1 while batch
+    n finishes (its verdicts, heartbeat and commit: see _Pipeline), and the result thread writes the verdicts of
+    batch n − 1. At most one batch waits for each stage, so memory stays flat."""
     pending = batches.next()
-    writing: asyncio.Future[None] | None = None
-    loop = asyncio.get_running_loop()
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-result")
+    pipeline = _Pipeline(job, imp, factory, total, result, overlap=not isolate)
     try:
         while True:
             items = await pending
@@ -221,17 +221,84 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
                 outcomes = []
                 for item in items:
                     outcomes += await _apply_one_isolated(job, imp, factory, item, total)
+                await pipeline.publish(outcomes)
             else:
-                outcomes = await _apply_batch(job, imp, factory, items, total)
-            if writing is not None:
-                await writing
-            writing = loop.run_in_executor(writer, result.add, outcomes)
-        if writing is not None:
-            await writing
+                await pipeline.submit(items)
+        await pipeline.drain()
     finally:
         if not pending.done():
             pending.cancel()
-        writer.shutdown(wait=True)
+        await pipeline.close()
+
+
+class _Pipeline:
+    """Up to two batch transactions at once, committed strictly in file order.
+
+    Batch n + 1 runs its statements while batch n writes its verdicts and commits, so the database is never idle
+    while the worker turns one batch's answer into verdicts. Safe because:
+
+    - batch n + 1 commits only after batch n has (it waits for n before its heartbeat, the last statement), so
+      the records committed are always a prefix of the file and a resumed import skips exactly those; if batch n
+      fails, batch n + 1 fails too and nothing after n's predecessor is kept;
+    - two batches overlap only when the applier says they cannot see each other: its ``marks`` (for redemptions:
+      the coupons and idempotency keys of the lines) are disjoint; otherwise batch n + 1 starts after n committed;
+    - only on PostgreSQL (SQLite has one writer) and only for appliers that declare ``marks``.
+    """
+
+    def __init__(self, job: JobContext, imp: Any, factory: ApplierFactory, total: int | None, result: ResultFile,
+                 *, overlap: bool) -> None:  # fmt: skip
+        self.job, self.imp, self.factory, self.total, self.result = job, imp, factory, total, result
+        self.marks_of: Callable[[Record[Any]], Iterable[str]] | None = getattr(factory, "marks", None)
+        self.overlap = overlap and self.marks_of is not None and job.db.dialect == "postgresql"
+        self.inflight: asyncio.Task[list[Outcome]] | None = None
+        self.inflight_marks: set[str] = set()
+        self.writing: asyncio.Future[None] | None = None
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-result")
+
+    def _marks(self, items: list[Item]) -> set[str]:
+        assert self.marks_of is not None
+        return {mark for item in items if isinstance(item, Record) for mark in self.marks_of(item)}
+
+    async def submit(self, items: list[Item]) -> None:
+        marks = self._marks(items) if self.overlap else set()
+        if self.inflight is not None and (not self.overlap or marks & self.inflight_marks):
+            await self._settle()  # the two batches could see each other: this one starts after that one
+        previous = self.inflight
+        self.inflight = asyncio.ensure_future(
+            _apply_batch(self.job, self.imp, self.factory, items, self.total, after=previous)
+        )
+        self.inflight_marks = marks
+        if previous is not None:
+            await self.publish(await previous)
+        if not self.overlap:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight (committed, in order) and hand its verdicts to the result thread."""
+        task, self.inflight = self.inflight, None
+        assert task is not None
+        await self.publish(await task)
+
+    async def publish(self, outcomes: list[Outcome]) -> None:
+        if self.writing is not None:
+            await self.writing
+        self.writing = asyncio.get_running_loop().run_in_executor(self.writer, self.result.add, outcomes)
+
+    async def drain(self) -> None:
+        if self.inflight is not None:
+            await self._settle()
+        if self.writing is not None:
+            await self.writing
+
+    async def close(self) -> None:
+        task = self.inflight
+        if task is not None:
+            # Only after an error: the batch in flight has not committed (or commits a prefix of the file,
+            # which is as safe); roll it back and wait, so its connection goes back to the pool clean.
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self.writer.shutdown(wait=True)
 
 
 def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
@@ -250,17 +317,26 @@ class TakenOver(Exception):
 
 
 async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item],
-                       total: int | None) -> list[Outcome]:  # fmt: skip
+                       total: int | None, *, after: asyncio.Future[Any] | None = None) -> list[Outcome]:  # fmt: skip
     """One transaction: the records' effects, their verdicts, and the job's heartbeat. The heartbeat only counts
-    while the job is still this worker's, so a worker that was taken for dead commits nothing more."""
+    while the job is still this worker's, so a worker that was taken for dead commits nothing more. ``after``
+    is the previous batch's transaction when the two overlap: this one commits only once that one has."""
     records, outcomes = _split(items)
     async with job.db.write() as conn:
         if records:
             outcomes += await factory(job.tenant, imp, job.now()).apply(conn, records)
         await save_outcomes(conn, imp.id, imp.tenant_id, outcomes)
+        if after is not None:
+            await _wait_for_commit(after)
         if not await queue.heartbeat(conn, job.row.id, job.worker, job.now(), items[-1].index, total):
             raise TakenOver(f"import {imp.public_id} was taken over by another worker")
     return outcomes
+
+
+async def _wait_for_commit(previous: asyncio.Future[Any]) -> None:
+    """Until the previous batch has committed; raises (so this batch rolls back) if it failed. Shielded: this
+    batch being cancelled must not cancel that one."""
+    await asyncio.shield(previous)
 
 
 async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory, item: Item,
