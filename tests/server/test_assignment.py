@@ -271,3 +271,37 @@ def test_a_bulk_job_that_dies_half_way_is_retried_without_duplicates(api: Any, m
     assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 5
     for cid in contacts:
         assert len(api.get(f"/api/v2/contacts/{cid}/promotions").json()) == 1
+
+
+def test_a_bulk_job_stopped_by_a_shutdown_goes_back_to_the_queue_and_finishes_without_duplicates(
+    api: Any, monkeypatch: Any
+) -> None:
+    """The worker is asked to stop after the first chunk: the job is handed back (queued, due now, the attempt
+    not counted) instead of failing, and the next run finishes it."""
+    from promoflow.server.models import job as job_table
+    from promoflow.server.promotion import bulk
+    from promoflow.server.worker.runner import JobContext
+
+    monkeypatch.setattr(bulk, "CHUNK", 2)
+    real_progress = JobContext.progress
+    stopped: list[str] = []
+
+    async def shutdown_after_first_chunk(self: Any, done: int, total: int | None = None) -> None:
+        if not stopped:
+            stopped.append(str(self.row.public_id))
+            self.stopping = lambda: True  # what Worker.stop() makes the job in hand see
+        await real_progress(self, done, total)
+
+    monkeypatch.setattr(JobContext, "progress", shutdown_after_first_chunk)
+    contacts = [new_contact(api)["id"] for _ in range(5)]
+    pid = new_promotion(api)["id"]
+    job = _bulk(api, pid, contactIds=contacts)
+    api.run_jobs()  # the interrupted run, then (the job being due at once, clock unchanged) the one finishing it
+    assert stopped == [job["id"]]
+    done = api.get(f"/api/v2/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["error"] is None
+    assert done["result"]["assigned"] == 3 and done["result"]["alreadyAssigned"] == 2
+    tid = uuid.UUID(api.tenant["tenantId"])
+    db_url = api.settings.resolved_database_url()
+    assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 5
+    assert count_rows(db_url, job_table, job_table.c.public_id == uuid.UUID(job["id"]), job_table.c.attempts == 1) == 1

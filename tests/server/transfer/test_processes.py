@@ -315,6 +315,45 @@ def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, 
     assert_complete_result(result_path(data_dir, tenant, name), n)
 
 
+def test_a_worker_told_to_stop_mid_file_hands_the_job_back_and_the_next_one_finishes_it(own_db, data_dir):
+    """SIGTERM is a graceful stop: the worker ends after the batches in flight commit, the job goes back to the
+    queue at once (not failed, the attempt not counted, no stall timeout to wait for), and the next worker
+    resumes after the last committed batch."""
+    db_url = own_db
+    n = 6000
+    tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
+    coupons = seed_coupons(db_url, tenant, n)
+    env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="20", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
+    ftp = Proc(["ftp", "--port", "0"], env, r"promoflow ftp listening on ftp://[\d.]+:(\d+)")
+    with running(ftp):
+        assert ftp.match is not None
+        name = "20260310120000_1_redemptions.xml"
+        assert upload(int(ftp.match.group(1)), tenant, name, redemption_file(coupons)).startswith("226")
+        worker = Proc(["worker"], env, r"promoflow worker \S+ running")
+        try:
+            wait_for(lambda: (p := _job_progress(db_url, tenant)) and 0 < p[0] < n, timeout=120,
+                     what="the import half-way")  # fmt: skip
+        finally:
+            worker.proc.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, "".join(worker.output)
+        done, _, status = _job_progress(db_url, tenant)  # type: ignore[misc]
+        assert status == "queued" and 0 < done < n  # handed back half-way, not finished nor failed
+        engine = make_sync_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                attempts, locked_by = conn.execute(select(job.c.attempts, job.c.locked_by).where(
+                    job.c.tenant_id == uuid.UUID(tenant["tenantId"]), job.c.kind == "file_import")).one()  # fmt: skip
+        finally:
+            engine.dispose()
+        assert attempts == 0 and locked_by is None
+        # The default stall timeout (120 s) would keep a stalled job waiting; a released job is due now.
+        restart = Proc(["worker", "--once"], env, None)
+        assert restart.wait() == 0, "".join(restart.output)
+    assert _job_progress(db_url, tenant)[2] == "succeeded"  # type: ignore[index]
+    assert_applied_once(db_url, coupons)
+    assert_complete_result(result_path(data_dir, tenant, name), n)
+
+
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_workers_race_for_files_on_postgresql(own_db, data_dir):
     url = own_db

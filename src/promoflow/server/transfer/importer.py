@@ -35,7 +35,7 @@ from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
 from ..worker import queue
-from ..worker.runner import JobContext, JobLost, handler
+from ..worker.runner import Interrupted, JobContext, JobLost, handler
 from . import runtime
 from .files import FileStore
 from .inbox import FILE_IMPORT_JOB, forget_content
@@ -120,7 +120,7 @@ async def run_file_import(job: JobContext) -> dict[str, Any]:
     last_attempt = job.row.attempts >= job.row.max_attempts
     try:
         return await _run(job, store, imp, isolate=last_attempt)
-    except (asyncio.CancelledError, TakenOver, JobLost):
+    except (asyncio.CancelledError, TakenOver, JobLost, Interrupted):
         raise
     except Exception as exc:
         if not last_attempt:
@@ -216,6 +216,9 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             items = await pending
             if not items:
                 break
+            if job.stopping():  # shutdown: stop after the batches in flight, resumable from there
+                await pipeline.drain()
+                job.stop_if_asked()
             pending = batches.next()
             if isolate:
                 outcomes = []

@@ -122,6 +122,17 @@ async def succeed(conn: AsyncConnection, job_id: int, worker: str, now: datetime
     return bool(res.rowcount)
 
 
+async def release(conn: AsyncConnection, job_id: int, worker: str, now: datetime) -> bool:
+    """A job stopped by its worker's shutdown goes back to the queue, due now; the attempt (counted when it was
+    claimed) does not count."""
+    res = await conn.execute(
+        update(job)
+        .where(job.c.id == job_id, job.c.locked_by == worker, job.c.status == "running")
+        .values(status="queued", locked_by=None, run_after=now, heartbeat_at=now, attempts=job.c.attempts - 1)
+    )
+    return bool(res.rowcount)
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(300, 2 ** max(0, attempts)))
 
