@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from promoflow.server.config import Settings
 from promoflow.server.db import make_sync_engine
@@ -19,6 +19,7 @@ from promoflow.server.transfer.importers import redemptions as red_mod
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, Verdict, write_redemptions
 from tests.conftest import START
 from tests.server._support import assign, channel, new_contact, new_promotion
+from tests.server.transfer.test_files import _count
 
 NAME = "20260310120000_7_redemptions.xml"
 PG_ONLY = pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -39,15 +40,6 @@ def _coupons(api, n: int) -> list[str]:  # type: ignore[no-untyped-def]
 
 def _red(coupon: str, **kw: object) -> Redemption:
     return Redemption(coupon_id=coupon, redemption_channel="POS", redeemed_on=START + timedelta(minutes=1), **kw)  # type: ignore[arg-type]
-
-
-def _count(api, table, *where) -> int:  # type: ignore[no-untyped-def]
-    engine = make_sync_engine(api.settings.resolved_database_url())
-    try:
-        with engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(table).where(*where)) or 0)
-    finally:
-        engine.dispose()
 
 
 def test_lines_in_later_batches_see_earlier_batches(transfer):
@@ -72,7 +64,7 @@ def test_lines_in_later_batches_see_earlier_batches(transfer):
     ]  # fmt: skip
     assert records[2].unique_receipt_id == "R1"
     ids = [uuid.UUID(x) for x in (a, b, c, d)]
-    assert _count(api, redemption, redemption.c.assignment_id.in_(ids)) == 3
+    assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_(ids)) == 3
 
 
 def _hold_batch(monkeypatch: pytest.MonkeyPatch, held: int, log: list[str], *, fail: bool = False) -> None:
@@ -132,7 +124,7 @@ def test_the_next_batch_runs_while_one_finishes_and_commits_come_in_file_order(t
     assert [e for e in log if e.startswith("commit")] == ["commit 1", "commit 3", "commit 5"]
     _, records = transfer.result(NAME)
     assert [r.verdict for r in records] == [Verdict.APPLIED] * 6
-    assert _count(api, redemption, redemption.c.assignment_id.in_([uuid.UUID(c) for c in coupons])) == 6
+    assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_([uuid.UUID(c) for c in coupons])) == 6
 
 
 @PG_ONLY
@@ -147,8 +139,8 @@ def test_a_failing_batch_rolls_back_the_batch_in_flight_and_the_retry_applies_ea
     assert [e for e in log if e.startswith("commit")] == ["commit 1"]
     ids = [uuid.UUID(c) for c in coupons]
     # Only the first batch is kept: the third (records 5, 6) was rolled back with the second.
-    assert _count(api, redemption, redemption.c.assignment_id.in_(ids)) == 2
-    assert _count(api, import_record, import_record.c.tenant_id == uuid.UUID(api.tenant["tenantId"])) == 2
+    assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_(ids)) == 2
+    assert _count(api.settings.resolved_database_url(), import_record, import_record.c.tenant_id == uuid.UUID(api.tenant["tenantId"])) == 2
     monkeypatch.undo()
     engine = make_sync_engine(api.settings.resolved_database_url())
     try:
@@ -159,4 +151,4 @@ def test_a_failing_batch_rolls_back_the_batch_in_flight_and_the_retry_applies_ea
     transfer.run_jobs()
     summary, records = transfer.result(NAME)
     assert summary.total == 6 and [r.verdict for r in records] == [Verdict.APPLIED] * 6
-    assert _count(api, redemption, redemption.c.assignment_id.in_(ids)) == 6
+    assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_(ids)) == 6
