@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from promoflow.server.config import Settings
 from promoflow.server.db import make_sync_engine
@@ -133,6 +134,13 @@ def _env(url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return {"PROMOFLOW_DATABASE_URL": url, "PROMOFLOW_DATA_DIR": str(data_dir), **extra}
 
 
+def read_engine(url: str) -> Engine:
+    """An engine for looking while worker processes write: on SQLite its transactions begin DEFERRED (a WAL
+    reader never waits), where `make_sync_engine`'s begin IMMEDIATE and queue for the write lock — polled
+    in a loop, that starves (and is starved by) a worker committing batch after batch."""
+    return make_sync_engine(url).execution_options(sqlite_begin="DEFERRED")
+
+
 def seed_coupons(url: str, tenant: dict[str, Any], n: int) -> list[str]:
     """n assignments of one active promotion (rows written directly: this is setup, not the thing tested)."""
     tid = uuid.UUID(tenant["tenantId"])
@@ -190,7 +198,7 @@ def result_path(data_dir: Path, tenant: dict[str, Any], name: str) -> Path:
 
 def assert_applied_once(url: str, coupons: list[str]) -> None:
     ids = [uuid.UUID(c) for c in coupons]
-    engine = make_sync_engine(url)
+    engine = read_engine(url)
     try:
         with engine.connect() as conn:
             for start in range(0, len(ids), 500):
@@ -254,7 +262,7 @@ def test_ftp_and_worker_as_separate_processes_and_a_file_waiting_for_the_worker(
         name = "20260310120000_1_redemptions.xml"
         assert upload(port, tenant, name, redemption_file(coupons)).startswith("226")
         # no worker yet: the import waits, queued, with nothing applied
-        engine = make_sync_engine(db_url)
+        engine = read_engine(db_url)
         try:
             with engine.connect() as conn:
                 status = conn.scalar(select(file_import.c.status).where(file_import.c.file_name == name,
@@ -269,7 +277,7 @@ def test_ftp_and_worker_as_separate_processes_and_a_file_waiting_for_the_worker(
 
 
 def _job_progress(url: str, tenant: dict[str, Any]) -> tuple[int, int | None, str] | None:
-    engine = make_sync_engine(url)
+    engine = read_engine(url)
     try:
         with engine.connect() as conn:
             row = conn.execute(
@@ -281,12 +289,23 @@ def _job_progress(url: str, tenant: dict[str, Any]) -> tuple[int, int | None, st
         engine.dispose()
 
 
-def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, data_dir):
-    db_url = own_db
-    n = 6000
+@dataclass
+class HalfWay:
+    tenant: dict[str, Any]
+    coupons: list[str]
+    env: dict[str, str]
+    name: str
+    worker: Proc
+    done: int
+
+
+@contextmanager
+def worker_half_way(db_url: str, data_dir: Path, n: int = 6000) -> Iterator[HalfWay]:
+    """A redemption file of n lines uploaded over FTP and a `promoflow worker` seen (in the database) to have
+    committed some of its batches and not all: small batches over many records keep it half-way for seconds.
+    The worker is the caller's to stop; whatever happens, it does not outlive the block."""
     tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
     coupons = seed_coupons(db_url, tenant, n)
-    # Small batches over many records, so the import is observably half-way for long enough to kill it there.
     env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="20", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
     ftp = Proc(["ftp", "--port", "0"], env, r"promoflow ftp listening on ftp://[\d.]+:(\d+)")
     with running(ftp):
@@ -295,24 +314,33 @@ def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, 
         assert upload(int(ftp.match.group(1)), tenant, name, redemption_file(coupons)).startswith("226")
         worker = Proc(["worker"], env, r"promoflow worker \S+ running")
         try:
-            progress = wait_for(
-                lambda: (p := _job_progress(db_url, tenant)) and 0 < p[0] < n and p,
-                timeout=120,
-                what="the import half-way",
-            )
-        except TimeoutError:
-            raise AssertionError(f"never seen half-way: {_job_progress(db_url, tenant)}") from None
+            try:
+                progress = wait_for(lambda: (p := _job_progress(db_url, tenant)) and 0 < p[0] < n and p,
+                                    timeout=120, what="the import half-way")  # fmt: skip
+            except TimeoutError:
+                worker.kill()
+                raise AssertionError(
+                    f"never seen half-way: {_job_progress(db_url, tenant)}\n" + "".join(worker.output)
+                ) from None
+            assert progress[2] == "running"
+            yield HalfWay(tenant, coupons, env, name, worker, progress[0])
         finally:
-            worker.kill(signal.SIGKILL)  # no goodbye: mid-batch, mid-transaction, whatever it was doing
-        assert progress[2] == "running"
-        done_at_kill = _job_progress(db_url, tenant)
-        assert done_at_kill is not None and done_at_kill[0] < n and done_at_kill[2] == "running"
+            worker.kill()
+
+
+def test_a_worker_killed_mid_file_resumes_and_applies_every_record_once(own_db, data_dir):
+    db_url = own_db
+    n = 6000
+    with worker_half_way(db_url, data_dir, n) as run:
+        run.worker.kill(signal.SIGKILL)  # no goodbye: mid-batch, mid-transaction, whatever it was doing
+        done_at_kill = _job_progress(db_url, run.tenant)
+        assert done_at_kill is not None and run.done <= done_at_kill[0] < n and done_at_kill[2] == "running"
         # A new worker finds the job stalled (no heartbeat for 0.5 s) and resumes it after the last batch.
-        restart = Proc(["worker", "--once"], {**env, "PROMOFLOW_WORKER_STALL_SECONDS": "0.5"}, None)
+        restart = Proc(["worker", "--once"], {**run.env, "PROMOFLOW_WORKER_STALL_SECONDS": "0.5"}, None)
         assert restart.wait() == 0, "".join(restart.output)
-    assert _job_progress(db_url, tenant)[2] == "succeeded"  # type: ignore[index]
-    assert_applied_once(db_url, coupons)
-    assert_complete_result(result_path(data_dir, tenant, name), n)
+    assert _job_progress(db_url, run.tenant)[2] == "succeeded"  # type: ignore[index]
+    assert_applied_once(db_url, run.coupons)
+    assert_complete_result(result_path(data_dir, run.tenant, run.name), n)
 
 
 def test_a_worker_told_to_stop_mid_file_hands_the_job_back_and_the_next_one_finishes_it(own_db, data_dir):
@@ -321,37 +349,25 @@ def test_a_worker_told_to_stop_mid_file_hands_the_job_back_and_the_next_one_fini
     resumes after the last committed batch."""
     db_url = own_db
     n = 6000
-    tenant = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
-    coupons = seed_coupons(db_url, tenant, n)
-    env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="20", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
-    ftp = Proc(["ftp", "--port", "0"], env, r"promoflow ftp listening on ftp://[\d.]+:(\d+)")
-    with running(ftp):
-        assert ftp.match is not None
-        name = "20260310120000_1_redemptions.xml"
-        assert upload(int(ftp.match.group(1)), tenant, name, redemption_file(coupons)).startswith("226")
-        worker = Proc(["worker"], env, r"promoflow worker \S+ running")
-        try:
-            wait_for(lambda: (p := _job_progress(db_url, tenant)) and 0 < p[0] < n, timeout=120,
-                     what="the import half-way")  # fmt: skip
-        finally:
-            worker.proc.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0, "".join(worker.output)
-        done, _, status = _job_progress(db_url, tenant)  # type: ignore[misc]
-        assert status == "queued" and 0 < done < n  # handed back half-way, not finished nor failed
-        engine = make_sync_engine(db_url)
+    with worker_half_way(db_url, data_dir, n) as run:
+        run.worker.proc.send_signal(signal.SIGTERM)
+        assert run.worker.wait(60) == 0, "".join(run.worker.output)
+        done, _, status = _job_progress(db_url, run.tenant)  # type: ignore[misc]
+        assert status == "queued" and run.done <= done < n  # handed back half-way, not finished nor failed
+        engine = read_engine(db_url)
         try:
             with engine.connect() as conn:
                 attempts, locked_by = conn.execute(select(job.c.attempts, job.c.locked_by).where(
-                    job.c.tenant_id == uuid.UUID(tenant["tenantId"]), job.c.kind == "file_import")).one()  # fmt: skip
+                    job.c.tenant_id == uuid.UUID(run.tenant["tenantId"]), job.c.kind == "file_import")).one()  # fmt: skip
         finally:
             engine.dispose()
         assert attempts == 0 and locked_by is None
         # The default stall timeout (120 s) would keep a stalled job waiting; a released job is due now.
-        restart = Proc(["worker", "--once"], env, None)
+        restart = Proc(["worker", "--once"], run.env, None)
         assert restart.wait() == 0, "".join(restart.output)
-    assert _job_progress(db_url, tenant)[2] == "succeeded"  # type: ignore[index]
-    assert_applied_once(db_url, coupons)
-    assert_complete_result(result_path(data_dir, tenant, name), n)
+    assert _job_progress(db_url, run.tenant)[2] == "succeeded"  # type: ignore[index]
+    assert_applied_once(db_url, run.coupons)
+    assert_complete_result(result_path(data_dir, run.tenant, run.name), n)
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
@@ -373,7 +389,7 @@ def test_two_workers_race_for_files_on_postgresql(own_db, data_dir):
                 files[t["tenantId"]].append((name, coupons))
         workers = [Proc(["worker"], env, r"promoflow worker \S+ running") for _ in range(2)]
         with running(*workers):
-            engine = make_sync_engine(url)
+            engine = read_engine(url)
             ids = [uuid.UUID(t["tenantId"]) for t in tenants]
 
             def all_done() -> bool:
