@@ -3,10 +3,9 @@ Engage flow (promotions, contacts, assignments) through the API, and counts stra
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ from sqlalchemy import func, select
 
 from promoflow.client import EngageClient, RetryPolicy
 from promoflow.server.config import Settings
-from promoflow.server.db import make_sync_engine
 from promoflow.server.migrate import upgrade
 from promoflow.server.models import assignment, receipt, redemption
 from tests.conftest import make_tenant
+from tests.support.db import read_engine
 from tests.support.servers import ServerProcess, start_server
 
 
@@ -122,7 +121,7 @@ class LiveEngage:
 
     @contextmanager
     def db(self) -> Iterator[Any]:
-        engine = make_sync_engine(self.db_url)
+        engine = read_engine(self.db_url)
         try:
             with engine.connect() as conn:
                 yield conn
@@ -173,17 +172,6 @@ class LiveEngage:
                 )
                 counts.update({str(rid): int(n) for rid, n in rows})
         return counts
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
-    """Bounded polling, for state the server changes asynchronously (its worker imports files)."""
-    deadline = time.monotonic() + timeout
-    pause = 0.02
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
 
 
 def live_engage(tmp: Path, *extra_args: str, env: dict[str, str] | None = None) -> LiveEngage:

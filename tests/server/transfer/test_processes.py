@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import func, insert, select
 
 from promoflow.server.config import Settings
 from promoflow.server.db import make_sync_engine
@@ -40,6 +40,7 @@ from promoflow.wire.xml import (
     write_redemptions,
 )
 from tests.conftest import PG_ADMIN_URL, make_tenant
+from tests.support.db import read_engine
 from tests.support.servers import start_server
 
 QUIET = {"PROMOFLOW_EXPORT_INTERVAL_SECONDS": "0", "PROMOFLOW_LOG_LEVEL": "warning"}
@@ -132,13 +133,6 @@ def running(*procs: Proc) -> Iterator[None]:
 
 def _env(url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return {"PROMOFLOW_DATABASE_URL": url, "PROMOFLOW_DATA_DIR": str(data_dir), **extra}
-
-
-def read_engine(url: str) -> Engine:
-    """An engine for looking while worker processes write: on SQLite its transactions begin DEFERRED (a WAL
-    reader never waits), where `make_sync_engine`'s begin IMMEDIATE and queue for the write lock — polled
-    in a loop, that starves (and is starved by) a worker committing batch after batch."""
-    return make_sync_engine(url).execution_options(sqlite_begin="DEFERRED")
 
 
 def seed_coupons(url: str, tenant: dict[str, Any], n: int) -> list[str]:
