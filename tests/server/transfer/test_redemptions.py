@@ -95,3 +95,36 @@ def test_receipt_matches_an_api_redeem_and_other_verdicts(transfer):
     assert "PromotionNotValidForRedemptionChannel" in (records[3].reason or "")
     assert "PromotionNotYetValid" in (records[4].reason or "")
     assert "InvalidRedeemedOn" in (records[5].reason or "")
+
+
+def test_a_batch_redeems_only_what_each_line_may_redeem(transfer):
+    """One batch mixing lines that redeem with lines the write must refuse (another contact's coupon, another
+    tenant's coupon, a coupon redeemed before): the set-based write of either database redeems exactly the
+    first kind, and each refusal gets the verdict the single redeem gives it."""
+    api = transfer.api
+    c, someone = new_contact(api), new_contact(api)
+    promo = new_promotion(api, channels=[channel("POS")])
+    mine, scoped, wrong_contact, taken = (assign(api, c["id"], promo["id"])["id"] for _ in range(4))
+    assert api.post(f"/api/v2/promotions/codes/{taken}/redeem", json={"redemptionChannel": "POS"}).status_code == 200
+    other = api.new_tenant()
+    oc = new_contact(api, headers=api.as_tenant(other))
+    op = new_promotion(api, headers=api.as_tenant(other), channels=[channel("POS")])
+    theirs = assign(api, oc["id"], op["id"], headers=api.as_tenant(other))["id"]
+    data = write_redemptions([
+        _red(mine),
+        _red(scoped, contact_id=c["id"]),
+        _red(wrong_contact, contact_id=someone["id"]),  # held by c, not by someone
+        _red(theirs),  # exists, in another tenant: not found here
+        _red(taken, store_external_id="S2"),
+    ])  # fmt: skip
+    assert transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data).startswith("226")
+    transfer.run_jobs()
+    _, records = transfer.result(NAME)
+    assert [r.verdict for r in records] == [
+        Verdict.APPLIED, Verdict.APPLIED, Verdict.NOT_FOUND, Verdict.NOT_FOUND, Verdict.CONFLICT_ALREADY_REDEEMED,
+    ]  # fmt: skip
+    assert "PromotionNotAssociatedWithContact" in (records[2].reason or "")
+    items = api.get(f"/api/v2/contacts/{c['id']}/promotions", params={"includeRedeemed": "true"}).json()
+    assert {i["id"]: i["redeemed"] for i in items} == {mine: True, scoped: True, wrong_contact: False, taken: True}
+    other_items = api.get(f"/api/v2/contacts/{oc['id']}/promotions", headers=api.as_tenant(other)).json()
+    assert [i["id"] for i in other_items] == [theirs]  # still redeemable in its own tenant

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
 from ...wire.engage import ChannelType, PromotionStatus
-from ..dialect import insert_ignore
+from ..dialect import insert_ignore, unindexed
 from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import assignment, assignment_event, contact, promotion, redemption
 from ..tenant.service import TenantContext
@@ -94,6 +94,53 @@ def parse_assignment_id(value: str) -> uuid.UUID:
     if guid is None:
         raise BadRequest(f"promotion id {value!r} is not a GUID", code="InvalidPromotionIdNoData")
     return guid
+
+
+def _redeemable(tenant_id: Any, assignment_id: Any, at: Any, bit: Any) -> list[Any]:
+    """The conditions of the one conditional write that redeems an assignment (exactly once): this tenant's,
+    not redeemed, not deleted, valid at ``at``, and of a promotion redeemable in the channel ``bit``."""
+    channel_ok = (
+        select(promotion.c.id)
+        .where(
+            promotion.c.id == assignment.c.promotion_id,
+            or_(promotion.c.channel_mask == 0, promotion.c.channel_mask.op("&")(bit) != 0),
+        )
+        .exists()
+    )
+    return [
+        assignment.c.id == assignment_id,
+        assignment.c.tenant_id == tenant_id,
+        assignment.c.redeemed_at.is_(None),
+        assignment.c.deleted_at.is_(None),
+        assignment.c.valid_from <= at,
+        or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= at),
+        channel_ok,
+    ]
+
+
+def _redeemed(at: Any, channel: Any, store: Any, receipt: Any, via: str) -> dict[str, Any]:
+    """What the write sets."""
+    return {
+        "redeemed_at": at,
+        "redeemed_channel": channel,
+        "redeemed_store": store,
+        "redeemed_receipt_id": receipt,
+        "redeemed_via": via,
+        "redemption_count": assignment.c.redemption_count + 1,
+    }
+
+
+@dataclass(frozen=True)
+class RedeemLine:
+    """One redemption of `RedemptionService.redeem_many_exclusive`."""
+
+    assignment_id: uuid.UUID
+    channel: ChannelType
+    at: datetime
+    contact_id: uuid.UUID | None = None
+    store_external_id: str | None = None
+    unique_receipt_id: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +228,7 @@ class AssignmentService:
             (
                 await conn.execute(
                     select(contact.c.id).where(
-                        contact.c.tenant_id == self.ctx.tenant_id, contact.c.id.in_(contact_ids)
+                        unindexed(conn, contact.c.tenant_id) == self.ctx.tenant_id, contact.c.id.in_(contact_ids)
                     )
                 )
             ).scalars()
@@ -321,61 +368,79 @@ class RedemptionService:
             raise BadRequest("redeemedOn is out of range", code="InvalidRedeemedOn") from exc
         if at > self.now + CLOCK_SKEW:
             raise BadRequest("redeemedOn is in the future", code="InvalidRedeemedOn")
-        bit = CHANNEL_BITS[channel]
-        channel_ok = (
-            select(promotion.c.id)
-            .where(
-                promotion.c.id == assignment.c.promotion_id,
-                or_(promotion.c.channel_mask == 0, promotion.c.channel_mask.op("&")(bit) != 0),
-            )
-            .exists()
-        )
-        conds = [
-            assignment.c.id == assignment_id,
-            assignment.c.tenant_id == self.ctx.tenant_id,
-            assignment.c.redeemed_at.is_(None),
-            assignment.c.deleted_at.is_(None),
-            assignment.c.valid_from <= at,
-            or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= at),
-            channel_ok,
-        ]
+        conds = _redeemable(self.ctx.tenant_id, assignment_id, at, CHANNEL_BITS[channel])
         if contact_id is not None:
             conds.append(assignment.c.contact_id == contact_id)
         won = (
             await conn.execute(
                 update(assignment)
                 .where(and_(*conds))
-                .values(
-                    redeemed_at=at,
-                    redeemed_channel=channel.value,
-                    redeemed_store=store_external_id,
-                    redeemed_receipt_id=unique_receipt_id,
-                    redeemed_via=via,
-                    redemption_count=assignment.c.redemption_count + 1,
-                )
+                .values(_redeemed(at, channel.value, store_external_id, unique_receipt_id, via))
                 .returning(assignment.c.redemption_count, assignment.c.contact_id)
             )
         ).first()
         if won is None:
             await self._explain_refusal(conn, assignment_id, channel, at, contact_id)
             raise AssertionError("unreachable")  # _explain_refusal always raises
-        await conn.execute(
-            insert(redemption).values(
-                id=uuid.uuid4(),
-                tenant_id=self.ctx.tenant_id,
-                assignment_id=assignment_id,
-                seq=won.redemption_count,
-                redeemed_at=at,
-                channel=channel.value,
-                store_external_id=store_external_id,
-                unique_receipt_id=unique_receipt_id,
-                via=via,
-                idempotency_key=idempotency_key,
-                created_at=self.now,
-            )
-        )
+        line = RedeemLine(assignment_id, channel, at, contact_id, store_external_id, unique_receipt_id, idempotency_key)
+        await conn.execute(insert(redemption).values(self._redemption_row(line, won.redemption_count, via)))
         item = await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
         return Redeemed(item, assignment_id, won.contact_id, at, won.redemption_count)
+
+    def _redemption_row(self, line: RedeemLine, seq: int, via: str) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "tenant_id": self.ctx.tenant_id,
+            "assignment_id": line.assignment_id,
+            "seq": seq,
+            "redeemed_at": line.at,
+            "channel": line.channel.value,
+            "store_external_id": line.store_external_id,
+            "unique_receipt_id": line.unique_receipt_id,
+            "via": via,
+            "idempotency_key": line.idempotency_key,
+            "created_at": self.now,
+        }
+
+    async def redeem_many_exclusive(self, conn: AsyncConnection, lines: list[RedeemLine], *, via: str) -> set[uuid.UUID]:
+        """Redeem many assignments at once, each with `redeem`'s own conditional write (the same conditions, one
+        prepared statement run for every line), and the redemption rows of the ones it redeemed. Answers the
+        assignments redeemed; a line not among them changed nothing, and `redeem` explains why.
+
+        Only where the transaction excludes every other writer (SQLite: its write transactions begin IMMEDIATE),
+        because which lines won is read off the redemption counts before and after the write — on PostgreSQL
+        another transaction could redeem one of these in between, so it has its own set-based statement. No
+        assignment may appear twice in ``lines``; each ``at`` is UTC and not in the future (as `redeem` checks)."""
+        if conn.dialect.name != "sqlite":
+            raise RuntimeError("redeem_many_exclusive needs a transaction that excludes other writers (SQLite)")
+        if not lines:
+            return set()
+        ids = [line.assignment_id for line in lines]
+        counts = (
+            select(assignment.c.id, assignment.c.redemption_count)
+            .where(unindexed(conn, assignment.c.tenant_id) == self.ctx.tenant_id, assignment.c.id.in_(ids))
+        )  # fmt: skip
+        before = {r.id: r.redemption_count for r in await conn.execute(counts)}
+        at = bindparam("b_at", type_=assignment.c.valid_from.type)
+        cid = bindparam("b_cid", type_=assignment.c.contact_id.type)
+        conds = _redeemable(
+            self.ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), at, bindparam("b_bit", type_=Integer)
+        )
+        conds.append(or_(cid.is_(None), assignment.c.contact_id == cid))
+        values = _redeemed(at, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), via)
+        await conn.execute(update(assignment).where(and_(*conds)).values(values), [
+            {"b_aid": line.assignment_id, "b_at": line.at, "b_bit": CHANNEL_BITS[line.channel], "b_cid": line.contact_id,
+             "b_ch": line.channel.value, "b_store": line.store_external_id, "b_receipt": line.unique_receipt_id}
+            for line in lines
+        ])  # fmt: skip
+        after = {r.id: r.redemption_count for r in await conn.execute(counts)}
+        won = [line for line in lines if line.assignment_id in before
+               and after[line.assignment_id] == before[line.assignment_id] + 1]  # fmt: skip
+        if won:
+            await conn.execute(
+                insert(redemption), [self._redemption_row(line, after[line.assignment_id], via) for line in won]
+            )
+        return {line.assignment_id for line in won}
 
     async def _explain_refusal(
         self,

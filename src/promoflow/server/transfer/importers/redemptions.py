@@ -7,9 +7,10 @@ Per batch (one transaction):
 2. The remaining lines are redeemed. On PostgreSQL the lines a batch can redeem are redeemed by one set-based
    statement, the very conditional write of ``RedemptionService.redeem`` (``… WHERE redeemed_at IS NULL`` and the
    same validity, contact and channel conditions) for many rows, with their redemption rows in the same
-   statement. Every other line — and every line on SQLite — goes through ``RedemptionService.redeem``
-   itself, whose refusal names the verdict: already redeemed (``conflictAlreadyRedeemed`` with when, where,
-   how; ``duplicate`` when it was this receipt), ``expired``, ``notFound``, or ``invalid`` with the reason.
+   statement. On SQLite they go through ``RedemptionService.redeem_many_exclusive``: that same conditional write
+   as one prepared statement run for every line. Every line left goes through ``RedemptionService.redeem``
+   itself, whose refusal names the verdict: already redeemed (``conflictAlreadyRedeemed`` with when, where, how;
+   ``duplicate`` when it was this receipt), ``expired``, ``notFound``, or ``invalid`` with the reason.
 
 A coupon or key that appears twice in one batch is handled in a later round of the batch, so the second line
 sees the first one's effect.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -28,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....kit.timeutil import iso
 from ....wire.engage import ChannelType
 from ....wire.xml import FileKind, Record, Redemption, Verdict
+from ...dialect import unindexed
 from ...exceptions import PromoflowError
 from ...models import redemption
-from ...promotion.assignment import CLOCK_SKEW, AlreadyRedeemed, RedemptionService
+from ...promotion.assignment import CLOCK_SKEW, AlreadyRedeemed, RedeemLine, RedemptionService
 from ...promotion.rules import CHANNEL_BITS
 from ...tenant.service import TenantContext
 from ..importer import applier
@@ -154,7 +156,7 @@ class RedemptionApplier:
             if conn.dialect.name == "postgresql":
                 pending = await self._apply_pg(conn, batch, outcomes)
             else:
-                pending = await self._duplicates(conn, batch, outcomes)
+                pending = await self._apply_sqlite(conn, await self._duplicates(conn, batch, outcomes), outcomes)
             for rec in pending:
                 outcomes.append(await self._redeem_one(conn, rec))
         return outcomes
@@ -211,6 +213,34 @@ class RedemptionApplier:
                 left.append(rec)
         return left
 
+    async def _apply_sqlite(self, conn: AsyncConnection, batch: list[Record[Redemption]],
+                            outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
+        """SQLite: the lines left after the duplicate check go through `redeem`'s conditional write all at once
+        (the write transaction excludes every other writer); the lines it did not redeem are left."""
+        limit = self.now + CLOCK_SKEW
+        lines: dict[int, RedeemLine] = {}
+        for rec in batch:
+            v = rec.value
+            try:
+                at = v.redeemed_on.astimezone(UTC)
+            except (OverflowError, ValueError):
+                continue  # out of range: `redeem` says so
+            if at <= limit:
+                lines[rec.index] = RedeemLine(
+                    uuid.UUID(v.coupon_id), ChannelType(v.redemption_channel), at,
+                    uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
+                    v.idempotency_key,
+                )  # fmt: skip
+        won = await self.service.redeem_many_exclusive(conn, list(lines.values()), via="file")
+        left = []
+        for rec in batch:
+            line = lines.get(rec.index)
+            if line is not None and line.assignment_id in won:
+                outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
+            else:
+                left.append(rec)
+        return left
+
     def _lines(self, records: list[Record[Redemption]]) -> str:
         return json.dumps(
             [
@@ -243,7 +273,7 @@ class RedemptionApplier:
         if receipts:
             rows = await conn.execute(
                 select(*cols).where(
-                    redemption.c.tenant_id == self.ctx.tenant_id,
+                    unindexed(conn, redemption.c.tenant_id) == self.ctx.tenant_id,  # look up by assignment
                     redemption.c.assignment_id.in_([uuid.UUID(c) for c in receipts]),
                     redemption.c.unique_receipt_id.is_not(None),
                 )
