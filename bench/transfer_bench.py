@@ -13,6 +13,12 @@ into the receipt table.
 
     python bench/transfer_bench.py                                   # 1,000,000 redemptions, 100,000 receipts
     python bench/transfer_bench.py --redemptions 200000 --receipts 20000 --compare 20000
+
+``--sqlite`` runs the same on the embedded default (a SQLite file; default sizes 100,000 redemptions and 10,000
+receipts). SQLite has no COPY: its floor inserts the rows into a temporary table with one prepared statement
+(``executemany``) and applies them with one ``UPDATE … FROM`` and one ``INSERT … SELECT``.
+
+    python bench/transfer_bench.py --sqlite
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,12 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import insert, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from promoflow.server.config import Settings  # noqa: E402
+from promoflow.server.db import make_sync_engine  # noqa: E402
 from promoflow.server.migrate import upgrade  # noqa: E402
+from promoflow.server.models import assignment, contact, file_import, promotion  # noqa: E402
 from promoflow.server.tenant_setup import create_tenant  # noqa: E402
 from promoflow.wire.engage import Receipt  # noqa: E402
 from promoflow.wire.xml import (  # noqa: E402
@@ -186,6 +196,45 @@ def seed(url: str, tenant_id: uuid.UUID, counts: dict[str, int], contacts: int) 
     return {"promotion": promotion_id, "sets": sets, "contacts": contacts}
 
 
+def seed_sqlite(url: str, tenant_id: uuid.UUID, counts: dict[str, int], contacts: int) -> dict[str, Any]:
+    """`seed` for a SQLite file: the same rows, with executemany through SQLAlchemy (its encoding of uuids and
+    datetimes)."""
+    now = datetime.now(UTC)
+    promotion_id = uuid.uuid4()
+    contact_ids = [uuid.uuid4() for _ in range(contacts)]
+    sets: dict[str, list[uuid.UUID]] = {}
+    engine = make_sync_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(contact), [
+                {"id": cid, "tenant_id": tenant_id, "contact_type": "Member", "attributes": {"email": f"bench{i}@example.com"},
+                 "preferences": {}, "key_value": f"bench{i}@example.com", "email": f"bench{i}@example.com",
+                 "approved": True, "created_at": now, "updated_at": now}
+                for i, cid in enumerate(contact_ids)
+            ])  # fmt: skip
+            channels = [
+                {"type": t, "valueType": "PERCENT", "value": "10", "localValues": None, "instruction": None}
+                for t in ("POS", "ECOM", "OTHER")
+            ]
+            conn.execute(insert(promotion).values(
+                id=promotion_id, tenant_id=tenant_id, name="bench", start_date=START.date(), channels=channels,
+                channel_mask=7, return_policy="none", activated_at=now, created_at=now, updated_at=now))  # fmt: skip
+            for name, n in counts.items():
+                ids = sets[name] = [uuid.uuid4() for _ in range(n)]
+                for k in range(0, n, 50_000):
+                    conn.execute(insert(assignment), [
+                        {"id": aid, "tenant_id": tenant_id, "promotion_id": promotion_id,
+                         "contact_id": contact_ids[(k + i) % contacts], "valid_from": START, "source": "bench",
+                         "created_at": now, "redemption_count": 0, "reactivation_count": 0}
+                        for i, aid in enumerate(ids[k : k + 50_000])
+                    ])  # fmt: skip
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    finally:
+        engine.dispose()
+    return {"promotion": promotion_id, "sets": sets, "contacts": contacts}
+
+
 # ------------------------------------------------------------------------------------------------- files
 
 
@@ -265,8 +314,8 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         uploaded = time.monotonic() - t0
         assert reply.startswith("226"), reply
         peak = idle
-        pg_before = postgres_pids()
-        pg_cpu0, worker_cpu0 = cpu_seconds(pg_before), cpu_seconds([worker.pid])
+        pg = not url.startswith("sqlite")
+        pg_cpu0, worker_cpu0 = cpu_seconds(postgres_pids()) if pg else 0.0, cpu_seconds([worker.pid])
         deadline = time.monotonic() + 3600
         while not result.exists():  # bounded poll of observable state; RSS sampled on the way
             if worker.proc.poll() is not None:
@@ -279,15 +328,18 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         hwm = rss_kb(worker.pid, "VmHWM")
         worker_cpu = cpu_seconds([worker.pid]) - worker_cpu0
         # A backend that ended during the run takes its CPU time with it (the worker keeps its connections).
-        pg_cpu = cpu_seconds(postgres_pids()) - pg_cpu0
+        pg_cpu = cpu_seconds(postgres_pids()) - pg_cpu0 if pg else 0.0
     finally:
         worker.stop()
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT status, counts, records_total, started_at, finished_at FROM file_import WHERE file_name = %s",
-            (path.name,),
-        ).fetchone()
-    status, counts, _total, started, finished = row
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            status, counts, started, finished = conn.execute(
+                select(file_import.c.status, file_import.c.counts, file_import.c.started_at, file_import.c.finished_at)
+                .where(file_import.c.file_name == path.name)
+            ).one()  # fmt: skip
+    finally:
+        engine.dispose()
     return {
         "file": path.name,
         "records": records,
@@ -345,6 +397,51 @@ def floor_redemptions(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: 
     return time.monotonic() - t0
 
 
+def floor_redemptions_sqlite(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: datetime) -> float:
+    """SQLite has no COPY: the rows into a temp table with one prepared statement (executemany), then one
+    UPDATE … FROM (the same conditions) and one INSERT … SELECT of the redemption rows, in one transaction. Values
+    as SQLAlchemy stores them on SQLite: uuids as 32 hex digits, datetimes as naive UTC text."""
+    ts = at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    t0 = time.monotonic()
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TEMP TABLE r_in (coupon TEXT PRIMARY KEY, at TEXT, ch TEXT, store TEXT, receipt TEXT,"
+                     " ikey TEXT)")  # fmt: skip
+        conn.executemany(
+            "INSERT INTO r_in VALUES (?, ?, ?, ?, ?, ?)",
+            ((uuid.UUID(r["coupon"]).hex, ts, r["channel"], r["store"], r["receipt"], r["key"])
+             for r in redemption_rows(ids, at)),
+        )  # fmt: skip
+        t = tenant_id.hex
+        applied = conn.execute(
+            """
+            UPDATE assignment SET redeemed_at = r.at, redeemed_channel = r.ch, redeemed_store = r.store,
+                   redeemed_receipt_id = r.receipt, redeemed_via = 'file', redemption_count = redemption_count + 1
+            FROM r_in r
+            WHERE assignment.id = r.coupon AND assignment.tenant_id = ? AND assignment.redeemed_at IS NULL
+              AND assignment.deleted_at IS NULL AND assignment.valid_from <= r.at
+              AND (assignment.valid_to IS NULL OR assignment.valid_to >= r.at)
+            """,
+            (t,),
+        ).rowcount
+        conn.execute(
+            """
+            INSERT INTO redemption (id, tenant_id, assignment_id, seq, redeemed_at, channel, store_external_id,
+                                    unique_receipt_id, via, idempotency_key, created_at)
+            SELECT lower(hex(randomblob(16))), ?, a.id, a.redemption_count, r.at, r.ch, r.store, r.receipt, 'file',
+                   r.ikey, r.at
+            FROM r_in r JOIN assignment a ON a.id = r.coupon
+            """,
+            (t,),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert applied == len(ids), applied
+    return time.monotonic() - t0
+
+
 def floor_receipts(url: str, tenant_id: uuid.UUID, n: int, contacts: int, at: datetime) -> float:
     """COPY the receipts (with their contact resolved by one join) straight into the receipt table."""
     t0 = time.monotonic()
@@ -381,21 +478,29 @@ def main() -> None:
     )
     parser.add_argument("--pg-url", default=os.environ.get("PROMOFLOW_BENCH_PG_URL",
                                                            "postgresql://postgres@127.0.0.1:5432/postgres"))  # fmt: skip
-    parser.add_argument("--redemptions", type=int, default=1_000_000)
+    parser.add_argument("--sqlite", action="store_true", help="the embedded default: a SQLite file")
+    parser.add_argument("--redemptions", type=int, default=None, help="default 1,000,000 (SQLite 100,000)")
     parser.add_argument(
         "--compare", type=int, default=100_000, help="the small redemption file (memory check)"
     )
-    parser.add_argument("--receipts", type=int, default=100_000)
+    parser.add_argument("--receipts", type=int, default=None, help="default 100,000 (SQLite 10,000)")
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="keep the database and data dir")
     args = parser.parse_args()
 
-    db_name = f"promoflow_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.pg_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{db_name}"')
-    url = args.pg_url.rsplit("/", 1)[0] + "/" + db_name
+    if args.redemptions is None:
+        args.redemptions = 100_000 if args.sqlite else 1_000_000
+    if args.receipts is None:
+        args.receipts = 10_000 if args.sqlite else 100_000
     data_dir = Path(tempfile.mkdtemp(prefix="promoflow-bench-"))
+    db_name = f"promoflow_bench_{uuid.uuid4().hex[:8]}"
+    if args.sqlite:
+        url = f"sqlite:///{data_dir / 'promoflow.sqlite3'}"
+    else:
+        with psycopg.connect(args.pg_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{db_name}"')
+        url = args.pg_url.rsplit("/", 1)[0] + "/" + db_name
     ftp: Proc | None = None
     try:
         upgrade(url)
@@ -403,7 +508,7 @@ def main() -> None:
         tenant = asyncio.run(create_tenant(settings, datetime.now(UTC), "bench"))
         tenant_id = uuid.UUID(tenant["tenantId"])
         log(f"seeding {args.compare + 2 * args.redemptions:,} assignments and {args.contacts:,} contacts")
-        seeded = seed(url, tenant_id, {"compare": args.compare, "main": args.redemptions,
+        seeded = (seed_sqlite if args.sqlite else seed)(url, tenant_id, {"compare": args.compare, "main": args.redemptions,
                                        "floor": args.redemptions}, args.contacts)  # fmt: skip
         at = datetime.now(UTC) - timedelta(minutes=1)
         files = data_dir / "files"
@@ -436,16 +541,21 @@ def main() -> None:
                                     args.batch_size))  # fmt: skip
             log(f"  {results[-1]}")
         log("floor: COPY + one set-based UPDATE")
-        floor_red = floor_redemptions(url, tenant_id, seeded["sets"]["floor"], at)
-        floor_rc = floor_receipts(url, tenant_id, args.receipts, args.contacts, at) if args.receipts else None
+        if args.sqlite:
+            floor_red = floor_redemptions_sqlite(url, tenant_id, seeded["sets"]["floor"], at)
+            floor_rc = None  # no COPY; the receipts have no set-based equivalent worth the name here
+        else:
+            floor_red = floor_redemptions(url, tenant_id, seeded["sets"]["floor"], at)
+            floor_rc = floor_receipts(url, tenant_id, args.receipts, args.contacts, at) if args.receipts else None
         report(args, results, floor_red, floor_rc)
     finally:
         if ftp is not None:
             ftp.stop()
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
-            with psycopg.connect(args.pg_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            if not args.sqlite:
+                with psycopg.connect(args.pg_url, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def report(args: Any, results: list[dict[str, Any]], floor_red: float, floor_rc: float | None) -> None:
@@ -462,8 +572,10 @@ def report(args: Any, results: list[dict[str, Any]], floor_red: float, floor_rc:
         )
     print()
     big = results[1]
-    print(f"floor, redemptions (COPY + one set-based UPDATE/INSERT): {args.redemptions:,} in {floor_red:.1f} s ="
-          f" {args.redemptions / floor_red:,.0f}/s (PostgreSQL CPU {FLOOR_CPU['pg_us']:.0f} µs/record);"
+    how = "executemany into a temp table + one UPDATE … FROM/INSERT" if args.sqlite else "COPY + one set-based UPDATE/INSERT"
+    pg_cpu = "" if args.sqlite else f" (PostgreSQL CPU {FLOOR_CPU['pg_us']:.0f} µs/record)"
+    print(f"floor, redemptions ({how}): {args.redemptions:,} in {floor_red:.1f} s ="
+          f" {args.redemptions / floor_red:,.0f}/s{pg_cpu};"
           f" promoflow end to end is {floor_red / big['end_to_end_s']:.0%} of the floor's rate")  # fmt: skip
     if floor_rc is not None:
         rc = results[2]
