@@ -49,6 +49,13 @@ class Transfer:
     def run_jobs(self) -> int:
         return self.api.run_jobs()
 
+    def process(self, folder: str, name: str, data: bytes) -> tuple[ResultSummary, list[ResultRecord]]:
+        """Upload one file (queued: 226), run the worker until the queue is empty, and read the file's result."""
+        reply = self.upload(folder, name, data)
+        assert reply.startswith("226"), reply
+        self.run_jobs()
+        return self.result(name)
+
     def root(self, tenant: dict[str, Any] | None = None) -> Path:
         tenant = tenant or self.api.tenant
         return self.store.tenant_root(__import__("uuid").UUID(tenant["tenantId"]))

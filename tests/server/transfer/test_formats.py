@@ -33,9 +33,7 @@ def test_contact_file_creates_and_updates_and_reports_every_guid(transfer):
         ContactRecord(attributes={"email": "not an e-mail"}),
         ContactRecord(contact_id="6f9619ff-8b86-d011-b42d-00cf4fc964ff", attributes={"firstName": "X"}),
     ])  # fmt: skip
-    assert transfer.upload(CONTACT_IMPORT_DIR, name, data).startswith("226")
-    transfer.run_jobs()
-    summary, records = transfer.result(name)
+    summary, records = transfer.process(CONTACT_IMPORT_DIR, name, data)
     assert [r.verdict for r in records] == [Verdict.APPLIED] * 3 + [Verdict.INVALID, Verdict.NOT_FOUND]
     created = records[0].contact_id
     assert created and records[0].reason == "created"
@@ -69,9 +67,7 @@ def test_promotion_file_creates_updates_and_assigns_in_document_order(transfer):
         PromotionAssignment(external_promotion_id="NOPE", contact_id=c["id"]),
         PromotionAssignment(external_promotion_id="SPRING", external_contact_id="nobody"),
     ])  # fmt: skip
-    assert transfer.upload(PROMOTION_IMPORT_DIR, name, data).startswith("226")
-    transfer.run_jobs()
-    _, records = transfer.result(name)
+    _, records = transfer.process(PROMOTION_IMPORT_DIR, name, data)
     assert [r.verdict for r in records] == [
         Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.APPLIED, Verdict.APPLIED,
         Verdict.DUPLICATE, Verdict.INVALID, Verdict.NOT_FOUND, Verdict.NOT_FOUND,
@@ -110,9 +106,7 @@ def test_transaction_file_ingests_receipts_like_the_api(transfer):
     # one receipt that breaks the XSD (an item without its required fields): invalid, the others go on
     data = data.replace(b"</transactions>", b"<transaction><uniqueReceiptId>BAD</uniqueReceiptId></transaction>\n"
                         b"</transactions>")  # fmt: skip
-    assert transfer.upload(TRANSACTION_IMPORT_DIR, name, data).startswith("226")
-    transfer.run_jobs()
-    summary, records = transfer.result(name)
+    summary, records = transfer.process(TRANSACTION_IMPORT_DIR, name, data)
     assert [r.verdict for r in records] == [
         Verdict.APPLIED,
         Verdict.DUPLICATE,

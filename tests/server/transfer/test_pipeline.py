@@ -55,9 +55,7 @@ def test_lines_in_later_batches_see_earlier_batches(transfer):
         _red(c, idempotency_key="k-a"),  # batch 3: key of line 1 on another coupon → invalid
         _red(d),
     ])  # fmt: skip
-    assert transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data).startswith("226")
-    transfer.run_jobs()
-    _, records = transfer.result(NAME)
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, NAME, data)
     assert [r.verdict for r in records] == [
         Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.INVALID,
         Verdict.APPLIED,

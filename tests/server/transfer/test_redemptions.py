@@ -32,10 +32,7 @@ def test_redemption_file_applies_each_line_once_with_a_verdict(transfer):
         _red(a1, idempotency_key="k1b", store_external_id="S9"),
         _red("6f9619ff-8b86-d011-b42d-00cf4fc964ff"),
     ])  # fmt: skip
-    reply = transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data)
-    assert reply.startswith("226")
-    transfer.run_jobs()
-    summary, records = transfer.result(NAME)
+    summary, records = transfer.process(REDEMPTION_IMPORT_DIR, NAME, data)
     assert summary.status == "processed"
     verdicts = [r.verdict for r in records]
     assert verdicts == [Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.CONFLICT_ALREADY_REDEEMED,
@@ -81,9 +78,7 @@ def test_receipt_matches_an_api_redeem_and_other_verdicts(transfer):
         _red(late, redeemed_on=now + timedelta(days=1)),  # in the future: invalid
     ])  # fmt: skip
     name = "20260313120000_S1_redemptions.xml"
-    assert transfer.upload(REDEMPTION_IMPORT_DIR, name, data).startswith("226")
-    transfer.run_jobs()
-    _, records = transfer.result(name)
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, name, data)
     assert [r.verdict for r in records] == [
         Verdict.DUPLICATE, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.EXPIRED,
         Verdict.INVALID, Verdict.INVALID, Verdict.INVALID,
@@ -117,9 +112,7 @@ def test_a_batch_redeems_only_what_each_line_may_redeem(transfer):
         _red(theirs),  # exists, in another tenant: not found here
         _red(taken, store_external_id="S2"),
     ])  # fmt: skip
-    assert transfer.upload(REDEMPTION_IMPORT_DIR, NAME, data).startswith("226")
-    transfer.run_jobs()
-    _, records = transfer.result(NAME)
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, NAME, data)
     assert [r.verdict for r in records] == [
         Verdict.APPLIED, Verdict.APPLIED, Verdict.NOT_FOUND, Verdict.NOT_FOUND, Verdict.CONFLICT_ALREADY_REDEEMED,
     ]  # fmt: skip
