@@ -181,7 +181,7 @@ def test_reactivation_up_to_the_limit(api: Any, flow: dict[str, Any]) -> None:
             else f"/api/v3/promotion-assignments/{aid}/reactivate"
         )
         r = api.post(path)
-        assert r.status_code == 200 and r.json()["redeemed"] is False and r.json()["redeemedOn"] is None
+        assert r.status_code == 200 and r.json()["redeemed"] is False and "redeemedOn" not in r.json()
         assert ("assignmentId" in r.json()) is (n % 2 == 1)
         assert aid in [i["id"] for i in api.get(f"/api/v2/contacts/{cid}/promotions").json()]
     assert api.post(f"/api/v2/promotions/codes/{aid}/redeem", json="POS").status_code == 200
