@@ -30,7 +30,10 @@ def _present(out: dict[str, Any], **optional: Any) -> dict[str, Any]:
 
 def _local_values(ch: dict[str, Any]) -> list[dict[str, Any]] | None:
     # Money on the wire is a JSON number (A5), kept exact as text in the database.
-    values = [{"currency": lv["currency"], "amount": json_number(lv["amount"])} for lv in ch.get("localValues") or ()]
+    values = [
+        {"currency": lv["currency"], "amount": json_number(lv["amount"])}
+        for lv in ch.get("localValues") or ()
+    ]
     return values or None
 
 
@@ -84,7 +87,9 @@ def item_of(
 
 
 def item(view: AssignmentView, currency: str, tz: ZoneInfo, *, v3: bool) -> dict[str, Any]:
-    return item_of(view.id, face(view.promotion, currency), view.valid_from, view.valid_to, view.redeemed_at, tz, v3)
+    return item_of(
+        view.id, face(view.promotion, currency), view.valid_from, view.valid_to, view.redeemed_at, tz, v3
+    )
 
 
 def items(views: list[AssignmentView], currency: str, tz: ZoneInfo, *, v3: bool) -> list[dict[str, Any]]:

@@ -222,7 +222,9 @@ RULE: tuple[Condition, ...] = (
 )  # fmt: skip
 
 
-def _applicable(inputs: Inputs, *, include_lifecycle: bool = True) -> list[tuple[Condition, ColumnElement[bool]]]:
+def _applicable(
+    inputs: Inputs, *, include_lifecycle: bool = True
+) -> list[tuple[Condition, ColumnElement[bool]]]:
     out = []
     for cond in RULE:
         if cond.lifecycle and not include_lifecycle:
@@ -251,9 +253,7 @@ def shown(inputs: Inputs, *, include_redeemed: bool = False) -> list[ColumnEleme
 # ------------------------------------------------------------------------------------------------ statements
 
 
-def redeemed_values(
-    at: Any, channel: Any, store: Any, receipt: Any, via: Any
-) -> dict[str, Any]:
+def redeemed_values(at: Any, channel: Any, store: Any, receipt: Any, via: Any) -> dict[str, Any]:
     """What a redemption sets on its assignment."""
     return {
         "redeemed_at": at,
@@ -310,7 +310,13 @@ class BatchRedeem(Protocol):
     why). No assignment may appear twice in ``lines``."""
 
     async def redeem_many(
-        self, conn: AsyncConnection, ctx: TenantContext, now: datetime, lines: Sequence[RedeemLine], *, via: str
+        self,
+        conn: AsyncConnection,
+        ctx: TenantContext,
+        now: datetime,
+        lines: Sequence[RedeemLine],
+        *,
+        via: str,
     ) -> set[uuid.UUID]: ...
 
 
@@ -329,7 +335,13 @@ class ExclusiveBatch:
     )
 
     async def redeem_many(
-        self, conn: AsyncConnection, ctx: TenantContext, now: datetime, lines: Sequence[RedeemLine], *, via: str
+        self,
+        conn: AsyncConnection,
+        ctx: TenantContext,
+        now: datetime,
+        lines: Sequence[RedeemLine],
+        *,
+        via: str,
     ) -> set[uuid.UUID]:
         if conn.dialect.name != "sqlite":
             raise RuntimeError("ExclusiveBatch needs a transaction that excludes other writers (SQLite)")
@@ -340,8 +352,12 @@ class ExclusiveBatch:
             unindexed(conn, assignment.c.tenant_id) == ctx.tenant_id, assignment.c.id.in_(ids)
         )
         before = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        values = redeemed_values(self._AT, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), via)
-        stmt = redeem_statement(ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), self._LINE, values)
+        values = redeemed_values(
+            self._AT, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), via
+        )
+        stmt = redeem_statement(
+            ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), self._LINE, values
+        )
         await conn.execute(stmt, [
             {"b_aid": line.assignment_id, "b_at": line.moment.at, "b_started": line.moment.started_by,
              "b_bit": CHANNEL_BITS[line.channel], "b_cid": line.contact_id, "b_ch": line.channel.value,
@@ -353,7 +369,8 @@ class ExclusiveBatch:
                and after[line.assignment_id] == before[line.assignment_id] + 1]  # fmt: skip
         if won:
             await conn.execute(
-                insert(redemption), [redemption_row(ctx, now, line, after[line.assignment_id], via) for line in won]
+                insert(redemption),
+                [redemption_row(ctx, now, line, after[line.assignment_id], via) for line in won],
             )
         return {line.assignment_id for line in won}
 
@@ -366,8 +383,17 @@ _PG_LINES = (
         " (e->>4)::int AS bit, e->>5 AS store, e->>6 AS receipt, (e->>7)::uuid AS contact, e->>8 AS ikey"
         " FROM json_array_elements(CAST(:lines AS json)) AS e"
     )
-    .columns(id=assignment.c.id.type, at=UTCDateTime(), started_by=UTCDateTime(), ch=String(), bit=Integer(),
-             store=String(), receipt=String(), contact=assignment.c.contact_id.type, ikey=String())  # fmt: skip
+    .columns(
+        id=assignment.c.id.type,
+        at=UTCDateTime(),
+        started_by=UTCDateTime(),
+        ch=String(),
+        bit=Integer(),
+        store=String(),
+        receipt=String(),
+        contact=assignment.c.contact_id.type,
+        ikey=String(),
+    )  # fmt: skip
     .cte("line")
 )
 
@@ -404,7 +430,13 @@ class SetBatch:
     _statements: dict[str, Select[Any]] = {}
 
     async def redeem_many(
-        self, conn: AsyncConnection, ctx: TenantContext, now: datetime, lines: Sequence[RedeemLine], *, via: str
+        self,
+        conn: AsyncConnection,
+        ctx: TenantContext,
+        now: datetime,
+        lines: Sequence[RedeemLine],
+        *,
+        via: str,
     ) -> set[uuid.UUID]:
         if not lines:
             return set()
@@ -594,7 +626,11 @@ async def explain(
     deactivation)."""
     if assignment_id is None and contact_id is None:
         raise ValueError("explain needs an assignment id or a contact id")
-    selection = assignment.c.id == assignment_id if assignment_id is not None else assignment.c.contact_id == contact_id
+    selection = (
+        assignment.c.id == assignment_id
+        if assignment_id is not None
+        else assignment.c.contact_id == contact_id
+    )
     return await _explanations(conn, ctx, When.server(at), channel, contact_id, selection)
 
 
@@ -614,7 +650,9 @@ async def refusal(
         found = await _explanations(conn, ctx, moment, channel, contact_id, assignment.c.id == assignment_id)
     if not found:
         definition = await conn.scalar(
-            select(promotion.c.id).where(promotion.c.id == assignment_id, promotion.c.tenant_id == ctx.tenant_id)
+            select(promotion.c.id).where(
+                promotion.c.id == assignment_id, promotion.c.tenant_id == ctx.tenant_id
+            )
         )
         if definition is not None:
             return PromotionNotFoundError(
