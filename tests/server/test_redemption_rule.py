@@ -218,7 +218,7 @@ async def batch(w: World) -> str | None:
     """The database's batch strategy (a file's lines); a line it does not redeem is explained by `refusal`."""
     async with w.db.write() as conn:
         line = RedeemLine(w.assignment_id, w.case.channel, w.moment, w.ask_contact)
-        won = await batch_for(conn).redeem_many(conn, w.ctx, w.now, [line], via="file")
+        won = await batch_for(conn, w.ctx, w.now, via="file").redeem_many(conn, [line])
         if w.assignment_id in won:
             return OK
         return _code(await refusal(conn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact))
@@ -322,7 +322,7 @@ def test_the_explanation_agrees_with_the_rule(db_url: str, name: str) -> None:
             assert (first.reason, _code(first.error)) == (REASON_OF[case.expected], case.expected)
             assert first.error.message
         if case.promotion.get("deactivated_at"):
-            assert ex.promotion_deactivated_at == case.promotion["deactivated_at"]
+            assert ex.facts.promotion_deactivated_at == case.promotion["deactivated_at"]
 
     _run(db_url, case, check)
 
@@ -339,7 +339,7 @@ def test_an_explanation_names_every_condition_that_fails(db_url: str) -> None:
             )
         assert ex.reasons == (Reason.REDEEMED, Reason.CHANNEL, Reason.EXPIRED)
         assert "in store S-9" in ex.refusals[0].error.message
-        assert ex.redeemed_store == "S-9" and ex.valid_to == NOW - timedelta(hours=1)
+        assert ex.facts.redeemed_store == "S-9" and ex.facts.valid_to == NOW - timedelta(hours=1)
 
     _run(db_url, case, check)
 

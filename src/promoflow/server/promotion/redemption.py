@@ -150,17 +150,22 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class Facts:
-    """What a refusal's explanation may quote: the assignment's state and the request's channel."""
+    """An assignment's state, as the explanation reads it: its validity, its redemption (when, channel, store,
+    receipt), its deletion, and its promotion's activation (None: a draft) and deactivation (a fact only: a
+    deactivated promotion's assignments stay valid)."""
 
     assignment_id: uuid.UUID
-    channel: ChannelType | None
-    tz: ZoneInfo
+    promotion_id: uuid.UUID
+    contact_id: uuid.UUID
     valid_from: datetime
     valid_to: datetime | None
     redeemed_at: datetime | None
     redeemed_channel: str | None
     redeemed_store: str | None
     redeemed_receipt_id: str | None
+    deleted_at: datetime | None
+    promotion_activated_at: datetime | None
+    promotion_deactivated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -172,7 +177,7 @@ class Condition:
     reason: Reason
     table: Table
     sql: Callable[[Inputs], ColumnElement[bool] | None]
-    refuse: Callable[[Facts], PromoflowError]
+    refuse: Callable[[Facts, ChannelType | None, ZoneInfo], PromoflowError]
     lifecycle: bool = False
 
 
@@ -190,33 +195,33 @@ def _channel(i: Inputs) -> ColumnElement[bool] | None:
 RULE: tuple[Condition, ...] = (
     Condition(
         Reason.DELETED, assignment, lambda i: assignment.c.deleted_at.is_(None),
-        lambda f: PromotionNotFoundError(f"promotion {f.assignment_id} not found"),
+        lambda f, ch, tz: PromotionNotFoundError(f"promotion {f.assignment_id} not found"),
     ),
     Condition(
         Reason.OTHER_CONTACT, assignment, _contact,
-        lambda f: PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact"),
+        lambda f, ch, tz: PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact"),
     ),
     Condition(
         Reason.DRAFT, promotion, lambda i: promotion.c.activated_at.is_not(None),
-        lambda f: PromotionNotRedeemableError("the promotion is a draft"),
+        lambda f, ch, tz: PromotionNotRedeemableError("the promotion is a draft"),
     ),
     Condition(
         Reason.REDEEMED, assignment, lambda i: assignment.c.redeemed_at.is_(None),
-        lambda f: PromotionAlreadyRedeemedError(f, f.tz), lifecycle=True,
+        lambda f, ch, tz: PromotionAlreadyRedeemedError(f, tz), lifecycle=True,
     ),
     Condition(
         Reason.CHANNEL, promotion, _channel,
-        lambda f: PromotionNotValidForRedemptionChannelError(
-            f"the promotion cannot be redeemed in channel {f.channel.value if f.channel else None}"
+        lambda f, ch, tz: PromotionNotValidForRedemptionChannelError(
+            f"the promotion cannot be redeemed in channel {ch.value if ch else None}"
         ),
     ),
     Condition(
         Reason.EXPIRED, assignment, lambda i: or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= i.at),
-        lambda f: PromotionExpiredError(f"the promotion expired at {iso(f.valid_to, f.tz)}"), lifecycle=True,
+        lambda f, ch, tz: PromotionExpiredError(f"the promotion expired at {iso(f.valid_to, tz)}"), lifecycle=True,
     ),
     Condition(
         Reason.NOT_YET_VALID, assignment, lambda i: assignment.c.valid_from <= i.started_by,
-        lambda f: PromotionNotYetValidError(f"the promotion is valid from {iso(f.valid_from, f.tz)}"),
+        lambda f, ch, tz: PromotionNotYetValidError(f"the promotion is valid from {iso(f.valid_from, tz)}"),
         lifecycle=True,
     ),
 )  # fmt: skip
@@ -309,18 +314,17 @@ class BatchRedeem(Protocol):
     ones redeemed. Answers the assignments redeemed; a line not among them changed nothing (`refusal` says
     why). No assignment may appear twice in ``lines``."""
 
-    async def redeem_many(
-        self,
-        conn: AsyncConnection,
-        ctx: TenantContext,
-        now: datetime,
-        lines: Sequence[RedeemLine],
-        *,
-        via: str,
-    ) -> set[uuid.UUID]: ...
+    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]: ...
 
 
-class ExclusiveBatch:
+class _Batch:
+    def __init__(self, ctx: TenantContext, now: datetime, via: str) -> None:
+        self.ctx = ctx
+        self.now = now
+        self.via = via
+
+
+class ExclusiveBatch(_Batch):
     """SQLite: the single-row statement run for every line (one prepared statement, ``executemany``). Which
     lines won is read off the redemption counts before and after the write, which is sound only where the
     transaction excludes every other writer (SQLite's write transactions begin IMMEDIATE)."""
@@ -334,29 +338,21 @@ class ExclusiveBatch:
         contact_optional=True,
     )
 
-    async def redeem_many(
-        self,
-        conn: AsyncConnection,
-        ctx: TenantContext,
-        now: datetime,
-        lines: Sequence[RedeemLine],
-        *,
-        via: str,
-    ) -> set[uuid.UUID]:
+    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]:
         if conn.dialect.name != "sqlite":
             raise RuntimeError("ExclusiveBatch needs a transaction that excludes other writers (SQLite)")
         if not lines:
             return set()
         ids = [line.assignment_id for line in lines]
         counts = select(assignment.c.id, assignment.c.redemption_count).where(
-            unindexed(conn, assignment.c.tenant_id) == ctx.tenant_id, assignment.c.id.in_(ids)
+            unindexed(conn, assignment.c.tenant_id) == self.ctx.tenant_id, assignment.c.id.in_(ids)
         )
         before = {r.id: r.redemption_count for r in await conn.execute(counts)}
         values = redeemed_values(
-            self._AT, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), via
+            self._AT, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), self.via
         )
         stmt = redeem_statement(
-            ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), self._LINE, values
+            self.ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), self._LINE, values
         )
         await conn.execute(stmt, [
             {"b_aid": line.assignment_id, "b_at": line.moment.at, "b_started": line.moment.started_by,
@@ -370,7 +366,10 @@ class ExclusiveBatch:
         if won:
             await conn.execute(
                 insert(redemption),
-                [redemption_row(ctx, now, line, after[line.assignment_id], via) for line in won],
+                [
+                    redemption_row(self.ctx, self.now, line, after[line.assignment_id], self.via)
+                    for line in won
+                ],
             )
         return {line.assignment_id for line in won}
 
@@ -423,39 +422,32 @@ def _pg_batch(via: str) -> Select[Any]:
     return select(won.c.id).add_cte(rows)
 
 
-class SetBatch:
+class SetBatch(_Batch):
     """PostgreSQL: one set-based statement for the whole batch (`_pg_batch`), exactly once under concurrency as
     the single-row statement is: each line's UPDATE re-checks its conditions on the row it locks."""
 
     _statements: dict[str, Select[Any]] = {}
 
-    async def redeem_many(
-        self,
-        conn: AsyncConnection,
-        ctx: TenantContext,
-        now: datetime,
-        lines: Sequence[RedeemLine],
-        *,
-        via: str,
-    ) -> set[uuid.UUID]:
+    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]:
         if not lines:
             return set()
-        stmt = self._statements.get(via)
+        stmt = self._statements.get(self.via)
         if stmt is None:
-            stmt = self._statements[via] = _pg_batch(via)
+            stmt = self._statements[self.via] = _pg_batch(self.via)
         payload = [
             [str(line.assignment_id), line.moment.at.isoformat(), line.moment.started_by.isoformat(),
              line.channel.value, CHANNEL_BITS[line.channel], line.store_external_id, line.unique_receipt_id,
              str(line.contact_id) if line.contact_id else None, line.idempotency_key]
             for line in lines
         ]  # fmt: skip
-        params = {"t": ctx.tenant_id, "now": now, "lines": json.dumps(payload)}
+        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": json.dumps(payload)}
         return set((await conn.execute(stmt, params)).scalars())
 
 
-def batch_for(conn: AsyncConnection) -> BatchRedeem:
-    """The batch strategy of the connection's database."""
-    return SetBatch() if conn.dialect.name == "postgresql" else ExclusiveBatch()
+def batch_for(conn: AsyncConnection, ctx: TenantContext, now: datetime, *, via: str) -> BatchRedeem:
+    """The batch strategy of the connection's database, for this tenant's redemptions ``via`` a channel of entry
+    (e.g. "file")."""
+    return (SetBatch if conn.dialect.name == "postgresql" else ExclusiveBatch)(ctx, now, via)
 
 
 # -------------------------------------------------------------------------------- the fast path's PostgreSQL
@@ -534,25 +526,17 @@ class Refusal:
 @dataclass(frozen=True)
 class Explanation:
     """Whether one assignment is shown and redeemable at an instant and channel, and if not, why: ``refusals``
-    lists every condition it fails, in the rule's order (the first is what a redeem answers). The rest are the
-    facts to show: validity, the redemption (when, channel, store, receipt), deletion, and the promotion's
-    activation (None: a draft) and deactivation (a fact only: a deactivated promotion's assignments stay valid)."""
+    lists every condition it fails, in the rule's order (the first is what a redeem answers); ``facts`` is the
+    assignment's state to show beside them."""
 
-    assignment_id: uuid.UUID
-    promotion_id: uuid.UUID
-    contact_id: uuid.UUID
+    facts: Facts
     at: datetime
     channel: ChannelType | None
     refusals: tuple[Refusal, ...]
-    valid_from: datetime
-    valid_to: datetime | None
-    redeemed_at: datetime | None
-    redeemed_channel: str | None
-    redeemed_store: str | None
-    redeemed_receipt_id: str | None
-    deleted_at: datetime | None
-    promotion_activated_at: datetime | None
-    promotion_deactivated_at: datetime | None
+
+    @property
+    def assignment_id(self) -> uuid.UUID:
+        return self.facts.assignment_id
 
     @property
     def redeemable(self) -> bool:
@@ -589,18 +573,17 @@ async def _explanations(
     ).all()  # fmt: skip
     out = []
     for row in rows:
-        facts = Facts(row.id, channel, ctx.tz, row.valid_from, row.valid_to, row.redeemed_at, row.redeemed_channel,
-                      row.redeemed_store, row.redeemed_receipt_id)  # fmt: skip
+        facts = Facts(
+            row.id, row.promotion_id, row.contact_id, row.valid_from, row.valid_to, row.redeemed_at,
+            row.redeemed_channel, row.redeemed_store, row.redeemed_receipt_id, row.deleted_at, row.activated_at,
+            row.deactivated_at,
+        )  # fmt: skip
         refusals = tuple(
-            Refusal(cond.reason, cond.refuse(facts))
+            Refusal(cond.reason, cond.refuse(facts, channel, ctx.tz))
             for cond, _ in checks
             if not getattr(row, f"ok_{cond.reason.value}")
         )
-        out.append(
-            Explanation(row.id, row.promotion_id, row.contact_id, moment.at, channel, refusals, row.valid_from,
-                        row.valid_to, row.redeemed_at, row.redeemed_channel, row.redeemed_store,
-                        row.redeemed_receipt_id, row.deleted_at, row.activated_at, row.deactivated_at)
-        )  # fmt: skip
+        out.append(Explanation(facts, moment.at, channel, refusals))
     return out
 
 

@@ -161,7 +161,7 @@ class RedemptionApplier:
                 uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
                 v.idempotency_key,
             )  # fmt: skip
-        won = await batch_for(conn).redeem_many(conn, self.ctx, self.now, list(lines.values()), via="file")
+        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(conn, list(lines.values()))
         left = []
         for rec in batch:
             line = lines.get(rec.index)
