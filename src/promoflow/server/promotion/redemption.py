@@ -243,8 +243,9 @@ def _applicable(
 def redeemable(inputs: Inputs) -> list[ColumnElement[bool]]:
     """The rule as conditions on the assignment table alone (the promotion's in one correlated EXISTS): for a
     statement whose FROM has the assignment but not its promotion (the UPDATE, a look-up by id)."""
-    own = [expr for cond, expr in _applicable(inputs) if cond.table is assignment]
-    of_promotion = [expr for cond, expr in _applicable(inputs) if cond.table is promotion]
+    checks = _applicable(inputs)
+    own = [expr for cond, expr in checks if cond.table is assignment]
+    of_promotion = [expr for cond, expr in checks if cond.table is promotion]
     exists = select(promotion.c.id).where(promotion.c.id == assignment.c.promotion_id, *of_promotion).exists()
     return [*own, exists]
 
