@@ -9,12 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from promoflow.client._calls import Calls
+from promoflow.client._calls import FlowPlan as Plan
 from promoflow.client._contacts import ContactCache
-from promoflow.client._engine import Plan
 from promoflow.client._exceptions import ContactNotFoundError, PromoflowClientError
-from promoflow.client._requests import Operations
-from promoflow.client._retry import RetryPolicy
-from promoflow.client._settle import Settlement, look_up, record_settlement, settle_intent
+from promoflow.client._settle import Settlement, record_settlement, settle_intent
 from promoflow.client._steps import (
     CompletionResult,
     IdentifyResult,
@@ -53,8 +52,7 @@ def _to_millis(when: datetime) -> datetime:
 @dataclass
 class FlowConfig:
     outbox: Outbox
-    ops: Operations
-    retry: RetryPolicy
+    calls: Calls
     store_external_id: str
     channel: str
     contacts: ContactCache | None
@@ -119,7 +117,7 @@ class Sale:
                 IdentifyResult(step="identify", status=StepStatus.CACHED, contact_id=cached, key=self.key)
             )
         try:
-            found = yield from look_up(self.config.ops, name, value, contact_type)
+            found = yield from self.config.calls.lookup_contact_id(name, value, contact_type)
         except PromoflowClientError as exc:
             return self._record(
                 IdentifyResult(step="identify", status=StepStatus.OFFLINE, message=str(exc), key=self.key)
@@ -149,7 +147,7 @@ class Sale:
         outbox = self.config.outbox
         try:
             record = outbox.load(intent)
-            settlement = yield from settle_intent(self.config.ops, intent, record)
+            settlement = yield from settle_intent(self.config.calls, intent, record)
             record_settlement(outbox, intent, settlement)
         finally:
             outbox.release(intent)
@@ -210,7 +208,7 @@ class Sale:
                 PromotionsResult(step="fetch_promotions", status=StepStatus.SKIPPED, message="no contact")
             )
         try:
-            found = yield from self.config.ops.list_promotions(self.contact_id, self.config.channel)
+            found = yield from self.config.calls.list_promotions(self.contact_id, self.config.channel)
         except ContactNotFoundError as exc:
             # A cached GUID the server no longer knows: forget it so the next identify looks it up again.
             if self.key is not None and self.config.contacts is not None:
@@ -318,7 +316,7 @@ class Sale:
                     results.append(StepResult(step=step, status=StepStatus.QUEUED, message=deferred,
                                               intent_id=intent.id))  # fmt: skip
                 else:
-                    settlement = yield from settle_intent(config.ops, intent, outbox.load(intent))
+                    settlement = yield from settle_intent(config.calls, intent, outbox.load(intent))
                     record_settlement(outbox, intent, settlement)
                     if settlement.deferred:
                         deferred = f"server unreachable during the checkout: {settlement.reason}"
@@ -362,7 +360,7 @@ def settle_pending(config: FlowConfig) -> Plan[list[StepResult]]:
         if intent is None:
             continue
         try:
-            settlement = yield from settle_intent(config.ops, intent, outbox.load(intent), recovering=True)
+            settlement = yield from settle_intent(config.calls, intent, outbox.load(intent), recovering=True)
             moved = record_settlement(outbox, intent, settlement)
             _learn_contact(config.contacts, moved, settlement)
         finally:

@@ -1,19 +1,19 @@
 """Settling one outbox intent online: the API call(s), and what the answer means for the intent.
 
-Written as plans (:mod:`promoflow.client._engine`), so the sync and async checkout and the sync agent share
-them. A :class:`Settlement` says where the intent goes next: ``done`` (applied, or already applied by us),
+Written as flow plans (:mod:`promoflow.client._calls`: steps that call the client's public methods), so the
+sync and async checkout and the sync agent share them. A :class:`Settlement` says where the intent goes next: ``done`` (applied, or already applied by us),
 ``settled`` (the server refused it for good: conflict, expired, not found, invalid), or *deferred* (no
 definite answer: server unreachable, overloaded, misconfigured; the intent keeps its file for later).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from promoflow.client._engine import Action, CallOutcome, Plan, Reply, Send, Sleep
+from promoflow.client._calls import Calls, FlowPlan
+from promoflow.client._engine import CallOutcome
 from promoflow.client._exceptions import (
     AlreadyRedeemedError,
     ApiError,
@@ -22,12 +22,11 @@ from promoflow.client._exceptions import (
     PromoflowClientError,
     PromotionExpiredError,
 )
-from promoflow.client._requests import Operations
 from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
 from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import ContactRecord, Redemption, Verdict
 
-__all__ = ["Settlement", "adrive", "drive", "look_up", "lookup_param", "record_settlement", "settle_intent"]
+__all__ = ["Settlement", "lookup_param", "record_settlement", "redeemed_by_us", "settle_intent"]
 
 _NOT_FOUND_CODES = frozenset(
     {"PromotionNotFound", "PromotionNotAssociatedWithContact", "ContactNotFound", "InvalidPromotionIdNoData"}
@@ -93,54 +92,54 @@ _LOOKUP_PARAMS = {
 }
 
 
-def look_up(ops: Operations, param: str, value: str, contact_type: str | None = None) -> Plan[str | None]:
-    """``lookup_contact_id`` by one parameter name (``email``, ``mobile_phone``, ``custom_key``, …)."""
-    return ops.lookup_contact_id(
-        email=value if param == "email" else None,
-        mobile_phone=value if param == "mobile_phone" else None,
-        social_security_number=value if param == "social_security_number" else None,
-        custom_key=value if param == "custom_key" else None,
-        any=value if param == "any" else None,
-        contact_type=contact_type,
-    )
-
-
 def lookup_param(key_type: str) -> str:
     """The look-up parameter for a key type: ``customKey`` carries memberNumber or externalId (A11)."""
     return _LOOKUP_PARAMS.get(key_type.strip().lower(), "any")
 
 
-def _same_instant(text: str | None, when: datetime) -> bool:
-    if not text:
-        return False
-    try:
-        seen = datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return seen.tzinfo is not None and seen == when
+def _instant(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if value is not None and value.tzinfo is not None else None
 
 
-def _redeemed_by_us(ops: Operations, record: Redemption) -> Plan[bool | None]:
-    """Whether the assignment's redemption is ours (True), someone else's (False), or unknown (None).
+def redeemed_by_us(
+    mine: Redemption, redeemed_on: datetime | str | None, unique_receipt_id: str | None = None
+) -> bool:
+    """The one rule for "was this conflict ours?": whether an assignment found already redeemed (at
+    ``redeemed_on``, on the receipt ``unique_receipt_id`` when the server says) was redeemed by our sale.
 
-    Ours: redeemed at our sale's instant, which our own earlier attempt (whose idempotency record has
-    expired) or our receipt's ``usedPromotions`` (``redeemedOn`` = the receipt's ``createdDate``) would set.
+    Ours: redeemed on our sale's receipt, or at our sale's instant, which only our own earlier attempt (whose
+    idempotency record has expired) or our receipt's ``usedPromotions`` (``redeemedOn`` = the receipt's
+    ``createdDate``) would set. (A 409 that answers a *retry* of our own uncertain attempt within one call is
+    settled by the call itself: :class:`~promoflow.client.CallOutcome` ``settled_by="conflict"``.)
     """
+    if unique_receipt_id and mine.unique_receipt_id and unique_receipt_id == mine.unique_receipt_id:
+        return True
+    seen = _instant(redeemed_on)
+    return seen is not None and seen == mine.redeemed_on
+
+
+def _redeemed_by_us(calls: Calls, record: Redemption) -> FlowPlan[bool | None]:
+    """Whether the assignment's redemption is ours (True), someone else's (False), or unknown (None)."""
     if record.contact_id is None:
         return False
     try:
-        state = yield from ops.get_promotion_state(record.contact_id, record.coupon_id)
+        state = yield from calls.get_promotion_state(record.contact_id, record.coupon_id)
     except PromoflowClientError:
         return None
     if state is None or not state.redeemed:
         return None if state is None else False
-    return _same_instant(state.redeemed_on, record.redeemed_on)
+    return redeemed_by_us(record, state.redeemed_on)
 
 
-def settle_redemption(ops: Operations, record: Redemption) -> Plan[Settlement]:
+def settle_redemption(calls: Calls, record: Redemption) -> FlowPlan[Settlement]:
     outcome = CallOutcome()
     try:
-        yield from ops.redeem(
+        yield from calls.redeem(
             record.coupon_id,
             record.redemption_channel.value,
             record.contact_id,
@@ -151,7 +150,7 @@ def settle_redemption(ops: Operations, record: Redemption) -> Plan[Settlement]:
             outcome=outcome,
         )
     except AlreadyRedeemedError as exc:
-        mine = yield from _redeemed_by_us(ops, record)
+        mine = yield from _redeemed_by_us(calls, record)
         if mine:
             return _done(Verdict.DUPLICATE, settledBy="state", attempts=outcome.attempts)
         if mine is None:
@@ -163,15 +162,15 @@ def settle_redemption(ops: Operations, record: Redemption) -> Plan[Settlement]:
     return _done(verdict, settledBy=outcome.settled_by, attempts=outcome.attempts)
 
 
-def settle_receipt(ops: Operations, record: Receipt, idempotency_key: str) -> Plan[Settlement]:
+def settle_receipt(calls: Calls, record: Receipt, idempotency_key: str) -> FlowPlan[Settlement]:
     outcome = CallOutcome()
     try:
         try:
-            result = yield from ops.send_receipt(record, idempotency_key=idempotency_key, outcome=outcome)
+            result = yield from calls.send_receipt(record, idempotency_key, outcome)
         except IdempotencyKeyMismatchError:
             # The key was spent on a different body (an SDK upgrade changed the serialisation): the receipt
             # is deduplicated by uniqueReceiptId anyway, so a fresh key is safe.
-            result = yield from ops.send_receipt(record, outcome=outcome)
+            result = yield from calls.send_receipt(record, None, outcome)
     except PromoflowClientError as exc:
         return classify(exc)
     duplicate = result.status.lower() == "duplicate" or outcome.replayed
@@ -184,8 +183,8 @@ def settle_receipt(ops: Operations, record: Receipt, idempotency_key: str) -> Pl
 
 
 def settle_contact(
-    ops: Operations, intent: Intent, record: ContactRecord, *, look_up_first: bool
-) -> Plan[Settlement]:
+    calls: Calls, intent: Intent, record: ContactRecord, *, look_up_first: bool
+) -> FlowPlan[Settlement]:
     outcome = CallOutcome()
     preferences = (
         record.preferences.model_dump(by_alias=True, exclude_none=True) if record.preferences else None
@@ -195,17 +194,17 @@ def settle_contact(
             changes: dict[str, Any] = dict(record.attributes)
             if preferences:
                 changes["preferences"] = preferences
-            contact = yield from ops.update_contact(
+            contact = yield from calls.update_contact(
                 record.contact_id, changes, idempotency_key=intent.idempotency_key, outcome=outcome
             )
             verdict = Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED
             return _done(verdict, contactId=contact.id)
         if look_up_first and intent.contact_key is not None:
             key_type, value = intent.contact_key
-            found = yield from look_up(ops, lookup_param(key_type), value)
+            found = yield from calls.lookup_contact_id(lookup_param(key_type), value)
             if found is not None:
                 return _done(Verdict.DUPLICATE, contactId=found, settledBy="lookup")
-        contact = yield from ops.create_contact(
+        contact = yield from calls.create_contact(
             record.attributes,
             contact_type=record.contact_type,
             preferences=preferences,
@@ -219,17 +218,17 @@ def settle_contact(
 
 
 def settle_intent(
-    ops: Operations, intent: Intent, record: Redemption | ContactRecord | Receipt, *, recovering: bool = False
-) -> Plan[Settlement]:
+    calls: Calls, intent: Intent, record: Redemption | ContactRecord | Receipt, *, recovering: bool = False
+) -> FlowPlan[Settlement]:
     """The plan settling ``intent`` (whose record was read from its file) online."""
     if intent.kind is IntentKind.REDEMPTION:
         assert isinstance(record, Redemption)
-        return (yield from settle_redemption(ops, record))
+        return (yield from settle_redemption(calls, record))
     if intent.kind is IntentKind.RECEIPT:
         assert isinstance(record, Receipt)
-        return (yield from settle_receipt(ops, record, intent.idempotency_key))
+        return (yield from settle_receipt(calls, record, intent.idempotency_key))
     assert isinstance(record, ContactRecord)
-    return (yield from settle_contact(ops, intent, record, look_up_first=recovering))
+    return (yield from settle_contact(calls, intent, record, look_up_first=recovering))
 
 
 def record_settlement(outbox: Outbox, intent: Intent, settlement: Settlement) -> Intent:
@@ -243,50 +242,3 @@ def record_settlement(outbox: Outbox, intent: Intent, settlement: Settlement) ->
     if settlement.state is IntentState.DEAD:
         return outbox.mark_dead(intent, settlement.reason or "rejected", **settlement.detail)
     return outbox.mark_queued(intent, settlement.reason)
-
-
-# ------------------------------------------------------------------------------------------------ running
-
-
-def drive(
-    plan: Generator[Action, Reply, Any],
-    send: Callable[[Send], Reply],
-    sleep: Callable[[float], None],
-) -> Any:
-    """Run a plan with blocking calls (the sync twin of :func:`adrive`)."""
-    reply: Reply = None
-    try:
-        while True:
-            try:
-                action = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(action, Sleep):
-                sleep(action.seconds)
-                reply = None
-            else:
-                reply = send(action)
-    finally:
-        plan.close()
-
-
-async def adrive(
-    plan: Generator[Action, Reply, Any],
-    send: Callable[[Send], Awaitable[Reply]],
-    sleep: Callable[[float], Awaitable[None]],
-) -> Any:
-    """Run a plan with awaits."""
-    reply: Reply = None
-    try:
-        while True:
-            try:
-                action = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(action, Sleep):
-                await sleep(action.seconds)
-                reply = None
-            else:
-                reply = await send(action)
-    finally:
-        plan.close()

@@ -34,13 +34,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promoflow.client import _durable
+from promoflow.client._calls import Calls, run_flow
 from promoflow.client._client import EngageClient
 from promoflow.client._contacts import ContactCache
 from promoflow.client._exceptions import ApiError, PromoflowClientError
 from promoflow.client._ftp import FtpConnection, FtpError, FtpRefused, FtpTarget, FtpUnavailable
-from promoflow.client._requests import Operations
 from promoflow.client._retry import RetryPolicy
-from promoflow.client._settle import Settlement, drive, record_settlement, settle_intent
+from promoflow.client._settle import Settlement, record_settlement, redeemed_by_us, settle_intent
 from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
 from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import (
@@ -213,14 +213,8 @@ class SyncAgent:
         self.upload_via_rename = upload_via_rename
         self.keep_results = keep_results
         self.batch_size = batch_size
-        self._ops = (
-            Operations(api_version=client.api_version, retry=self.retry) if client is not None else None
-        )
-        self._probe_ops = (
-            Operations(api_version=client.api_version, retry=RetryPolicy.never())
-            if client is not None
-            else None
-        )
+        self._calls = Calls(self.retry)
+        self._probe_calls = Calls(RetryPolicy.never())
 
     # --------------------------------------------------------------------------------------------- passes
 
@@ -264,14 +258,14 @@ class SyncAgent:
             log.warning("sync.ftp_unavailable error=%s", exc)
 
     def _probe(self, report: SyncReport) -> bool:
-        if self.client is None or self._probe_ops is None:
+        if self.client is None:
             return False
         if not self.outbox.intents(IntentState.PENDING) and (
             self.ftp is not None or not self.outbox.intents(IntentState.QUEUED)
         ):
             return False  # nothing to settle online: no need to ask
         try:
-            drive(self._probe_ops.count_contacts(), self.client._send, self.retry.sleep)
+            run_flow(self._probe_calls.count_contacts(), self.client)
         except PromoflowClientError as exc:
             report.api_online = False
             if isinstance(exc, ApiError) and exc.status in (401, 403):
@@ -294,11 +288,10 @@ class SyncAgent:
             if intent is None:
                 continue
             try:
-                if online and self.client is not None and self._ops is not None:
-                    settlement = drive(
-                        settle_intent(self._ops, intent, self.outbox.load(intent), recovering=True),
-                        self.client._send,
-                        self.retry.sleep,
+                if online and self.client is not None:
+                    settlement = run_flow(
+                        settle_intent(self._calls, intent, self.outbox.load(intent), recovering=True),
+                        self.client,
                     )
                 else:
                     settlement = Settlement(None, reason="the API is unreachable")
@@ -543,14 +536,12 @@ class SyncAgent:
         return Settlement(IntentState.SETTLED, record.verdict.value, record.reason, detail)
 
     def _ours(self, intent: Intent, record: ResultRecord) -> bool:
-        """A conflict that is our own sale: redeemed by our receipt, or at our sale's instant."""
+        """A conflict that is our own sale (:func:`~promoflow.client._settle.redeemed_by_us`)."""
         if intent.kind is not IntentKind.REDEMPTION:
             return False
         mine = self.outbox.load(intent)
         assert isinstance(mine, Redemption)
-        if record.unique_receipt_id and record.unique_receipt_id == mine.unique_receipt_id:
-            return True
-        return record.redeemed_on is not None and record.redeemed_on == mine.redeemed_on
+        return redeemed_by_us(mine, record.redeemed_on, record.unique_receipt_id)
 
     def _finish(self, intent: Intent, report: SyncReport) -> None:
         if intent.state is IntentState.DONE:
