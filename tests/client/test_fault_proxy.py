@@ -85,7 +85,7 @@ def test_stop_ends_every_connection_in_every_state(upstream: ScriptedServer) -> 
 def test_a_burst_of_concurrent_requests_through_random_faults_leaves_nothing_behind(
     upstream: ScriptedServer,
 ) -> None:
-    count = 60
+    count = 40
     upstream.expect(*[Reply(200, {"ok": True}) for _ in range(count)])
     rng = random.Random(7)
     lock = threading.Lock()

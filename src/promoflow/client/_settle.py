@@ -8,6 +8,7 @@ definite answer: server unreachable, overloaded, misconfigured; the intent keeps
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,16 @@ from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
 from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import ContactRecord, Redemption, Verdict
 
-__all__ = ["Settlement", "lookup_param", "record_settlement", "redeemed_by_us", "settle_intent"]
+__all__ = [
+    "Settlement",
+    "format_instant",
+    "lookup_param",
+    "record_settlement",
+    "redeemed_by_us",
+    "settle_intent",
+    "uniform_instants",
+    "waiting_behind",
+]
 
 _NOT_FOUND_CODES = frozenset(
     {"PromotionNotFound", "PromotionNotAssociatedWithContact", "ContactNotFound", "InvalidPromotionIdNoData"}
@@ -55,10 +65,38 @@ def _done(verdict: Verdict, **detail: Any) -> Settlement:
     )
 
 
+_INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})")
+
+
+def format_instant(when: datetime) -> str:
+    """The one way the SDK writes an instant in a reason: ISO 8601 to the second, with the offset it came with
+    (``2026-03-10T14:03:07+01:00``)."""
+    return when.isoformat(timespec="seconds")
+
+
+def uniform_instants(text: str | None) -> str | None:
+    """``text`` with every ISO 8601 instant in it written by :func:`format_instant` (servers write them with
+    or without milliseconds, with ``Z`` or an offset), so every reason the POS shows reads alike."""
+    if not text:
+        return text
+
+    def rewrite(match: re.Match[str]) -> str:
+        try:
+            return format_instant(datetime.fromisoformat(match.group(0).replace("Z", "+00:00")))
+        except ValueError:
+            return match.group(0)
+
+    return _INSTANT.sub(rewrite, text)
+
+
 def _refused(verdict: Verdict, error: ApiError) -> Settlement:
     detail = {"status": error.status, "errorCode": error.error_code, "requestId": error.request_id}
     return Settlement(
-        IntentState.SETTLED, verdict.value, error.message, {k: v for k, v in detail.items() if v}, error
+        IntentState.SETTLED,
+        verdict.value,
+        uniform_instants(error.message),
+        {k: v for k, v in detail.items() if v},
+        error,
     )
 
 
@@ -182,28 +220,53 @@ def settle_receipt(calls: Calls, record: Receipt, idempotency_key: str) -> FlowP
     )
 
 
+def _contact_changes(record: ContactRecord, preferences: dict[str, Any] | None) -> dict[str, Any]:
+    changes: dict[str, Any] = dict(record.attributes)
+    if preferences:
+        changes["preferences"] = preferences
+    return changes
+
+
 def settle_contact(
     calls: Calls, intent: Intent, record: ContactRecord, *, look_up_first: bool
 ) -> FlowPlan[Settlement]:
+    """A contact change, online. An update names its contact by GUID, or by key when the till never learnt
+    the GUID (looked up now: no such contact is ``notFound``). A create is a create-or-update by its key,
+    as the file import treats it (Engage's contact import upserts), so the intent means the same whichever
+    way it is delivered: when the key exists, the record's values are sent as an update of that contact."""
     outcome = CallOutcome()
     preferences = (
         record.preferences.model_dump(by_alias=True, exclude_none=True) if record.preferences else None
     )
+    upsert_key = f"{intent.idempotency_key}:upsert"
     try:
-        if record.contact_id is not None:
-            changes: dict[str, Any] = dict(record.attributes)
-            if preferences:
-                changes["preferences"] = preferences
+        if record.is_update:
+            contact_id = record.contact_id
+            if contact_id is None:
+                assert record.match_key is not None and record.match_key_type is not None
+                found = yield from calls.lookup_contact_id(
+                    lookup_param(record.match_key_type), record.match_key, record.contact_type
+                )
+                if found is None:
+                    reason = f"no contact has {record.match_key_type} {record.match_key!r}"
+                    return Settlement(IntentState.SETTLED, Verdict.NOT_FOUND.value, reason, {})
+                contact_id = found
             contact = yield from calls.update_contact(
-                record.contact_id, changes, idempotency_key=intent.idempotency_key, outcome=outcome
-            )
+                contact_id, _contact_changes(record, preferences), idempotency_key=intent.idempotency_key,
+                outcome=outcome,
+            )  # fmt: skip
             verdict = Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED
             return _done(verdict, contactId=contact.id)
         if look_up_first and intent.contact_key is not None:
             key_type, value = intent.contact_key
             found = yield from calls.lookup_contact_id(lookup_param(key_type), value)
             if found is not None:
-                return _done(Verdict.DUPLICATE, contactId=found, settledBy="lookup")
+                # Created by our own lost attempt, or held by someone already: the values go on it either way.
+                contact = yield from calls.update_contact(
+                    found, _contact_changes(record, preferences), idempotency_key=upsert_key, outcome=outcome
+                )
+                verdict = Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED
+                return _done(verdict, contactId=contact.id, settledBy="lookup")
         contact = yield from calls.create_contact(
             record.attributes,
             contact_type=record.contact_type,
@@ -211,10 +274,16 @@ def settle_contact(
             idempotency_key=intent.idempotency_key,
             outcome=outcome,
         )
+        if outcome.status_code == 201:
+            verdict = Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED
+            return _done(verdict, contactId=contact.id)
+        # The key was taken (the server answered with that contact, unchanged): update it.
+        contact = yield from calls.update_contact(
+            contact.id, _contact_changes(record, preferences), idempotency_key=upsert_key, outcome=outcome
+        )
     except PromoflowClientError as exc:
         return classify(exc)
-    created = outcome.status_code == 201 and not outcome.replayed
-    return _done(Verdict.APPLIED if created else Verdict.DUPLICATE, contactId=contact.id)
+    return _done(Verdict.DUPLICATE if outcome.replayed else Verdict.APPLIED, contactId=contact.id)
 
 
 def settle_intent(
@@ -229,6 +298,11 @@ def settle_intent(
         return (yield from settle_receipt(calls, record, intent.idempotency_key))
     assert isinstance(record, ContactRecord)
     return (yield from settle_contact(calls, intent, record, look_up_first=recovering))
+
+
+def waiting_behind(ahead: list[Intent]) -> str:
+    """The reason of a contact change queued behind earlier changes of its contact."""
+    return f"behind {len(ahead)} earlier change(s) of this contact still on their way"
 
 
 def record_settlement(outbox: Outbox, intent: Intent, settlement: Settlement) -> Intent:

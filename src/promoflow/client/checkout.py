@@ -41,6 +41,7 @@ from promoflow.client._steps import (
     CompletionResult,
     IdentifyResult,
     PromotionsResult,
+    RedemptionResult,
     StepResult,
     StepStatus,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "CompletionResult",
     "IdentifyResult",
     "PromotionsResult",
+    "RedemptionResult",
     "StepResult",
     "StepStatus",
 ]
