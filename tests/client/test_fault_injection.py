@@ -95,6 +95,7 @@ def _basket(i: int) -> Basket:
     )
 
 
+@pytest.mark.slow
 def test_every_checkout_through_random_faults_redeems_once_and_stores_its_receipt_once(
     live: LiveEngage, tmp_path: Path
 ) -> None:
@@ -166,6 +167,7 @@ def test_every_checkout_through_random_faults_redeems_once_and_stores_its_receip
     assert statuses[StepStatus.DUPLICATE.value] > 0 and statuses[StepStatus.QUEUED.value] > 0, statuses
 
 
+@pytest.mark.slow
 def test_contact_changes_through_random_faults_end_as_the_till_made_them(tmp_path: Path) -> None:
     """Issue 11 §10 under random faults: every customer's changes, made sale after sale at one till (identified
     online, from the cache, or while the API gave no answer; walk-ins created on the way), delivered online or

@@ -77,6 +77,7 @@ def _queue_one_redemption(live: LiveEngage, outbox: Outbox, customer: Customer) 
     return intent
 
 
+@pytest.mark.slow
 def test_a_sale_made_while_the_server_was_down_is_applied_by_outbox_sync_over_ftp(tmp_path: Path) -> None:
     live = live_engage(tmp_path / "server")
     try:
