@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from promoflow.server import idempotency
+from promoflow.server.http import idempotency
+from promoflow.server.http.errors import KeyTakenOverError
 from promoflow.server.models import contact, idempotency_record
 
 from ._support import assert_error, count_rows, new_contact, new_promotion, snapshot
@@ -260,8 +261,8 @@ def test_a_holder_that_outlives_its_lock_cannot_overwrite_the_answer_of_the_requ
     from starlette.testclient import TestClient
 
     from promoflow.kit.clock import FrozenClock
-    from promoflow.server.app import create_app
     from promoflow.server.config import Settings
+    from promoflow.server.http.app import create_app
     from promoflow.server.promotion.assignment import RedemptionService
     from tests.conftest import START, make_tenant
 
@@ -335,7 +336,7 @@ def test_only_the_current_holder_of_a_key_can_complete_or_release_it(api: Any) -
     async def old_holder_completes(conn: Any) -> None:
         await idempotency.complete(conn, tid, "fenced", 201, b"{}", owner=a_owner)
 
-    with pytest.raises(idempotency.KeyTakenOver):
+    with pytest.raises(KeyTakenOverError):
         _in_db(api, old_holder_completes)
     _in_db(api, lambda conn: idempotency.release(conn, tid, "fenced", owner=a_owner))
     db_url = api.settings.resolved_database_url()

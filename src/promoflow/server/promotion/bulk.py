@@ -15,9 +15,9 @@ from sqlalchemy import select
 from ...kit.guid import parse_guid
 from ...wire.engage import BulkAssignCreate
 from ..contact.service import _NORMALIZERS, contact_type_of
-from ..exceptions import BadRequest, PromoflowError
+from ..exceptions import InvalidPayloadError, PromoflowError
 from ..models import contact
-from ..worker.runner import JobContext, PermanentJobError, handler
+from ..worker.runner import JobContext, PermanentJobError
 from .assignment import AssignmentService
 
 BULK_ASSIGN = "bulk_assign"
@@ -26,7 +26,7 @@ CHUNK = 500
 
 def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, Any]:
     if not body.contact_ids and not body.contact_keys:
-        raise BadRequest("give contactIds or contactKeys", code="InvalidPayload")
+        raise InvalidPayloadError("give contactIds or contactKeys")
     return {
         "promotionId": str(promotion_id),
         "contactIds": body.contact_ids or [],
@@ -36,7 +36,6 @@ def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, A
     }
 
 
-@handler(BULK_ASSIGN)
 async def run_bulk_assign(job: JobContext) -> dict[str, Any]:
     p = job.payload
     promotion_id = uuid.UUID(p["promotionId"])
