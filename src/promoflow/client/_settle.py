@@ -21,10 +21,11 @@ from promoflow.client._exceptions import (
     IdempotencyKeyInUseError,
     IdempotencyKeyMismatchError,
     PromoflowClientError,
-    PromotionExpiredError,
+    known_code,
 )
 from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
 from promoflow.wire.engage import Receipt
+from promoflow.wire.errors import HTTP_STATUS, ErrorCode
 from promoflow.wire.xml import ContactRecord, Redemption, Verdict
 
 __all__ = [
@@ -38,10 +39,15 @@ __all__ = [
     "waiting_behind",
 ]
 
-_NOT_FOUND_CODES = frozenset(
-    {"PromotionNotFound", "PromotionNotAssociatedWithContact", "ContactNotFound", "InvalidPromotionIdNoData"}
-)
-_EXPIRED_CODES = frozenset({"PromotionExpired"})
+# A refusal's verdict, as the server's file importer gives it for the same code (every other 4xx refusal of the
+# change itself is `invalid`): the intent means the same whichever way it is delivered.
+_VERDICT_BY_CODE = {
+    ErrorCode.PROMOTION_EXPIRED: Verdict.EXPIRED,
+    ErrorCode.PROMOTION_NOT_FOUND: Verdict.NOT_FOUND,
+    ErrorCode.PROMOTION_NOT_ASSOCIATED_WITH_CONTACT: Verdict.NOT_FOUND,
+    ErrorCode.CONTACT_NOT_FOUND: Verdict.NOT_FOUND,
+    ErrorCode.PROMOTION_ALREADY_REDEEMED: Verdict.CONFLICT_ALREADY_REDEEMED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +108,16 @@ def _refused(verdict: Verdict, error: ApiError) -> Settlement:
 
 def classify(error: PromoflowClientError) -> Settlement:
     """A failed call's meaning for the intent: a final refusal (settled) or no definite answer (deferred)."""
-    if isinstance(error, ApiError):
-        if isinstance(error, IdempotencyKeyInUseError):
-            return Settlement(None, reason=str(error), error=error)
-        if isinstance(error, PromotionExpiredError) or (
-            error.status == 409 and error.error_code in _EXPIRED_CODES
-        ):
-            return _refused(Verdict.EXPIRED, error)
-        if error.status == 404 and error.error_code in _NOT_FOUND_CODES:
-            return _refused(Verdict.NOT_FOUND, error)
-        if isinstance(error, AlreadyRedeemedError):
-            return _refused(Verdict.CONFLICT_ALREADY_REDEEMED, error)
+    if isinstance(error, ApiError) and not isinstance(error, IdempotencyKeyInUseError):
+        code = known_code(error.error_code)
+        verdict = _VERDICT_BY_CODE.get(code) if code is not None and HTTP_STATUS[code] == error.status else None
+        if verdict is not None:
+            return _refused(verdict, error)
         if error.status in (400, 409, 422):
             return _refused(Verdict.INVALID, error)
     # Transport failures, 401/403 (configuration), an unknown 404 (wrong URL, missing route), 429, 5xx,
-    # unreadable answers: nothing says the change is wrong, so it waits for a later try or the file path.
+    # unreadable answers, a key still in use: nothing says the change is wrong, so it waits for a later try
+    # or the file path.
     return Settlement(None, reason=str(error), error=error)
 
 

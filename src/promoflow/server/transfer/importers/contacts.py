@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ....wire.errors import ErrorCode
 from ....wire.xml import ContactRecord, Record, Verdict
+from ...contact.errors import ContactNotFoundError
 from ...contact.service import ContactService
-from ...exceptions import NotFound
 from ...tenant.service import TenantContext
 from ..results import Outcome
 from ._common import each_in_savepoint
@@ -55,7 +56,7 @@ class ContactApplier:
                 found = await self.service.lookup(
                     conn, {"any": value.match_key, "contactType": value.contact_type}
                 )
-            except NotFound:
+            except ContactNotFoundError:
                 return None
             return uuid.UUID(found)
         return await self.service.find_by_key(conn, value.match_key_type, value.match_key, value.contact_type)
@@ -67,7 +68,7 @@ class ContactApplier:
         if value.match_key is not None:
             found = await self._by_match_key(conn, value)
             if found is None:
-                reason = f"ContactNotFound: no contact has {value.match_key_type} {value.match_key!r}"
+                reason = f"{ErrorCode.CONTACT_NOT_FOUND.value}: no contact has {value.match_key_type} {value.match_key!r}"
                 return Outcome(rec.index, Verdict.NOT_FOUND, rec.line, _key(value), reason)
             contact_id = str(found)
         if contact_id:
