@@ -218,7 +218,7 @@ class Outbox:
         if not marks:
             return []
         order = creation_order(intent.id)
-        candidates = self.intents(UNDELIVERED) if among is None else among
+        candidates = self.intents(UNDELIVERED, file_kind=FileKind.CONTACTS) if among is None else among
         return [
             other
             for other in candidates
@@ -517,19 +517,25 @@ class Outbox:
         return None
 
     def intents(
-        self, state: IntentState | Iterable[IntentState] | None = None, kind: IntentKind | None = None
+        self,
+        state: IntentState | Iterable[IntentState] | None = None,
+        kind: IntentKind | None = None,
+        *,
+        file_kind: FileKind | None = None,
     ) -> list[Intent]:
-        """Intents in ``state`` (one, several, or all), in creation order."""
+        """Intents in ``state`` (one, several, or all), in creation order; only of ``kind``, or only those whose
+        file is of ``file_kind`` (told by the file name, so other intents' sidecars are not even read)."""
         if state is None:
             states: list[IntentState] = list(IntentState)
         elif isinstance(state, IntentState):
             states = [state]
         else:
             states = list(state)
+        suffix = ".xml" if file_kind is None else f"_{file_kind.value}.xml"
         found: list[Intent] = []
         for one in states:
             for name in os.listdir(self.folder(one)):
-                if not name.endswith(".xml") or _durable.is_tmp(name):
+                if not name.endswith(suffix) or _durable.is_tmp(name):
                     continue
                 intent = self._read(one, name.removesuffix(".xml"))
                 if intent is not None and (kind is None or intent.kind is kind):

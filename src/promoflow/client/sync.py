@@ -325,7 +325,7 @@ class SyncAgent:
             return online  # queued intents wait where they are; pending ones are handed to the file path
         # A contact change waits behind earlier undelivered changes of its contact (same GUID or key): the
         # changes of one contact reach the server in the order the till made them.
-        undelivered = self.outbox.intents(UNDELIVERED)
+        undelivered = self.outbox.intents(UNDELIVERED, file_kind=FileKind.CONTACTS)
         settled_now: set[str] = set()
         for listed in self.outbox.intents(state):
             if (
