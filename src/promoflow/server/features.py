@@ -15,6 +15,7 @@ SHUTDOWN: list[Callable[[AppState], Awaitable[None]]] = []
 
 
 def routers() -> list[APIRouter]:
+    from .admin.router import router as admin
     from .contact.api import router as contacts
     from .health.api import router as health
     from .promotion import bulk  # noqa: F401  (registers the bulk-assignment job handler)
@@ -22,4 +23,4 @@ def routers() -> list[APIRouter]:
     from .receipt.api import router as receipts
     from .transfer.api import router as imports
 
-    return [health, contacts, promotions, receipts, imports]
+    return [health, contacts, promotions, receipts, imports, admin()]
