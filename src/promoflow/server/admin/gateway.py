@@ -22,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...kit.timeutil import end_of_day, local_date, start_of_day
-from ...wire.engage import BulkAssignCreate, ChannelType, MultichannelPromotionCreate, PromotionStatus
+from ...wire.engage import (
+    BulkAssignCreate,
+    ChannelType,
+    MultichannelPromotionCreate,
+    PromotionStatus,
+    ValueType,
+)
 from ..contact.service import ContactService, normalize_email, normalize_key, normalize_phone
 from ..exceptions import NotFound, PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
@@ -308,7 +314,7 @@ def preview(ctx: TenantContext, now: datetime, body: dict[str, Any]) -> Preview:
     channels = []
     for ch in body.get("redemptionChannels") or []:
         try:
-            value = validate_channel_value(ch["valueType"], ch.get("value"), ch["type"])
+            value = validate_channel_value(ValueType(ch["valueType"]), ch.get("value"), ch["type"])
         except PromoflowError:
             notes.append(f"{ch['type']}: the value is not complete yet")
             continue

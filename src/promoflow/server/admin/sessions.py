@@ -80,7 +80,10 @@ class SessionStore:
             return True
         by_address = await conn.scalar(
             select(func.count()).where(
-                admin_login_attempt.c.address == address, admin_login_attempt.c.at > since, failed
+                admin_login_attempt.c.address == address,
+                admin_login_attempt.c.at > since,
+                admin_login_attempt.c.at <= self.now,
+                failed,
             )
         )
         return (by_address or 0) >= MAX_FAILURES_PER_ADDRESS
