@@ -22,8 +22,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from promoflow.kit.clock import FrozenClock
-from promoflow.server.app import create_app
 from promoflow.server.config import Settings
+from promoflow.server.http.app import create_app
 from promoflow.server.migrate import upgrade
 from promoflow.server.tenant_setup import create_tenant
 
@@ -121,7 +121,7 @@ class Api:
 
         app = self.client.app
         st = app.state.promoflow  # type: ignore[attr-defined]
-        worker = Worker(st.db, self.clock, poll_seconds=0.05)
+        worker = Worker(st.db, self.clock, settings=self.settings, poll_seconds=0.05)
         assert self.client.portal is not None
         return int(self.client.portal.call(worker.run_until_idle))
 

@@ -44,16 +44,13 @@ class Live:
         import asyncio
 
         from promoflow.kit.clock import SystemClock
-        from promoflow.server import features
         from promoflow.server.db import Database
         from promoflow.server.worker.runner import Worker
-
-        features.routers()  # registers the job handlers
 
         async def one() -> int:
             db = Database(self.db_url, pool_size=4)
             try:
-                return await Worker(db, SystemClock(), poll_seconds=0.05).run_until_idle()
+                return await Worker(db, SystemClock(), settings=self.settings, poll_seconds=0.05).run_until_idle()
             finally:
                 await db.dispose()
 

@@ -22,8 +22,8 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from promoflow.server.app import create_app
 from promoflow.server.config import Settings
+from promoflow.server.http.app import create_app
 from tests.conftest import PG_ADMIN_URL
 from tests.support.servers import start_server
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from promoflow.server.app import create_app
 from promoflow.server.config import Settings
+from promoflow.server.http.app import create_app
 
 pytestmark = pytest.mark.postgres
 

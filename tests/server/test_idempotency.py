@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from promoflow.server import idempotency
+from promoflow.server.http import idempotency
 from promoflow.server.models import contact, idempotency_record
 
 from ._support import assert_error, count_rows, new_contact, new_promotion, snapshot
@@ -260,8 +260,8 @@ def test_a_holder_that_outlives_its_lock_cannot_overwrite_the_answer_of_the_requ
     from starlette.testclient import TestClient
 
     from promoflow.kit.clock import FrozenClock
-    from promoflow.server.app import create_app
     from promoflow.server.config import Settings
+    from promoflow.server.http.app import create_app
     from promoflow.server.promotion.assignment import RedemptionService
     from tests.conftest import START, make_tenant
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from promoflow.server.app import create_app
 from promoflow.server.db import Database
+from promoflow.server.http.app import create_app
 from promoflow.server.tenant.service import TenantService
 
 from ._support import assert_error

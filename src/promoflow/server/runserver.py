@@ -17,9 +17,9 @@ from typing import Any
 import uvicorn
 
 from ..kit.clock import SystemClock
-from .app import create_app
 from .config import Settings
 from .db import Database, is_sqlite
+from .http.app import create_app
 from .migrate import upgrade
 
 log = logging.getLogger("promoflow.serve")
@@ -96,15 +96,13 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
             ),
             flush=True,
         )
-    from .transfer import runtime
-
-    runtime.configure(settings, schedule=True)  # this process runs the scheduled promotion export
     stops = []
     if ftp:
         for name, start in PROCESS_SERVICES.items():
             stops.append(start(settings))
             log.info("serve.started service=%s", name)
-    app = create_app(settings, run_worker=worker)
+    # This process runs the scheduled work (the promotion export) in its worker.
+    app = create_app(settings, run_worker=worker, schedule=True)
     try:
         _Server(_uvicorn_config(app, settings)).run()
     finally:
@@ -149,20 +147,19 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
     configure_logging(settings.log_level)
     url = settings.resolved_database_url()
     upgrade(url)
-    from . import features
-    from .transfer import runtime
+    from .features import default_composition
     from .worker.runner import Worker
-
-    features.routers()  # imports the features, which registers their job handlers
-    runtime.configure(settings, schedule=True)  # this process runs the scheduled promotion export
 
     async def main() -> None:
         db = Database(url, pool_size=4)
         w = Worker(
             db,
             SystemClock(),
+            settings=settings,
+            composition=default_composition(),
             poll_seconds=settings.worker_poll_seconds,
             stall_after=timedelta(seconds=settings.worker_stall_seconds),
+            schedule=True,  # this process runs the scheduled work (the promotion export)
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from promoflow.kit.clock import FrozenClock
 from promoflow.server.admin.users import UserService
-from promoflow.server.app import create_app
+from promoflow.server.http.app import create_app
 from promoflow.server.config import Settings
 from promoflow.server.db import Database
 from tests.conftest import Api, make_tenant

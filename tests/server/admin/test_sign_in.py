@@ -8,7 +8,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from promoflow.server.admin.sessions import MAX_FAILURES_PER_ACCOUNT, MAX_FAILURES_PER_ADDRESS
-from promoflow.server.app import create_app
+from promoflow.server.http.app import create_app
 from tests.conftest import make_tenant
 from tests.server.admin.conftest import Admin, create_user, csrf_of, sign_in
 

@@ -167,11 +167,9 @@ def test_export_promotions_cli(api):
 def test_the_schedule_exports_every_interval(tmp_path):
     """On its own database (the schedule looks at every tenant): the first sight of a tenant starts its
     interval, an interval later a worker's housekeeping enqueues its export, and the job writes the file."""
-    from promoflow.server import features
-    from promoflow.server.app import create_app
     from promoflow.server.config import Settings
+    from promoflow.server.http.app import create_app
     from promoflow.server.migrate import upgrade
-    from promoflow.server.transfer import runtime
     from promoflow.server.worker.runner import Worker
     from tests.conftest import Api, make_tenant
 
@@ -188,24 +186,20 @@ def test_the_schedule_exports_every_interval(tmp_path):
         c = new_contact(api)
         promo = new_promotion(api, channels=[channel("POS")])
         assign(api, c["id"], promo["id"])
-        features.routers()
-        runtime.configure(settings, schedule=True)
-        try:
 
-            async def housekeeping_and_jobs() -> int:
-                db = Database(url, pool_size=2)
-                try:
-                    return await Worker(db, clock, poll_seconds=0.01).run_until_idle()
-                finally:
-                    await db.dispose()
+        async def housekeeping_and_jobs() -> int:
+            db = Database(url, pool_size=2)
+            try:
+                worker = Worker(db, clock, settings=settings, poll_seconds=0.01, schedule=True)
+                return await worker.run_until_idle()
+            finally:
+                await db.dispose()
 
-            assert asyncio.run(housekeeping_and_jobs()) == 0  # first sight: the interval starts now
-            clock.advance(timedelta(seconds=61))
-            assert asyncio.run(housekeeping_and_jobs()) == 1  # due: one export job, run
-            clock.advance(timedelta(seconds=10))
-            assert asyncio.run(housekeeping_and_jobs()) == 0  # not due again yet
-        finally:
-            runtime.configure(settings, schedule=False)
+        assert asyncio.run(housekeeping_and_jobs()) == 0  # first sight: the interval starts now
+        clock.advance(timedelta(seconds=61))
+        assert asyncio.run(housekeeping_and_jobs()) == 1  # due: one export job, run
+        clock.advance(timedelta(seconds=10))
+        assert asyncio.run(housekeeping_and_jobs()) == 0  # not due again yet
         folder = settings.data_dir / "ftp" / api.tenant["tenantId"] / "integration/promotionExport"
         (f,) = list(folder.iterdir())
         assert [i.value.change for i in read_promotion_export(f)] == [ExportChange.ASSIGNED]  # type: ignore[union-attr]

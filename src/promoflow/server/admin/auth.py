@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from ..edge import state_of
+from ..http.edge import state_of
 from ..exceptions import NotFound
 from .common import admin_router, client_address, guid_or_404, now_of, writing
 from .sessions import AdminContext, SessionRefused, SessionStore

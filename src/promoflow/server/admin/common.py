@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
-from ..edge import AppState, state_of
+from ..http.edge import AppState, state_of
 from ..exceptions import NotFound
 from .web import AdminRoute
 

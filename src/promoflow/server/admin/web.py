@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..edge import AppState, state_of
+from ..http.edge import AppState, state_of
 from ..exceptions import PromoflowError
 from .sessions import AdminContext, SessionStore
 from .users import Role

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 from starlette.responses import Response
 
 from ...wire.engage import ContactOut
-from ..edge import Edge, edge
-from ..openapi import errors
+from ..http.edge import Edge, edge
+from ..http.openapi import errors
 from .service import ContactService
 
 router = APIRouter(tags=["contacts"])

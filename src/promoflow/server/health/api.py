@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
-from ..edge import state_of
+from ..http.edge import state_of
 
 router = APIRouter(tags=["health"])
 

@@ -28,10 +28,10 @@ from ...wire.engage import (
     ValidityOut,
 )
 from ..contact.service import parse_contact_id
-from ..edge import Edge, edge
 from ..exceptions import BadRequest
 from ..hooks import fire_promotions_shown
-from ..openapi import EXTENSION, body_schema, errors
+from ..http.edge import Edge, edge
+from ..http.openapi import EXTENSION, body_schema, errors
 from ..worker import queue
 from .assignment import AssignmentService, RedemptionService, item_out, parse_assignment_id
 from .bulk import BULK_ASSIGN, bulk_payload
@@ -295,7 +295,7 @@ async def redeem_body(request: Request) -> RedeemBody:
         raise BadRequest("the body must be {\"redemptionChannel\": \"POS|ECOM|OTHER\"}", code="InvalidPayload")
     from pydantic import ValidationError
 
-    from ..exception_handlers import validation_message
+    from ..http.exception_handlers import validation_message
 
     try:
         return RedeemBody.model_validate(data)

@@ -17,7 +17,7 @@ from ...wire.engage import BulkAssignCreate
 from ..contact.service import _NORMALIZERS, contact_type_of
 from ..exceptions import BadRequest, PromoflowError
 from ..models import contact
-from ..worker.runner import JobContext, PermanentJobError, handler
+from ..worker.runner import JobContext, PermanentJobError
 from .assignment import AssignmentService
 
 BULK_ASSIGN = "bulk_assign"
@@ -36,7 +36,6 @@ def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, A
     }
 
 
-@handler(BULK_ASSIGN)
 async def run_bulk_assign(job: JobContext) -> dict[str, Any]:
     p = job.payload
     promotion_id = uuid.UUID(p["promotionId"])

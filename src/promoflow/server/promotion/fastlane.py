@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
-from ..edge import AppState, authorize, json_bytes
-from ..exception_handlers import error_body
 from ..exceptions import PromoflowError
 from ..hooks import fire_promotions_shown
+from ..http.edge import AppState, authorize, json_bytes
+from ..http.exception_handlers import error_body
 from .assignment import promotion_part, render_item
 from .rules import CHANNEL_BITS
 

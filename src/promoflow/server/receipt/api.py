@@ -13,11 +13,11 @@ from starlette.responses import Response
 
 from ...wire.engage import Receipt, ReceiptResult
 from ..contact.service import parse_contact_id
-from ..edge import Edge, edge
 from ..exceptions import BadRequest
-from ..openapi import EXTENSION, errors
+from ..http.edge import Edge, edge
+from ..http.openapi import EXTENSION, errors
 from ..promotion.assignment import parse_assignment_id
-from . import pending, shown
+from . import shown
 from .history import HistoryService
 from .ledger import LedgerService
 from .quick import ReceiptRoute
@@ -30,9 +30,6 @@ router = APIRouter()
 # The two receipt endpoints answer plain receipts on PostgreSQL through the quick path (see quick.py).
 receipt_router = APIRouter(route_class=ReceiptRoute)
 RECEIPTS, STORES, REPORTS = "receipts", "stores", "reports"
-
-pending.register()
-shown.register()
 
 _RECEIPT_ERRORS = errors(
     e400=[

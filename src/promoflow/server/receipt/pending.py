@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .. import hooks
 from ..models import contact
 from ..models.receipts import receipt, receipt_pending
 from .locks import lock_keys
@@ -74,8 +73,3 @@ async def match_pending(
     service = ReceiptService(ctx, now)
     for receipt_id in waiting:
         await service.match(conn, receipt_id, contact_id)
-
-
-def register() -> None:
-    if match_pending not in hooks.contact_changed:
-        hooks.contact_changed.append(match_pending)

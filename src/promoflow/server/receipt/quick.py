@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...wire.engage import Receipt
-from ..edge import authorize, json_bytes, json_response, state_of
+from ..http.edge import authorize, json_bytes, json_response, state_of
 from ..models.receipts import receipt
 from .service import CREATED, DUPLICATE, MATCHED_STATUS, ReceiptOutcome, ReceiptService
 from .store import DEFAULT_TYPE, cached_type, remember

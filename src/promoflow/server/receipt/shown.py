@@ -20,18 +20,20 @@ import contextlib
 import logging
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .. import features, hooks
+from .. import hooks
 from ..db import Database
-from ..edge import AppState
 from ..models.receipts import assignment_shown, promotion_view
 
 log = logging.getLogger("promoflow.receipts")
+
+if TYPE_CHECKING:
+    from ..http.edge import AppState
 
 STATE_KEY = "receipt.shown"
 # tenant, contact, store, the (assignment, promotion) pairs shown
@@ -198,7 +200,7 @@ async def _write_sqlite(conn: AsyncConnection, views: dict[_View, list[Any]]) ->
 # ------------------------------------------------------------------------------------------- wiring
 
 
-async def _on_shown(
+async def record_shown(
     state: Any, ctx: Any, contact_id: uuid.UUID, shown: hooks.Shown, store: str | None, now: datetime
 ) -> None:
     buffer = state.extras.get(STATE_KEY) if state is not None else None
@@ -206,7 +208,7 @@ async def _on_shown(
         buffer.record(ctx.tenant_id, contact_id, shown, store, now)
 
 
-async def _start(state: AppState) -> None:
+async def start_buffer(state: AppState) -> None:
     if not state.settings.record_shown:
         return
     buffer = ShownBuffer(state.db)
@@ -214,7 +216,7 @@ async def _start(state: AppState) -> None:
     buffer.start()
 
 
-async def _stop(state: AppState) -> None:
+async def stop_buffer(state: AppState) -> None:
     buffer = state.extras.pop(STATE_KEY, None)
     if buffer is not None:
         await buffer.stop()
@@ -225,11 +227,3 @@ async def flush_shown(state: AppState) -> None:
     buffer = state.extras.get(STATE_KEY)
     if buffer is not None:
         await buffer.flush()
-
-
-def register() -> None:
-    if _on_shown not in hooks.promotions_shown:
-        hooks.promotions_shown.append(_on_shown)
-    if _start not in features.STARTUP:
-        features.STARTUP.append(_start)
-        features.SHUTDOWN.append(_stop)

@@ -5,23 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from .. import features
-from ..edge import AppState, Edge, edge
-from ..openapi import EXTENSION, errors
-from . import export, importer, importers, runtime  # noqa: F401  (registers the job handlers and housekeeping)
+from ..http.edge import Edge, edge
+from ..http.openapi import EXTENSION, errors
 from .schemas import ImportDetailOut, ImportPage
 from .service import ImportService, parse_import_id, parse_verdict
 
 router = APIRouter()
 TAG = "file imports"
 _STATUSES = ("queued", "running", "done", "rejected", "duplicate", "failed")
-
-
-async def _configure(state: AppState) -> None:
-    runtime.configure(state.settings)
-
-
-features.STARTUP.append(_configure)
 
 
 @router.get("/api/v2/imports", response_model=ImportPage, tags=[TAG], openapi_extra=EXTENSION,

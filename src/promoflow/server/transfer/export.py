@@ -51,8 +51,7 @@ from ..models import (
 )
 from ..tenant.service import TenantContext, context_from_row
 from ..worker import queue
-from ..worker.runner import HOUSEKEEPING, JobContext, handler
-from . import runtime
+from ..worker.runner import HousekeepingContext, JobContext
 from .files import FileStore
 
 log = logging.getLogger("promoflow.transfer")
@@ -298,21 +297,20 @@ async def export_promotions(
     return {"file": f"{PROMOTION_EXPORT_DIR}/{name}", "counts": counts, "seq": seq}
 
 
-@handler(PROMOTION_EXPORT_JOB)
 async def run_promotion_export(job: JobContext) -> dict[str, Any]:
     store = FileStore(Path(job.payload["root"]))
     overlap = timedelta(
-        seconds=int(job.payload.get("overlapSeconds", runtime.settings().export_overlap_seconds))
+        seconds=int(job.payload.get("overlapSeconds", job.settings.export_overlap_seconds))
     )
     result = await export_promotions(job.db, store, job.tenant, job.now(), overlap=overlap)
     return result or {"file": None, "counts": {}}
 
 
-async def schedule_exports(db: Database, now: datetime) -> None:
-    """HOUSEKEEPING: enqueue an export for every tenant whose interval has passed (one worker wins each)."""
-    if not runtime.scheduling():
+async def schedule_exports(hk: HousekeepingContext) -> None:
+    """Housekeeping: enqueue an export for every tenant whose interval has passed (one worker wins each)."""
+    if not hk.scheduling:
         return
-    settings = runtime.settings()
+    db, now, settings = hk.db, hk.now, hk.settings
     if settings.export_interval_seconds <= 0:
         return
     due = now - timedelta(seconds=settings.export_interval_seconds)
@@ -345,20 +343,16 @@ async def schedule_exports(db: Database, now: datetime) -> None:
             )
 
 
-HOUSEKEEPING.append(schedule_exports)
-
 SWEEP_AFTER_SECONDS = 24 * 3600
 
 
-async def sweep_files(db: Database, now: datetime) -> None:
-    """HOUSEKEEPING: remove day-old partial files left by processes that died while writing them."""
-    if runtime.scheduling():
-        removed = FileStore(runtime.settings().data_dir).sweep(SWEEP_AFTER_SECONDS)
+async def sweep_files(hk: HousekeepingContext) -> None:
+    """Housekeeping: remove day-old partial files left by processes that died while writing them."""
+    if hk.scheduling:
+        removed = FileStore(hk.settings.data_dir).sweep(SWEEP_AFTER_SECONDS)
         if removed:
             log.info("transfer.swept files=%d", removed)
 
-
-HOUSEKEEPING.append(sweep_files)
 
 
 async def export_all(db: Database, store: FileStore, now: datetime, *, overlap: timedelta,

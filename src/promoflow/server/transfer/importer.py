@@ -35,10 +35,9 @@ from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
 from ..worker import queue
-from ..worker.runner import Interrupted, JobContext, JobLost, handler
-from . import runtime
+from ..worker.runner import Interrupted, JobContext, JobLost
 from .files import FileStore
-from .inbox import FILE_IMPORT_JOB, forget_content
+from .inbox import forget_content
 from .results import Outcome, ResultFile, done_upto, save_outcomes, verdict_counts, write_result_file
 
 log = logging.getLogger("promoflow.transfer")
@@ -51,15 +50,6 @@ class Applier(Protocol):
 
 
 ApplierFactory = Callable[[TenantContext, Any, Any], Applier]  # (tenant, import row, now) → applier
-APPLIERS: dict[FileKind, ApplierFactory] = {}
-
-
-def applier(kind: FileKind) -> Callable[[ApplierFactory], ApplierFactory]:
-    def register(factory: ApplierFactory) -> ApplierFactory:
-        APPLIERS[kind] = factory
-        return factory
-
-    return register
 
 
 Item = Record[Any] | RecordError
@@ -111,7 +101,6 @@ async def _update(db: Database, row_id: int, **values: Any) -> None:
         await conn.execute(update(file_import).where(file_import.c.id == row_id).values(**values))
 
 
-@handler(FILE_IMPORT_JOB)
 async def run_file_import(job: JobContext) -> dict[str, Any]:
     store = FileStore(Path(job.payload["root"]))
     imp = await _load(job.db, job.tenant.tenant_id, uuid.UUID(job.payload["importId"]))
@@ -154,13 +143,13 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
         imp = await _take_over(job.db, imp)
     path = store.resolve(imp.stored_path)
     kind = FileKind(imp.kind)
-    factory = APPLIERS.get(kind)
+    factory = job.appliers.get(kind)
     if factory is None:
         return await _finish(job, store, imp, "rejected", FileStatus.REJECTED,
                              reason=f"{kind.value} files are not imported by this server")  # fmt: skip
     async with job.db.read() as conn:
         start = await done_upto(conn, imp.id)
-    settings = runtime.settings()
+    settings = job.settings
     batches = _Batches(kind, path, max(1, settings.import_batch_size), start)
     result = ResultFile(store, imp)
     try:

@@ -15,15 +15,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from ...kit.clock import Clock
+from ..config import Settings
 from ..db import Database
 from ..models import tenant
 from ..tenant.service import TenantContext, context_from_row
 from . import queue
+
+if TYPE_CHECKING:
+    from ..features import Composition
 
 log = logging.getLogger("promoflow.worker")
 
@@ -47,6 +51,8 @@ class JobContext:
     row: Any
     tenant: TenantContext
     worker: str
+    settings: Settings
+    composition: Composition
     stopping: Callable[[], bool] = lambda: False
     """True once the worker is asked to stop: a long job checks it where it can stop safely."""
 
@@ -54,6 +60,11 @@ class JobContext:
         """Call at a safe point (everything so far committed, the job resumable from there)."""
         if self.stopping():
             raise Interrupted(f"job {self.row.public_id} stopped: the worker is shutting down")
+
+    @property
+    def appliers(self) -> Any:
+        """The file appliers by file kind (`transfer.importer.ApplierFactory`)."""
+        return self.composition.appliers
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -70,19 +81,19 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
-HANDLERS: dict[str, Handler] = {}
 
 
-def handler(kind: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[kind] = fn
-        return fn
+@dataclass(frozen=True)
+class HousekeepingContext:
+    db: Database
+    settings: Settings
+    now: datetime
+    scheduling: bool
+    """True in processes started as a server (`serve`, `worker`): they run the scheduled work (exports, file
+    sweeps); a worker built in a test or inside `promoflow api` does not."""
 
-    return register
 
-
-Housekeeping = Callable[[Database, datetime], Awaitable[None]]
-HOUSEKEEPING: list[Housekeeping] = []
+Housekeeping = Callable[[HousekeepingContext], Awaitable[None]]
 
 
 class Worker:
@@ -91,12 +102,22 @@ class Worker:
         db: Database,
         clock: Clock,
         *,
+        settings: Settings | None = None,
+        composition: Composition | None = None,
         poll_seconds: float = 0.5,
         stall_after: timedelta = timedelta(minutes=2),
+        schedule: bool = False,
         name: str | None = None,
     ) -> None:
+        from .. import hooks
+        from ..features import default_composition
+
         self.db = db
         self.clock = clock
+        self.settings = settings or Settings()
+        self.composition = composition or default_composition()
+        self.schedule = schedule
+        hooks.install(self.composition)
         self.poll_seconds = poll_seconds
         self.stall_after = stall_after
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -141,9 +162,10 @@ class Worker:
             recovered = await queue.recover_stalled(conn, now, self.stall_after)
         if recovered:
             log.warning("worker.recovered_stalled count=%d", recovered)
-        for task in HOUSEKEEPING:
+        hk = HousekeepingContext(self.db, self.settings, now, self.schedule)
+        for task in self.composition.housekeeping:
             try:
-                await task(self.db, now)
+                await task(hk)
             except Exception:
                 log.exception("worker.housekeeping_failed task=%s", getattr(task, "__name__", task))
 
@@ -155,8 +177,11 @@ class Worker:
             if row is None:
                 return False
             trow = (await conn.execute(select(tenant).where(tenant.c.id == row.tenant_id))).first()
-        ctx = JobContext(self.db, self.clock, row, context_from_row(trow), self.name, self._stop.is_set)
-        fn = HANDLERS.get(row.kind)
+        ctx = JobContext(
+            self.db, self.clock, row, context_from_row(trow), self.name, self.settings, self.composition,
+            self._stop.is_set,
+        )  # fmt: skip
+        fn = self.composition.jobs.get(row.kind)
         log.info("job.started id=%s kind=%s attempt=%d", row.public_id, row.kind, row.attempts)
         try:
             if fn is None:

@@ -1,3 +1,1 @@
-"""One applier per file kind, each registered with ``@applier(kind)``; importing this package registers them."""
-
-from . import contacts, promotions, redemptions, transactions  # noqa: F401
+"""One applier per file kind; the transfer feature (``transfer/feature.py``) declares which applies which kind."""

@@ -13,10 +13,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ....wire.xml import ContactRecord, FileKind, Record, Verdict
+from ....wire.xml import ContactRecord, Record, Verdict
 from ...contact.service import ContactService
 from ...tenant.service import TenantContext
-from ..importer import applier
 from ..results import Outcome
 from ._common import each_in_savepoint
 
@@ -30,7 +29,6 @@ def _key(value: ContactRecord) -> str | None:
     return None
 
 
-@applier(FileKind.CONTACTS)
 class ContactApplier:
     def __init__(self, tenant: TenantContext, imp: Any, now: datetime) -> None:
         self.service = ContactService(tenant, now)

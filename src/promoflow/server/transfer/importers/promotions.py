@@ -32,7 +32,7 @@ from ....wire.engage import (
     PromotionValidity,
     RedemptionChannelIn,
 )
-from ....wire.xml import FileKind, PromotionAssignment, PromotionUpsert, Record, Verdict
+from ....wire.xml import PromotionAssignment, PromotionUpsert, Record, Verdict
 from ...contact.service import ContactService
 from ...exceptions import BadRequest, Conflict, NotFound
 from ...models import assignment, promotion
@@ -40,7 +40,6 @@ from ...promotion.assignment import AssignmentService
 from ...promotion.rules import status_of
 from ...promotion.service import PromotionService
 from ...tenant.service import TenantContext
-from ..importer import applier
 from ..results import Outcome
 from ._common import each_in_savepoint
 
@@ -51,7 +50,6 @@ def _key(value: PromotionUpsert | PromotionAssignment) -> str | None:
     return value.external_promotion_id
 
 
-@applier(FileKind.PROMOTIONS)
 class PromotionApplier:
     def __init__(self, tenant: TenantContext, imp: Any, now: datetime) -> None:
         self.ctx = tenant

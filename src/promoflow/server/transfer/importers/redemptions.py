@@ -28,14 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....kit.timeutil import iso
 from ....wire.engage import ChannelType
-from ....wire.xml import FileKind, Record, Redemption, Verdict
+from ....wire.xml import Record, Redemption, Verdict
 from ...dialect import unindexed
 from ...exceptions import PromoflowError
 from ...models import redemption
 from ...promotion.assignment import CLOCK_SKEW, AlreadyRedeemed, RedeemLine, RedemptionService
 from ...promotion.rules import CHANNEL_BITS
 from ...tenant.service import TenantContext
-from ..importer import applier
 from ..results import Outcome
 from ._common import refusal
 
@@ -139,7 +138,6 @@ def _detail(at: datetime | None, channel: str | None, store: str | None, receipt
     return {k: v for k, v in out.items() if v is not None}
 
 
-@applier(FileKind.REDEMPTIONS)
 class RedemptionApplier:
     # Two batches whose lines share no coupon and no key cannot see each other's effects: the importer may
     # apply them in overlapping transactions.

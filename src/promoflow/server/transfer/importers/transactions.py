@@ -10,15 +10,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....wire.engage import Receipt
-from ....wire.xml import FileKind, Record, Verdict
+from ....wire.xml import Record, Verdict
 from ...receipt.service import DUPLICATE, PENDING, ReceiptService
 from ...tenant.service import TenantContext
-from ..importer import applier
 from ..results import Outcome
 from ._common import each_checked_first
 
 
-@applier(FileKind.TRANSACTIONS)
 class TransactionApplier:
     def __init__(self, tenant: TenantContext, imp: Any, now: datetime) -> None:
         self.service = ReceiptService(tenant, now)

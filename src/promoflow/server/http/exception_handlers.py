@@ -11,7 +11,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from .exceptions import PromoflowError, RateLimited, Unavailable
+from ..exceptions import PromoflowError, RateLimited, Unavailable
 
 log = logging.getLogger("promoflow.api")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..wire.engage import ErrorBody
+from ...wire.engage import ErrorBody
 
 EXTENSION = {"x-promoflow-extension": True}
 _COMMON = {401: ["MissingApiKey", "InvalidApiKey"], 403: ["IpNotAllowed"], 429: ["TooManyRequests"]}

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .dialect import insert_ignore
-from .exceptions import BadRequest, Conflict, Unprocessable
-from .models import idempotency_record as rec
+from ..dialect import insert_ignore
+from ..exceptions import BadRequest, Conflict, Unprocessable
+from ..models import idempotency_record as rec
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI
 
-from .. import __version__
-from ..kit.clock import Clock, SystemClock
-from . import exception_handlers, features
-from .config import Settings
-from .db import Database
+from ... import __version__
+from ...kit.clock import Clock, SystemClock
+from .. import hooks
+from ..config import Settings
+from ..db import Database
+from ..features import Composition, default_composition
+from ..promotion import fastlane
+from ..worker.runner import Worker
+from . import exception_handlers
 from .edge import AppState
 from .middleware import GuardMiddleware
-from .promotion import fastlane
-from .worker.runner import Worker
 
 log = logging.getLogger("promoflow.api")
 
@@ -34,9 +37,15 @@ def create_app(
     *,
     clock: Clock | None = None,
     run_worker: bool | None = None,
+    composition: Composition | None = None,
+    schedule: bool = False,
 ) -> FastAPI:
+    """The API app. With ``run_worker`` it also runs a worker in-process (the embedded `serve`); ``schedule``
+    lets that worker run the scheduled work (exports, file sweeps), as a server process does."""
     settings = settings or Settings()
     clock = clock or SystemClock()
+    composition = composition or default_composition()
+    hooks.install(composition)
     with_worker = settings.run_worker if run_worker is None else run_worker
 
     @contextlib.asynccontextmanager
@@ -47,22 +56,23 @@ def create_app(
         guard.state = state
         worker_task = None
         if with_worker:
-            worker = Worker(db, clock, poll_seconds=settings.worker_poll_seconds)
+            worker = Worker(
+                db, clock, settings=settings, composition=composition, poll_seconds=settings.worker_poll_seconds,
+                stall_after=timedelta(seconds=settings.worker_stall_seconds), schedule=schedule,
+            )  # fmt: skip
             state.extras["worker"] = worker
             worker_task = asyncio.create_task(worker.run(), name="promoflow-worker")
-        await fastlane.start(state)
-        for start in features.STARTUP:
+        for start in composition.startup:
             await start(state)
         try:
             yield
         finally:
             state.shutting_down = True
-            for stop in features.SHUTDOWN:
+            for stop in composition.shutdown:
                 await stop(state)
             if worker_task is not None:
                 state.extras["worker"].stop()
                 await worker_task
-            await fastlane.stop(state)
             await db.dispose()
 
     app = FastAPI(
@@ -72,7 +82,7 @@ def create_app(
         lifespan=lifespan,
     )
     exception_handlers.install(app)
-    for router in features.routers():
+    for router in composition.routers():
         app.include_router(router)
     guard = _Guard()
     app.add_middleware(fastlane.FastLane, holder=guard)  # type: ignore[arg-type]

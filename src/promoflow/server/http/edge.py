@@ -19,14 +19,14 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from ..kit.clock import Clock
+from ...kit.clock import Clock
+from ..config import Settings
+from ..db import Database
+from ..exceptions import Forbidden, PromoflowError, RateLimited, Unauthorized
+from ..tenant.service import TenantContext, TenantService, hash_key
 from . import idempotency
-from .config import Settings
-from .db import Database
 from .exception_handlers import error_body
-from .exceptions import Forbidden, PromoflowError, RateLimited, Unauthorized
 from .ratelimit import RateLimiter
-from .tenant.service import TenantContext, TenantService, hash_key
 
 log = logging.getLogger("promoflow.api")
 
