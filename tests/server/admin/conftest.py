@@ -16,9 +16,9 @@ from starlette.testclient import TestClient
 
 from promoflow.kit.clock import FrozenClock
 from promoflow.server.admin.users import UserService
-from promoflow.server.http.app import create_app
 from promoflow.server.config import Settings
 from promoflow.server.db import Database
+from promoflow.server.http.app import create_app
 from tests.conftest import Api, make_tenant
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

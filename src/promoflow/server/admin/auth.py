@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from ..http.edge import state_of
 from ..exceptions import NotFound
+from ..http.edge import state_of
 from .common import admin_router, client_address, guid_or_404, now_of, writing
 from .sessions import AdminContext, SessionRefused, SessionStore
 from .web import (

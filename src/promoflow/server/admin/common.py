@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
-from ..http.edge import AppState, state_of
 from ..exceptions import NotFound
+from ..http.edge import AppState, state_of
 from .web import AdminRoute
 
 

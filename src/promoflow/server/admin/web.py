@@ -21,8 +21,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..http.edge import AppState, state_of
 from ..exceptions import PromoflowError
+from ..http.edge import AppState, state_of
 from .sessions import AdminContext, SessionStore
 from .users import Role
 
