@@ -24,7 +24,9 @@ from tests.conftest import Api, make_tenant
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-def create_user(settings: Settings, tenant_name: str, role: str, email: str | None = None) -> tuple[str, str | None]:
+def create_user(
+    settings: Settings, tenant_name: str, role: str, email: str | None = None
+) -> tuple[str, str | None]:
     email = email or f"u-{uuid.uuid4().hex[:10]}@example.com"
 
     async def run() -> Any:
@@ -68,7 +70,12 @@ def sign_in(client: TestClient, email: str, password: str) -> Any:
     page = client.get("/admin/login")
     return client.post(
         "/admin/login",
-        data={"email": email, "password": password, "csrf_token": csrf_of(page.text), "next": "/admin/promotions"},
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": csrf_of(page.text),
+            "next": "/admin/promotions",
+        },
         follow_redirects=False,
     )
 
@@ -82,7 +89,9 @@ class Admin:
     def tenant(self) -> dict[str, Any]:
         return self.api.tenant
 
-    def user(self, role: str, tenant: dict[str, Any] | None = None, email: str | None = None) -> tuple[str, str | None]:
+    def user(
+        self, role: str, tenant: dict[str, Any] | None = None, email: str | None = None
+    ) -> tuple[str, str | None]:
         return create_user(self.api.settings, (tenant or self.tenant)["name"], role, email)
 
     def browser(self, role: str = "marketer", tenant: dict[str, Any] | None = None) -> Browser:

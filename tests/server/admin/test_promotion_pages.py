@@ -41,8 +41,16 @@ def test_a_marketer_creates_a_draft_that_the_api_reads_back(admin: Admin) -> Non
         ({"end_date": "2026-12-01"}, "end_date", "The end date is before the start date."),
         ({"POS_value": "150"}, "POS_value", "Enter a whole percentage from 1 to 100."),
         ({"POS_value_type": "MONEY", "POS_value": "-3"}, "POS_value", "Enter an amount above 0"),
-        ({"POS_value_type": "EXTERNALOFFER", "POS_value": ""}, "POS_value", "Enter the code of the web shop's"),
-        ({"POS_local_values": "five euros"}, "POS_local_values", "Write one value per line as currency and amount"),
+        (
+            {"POS_value_type": "EXTERNALOFFER", "POS_value": ""},
+            "POS_value",
+            "Enter the code of the web shop's",
+        ),
+        (
+            {"POS_local_values": "five euros"},
+            "POS_local_values",
+            "Write one value per line as currency and amount",
+        ),
         ({"ch_POS": ""}, "channels", "Choose at least one channel"),
         ({"assigned_amount": "0"}, "assigned_amount", "Enter a whole number from 1 to 3650"),
     ],
@@ -67,7 +75,10 @@ def test_an_external_id_in_use_is_explained_next_to_the_field(admin: Admin) -> N
     b = admin.browser("marketer")
     r = b.post("/admin/promotions", {**EDITOR, "external_id": "EXT-1"})
     assert r.status_code == 409
-    assert '<small class="field-error" id="external_id-error">Another promotion already uses this external id.' in r.text
+    assert (
+        '<small class="field-error" id="external_id-error">Another promotion already uses this external id.'
+        in r.text
+    )
 
 
 def test_the_customer_preview_is_the_api_item_and_follows_the_fields(admin: Admin) -> None:
@@ -146,7 +157,11 @@ def test_the_list_filters_by_status_channel_and_text_and_shows_the_zone(admin: A
     assert "Validity (Europe/Stockholm)" in text
     assert "1 Mar 2026 00:00 – 31 Mar 2026 23:59:59 Europe/Stockholm" in text
     assert "from 1 May 2026 00:00 Europe/Stockholm, no end date" in text
-    partial = b.get("/admin/promotions", params={"q": "Beta"}, headers={"HX-Request": "true", "HX-Target": "promotion-results"})
+    partial = b.get(
+        "/admin/promotions",
+        params={"q": "Beta"},
+        headers={"HX-Request": "true", "HX-Target": "promotion-results"},
+    )
     assert "<html" not in partial.text and "Beta shoes" in partial.text
 
 
@@ -158,7 +173,12 @@ def test_the_list_pages_by_keyset_and_counts_assigned_and_redeemed(admin: Admin)
     cid = contact(admin.api, email="count@example.com")
     aid = assign(admin.api, cid, ids[26])
     assign(admin.api, cid, ids[26])
-    assert admin.api.post(f"/api/v2/promotions/codes/{aid}/redeem", json={"redemptionChannel": "POS"}).status_code == 200
+    assert (
+        admin.api.post(
+            f"/api/v2/promotions/codes/{aid}/redeem", json={"redemptionChannel": "POS"}
+        ).status_code
+        == 200
+    )
     b = admin.browser("viewer")
     first = b.get("/admin/promotions").text
     rows = re.findall(r'<a href="/admin/promotions/[0-9a-f-]{36}">(P\d\d)</a>', first)
@@ -174,7 +194,9 @@ def test_the_list_pages_by_keyset_and_counts_assigned_and_redeemed(admin: Admin)
 
 def test_a_script_in_a_name_is_shown_as_text_everywhere(admin: Admin) -> None:
     evil = "<script>alert(1)</script>"
-    pid = promotion(admin.api, evil, activate=True, presentation={"heading": evil, "link": "javascript:alert(1)"})
+    pid = promotion(
+        admin.api, evil, activate=True, presentation={"heading": evil, "link": "javascript:alert(1)"}
+    )
     cid = contact(admin.api, email="xss@example.com", firstName=evil)
     assign(admin.api, cid, pid)
     b = admin.browser("viewer")
@@ -197,7 +219,11 @@ def test_another_tenants_promotion_answers_404(admin: Admin) -> None:
     other = admin.api.new_tenant()
     theirs = admin.browser("marketer", other)
     pid = promotion(admin.api, "Mine only")
-    for path in (f"/admin/promotions/{pid}", f"/admin/promotions/{pid}/activate", f"/admin/promotions/{pid}/assign"):
+    for path in (
+        f"/admin/promotions/{pid}",
+        f"/admin/promotions/{pid}/activate",
+        f"/admin/promotions/{pid}/assign",
+    ):
         assert theirs.get(path).status_code == 404, path
     for path in (f"/admin/promotions/{pid}/deactivate", f"/admin/promotions/{pid}/duplicate",
                  f"/admin/promotions/{pid}/delete", f"/admin/promotions/{pid}"):  # fmt: skip

@@ -42,7 +42,9 @@ def test_the_cookie_is_secure_over_https_and_behind_a_proxy_only_when_opted_in(a
         r = client.post("/admin/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)},
                         headers=headers, follow_redirects=False)  # fmt: skip
         assert r.status_code == 303
-        return next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("pf_session="))
+        return next(
+            v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("pf_session=")
+        )
 
     app = admin.api.client.app
     with TestClient(app, base_url="https://testserver") as https:
@@ -75,7 +77,9 @@ def test_a_sign_in_without_its_form_token_is_refused(admin: Admin) -> None:
 
 def _fail(client: TestClient, email: str) -> Any:
     page = client.get("/admin/login")
-    return client.post("/admin/login", data={"email": email, "password": "nope", "csrf_token": csrf_of(page.text)})
+    return client.post(
+        "/admin/login", data={"email": email, "password": "nope", "csrf_token": csrf_of(page.text)}
+    )
 
 
 def test_sign_in_is_throttled_per_account_even_for_the_right_password(admin: Admin) -> None:
@@ -167,5 +171,7 @@ def test_htmx_posts_need_the_session_csrf_header(admin: Admin, header: dict[str,
     b = admin.browser("marketer")
     r = b.client.post("/admin/logout", headers={"HX-Request": "true", **header}, follow_redirects=False)
     assert r.status_code == 403
-    r = b.client.post("/admin/logout", headers={"HX-Request": "true", "X-CSRF-Token": b.csrf}, follow_redirects=False)
+    r = b.client.post(
+        "/admin/logout", headers={"HX-Request": "true", "X-CSRF-Token": b.csrf}, follow_redirects=False
+    )
     assert r.status_code == 204 and r.headers["HX-Redirect"] == "/admin/login"

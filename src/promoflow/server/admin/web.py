@@ -142,6 +142,10 @@ class AdminRoute(APIRoute):
             except PromoflowError as exc:
                 title = {404: "Not found", 409: "Not possible now"}.get(exc.status, "Something is not right")
                 return _error_page(request, exc.status if exc.status < 500 else 500, title, exc.message)
+            finally:
+                form = getattr(request.state, "form", None)
+                if form is not None:
+                    await form.close()  # uploaded files are spooled to temporary files
 
         return run
 
