@@ -79,7 +79,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if not CHROMIUM.exists():
         pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
     data = tmp_path_factory.mktemp("browser")
-    url = f"sqlite:///{data / 'browser.sqlite3'}"  # its own database: this server's worker runs every job in it
+    url = (
+        f"sqlite:///{data / 'browser.sqlite3'}"  # its own database: this server's worker runs every job in it
+    )
     settings = Settings(database_url=url, data_dir=data)
 
     def prepare() -> tuple[dict[str, Any], str, str | None]:
@@ -196,7 +198,9 @@ def test_the_critical_marketer_flow(page: Any, site: Site) -> None:
     axe_check(page)
     shot(page, "assign-check")
     page.get_by_role("button", name="Assign", exact=True).click()
-    expect(page.locator("#run-summary")).to_have_text("Assigned 2 · already held 0 · unknown 1", timeout=30_000)
+    expect(page.locator("#run-summary")).to_have_text(
+        "Assigned 2 · already held 0 · unknown 1", timeout=30_000
+    )
     expect(page.get_by_role("link", name="Download every line's result (CSV)")).to_be_visible()
     axe_check(page)
     shot(page, "assign-result")
