@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from promoflow.server.http import idempotency
+from promoflow.server.http.errors import KeyTakenOverError
 from promoflow.server.models import contact, idempotency_record
 
 from ._support import assert_error, count_rows, new_contact, new_promotion, snapshot
@@ -335,7 +336,7 @@ def test_only_the_current_holder_of_a_key_can_complete_or_release_it(api: Any) -
     async def old_holder_completes(conn: Any) -> None:
         await idempotency.complete(conn, tid, "fenced", 201, b"{}", owner=a_owner)
 
-    with pytest.raises(idempotency.KeyTakenOver):
+    with pytest.raises(KeyTakenOverError):
         _in_db(api, old_holder_completes)
     _in_db(api, lambda conn: idempotency.release(conn, tid, "fenced", owner=a_owner))
     db_url = api.settings.resolved_database_url()

@@ -94,11 +94,11 @@ def test_tenants_without_a_limit_of_their_own_get_the_servers_default(
 def test_bad_limit_settings_are_refused(api: Any) -> None:
     import pytest
 
-    from promoflow.server.exceptions import BadRequest
+    from promoflow.server.tenant.errors import InvalidSettingError
 
     tenant = api.new_tenant()
     for changes in ({"rateLimitPerSecond": -1}, {"rateLimitPerSecond": "fast"}, {"rateLimitBurst": 0}):
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidSettingError):
             _configure(api, tenant["name"], changes)
 
 

@@ -1,83 +1,110 @@
-"""The one error tree of the server. No web imports: the HTTP mapping lives in ``exception_handlers``.
+"""The one error tree of the server. No web imports: the HTTP mapping lives in ``http.exception_handlers``.
 
-Subclasses are declared next to the service that raises them; each carries its Engage-style error code.
+One class per error code (``wire.errors.ErrorCode``), named after it (``PromotionNotFound`` →
+``PromotionNotFoundError``) and declared in its feature's ``errors.py``; the classes here are the generic ones
+and the bases that fix each code's HTTP status. A class's status is checked against the code's status in the
+shared table when the class is defined, so the server, the SDK and the file importer cannot disagree.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from ..wire.errors import HTTP_STATUS, ErrorCode
+
 
 class PromoflowError(Exception):
-    status: int = 500
-    code: str = "InternalError"
+    status: ClassVar[int] = 500
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if HTTP_STATUS[cls.code] != cls.status:
+            raise TypeError(f"{cls.__name__}: {cls.code} is a {HTTP_STATUS[cls.code]}, not a {cls.status}")
 
 
-class BadRequest(PromoflowError):
+class InternalError(PromoflowError):
+    """500 `InternalError`: an unexpected error (logged)."""
+
+
+class BadRequestError(PromoflowError):
     status = 400
-    code = "BadRequest"
+    code = ErrorCode.BAD_REQUEST
 
 
-class ValidationFailed(BadRequest):
-    code = "InvalidPayload"
+class InvalidPayloadError(BadRequestError):
+    """400 `InvalidPayload`: the body or a parameter does not match the schema; the message names the field."""
+
+    code = ErrorCode.INVALID_PAYLOAD
 
 
-class Unauthorized(PromoflowError):
+class InvalidJsonError(BadRequestError):
+    """400 `InvalidJson`: the body is not valid JSON (not UTF-8, or nested too deeply)."""
+
+    code = ErrorCode.INVALID_JSON
+
+
+class UnauthorizedError(PromoflowError):
     status = 401
-    code = "Unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
-class Forbidden(PromoflowError):
+class ForbiddenError(PromoflowError):
     status = 403
-    code = "Forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
-class NotFound(PromoflowError):
+class NotFoundError(PromoflowError):
     status = 404
-    code = "NotFound"
+    code = ErrorCode.NOT_FOUND
 
 
-class Conflict(PromoflowError):
+class MethodNotAllowedError(PromoflowError):
+    status = 405
+    code = ErrorCode.METHOD_NOT_ALLOWED
+
+
+class ConflictError(PromoflowError):
     status = 409
-    code = "Conflict"
+    code = ErrorCode.CONFLICT
 
 
-class Unprocessable(PromoflowError):
+class PayloadTooLargeError(PromoflowError):
+    status = 413
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaTypeError(PromoflowError):
+    status = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class UnprocessableError(PromoflowError):
     status = 422
-    code = "Unprocessable"
+    code = ErrorCode.UNPROCESSABLE
 
 
-class RateLimited(PromoflowError):
+class TooManyRequestsError(PromoflowError):
+    """429 `TooManyRequests`, with the seconds to wait (``Retry-After``)."""
+
     status = 429
-    code = "TooManyRequests"
+    code = ErrorCode.TOO_MANY_REQUESTS
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class Unavailable(PromoflowError):
+class ServiceUnavailableError(PromoflowError):
+    """503 `ServiceUnavailable`, with the seconds to wait (``Retry-After``)."""
+
     status = 503
-    code = "ServiceUnavailable"
+    code = ErrorCode.SERVICE_UNAVAILABLE
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def bad_request(code: str, message: str) -> BadRequest:
-    return BadRequest(message, code=code)
-
-
-def not_found(code: str, message: str) -> NotFound:
-    return NotFound(message, code=code)
-
-
-def conflict(code: str, message: str) -> Conflict:
-    return Conflict(message, code=code)

@@ -9,8 +9,22 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 from starlette.responses import Response
 
 from ...wire.engage import ContactOut
+from ..exceptions import InvalidPayloadError, UnsupportedMediaTypeError
 from ..http.edge import Edge, edge
 from ..http.openapi import errors
+from .errors import (
+    ContactKeyConflictError,
+    ContactNotFoundError,
+    InvalidAttributeValueError,
+    InvalidContactIdError,
+    InvalidContactTypeError,
+    InvalidEmailAddressError,
+    InvalidPhoneNumberError,
+    InvalidSearchQueryError,
+    InvalidSocialSecurityNumberError,
+    MissingKeyAttributeError,
+    MultipleMatchesError,
+)
 from .service import ContactService
 
 router = APIRouter(tags=["contacts"])
@@ -26,10 +40,10 @@ async def count_contacts(e: Edge = Depends(edge)) -> Response:
 
 
 _LOOKUP_ERRORS = errors(
-    e400=["InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber", "InvalidContactType",
-          "InvalidSearchQuery"],
-    e404=["ContactNotFound"],
-    e409=["MultipleMatches"],
+    InvalidEmailAddressError, InvalidPhoneNumberError, InvalidSocialSecurityNumberError, InvalidContactTypeError,
+          InvalidSearchQueryError,
+    ContactNotFoundError,
+    MultipleMatchesError,
 )  # fmt: skip
 
 
@@ -83,10 +97,10 @@ async def _create(
 
 
 _CREATE_ERRORS = errors(
-    e400=["InvalidPayload", "InvalidEmailAddress", "InvalidPhoneNumber", "InvalidSocialSecurityNumber",
-          "InvalidContactType", "MissingKeyAttribute", "InvalidAttributeValue"],
-    e409=["ContactKeyConflict"],
-    e415=["UnsupportedMediaType"],
+    InvalidPayloadError, InvalidEmailAddressError, InvalidPhoneNumberError, InvalidSocialSecurityNumberError,
+          InvalidContactTypeError, MissingKeyAttributeError, InvalidAttributeValueError,
+    ContactKeyConflictError,
+    UnsupportedMediaTypeError,
 )  # fmt: skip
 
 
@@ -114,7 +128,7 @@ async def create_contact_v3(
     return await _create(e, body, source, store_external_id, create_as_unapproved, v3=True)
 
 
-_ID_ERRORS = errors(e400=["InvalidContactId"], e404=["ContactNotFound"])
+_ID_ERRORS = errors(InvalidContactIdError, ContactNotFoundError)
 
 
 @router.get("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
@@ -130,15 +144,14 @@ async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 _UPDATE_ERRORS = errors(
-    e400=[
-        "InvalidContactId",
-        "InvalidPayload",
-        "InvalidEmailAddress",
-        "InvalidPhoneNumber",
-        "MissingKeyAttribute",
-    ],
-    e404=["ContactNotFound"],
-    e409=["ContactKeyConflict"],
+    
+        InvalidContactIdError,
+        InvalidPayloadError,
+        InvalidEmailAddressError,
+        InvalidPhoneNumberError,
+        MissingKeyAttributeError,
+    ContactNotFoundError,
+    ContactKeyConflictError,
 )
 
 

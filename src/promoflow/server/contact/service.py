@@ -15,10 +15,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
 from ..dialect import insert_ignore
-from ..exceptions import BadRequest, Conflict, NotFound, PromoflowError
+from ..exceptions import InvalidPayloadError, PromoflowError
 from ..hooks import fire_contact_changed
 from ..models import contact, tenant
+from ..receipt.errors import InvalidMatchKeyTypeError
 from ..tenant.service import CONTACT_TYPES, TenantContext
+from .errors import (
+    ContactKeyConflictError,
+    ContactNotFoundError,
+    InvalidAttributeValueError,
+    InvalidContactIdError,
+    InvalidContactTypeError,
+    InvalidEmailAddressError,
+    InvalidPhoneNumberError,
+    InvalidSearchQueryError,
+    InvalidSocialSecurityNumberError,
+    MissingKeyAttributeError,
+    MultipleMatchesError,
+)
 
 KNOWN_ATTRIBUTES = frozenset(
     {
@@ -39,14 +53,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 
 
-def invalid(code: str, message: str) -> BadRequest:
-    return BadRequest(message, code=code)
-
-
 def normalize_email(value: str) -> str:
     value = value.strip().lower()
     if not _EMAIL.match(value) or len(value) > 255:
-        raise invalid("InvalidEmailAddress", f"not a valid e-mail address: {value!r}")
+        raise InvalidEmailAddressError(f"not a valid e-mail address: {value!r}")
     return value
 
 
@@ -55,7 +65,7 @@ def normalize_phone(value: str) -> str:
     if text.startswith("00"):
         text = "+" + text[2:]
     if not _PHONE.match(text):
-        raise invalid("InvalidPhoneNumber", f"not a valid phone number: {value!r}")
+        raise InvalidPhoneNumberError(f"not a valid phone number: {value!r}")
     return text
 
 
@@ -71,14 +81,14 @@ def normalize_ssn(value: str) -> str:
     """Swedish/Finnish-style personal ids: 10 or 12 digits (separators allowed), Luhn-checked like Engage."""
     text = re.sub(r"[\s\-+]", "", value)
     if not text.isdigit() or len(text) not in (10, 12) or not _luhn_ok(text[-10:]):
-        raise invalid("InvalidSocialSecurityNumber", f"not a valid social security number: {value!r}")
+        raise InvalidSocialSecurityNumberError(f"not a valid social security number: {value!r}")
     return text
 
 
 def normalize_key(value: str) -> str:
     text = value.strip()
     if not text or len(text) > 64:
-        raise invalid("InvalidSearchQuery", "a custom key is 1 to 64 characters")
+        raise InvalidSearchQueryError("a custom key is 1 to 64 characters")
     return text
 
 
@@ -98,7 +108,7 @@ def contact_type_of(value: Any) -> str:
         for t in CONTACT_TYPES:
             if t.lower() == value.strip().lower():
                 return t
-    raise invalid("InvalidContactType", f"unknown contact type {value!r}; use one of {', '.join(CONTACT_TYPES)}")
+    raise InvalidContactTypeError(f"unknown contact type {value!r}; use one of {', '.join(CONTACT_TYPES)}")
 
 
 def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
@@ -107,12 +117,12 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
         if name not in KNOWN_ATTRIBUTES:
             continue  # unknown keys are ignored, as Engage does
         if value is not None and not isinstance(value, str | int | float | bool):
-            raise invalid("InvalidAttributeValue", f"attribute {name!r} must be a string, number or boolean")
+            raise InvalidAttributeValueError(f"attribute {name!r} must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             # Python's JSON reader takes NaN and Infinity: not JSON, and no database column keeps them.
-            raise invalid("InvalidAttributeValue", f"attribute {name!r} must be a finite number")
+            raise InvalidAttributeValueError(f"attribute {name!r} must be a finite number")
         if isinstance(value, str) and "\x00" in value:
-            raise invalid("InvalidAttributeValue", f"attribute {name!r} contains a NUL character")
+            raise InvalidAttributeValueError(f"attribute {name!r} contains a NUL character")
         if isinstance(value, str):
             value = value.strip()
         attrs[name] = value
@@ -128,12 +138,12 @@ def _preferences(value: Any, base: dict[str, Any] | None = None) -> dict[str, An
     if value is None:
         return prefs
     if not isinstance(value, dict):
-        raise invalid("InvalidPayload", "preferences must be an object")
+        raise InvalidPayloadError("preferences must be an object")
     for name in PREFERENCES:
         if name in value:
             v = value[name]
             if v is not None and not isinstance(v, bool):
-                raise invalid("InvalidPayload", f"preferences.{name} must be true, false or null")
+                raise InvalidPayloadError(f"preferences.{name} must be true, false or null")
             prefs[name] = v
     return prefs
 
@@ -176,7 +186,7 @@ def contact_out(row: Any, tz: Any) -> dict[str, Any]:
 def parse_contact_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
-        raise invalid("InvalidContactId", f"contact id {value!r} is not a GUID")
+        raise InvalidContactIdError(f"contact id {value!r} is not a GUID")
     return guid
 
 
@@ -192,7 +202,7 @@ class ContactService:
             )
         ).first()
         if row is None:
-            raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+            raise ContactNotFoundError(f"contact {contact_id} not found")
         return row
 
     async def get(self, conn: AsyncConnection, contact_id: str) -> dict[str, Any]:
@@ -236,7 +246,7 @@ class ContactService:
         key_attr = self.ctx.key_attribute(contact_type)
         custom = self.ctx.custom_key
         if attrs.get(key_attr) in (None, "") and key_attr != custom:
-            raise invalid("MissingKeyAttribute", f"a {contact_type} needs its key attribute {key_attr!r}")
+            raise MissingKeyAttributeError(f"a {contact_type} needs its key attribute {key_attr!r}")
         if attrs.get(key_attr) not in (None, ""):
             existing = await self._by_column(conn, _LOOKUP_COLUMNS.get(key_attr, "key_value"), attrs[key_attr],
                                              contact_type, key=True)  # fmt: skip
@@ -265,7 +275,7 @@ class ContactService:
                 existing = await self._by_column(conn, "key_value", values["key_value"], contact_type, key=True)
                 if existing is not None:
                     return contact_out(existing, self.ctx.tz), False
-            raise Conflict("another contact already holds this member number or id", code="ContactKeyConflict")
+            raise ContactKeyConflictError("another contact already holds this member number or id")
         row = await self._row(conn, new_id)
         await fire_contact_changed(conn, self.ctx, new_id, self.now)
         return contact_out(row, self.ctx.tz), True
@@ -281,7 +291,7 @@ class ContactService:
                 attrs[name] = value
         key_attr = self.ctx.key_attribute(row.contact_type)
         if key_attr in changed and attrs.get(key_attr) in (None, "") and key_attr != self.ctx.custom_key:
-            raise invalid("MissingKeyAttribute", f"the key attribute {key_attr!r} cannot be cleared")
+            raise MissingKeyAttributeError(f"the key attribute {key_attr!r} cannot be cleared")
         prefs = _preferences(changes.get("preferences"), row.preferences)
         cols = _columns(self.ctx, row.contact_type, attrs)
         for column, attr in (("key_value", key_attr), ("member_number", "memberNumber")):
@@ -296,7 +306,7 @@ class ContactService:
                     )
                 )
                 if clash is not None:
-                    raise Conflict(f"another contact already has {attr} {value!r}", code="ContactKeyConflict")
+                    raise ContactKeyConflictError(f"another contact already has {attr} {value!r}")
         try:
             await conn.execute(
                 update(contact)
@@ -308,7 +318,7 @@ class ContactService:
             # PostgreSQL): the unique constraint decides, and the loser gets the sequential caller's 409.
             if "key_value" not in str(exc.orig) and "member_number" not in str(exc.orig):
                 raise
-            raise Conflict("another contact already has this key", code="ContactKeyConflict") from exc
+            raise ContactKeyConflictError("another contact already has this key") from exc
         if any(name in changed for name in _LOOKUP_COLUMNS):
             await fire_contact_changed(conn, self.ctx, row.id, self.now)
         return contact_out(await self._row(conn, row.id), self.ctx.tz)
@@ -324,7 +334,7 @@ class ContactService:
         if not rows:
             return None
         if len(rows) > 1 and not key:
-            raise Conflict("more than one contact matches", code="MultipleMatches")
+            raise MultipleMatchesError("more than one contact matches")
         return rows[0]
 
     async def lookup(self, conn: AsyncConnection, params: dict[str, str | None]) -> str:
@@ -332,10 +342,7 @@ class ContactService:
         contact_type = contact_type_of(params["contactType"]) if params.get("contactType") else None
         given = {k: v for k, v in params.items() if k != "contactType" and v not in (None, "")}
         if len(given) != 1:
-            raise invalid(
-                "InvalidSearchQuery",
-                "give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any",
-            )
+            raise InvalidSearchQueryError("give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any")
         (name, raw), = given.items()  # fmt: skip
         assert raw is not None
         custom_col = _LOOKUP_COLUMNS.get(self.ctx.custom_key, "member_number")
@@ -353,10 +360,10 @@ class ContactService:
         elif name in ("email", "mobilePhone", "socialSecurityNumber"):
             column, value = _LOOKUP_COLUMNS[name], _NORMALIZERS[name](raw)
         else:
-            raise invalid("InvalidSearchQuery", f"unknown search parameter {name!r}")
+            raise InvalidSearchQueryError(f"unknown search parameter {name!r}")
         row = await self._by_column(conn, column, value, contact_type)
         if row is None:
-            raise NotFound("no contact matches", code="ContactNotFound")
+            raise ContactNotFoundError("no contact matches")
         return str(row.id)
 
     async def find_by_key(
@@ -368,13 +375,13 @@ class ContactService:
         if kt == "contactid":
             guid = parse_guid(value)
             if guid is None:
-                raise invalid("InvalidContactId", f"contact id {value!r} is not a GUID")
+                raise InvalidContactIdError(f"contact id {value!r} is not a GUID")
             return guid if await self.exists(conn, guid) else None
         names = {n.lower(): n for n in _LOOKUP_COLUMNS}
         names["memberNumberWithCardNumberAsFallback".lower()] = "memberNumber"
         attr = names.get(kt)
         if attr is None:
-            raise invalid("InvalidMatchKeyType", f"unknown matchKeyType {key_type!r}")
+            raise InvalidMatchKeyTypeError(f"unknown matchKeyType {key_type!r}")
         norm = _NORMALIZERS[attr](value)
         ctype = contact_type_of(contact_type) if contact_type else None
         row = await self._by_column(conn, _LOOKUP_COLUMNS[attr], norm, ctype, key=True)

@@ -22,9 +22,10 @@ from starlette.responses import Response
 from ...kit.clock import Clock
 from ..config import Settings
 from ..db import Database
-from ..exceptions import Forbidden, PromoflowError, RateLimited, Unauthorized
+from ..exceptions import PromoflowError, TooManyRequestsError
 from ..tenant.service import TenantContext, TenantService, hash_key
 from . import idempotency
+from .errors import InvalidApiKeyError, IpNotAllowedError, KeyTakenOverError, MissingApiKeyError
 from .exception_handlers import error_body
 from .ratelimit import RateLimiter
 
@@ -57,7 +58,7 @@ def _api_key(headers: Mapping[str, str]) -> str:
         if scheme.lower() == "bearer" and token.strip():
             raw = token.strip()
     if not raw:
-        raise Unauthorized("no API key: send it in the apikey header", code="MissingApiKey")
+        raise MissingApiKeyError("no API key: send it in the apikey header")
     return raw.strip()
 
 
@@ -79,7 +80,7 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
             st.key_refreshing.discard(digest)
         if found is None:
             st.key_cache.pop(digest, None)
-            raise Unauthorized("the API key is not valid", code="InvalidApiKey")
+            raise InvalidApiKeyError("the API key is not valid")
         ctx = found
         if len(st.key_cache) > 10_000:
             st.key_cache.clear()
@@ -91,15 +92,14 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
         except ValueError:
             addr = None
         if addr is None or not any(addr in net for net in ctx.ip_allowlist):
-            raise Forbidden(f"requests from {client or 'this address'} are not allowed for this key",
-                            code="IpNotAllowed")  # fmt: skip
+            raise IpNotAllowedError(f"requests from {client or 'this address'} are not allowed for this key")  # fmt: skip
     wait = st.limiter.check(
         ctx.key_id,
         float(ctx.settings.get("rateLimitPerSecond", st.settings.default_rate_limit_per_second)),
         int(ctx.settings.get("rateLimitBurst", st.settings.default_rate_limit_burst)),
     )
     if wait:
-        raise RateLimited("too many requests for this API key", retry_after=wait)
+        raise TooManyRequestsError("too many requests for this API key", retry_after=wait)
     return ctx
 
 
@@ -165,7 +165,7 @@ class Edge:
                 body = json_bytes(result)
                 await idempotency.complete(conn, tenant_id, key, code, body, owner=owner)
             return json_response(body, code)
-        except idempotency.KeyTakenOver:
+        except KeyTakenOverError:
             raise  # nothing of ours committed; the request that took the key over has the answer
         except PromoflowError as exc:
             if exc.status < 500:

@@ -11,27 +11,44 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from ..exceptions import PromoflowError, RateLimited, Unavailable
+from ...wire.errors import ErrorCode
+from ..exceptions import (
+    BadRequestError,
+    InternalError,
+    InvalidJsonError,
+    InvalidPayloadError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PromoflowError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    UnsupportedMediaTypeError,
+)
 
 log = logging.getLogger("promoflow.api")
 
-_HTTP_CODES = {
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    413: "PayloadTooLarge",
-    415: "UnsupportedMediaType",
-}
+# The generic error of each status the framework itself answers with (unknown route, wrong method, …).
+_GENERIC: dict[int, type[PromoflowError]] = {
+    e.status: e
+    for e in (
+        BadRequestError, NotFoundError, MethodNotAllowedError, PayloadTooLargeError, UnsupportedMediaTypeError,
+        ServiceUnavailableError,
+    )
+}  # fmt: skip
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"statusCode": status, "errorCode": code, "message": message}, status, headers=headers)
+def error_response(
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse({"statusCode": status, "errorCode": code.value, "message": message}, status, headers=headers)
 
 
 def error_body(exc: PromoflowError) -> tuple[int, dict[str, Any], dict[str, str]]:
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited | Unavailable):
+    if isinstance(exc, TooManyRequestsError | ServiceUnavailableError):
         headers["Retry-After"] = str(exc.retry_after)
-    return exc.status, {"statusCode": exc.status, "errorCode": exc.code, "message": exc.message}, headers
+    return exc.status, {"statusCode": exc.status, "errorCode": exc.code.value, "message": exc.message}, headers
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -42,41 +59,55 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str]:
+def validation_error(errors: list[dict[str, Any]]) -> InvalidJsonError | InvalidPayloadError:
+    """The error of a body or parameter that failed its schema: the field path and what is wrong with it."""
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
-        return "InvalidJson", f"the body is not valid JSON: {detail.get('ctx', {}).get('error', 'parse error')}"
+        return InvalidJsonError(f"the body is not valid JSON: {detail.get('ctx', {}).get('error', 'parse error')}")
     msgs = []
     for e in errors[:10]:
         where = _field_path(tuple(e.get("loc", ())))
         msgs.append(f"{where}: {e.get('msg')}")
-    return "InvalidPayload", "; ".join(msgs)
+    return InvalidPayloadError("; ".join(msgs))
+
+
+def _respond(exc: PromoflowError, extra: dict[str, str] | None = None) -> Response:
+    status, body, headers = error_body(exc)
+    return JSONResponse(body, status, headers={**headers, **(extra or {})})
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(PromoflowError)
     async def _promoflow(_request: Request, exc: PromoflowError) -> Response:
-        status, body, headers = error_body(exc)
-        return JSONResponse(body, status, headers=headers)
+        return _respond(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:
-        code, message = validation_message(list(exc.errors()))
-        return error_response(400, code, message)
+        return _respond(validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "HttpError"), str(exc.detail))
+        if exc.status_code == 400:
+            # The framework could not read the body as JSON at all (not UTF-8, nested too deeply).
+            err: PromoflowError = InvalidJsonError(f"the body is not valid JSON: {exc.detail}")
+        else:
+            cls = _GENERIC.get(exc.status_code)
+            if cls is None:
+                log.warning("api.unmapped_http_status status=%s", exc.status_code)
+                cls = InternalError
+            err = cls(str(exc.detail))
+        return _respond(err, dict(exc.headers or {}))  # e.g. the Allow header of a 405
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> Response:
         # The database refused a value that passed validation (a NUL character in text, a number or date
         # out of its range): the request's fault, so a 400, never a 500.
         log.info("api.data_error path=%s error=%s", request.url.path, type(exc.orig).__name__)
-        message = "a value in the request cannot be stored or searched (a NUL character, or out of range)"
-        return error_response(400, "InvalidPayload", message)
+        return _respond(
+            InvalidPayloadError("a value in the request cannot be stored or searched (a NUL character, or out of range)")
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("api.unhandled_error path=%s", request.url.path)
-        return error_response(500, "InternalError", "an unexpected error occurred; it has been logged")
+        return _respond(InternalError("an unexpected error occurred; it has been logged"))

@@ -18,23 +18,19 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..dialect import insert_ignore
-from ..exceptions import BadRequest, Conflict, Unprocessable
 from ..models import idempotency_record as rec
+from .errors import (
+    IdempotencyKeyInUseError,
+    IdempotencyKeyMismatchError,
+    InvalidIdempotencyKeyError,
+    KeyTakenOverError,
+)
 
 
 @dataclass(frozen=True)
 class StoredResponse:
     status: int
     body: bytes
-
-
-class KeyInUse(Conflict):
-    code = "IdempotencyKeyInUse"
-
-
-class KeyTakenOver(KeyInUse):
-    """This request held its key past the lock and another request took the key over: nothing of this request
-    may commit, and the other request's answer stands (a retry gets it)."""
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
@@ -47,7 +43,7 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
 
 def check_key(key: str) -> str:
     if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise BadRequest("Idempotency-Key must be 1 to 255 printable characters", code="InvalidIdempotencyKey")
+        raise InvalidIdempotencyKeyError("Idempotency-Key must be 1 to 255 printable characters")
     return key
 
 
@@ -84,14 +80,11 @@ async def claim(
         await conn.execute(update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(**fresh))
         return None
     if row.fingerprint != fp:
-        raise Unprocessable(
-            "this Idempotency-Key was used with a different request; use a new key for a new request",
-            code="IdempotencyKeyMismatch",
-        )
+        raise IdempotencyKeyMismatchError("this Idempotency-Key was used with a different request; use a new key for a new request")
     if row.state == "done":
         return StoredResponse(row.response_status, bytes(row.response_body))
     if row.locked_until > now:
-        raise KeyInUse("a request with this Idempotency-Key is still being processed; retry shortly")
+        raise IdempotencyKeyInUseError("a request with this Idempotency-Key is still being processed; retry shortly")
     # The first request died holding the key (its write never committed): take the key over.
     await conn.execute(
         update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(locked_until=now + lock)
@@ -112,7 +105,7 @@ async def complete(
         .values(state="done", response_status=status, response_body=body)
     )
     if not result.rowcount:
-        raise KeyTakenOver(
+        raise KeyTakenOverError(
             "this request held its Idempotency-Key too long and another request took it over; "
             "retry to get that request's answer"
         )

@@ -8,11 +8,15 @@ from typing import Any
 from fastapi.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...wire.errors import ErrorCode
+
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, retry_after: int | None = None) -> None:
-    body = json.dumps({"statusCode": status, "errorCode": code, "message": message}).encode()
+async def _send_error(
+    send: Send, status: int, code: ErrorCode, message: str, retry_after: int | None = None
+) -> None:
+    body = json.dumps({"statusCode": status, "errorCode": code.value, "message": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
@@ -40,10 +44,10 @@ class GuardMiddleware:
             return
         path: str = scope["path"]
         if self.state.shutting_down and path.startswith("/api/"):
-            await _send_error(send, 503, "ServiceUnavailable", "the server is shutting down", retry_after=5)
+            await _send_error(send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is shutting down", retry_after=5)
             return
         if self.inflight >= self.max_inflight and path.startswith("/api/"):
-            await _send_error(send, 503, "ServiceUnavailable", "the server is overloaded", retry_after=2)
+            await _send_error(send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", retry_after=2)
             return
         method = scope["method"].encode() if isinstance(scope["method"], str) else scope["method"]
         headers = dict(scope["headers"])
@@ -51,14 +55,14 @@ class GuardMiddleware:
             length = headers.get(b"content-length")
             has_body = (length is not None and length.strip() not in (b"0", b"")) or b"transfer-encoding" in headers
             if length is not None and length.strip().isdigit() and int(length) > self.max_body:
-                await _send_error(send, 413, "PayloadTooLarge", f"the body is larger than {self.max_body} bytes")
+                await _send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
                 return
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if has_body and not (ctype == b"application/json" or ctype.endswith(b"+json")):
                 await _send_error(
                     send,
                     415,
-                    "UnsupportedMediaType",
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
                     "send the body as JSON with the header Content-Type: application/json",
                 )
                 return
@@ -76,7 +80,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send_wrapper)
         except _TooLarge:
             if not started:
-                await _send_error(send, 413, "PayloadTooLarge", f"the body is larger than {self.max_body} bytes")
+                await _send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
         finally:
             self.inflight -= 1
 

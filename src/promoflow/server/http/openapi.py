@@ -5,20 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from ...wire.engage import ErrorBody
+from ..exceptions import PromoflowError, TooManyRequestsError
+from .errors import InvalidApiKeyError, IpNotAllowedError, MissingApiKeyError
 
 EXTENSION = {"x-promoflow-extension": True}
-_COMMON = {401: ["MissingApiKey", "InvalidApiKey"], 403: ["IpNotAllowed"], 429: ["TooManyRequests"]}
+# What every authenticated operation can answer.
+_COMMON: tuple[type[PromoflowError], ...] = (
+    MissingApiKeyError, InvalidApiKeyError, IpNotAllowedError, TooManyRequestsError,
+)  # fmt: skip
 
 
-def errors(**by_status: list[str]) -> dict[int | str, dict[str, Any]]:
-    """``errors(e404=["ContactNotFound"])`` → the responses block documenting each status and its error codes."""
-    out: dict[int | str, dict[str, Any]] = {}
-    merged: dict[int, list[str]] = {k: list(v) for k, v in _COMMON.items()}
-    for name, codes in by_status.items():
-        merged.setdefault(int(name.lstrip("e")), []).extend(codes)
-    for status, codes in sorted(merged.items()):
-        out[status] = {"model": ErrorBody, "description": "Error codes: " + ", ".join(codes)}
-    return out
+def errors(*raised: type[PromoflowError]) -> dict[int | str, dict[str, Any]]:
+    """The responses block of an operation that can raise these errors (and those of authentication): one
+    entry per status, listing its error codes. ``x-error-codes`` carries the codes machine-readably."""
+    by_status: dict[int, list[str]] = {}
+    for cls in (*_COMMON, *raised):
+        codes = by_status.setdefault(cls.status, [])
+        if cls.code.value not in codes:
+            codes.append(cls.code.value)
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": "Error codes: " + ", ".join(codes),
+            "x-error-codes": codes,
+        }
+        for status, codes in sorted(by_status.items())
+    }
 
 
 def body_schema(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:

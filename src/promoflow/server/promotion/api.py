@@ -27,14 +27,40 @@ from ...wire.engage import (
     RedeemBody,
     ValidityOut,
 )
+from ..contact.errors import ContactNotFoundError, InvalidContactIdError
 from ..contact.service import parse_contact_id
-from ..exceptions import BadRequest
+from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
 from ..hooks import fire_promotions_shown
 from ..http.edge import Edge, edge
+from ..http.errors import IdempotencyKeyInUseError, IdempotencyKeyMismatchError
 from ..http.openapi import EXTENSION, body_schema, errors
 from ..worker import queue
+from ..worker.errors import InvalidJobIdError, JobNotFoundError
 from .assignment import AssignmentService, RedemptionService, item_out, parse_assignment_id
 from .bulk import BULK_ASSIGN, bulk_payload
+from .errors import (
+    AmbiguousPromotionIdError,
+    DuplicateRedemptionChannelError,
+    ExternalIdInUseError,
+    InvalidPromotionIdError,
+    InvalidPromotionIdNoDataError,
+    InvalidPromotionValueError,
+    InvalidRedeemedOnError,
+    InvalidValidityError,
+    NotAValidRedemptionChannelError,
+    PromotionAlreadyRedeemedError,
+    PromotionExpiredError,
+    PromotionHasAssignmentsError,
+    PromotionIncompleteError,
+    PromotionNotActiveError,
+    PromotionNotAssociatedWithContactError,
+    PromotionNotDraftError,
+    PromotionNotFoundError,
+    PromotionNotRedeemedError,
+    PromotionNotValidForRedemptionChannelError,
+    PromotionNotYetValidError,
+    ReactivationLimitExceededError,
+)
 from .rules import parse_channel
 from .service import PromotionService, parse_promotion_id
 
@@ -42,8 +68,8 @@ router = APIRouter()
 DEFS = "promotion definitions"
 FLOW = "promotion assignments"
 
-_ID = ["InvalidPromotionIdNoData"]
-_DEF_BODY = ["InvalidPayload", "InvalidValidity", "InvalidPromotionValue", "DuplicateRedemptionChannel"]
+_ID = (InvalidPromotionIdNoDataError,)
+_DEF_BODY = (InvalidPayloadError, InvalidValidityError, InvalidPromotionValueError, DuplicateRedemptionChannelError,)
 
 
 # -------------------------------------------------------------------------------------------- definitions
@@ -54,10 +80,10 @@ _DEF_BODY = ["InvalidPayload", "InvalidValidity", "InvalidPromotionValue", "Dupl
     status_code=201,
     response_model=MultichannelPromotion,
     tags=[DEFS],
-    responses=errors(e400=_DEF_BODY, e409=["ExternalIdInUse"], e415=["UnsupportedMediaType"]),
+    responses=errors(*_DEF_BODY, ExternalIdInUseError, UnsupportedMediaTypeError),
 )
 @router.post("/api/v3/promotions/multichannels", status_code=201, response_model=MultichannelPromotion,
-             tags=[DEFS], responses=errors(e400=_DEF_BODY, e409=["ExternalIdInUse"], e415=["UnsupportedMediaType"]))  # fmt: skip
+             tags=[DEFS], responses=errors(*_DEF_BODY, ExternalIdInUseError, UnsupportedMediaTypeError))  # fmt: skip
 async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
     """Create a multichannel promotion; it starts as a Draft."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).create(conn, body), 201)
@@ -67,7 +93,7 @@ async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(
     "/api/v2/promotions/multichannels",
     response_model=MultichannelPromotion | PromotionPage,
     tags=[DEFS],
-    responses=errors(e400=["InvalidPayload"], e404=["PromotionNotFound"]),
+    responses=errors(InvalidPayloadError, PromotionNotFoundError),
 )
 async def get_promotion_by_external_id_or_list(
     e: Edge = Depends(edge),
@@ -85,14 +111,14 @@ async def get_promotion_by_external_id_or_list(
 
 
 @router.get("/api/v2/promotions/multichannels/validity", response_model=ValidityOut, tags=[DEFS],
-            responses=errors(e404=["PromotionNotFound"]))  # fmt: skip
+            responses=errors(PromotionNotFoundError))  # fmt: skip
 async def get_validity_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
     """The validity of the promotion with this externalId."""
     return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, None, external_id))
 
 
 @router.delete("/api/v2/promotions/multichannels", tags=[DEFS],
-               responses=errors(e404=["PromotionNotFound"], e409=["PromotionHasAssignments"]))  # fmt: skip
+               responses=errors(PromotionNotFoundError, PromotionHasAssignmentsError))  # fmt: skip
 async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
     """Delete a promotion that was never assigned, by externalId."""
 
@@ -104,24 +130,24 @@ async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Quer
 
 
 @router.get("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
-            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
+            responses=errors(*_ID, PromotionNotFoundError))  # fmt: skip
 @router.get("/api/v3/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
-            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
+            responses=errors(*_ID, PromotionNotFoundError))  # fmt: skip
 async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """A promotion definition; `status` follows its dates in the tenant's time zone."""
     return await e.read(lambda conn, now: PromotionService(e.ctx, now).get(conn, promotion_id))
 
 
 @router.put("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
-            responses=errors(e400=_ID + _DEF_BODY, e404=["PromotionNotFound"],
-                             e409=["PromotionNotDraft", "ExternalIdInUse"]))  # fmt: skip
+            responses=errors(*_ID, *_DEF_BODY, PromotionNotFoundError,
+                             PromotionNotDraftError, ExternalIdInUseError))  # fmt: skip
 async def update_promotion(promotion_id: str, body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
     """Replace a Draft promotion's definition."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).update(conn, promotion_id, body))
 
 
 @router.delete("/api/v2/promotions/multichannels/{promotion_id}", tags=[DEFS],
-               responses=errors(e400=_ID, e404=["PromotionNotFound"], e409=["PromotionHasAssignments"]))  # fmt: skip
+               responses=errors(*_ID, PromotionNotFoundError, PromotionHasAssignmentsError))  # fmt: skip
 async def delete_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Delete a promotion that was never assigned."""
 
@@ -133,15 +159,15 @@ async def delete_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Respon
 
 
 @router.get("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=ValidityOut, tags=[DEFS],
-            responses=errors(e400=_ID, e404=["PromotionNotFound"]))  # fmt: skip
+            responses=errors(*_ID, PromotionNotFoundError))  # fmt: skip
 async def get_validity(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """The validity of a promotion."""
     return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, promotion_id, None))
 
 
 @router.put("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=MultichannelPromotion,
-            tags=[DEFS], responses=errors(e400=[*_ID, "InvalidValidity"], e404=["PromotionNotFound"],
-                                          e409=["PromotionNotDraft"]))  # fmt: skip
+            tags=[DEFS], responses=errors(*_ID, InvalidValidityError, PromotionNotFoundError,
+                                          PromotionNotDraftError))  # fmt: skip
 async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = Depends(edge)) -> Response:
     """Change a Draft promotion's validity."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).update_validity(conn, promotion_id, body))
@@ -149,8 +175,8 @@ async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = 
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/activate", response_model=MultichannelPromotion,
              tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(e400=_ID, e404=["PromotionNotFound"],
-                              e409=["PromotionNotDraft", "PromotionIncomplete", "PromotionExpired"]))  # fmt: skip
+             responses=errors(*_ID, PromotionNotFoundError,
+                              PromotionNotDraftError, PromotionIncompleteError, PromotionExpiredError))  # fmt: skip
 async def activate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: Draft → Scheduled (start date in the future) or Active."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).activate(conn, promotion_id))
@@ -158,7 +184,7 @@ async def activate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Resp
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/deactivate", response_model=MultichannelPromotion,
              tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(e400=_ID, e404=["PromotionNotFound"], e409=["PromotionNotActive"]))  # fmt: skip
+             responses=errors(*_ID, PromotionNotFoundError, PromotionNotActiveError))  # fmt: skip
 async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: end a Scheduled or Active promotion now. Existing assignments stay valid."""
     return await e.write(lambda conn, now: PromotionService(e.ctx, now).deactivate(conn, promotion_id))
@@ -166,8 +192,8 @@ async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Re
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
              response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(e400=[*_ID, "InvalidPayload"], e404=["PromotionNotFound"],
-                              e409=["PromotionNotActive", "PromotionExpired"]))  # fmt: skip
+             responses=errors(*_ID, InvalidPayloadError, PromotionNotFoundError,
+                              PromotionNotActiveError, PromotionExpiredError))  # fmt: skip
 async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depends(edge)) -> Response:
     """Extension: assign the promotion to many contacts (ids or keys) in the background; poll the job."""
     pid = parse_promotion_id(promotion_id)
@@ -185,12 +211,12 @@ async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depen
 
 
 @router.get("/api/v2/jobs/{job_id}", response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
-            responses=errors(e400=["InvalidJobId"], e404=["JobNotFound"]))  # fmt: skip
+            responses=errors(InvalidJobIdError, JobNotFoundError))  # fmt: skip
 async def get_job(job_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: a background job's status, progress and result."""
     guid = parse_guid(job_id)
     if guid is None:
-        raise BadRequest(f"job id {job_id!r} is not a GUID", code="InvalidJobId")
+        raise InvalidJobIdError(f"job id {job_id!r} is not a GUID")
     return await e.read(lambda conn, now: queue.get_job_out(conn, e.ctx, guid))
 
 
@@ -198,9 +224,9 @@ async def get_job(job_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 _ASSIGN_ERRORS = errors(
-    e400=["InvalidContactId", "InvalidPromotionId"],
-    e404=["ContactNotFound", "PromotionNotFound"],
-    e409=["PromotionNotActive", "PromotionExpired"],
+    InvalidContactIdError, InvalidPromotionIdError,
+    ContactNotFoundError, PromotionNotFoundError,
+    PromotionNotActiveError, PromotionExpiredError,
 )
 
 
@@ -209,7 +235,7 @@ _ASSIGN_ERRORS = errors(
 async def assign_v2(contact_id: str, promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Assign a (Scheduled or Active) promotion to a contact; answers the new assignment."""
     cid = parse_contact_id(contact_id)
-    pid = parse_promotion_id(promotion_id, code="InvalidPromotionId")
+    pid = parse_promotion_id(promotion_id, InvalidPromotionIdError)
     return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid))
 
 
@@ -217,7 +243,7 @@ async def assign_v2(contact_id: str, promotion_id: str, e: Edge = Depends(edge))
 async def assign_v3(body: AssignmentCreateV3, e: Edge = Depends(edge)) -> Response:
     """Assign a promotion to a contact (v3)."""
     cid = parse_contact_id(body.contact_id)
-    pid = parse_promotion_id(body.promotion_id, code="InvalidPromotionId")
+    pid = parse_promotion_id(body.promotion_id, InvalidPromotionIdError)
     return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid, v3=True))
 
 
@@ -240,7 +266,7 @@ def _listing(e: Edge, cid: uuid.UUID, channel: ChannelType | None, include_redee
     return work
 
 
-_LIST_ERRORS = errors(e400=["InvalidContactId", "NotAValidRedemptionChannel"], e404=["ContactNotFound"])
+_LIST_ERRORS = errors(InvalidContactIdError, NotAValidRedemptionChannelError, ContactNotFoundError)
 
 
 @router.get("/api/v2/contacts/{contact_id}/promotions", response_model=list[ApiPromotion], tags=[FLOW],
@@ -286,22 +312,21 @@ async def redeem_body(request: Request) -> RedeemBody:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="InvalidJson") from exc
+        raise InvalidJsonError(f"the body is not valid JSON: {exc}") from exc
     if data is None:
         return RedeemBody()
     if isinstance(data, str):
         return RedeemBody(redemption_channel=data)
     if not isinstance(data, dict):
-        raise BadRequest("the body must be {\"redemptionChannel\": \"POS|ECOM|OTHER\"}", code="InvalidPayload")
+        raise InvalidPayloadError("the body must be {\"redemptionChannel\": \"POS|ECOM|OTHER\"}")
     from pydantic import ValidationError
 
-    from ..http.exception_handlers import validation_message
+    from ..http.exception_handlers import validation_error
 
     try:
         return RedeemBody.model_validate(data)
     except ValidationError as exc:
-        code, message = validation_message([{**err, "loc": ("body", *err["loc"])} for err in exc.errors()])
-        raise BadRequest(message, code=code) from exc
+        raise validation_error([{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]) from exc
 
 
 _REDEEM_DOC = body_schema(
@@ -314,11 +339,11 @@ _REDEEM_DOC = body_schema(
     required=False,
 )
 _REDEEM_ERRORS = errors(
-    e400=["NotAValidRedemptionChannel", "InvalidPromotionIdNoData", "InvalidContactId", "InvalidRedeemedOn"],
-    e404=["PromotionNotFound", "PromotionNotAssociatedWithContact"],
-    e409=["PromotionAlreadyRedeemed", "PromotionExpired", "PromotionNotYetValid",
-          "PromotionNotValidForRedemptionChannel", "AmbiguousPromotionId", "IdempotencyKeyInUse"],
-    e422=["IdempotencyKeyMismatch"],
+    NotAValidRedemptionChannelError, InvalidPromotionIdNoDataError, InvalidContactIdError, InvalidRedeemedOnError,
+    PromotionNotFoundError, PromotionNotAssociatedWithContactError,
+    PromotionAlreadyRedeemedError, PromotionExpiredError, PromotionNotYetValidError,
+          PromotionNotValidForRedemptionChannelError, AmbiguousPromotionIdError, IdempotencyKeyInUseError,
+    IdempotencyKeyMismatchError,
 )  # fmt: skip
 
 
@@ -371,9 +396,9 @@ async def redeem_v3(assignment_id: str, request: Request, e: Edge = Depends(edge
 
 
 _REACTIVATE_ERRORS = errors(
-    e400=["InvalidPromotionIdNoData"],
-    e404=["PromotionNotFound"],
-    e409=["PromotionNotRedeemed", "PromotionExpired", "ReactivationLimitExceeded"],
+    InvalidPromotionIdNoDataError,
+    PromotionNotFoundError,
+    PromotionNotRedeemedError, PromotionExpiredError, ReactivationLimitExceededError,
 )
 
 

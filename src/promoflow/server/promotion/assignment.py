@@ -18,10 +18,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
 from ...wire.engage import ChannelType, PromotionStatus
+from ..contact.errors import ContactNotFoundError
 from ..dialect import insert_ignore, unindexed
-from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import assignment, assignment_event, contact, promotion, redemption
 from ..tenant.service import TenantContext
+from .errors import (
+    AmbiguousPromotionIdError,
+    InvalidPromotionIdNoDataError,
+    InvalidRedeemedOnError,
+    PromotionAlreadyRedeemedError,
+    PromotionExpiredError,
+    PromotionNotActiveError,
+    PromotionNotAssociatedWithContactError,
+    PromotionNotFoundError,
+    PromotionNotRedeemableError,
+    PromotionNotRedeemedError,
+    PromotionNotValidForRedemptionChannelError,
+    PromotionNotYetValidError,
+    ReactivationLimitExceededError,
+)
 from .rules import CHANNEL_BITS, assignment_window, read_channels, status_of
 from .service import promotion_not_found
 
@@ -92,7 +107,7 @@ def item_out(row: Any, ctx: TenantContext, *, v3: bool = False) -> dict[str, Any
 def parse_assignment_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
-        raise BadRequest(f"promotion id {value!r} is not a GUID", code="InvalidPromotionIdNoData")
+        raise InvalidPromotionIdNoDataError(f"promotion id {value!r} is not a GUID")
     return guid
 
 
@@ -169,10 +184,9 @@ class AssignmentService:
             raise promotion_not_found(promotion_id)
         status = status_of(row, self.now, self.ctx.tz)
         if status is PromotionStatus.DRAFT or (status is PromotionStatus.ENDED and row.deactivated_at is not None):
-            raise Conflict(f"promotion is {status.value}; only Scheduled or Active ones are assigned",
-                           code="PromotionNotActive")  # fmt: skip
+            raise PromotionNotActiveError(f"promotion is {status.value}; only Scheduled or Active ones are assigned")  # fmt: skip
         if status is PromotionStatus.ENDED:
-            raise Conflict("the promotion's end date has passed", code="PromotionExpired")
+            raise PromotionExpiredError("the promotion's end date has passed")
         return row
 
     def _window(self, promo: Any) -> tuple[datetime, datetime | None]:
@@ -195,10 +209,10 @@ class AssignmentService:
             select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
         )
         if found is None:
-            raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+            raise ContactNotFoundError(f"contact {contact_id} not found")
         valid_from, valid_to = self._window(promo)
         if valid_to is not None and valid_to < self.now:
-            raise Conflict("the assignment would already be expired", code="PromotionExpired")
+            raise PromotionExpiredError("the assignment would already be expired")
         new_id = uuid.uuid4()
         await conn.execute(
             insert(assignment).values(
@@ -262,7 +276,7 @@ class AssignmentService:
             )
         ).first()
         if row is None:
-            raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"promotion {assignment_id} not found")
         return item_out(row, self.ctx, v3=v3)
 
     async def list_for_contact(
@@ -298,7 +312,7 @@ class AssignmentService:
                 select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
             )
             if found is None:
-                raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+                raise ContactNotFoundError(f"contact {contact_id} not found")
         return list(rows)
 
 
@@ -316,8 +330,7 @@ class RedemptionService:
         )
         if owner is not None:
             if owner != contact_id:
-                raise NotFound("the promotion is not assigned to this contact",
-                               code="PromotionNotAssociatedWithContact")  # fmt: skip
+                raise PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact")  # fmt: skip
             return ident
         candidates = (
             await conn.execute(
@@ -338,14 +351,14 @@ class RedemptionService:
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
-            raise Conflict("the contact holds several redeemable assignments of this promotion; redeem by the "
-                           "assignment id", code="AmbiguousPromotionId")  # fmt: skip
+            raise AmbiguousPromotionIdError("the contact holds several redeemable assignments of this promotion; redeem by the "
+                           "assignment id")  # fmt: skip
         template = await conn.scalar(
             select(promotion.c.id).where(promotion.c.id == ident, promotion.c.tenant_id == self.ctx.tenant_id)
         )
         if template is None:
-            raise NotFound(f"promotion {ident} not found", code="PromotionNotFound")
-        raise NotFound("the promotion is not assigned to this contact", code="PromotionNotAssociatedWithContact")
+            raise PromotionNotFoundError(f"promotion {ident} not found")
+        raise PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact")
 
     async def redeem(
         self,
@@ -365,9 +378,9 @@ class RedemptionService:
             # An offset such as +14:00 on year 1 (or 9999) has no UTC instant: bad input, not a server error.
             at = redeemed_on.astimezone(UTC) if redeemed_on is not None else self.now
         except (OverflowError, ValueError) as exc:
-            raise BadRequest("redeemedOn is out of range", code="InvalidRedeemedOn") from exc
+            raise InvalidRedeemedOnError("redeemedOn is out of range") from exc
         if at > self.now + CLOCK_SKEW:
-            raise BadRequest("redeemedOn is in the future", code="InvalidRedeemedOn")
+            raise InvalidRedeemedOnError("redeemedOn is in the future")
         conds = _redeemable(self.ctx.tenant_id, assignment_id, at, CHANNEL_BITS[channel])
         if contact_id is not None:
             conds.append(assignment.c.contact_id == contact_id)
@@ -458,20 +471,18 @@ class RedemptionService:
             )
         ).first()
         if row is None or row.deleted_at is not None:
-            raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"promotion {assignment_id} not found")
         if contact_id is not None and row.contact_id != contact_id:
-            raise NotFound("the promotion is not assigned to this contact", code="PromotionNotAssociatedWithContact")
+            raise PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact")
         if row.redeemed_at is not None:
-            raise AlreadyRedeemed(row, self.ctx)
+            raise PromotionAlreadyRedeemedError(row, self.ctx.tz)
         if row.channel_mask and not row.channel_mask & CHANNEL_BITS[channel]:
-            raise Conflict(f"the promotion cannot be redeemed in channel {channel.value}",
-                           code="PromotionNotValidForRedemptionChannel")  # fmt: skip
+            raise PromotionNotValidForRedemptionChannelError(f"the promotion cannot be redeemed in channel {channel.value}")  # fmt: skip
         if row.valid_to is not None and at > row.valid_to:
-            raise Conflict(f"the promotion expired at {iso(row.valid_to, self.ctx.tz)}", code="PromotionExpired")
+            raise PromotionExpiredError(f"the promotion expired at {iso(row.valid_to, self.ctx.tz)}")
         if at < row.valid_from:
-            raise Conflict(f"the promotion is valid from {iso(row.valid_from, self.ctx.tz)}",
-                           code="PromotionNotYetValid")  # fmt: skip
-        raise Conflict("the promotion could not be redeemed", code="PromotionNotRedeemable")
+            raise PromotionNotYetValidError(f"the promotion is valid from {iso(row.valid_from, self.ctx.tz)}")  # fmt: skip
+        raise PromotionNotRedeemableError("the promotion could not be redeemed")
 
     async def reactivate(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api",
                          v3: bool = False) -> dict[str, Any]:  # fmt: skip
@@ -507,13 +518,12 @@ class RedemptionService:
                 )
             ).first()
             if row is None or row.deleted_at is not None:
-                raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+                raise PromotionNotFoundError(f"promotion {assignment_id} not found")
             if row.redeemed_at is None:
-                raise Conflict("the promotion is not redeemed", code="PromotionNotRedeemed")
+                raise PromotionNotRedeemedError("the promotion is not redeemed")
             if row.valid_to is not None and row.valid_to < self.now:
-                raise Conflict("the promotion has expired", code="PromotionExpired")
-            raise Conflict(f"the promotion was already reactivated {row.reactivation_count} times",
-                           code="ReactivationLimitExceeded")  # fmt: skip
+                raise PromotionExpiredError("the promotion has expired")
+            raise ReactivationLimitExceededError(f"the promotion was already reactivated {row.reactivation_count} times")  # fmt: skip
         await conn.execute(
             update(redemption)
             .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
@@ -530,18 +540,3 @@ class RedemptionService:
         )
         return await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
 
-
-class AlreadyRedeemed(Conflict):
-    """409 `PromotionAlreadyRedeemed`, carrying when, where and how the redemption happened."""
-
-    code = "PromotionAlreadyRedeemed"
-
-    def __init__(self, row: Any, ctx: TenantContext) -> None:
-        where = f" in store {row.redeemed_store}" if row.redeemed_store else ""
-        super().__init__(
-            f"the promotion was already redeemed at {iso(row.redeemed_at, ctx.tz)} via {row.redeemed_channel}{where}"
-        )
-        self.redeemed_at: datetime = row.redeemed_at
-        self.channel: str | None = row.redeemed_channel
-        self.store_external_id: str | None = row.redeemed_store
-        self.unique_receipt_id: str | None = row.redeemed_receipt_id

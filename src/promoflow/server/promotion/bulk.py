@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ...kit.guid import parse_guid
 from ...wire.engage import BulkAssignCreate
 from ..contact.service import _NORMALIZERS, contact_type_of
-from ..exceptions import BadRequest, PromoflowError
+from ..exceptions import InvalidPayloadError, PromoflowError
 from ..models import contact
 from ..worker.runner import JobContext, PermanentJobError
 from .assignment import AssignmentService
@@ -26,7 +26,7 @@ CHUNK = 500
 
 def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, Any]:
     if not body.contact_ids and not body.contact_keys:
-        raise BadRequest("give contactIds or contactKeys", code="InvalidPayload")
+        raise InvalidPayloadError("give contactIds or contactKeys")
     return {
         "promotionId": str(promotion_id),
         "contactIds": body.contact_ids or [],

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
-from ..exceptions import PromoflowError
+from ..exceptions import PromoflowError, ServiceUnavailableError
 from ..hooks import fire_promotions_shown
 from ..http.edge import AppState, authorize, json_bytes
 from ..http.exception_handlers import error_body
@@ -328,9 +328,8 @@ def _plain_channel(body: bytes) -> ChannelType | None:
 
 
 def _unavailable() -> PromoflowError:
-    from ..exceptions import Unavailable
 
-    return Unavailable("the database did not answer; retry with the same request", retry_after=1)
+    return ServiceUnavailableError("the database did not answer; retry with the same request", retry_after=1)
 
 
 Starter = Callable[[AppState], Awaitable[None]]

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from ...kit.timeutil import add_period, end_of_day, local_date, start_of_day
 from ...wire.engage import ChannelType, PromotionStatus, ValueType
-from ..exceptions import BadRequest
+from .errors import InvalidPromotionValueError, NotAValidRedemptionChannelError
 
 CHANNEL_BITS = {ChannelType.POS: 1, ChannelType.ECOM: 2, ChannelType.OTHER: 4}
 
@@ -23,9 +23,7 @@ def parse_channel(value: Any, *, default: ChannelType | None = None) -> ChannelT
             return ChannelType(value.strip().upper())
         except ValueError:
             pass
-    raise BadRequest(
-        f"{value!r} is not a valid redemption channel; use POS, ECOM or OTHER", code="NotAValidRedemptionChannel"
-    )
+    raise NotAValidRedemptionChannelError(f"{value!r} is not a valid redemption channel; use POS, ECOM or OTHER")
 
 
 def channel_mask(channels: list[dict[str, Any]]) -> int:
@@ -69,8 +67,7 @@ def check_amount(amount: Decimal, where: str) -> Decimal:
     """A money amount the wire and the database can carry: finite, below 10^14, at most 4 decimals."""
     exponent = amount.as_tuple().exponent
     if not amount.is_finite() or abs(amount) >= MAX_AMOUNT or exponent < -4:  # type: ignore[operator]
-        raise BadRequest(f"{where}: an amount must be below 10^14 with at most 4 decimals",
-                         code="InvalidPromotionValue")  # fmt: skip
+        raise InvalidPromotionValueError(f"{where}: an amount must be below 10^14 with at most 4 decimals")  # fmt: skip
     return amount
 
 
@@ -78,7 +75,7 @@ def validate_channel_value(value_type: ValueType, value: str | None, where: str)
     if value_type is ValueType.PERCENT:
         text = (value or "").strip()
         if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
-            raise BadRequest(f"{where}: PERCENT value must be a whole number 1-100", code="InvalidPromotionValue")
+            raise InvalidPromotionValueError(f"{where}: PERCENT value must be a whole number 1-100")
         return str(int(text))
     if value_type is ValueType.MONEY:
         try:
@@ -86,10 +83,10 @@ def validate_channel_value(value_type: ValueType, value: str | None, where: str)
         except InvalidOperation:
             amount = Decimal(-1)
         if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -4:  # type: ignore[operator]
-            raise BadRequest(f"{where}: MONEY value must be a positive amount", code="InvalidPromotionValue")
+            raise InvalidPromotionValueError(f"{where}: MONEY value must be a positive amount")
         return str(check_amount(amount, where))
     if value_type is ValueType.EXTERNALOFFER and not (value or "").strip():
-        raise BadRequest(f"{where}: EXTERNALOFFER needs the code of the shop's rule", code="InvalidPromotionValue")
+        raise InvalidPromotionValueError(f"{where}: EXTERNALOFFER needs the code of the shop's rule")
     return value
 
 

@@ -16,9 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...kit.timeutil import end_of_day, iso, local_date, start_of_day
 from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, PromotionValidity, ReturnPolicy
-from ..exceptions import BadRequest, Conflict, NotFound
+from ..exceptions import BadRequestError, InvalidPayloadError
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
+from .errors import (
+    DuplicateRedemptionChannelError,
+    ExternalIdInUseError,
+    InvalidPromotionIdNoDataError,
+    InvalidValidityError,
+    PromotionExpiredError,
+    PromotionHasAssignmentsError,
+    PromotionIncompleteError,
+    PromotionNotActiveError,
+    PromotionNotDraftError,
+    PromotionNotFoundError,
+)
 from .rules import channel_mask, check_amount, json_number, status_of, validate_channel_value
 
 FIRST_DAY = date(1900, 1, 1)
@@ -34,25 +46,27 @@ async def _external_id_race(external_id: str | None) -> AsyncIterator[None]:
     except IntegrityError as exc:
         if "external_id" not in str(exc.orig):
             raise
-        raise Conflict(f"externalId {external_id!r} is in use", code="ExternalIdInUse") from exc
+        raise ExternalIdInUseError(f"externalId {external_id!r} is in use") from exc
 
 
 def _no_nul(*fields: tuple[str, Any]) -> None:
     # PostgreSQL cannot store a NUL character in text; refuse it on every database alike, as bad input.
     for where, text in fields:
         if isinstance(text, str) and "\x00" in text:
-            raise BadRequest(f"{where}: contains a NUL character", code="InvalidPayload")
+            raise InvalidPayloadError(f"{where}: contains a NUL character")
 
 
-def parse_promotion_id(value: str, code: str = "InvalidPromotionIdNoData") -> uuid.UUID:
+def parse_promotion_id(
+    value: str, error: type[BadRequestError] = InvalidPromotionIdNoDataError
+) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
-        raise BadRequest(f"promotion id {value!r} is not a GUID", code=code)
+        raise error(f"promotion id {value!r} is not a GUID")
     return guid
 
 
-def promotion_not_found(ident: object) -> NotFound:
-    return NotFound(f"promotion {ident} not found", code="PromotionNotFound")
+def promotion_not_found(ident: object) -> PromotionNotFoundError:
+    return PromotionNotFoundError(f"promotion {ident} not found")
 
 
 class PromotionService:
@@ -75,9 +89,7 @@ class PromotionService:
         seen = set()
         for i, ch in enumerate(body.redemption_channels):
             if ch.type in seen:
-                raise BadRequest(
-                    f"redemptionChannels[{i}]: channel {ch.type.value} given twice", code="DuplicateRedemptionChannel"
-                )
+                raise DuplicateRedemptionChannelError(f"redemptionChannels[{i}]: channel {ch.type.value} given twice")
             seen.add(ch.type)
             where = f"redemptionChannels[{i}]"
             value = validate_channel_value(ch.value_type, ch.value, where)
@@ -121,16 +133,14 @@ class PromotionService:
             start = self._day(v.start_date)
             end = self._day(v.end_date)
         except (OverflowError, ValueError) as exc:
-            raise BadRequest("validity: a date is out of range", code="InvalidValidity") from exc
+            raise InvalidValidityError("validity: a date is out of range") from exc
         assert start is not None
         for name, day in (("startDate", start), ("endDate", end)):
             # Beyond these, day arithmetic (end of day in the tenant's zone, assignedValidity) overflows.
             if day is not None and not FIRST_DAY <= day <= LAST_DAY:
-                raise BadRequest(
-                    f"validity.{name} must be between {FIRST_DAY} and {LAST_DAY}", code="InvalidValidity"
-                )
+                raise InvalidValidityError(f"validity.{name} must be between {FIRST_DAY} and {LAST_DAY}")
         if end is not None and end < start:
-            raise BadRequest("validity.endDate is before validity.startDate", code="InvalidValidity")
+            raise InvalidValidityError("validity.endDate is before validity.startDate")
         return {
             "start_date": start,
             "end_date": end,
@@ -206,7 +216,7 @@ class PromotionService:
             )
         ).first()
         if found is None:
-            raise NotFound(f"no promotion with externalId {external_id!r}", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"no promotion with externalId {external_id!r}")
         return found
 
     async def _check_external_free(self, conn: AsyncConnection, external_id: str | None, own: uuid.UUID | None) -> None:
@@ -217,12 +227,12 @@ class PromotionService:
         )
         other = await conn.scalar(q)
         if other is not None and other != own:
-            raise Conflict(f"externalId {external_id!r} is used by promotion {other}", code="ExternalIdInUse")
+            raise ExternalIdInUseError(f"externalId {external_id!r} is used by promotion {other}")
 
     def _require_draft(self, row: Any) -> None:
         if row.activated_at is not None:
             status = status_of(row, self.now, self.ctx.tz).value
-            raise Conflict(f"promotion is {status}; only a Draft can be changed", code="PromotionNotDraft")
+            raise PromotionNotDraftError(f"promotion is {status}; only a Draft can be changed")
 
     # ------------------------------------------------------------------------------------------- commands
 
@@ -281,16 +291,16 @@ class PromotionService:
         )
         assigned = await conn.scalar(select(exists().where(assignment.c.promotion_id == row.id)))
         if assigned:
-            raise Conflict("promotion has been assigned and cannot be deleted", code="PromotionHasAssignments")
+            raise PromotionHasAssignmentsError("promotion has been assigned and cannot be deleted")
         await conn.execute(delete(promotion).where(promotion.c.id == row.id))
 
     async def activate(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         if not row.channels:
-            raise Conflict("a promotion needs at least one redemption channel", code="PromotionIncomplete")
+            raise PromotionIncompleteError("a promotion needs at least one redemption channel")
         if row.end_date is not None and self.now > end_of_day(row.end_date, self.ctx.tz):
-            raise Conflict("the promotion's end date has passed", code="PromotionExpired")
+            raise PromotionExpiredError("the promotion's end date has passed")
         await conn.execute(
             update(promotion).where(promotion.c.id == row.id).values(activated_at=self.now, updated_at=self.now)
         )
@@ -300,7 +310,7 @@ class PromotionService:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         status = status_of(row, self.now, self.ctx.tz)
         if status not in (PromotionStatus.ACTIVE, PromotionStatus.SCHEDULED):
-            raise Conflict(f"promotion is {status.value}", code="PromotionNotActive")
+            raise PromotionNotActiveError(f"promotion is {status.value}")
         await conn.execute(
             update(promotion).where(promotion.c.id == row.id).values(deactivated_at=self.now, updated_at=self.now)
         )

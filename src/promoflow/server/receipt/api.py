@@ -12,12 +12,35 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from ...wire.engage import Receipt, ReceiptResult
+from ..contact.errors import (
+    ContactNotFoundError,
+    InvalidContactIdError,
+    InvalidContactTypeError,
+    InvalidEmailAddressError,
+    InvalidPhoneNumberError,
+    InvalidSearchQueryError,
+    InvalidSocialSecurityNumberError,
+)
 from ..contact.service import parse_contact_id
-from ..exceptions import BadRequest
+from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
 from ..http.edge import Edge, edge
+from ..http.errors import IdempotencyKeyInUseError, IdempotencyKeyMismatchError
 from ..http.openapi import EXTENSION, errors
 from ..promotion.assignment import parse_assignment_id
+from ..promotion.errors import InvalidPromotionIdNoDataError, PromotionNotFoundError
 from . import shown
+from .errors import (
+    InvalidAmountError,
+    InvalidCreatedDateError,
+    InvalidCurrencyError,
+    InvalidFormatError,
+    InvalidMatchKeyTypeError,
+    InvalidOriginalReceiptError,
+    InvalidStoreExternalIdError,
+    PaymentTotalMismatchError,
+    ReceiptTotalMismatchError,
+    StoreNotFoundError,
+)
 from .history import HistoryService
 from .ledger import LedgerService
 from .quick import ReceiptRoute
@@ -32,15 +55,14 @@ receipt_router = APIRouter(route_class=ReceiptRoute)
 RECEIPTS, STORES, REPORTS = "receipts", "stores", "reports"
 
 _RECEIPT_ERRORS = errors(
-    e400=[
-        "InvalidPayload", "InvalidJson", "InvalidMatchKeyType", "InvalidContactId", "InvalidEmailAddress",
-        "InvalidPhoneNumber", "InvalidSocialSecurityNumber", "InvalidSearchQuery", "InvalidContactType",
-        "ReceiptTotalMismatch", "PaymentTotalMismatch", "InvalidCreatedDate", "InvalidCurrency", "InvalidAmount",
-        "InvalidOriginalReceipt",
-    ],
-    e409=["IdempotencyKeyInUse"],
-    e415=["UnsupportedMediaType"],
-    e422=["IdempotencyKeyMismatch"],
+    
+        InvalidPayloadError, InvalidJsonError, InvalidMatchKeyTypeError, InvalidContactIdError, InvalidEmailAddressError,
+        InvalidPhoneNumberError, InvalidSocialSecurityNumberError, InvalidSearchQueryError, InvalidContactTypeError,
+        ReceiptTotalMismatchError, PaymentTotalMismatchError, InvalidCreatedDateError, InvalidCurrencyError, InvalidAmountError,
+        InvalidOriginalReceiptError,
+    IdempotencyKeyInUseError,
+    UnsupportedMediaTypeError,
+    IdempotencyKeyMismatchError,
 )  # fmt: skip
 _RECEIPT_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -82,7 +104,7 @@ router.include_router(receipt_router)
     "/api/v2/contacts/{contact_id}/transactions",
     response_model=TransactionPage,
     tags=[RECEIPTS],
-    responses=errors(e400=["InvalidContactId", "InvalidPayload"], e404=["ContactNotFound"]),
+    responses=errors(InvalidContactIdError, InvalidPayloadError, ContactNotFoundError),
 )
 async def contact_transactions(
     contact_id: str,
@@ -108,14 +130,14 @@ async def list_stores(e: Edge = Depends(edge)) -> Response:
 
 
 @router.get("/api/v2/stores/{external_id}", response_model=StoreOut, tags=[STORES], openapi_extra=EXTENSION,
-            responses=errors(e400=["InvalidStoreExternalId"], e404=["StoreNotFound"]))  # fmt: skip
+            responses=errors(InvalidStoreExternalIdError, StoreNotFoundError))  # fmt: skip
 async def get_store(external_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: a store."""
     return await e.read(lambda conn, now: StoreService(e.ctx, now).get(conn, external_id))
 
 
 @router.put("/api/v2/stores/{external_id}", response_model=StoreOut, tags=[STORES], openapi_extra=EXTENSION,
-            responses=errors(e400=["InvalidStoreExternalId", "InvalidPayload"]))  # fmt: skip
+            responses=errors(InvalidStoreExternalIdError, InvalidPayloadError))  # fmt: skip
 async def put_store(external_id: str, body: StoreIn, e: Edge = Depends(edge)) -> Response:
     """Extension: name a store and set its type — RETAIL (a redeem-by-receipt is POS) or ECOM. 201 when new."""
 
@@ -128,7 +150,7 @@ async def put_store(external_id: str, body: StoreIn, e: Edge = Depends(edge)) ->
 
 # ------------------------------------------------------------------------------------------------ ledger
 
-_LEDGER_ERRORS = errors(e400=["InvalidPromotionIdNoData"], e404=["PromotionNotFound"])
+_LEDGER_ERRORS = errors(InvalidPromotionIdNoDataError, PromotionNotFoundError)
 
 
 async def _ledger(e: Edge, ref: str) -> Response:
@@ -165,7 +187,7 @@ _CSV_DOC: dict[int | str, dict[str, Any]] = {
 def _format(value: str) -> str:
     fmt = value.strip().lower()
     if fmt not in ("json", "csv"):
-        raise BadRequest(f"format {value!r} is not json or csv", code="InvalidFormat")
+        raise InvalidFormatError(f"format {value!r} is not json or csv")
     return fmt
 
 
@@ -185,7 +207,7 @@ def _csv(text: str, name: str) -> Response:
 
 @router.get("/api/v2/reports/promotions/{promotion_id}", response_model=PromotionReport, tags=[REPORTS],
             openapi_extra=EXTENSION,
-            responses={**errors(e400=["InvalidPromotionIdNoData", "InvalidFormat"], e404=["PromotionNotFound"]),
+            responses={**errors(InvalidPromotionIdNoDataError, InvalidFormatError, PromotionNotFoundError),
                        **_CSV_DOC})  # fmt: skip
 async def promotion_report(
     promotion_id: str, e: Edge = Depends(edge), format: str = Query("json", description="json or csv")
@@ -201,7 +223,7 @@ async def promotion_report(
 
 
 @router.get("/api/v2/reports/promotions", response_model=PromotionReportPage, tags=[REPORTS],
-            openapi_extra=EXTENSION, responses={**errors(e400=["InvalidFormat", "InvalidPayload"]), **_CSV_DOC})  # fmt: skip
+            openapi_extra=EXTENSION, responses={**errors(InvalidFormatError, InvalidPayloadError), **_CSV_DOC})  # fmt: skip
 async def promotions_report(
     e: Edge = Depends(edge),
     offset: int = Query(0, ge=0),

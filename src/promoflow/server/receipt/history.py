@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.timeutil import iso
-from ..exceptions import NotFound
+from ..contact.errors import ContactNotFoundError
 from ..models import contact
 from ..models.receipts import receipt, receipt_promotion, store
 from ..tenant.service import TenantContext
@@ -39,7 +39,7 @@ class HistoryService:
                 select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == tid)
             )
             if found is None:
-                raise NotFound(f"contact {contact_id} not found", code="ContactNotFound")
+                raise ContactNotFoundError(f"contact {contact_id} not found")
         rows = (
             await conn.execute(
                 select(receipt, store.c.name.label("store_name"), store.c.type.label("store_type"))

@@ -16,9 +16,9 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.timeutil import iso
-from ..exceptions import NotFound
 from ..models import assignment, assignment_event, redemption
 from ..models.receipts import promotion_view, receipt_promotion
+from ..promotion.errors import PromotionNotFoundError
 from ..tenant.service import TenantContext
 
 _ORDER = {"assigned": 0, "shown": 1, "redeemed": 2, "linked": 3, "reactivated": 4, "deleted": 5}
@@ -37,7 +37,7 @@ class LedgerService:
             )
         ).first()
         if a is None:
-            raise NotFound(f"promotion {assignment_id} not found", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"promotion {assignment_id} not found")
         found: list[tuple[datetime, int, dict[str, Any]]] = []
 
         def add(kind: str, at: datetime, **fields: Any) -> None:

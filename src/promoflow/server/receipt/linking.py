@@ -28,11 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...wire.engage import ReturnPolicy
 from ..dialect import insert_ignore
-from ..exceptions import BadRequest, Conflict, NotFound, PromoflowError
+from ..exceptions import PromoflowError
 from ..models import assignment, promotion
 from ..models.receipts import receipt, receipt_promotion
-from ..promotion.assignment import AlreadyRedeemed, RedemptionService
+from ..promotion.assignment import RedemptionService
+from ..promotion.errors import (
+    InvalidPromotionIdError,
+    PromotionAlreadyRedeemedError,
+    PromotionNotAssociatedWithContactError,
+    PromotionNotFoundError,
+)
 from ..tenant.service import TenantContext
+from .errors import InvalidUsedPromotionError, NoRedeemableAssignmentError
 from .rules import PURCHASE, fully_returned
 from .store import CHANNEL_OF_TYPE
 
@@ -68,10 +75,6 @@ class _Target:
     promotion_id: uuid.UUID
     redeemed: bool
     redemption_count: int
-
-
-def _unusable(message: str) -> PromoflowError:
-    return Conflict(message, code="NoRedeemableAssignment")
 
 
 class ReceiptLinker:
@@ -119,18 +122,15 @@ class ReceiptLinker:
 
     def _own(self, row: Any, sale: Sale, ref: str) -> _Target:
         if row.deleted_at is not None:
-            raise NotFound(f"promotion {ref} not found", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"promotion {ref} not found")
         if row.contact_id != sale.contact_id:
-            raise NotFound(
-                f"promotion {ref} is not assigned to the receipt's contact",
-                code="PromotionNotAssociatedWithContact",
-            )
+            raise PromotionNotAssociatedWithContactError(f"promotion {ref} is not assigned to the receipt's contact")
         return _Target(row.id, row.promotion_id, row.redeemed_at is not None, row.redemption_count)
 
     async def _resolve(self, conn: AsyncConnection, sale: Sale, entry: dict[str, Any]) -> _Target:
         coupon, promo = entry.get("couponId"), entry.get("promotionId")
         if not coupon and not promo:
-            raise BadRequest("give couponId or promotionId", code="InvalidUsedPromotion")
+            raise InvalidUsedPromotionError("give couponId or promotionId")
         if coupon:
             guid = parse_guid(str(coupon))
             cond = (
@@ -138,11 +138,11 @@ class ReceiptLinker:
             )
             row = await self._assignment(conn, cond)
             if row is None:
-                raise NotFound(f"no promotion code {coupon!r}", code="PromotionNotFound")
+                raise PromotionNotFoundError(f"no promotion code {coupon!r}")
             return self._own(row, sale, str(coupon))
         guid = parse_guid(str(promo))
         if guid is None:
-            raise BadRequest(f"promotionId {promo!r} is not a GUID", code="InvalidPromotionId")
+            raise InvalidPromotionIdError(f"promotionId {promo!r} is not a GUID")
         row = await self._assignment(conn, assignment.c.id == guid)
         if row is not None:
             return self._own(row, sale, str(guid))
@@ -150,7 +150,7 @@ class ReceiptLinker:
             select(promotion.c.id).where(promotion.c.id == guid, promotion.c.tenant_id == self.ctx.tenant_id)
         )
         if template is None:
-            raise NotFound(f"promotion {guid} not found", code="PromotionNotFound")
+            raise PromotionNotFoundError(f"promotion {guid} not found")
         return await self._by_template(conn, sale, guid)
 
     async def _by_template(self, conn: AsyncConnection, sale: Sale, promotion_id: uuid.UUID) -> _Target:
@@ -213,11 +213,8 @@ class ReceiptLinker:
             return _Target(open_one.id, open_one.promotion_id, False, open_one.redemption_count)
         held = await conn.scalar(select(func.count()).select_from(assignment).where(mine))
         if not held:
-            raise NotFound(
-                f"promotion {promotion_id} is not assigned to the receipt's contact",
-                code="PromotionNotAssociatedWithContact",
-            )
-        raise _unusable(
+            raise PromotionNotAssociatedWithContactError(f"promotion {promotion_id} is not assigned to the receipt's contact")
+        raise NoRedeemableAssignmentError(
             f"the contact holds no assignment of promotion {promotion_id} that was redeemable at "
             "createdDate or redeemed for this sale"
         )
@@ -239,7 +236,7 @@ class ReceiptLinker:
                     unique_receipt_id=sale.unique_receipt_id,
                 )
                 kind, seq = REDEEMED, done.seq
-            except AlreadyRedeemed:
+            except PromotionAlreadyRedeemedError:
                 # Lost a race with a redeem of the same assignment (a redeem call, another receipt): link to it.
                 seq = int(
                     await conn.scalar(

@@ -19,8 +19,17 @@ from decimal import Decimal
 from typing import Any
 
 from ...wire.engage import Receipt, ReceiptItem, ReceiptItemType
+from ..contact.errors import InvalidContactIdError
 from ..contact.service import normalize_email, normalize_key, normalize_phone, normalize_ssn
-from ..exceptions import BadRequest
+from .errors import (
+    InvalidAmountError,
+    InvalidCreatedDateError,
+    InvalidCurrencyError,
+    InvalidMatchKeyTypeError,
+    InvalidOriginalReceiptError,
+    PaymentTotalMismatchError,
+    ReceiptTotalMismatchError,
+)
 
 LINE_TOLERANCE_PER_ITEM = Decimal("0.01")
 LINE_TOLERANCE_MAX = Decimal("1.00")
@@ -51,28 +60,18 @@ _NORMALIZE = {
 }
 
 
-class ReceiptInvalid(BadRequest):
-    """400: the receipt is well-formed JSON of the right shape but its content does not hold together."""
-
-    code = "InvalidReceipt"
-
-
-def invalid(code: str, message: str) -> ReceiptInvalid:
-    return ReceiptInvalid(message, code=code)
-
-
 def canonical_key(key_type: str, value: str) -> tuple[str, str]:
     """(canonical matchKeyType, normalised matchKey); 400 `InvalidMatchKeyType` or the key's own format error."""
     kt = KEY_TYPES.get(key_type.strip().lower())
     if kt is None:
         allowed = "contactId, email, mobilePhone, memberNumber, externalId, socialSecurityNumber"
-        raise invalid("InvalidMatchKeyType", f"contact.matchKeyType {key_type!r} is not one of {allowed}")
+        raise InvalidMatchKeyTypeError(f"contact.matchKeyType {key_type!r} is not one of {allowed}")
     if kt == "contactId":
         from ...kit.guid import parse_guid
 
         guid = parse_guid(value)
         if guid is None:
-            raise invalid("InvalidContactId", f"contact.matchKey {value!r} is not a contact id (GUID)")
+            raise InvalidContactIdError(f"contact.matchKey {value!r} is not a contact id (GUID)")
         return kt, str(guid)
     return kt, _NORMALIZE[kt](value)
 
@@ -99,13 +98,13 @@ class Checked:
 def check_receipt(receipt: Receipt, now: datetime) -> Checked:
     """Everything about a receipt that needs no database; raises a specific 400 before anything is stored."""
     if not receipt.currency.isalpha():
-        raise invalid("InvalidCurrency", f"currency {receipt.currency!r} is not an ISO 4217 code such as SEK")
+        raise InvalidCurrencyError(f"currency {receipt.currency!r} is not an ISO 4217 code such as SEK")
     if receipt.created_date > now + CLOCK_SKEW:
-        raise invalid("InvalidCreatedDate", "createdDate is in the future")
+        raise InvalidCreatedDateError("createdDate is in the future")
     if receipt.original_unique_receipt_id is not None and (
         receipt.original_unique_receipt_id == receipt.unique_receipt_id
     ):
-        raise invalid("InvalidOriginalReceipt", "originalUniqueReceiptId names this receipt itself")
+        raise InvalidOriginalReceiptError("originalUniqueReceiptId names this receipt itself")
     amounts: list[tuple[str, Decimal]] = [("totalGrossPrice", receipt.total_gross_price)]
     for i, item in enumerate(receipt.items):
         amounts.append((f"items[{i}].grossPaidPrice", item.gross_paid_price))
@@ -113,23 +112,17 @@ def check_receipt(receipt: Receipt, now: datetime) -> Checked:
     amounts += [(f"paymentMethods[{i}].value", p.value) for i, p in enumerate(receipt.payment_methods)]
     for where, amount in amounts:
         if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
-            raise invalid("InvalidAmount", f"{where}: {amount} is not a valid amount")
+            raise InvalidAmountError(f"{where}: {amount} is not a valid amount")
     total = receipt.total_gross_price
     lines = sum((line_amount(item) for item in receipt.items), Decimal(0))
     tolerance = min(LINE_TOLERANCE_PER_ITEM * len(receipt.items), LINE_TOLERANCE_MAX)
     if abs(lines - total) > tolerance:
-        raise invalid(
-            "ReceiptTotalMismatch",
-            f"the items add up to {lines} but totalGrossPrice is {total} (allowed difference {tolerance}; "
-            "RETURN lines count as negative)",
-        )
+        raise ReceiptTotalMismatchError(f"the items add up to {lines} but totalGrossPrice is {total} (allowed difference {tolerance}; "
+            "RETURN lines count as negative)")
     paid = sum((p.value for p in receipt.payment_methods), Decimal(0))
     if abs(paid - total) > PAYMENT_TOLERANCE:
-        raise invalid(
-            "PaymentTotalMismatch",
-            f"the paymentMethods add up to {paid} but totalGrossPrice is {total} "
-            f"(allowed difference {PAYMENT_TOLERANCE})",
-        )
+        raise PaymentTotalMismatchError(f"the paymentMethods add up to {paid} but totalGrossPrice is {total} "
+            f"(allowed difference {PAYMENT_TOLERANCE})")
     types = {item.type for item in receipt.items}
     if ReceiptItemType.RETURN in types:
         kind = EXCHANGE if ReceiptItemType.PURCHASE in types else RETURN

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.timeutil import iso
 from ...wire.engage import ChannelType
 from ..dialect import insert_ignore
-from ..exceptions import BadRequest, NotFound
 from ..models.receipts import store
 from ..tenant.service import TenantContext
+from .errors import InvalidStoreExternalIdError, StoreNotFoundError
 from .schemas import STORE_DETAILS, StoreIn
 
 DEFAULT_TYPE = "RETAIL"
@@ -44,7 +44,7 @@ def remember(tenant_id: uuid.UUID, external_id: str, type_: str) -> str:
 def check_external_id(value: str) -> str:
     text = value.strip()
     if not text or len(text) > 255:
-        raise BadRequest("a store's externalId is 1 to 255 characters", code="InvalidStoreExternalId")
+        raise InvalidStoreExternalIdError("a store's externalId is 1 to 255 characters")
     return text
 
 
@@ -109,7 +109,7 @@ class StoreService:
     async def get(self, conn: AsyncConnection, external_id: str) -> dict[str, Any]:
         row = await self._row(conn, check_external_id(external_id))
         if row is None:
-            raise NotFound(f"store {external_id!r} not found", code="StoreNotFound")
+            raise StoreNotFoundError(f"store {external_id!r} not found")
         return self._out(row)
 
     async def list(self, conn: AsyncConnection) -> list[dict[str, Any]]:

@@ -15,8 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..exceptions import BadRequest, Conflict, NotFound
 from ..models import api_key, tenant
+from .errors import (
+    InvalidIpAllowListError,
+    InvalidSettingError,
+    InvalidTenantNameError,
+    InvalidTimeZoneError,
+    TenantExistsError,
+    TenantNotFoundError,
+    UnknownSettingError,
+)
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     # The key attribute of each contact type: unique per type, used by create to find an existing contact.
@@ -77,7 +85,7 @@ def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequest(f"unknown time zone {name!r}", code="InvalidTimeZone") from exc
+        raise InvalidTimeZoneError(f"unknown time zone {name!r}") from exc
 
 
 def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -90,7 +98,7 @@ def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress
             try:
                 nets.append(ipaddress.ip_network(part, strict=False))
             except ValueError as exc:
-                raise BadRequest(f"not an IP address or network: {part!r}", code="InvalidIpAllowList") from exc
+                raise InvalidIpAllowListError(f"not an IP address or network: {part!r}") from exc
     return tuple(nets)
 
 
@@ -108,8 +116,8 @@ def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | Non
 
 
 def _checked_setting(name: str, value: Any) -> Any:
-    def bad(rule: str) -> BadRequest:
-        return BadRequest(f"setting {name!r}: {rule}", code="InvalidSetting")
+    def bad(rule: str) -> InvalidSettingError:
+        return InvalidSettingError(f"setting {name!r}: {rule}")
 
     if name == "rateLimitPerSecond":
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
@@ -137,11 +145,11 @@ class TenantService:
     ) -> NewTenant:
         name = name.strip()
         if not name or len(name) > 100:
-            raise BadRequest("a tenant name is 1 to 100 characters", code="InvalidTenantName")
+            raise InvalidTenantNameError("a tenant name is 1 to 100 characters")
         _zone(time_zone)
         existing = await conn.scalar(select(tenant.c.id).where(tenant.c.name == name))
         if existing is not None:
-            raise Conflict(f"tenant {name!r} already exists", code="TenantExists")
+            raise TenantExistsError(f"tenant {name!r} already exists")
         tenant_id = uuid.uuid4()
         await conn.execute(
             insert(tenant).values(
@@ -179,7 +187,7 @@ class TenantService:
     async def by_name(self, conn: AsyncConnection, name: str) -> Any:
         row = (await conn.execute(select(tenant).where(tenant.c.name == name))).first()
         if row is None:
-            raise NotFound(f"no tenant named {name!r}", code="TenantNotFound")
+            raise TenantNotFoundError(f"no tenant named {name!r}")
         return row
 
     async def rotate_key(self, conn: AsyncConnection, name: str) -> str:
@@ -238,7 +246,7 @@ class TenantService:
             elif k in DEFAULT_SETTINGS or k in OPTIONAL_SETTINGS:
                 settings[k] = _checked_setting(k, v)
             else:
-                raise BadRequest(f"unknown tenant setting {k!r}", code="UnknownSetting")
+                raise UnknownSettingError(f"unknown tenant setting {k!r}")
         values["settings"] = settings
         await conn.execute(update(tenant).where(tenant.c.id == row.id).values(**values))
         return settings

@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..config import Settings
-from ..exceptions import NotFound
 from ..models import tenant
+from ..tenant.errors import TenantNotFoundError
 from .files import FileStore
 
 # scrypt with n=2**14, r=8: about 30 ms and 16 MiB per check. The passwords are random 192-bit tokens, so this
@@ -81,7 +81,7 @@ async def rotate_ftp_password(
     """A new FTP password for the tenant ``name``; the old one stops working once cached logins expire."""
     row = (await conn.execute(select(tenant.c.id, tenant.c.name).where(tenant.c.name == name))).first()
     if row is None:
-        raise NotFound(f"no tenant named {name!r}", code="TenantNotFound")
+        raise TenantNotFoundError(f"no tenant named {name!r}")
     password = await set_ftp_password(conn, row.id, now)
     FileStore(settings.data_dir).ensure_tree(row.id)
     return {"name": row.name, "ftpUser": row.name, "ftpPassword": password}

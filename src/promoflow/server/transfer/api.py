@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
+from ..exceptions import InvalidPayloadError
 from ..http.edge import Edge, edge
 from ..http.openapi import EXTENSION, errors
+from .errors import ImportNotFoundError, InvalidImportIdError, InvalidVerdictError
 from .schemas import ImportDetailOut, ImportPage
 from .service import ImportService, parse_import_id, parse_verdict
 
@@ -16,7 +18,7 @@ _STATUSES = ("queued", "running", "done", "rejected", "duplicate", "failed")
 
 
 @router.get("/api/v2/imports", response_model=ImportPage, tags=[TAG], openapi_extra=EXTENSION,
-            responses=errors(e400=["InvalidPayload"]))  # fmt: skip
+            responses=errors(InvalidPayloadError))  # fmt: skip
 async def list_imports(
     e: Edge = Depends(edge),
     offset: int = Query(0, ge=0, le=10_000_000),
@@ -29,7 +31,7 @@ async def list_imports(
 
 
 @router.get("/api/v2/imports/{import_id}", response_model=ImportDetailOut, tags=[TAG], openapi_extra=EXTENSION,
-            responses=errors(e400=["InvalidImportId", "InvalidVerdict"], e404=["ImportNotFound"]))  # fmt: skip
+            responses=errors(InvalidImportIdError, InvalidVerdictError, ImportNotFoundError))  # fmt: skip
 async def get_import(
     import_id: str,
     e: Edge = Depends(edge),

@@ -49,6 +49,7 @@ from ..models import (
     redemption,
     tenant,
 )
+from ..tenant.errors import TenantNotFoundError
 from ..tenant.service import TenantContext, context_from_row
 from ..worker import queue
 from ..worker.runner import HousekeepingContext, JobContext
@@ -364,9 +365,8 @@ async def export_all(db: Database, store: FileStore, now: datetime, *, overlap: 
             q = q.where(tenant.c.name == name)
         rows = (await conn.execute(q.order_by(tenant.c.name))).all()
     if name is not None and not rows:
-        from ..exceptions import NotFound
 
-        raise NotFound(f"no tenant named {name!r}", code="TenantNotFound")
+        raise TenantNotFoundError(f"no tenant named {name!r}")
     out = []
     for row in rows:
         result = await export_promotions(db, store, context_from_row(row), now, overlap=overlap)

@@ -12,15 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
 from ...wire.xml import Verdict
-from ..exceptions import BadRequest, NotFound
 from ..models import file_import, import_record, job
 from ..tenant.service import TenantContext
+from .errors import ImportNotFoundError, InvalidImportIdError, InvalidVerdictError
 
 
 def parse_import_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
-        raise BadRequest(f"import id {value!r} is not a GUID", code="InvalidImportId")
+        raise InvalidImportIdError(f"import id {value!r} is not a GUID")
     return guid
 
 
@@ -30,8 +30,7 @@ def parse_verdict(value: str | None) -> str | None:
     for verdict in Verdict:
         if verdict.value.lower() == value.strip().lower():
             return verdict.value
-    raise BadRequest(f"unknown verdict {value!r}; one of {', '.join(v.value for v in Verdict)}",
-                     code="InvalidVerdict")  # fmt: skip
+    raise InvalidVerdictError(f"unknown verdict {value!r}; one of {', '.join(v.value for v in Verdict)}")  # fmt: skip
 
 
 class ImportService:
@@ -85,7 +84,7 @@ class ImportService:
     ) -> dict[str, Any]:
         row = (await conn.execute(self._select().where(file_import.c.public_id == import_id))).first()
         if row is None:
-            raise NotFound(f"import {import_id} not found", code="ImportNotFound")
+            raise ImportNotFoundError(f"import {import_id} not found")
         out = self._out(row)
         conds = [import_record.c.import_id == row.id]
         if verdict is not None:

@@ -15,9 +15,9 @@ from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.timeutil import iso
-from ..exceptions import NotFound
 from ..models import job
 from ..tenant.service import TenantContext
+from .errors import JobNotFoundError
 
 
 async def enqueue(
@@ -177,5 +177,5 @@ async def get_job_out(conn: AsyncConnection, ctx: TenantContext, public_id: uuid
         await conn.execute(select(job).where(job.c.public_id == public_id, job.c.tenant_id == ctx.tenant_id))
     ).first()
     if row is None:
-        raise NotFound(f"job {public_id} not found", code="JobNotFound")
+        raise JobNotFoundError(f"job {public_id} not found")
     return job_out(row, ctx.tz)

@@ -7,22 +7,24 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ....wire.errors import ErrorCode
 from ....wire.xml import Record, Verdict
 from ...exceptions import PromoflowError
 from ..results import Outcome
 
+# A refusal's verdict in a result file; every other code is `invalid` (with the code in the reason).
 _VERDICT_BY_CODE = {
-    "PromotionExpired": Verdict.EXPIRED,
-    "PromotionNotFound": Verdict.NOT_FOUND,
-    "PromotionNotAssociatedWithContact": Verdict.NOT_FOUND,
-    "ContactNotFound": Verdict.NOT_FOUND,
+    ErrorCode.PROMOTION_EXPIRED: Verdict.EXPIRED,
+    ErrorCode.PROMOTION_NOT_FOUND: Verdict.NOT_FOUND,
+    ErrorCode.PROMOTION_NOT_ASSOCIATED_WITH_CONTACT: Verdict.NOT_FOUND,
+    ErrorCode.CONTACT_NOT_FOUND: Verdict.NOT_FOUND,
 }
 
 
 def refusal(rec: Record[Any], key: str | None, exc: PromoflowError) -> Outcome:
     """A service said no: the Engage error code decides the verdict, its message is the reason."""
     verdict = _VERDICT_BY_CODE.get(exc.code, Verdict.INVALID)
-    return Outcome(rec.index, verdict, rec.line, key, f"{exc.code}: {exc.message}")
+    return Outcome(rec.index, verdict, rec.line, key, f"{exc.code.value}: {exc.message}")
 
 
 async def each_in_savepoint(

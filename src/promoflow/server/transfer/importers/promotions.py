@@ -33,10 +33,16 @@ from ....wire.engage import (
     RedemptionChannelIn,
 )
 from ....wire.xml import PromotionAssignment, PromotionUpsert, Record, Verdict
+from ...contact.errors import ContactNotFoundError
 from ...contact.service import ContactService
-from ...exceptions import BadRequest, Conflict, NotFound
 from ...models import assignment, promotion
 from ...promotion.assignment import AssignmentService
+from ...promotion.errors import (
+    InvalidValidFromDateError,
+    PromotionCodeInUseError,
+    PromotionNotDraftError,
+    PromotionNotFoundError,
+)
 from ...promotion.rules import status_of
 from ...promotion.service import PromotionService
 from ...tenant.service import TenantContext
@@ -115,9 +121,7 @@ class PromotionApplier:
         if self._matches(row, v):
             return Outcome(rec.index, Verdict.DUPLICATE, rec.line, key, f"promotion {row.id} is unchanged")
         status = status_of(row, self.now, self.ctx.tz).value
-        raise Conflict(
-            f"promotion {row.id} is {status}; only a Draft can be changed", code="PromotionNotDraft"
-        )
+        raise PromotionNotDraftError(f"promotion {row.id} is {status}; only a Draft can be changed")
 
     def _matches(self, row: Any, v: PromotionUpsert) -> bool:
         pres = v.presentation
@@ -133,8 +137,7 @@ class PromotionApplier:
         key = _key(v)
         row = await self._by_external(conn, v.external_promotion_id)
         if row is None:
-            raise NotFound(f"no promotion with externalPromotionId {v.external_promotion_id!r}",
-                           code="PromotionNotFound")  # fmt: skip
+            raise PromotionNotFoundError(f"no promotion with externalPromotionId {v.external_promotion_id!r}")  # fmt: skip
         contact_id = await self._contact(conn, v)
         if v.external_promotion_code_id:
             held = (
@@ -149,13 +152,12 @@ class PromotionApplier:
                 if held.promotion_id == row.id and held.contact_id == contact_id:
                     return Outcome(rec.index, Verdict.DUPLICATE, rec.line, key, f"couponId {held.id}",
                                    {"contactId": str(contact_id)})  # fmt: skip
-                raise Conflict(f"externalPromotionCodeId {v.external_promotion_code_id!r} is used by coupon "
-                               f"{held.id}", code="PromotionCodeInUse")  # fmt: skip
+                raise PromotionCodeInUseError(f"externalPromotionCodeId {v.external_promotion_code_id!r} is used by coupon "
+                               f"{held.id}")  # fmt: skip
         start = start_of_day(row.start_date, self.ctx.tz)
         valid_from = start_of_day(v.valid_from_date, self.ctx.tz) if v.valid_from_date else None
         if valid_from is not None and valid_from < start:
-            raise BadRequest(f"validFromDate {v.valid_from_date} is before the promotion's start {row.start_date}",
-                             code="InvalidValidFromDate")  # fmt: skip
+            raise InvalidValidFromDateError(f"validFromDate {v.valid_from_date} is before the promotion's start {row.start_date}")  # fmt: skip
         if status_of(row, self.now, self.ctx.tz) is PromotionStatus.DRAFT:
             await self.promotions.activate(conn, str(row.id))
         item = await self.assignments.assign(
@@ -176,8 +178,8 @@ class PromotionApplier:
             guid = uuid.UUID(v.contact_id)
             if await contacts.exists(conn, guid):
                 return guid
-            raise NotFound(f"contact {v.contact_id} not found", code="ContactNotFound")
+            raise ContactNotFoundError(f"contact {v.contact_id} not found")
         found = await contacts.find_by_key(conn, "externalId", v.external_contact_id or "")
         if found is None:
-            raise NotFound(f"no contact with externalId {v.external_contact_id!r}", code="ContactNotFound")
+            raise ContactNotFoundError(f"no contact with externalId {v.external_contact_id!r}")
         return found

@@ -32,7 +32,8 @@ from ....wire.xml import Record, Redemption, Verdict
 from ...dialect import unindexed
 from ...exceptions import PromoflowError
 from ...models import redemption
-from ...promotion.assignment import CLOCK_SKEW, AlreadyRedeemed, RedeemLine, RedemptionService
+from ...promotion.assignment import CLOCK_SKEW, RedeemLine, RedemptionService
+from ...promotion.errors import PromotionAlreadyRedeemedError
 from ...promotion.rules import CHANNEL_BITS
 from ...tenant.service import TenantContext
 from ..results import Outcome
@@ -301,7 +302,7 @@ class RedemptionApplier:
                 unique_receipt_id=v.unique_receipt_id,
                 idempotency_key=v.idempotency_key,
             )
-        except AlreadyRedeemed as exc:
+        except PromotionAlreadyRedeemedError as exc:
             detail = _detail(
                 exc.redeemed_at, exc.channel, exc.store_external_id, exc.unique_receipt_id, self.ctx.tz
             )
