@@ -28,7 +28,7 @@ def test_user_commands(db_url: str, data_dir: Path, settings: object) -> None:
     )
     assert again["password"] is None  # an existing user joins another tenant; their password stays
     dup = _cli(db_url, data_dir, "create", email, "--tenant", t1["name"], "--role", "viewer")
-    assert dup.returncode == 2 and "UserExists" in dup.stderr
+    assert dup.returncode == 2 and "already a marketer" in dup.stderr
     assert _cli(db_url, data_dir, "create", email, "--tenant", t1["name"], "--role", "boss").returncode == 2
     rows = json.loads(_cli(db_url, data_dir, "list", "--tenant", t2["name"], "--json").stdout)
     assert rows == [{"email": email.lower(), "tenant": t2["name"], "role": "viewer", "disabled": False}]

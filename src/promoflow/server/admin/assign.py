@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from ..exceptions import BadRequest
+from ..exceptions import InvalidPayloadError
 from . import gateway
 from .common import admin_router, guid_or_404, now_of, reading, wake_worker, writing
 from .sessions import AdminContext
@@ -102,7 +102,7 @@ async def run(promotion_id: str, request: Request, who: AdminContext = Depends(m
     async with writing(request) as conn:
         result = await gateway.check_keys(conn, who.tenant, pid, text)
         if not result.lines or len(result.lines) > gateway.MAX_BULK:
-            raise BadRequest("paste between 1 and 100,000 contact keys", code="InvalidPayload")
+            raise InvalidPayloadError("paste between 1 and 100,000 contact keys")
         lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
         job_id = await gateway.start_bulk(conn, who.tenant, now, pid, result.to_assign, lines, "keys")
     wake_worker(request)
@@ -168,9 +168,7 @@ async def segment_run(promotion_id: str, request: Request, who: AdminContext = D
     async with writing(request) as conn:
         ids = await gateway.segment_ids(conn, who.tenant, seg)
         if len(ids) > gateway.MAX_BULK:
-            raise BadRequest(
-                f"the segment has more than {gateway.MAX_BULK:,} contacts; narrow it", code="InvalidPayload"
-            )
+            raise InvalidPayloadError(f"the segment has more than {gateway.MAX_BULK:,} contacts; narrow it")
         result = await gateway.check_keys(conn, who.tenant, pid, "\n".join(str(i) for i in ids))
         lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
         job_id = await gateway.start_bulk(

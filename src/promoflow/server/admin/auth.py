@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from ..exceptions import NotFound
+from ..exceptions import NotFoundError
 from ..http.edge import state_of
 from .common import admin_router, client_address, guid_or_404, now_of, writing
 from .sessions import AdminContext, SessionRefused, SessionStore
@@ -35,7 +35,7 @@ _TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png", ".s
 async def static_file(name: str) -> Response:
     path = STATIC.get(name)
     if path is None:
-        raise NotFound("no such file", code="NotFound")
+        raise NotFoundError("no such file")
     return FileResponse(path, media_type=_TYPES.get(path.suffix, "application/octet-stream"),
                         headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
@@ -118,5 +118,5 @@ async def switch_tenant(request: Request, who: AdminContext = Depends(current_ad
             now_of(request), timedelta(minutes=st.settings.admin_session_idle_minutes)
         ).switch_tenant(conn, who, tid)
     if not ok:
-        raise NotFound("no such tenant", code="NotFound")
+        raise NotFoundError("no such tenant")
     return redirect(request, "/admin/promotions")

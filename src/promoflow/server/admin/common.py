@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
-from ..exceptions import NotFound
+from ..exceptions import NotFoundError
 from ..http.edge import AppState, state_of
 from .web import AdminRoute
 
@@ -47,7 +47,7 @@ def wake_worker(request: Request) -> None:
 def guid_or_404(value: str, what: str = "page") -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
-        raise NotFound(f"no such {what}", code="NotFound")
+        raise NotFoundError(f"no such {what}")
     return guid
 
 

@@ -30,22 +30,23 @@ from ...wire.engage import (
     ValueType,
 )
 from ..contact.service import ContactService, normalize_email, normalize_key, normalize_phone
-from ..exceptions import NotFound, PromoflowError
+from ..exceptions import PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
 from ..promotion.assignment import (
-    AlreadyRedeemed,
     AssignmentService,
     RedemptionService,
     promotion_part,
     render_item,
 )
 from ..promotion.bulk import BULK_ASSIGN, bulk_payload
+from ..promotion.errors import PromotionAlreadyRedeemedError, PromotionNotFoundError
 from ..promotion.rules import CHANNEL_BITS, assignment_window, status_of, validate_channel_value
 from ..promotion.service import PromotionService
 from ..receipt.history import HistoryService
 from ..receipt.ledger import LedgerService
 from ..tenant.service import TenantContext
 from ..worker import queue
+from ..worker.errors import JobNotFoundError
 
 CHANNELS = ("POS", "ECOM", "OTHER")
 PAGE_SIZE = 25
@@ -532,7 +533,7 @@ async def get_bulk(conn: AsyncConnection, ctx: TenantContext, job_id: uuid.UUID)
         )
     ).first()
     if row is None or "admin" not in row.payload:
-        raise NotFound(f"assignment run {job_id} not found", code="JobNotFound")
+        raise JobNotFoundError(f"assignment run {job_id} not found")
     p = row.payload
     return JobView(row.public_id, uuid.UUID(p["promotionId"]), row.status, row.progress_done,
                    row.progress_total or 0, row.result, row.error, p["admin"]["lines"], p["admin"]["origin"])  # fmt: skip
@@ -708,7 +709,7 @@ async def why_not_shown(conn: AsyncConnection, ctx: TenantContext, now: datetime
                         channel: ChannelType) -> str:  # fmt: skip
     try:
         await RedemptionService(ctx, now)._explain_refusal(conn, row.id, channel, now, None)
-    except AlreadyRedeemed as exc:
+    except PromotionAlreadyRedeemedError as exc:
         where = f" in store {exc.store_external_id}" if exc.store_external_id else ""
         return f"already redeemed {fmt_time(exc.redeemed_at, ctx.tz)} via {exc.channel}{where}"
     except PromoflowError as exc:
@@ -798,7 +799,7 @@ async def reactivate(conn: AsyncConnection, ctx: TenantContext, now: datetime, a
     owner = await conn.scalar(select(assignment.c.contact_id).where(assignment.c.id == aid,
                                                                    assignment.c.tenant_id == ctx.tenant_id))  # fmt: skip
     if owner != cid:
-        raise NotFound(f"promotion {aid} not found", code="PromotionNotFound")
+        raise PromotionNotFoundError(f"promotion {aid} not found")
     await RedemptionService(ctx, now).reactivate(conn, aid, reason="admin")
     await conn.execute(
         update(assignment_event)

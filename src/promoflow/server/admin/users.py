@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..contact.errors import InvalidEmailAddressError
 from ..contact.service import normalize_email
-from ..exceptions import BadRequest, Conflict, NotFound
+from ..exceptions import BadRequestError, ConflictError, NotFoundError
 from ..models import admin_membership, admin_session, admin_user, tenant
 from ..tenant.service import TenantService
 from .passwords import generate_password, hash_password
@@ -40,16 +41,14 @@ def parse_role(value: str) -> Role:
     try:
         return Role(value.strip().lower())
     except ValueError as exc:
-        raise BadRequest(
-            f"unknown role {value!r}; use admin, marketer or viewer", code="InvalidRole"
-        ) from exc
+        raise BadRequestError(f"unknown role {value!r}; use admin, marketer or viewer") from exc
 
 
 def parse_email(value: str) -> str:
     try:
         return normalize_email(value)
-    except BadRequest as exc:
-        raise BadRequest(f"not a valid e-mail address: {value!r}", code="InvalidEmailAddress") from exc
+    except InvalidEmailAddressError as exc:
+        raise InvalidEmailAddressError(f"not a valid e-mail address: {value!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class UserService:
     async def _user(self, conn: AsyncConnection, email: str) -> Any:
         row = (await conn.execute(select(admin_user).where(admin_user.c.email == parse_email(email)))).first()
         if row is None:
-            raise NotFound(f"no user {email!r}", code="UserNotFound")
+            raise NotFoundError(f"no user {email!r}")
         return row
 
     async def create(self, conn: AsyncConnection, email: str, tenant_name: str, role: str) -> NewUser:
@@ -94,9 +93,7 @@ class UserService:
                 )
             )
             if member is not None:
-                raise Conflict(
-                    f"{address} is already a {member} of {t.name}; use set-role", code="UserExists"
-                )
+                raise ConflictError(f"{address} is already a {member} of {t.name}; use set-role")
         await conn.execute(
             insert(admin_membership).values(
                 user_id=user_id, tenant_id=t.id, role=r.value, created_at=self.now
@@ -129,7 +126,7 @@ class UserService:
             .values(role=r.value)
         )
         if done.rowcount == 0:
-            raise NotFound(f"{user.email} is not a member of {t.name}", code="UserNotFound")
+            raise NotFoundError(f"{user.email} is not a member of {t.name}")
         return {"email": user.email, "tenant": t.name, "role": r.value}
 
     async def remove(self, conn: AsyncConnection, email: str, tenant_name: str) -> None:
