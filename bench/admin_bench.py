@@ -49,7 +49,7 @@ CONTACTS = 100_000
 PROMOTIONS = 10_000
 BIG = 10  # promotions holding the assignments: 100,000 each
 ASSIGNMENTS = 1_000_000
-RUNS = 60
+RUNS = 40
 FIRST = ["Ada", "Bo", "Cy", "Dag", "Eva", "Fia", "Gus", "Hans", "Ida", "Jon"]
 LAST = ["Lind", "Ek", "Berg", "Strand", "Holm", "Sjö", "Dahl", "Nord", "Lund", "Falk"]
 
@@ -236,6 +236,11 @@ def run(url: str, tmp: Path) -> None:
              floor(lambda c: gateway.list_promotions(c, tctx, now, f, None)), 0.150)  # fmt: skip
         show("promotions list, page 42", timed(lambda: get("/admin/promotions", after=after)),
              floor(lambda c: gateway.list_promotions(c, tctx, now, f, after)), 0.150)  # fmt: skip
+        ids = re.findall(r'<span id="assigned-([0-9a-f-]{36})"', first)
+        fig = "/admin/promotions/figures?" + "&".join(f"id={i}" for i in ids)
+        pids = [uuid.UUID(i) for i in ids]
+        show("figures of the first page (1M)", timed(lambda: get(fig)),
+             floor(lambda c: gateway.promotion_counts(c, tctx, pids)), 10.0)  # fmt: skip
         fa = gateway.PromotionFilters(status=gateway.PromotionStatus.DRAFT, text="99")
         show("promotions list, Draft + text", timed(lambda: get("/admin/promotions", status="Draft", q="99")),
              floor(lambda c: gateway.list_promotions(c, tctx, now, fa, None)), 0.150)  # fmt: skip

@@ -185,6 +185,7 @@ def test_the_critical_marketer_flow(page: Any, site: Site) -> None:
     shot(page, "activate")
     page.get_by_role("button", name="Activate").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Active")
+    pid = page.url.split("?")[0].rsplit("/", 1)[1]
     expect(page.get_by_text("Only drafts can be edited")).to_be_visible()
 
     # Assign by pasted keys, one of them unknown: Check first, then Assign with live progress.
@@ -229,6 +230,8 @@ def test_the_critical_marketer_flow(page: Any, site: Site) -> None:
     axe_check(page)
     shot(page, "contact-card")
     page.get_by_role("link", name="Promotions").first.click()
+    expect(page.locator(f"#assigned-{pid}")).to_have_text("2")  # the figures arrive after the page
+    expect(page.locator(f"#redeemed-{pid}")).to_have_text("1")
     axe_check(page)
     shot(page, "promotions")
 

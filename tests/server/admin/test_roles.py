@@ -92,6 +92,7 @@ def test_every_page_renders_for_each_role_that_may_see_it(admin: Admin) -> None:
         "/admin/promotions", f"/admin/promotions/{w['pid']}", f"/admin/promotions/{w['draft']}",
         "/admin/promotions/preview", "/admin/contacts", "/admin/contacts?q=roles", f"/admin/contacts/{w['cid']}",
         w["run"], w["run"] + "/result.csv", f"/admin/promotions/{w['pid']}/segment/count",
+        f"/admin/promotions/figures?id={w['pid']}",
     ]  # fmt: skip
     writer = [
         "/admin/promotions/new", f"/admin/promotions/{w['draft']}/activate", f"/admin/promotions/{w['pid']}/assign",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from starlette.responses import Response
 
+from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType, PromotionStatus
 from ..exceptions import PromoflowError
 from . import gateway
@@ -49,6 +50,15 @@ def _editor(request: Request, who: AdminContext, form: PromotionForm, *, view: g
         value_types=VALUE_TYPES, value_type_labels=VALUE_TYPE_LABELS, ever_assigned=ever_assigned, notice=notice,
         editable=(view is None or view.is_draft) and who.can(Role.MARKETER),
     )  # fmt: skip
+
+
+@router.get("/promotions/figures")
+async def figures(request: Request, who: AdminContext = Depends(viewer)) -> Response:
+    """Assigned and redeemed for the promotions of a list page, fetched after the page has rendered."""
+    ids = [g for g in (parse_guid(v) for v in request.query_params.getlist("id")[:100]) if g is not None]
+    async with reading(request) as conn:
+        counts = await gateway.promotion_counts(conn, who.tenant, ids)
+    return render(request, "_promotion_figures.html", ids=ids, counts=counts)
 
 
 @router.get("/promotions/new")
