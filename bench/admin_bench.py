@@ -222,7 +222,9 @@ def run(url: str, tmp: Path) -> None:
         now = datetime.now(UTC)
 
         def get(path: str, **params: str) -> Any:
-            r = client.get(path, params=params)
+            r = (
+                client.get(path, params=params) if params else client.get(path)
+            )  # params={} would drop a query
             assert r.status_code == 200, (path, r.status_code)
             return r
 

@@ -99,11 +99,14 @@ async def run(promotion_id: str, request: Request, who: AdminContext = Depends(m
     pid = guid_or_404(promotion_id, "promotion")
     text = await _keys_text(request)
     now = now_of(request)
-    async with writing(request) as conn:
+    # Resolve on a read connection, so a 100,000-line paste never holds the (SQLite) write lock; only the
+    # enqueue is a write.
+    async with reading(request) as conn:
         result = await gateway.check_keys(conn, who.tenant, pid, text)
-        if not result.lines or len(result.lines) > gateway.MAX_BULK:
-            raise InvalidPayloadError("paste between 1 and 100,000 contact keys")
-        lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
+    if not result.lines or len(result.lines) > gateway.MAX_BULK:
+        raise InvalidPayloadError("paste between 1 and 100,000 contact keys")
+    lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
+    async with writing(request) as conn:
         job_id = await gateway.start_bulk(conn, who.tenant, now, pid, result.to_assign, lines, "keys")
     wake_worker(request)
     return redirect(request, f"/admin/runs/{job_id}")
@@ -165,12 +168,13 @@ async def segment_count(promotion_id: str, request: Request, who: AdminContext =
 async def segment_run(promotion_id: str, request: Request, who: AdminContext = Depends(marketer)) -> Response:
     pid = guid_or_404(promotion_id, "promotion")
     seg = _segment(await form_of(request))
-    async with writing(request) as conn:
+    async with reading(request) as conn:
         ids = await gateway.segment_ids(conn, who.tenant, seg)
         if len(ids) > gateway.MAX_BULK:
             raise InvalidPayloadError(f"the segment has more than {gateway.MAX_BULK:,} contacts; narrow it")
         result = await gateway.check_keys(conn, who.tenant, pid, "\n".join(str(i) for i in ids))
-        lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
+    lines = [[line.number, line.text, line.outcome, str(line.contact_id or "")] for line in result.lines]
+    async with writing(request) as conn:
         job_id = await gateway.start_bulk(
             conn, who.tenant, now_of(request), pid, result.to_assign, lines, "segment"
         )
