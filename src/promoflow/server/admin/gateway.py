@@ -663,7 +663,7 @@ async def search_contacts(
         last = func.lower(func.coalesce(c.attributes["lastName"].as_string(), ""))
         full = first.concat(" ").concat(last)
         conds = [full.contains(w, autoescape=True) for w in words]
-        rows = (await conn.execute(select(contact).where(mine, *conds).limit(limit))).all()
+        rows = list((await conn.execute(select(contact).where(mine, *conds).limit(limit))).all())
     seen: set[uuid.UUID] = set()
     out = []
     for r in rows:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Depends, Request
 from starlette.responses import Response
 
@@ -35,7 +37,7 @@ async def promotions(request: Request, who: AdminContext = Depends(viewer)) -> R
     )
     async with reading(request) as conn:
         lines, nxt = await gateway.list_promotions(conn, who.tenant, now_of(request), f, q.get("after"))
-    values = {"lines": lines, "next": nxt, "filters": f, "after": q.get("after"),
+    values: dict[str, Any] = {"lines": lines, "next": nxt, "filters": f, "after": q.get("after"),
               "statuses": [s.value for s in PromotionStatus if s is not PromotionStatus.TEMPORARY]}  # fmt: skip
     if is_htmx(request) and request.headers.get("hx-target") == "promotion-results":
         return render(request, "_promotion_rows.html", **values)
