@@ -589,5 +589,10 @@ def demo_checkout(
             typer.echo(f"deliver the rest: promoflow outbox sync --outbox-dir {outbox.directory} …")
 
 
+from .users import user_app  # noqa: E402  (needs this module's helpers)
+
+app.add_typer(user_app, name="user")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
