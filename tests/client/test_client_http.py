@@ -120,6 +120,19 @@ def test_retry_after_is_honoured(
     assert fake_clock.sleeps == [2.0]
 
 
+def test_one_call_may_run_under_another_retry_policy(
+    engage_server: ScriptedServer, client_for: Any, fake_clock: FakeClock
+) -> None:
+    engage_server.expect(error(503, "ServiceUnavailable"), REDEEMED)
+    client = client_for(retry=RetryPolicy.never(clock=fake_clock, sleep=fake_clock.sleep))
+    outcome = CallOutcome()
+    client.redeem(ASSIGNMENT_ID, "POS", CONTACT_ID, retry=policy(fake_clock, base_delay=0.25), outcome=outcome)
+    assert (outcome.attempts, fake_clock.sleeps) == (2, [0.25])
+    engage_server.expect(error(503, "ServiceUnavailable"))
+    with pytest.raises(ServerError):  # the client's own policy again: one attempt
+        client.count_contacts()
+
+
 def test_bad_request_is_not_retried(engage_server: ScriptedServer, client_for: Any) -> None:
     engage_server.expect(error(400, "NotAValidRedemptionChannel"))
     with pytest.raises(BadRequestError) as caught:

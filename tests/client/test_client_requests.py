@@ -135,6 +135,31 @@ def test_base_url_with_a_path_prefix(make_client: Any) -> None:
     assert recorder.last.url == "https://proxy.example/engage/api/v2/contacts/count"
 
 
+@pytest.mark.parametrize(
+    ("given", "version", "expected"),
+    [
+        ("https://engage.example/api/v2", None, "https://engage.example/api/v2/contacts/count"),
+        ("https://engage.example/api/v2/", 2, "https://engage.example/api/v2/contacts/count"),
+        ("https://engage.example/engage/API/V3", None, "https://engage.example/engage/api/v2/contacts/count"),
+    ],
+)
+def test_a_base_url_ending_in_the_api_version_is_the_servers_root(
+    given: str, version: Any, expected: str
+) -> None:
+    # Copied from Engage's docs with its /api/vN: accepted; the suffix selects the version unless told.
+    recorder = Recorder(answer(3))
+    with EngageClient(given, "k", api_version=version, transport=httpx.MockTransport(recorder)) as client:
+        assert client.count_contacts() == 3  # count is v2-only in Engage: always /api/v2
+        assert client.api_version == (3 if given.lower().endswith("v3") else 2)
+        assert not client.base_url.lower().endswith(("/api/v2", "/api/v3"))
+    assert str(recorder.last.url) == expected
+
+
+def test_a_base_url_version_that_contradicts_api_version_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match=r"ends in /api/v3 but api_version=2.*https://engage\.example\)"):
+        EngageClient("https://engage.example/api/v3", "k", api_version=2)
+
+
 # -------------------------------------------------------------------------------------------------- contacts
 
 

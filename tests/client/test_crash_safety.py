@@ -172,6 +172,7 @@ def journal_of(lane: Lane) -> dict[str, dict[str, Any]]:
     return events
 
 
+@pytest.mark.slow
 def test_tills_killed_at_random_points_apply_every_paid_checkout_exactly_once(
     live: LiveEngage, tmp_path: Path
 ) -> None:

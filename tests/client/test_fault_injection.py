@@ -30,6 +30,7 @@ from promoflow.client import (
     StepStatus,
     SyncAgent,
 )
+from promoflow.client.outbox import UNDELIVERED
 from tests.support.faultproxy import Fault, FaultProxy, FaultSpec, ProxyRequest
 
 from ._live import LiveEngage, live_engage
@@ -51,6 +52,14 @@ MENU: tuple[FaultSpec, ...] = (
     FaultSpec(Fault.STATUS, 429),
     FaultSpec(Fault.STATUS, 429, retry_after="1"),
     FaultSpec(Fault.STATUS_AFTER, 502),
+)
+
+
+OUTAGE: tuple[FaultSpec, ...] = (
+    FaultSpec(Fault.DROP_BEFORE),
+    FaultSpec(Fault.STALL_BEFORE),
+    FaultSpec(Fault.STATUS, 503),
+    FaultSpec(Fault.DROP_AFTER),
 )
 
 
@@ -86,6 +95,7 @@ def _basket(i: int) -> Basket:
     )
 
 
+@pytest.mark.slow
 def test_every_checkout_through_random_faults_redeems_once_and_stores_its_receipt_once(
     live: LiveEngage, tmp_path: Path
 ) -> None:
@@ -155,3 +165,84 @@ def test_every_checkout_through_random_faults_redeems_once_and_stores_its_receip
     assert any(e.request.path.endswith("/redeem") for e in applied_but_lost)
     assert any(e.request.path.endswith("/receipts") for e in applied_but_lost)
     assert statuses[StepStatus.DUPLICATE.value] > 0 and statuses[StepStatus.QUEUED.value] > 0, statuses
+
+
+@pytest.mark.slow
+def test_contact_changes_through_random_faults_end_as_the_till_made_them(tmp_path: Path) -> None:
+    """Issue 11 §10 under random faults: every customer's changes, made sale after sale at one till (identified
+    online, from the cache, or while the API gave no answer; walk-ins created on the way), delivered online or
+    as files through `outbox sync` passes between the sales, end with the last value the till wrote."""
+    live = live_engage(tmp_path / "server")  # with its FTP server: the file path is part of the test
+    rng = random.Random(SEED + 1)
+    policy = RetryPolicy.interactive(
+        max_attempts=3, base_delay=0.005, max_delay=0.02, max_retry_after=0.02, total_budget=1.0, rng=rng.random
+    )
+    try:
+        regulars = live.customers([], 8)
+        walk_ins = [f"walk-in-{i}-{SEED}@example.com" for i in range(3)]
+        expected: dict[str, dict[str, str]] = {}
+        statuses: Counter[str] = Counter()
+        behind = 0
+        faults = RandomFaults(SEED + 1)
+        outage = {"on": False}
+
+        def choose(request: ProxyRequest) -> FaultSpec:
+            # Now and then the till's network goes for a while: nothing gets through (or answers get lost).
+            if outage["on"]:
+                return faults.rng.choice(OUTAGE)
+            return faults(request)
+
+        with (
+            FaultProxy(live.base_url, choose) as proxy,
+            Outbox(tmp_path / "outbox", sender="till1") as outbox,
+            ContactCache(tmp_path / "contacts.sqlite3") as cache,
+            EngageClient(proxy.url, live.api_key, retry=policy, timeout=TIMEOUT) as client,
+        ):
+            flow = CheckoutFlow(client, outbox, store_external_id="S-1", contacts=cache, retry=policy)
+            agent = SyncAgent(outbox, client, live.ftp_url, retry=policy, contacts=cache)
+            everyone = [c.email for c in regulars] + walk_ins
+            visits = [email for email in everyone for _ in range(6)]  # six sales per customer, in random order
+            rng.shuffle(visits)
+            for number, email in enumerate(visits):
+                if rng.random() < 0.15:
+                    outage["on"] = not outage["on"]
+                sale = flow.start()
+                identified = sale.identify(email=email)
+                values = {"firstName": f"v{number}", "city": f"city{number % 7}"}
+                if email in walk_ins and email not in expected:
+                    made = sale.create_contact({"email": email, **values})
+                    statuses[made.status.value] += 1
+                else:
+                    if rng.random() < 0.3:  # sometimes two changes in one sale
+                        first = sale.update_contact({"firstName": f"draft{number}"})
+                        statuses[first.status.value] += 1
+                    changed = sale.update_contact(values)
+                    statuses[changed.status.value] += 1
+                    behind += "behind" in (changed.message or "")
+                expected[email] = values
+                assert identified.status is not StepStatus.NOT_FOUND or email in walk_ins
+                sale.apply(_basket(number))
+                assert not sale.complete().problems
+                if rng.random() < 0.15:
+                    agent.run_once()  # now and then: upload what is queued, read what is imported
+            outage["on"] = False
+            for _ in range(20):
+                if agent.sync_until_settled(60).finished:
+                    break
+            final = outbox.status()
+            log = list(proxy.log)
+        assert final.undelivered == 0, [(i.id, i.state.value, i.reason) for i in outbox.intents(UNDELIVERED)]
+        assert not final.attention, [i.to_json() for i in final.attention]
+        with live.client() as plain:
+            for email, values in expected.items():
+                contact_id = plain.lookup_contact_id(email=email)  # one contact per e-mail (else 409)
+                assert contact_id is not None, email
+                attributes = plain.get_contact(contact_id).attributes
+                got = {name: attributes.get(name) for name in values}
+                assert got == values, f"{email} (seed {SEED})"
+        # The run went both ways: changes applied online, changes queued behind earlier ones, faults of all kinds.
+        assert statuses[StepStatus.APPLIED.value] > 0 and statuses[StepStatus.QUEUED.value] > 0, statuses
+        assert behind > 0, statuses
+        assert {e.spec.fault for e in log} >= {Fault.DROP_BEFORE, Fault.DROP_AFTER, Fault.STALL_AFTER}
+    finally:
+        live.stop()

@@ -197,6 +197,32 @@ def test_a_sale_s_intent_without_its_sidecar_still_knows_its_sale_and_key(
         assert kept[alone.id].group is None and kept[alone.id].idempotency_key == alone.idempotency_key
 
 
+def test_contact_changes_know_their_contact_and_which_wait_behind_which(box: Outbox, directory: Path) -> None:
+    guid = str(uuid.uuid4())
+    create = box.add_contact(ContactRecord(attributes={"email": "Ada@example.com"}), key=("email", "Ada@example.com"))
+    by_key = box.add_contact(ContactRecord(match_key="ada@example.com", match_key_type="email", attributes={"city": "X"}))
+    by_guid = box.add_contact(ContactRecord(contact_id=guid, attributes={"city": "Y"}), key=("EMAIL", "ada@example.com"))
+    other = box.add_contact(ContactRecord(contact_id=str(uuid.uuid4()), attributes={"city": "Z"}))
+    unrelated = box.add_redemption(redemption())
+    for intent in (create, by_key, by_guid, other, unrelated):
+        box.release(intent)
+    assert by_key.kind is IntentKind.CONTACT_UPDATE and by_key.contact_key == ("email", "ada@example.com")
+    assert by_guid.contact_marks == {f"id:{guid}", "key:email:ada@example.com"}
+    assert [i.id for i in box.contact_changes_ahead(by_guid)] == [create.id, by_key.id]
+    assert box.contact_changes_ahead(create) == [] and box.contact_changes_ahead(other) == []
+    assert box.contact_changes_ahead(unrelated) == []
+    with box.claimed(create) as held:  # a delivered change no longer holds the later ones back
+        assert held is not None
+        box.mark_done(held)
+    assert [i.id for i in box.contact_changes_ahead(by_guid)] == [by_key.id]
+
+    # A lost sidecar: the XML file alone still says how the update names its contact.
+    (directory / "pending" / f"{by_key.id}.json").unlink()
+    rebuilt = box.get(by_key.id)
+    assert rebuilt is not None and rebuilt.kind is IntentKind.CONTACT_UPDATE
+    assert rebuilt.contact_key == ("email", "ada@example.com") and rebuilt.contact_marks == by_key.contact_marks
+
+
 def test_purge_removes_old_done_intents(box: Outbox) -> None:
     done = box.mark_done(box.add_redemption(redemption()))
     box.release(done)

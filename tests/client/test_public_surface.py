@@ -53,6 +53,7 @@ EXPECTED = {
     "StepResult",
     "IdentifyResult",
     "PromotionsResult",
+    "RedemptionResult",
     "CompletionResult",
     "ContactCache",
     # the outbox and the sync agent

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def _queue_one_redemption(live: LiveEngage, outbox: Outbox, customer: Customer) 
     return intent
 
 
+@pytest.mark.slow
 def test_a_sale_made_while_the_server_was_down_is_applied_by_outbox_sync_over_ftp(tmp_path: Path) -> None:
     live = live_engage(tmp_path / "server")
     try:
@@ -148,6 +150,8 @@ def test_a_sale_made_while_the_server_was_down_is_applied_by_outbox_sync_over_ft
         (conflict,) = report["attention"]
         assert conflict["kind"] == "redemption" and conflict["verdict"] == "conflictAlreadyRedeemed"
         assert "already redeemed" in conflict["reason"] and "ECOM" in conflict["reason"]
+        # The same timestamp format as a conflict found online (seconds, offset), said once.
+        assert re.fullmatch(r"already redeemed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d via ECOM", conflict["reason"])
 
         # In the database: each promotion redeemed once (ours by file, the other by the web shop only),
         # each receipt stored once, the new contact created.
@@ -285,6 +289,84 @@ def test_a_file_the_server_rejects_becomes_a_dead_letter_with_the_reason(
     # The sale's receipt (its usedPromotions) redeemed the promotion all the same: once, not by the file.
     (row,) = no_worker.redemption_rows(customer.assignments[0])
     assert row.via == "receipt"
+
+
+def _contact_attributes(live: LiveEngage, contact_id: str) -> dict[str, Any]:
+    with live.http() as http:
+        answer = http.get(f"/api/v2/contacts/{contact_id}")
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json()["attributes"])
+
+
+def test_a_change_uploaded_but_not_imported_is_not_overtaken_by_a_newer_one(
+    no_worker: LiveEngage, tmp_path: Path
+) -> None:
+    # Issue 11 §10: sale 1's update went by file; sale 2 (API back) must not apply a newer value online that
+    # the import of sale 1's file would then overwrite.
+    customer = no_worker.customers([], 1)[0]
+    with (
+        FaultProxy(no_worker.base_url) as proxy,
+        no_worker.client(proxy.url, retry=FAST, timeout=1.0) as client,
+        Outbox(tmp_path / "outbox") as outbox,
+    ):
+        flow = CheckoutFlow(client, outbox, store_external_id="S-1", retry=FAST)
+        first = flow.start()
+        first.identify(email=customer.email)
+        proxy.choose = lambda r: FaultSpec(Fault.DROP_BEFORE) if r.method == "POST" else FaultSpec()
+        assert first.update_contact({"firstName": "Older", "city": "Lund"}).status is StepStatus.QUEUED
+        agent = SyncAgent(outbox, client, no_worker.ftp_url, retry=FAST)
+        assert agent.run_once().uploaded == 1  # on the server, not imported yet (no worker)
+        proxy.choose = lambda r: FaultSpec()
+
+        second = flow.start()
+        second.identify(email=customer.email)
+        newer = second.update_contact({"firstName": "Newer"})
+        assert newer.status is StepStatus.QUEUED and "behind 1 earlier change" in (newer.message or "")
+        assert _contact_attributes(no_worker, customer.contact_id).get("firstName") == "Test"
+
+        assert agent.run_once().uploaded == 1  # uploaded after the first file: imported after it
+        _run_worker(no_worker)
+        report = agent.sync_until_settled(30)
+    assert report.done == 2 and report.undelivered == 0 and not report.attention
+    got = _contact_attributes(no_worker, customer.contact_id)
+    assert (got["firstName"], got["city"]) == ("Newer", "Lund")
+
+
+def test_outbox_sync_learns_guids_from_import_results_into_the_contact_cache(
+    no_worker: LiveEngage, tmp_path: Path, closed_port_url: str
+) -> None:
+    known = no_worker.customers([], 1)[0]
+    newcomer = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    outbox_dir = tmp_path / "outbox"
+    with (
+        no_worker.client(closed_port_url, retry=FAST, timeout=1.0) as offline,
+        Outbox(outbox_dir) as outbox,
+        ContactCache(outbox_dir / "contacts.sqlite3") as cache,
+    ):
+        flow = CheckoutFlow(offline, outbox, store_external_id="S-1", contacts=cache, retry=FAST)
+        regular = flow.start()  # a known customer, identified while the API is unreachable: no GUID
+        assert regular.identify(email=known.email).status is StepStatus.OFFLINE
+        assert regular.update_contact({"city": "Visby"}).status is StepStatus.QUEUED
+        walk_in = flow.start()
+        walk_in.identify(email=newcomer)
+        assert walk_in.create_contact({"email": newcomer, "firstName": "Edda"}).status is StepStatus.QUEUED
+
+    env = {"PROMOFLOW_FTP_URL": no_worker.ftp_url, "PROMOFLOW_OUTBOX_DIR": str(outbox_dir)}
+    uploaded = _cli("outbox", "sync", "--no-wait", env=env)
+    assert uploaded.returncode == 1, uploaded.stdout + uploaded.stderr  # waiting for the import
+    assert uploaded.stdout.startswith("API not configured; FTP up: 2 uploaded"), uploaded.stdout
+    _run_worker(no_worker)
+    synced = _cli("outbox", "sync", "--timeout", "30", env=env)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "2 done, 0 need attention, 0 undelivered" in synced.stdout
+
+    assert _contact_attributes(no_worker, known.contact_id)["city"] == "Visby"  # delivered by its key
+    with no_worker.client() as client:
+        created = client.lookup_contact_id(email=newcomer)
+    with ContactCache(outbox_dir / "contacts.sqlite3") as cache:  # the CLI's default cache
+        assert cache.get("email", known.email) == known.contact_id
+        assert created is not None and cache.get("email", newcomer) == created
+        assert cache.pending_create("email", newcomer) is None
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:

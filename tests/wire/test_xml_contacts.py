@@ -40,15 +40,26 @@ SAMPLE = f"""<?xml version="1.0" encoding="utf-8"?>
 
 attribute_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter(
     lambda name: (
-        name not in {"contactId", "contactType", "preferences"} and not name.lower().startswith("xml")
+        name not in {"contactId", "contactType", "preferences", "matchKey", "matchKeyType"}
+        and not name.lower().startswith("xml")
     )
 )
+# How the record names its contact: not at all (create, or upsert by key), by GUID, or by key.
+identities = st.one_of(
+    st.just({}),
+    st.uuids().map(lambda guid: {"contact_id": str(guid)}),
+    st.builds(
+        lambda key, kind: {"match_key": key, "match_key_type": kind},
+        text(40).filter(lambda value: value.strip() != "" and " " not in value),
+        st.sampled_from(["email", "mobilePhone", "socialSecurityNumber", "memberNumber", "externalId", "any"]),
+    ),
+)
 contacts = st.builds(
-    lambda attributes, contact_id, contact_type, preferences: ContactRecord(
-        attributes=attributes, contact_id=contact_id, contact_type=contact_type, preferences=preferences
+    lambda attributes, identity, contact_type, preferences: ContactRecord(
+        attributes=attributes, contact_type=contact_type, preferences=preferences, **identity
     ),
     attributes=st.dictionaries(attribute_names, st.just("") | text(40), min_size=1, max_size=6),
-    contact_id=st.none() | st.uuids().map(str),
+    identity=identities,
     contact_type=st.none() | st.sampled_from(["Member", "Contact"]),
     preferences=st.none()
     | st.fixed_dictionaries(
@@ -94,7 +105,14 @@ def test_namespace_of_choice_is_accepted() -> None:
         ("<contactId>123</contactId><email>a@b.se</email>", "contactId"),
         ("<email>a@b.se</email><email>c@d.se</email>", "email: given twice"),
         ("<address><street>x</street></address>", "address: an attribute holds text only"),
-        ("<contactType>Member</contactType>", "at least one attribute or a contactId"),
+        ("<contactType>Member</contactType>", "at least one attribute, a contactId or a matchKey"),
+        ("<matchKey>a@b.se</matchKey><firstName>A</firstName>", "matchKey and matchKeyType go together"),
+        ("<matchKeyType>email</matchKeyType><firstName>A</firstName>", "matchKey and matchKeyType go together"),
+        ("<matchKey>a@b.se</matchKey><matchKeyType>shoeSize</matchKeyType>", "matchKeyType 'shoeSize' is none"),
+        (
+            f"<contactId>{GUID}</contactId><matchKey>a@b.se</matchKey><matchKeyType>email</matchKeyType>",
+            "by contactId or by matchKey, not both",
+        ),
         ("", "Missing child element"),
         ("<email>a@b.se</email><preferences><acceptsEmail>yes</acceptsEmail></preferences>", "acceptsEmail"),
         ("<email>a@b.se</email><preferences><acceptsFax>1</acceptsFax></preferences>", "acceptsFax"),
@@ -120,3 +138,18 @@ def test_writer_refuses_names_that_are_not_attributes() -> None:
         ContactRecord(attributes={"first name": "A"})
     with pytest.raises(ValueError, match="attribute name"):
         ContactRecord(attributes={"contactId": GUID})
+
+
+def test_a_contact_named_by_its_key_is_an_update_of_that_contact() -> None:
+    data = (
+        b"<contacts><contact><matchKey> 90154424 </matchKey><matchKeyType>MEMBERNUMBER</matchKeyType>"
+        b"<mobilePhone>+46701234567</mobilePhone></contact>"
+        b"<contact><matchKey>anna@example.se</matchKey><matchKeyType>email</matchKeyType></contact></contacts>"
+    )
+    XSD.assertValid(etree.fromstring(data))
+    first, second = (item.value for item in read_contacts(data) if isinstance(item, Record))
+    assert (first.match_key, first.match_key_type, first.contact_id) == ("90154424", "memberNumber", None)
+    assert first.is_update and first.body() == {"mobilePhone": "+46701234567"}
+    assert second.is_update and second.attributes == {}  # a key alone: nothing to change, still valid
+    assert not ContactRecord(attributes={"email": "new@example.se"}).is_update
+    assert write_contacts([first]).count(b"<matchKeyType>memberNumber</matchKeyType>") == 1

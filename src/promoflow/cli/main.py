@@ -325,15 +325,49 @@ FtpCaFile = Annotated[
 ApiVersion = Annotated[int, typer.Option("--api-version", help="2 or 3: which Engage paths to use.")]
 
 
+ContactCachePath = Annotated[
+    Path | None,
+    typer.Option(
+        "--contact-cache",
+        envvar="PROMOFLOW_CONTACT_CACHE",
+        help="The till's SQLite file of contact GUIDs (default: contacts.sqlite3 in the outbox directory).",
+    ),
+]
+CONTACT_CACHE_FILE = "contacts.sqlite3"
+
+
+def _error(text: str) -> None:
+    """One line on stderr, never wrapped (paths and intent ids stay whole for people and scripts alike)."""
+    console.print(f"[red]error[/red] {text}", soft_wrap=True, highlight=False)
+
+
 def _need(value: Any, name: str) -> Any:
     if not value:
-        console.print(f"[red]error[/red] {name} is required (option or environment variable)")
+        _error(f"{name} is required (option or environment variable)")
         raise typer.Exit(2)
     return value
 
 
+def _existing_outbox(value: Path | None) -> Path:
+    """The outbox directory named by --outbox-dir: it must exist, and be an outbox (or a new, empty folder)."""
+    directory = Path(_need(value, "--outbox-dir / PROMOFLOW_OUTBOX_DIR"))
+    if not directory.is_dir():
+        _error(f"no outbox at {directory}: the folder does not exist (check --outbox-dir / PROMOFLOW_OUTBOX_DIR)")
+        raise typer.Exit(2)
+    if not (directory / "pending").is_dir() and any(directory.iterdir()):
+        _error(
+            f"{directory} is not an outbox (it has no pending/, queued/, … folders); "
+            "--outbox-dir names the folder the till's Outbox(...) was given"
+        )
+        raise typer.Exit(2)
+    return directory
+
+
 def _intent_line(intent: Any) -> str:
     text = f"{intent.kind.value:<14} {intent.state.value:<8} {intent.verdict or '-':<24} {intent.id}"
+    promotion = intent.detail.get("promotionName")
+    if promotion:
+        text += f"\n    promotion {promotion!r} (assignment {intent.detail.get('assignmentId')})"
     return f"{text}\n    {intent.reason}" if intent.reason else text
 
 
@@ -342,7 +376,7 @@ def outbox_status(outbox_dir: OutboxDir = None, as_json: JsonOut = False) -> Non
     """Count intents per state; list those needing attention (conflicts, refusals, dead letters)."""
     from ..client import Outbox
 
-    with Outbox(_need(outbox_dir, "--outbox-dir / PROMOFLOW_OUTBOX_DIR")) as outbox:
+    with Outbox(_existing_outbox(outbox_dir)) as outbox:
         status = outbox.status()
     if as_json:
         typer.echo(json.dumps(status.to_json()))
@@ -350,9 +384,61 @@ def outbox_status(outbox_dir: OutboxDir = None, as_json: JsonOut = False) -> Non
     typer.echo(f"outbox {status.directory}")
     typer.echo("  " + "  ".join(f"{state.value}: {count}" for state, count in status.counts.items()))
     if status.attention:
-        typer.echo(f"needs attention ({len(status.attention)}):")
+        typer.echo(f"needs attention ({len(status.attention)}) — `promoflow outbox ack ID…` once dealt with:")
         for intent in status.attention:
             typer.echo("  " + _intent_line(intent))
+
+
+@outbox_app.command("ack")
+def outbox_ack(
+    intent_ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids of intents that need attention (see `outbox status`).")
+    ] = None,
+    all_listed: Annotated[bool, typer.Option("--all", help="Acknowledge every intent that needs attention.")] = False,
+    outbox_dir: OutboxDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Acknowledge intents that need attention (conflicts, refusals, dead letters) once the POS has dealt with
+    them: they leave the attention list of `outbox status`; their files stay (`done`/`settled`/`dead`).
+
+    Exit status: 0 all acknowledged; 2 an id is unknown or needs no attention (nothing changed);
+    1 an intent is busy (a sync pass holds it): try again."""
+    from ..client import Outbox
+
+    ids = list(intent_ids or [])
+    if bool(ids) == all_listed:
+        _error("give the ids to acknowledge, or --all")
+        raise typer.Exit(2)
+    with Outbox(_existing_outbox(outbox_dir)) as outbox:
+        attention = {intent.id: intent for intent in outbox.status().attention}
+        if all_listed:
+            ids = list(attention)
+        wrong = [i for i in ids if i not in attention]
+        if wrong:
+            for intent_id in wrong:
+                found = outbox.get(intent_id)
+                why = "no such intent" if found is None else (
+                    "already acknowledged" if found.acknowledged else f"{found.state.value}: needs no attention"
+                )  # fmt: skip
+                _error(f"{intent_id}: {why}")
+            raise typer.Exit(2)
+        acknowledged: list[str] = []
+        busy: list[str] = []
+        for intent_id in ids:
+            with outbox.claimed(attention[intent_id]) as held:
+                if held is None:
+                    busy.append(intent_id)
+                else:
+                    outbox.acknowledge(held)
+                    acknowledged.append(intent_id)
+    if as_json:
+        typer.echo(json.dumps({"acknowledged": acknowledged, "busy": busy}))
+    else:
+        typer.echo(f"acknowledged {len(acknowledged)}" + "".join(f"\n  {i}" for i in acknowledged))
+        for intent_id in busy:
+            console.print(f"[yellow]busy[/yellow] {intent_id}: a sync pass holds it; try again", soft_wrap=True)
+    if busy:
+        raise typer.Exit(1)
 
 
 @outbox_app.command("sync")
@@ -362,6 +448,7 @@ def outbox_sync(
     api_key: ApiKey = None,
     ftp_url: FtpUrl = None,
     ftp_ca_file: FtpCaFile = None,
+    contact_cache: ContactCachePath = None,
     api_version: ApiVersion = 2,
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="Wait for the server's import results.")
@@ -371,19 +458,20 @@ def outbox_sync(
     interval: Annotated[float, typer.Option(help="Seconds between passes with --forever.")] = 60.0,
     as_json: JsonOut = False,
 ) -> None:
-    """Deliver the outbox: settle online what the API answers, upload the rest over FTP(S), read the results.
+    """Deliver the outbox: settle online what the API answers, upload the rest over FTP(S), read the results
+    (and note the GUIDs of contacts they name in the contact cache).
 
     Exit status: 0 everything delivered; 3 delivered, but conflicts or refusals need attention (listed);
     1 something is still undelivered (server unreachable, or no result within --timeout)."""
     import ssl
 
-    from ..client import EngageClient, Outbox, RetryPolicy, SyncAgent
+    from ..client import ContactCache, EngageClient, Outbox, RetryPolicy, SyncAgent
 
-    directory = _need(outbox_dir, "--outbox-dir / PROMOFLOW_OUTBOX_DIR")
+    directory = _existing_outbox(outbox_dir)
     if not api_url and not ftp_url:
         _need(None, "--api-url / PROMOFLOW_API_URL or --ftp-url / PROMOFLOW_FTP_URL")
     if api_version not in (2, 3):
-        console.print("[red]error[/red] --api-version is 2 or 3")
+        _error("--api-version is 2 or 3")
         raise typer.Exit(2)
     tls = ssl.create_default_context(cafile=str(ftp_ca_file)) if ftp_ca_file else None
     client = None
@@ -391,8 +479,13 @@ def outbox_sync(
         key = _need(api_key, "--api-key / PROMOFLOW_API_KEY")
         client = EngageClient(api_url, key, api_version=3 if api_version == 3 else 2)
     try:
-        with Outbox(directory) as outbox:
-            agent = SyncAgent(outbox, client, ftp_url, tls_context=tls, retry=RetryPolicy.background())
+        with (
+            Outbox(directory) as outbox,
+            ContactCache(contact_cache or directory / CONTACT_CACHE_FILE) as contacts,
+        ):
+            agent = SyncAgent(
+                outbox, client, ftp_url, tls_context=tls, retry=RetryPolicy.background(), contacts=contacts
+            )
             if forever:
                 console.print(f"syncing {directory} every {interval:.0f}s (Ctrl-C stops)")
                 try:
@@ -408,16 +501,11 @@ def outbox_sync(
     if as_json:
         typer.echo(json.dumps({**report.to_json(), "status": status.to_json()}))
     else:
-        online = {None: "not needed", True: "answers", False: "unreachable"}
-        typer.echo(f"API {online[report.api_online]}, FTP {online[report.ftp_online]}")
-        typer.echo(
-            f"settled online {report.settled_online}, uploaded {report.uploaded}, results read "
-            f"{report.results_read}, done {report.done}, undelivered {report.undelivered}"
-        )
+        typer.echo(report.summary())
         for error in report.errors:
             typer.echo(f"  ! {error}")
         if report.attention:
-            typer.echo(f"needs attention ({len(report.attention)}):")
+            typer.echo(f"needs attention ({len(report.attention)}) — `promoflow outbox ack ID…` once dealt with:")
             for intent in report.attention:
                 typer.echo("  " + _intent_line(intent))
     if report.undelivered:
@@ -431,13 +519,17 @@ def demo_checkout(
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     outbox_dir: OutboxDir = None,
+    contact_cache: ContactCachePath = None,
     email: Annotated[
         str, typer.Option(help="The customer (a contact of `serve --demo`).")
     ] = "alva@example.com",
     store: Annotated[str, typer.Option(help="The store's external id.")] = "DEMO-STORE-1",
     channel: Annotated[str, typer.Option(help="POS or ECOM.")] = "POS",
 ) -> None:
-    """A scripted checkout against a server (e.g. `promoflow serve --demo`), printing each step's outcome."""
+    """A scripted checkout against a server (e.g. `promoflow serve --demo`), printing each step's outcome.
+
+    --outbox-dir is the outbox itself (the same folder `outbox status|sync --outbox-dir` take); without it, a
+    new temporary folder."""
     import tempfile
     from decimal import Decimal
 
@@ -445,7 +537,7 @@ def demo_checkout(
 
     url = _need(api_url, "--api-url / PROMOFLOW_API_URL")
     key = _need(api_key, "--api-key / PROMOFLOW_API_KEY")
-    directory = Path(outbox_dir) if outbox_dir else Path(tempfile.mkdtemp(prefix="promoflow-demo-"))
+    directory = Path(outbox_dir) if outbox_dir else Path(tempfile.mkdtemp(prefix="promoflow-demo-outbox-"))
 
     def show(step: str, result: Any) -> None:
         extra = f" ({result.message})" if result.message else ""
@@ -461,8 +553,8 @@ def demo_checkout(
     )
     with (
         EngageClient(url, key, retry=RetryPolicy.interactive()) as client,
-        Outbox(directory / "outbox") as outbox,
-        ContactCache(directory / "contacts.sqlite3") as contacts,
+        Outbox(directory) as outbox,
+        ContactCache(contact_cache or directory / CONTACT_CACHE_FILE) as contacts,
     ):
         flow = CheckoutFlow(client, outbox, store_external_id=store, channel=channel, contacts=contacts)
         typer.echo(f"outbox {outbox.directory}")
@@ -482,16 +574,24 @@ def demo_checkout(
                        + (f" ({application.reason})" if application.reason else ""))  # fmt: skip
         for instruction in priced.instructions:
             typer.echo(f"  cashier: {instruction}")
-        if identified.contact_id:
+        if identified.contact_id or identified.key:
             show("update contact", sale.update_contact({"lastPurchaseStore": store}))
         done = sale.complete()
         for result in done.redemptions:
             show("redeem", result)
+            typer.echo(f"  {result.promotion_name or result.assignment_id} (assignment {result.assignment_id})")
         show("receipt", done.receipt)
         typer.echo(f"receipt {done.unique_receipt_id}: {'all online' if done.online else 'see above'}")
         status = outbox.status()
         counts = ", ".join(f"{state.value} {count}" for state, count in status.counts.items() if count)
         typer.echo(f"outbox {counts}")
+        if status.undelivered:
+            typer.echo(f"deliver the rest: promoflow outbox sync --outbox-dir {outbox.directory} …")
+
+
+from .users import user_app  # noqa: E402  (needs this module's helpers)
+
+app.add_typer(user_app, name="user")
 
 
 def main() -> None:  # pragma: no cover - console entry point

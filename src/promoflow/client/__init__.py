@@ -46,6 +46,7 @@ from promoflow.client.checkout import (
     CompletionResult,
     IdentifyResult,
     PromotionsResult,
+    RedemptionResult,
     StepResult,
     StepStatus,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "PromotionsResult",
     "RateLimitedError",
     "RecoveryReport",
+    "RedemptionResult",
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",

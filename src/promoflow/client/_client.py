@@ -2,10 +2,14 @@
 
 The two differ only in how they run a plan (:mod:`promoflow.client._engine`): blocking calls or awaits.
 Paths, bodies, retries, idempotency keys and parsing come from :mod:`promoflow.client._requests`.
+
+Every method takes ``retry=`` to run that one call under another :class:`RetryPolicy` than the client's (the
+checkout flow and the sync agent call the client's public methods that way).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
@@ -14,7 +18,17 @@ from typing import Any, Literal, Self, TypeVar
 import httpx
 
 from promoflow import __version__
-from promoflow.client._engine import CallOutcome, Plan, Send, Sleep, cap_timeout
+from promoflow.client._engine import (
+    Action,
+    CallOutcome,
+    Plan,
+    Reply,
+    Send,
+    Sleep,
+    cap_timeout,
+    run_async,
+    run_blocking,
+)
 from promoflow.client._exceptions import TransportError, transport_error_from_httpx
 from promoflow.client._requests import ApiVersion, Operations, RedeemPath
 from promoflow.client._retry import RetryPolicy
@@ -24,9 +38,33 @@ T = TypeVar("T")
 
 AuthHeader = Literal["apikey", "bearer"]
 
+_VERSION_SUFFIX = re.compile(r"/api/v([23])$", re.IGNORECASE)
+
 DEFAULT_USER_AGENT = f"promoflow-sdk/{__version__}"
 DEFAULT_TIMEOUT = 15.0
 """Seconds per phase (connect, write, read, pool). Engage asks for patience: late answers are mostly load."""
+
+
+def split_base_url(base_url: str, api_version: ApiVersion | None) -> tuple[str, ApiVersion]:
+    """The server's root URL and the API version, from a base URL that may end in ``/api/v2`` or ``/api/v3``.
+
+    The SDK builds every path from the root (``/api/v2/contacts/…``), so a URL copied with its version suffix
+    (``https://engage.example.com/api/v2``) is accepted: the suffix goes, and it names the version unless
+    ``api_version`` says otherwise, which is a contradiction worth an error, not a guess.
+    """
+    url = base_url.strip().rstrip("/")
+    if not url:
+        raise ValueError("base_url must not be empty")
+    match = _VERSION_SUFFIX.search(url)
+    if match is None:
+        return url, api_version if api_version is not None else 2
+    named: ApiVersion = 3 if match.group(1) == "3" else 2
+    if api_version is not None and api_version != named:
+        raise ValueError(
+            f"base_url ends in /api/v{named} but api_version={api_version}: give the server's root URL "
+            f"({url[: match.start()] or '/'}) and the api_version you want"
+        )
+    return url[: match.start()], named
 
 
 class _ClientConfig:
@@ -38,7 +76,7 @@ class _ClientConfig:
         api_key: str,
         *,
         user_agent: str | None,
-        api_version: ApiVersion,
+        api_version: ApiVersion | None,
         auth_header: AuthHeader,
         timeout: float | httpx.Timeout,
         retry: RetryPolicy | None,
@@ -47,10 +85,10 @@ class _ClientConfig:
             raise ValueError("api_key must not be empty")
         if auth_header not in ("apikey", "bearer"):
             raise ValueError("auth_header must be 'apikey' or 'bearer'")
-        self.base_url = base_url.rstrip("/")
+        self.base_url, api_version = split_base_url(base_url, api_version)
         self.retry = retry if retry is not None else RetryPolicy()
         self.ops = Operations(api_version=api_version, retry=self.retry)
-        self.api_version = api_version
+        self.api_version: ApiVersion = api_version
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         # Engage requires User-Agent and Content-Type on every call (a missing Content-Type is a 500 there).
         self.headers = {
@@ -62,6 +100,12 @@ class _ClientConfig:
             self.headers["Authorization"] = f"Bearer {api_key}"
         else:
             self.headers["apikey"] = api_key
+
+    def ops_for(self, retry: RetryPolicy | None) -> Operations:
+        """The operations under ``retry`` (one call's override), else the client's own policy."""
+        if retry is None or retry is self.retry:
+            return self.ops
+        return Operations(api_version=self.api_version, retry=retry)
 
     def build_request(self, http: httpx.Client | httpx.AsyncClient, action: Send) -> httpx.Request:
         spec = action.spec
@@ -78,11 +122,14 @@ class _ClientConfig:
 class EngageClient:
     """Blocking client for the Engage API (promoflow or Voyado Engage).
 
-    ``api_version`` (2 or 3) selects the v2 or v3 paths of look-up, contacts, promotions, redeem, assign and
-    receipts. ``auth_header="bearer"`` sends ``Authorization: Bearer <key>`` instead of the ``apikey`` header.
+    ``base_url`` is the server's root (``https://engage.example.com``); a URL ending in ``/api/v2`` or
+    ``/api/v3`` is accepted too and selects that version. ``api_version`` (2 or 3; default 2, or the URL's)
+    selects the v2 or v3 paths of look-up, contacts, promotions, redeem, assign and receipts.
+    ``auth_header="bearer"`` sends ``Authorization: Bearer <key>`` instead of the ``apikey`` header.
     ``retry`` governs every call (default :class:`RetryPolicy`; see ``RetryPolicy.interactive()`` for checkout
-    and ``RetryPolicy.background()`` for sync jobs). ``transport`` plugs in any httpx transport (tests,
-    proxies). Every method accepts ``outcome=CallOutcome()`` to learn attempts, replay and how it settled.
+    and ``RetryPolicy.background()`` for sync jobs); each method's ``retry=`` overrides it for that call.
+    ``transport`` plugs in any httpx transport (tests, proxies). Every method accepts ``outcome=CallOutcome()``
+    to learn attempts, replay and how it settled.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -93,7 +140,7 @@ class EngageClient:
         api_key: str,
         *,
         user_agent: str | None = None,
-        api_version: ApiVersion = 2,
+        api_version: ApiVersion | None = None,
         auth_header: AuthHeader = "apikey",
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -108,7 +155,6 @@ class EngageClient:
             timeout=timeout,
             retry=retry,
         )
-        self._ops = self._config.ops
         self._http = httpx.Client(
             base_url=self._config.base_url,
             headers=self._config.headers,
@@ -116,6 +162,11 @@ class EngageClient:
             transport=transport,
             follow_redirects=False,
         )
+
+    @property
+    def base_url(self) -> str:
+        """The server's root URL (without an ``/api/vN`` suffix)."""
+        return self._config.base_url
 
     @property
     def retry(self) -> RetryPolicy:
@@ -136,22 +187,16 @@ class EngageClient:
     ) -> None:
         self.close()
 
-    def _run(self, plan: Plan[T]) -> T:
-        reply: httpx.Response | TransportError | None = None
-        try:
-            while True:
-                try:
-                    action = plan.send(reply)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                if isinstance(action, Sleep):
-                    self._config.retry.sleep(action.seconds)
-                    reply = None
-                else:
-                    reply = self._send(action)
-        finally:
-            plan.close()
+    def _run(self, plan: Plan[T], retry: RetryPolicy | None) -> T:
+        sleep = (retry or self._config.retry).sleep
+
+        def perform(action: Action) -> Reply:
+            if isinstance(action, Sleep):
+                sleep(action.seconds)
+                return None
+            return self._send(action)
+
+        return run_blocking(plan, perform)
 
     def _send(self, action: Send) -> httpx.Response | TransportError:
         request = self._config.build_request(self._http, action)
@@ -175,24 +220,26 @@ class EngageClient:
         custom_key: str | None = None,
         any: str | None = None,
         contact_type: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> str | None:
         """The contact's GUID for a key (``GET …/contacts/id``), or None when no contact matches (404)."""
-        return self._run(
-            self._ops.lookup_contact_id(
-                email=email,
-                mobile_phone=mobile_phone,
-                social_security_number=social_security_number,
-                custom_key=custom_key,
-                any=any,
-                contact_type=contact_type,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).lookup_contact_id(
+            email=email,
+            mobile_phone=mobile_phone,
+            social_security_number=social_security_number,
+            custom_key=custom_key,
+            any=any,
+            contact_type=contact_type,
+            outcome=outcome,
         )
+        return self._run(plan, retry)
 
-    def get_contact(self, contact_id: str, *, outcome: CallOutcome | None = None) -> ContactOut:
+    def get_contact(
+        self, contact_id: str, *, retry: RetryPolicy | None = None, outcome: CallOutcome | None = None
+    ) -> ContactOut:
         """``GET …/contacts/{id}``."""
-        return self._run(self._ops.get_contact(contact_id, outcome=outcome))
+        return self._run(self._config.ops_for(retry).get_contact(contact_id, outcome=outcome), retry)
 
     def create_contact(
         self,
@@ -203,21 +250,21 @@ class EngageClient:
         store_external_id: str | None = None,
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ContactOut:
         """``POST …/contacts``; an existing key gives the existing contact (``source``/``storeExternalId`` are
         headers on v2 and query parameters on v3)."""
-        return self._run(
-            self._ops.create_contact(
-                attributes,
-                contact_type=contact_type,
-                preferences=preferences,
-                source=source,
-                store_external_id=store_external_id,
-                idempotency_key=idempotency_key,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).create_contact(
+            attributes,
+            contact_type=contact_type,
+            preferences=preferences,
+            source=source,
+            store_external_id=store_external_id,
+            idempotency_key=idempotency_key,
+            outcome=outcome,
         )
+        return self._run(plan, retry)
 
     def update_contact(
         self,
@@ -225,33 +272,48 @@ class EngageClient:
         changes: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ContactOut:
         """Partial update: v2 ``POST /api/v2/contacts/{id}``, v3 ``PATCH /api/v3/contacts/{id}``."""
-        return self._run(
-            self._ops.update_contact(contact_id, changes, idempotency_key=idempotency_key, outcome=outcome)
+        plan = self._config.ops_for(retry).update_contact(
+            contact_id, changes, idempotency_key=idempotency_key, outcome=outcome
         )
+        return self._run(plan, retry)
 
-    def count_contacts(self, *, outcome: CallOutcome | None = None) -> int:
+    def count_contacts(self, *, retry: RetryPolicy | None = None, outcome: CallOutcome | None = None) -> int:
         """``GET /api/v2/contacts/count`` (a cheap check that the key works)."""
-        return self._run(self._ops.count_contacts(outcome=outcome))
+        return self._run(self._config.ops_for(retry).count_contacts(outcome=outcome), retry)
 
     # ------------------------------------------------------------------------------------------ promotions
 
     def list_promotions(
-        self, contact_id: str, channel: str | None = None, *, outcome: CallOutcome | None = None
+        self,
+        contact_id: str,
+        channel: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> list[ApiPromotion]:
         """The contact's redeemable assignments, or only those valid in ``channel`` (POS/ECOM/OTHER)."""
-        return self._run(self._ops.list_promotions(contact_id, channel, outcome=outcome))
+        return self._run(
+            self._config.ops_for(retry).list_promotions(contact_id, channel, outcome=outcome), retry
+        )
 
     def get_promotion_state(
-        self, contact_id: str, assignment_id: str, *, outcome: CallOutcome | None = None
+        self,
+        contact_id: str,
+        assignment_id: str,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> ApiPromotion | None:
         """One assignment of the contact, redeemed or not, or None if the server does not list it.
 
         Uses promoflow's ``includeRedeemed=true``; real Engage omits redeemed (and expired) assignments.
         """
-        return self._run(self._ops.get_promotion_state(contact_id, assignment_id, outcome=outcome))
+        plan = self._config.ops_for(retry).get_promotion_state(contact_id, assignment_id, outcome=outcome)
+        return self._run(plan, retry)
 
     def redeem(
         self,
@@ -264,6 +326,7 @@ class EngageClient:
         store_external_id: str | None = None,
         unique_receipt_id: str | None = None,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ApiPromotion | None:
         """Redeem an assignment (returns the redeemed item, or None if the server's body carries none).
@@ -273,19 +336,18 @@ class EngageClient:
         ``Idempotency-Key``. Success also covers an earlier uncertain attempt of ours having been applied
         (see :class:`CallOutcome` ``settled_by``); read-before-retry needs ``contact_id``.
         """
-        return self._run(
-            self._ops.redeem(
-                assignment_id,
-                channel,
-                contact_id,
-                path=path,
-                redeemed_on=redeemed_on,
-                store_external_id=store_external_id,
-                unique_receipt_id=unique_receipt_id,
-                idempotency_key=idempotency_key,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).redeem(
+            assignment_id,
+            channel,
+            contact_id,
+            path=path,
+            redeemed_on=redeemed_on,
+            store_external_id=store_external_id,
+            unique_receipt_id=unique_receipt_id,
+            idempotency_key=idempotency_key,
+            outcome=outcome,
         )
+        return self._run(plan, retry)
 
     def assign(
         self,
@@ -293,20 +355,30 @@ class EngageClient:
         promotion_id: str,
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ApiPromotion:
         """Assign a promotion (template id) to a contact; returns the new assignment."""
-        return self._run(
-            self._ops.assign(contact_id, promotion_id, idempotency_key=idempotency_key, outcome=outcome)
+        plan = self._config.ops_for(retry).assign(
+            contact_id, promotion_id, idempotency_key=idempotency_key, outcome=outcome
         )
+        return self._run(plan, retry)
 
     # -------------------------------------------------------------------------------------------- receipts
 
     def send_receipt(
-        self, receipt: Receipt, idempotency_key: str | None = None, *, outcome: CallOutcome | None = None
+        self,
+        receipt: Receipt,
+        idempotency_key: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> ReceiptResult:
         """``POST …/receipts``; status ``Created``, ``Duplicate`` or ``PendingContactMatch``."""
-        return self._run(self._ops.send_receipt(receipt, idempotency_key=idempotency_key, outcome=outcome))
+        plan = self._config.ops_for(retry).send_receipt(
+            receipt, idempotency_key=idempotency_key, outcome=outcome
+        )
+        return self._run(plan, retry)
 
 
 class AsyncEngageClient:
@@ -321,7 +393,7 @@ class AsyncEngageClient:
         api_key: str,
         *,
         user_agent: str | None = None,
-        api_version: ApiVersion = 2,
+        api_version: ApiVersion | None = None,
         auth_header: AuthHeader = "apikey",
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
@@ -336,7 +408,6 @@ class AsyncEngageClient:
             timeout=timeout,
             retry=retry,
         )
-        self._ops = self._config.ops
         self._http = httpx.AsyncClient(
             base_url=self._config.base_url,
             headers=self._config.headers,
@@ -344,6 +415,11 @@ class AsyncEngageClient:
             transport=transport,
             follow_redirects=False,
         )
+
+    @property
+    def base_url(self) -> str:
+        """The server's root URL (without an ``/api/vN`` suffix)."""
+        return self._config.base_url
 
     @property
     def retry(self) -> RetryPolicy:
@@ -364,22 +440,16 @@ class AsyncEngageClient:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, plan: Plan[T]) -> T:
-        reply: httpx.Response | TransportError | None = None
-        try:
-            while True:
-                try:
-                    action = plan.send(reply)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                if isinstance(action, Sleep):
-                    await self._config.retry.async_sleep(action.seconds)
-                    reply = None
-                else:
-                    reply = await self._send(action)
-        finally:
-            plan.close()
+    async def _run(self, plan: Plan[T], retry: RetryPolicy | None) -> T:
+        sleep = (retry or self._config.retry).async_sleep
+
+        async def perform(action: Action) -> Reply:
+            if isinstance(action, Sleep):
+                await sleep(action.seconds)
+                return None
+            return await self._send(action)
+
+        return await run_async(plan, perform)
 
     async def _send(self, action: Send) -> httpx.Response | TransportError:
         request = self._config.build_request(self._http, action)
@@ -400,24 +470,26 @@ class AsyncEngageClient:
         custom_key: str | None = None,
         any: str | None = None,
         contact_type: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> str | None:
         """See :meth:`EngageClient.lookup_contact_id`."""
-        return await self._run(
-            self._ops.lookup_contact_id(
-                email=email,
-                mobile_phone=mobile_phone,
-                social_security_number=social_security_number,
-                custom_key=custom_key,
-                any=any,
-                contact_type=contact_type,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).lookup_contact_id(
+            email=email,
+            mobile_phone=mobile_phone,
+            social_security_number=social_security_number,
+            custom_key=custom_key,
+            any=any,
+            contact_type=contact_type,
+            outcome=outcome,
         )
+        return await self._run(plan, retry)
 
-    async def get_contact(self, contact_id: str, *, outcome: CallOutcome | None = None) -> ContactOut:
+    async def get_contact(
+        self, contact_id: str, *, retry: RetryPolicy | None = None, outcome: CallOutcome | None = None
+    ) -> ContactOut:
         """See :meth:`EngageClient.get_contact`."""
-        return await self._run(self._ops.get_contact(contact_id, outcome=outcome))
+        return await self._run(self._config.ops_for(retry).get_contact(contact_id, outcome=outcome), retry)
 
     async def create_contact(
         self,
@@ -428,20 +500,20 @@ class AsyncEngageClient:
         store_external_id: str | None = None,
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ContactOut:
         """See :meth:`EngageClient.create_contact`."""
-        return await self._run(
-            self._ops.create_contact(
-                attributes,
-                contact_type=contact_type,
-                preferences=preferences,
-                source=source,
-                store_external_id=store_external_id,
-                idempotency_key=idempotency_key,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).create_contact(
+            attributes,
+            contact_type=contact_type,
+            preferences=preferences,
+            source=source,
+            store_external_id=store_external_id,
+            idempotency_key=idempotency_key,
+            outcome=outcome,
         )
+        return await self._run(plan, retry)
 
     async def update_contact(
         self,
@@ -449,28 +521,44 @@ class AsyncEngageClient:
         changes: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ContactOut:
         """See :meth:`EngageClient.update_contact`."""
-        return await self._run(
-            self._ops.update_contact(contact_id, changes, idempotency_key=idempotency_key, outcome=outcome)
+        plan = self._config.ops_for(retry).update_contact(
+            contact_id, changes, idempotency_key=idempotency_key, outcome=outcome
         )
+        return await self._run(plan, retry)
 
-    async def count_contacts(self, *, outcome: CallOutcome | None = None) -> int:
+    async def count_contacts(
+        self, *, retry: RetryPolicy | None = None, outcome: CallOutcome | None = None
+    ) -> int:
         """See :meth:`EngageClient.count_contacts`."""
-        return await self._run(self._ops.count_contacts(outcome=outcome))
+        return await self._run(self._config.ops_for(retry).count_contacts(outcome=outcome), retry)
 
     async def list_promotions(
-        self, contact_id: str, channel: str | None = None, *, outcome: CallOutcome | None = None
+        self,
+        contact_id: str,
+        channel: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> list[ApiPromotion]:
         """See :meth:`EngageClient.list_promotions`."""
-        return await self._run(self._ops.list_promotions(contact_id, channel, outcome=outcome))
+        plan = self._config.ops_for(retry).list_promotions(contact_id, channel, outcome=outcome)
+        return await self._run(plan, retry)
 
     async def get_promotion_state(
-        self, contact_id: str, assignment_id: str, *, outcome: CallOutcome | None = None
+        self,
+        contact_id: str,
+        assignment_id: str,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> ApiPromotion | None:
         """See :meth:`EngageClient.get_promotion_state`."""
-        return await self._run(self._ops.get_promotion_state(contact_id, assignment_id, outcome=outcome))
+        plan = self._config.ops_for(retry).get_promotion_state(contact_id, assignment_id, outcome=outcome)
+        return await self._run(plan, retry)
 
     async def redeem(
         self,
@@ -483,22 +571,22 @@ class AsyncEngageClient:
         store_external_id: str | None = None,
         unique_receipt_id: str | None = None,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ApiPromotion | None:
         """See :meth:`EngageClient.redeem`."""
-        return await self._run(
-            self._ops.redeem(
-                assignment_id,
-                channel,
-                contact_id,
-                path=path,
-                redeemed_on=redeemed_on,
-                store_external_id=store_external_id,
-                unique_receipt_id=unique_receipt_id,
-                idempotency_key=idempotency_key,
-                outcome=outcome,
-            )
+        plan = self._config.ops_for(retry).redeem(
+            assignment_id,
+            channel,
+            contact_id,
+            path=path,
+            redeemed_on=redeemed_on,
+            store_external_id=store_external_id,
+            unique_receipt_id=unique_receipt_id,
+            idempotency_key=idempotency_key,
+            outcome=outcome,
         )
+        return await self._run(plan, retry)
 
     async def assign(
         self,
@@ -506,17 +594,25 @@ class AsyncEngageClient:
         promotion_id: str,
         *,
         idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
         outcome: CallOutcome | None = None,
     ) -> ApiPromotion:
         """See :meth:`EngageClient.assign`."""
-        return await self._run(
-            self._ops.assign(contact_id, promotion_id, idempotency_key=idempotency_key, outcome=outcome)
+        plan = self._config.ops_for(retry).assign(
+            contact_id, promotion_id, idempotency_key=idempotency_key, outcome=outcome
         )
+        return await self._run(plan, retry)
 
     async def send_receipt(
-        self, receipt: Receipt, idempotency_key: str | None = None, *, outcome: CallOutcome | None = None
+        self,
+        receipt: Receipt,
+        idempotency_key: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        outcome: CallOutcome | None = None,
     ) -> ReceiptResult:
         """See :meth:`EngageClient.send_receipt`."""
-        return await self._run(
-            self._ops.send_receipt(receipt, idempotency_key=idempotency_key, outcome=outcome)
+        plan = self._config.ops_for(retry).send_receipt(
+            receipt, idempotency_key=idempotency_key, outcome=outcome
         )
+        return await self._run(plan, retry)

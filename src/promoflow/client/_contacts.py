@@ -11,6 +11,9 @@ import os
 import sqlite3
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
+
+from promoflow.client import _durable
 
 __all__ = ["ContactCache", "normalize_key"]
 
@@ -51,9 +54,22 @@ class ContactCache:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            # Turning a new file to WAL and creating the tables take a read lock and then a write lock. Two
+            # processes doing that at once can each hold the first while waiting for the second, and SQLite
+            # answers such a deadlock with "database is locked" at once instead of waiting its busy timeout.
+            # So one process at a time sets the file up, under a lock file beside it (milliseconds).
+            setup = _durable.lock_blocking(Path(f"{self.path}.lock"))
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+            finally:
+                if setup is not None:
+                    _durable.unlock(setup)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:

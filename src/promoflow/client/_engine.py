@@ -1,17 +1,21 @@
-"""The retry loop, written once for both clients ("sans-I/O").
+"""The retry loop, written once for both clients ("sans-I/O"), and the one loop that runs every plan.
 
 An operation is a generator (a :data:`Plan`) that *yields* what it needs done, :class:`Send` a request or
 :class:`Sleep` a while, and receives the result: an ``httpx.Response``, a mapped :class:`TransportError`, or
 None after a sleep. :class:`~promoflow.client.EngageClient` runs plans with blocking calls,
 :class:`~promoflow.client.AsyncEngageClient` with awaits; everything else (request building, retry decisions,
 read-before-retry, response parsing) lives in the plan and is shared byte for byte.
+
+Every plan, of a client or of a checkout (:mod:`promoflow.client._calls`), is run by the same loop
+(:func:`run_blocking` and :func:`run_async` both drive :func:`_loop`; the blocking twin steps it once, since
+nothing it awaits ever suspends).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -26,6 +30,7 @@ from promoflow.client._retry import RetryPolicy
 from promoflow.wire.engage import ApiPromotion
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -230,3 +235,42 @@ def cap_timeout(timeout: httpx.Timeout, time_left: float | None) -> httpx.Timeou
         write=shorten(timeout.write),
         pool=shorten(timeout.pool),
     )
+
+
+# ------------------------------------------------------------------------------------------- running plans
+
+
+async def _loop(plan: Generator[A, Any, T], perform: Callable[[A], Awaitable[Any]]) -> T:
+    """The one loop that runs a plan: each action it yields goes to ``perform``, whose result goes back in."""
+    reply: Any = None
+    try:
+        while True:
+            try:
+                action = plan.send(reply)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            reply = await perform(action)
+    finally:
+        plan.close()
+
+
+def run_blocking(plan: Generator[A, Any, T], perform: Callable[[A], Any]) -> T:
+    """Run ``plan`` with a blocking ``perform``: :func:`_loop`, stepped once (nothing in it ever suspends)."""
+
+    async def at_once(action: A) -> Any:
+        return perform(action)
+
+    loop = _loop(plan, at_once)
+    try:
+        loop.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    loop.close()  # pragma: no cover - only a perform that returns an awaitable could get here
+    raise RuntimeError("a blocking plan was given something to await")
+
+
+async def run_async(plan: Generator[A, Any, T], perform: Callable[[A], Awaitable[Any]]) -> T:
+    """Run ``plan`` with an awaitable ``perform`` (the async twin of :func:`run_blocking`)."""
+    return await _loop(plan, perform)

@@ -23,8 +23,10 @@ Everything the clients raise on purpose derives from :class:`PromoflowClientErro
         ├── RateLimitedError           429
         └── ServerError                5xx
 
-Other 4xx statuses (405, 415, …) raise a plain :class:`ApiError`. :func:`error_from_response` is the only
-place that maps a status and body to a class; :func:`transport_error_from_httpx` the only place that maps
+Other 4xx statuses (405, 415, …) raise a plain :class:`ApiError`. ``error_code`` is compared with
+:class:`promoflow.wire.errors.ErrorCode` (a ``StrEnum``: ``exc.error_code == ErrorCode.PROMOTION_EXPIRED``), the one
+table of codes and statuses the server answers from. :func:`error_from_response` is the only place that maps a
+status and body to a class; :func:`transport_error_from_httpx` the only place that maps
 httpx's exceptions (the clients raise the result ``from`` the httpx exception: the cause stays visible).
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 import httpx
 
 from promoflow.client._headers import parse_retry_after, request_id
+from promoflow.wire.errors import HTTP_STATUS, ErrorCode
 
 _MAX_BODY_TEXT = 2000
 
@@ -171,20 +174,35 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     429: RateLimitedError,
 }
 
-_BY_CODE: dict[tuple[int, str], type[ApiError]] = {
-    (404, "ContactNotFound"): ContactNotFoundError,
-    (404, "PromotionNotFound"): PromotionNotFoundError,
-    (409, "PromotionAlreadyRedeemed"): AlreadyRedeemedError,
-    (409, "PromotionExpired"): PromotionExpiredError,
-    (409, "IdempotencyKeyInUse"): IdempotencyKeyInUseError,
-    (422, "IdempotencyKeyMismatch"): IdempotencyKeyMismatchError,
+_BY_CODE: dict[ErrorCode, type[ApiError]] = {
+    ErrorCode.CONTACT_NOT_FOUND: ContactNotFoundError,
+    ErrorCode.PROMOTION_NOT_FOUND: PromotionNotFoundError,
+    ErrorCode.PROMOTION_ALREADY_REDEEMED: AlreadyRedeemedError,
+    ErrorCode.PROMOTION_EXPIRED: PromotionExpiredError,
+    ErrorCode.IDEMPOTENCY_KEY_IN_USE: IdempotencyKeyInUseError,
+    ErrorCode.IDEMPOTENCY_KEY_MISMATCH: IdempotencyKeyMismatchError,
 }
+"""The codes of :class:`~promoflow.wire.errors.ErrorCode` (the table the server answers from) with a class of
+their own; each also needs its status from ``HTTP_STATUS``."""
+
+
+def known_code(error_code: str | None) -> ErrorCode | None:
+    """``error_code`` as an :class:`~promoflow.wire.errors.ErrorCode`, or None for a code promoflow does not
+    answer with (another server's, a proxy's)."""
+    if error_code is None:
+        return None
+    try:
+        return ErrorCode(error_code)
+    except ValueError:
+        return None
 
 
 def error_class_for(status: int, error_code: str | None) -> type[ApiError]:
-    """The exception class for an error answer: a specific one by (status, errorCode), else by status."""
-    if error_code is not None:
-        specific = _BY_CODE.get((status, error_code))
+    """The exception class for an error answer: a specific one for a known errorCode answered with its own
+    status (``HTTP_STATUS``), else the class of the status."""
+    code = known_code(error_code)
+    if code is not None and HTTP_STATUS.get(code) == status:
+        specific = _BY_CODE.get(code)
         if specific is not None:
             return specific
     if status >= 500:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from promoflow.client._contacts import normalize_key
 from promoflow.wire.xml import (
     IMPORT_DIRS,
     FileKind,
@@ -101,7 +102,10 @@ class Intent:
     updated_at: datetime
     group: str | None = None
     contact_key: tuple[str, str] | None = None
-    """For contact creates: the (key type, value) to look the contact up by, e.g. ``("email", "a@b.se")``."""
+    """For contact changes: the (key type, value) the till knows the contact by, e.g. ``("email", "a@b.se")``
+    (a create is looked up by it; an update without a GUID is delivered by it)."""
+    contact_id: str | None = None
+    """For contact updates: the contact's GUID, when the till knows it."""
     attempts: int = 0
     """Settlement attempts recorded so far (online tries and uploads)."""
     verdict: str | None = None
@@ -114,6 +118,20 @@ class Intent:
     @property
     def file_name(self) -> str:
         return f"{self.id}.xml"
+
+    @property
+    def contact_marks(self) -> frozenset[str]:
+        """How this intent names its contact (GUID, key), for ordering the changes of one contact: two
+        contact intents concern the same contact when they share a mark. Empty for other kinds."""
+        if self.kind not in (IntentKind.CONTACT_CREATE, IntentKind.CONTACT_UPDATE):
+            return frozenset()
+        marks: set[str] = set()
+        if self.contact_id:
+            marks.add(f"id:{self.contact_id.strip().lower()}")
+        if self.contact_key:
+            kind, value = normalize_key(*self.contact_key)
+            marks.add(f"key:{kind}:{value}")
+        return frozenset(marks)
 
     @property
     def file_kind(self) -> FileKind:
@@ -134,6 +152,7 @@ class Intent:
             "updatedAt": self.updated_at.isoformat(),
             "group": self.group,
             "contactKey": list(self.contact_key) if self.contact_key else None,
+            "contactId": self.contact_id,
             "attempts": self.attempts,
             "verdict": self.verdict,
             "reason": self.reason,
@@ -153,6 +172,7 @@ class Intent:
             updated_at=datetime.fromisoformat(data["updatedAt"]),
             group=data.get("group"),
             contact_key=(str(key[0]), str(key[1])) if key else None,
+            contact_id=data.get("contactId"),
             attempts=int(data.get("attempts", 0)),
             verdict=data.get("verdict"),
             reason=data.get("reason"),

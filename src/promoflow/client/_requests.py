@@ -33,6 +33,7 @@ from promoflow.client._exceptions import (
 from promoflow.client._retry import RetryPolicy
 from promoflow.kit.guid import parse_guid
 from promoflow.wire.engage import ApiPromotion, ContactOut, Receipt, ReceiptResult, RedeemBody
+from promoflow.wire.errors import ErrorCode
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -191,7 +192,7 @@ class Operations:
         except NotFoundError as exc:
             # "No such contact" is ContactNotFound, or a bare 404 without a body. A 404 with some other body
             # (an unknown route, a wrong base URL) must not read as "no contact": the caller would create one.
-            if exc.error_code == "ContactNotFound" or exc.body is None:
+            if exc.error_code == ErrorCode.CONTACT_NOT_FOUND or exc.body is None:
                 return None
             raise
         data = _body(reply)

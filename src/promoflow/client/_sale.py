@@ -9,20 +9,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from promoflow.client._calls import Calls
+from promoflow.client._calls import FlowPlan as Plan
 from promoflow.client._contacts import ContactCache
-from promoflow.client._engine import Plan
 from promoflow.client._exceptions import ContactNotFoundError, PromoflowClientError
-from promoflow.client._requests import Operations
-from promoflow.client._retry import RetryPolicy
-from promoflow.client._settle import Settlement, look_up, record_settlement, settle_intent
+from promoflow.client._settle import Settlement, record_settlement, settle_intent, waiting_behind
 from promoflow.client._steps import (
     CompletionResult,
     IdentifyResult,
     PromotionsResult,
+    RedemptionResult,
     StepResult,
     StepStatus,
 )
-from promoflow.client.outbox import Intent, IntentState, Outbox
+from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
 from promoflow.client.pricing import ApplicationStatus, Basket, ExternalOffers, PricedBasket, apply_promotions
 from promoflow.wire.engage import ApiPromotion, ChannelType, PaymentMethod, Receipt, ReceiptContact
 from promoflow.wire.xml import ContactPreferences, ContactRecord, Redemption
@@ -53,8 +53,7 @@ def _to_millis(when: datetime) -> datetime:
 @dataclass
 class FlowConfig:
     outbox: Outbox
-    ops: Operations
-    retry: RetryPolicy
+    calls: Calls
     store_external_id: str
     channel: str
     contacts: ContactCache | None
@@ -72,10 +71,27 @@ def _status_of(settlement: Settlement) -> StepStatus:
     return StepStatus.REJECTED
 
 
-def _settled_step(step: str, intent: Intent, settlement: Settlement) -> StepResult:
+def _step(outbox: Outbox, step: str, intent: Intent, status: StepStatus, message: str | None = None,
+          verdict: str | None = None, detail: Mapping[str, Any] | None = None) -> StepResult:  # fmt: skip
+    """A step's result about ``intent``; for a redemption, which assignment and promotion it was for."""
+    fields: dict[str, Any] = {"step": step, "status": status, "message": message, "intent_id": intent.id,
+                              "verdict": verdict, "detail": dict(detail or {})}  # fmt: skip
+    if intent.kind is not IntentKind.REDEMPTION:
+        return StepResult(**fields)
+    assignment_id = intent.detail.get("assignmentId")
+    if assignment_id is None:  # written without the note (an older SDK): the file says it
+        record = outbox.load(intent)
+        assert isinstance(record, Redemption)
+        assignment_id = record.coupon_id
+    return RedemptionResult(**fields, assignment_id=str(assignment_id),
+                            promotion_id=intent.detail.get("promotionId"),
+                            promotion_name=intent.detail.get("promotionName"))  # fmt: skip
+
+
+def _settled_step(outbox: Outbox, step: str, intent: Intent, settlement: Settlement) -> StepResult:
     """The result of a step whose intent was settled (online, refused, or queued for the files)."""
-    return StepResult(step=step, status=_status_of(settlement), message=settlement.reason, intent_id=intent.id,
-                      verdict=settlement.verdict, detail=settlement.detail)  # fmt: skip
+    return _step(outbox, step, intent, _status_of(settlement), settlement.reason, settlement.verdict,
+                 settlement.detail)  # fmt: skip
 
 
 class Sale:
@@ -86,6 +102,7 @@ class Sale:
         self.id = checkout_id
         self.contact_id: str | None = None
         self.key: tuple[str, str] | None = None
+        self.contact_type: str | None = None
         self.promotions: tuple[ApiPromotion, ...] = ()
         self.priced: PricedBasket | None = None
         self.steps: list[StepResult] = []
@@ -111,6 +128,7 @@ class Sale:
         ((name, value),) = given.items()
         kind = key_type if key_type is not None and name in ("custom_key", "any") else KEY_TYPES[name]
         self.key = (kind, value)
+        self.contact_type = contact_type
         cache = self.config.contacts
         cached = cache.get(kind, value) if cache is not None else None
         if cached is not None:
@@ -119,7 +137,7 @@ class Sale:
                 IdentifyResult(step="identify", status=StepStatus.CACHED, contact_id=cached, key=self.key)
             )
         try:
-            found = yield from look_up(self.config.ops, name, value, contact_type)
+            found = yield from self.config.calls.lookup_contact_id(name, value, contact_type)
         except PromoflowClientError as exc:
             return self._record(
                 IdentifyResult(step="identify", status=StepStatus.OFFLINE, message=str(exc), key=self.key)
@@ -146,14 +164,23 @@ class Sale:
     # ----------------------------------------------------------------------------------------- contacts
 
     def _change(self, step: str, intent: Intent) -> Plan[tuple[StepResult, Settlement | None]]:
+        """Deliver a contact change now, unless earlier changes of the same contact are still on their way:
+        then it waits behind them in the outbox (changes of one contact apply in the order the till made them)."""
         outbox = self.config.outbox
         try:
+            ahead = outbox.contact_changes_ahead(intent)
+            if ahead:
+                reason = waiting_behind(ahead)
+                moved = outbox.mark_queued(intent, reason)
+                result = _step(outbox, step, moved, StepStatus.QUEUED, reason,
+                               detail={"behind": [i.id for i in ahead]})  # fmt: skip
+                return self._record(result), None
             record = outbox.load(intent)
-            settlement = yield from settle_intent(self.config.ops, intent, record)
-            record_settlement(outbox, intent, settlement)
+            settlement = yield from settle_intent(self.config.calls, intent, record)
+            moved = record_settlement(outbox, intent, settlement)
         finally:
             outbox.release(intent)
-        return self._record(_settled_step(step, intent, settlement)), settlement
+        return self._record(_settled_step(outbox, step, moved, settlement)), settlement
 
     def create_contact(self, attributes: Mapping[str, Any], contact_type: str | None,
                        preferences: Mapping[str, bool] | None, key_type: str) -> Plan[StepResult]:  # fmt: skip
@@ -168,6 +195,7 @@ class Sale:
         intent = self.config.outbox.add_contact(record, key=key)
         result, settlement = yield from self._change("create_contact", intent)
         self.key = key
+        self.contact_type = contact_type
         cache = self.config.contacts
         contact_id = settlement.detail.get("contactId") if settlement is not None else None
         if contact_id:
@@ -183,23 +211,33 @@ class Sale:
             return self._record(
                 StepResult(step="update_contact", status=StepStatus.SKIPPED, message="no changes")
             )
-        if self.contact_id is None:
-            return self._record(
-                StepResult(
-                    step="update_contact",
-                    status=StepStatus.SKIPPED,
-                    message="the contact's GUID is not known (not identified, or created offline)",
-                )  # fmt: skip
-            )
+        if self.contact_id is None and self.key is None:
+            raise ValueError("update_contact needs a customer: identify() or create_contact() first")
         attributes = {name: _text(value) for name, value in changes.items() if name != "preferences"}
         preferences = changes.get("preferences")
+        if self.contact_id is not None:
+            named: dict[str, Any] = {"contact_id": self.contact_id}
+        else:
+            # The GUID is not known (identified while offline, or created by file): the change is kept and
+            # delivered by the contact's key, resolved by the server (look-up online, matchKey by file).
+            assert self.key is not None
+            named = {
+                "match_key": self.key[1],
+                "match_key_type": self.key[0],
+                "contact_type": self.contact_type,
+            }
         record = ContactRecord(
-            contact_id=self.contact_id,
             attributes=attributes,
             preferences=ContactPreferences.model_validate(preferences) if preferences else None,
+            **named,
         )
-        intent = self.config.outbox.add_contact(record)
-        result, _ = yield from self._change("update_contact", intent)
+        intent = self.config.outbox.add_contact(record, key=self.key)
+        result, settlement = yield from self._change("update_contact", intent)
+        contact_id = settlement.detail.get("contactId") if settlement is not None else None
+        if contact_id and self.contact_id is None and self.key is not None:
+            self.contact_id = str(contact_id)
+            if self.config.contacts is not None:
+                self.config.contacts.save(self.key[0], self.key[1], self.contact_id)
         return result
 
     # --------------------------------------------------------------------------------------- promotions
@@ -210,7 +248,7 @@ class Sale:
                 PromotionsResult(step="fetch_promotions", status=StepStatus.SKIPPED, message="no contact")
             )
         try:
-            found = yield from self.config.ops.list_promotions(self.contact_id, self.config.channel)
+            found = yield from self.config.calls.list_promotions(self.contact_id, self.config.channel)
         except ContactNotFoundError as exc:
             # A cached GUID the server no longer knows: forget it so the next identify looks it up again.
             if self.key is not None and self.config.contacts is not None:
@@ -283,7 +321,10 @@ class Sale:
                     store_external_id=config.store_external_id,
                     unique_receipt_id=receipt_id,
                 )
-                written.append(outbox.add_redemption(redemption, group=self.id))
+                note = {"assignmentId": application.assignment_id,
+                        "promotionId": application.promotion.promotion_id,
+                        "promotionName": application.promotion.name}  # fmt: skip
+                written.append(outbox.add_redemption(redemption, group=self.id, detail=note))
             if receipt_contact is not None:
                 receipt = Receipt(
                     contact=receipt_contact,
@@ -314,22 +355,21 @@ class Sale:
                 step = "redeem" if intent.kind.value == "redemption" else "receipt"
                 if deferred is not None:
                     # The server gave no answer a moment ago: hand the rest straight to the file path.
-                    outbox.mark_queued(intent, deferred)
-                    results.append(StepResult(step=step, status=StepStatus.QUEUED, message=deferred,
-                                              intent_id=intent.id))  # fmt: skip
+                    moved = outbox.mark_queued(intent, deferred)
+                    results.append(_step(outbox, step, moved, StepStatus.QUEUED, deferred))
                 else:
-                    settlement = yield from settle_intent(config.ops, intent, outbox.load(intent))
-                    record_settlement(outbox, intent, settlement)
+                    settlement = yield from settle_intent(config.calls, intent, outbox.load(intent))
+                    moved = record_settlement(outbox, intent, settlement)
                     if settlement.deferred:
                         deferred = f"server unreachable during the checkout: {settlement.reason}"
-                    results.append(_settled_step(step, intent, settlement))
+                    results.append(_settled_step(outbox, step, moved, settlement))
                 outbox.release(intent)
         finally:
             for intent in written:
                 outbox.release(intent)
         if written:
             outbox.forget_group(self.id)
-        redemption_results = tuple(r for r in results if r.step == "redeem")
+        redemption_results = tuple(r for r in results if isinstance(r, RedemptionResult))
         receipt_result = next((r for r in results if r.step == "receipt"), None)
         if receipt_result is None:
             receipt_result = StepResult(
@@ -362,12 +402,18 @@ def settle_pending(config: FlowConfig) -> Plan[list[StepResult]]:
         if intent is None:
             continue
         try:
-            settlement = yield from settle_intent(config.ops, intent, outbox.load(intent), recovering=True)
+            ahead = outbox.contact_changes_ahead(intent)
+            if ahead:  # an earlier change of this contact is still on its way: this one waits behind it
+                settlement = Settlement(None, reason=waiting_behind(ahead))
+            else:
+                settlement = yield from settle_intent(
+                    config.calls, intent, outbox.load(intent), recovering=True
+                )
             moved = record_settlement(outbox, intent, settlement)
             _learn_contact(config.contacts, moved, settlement)
         finally:
             outbox.release(intent)
-        results.append(_settled_step(f"recover:{intent.kind.value}", intent, settlement))
+        results.append(_settled_step(outbox, f"recover:{intent.kind.value}", moved, settlement))
         if intent.group is not None:
             outbox.forget_group(intent.group)
     return results

@@ -10,7 +10,14 @@ from typing import Any
 
 from promoflow.wire.engage import ApiPromotion
 
-__all__ = ["CompletionResult", "IdentifyResult", "PromotionsResult", "StepResult", "StepStatus"]
+__all__ = [
+    "CompletionResult",
+    "IdentifyResult",
+    "PromotionsResult",
+    "RedemptionResult",
+    "StepResult",
+    "StepStatus",
+]
 
 
 class StepStatus(StrEnum):
@@ -29,13 +36,15 @@ class StepStatus(StrEnum):
     DUPLICATE = "duplicate"
     """The server already had this change (an earlier attempt of ours landed): a success."""
     QUEUED = "queued"
-    """No definite answer: the change stays in the outbox and the sync agent delivers it by file."""
+    """The change is safe in the outbox and the sync agent delivers it: no definite answer yet, or it waits
+    behind earlier changes of the same contact, or the contact's GUID is not known (delivered by its key)."""
     CONFLICT = "conflict"
     """The promotion was redeemed elsewhere (``conflictAlreadyRedeemed``): this redemption did not count."""
     REJECTED = "rejected"
     """The server refused the change for good (``expired``, ``notFound``, ``invalid``; see the verdict)."""
     SKIPPED = "skipped"
-    """Nothing to do (no customer, nothing changed)."""
+    """Nothing was to be sent: no changes given, no customer to fetch promotions for, or no customer for a
+    receipt (Engage keeps receipts of contacts only). Never a change thrown away."""
 
     @property
     def succeeded(self) -> bool:
@@ -70,13 +79,24 @@ class PromotionsResult(StepResult):
     promotions: tuple[ApiPromotion, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedemptionResult(StepResult):
+    """One redemption of ``complete`` (or of ``recover``): which assignment it was for (``assignment_id``, the
+    id redeemed), of which promotion (``promotion_id``, ``promotion_name``; None when not known, e.g. a
+    redemption recovered after a crash)."""
+
+    assignment_id: str
+    promotion_id: str | None = None
+    promotion_name: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CompletionResult:
     """``complete``: one result per redeemed promotion and one for the receipt."""
 
     unique_receipt_id: str
     paid_at: datetime
-    redemptions: tuple[StepResult, ...]
+    redemptions: tuple[RedemptionResult, ...]
     receipt: StepResult
 
     @property

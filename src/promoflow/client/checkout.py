@@ -20,7 +20,8 @@ crash leaves either the whole sale to deliver or none of it. Each step returns a
 happened (:class:`StepStatus`); a read the server cannot answer leaves the sale going without it.
 
 :class:`AsyncCheckoutFlow` is the same flow on :class:`~promoflow.client.AsyncEngageClient` (both run the
-same plans; the outbox's file writes, a few milliseconds, run inline).
+same plans, which call the client's public methods; the outbox's file writes, a few milliseconds, run
+inline).
 """
 
 from __future__ import annotations
@@ -30,17 +31,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from promoflow.client._calls import Calls, FlowPlan, arun_flow, run_flow
 from promoflow.client._client import AsyncEngageClient, EngageClient
 from promoflow.client._contacts import ContactCache
-from promoflow.client._engine import Plan
-from promoflow.client._requests import Operations, channel_name
+from promoflow.client._requests import channel_name
 from promoflow.client._retry import RetryPolicy
 from promoflow.client._sale import FlowConfig, Sale, now_local, settle_pending
-from promoflow.client._settle import adrive, drive
 from promoflow.client._steps import (
     CompletionResult,
     IdentifyResult,
     PromotionsResult,
+    RedemptionResult,
     StepResult,
     StepStatus,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "CompletionResult",
     "IdentifyResult",
     "PromotionsResult",
+    "RedemptionResult",
     "StepResult",
     "StepStatus",
 ]
@@ -67,7 +69,6 @@ T = TypeVar("T")
 
 
 def _config(
-    api_version: Any,
     outbox: Outbox,
     store_external_id: str,
     channel: str,
@@ -81,8 +82,7 @@ def _config(
     policy = retry if retry is not None else RetryPolicy.interactive()
     return FlowConfig(
         outbox=outbox,
-        ops=Operations(api_version=api_version, retry=policy),
-        retry=policy,
+        calls=Calls(policy),
         store_external_id=store_external_id,
         channel=channel_name(channel),
         contacts=contacts,
@@ -114,13 +114,10 @@ class CheckoutFlow:
     ) -> None:
         self.client = client
         self.outbox = outbox
-        self._config = _config(
-            client.api_version, outbox, store_external_id, channel, contacts, retry, external_offers, clock
-        )
+        self._config = _config(outbox, store_external_id, channel, contacts, retry, external_offers, clock)
 
-    def _run(self, plan: Plan[T]) -> T:
-        result: T = drive(plan, self.client._send, self._config.retry.sleep)
-        return result
+    def _run(self, plan: FlowPlan[T]) -> T:
+        return run_flow(plan, self.client)
 
     def start(self, checkout_id: str | None = None) -> Checkout:
         """A new sale; ``checkout_id`` (default: a new GUID) is also its receipt id unless told otherwise."""
@@ -249,13 +246,10 @@ class AsyncCheckoutFlow:
     ) -> None:
         self.client = client
         self.outbox = outbox
-        self._config = _config(
-            client.api_version, outbox, store_external_id, channel, contacts, retry, external_offers, clock
-        )
+        self._config = _config(outbox, store_external_id, channel, contacts, retry, external_offers, clock)
 
-    async def _run(self, plan: Plan[T]) -> T:
-        result: T = await adrive(plan, self.client._send, self._config.retry.async_sleep)
-        return result
+    async def _run(self, plan: FlowPlan[T]) -> T:
+        return await arun_flow(plan, self.client)
 
     def start(self, checkout_id: str | None = None) -> AsyncCheckout:
         """See :meth:`CheckoutFlow.start`."""

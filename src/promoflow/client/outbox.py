@@ -87,6 +87,9 @@ __all__ = [
     "RecoveryReport",
 ]
 
+UNDELIVERED = (IntentState.PENDING, IntentState.QUEUED, IntentState.UPLOADED)
+"""The states of intents the server has not settled yet."""
+
 STALE_AFTER = timedelta(minutes=10)
 """Temporary files and orphaned sidecars older than this are garbage from a crash (younger ones may belong
 to a writer that is still busy)."""
@@ -168,14 +171,17 @@ class Outbox:
         sender = f"{self._sender}{seq:016d}-b{secrets.token_hex(4)}"
         return file_name(kind, datetime.fromtimestamp(seq / 1e6, UTC), sender)
 
-    def add_redemption(self, redemption: Redemption, *, group: str | None = None) -> Intent:
+    def add_redemption(
+        self, redemption: Redemption, *, group: str | None = None, detail: Mapping[str, Any] | None = None
+    ) -> Intent:
         """Write a redemption intent (held; see :meth:`release`). Its idempotency key is the record's, or a new
-        one written into the record."""
+        one written into the record. ``detail`` goes into the sidecar (the checkout notes the promotion's id
+        and name there, so every report of the intent can say which promotion it was for)."""
         if redemption.idempotency_key is None:
             redemption = redemption.model_copy(update={"idempotency_key": str(uuid.uuid4())})
         assert redemption.idempotency_key is not None
         data = write_redemptions([redemption])
-        return self._add(IntentKind.REDEMPTION, data, redemption.idempotency_key, group=group)
+        return self._add(IntentKind.REDEMPTION, data, redemption.idempotency_key, group=group, detail=detail)
 
     def add_receipt(
         self, receipt: Receipt, *, group: str | None = None, idempotency_key: str | None = None
@@ -192,11 +198,32 @@ class Outbox:
         idempotency_key: str | None = None,
         group: str | None = None,
     ) -> Intent:
-        """Write a contact intent (held): an update when ``contact.contact_id`` is set, else a create, which
-        ``key`` (type, value) finds again by look-up."""
-        kind = IntentKind.CONTACT_UPDATE if contact.contact_id else IntentKind.CONTACT_CREATE
+        """Write a contact intent (held): an update when the record names its contact (``contact_id``, or
+        ``match_key`` when the GUID is not known), else a create. ``key`` (type, value) is how the till knows
+        the contact: a create is found again by it, and the changes of one contact are delivered in order
+        (see :meth:`contact_changes_ahead`)."""
+        kind = IntentKind.CONTACT_UPDATE if contact.is_update else IntentKind.CONTACT_CREATE
+        if key is None and contact.match_key is not None and contact.match_key_type is not None:
+            key = (contact.match_key_type, contact.match_key)
         data = write_contacts([contact])
-        return self._add(kind, data, idempotency_key, group=group, contact_key=key)
+        return self._add(
+            kind, data, idempotency_key, group=group, contact_key=key, contact_id=contact.contact_id
+        )
+
+    def contact_changes_ahead(self, intent: Intent, among: Iterable[Intent] | None = None) -> list[Intent]:
+        """The undelivered (pending, queued, uploaded) changes of the same contact (same GUID or key) that
+        were written before ``intent``: while there are any, ``intent`` must wait behind them. ``among``: the
+        undelivered intents to look at, if the caller has listed them already."""
+        marks = intent.contact_marks
+        if not marks:
+            return []
+        order = creation_order(intent.id)
+        candidates = self.intents(UNDELIVERED, file_kind=FileKind.CONTACTS) if among is None else among
+        return [
+            other
+            for other in candidates
+            if other.id != intent.id and other.contact_marks & marks and creation_order(other.id) < order
+        ]
 
     def _add(
         self,
@@ -206,6 +233,8 @@ class Outbox:
         *,
         group: str | None,
         contact_key: tuple[str, str] | None = None,
+        contact_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Intent:
         if group is not None and (not group or not all(ch.isalnum() or ch in "-_." for ch in group)):
             raise ValueError("a group id is letters, digits, '-', '_' or '.'")
@@ -223,6 +252,8 @@ class Outbox:
             updated_at=now,
             group=group,
             contact_key=contact_key,
+            contact_id=contact_id,
+            detail=dict(detail or {}),
         )
         folder = self.folder(IntentState.PENDING)
         # The sidecar first, so the XML file (the intent) never appears without it; one folder fsync makes
@@ -442,6 +473,8 @@ class Outbox:
             return None
         kind_text = intent_id.rsplit("_", 1)[-1]
         key = default_key(intent_id)
+        contact_key: tuple[str, str] | None = None
+        contact_id: str | None = None
         try:
             record: Any
             if kind_text == FileKind.REDEMPTIONS.value:
@@ -452,11 +485,15 @@ class Outbox:
                 kind = IntentKind.RECEIPT
             else:
                 record = read_records_of(IntentKind.CONTACT_CREATE, data_xml)[0]
-                kind = IntentKind.CONTACT_UPDATE if record.contact_id else IntentKind.CONTACT_CREATE
+                kind = IntentKind.CONTACT_UPDATE if record.is_update else IntentKind.CONTACT_CREATE
+                contact_id = record.contact_id
+                if record.match_key is not None:
+                    contact_key = (record.match_key_type, record.match_key)
         except (ValueError, IndexError, XmlRejected):
             return None
         stamp = datetime.fromtimestamp(os.stat(self.folder(state) / f"{intent_id}.xml").st_mtime, UTC)
-        return Intent(intent_id, kind, state, key, stamp, stamp, group=self._group_of(intent_id))
+        return Intent(intent_id, kind, state, key, stamp, stamp, group=self._group_of(intent_id),
+                      contact_key=contact_key, contact_id=contact_id)  # fmt: skip
 
     def _group_of(self, intent_id: str) -> str | None:
         """The group an intent's name points to: a committed group's id, or a placeholder for a group that
@@ -480,19 +517,25 @@ class Outbox:
         return None
 
     def intents(
-        self, state: IntentState | Iterable[IntentState] | None = None, kind: IntentKind | None = None
+        self,
+        state: IntentState | Iterable[IntentState] | None = None,
+        kind: IntentKind | None = None,
+        *,
+        file_kind: FileKind | None = None,
     ) -> list[Intent]:
-        """Intents in ``state`` (one, several, or all), in creation order."""
+        """Intents in ``state`` (one, several, or all), in creation order; only of ``kind``, or only those whose
+        file is of ``file_kind`` (told by the file name, so other intents' sidecars are not even read)."""
         if state is None:
             states: list[IntentState] = list(IntentState)
         elif isinstance(state, IntentState):
             states = [state]
         else:
             states = list(state)
+        suffix = ".xml" if file_kind is None else f"_{file_kind.value}.xml"
         found: list[Intent] = []
         for one in states:
             for name in os.listdir(self.folder(one)):
-                if not name.endswith(".xml") or _durable.is_tmp(name):
+                if not name.endswith(suffix) or _durable.is_tmp(name):
                     continue
                 intent = self._read(one, name.removesuffix(".xml"))
                 if intent is not None and (kind is None or intent.kind is kind):

@@ -34,14 +34,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promoflow.client import _durable
+from promoflow.client._calls import Calls, run_flow
 from promoflow.client._client import EngageClient
 from promoflow.client._contacts import ContactCache
 from promoflow.client._exceptions import ApiError, PromoflowClientError
 from promoflow.client._ftp import FtpConnection, FtpError, FtpRefused, FtpTarget, FtpUnavailable
-from promoflow.client._requests import Operations
 from promoflow.client._retry import RetryPolicy
-from promoflow.client._settle import Settlement, drive, record_settlement, settle_intent
-from promoflow.client.outbox import Intent, IntentKind, IntentState, Outbox
+from promoflow.client._settle import (
+    Settlement,
+    format_instant,
+    record_settlement,
+    redeemed_by_us,
+    settle_intent,
+    uniform_instants,
+    waiting_behind,
+)
+from promoflow.client.outbox import UNDELIVERED, Intent, IntentKind, IntentState, Outbox
 from promoflow.wire.engage import Receipt
 from promoflow.wire.xml import (
     IMPORT_RESULTS_DIR,
@@ -91,10 +99,44 @@ class SyncReport:
     """Seconds spent per stage: ``recover``, ``online``, ``upload``, ``results``."""
     skipped: bool = False
     """Another pass held the outbox's sync lock; this one did nothing."""
+    api_configured: bool = True
+    """The agent has an API client (else it delivers by file only)."""
+    ftp_configured: bool = True
+    """The agent has an FTP URL (else queued intents wait for the API)."""
 
     @property
     def finished(self) -> bool:
         return not self.skipped and self.undelivered == 0
+
+    def summary(self) -> str:
+        """What happened, in words: ``API down: 3 queued for FTP; FTP not configured: nothing uploaded; …``."""
+        if self.skipped:
+            return "another sync pass was running: nothing done"
+        if not self.api_configured:
+            api = "API not configured"
+        elif self.api_online is None:
+            api = "API not asked: nothing to send online"
+        elif self.api_online:
+            api = f"API up: {self.settled_online} settled online"
+            if self.queued:
+                api += f", {self.queued} queued for FTP"
+        elif self.ftp_configured:
+            api = f"API down: {self.queued} queued for FTP"
+        else:
+            api = f"API down: {self.queued} queued, waiting for the API"
+        if not self.ftp_configured:
+            ftp = "FTP not configured: nothing uploaded"
+        elif self.ftp_online is None:
+            ftp = "FTP not needed: nothing to upload"
+        elif self.ftp_online:
+            again = f" ({self.already_uploaded} were there already)" if self.already_uploaded else ""
+            ftp = f"FTP up: {self.uploaded} uploaded{again}, {self.results_read} result file(s) read"
+        else:
+            ftp = "FTP down: nothing uploaded"
+        outcome = f"{self.done} done, {len(self.attention)} need attention, {self.undelivered} undelivered"
+        if self.awaiting_results:
+            outcome += f" ({self.awaiting_results} awaiting import results)"
+        return f"{api}; {ftp}; {outcome}"
 
     def merge(self, later: SyncReport) -> SyncReport:
         """This pass and a later one as one report: counts and lists added, state from the later pass."""
@@ -116,6 +158,8 @@ class SyncReport:
             errors=[*self.errors, *later.errors],
             timings=timings,
             skipped=later.skipped,
+            api_configured=later.api_configured,
+            ftp_configured=later.ftp_configured,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -134,21 +178,23 @@ class SyncReport:
             "errors": self.errors,
             "timings": self.timings,
             "skipped": self.skipped,
+            "summary": self.summary(),
         }
 
 
 def _describe_conflict(record: ResultRecord) -> str:
-    parts = ["already redeemed"]
-    if record.redeemed_on is not None:
-        parts.append(f"at {record.redeemed_on.isoformat()}")
+    """A conflict's reason from the result's fields (when, how, where, on which receipt), written as the
+    online path writes it; the server's own text only when the result carries no instant."""
+    if record.redeemed_on is None:
+        return uniform_instants(record.reason) or "already redeemed"
+    parts = [f"already redeemed at {format_instant(record.redeemed_on)}"]
     if record.redemption_channel is not None:
         parts.append(f"via {record.redemption_channel.value}")
     if record.store_external_id:
         parts.append(f"in store {record.store_external_id}")
     if record.unique_receipt_id:
         parts.append(f"(receipt {record.unique_receipt_id})")
-    text = " ".join(parts)
-    return f"{text}: {record.reason}" if record.reason else text
+    return " ".join(parts)
 
 
 def _runs(intents: list[Intent], size: int) -> Iterator[list[Intent]]:
@@ -213,20 +259,14 @@ class SyncAgent:
         self.upload_via_rename = upload_via_rename
         self.keep_results = keep_results
         self.batch_size = batch_size
-        self._ops = (
-            Operations(api_version=client.api_version, retry=self.retry) if client is not None else None
-        )
-        self._probe_ops = (
-            Operations(api_version=client.api_version, retry=RetryPolicy.never())
-            if client is not None
-            else None
-        )
+        self._calls = Calls(self.retry)
+        self._probe_calls = Calls(RetryPolicy.never())
 
     # --------------------------------------------------------------------------------------------- passes
 
     def run_once(self, *, lock_timeout: float | None = 0) -> SyncReport:
         """One pass (see the module docs). Returns at once with ``skipped`` if another pass is running."""
-        report = SyncReport()
+        report = SyncReport(api_configured=self.client is not None, ftp_configured=self.ftp is not None)
         with self.outbox.sync_lock(lock_timeout) as locked:
             if not locked:
                 report.skipped = True
@@ -264,14 +304,14 @@ class SyncAgent:
             log.warning("sync.ftp_unavailable error=%s", exc)
 
     def _probe(self, report: SyncReport) -> bool:
-        if self.client is None or self._probe_ops is None:
+        if self.client is None:
             return False
         if not self.outbox.intents(IntentState.PENDING) and (
             self.ftp is not None or not self.outbox.intents(IntentState.QUEUED)
         ):
             return False  # nothing to settle online: no need to ask
         try:
-            drive(self._probe_ops.count_contacts(), self.client._send, self.retry.sleep)
+            run_flow(self._probe_calls.count_contacts(), self.client)
         except PromoflowClientError as exc:
             report.api_online = False
             if isinstance(exc, ApiError) and exc.status in (401, 403):
@@ -283,6 +323,10 @@ class SyncAgent:
     def _settle_online(self, state: IntentState, report: SyncReport, online: bool) -> bool:
         if not online and state is not IntentState.PENDING:
             return online  # queued intents wait where they are; pending ones are handed to the file path
+        # A contact change waits behind earlier undelivered changes of its contact (same GUID or key): the
+        # changes of one contact reach the server in the order the till made them.
+        undelivered = self.outbox.intents(UNDELIVERED, file_kind=FileKind.CONTACTS)
+        settled_now: set[str] = set()
         for listed in self.outbox.intents(state):
             if (
                 state is IntentState.PENDING
@@ -290,27 +334,33 @@ class SyncAgent:
                 and not self.outbox.is_committed(listed.group)
             ):
                 continue  # a sale still being written (recovery discards it if its writer died)
+            ahead = [
+                i for i in self.outbox.contact_changes_ahead(listed, undelivered) if i.id not in settled_now
+            ]
             intent = self.outbox.claim(listed)
             if intent is None:
                 continue
             try:
-                if online and self.client is not None and self._ops is not None:
-                    settlement = drive(
-                        settle_intent(self._ops, intent, self.outbox.load(intent), recovering=True),
-                        self.client._send,
-                        self.retry.sleep,
+                if ahead:
+                    settlement = Settlement(None, reason=waiting_behind(ahead))
+                elif online and self.client is not None:
+                    settlement = run_flow(
+                        settle_intent(self._calls, intent, self.outbox.load(intent), recovering=True),
+                        self.client,
                     )
+                    if settlement.deferred:
+                        online = False  # no definite answers now: the rest go to the file path
                 else:
                     settlement = Settlement(None, reason="the API is unreachable")
                 if settlement.deferred:
-                    online = False  # no definite answers now: the rest go to the file path
                     if intent.state is IntentState.PENDING:
                         record_settlement(self.outbox, intent, settlement)
                         report.queued += 1
-                    else:
+                    elif not ahead:
                         self.outbox.note_attempt(intent, settlement.reason)
                 else:
                     report.settled_online += 1
+                    settled_now.add(intent.id)
                     self._finish(record_settlement(self.outbox, intent, settlement), report)
             finally:
                 self.outbox.release(intent)
@@ -326,8 +376,15 @@ class SyncAgent:
         self._resume_batches(ftp, report, results | processed)
         queued = self.outbox.intents(IntentState.QUEUED)
         folders: dict[str, dict[str, int | None]] = {}
+        blocked: set[str] = set()  # contacts with a change this pass cannot take: their later changes wait
         for run in _runs(queued, self.batch_size):
-            held = [intent for intent in map(self.outbox.claim, run) if intent is not None]
+            held: list[Intent] = []
+            for listed in run:
+                intent = None if listed.contact_marks & blocked else self.outbox.claim(listed)
+                if intent is None:
+                    blocked |= listed.contact_marks
+                else:
+                    held.append(intent)
             try:
                 if len(held) > 1:
                     self._upload_batch(ftp, held, report)
@@ -540,17 +597,15 @@ class SyncAgent:
                     IntentState.DONE, Verdict.DUPLICATE.value, None, {**detail, "settledBy": "result"}
                 )
             return Settlement(IntentState.SETTLED, record.verdict.value, _describe_conflict(record), detail)
-        return Settlement(IntentState.SETTLED, record.verdict.value, record.reason, detail)
+        return Settlement(IntentState.SETTLED, record.verdict.value, uniform_instants(record.reason), detail)
 
     def _ours(self, intent: Intent, record: ResultRecord) -> bool:
-        """A conflict that is our own sale: redeemed by our receipt, or at our sale's instant."""
+        """A conflict that is our own sale (:func:`~promoflow.client._settle.redeemed_by_us`)."""
         if intent.kind is not IntentKind.REDEMPTION:
             return False
         mine = self.outbox.load(intent)
         assert isinstance(mine, Redemption)
-        if record.unique_receipt_id and record.unique_receipt_id == mine.unique_receipt_id:
-            return True
-        return record.redeemed_on is not None and record.redeemed_on == mine.redeemed_on
+        return redeemed_by_us(mine, record.redeemed_on, record.unique_receipt_id)
 
     def _finish(self, intent: Intent, report: SyncReport) -> None:
         if intent.state is IntentState.DONE:

@@ -84,13 +84,14 @@ def compose(features: Sequence[Feature]) -> Composition:
 
 def default_features() -> list[Feature]:
     """Every feature of the server, in the order their routes are mounted."""
+    from .admin.feature import FEATURE as admin
     from .contact.feature import FEATURE as contact
     from .health.feature import FEATURE as health
     from .promotion.feature import FEATURE as promotion
     from .receipt.feature import FEATURE as receipt
     from .transfer.feature import FEATURE as transfer
 
-    return [health, contact, promotion, receipt, transfer]
+    return [health, contact, promotion, receipt, transfer, admin]
 
 
 def default_composition() -> Composition:

@@ -1,8 +1,12 @@
 """Contact import (spec A11/A13): ``<contacts><contact>`` with one child element per JSON attribute.
 
 A record becomes the flat JSON body the contact API takes (``ContactRecord.body()``), so creating or updating
-a contact from a file follows exactly the rules of ``POST /api/v2/contacts`` and ``POST
-/api/v2/contacts/{id}``.
+a contact from a file follows the rules of ``POST /api/v2/contacts`` and ``POST /api/v2/contacts/{id}``.
+
+A record names the contact it changes in one of three ways: ``contactId`` (update that contact),
+``matchKey`` + ``matchKeyType`` (update the contact that key identifies; an extension, for a till that knows
+the customer's e-mail or member number but not the GUID), or neither (create the contact, or update the one
+holding its key: Engage's contact import upserts).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from io import BytesIO
 from typing import Any
 
 from lxml import etree
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from promoflow.wire.engage import WireModel
 from promoflow.wire.xml._fields import NAMESPACE_PREFIX, Guid
@@ -23,11 +27,17 @@ from promoflow.wire.xml._writer import DocumentWriter, Node, model_nodes, text
 
 CONTACTS_NAMESPACE = NAMESPACE_PREFIX + "contacts"
 
-_RESERVED = frozenset({"contactId", "contactType", "preferences"})
+_RESERVED = frozenset({"contactId", "contactType", "preferences", "matchKey", "matchKeyType"})
 # JSON attribute names are ASCII identifiers; XML names are wider, so the narrower rule decides for both ways.
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
 # Attributes that identify a contact, tried in this order for the key of an invalid record.
-_KEY_ATTRIBUTES = ("contactId", "email", "memberNumber", "mobilePhone", "externalId", "socialSecurityNumber")
+_KEY_ATTRIBUTES = (
+    "contactId", "matchKey", "email", "memberNumber", "mobilePhone", "externalId", "socialSecurityNumber",
+)  # fmt: skip
+MATCH_KEY_TYPES = ("email", "mobilePhone", "socialSecurityNumber", "memberNumber", "externalId", "any")
+"""What ``matchKeyType`` may name (any case): the keys a contact is looked up by (``any`` as in ``GET
+…/contacts/id?any=``: the first of e-mail, personal id, phone number, custom key the value is valid as)."""
+_MATCH_KEY_TYPES = {name.lower(): name for name in MATCH_KEY_TYPES}
 
 
 class ContactPreferences(WireModel):
@@ -37,12 +47,15 @@ class ContactPreferences(WireModel):
 
 
 class ContactRecord(WireModel):
-    """One ``<contact>``: create it, or update the contact ``contact_id`` when given.
+    """One ``<contact>``: update the contact ``contact_id`` names, or the one ``match_key`` (of
+    ``match_key_type``) identifies; else create it (a create whose key exists updates that contact).
 
     ``attributes`` maps JSON attribute names to their text; an empty string clears the attribute.
     """
 
     contact_id: Guid | None = None
+    match_key: str | None = Field(default=None, min_length=1, max_length=255)
+    match_key_type: str | None = Field(default=None, min_length=1, max_length=100)
     contact_type: str | None = Field(default=None, min_length=1, max_length=100)
     attributes: dict[str, str] = Field(default_factory=dict)
     preferences: ContactPreferences | None = None
@@ -54,6 +67,29 @@ class ContactRecord(WireModel):
             if name in _RESERVED or not _ATTRIBUTE_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} cannot be an attribute name")
         return value
+
+    @field_validator("match_key_type")
+    @classmethod
+    def _match_key_type(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = _MATCH_KEY_TYPES.get(value.lower())
+        if known is None:
+            raise ValueError(f"matchKeyType {value!r} is none of {', '.join(MATCH_KEY_TYPES)}")
+        return known
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_contact(self) -> ContactRecord:
+        if (self.match_key is None) != (self.match_key_type is None):
+            raise ValueError("matchKey and matchKeyType go together")
+        if self.match_key is not None and self.contact_id is not None:
+            raise ValueError("a contact is named by contactId or by matchKey, not both")
+        return self
+
+    @property
+    def is_update(self) -> bool:
+        """Whether the record changes an existing contact only (by ``contactId`` or ``matchKey``)."""
+        return self.contact_id is not None or self.match_key is not None
 
     def body(self) -> dict[str, Any]:
         """The flat JSON body of the contact API: attributes plus ``contactType`` and ``preferences``."""
@@ -80,8 +116,8 @@ def _convert(section: str | None, element: etree._Element) -> ContactRecord:
             raise ValueError(f"{name}: an attribute holds text only, not elements")
         else:
             values[name] = child.text or ""
-    if not values and "contactId" not in data:
-        raise ValueError("a contact needs at least one attribute or a contactId")
+    if not values and "contactId" not in data and "matchKey" not in data:
+        raise ValueError("a contact needs at least one attribute, a contactId or a matchKey")
     data["attributes"] = values
     return ContactRecord.model_validate(data)
 
@@ -111,6 +147,9 @@ def contact_nodes(contact: ContactRecord) -> list[Node]:
     nodes: list[Node] = []
     if contact.contact_id is not None:
         nodes.append(("contactId", None, contact.contact_id))
+    if contact.match_key is not None and contact.match_key_type is not None:
+        nodes.append(("matchKey", None, text(contact.match_key)))
+        nodes.append(("matchKeyType", None, text(contact.match_key_type)))
     if contact.contact_type is not None:
         nodes.append(("contactType", None, text(contact.contact_type)))
     nodes.extend((name, None, text(value)) for name, value in contact.attributes.items())
