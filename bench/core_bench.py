@@ -125,9 +125,9 @@ async def _tenant_and_promotions(url: str) -> tuple[str, str, list[str]]:
                 }
             )
             p = await svc.create(conn, body)
-            await svc.activate(conn, p["id"])
+            await svc.activate(conn, str(p.id))
             if i < 7:
-                pos_ids.append(p["id"])
+                pos_ids.append(str(p.id))
     await db.dispose()
     return str(new.tenant_id), new.api_key, pos_ids
 

@@ -26,6 +26,25 @@ from promoflow.server.config import Settings
 from promoflow.server.http.app import create_app
 from promoflow.server.migrate import upgrade
 from promoflow.server.tenant_setup import create_tenant
+from tests.support.openapi_check import check_response
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _answers_match_the_openapi_document() -> Iterator[None]:
+    """Every 2xx JSON answer of a TestClient is checked against the OpenAPI document, optional fields not
+    nullable (tests/support/openapi_check.py)."""
+    original = TestClient.send
+
+    def send(self: TestClient, request: Any, **kw: Any) -> Any:
+        response = original(self, request, **kw)
+        if not kw.get("stream"):
+            check_response(response)
+        return response
+
+    TestClient.send = send  # type: ignore[method-assign]
+    yield
+    TestClient.send = original  # type: ignore[method-assign]
+
 
 PG_ADMIN_URL = os.environ.get("PROMOFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

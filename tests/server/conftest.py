@@ -13,6 +13,7 @@ import pytest
 
 from promoflow.server.config import Settings
 from tests.conftest import make_tenant
+from tests.support.openapi_check import check_response
 from tests.support.servers import ServerProcess, start_server
 
 
@@ -36,6 +37,8 @@ class Live:
         return make_tenant(self.settings, **kw)
 
     def client(self, tenant: dict[str, Any], **kw: Any) -> httpx.Client:
+        # Its 2xx answers are checked against the OpenAPI document (tests/support/openapi_check.py).
+        kw.setdefault("event_hooks", {"response": [check_response]})
         return httpx.Client(base_url=self.base_url, headers={"apikey": tenant["apiKey"]}, timeout=60, **kw)
 
     def run_jobs(self, workers: int = 1) -> int:

@@ -82,7 +82,7 @@ def test_expires_on_is_23_59_59_local_and_follows_daylight_saving(api: Any) -> N
     item = api.post(f"/api/v2/contacts/{ny_cid}/promotions/{ny_pid}/assign", headers=h).json()
     assert item["expiresOn"] == "2026-03-20T23:59:59-04:00"
     no_end = new_promotion(api, end=None)["id"]
-    assert api.post(f"/api/v2/contacts/{cid}/promotions/{no_end}/assign").json()["expiresOn"] is None
+    assert "expiresOn" not in api.post(f"/api/v2/contacts/{cid}/promotions/{no_end}/assign").json()
 
 
 def test_assigned_validity_in_days(api: Any) -> None:
@@ -167,7 +167,9 @@ def test_a_late_replay_redeems_at_the_time_of_the_sale(api: Any) -> None:
     # The sale's time must fall inside the assignment's validity.
     late = {"redemptionChannel": "POS", "redeemedOn": "2026-03-21T00:00:01+01:00"}
     assert_error(api.post(f"/api/v2/promotions/codes/{aids[1]}/redeem", json=late), 409, "PromotionExpired")
-    early = {"redemptionChannel": "POS", "redeemedOn": "2026-03-10T12:59:00+01:00"}  # before it was assigned
+    # Before it was assigned, by more than the tenant's clock skew (5 minutes; issue 11 §5: up to that much
+    # earlier is a till's clock, not a sale before the assignment).
+    early = {"redemptionChannel": "POS", "redeemedOn": "2026-03-10T12:54:00+01:00"}
     assert_error(
         api.post(f"/api/v2/promotions/codes/{aids[1]}/redeem", json=early), 409, "PromotionNotYetValid"
     )

@@ -42,11 +42,10 @@ def test_create_is_a_draft_in_the_multichannel_promotion_model(api: Any) -> None
         "link": "https://shop.test/tees",
     }
     assert p["redemptionChannels"] == [
-        {"type": "POS", "valueType": "EXTERNALOFFER", "value": "POS-CAMPAIGN-123", "localValues": None,
+        {"type": "POS", "valueType": "EXTERNALOFFER", "value": "POS-CAMPAIGN-123",
          "instruction": "Scan the coupon"},
-        {"type": "ECOM", "valueType": "MONEY", "value": "20.5", "localValues": [{"currency": "EUR", "amount": 2.25}],
-         "instruction": None},
-    ]  # fmt: skip
+        {"type": "ECOM", "valueType": "MONEY", "value": "20.5", "localValues": [{"currency": "EUR", "amount": 2.25}]},
+    ]  # fmt: skip  (absent optional fields are left out, issue 11 §4)
     assert api.get(f"/api/v2/promotions/multichannels/{p['id']}").json() == p
     assert api.get(f"/api/v3/promotions/multichannels/{p['id'].upper()}").json() == p
     assert api.get("/api/v2/promotions/multichannels?externalId=TEES-20").json() == p
@@ -92,11 +91,7 @@ def test_put_replaces_a_draft_and_is_409_once_active(api: Any) -> None:
     assert r.status_code == 200
     u = r.json()
     assert (u["name"], u["externalId"], u["status"]) == ("renamed", "D-2", "Draft")
-    assert u["validity"] == {
-        "startDate": "2026-05-01T00:00:00+02:00",
-        "endDate": None,
-        "assignedValidity": None,
-    }
+    assert u["validity"] == {"startDate": "2026-05-01T00:00:00+02:00"}  # absent optional fields are left out
     assert [c["type"] for c in u["redemptionChannels"]] == ["OTHER"]
     assert_error(api.get("/api/v2/promotions/multichannels?externalId=D-1"), 404, "PromotionNotFound")
 
@@ -160,7 +155,7 @@ def test_activate_and_deactivate(api: Any) -> None:
     future = new_promotion(api, activate=False, start="2026-03-11", end="2026-03-31")
     r = api.post(f"/api/v2/promotions/multichannels/{future['id']}/activate")
     assert r.status_code == 200 and r.json()["status"] == "Scheduled"
-    assert set(r.json()) == ENGAGE_FIELDS
+    assert set(r.json()) == ENGAGE_FIELDS - {"externalId"}  # none given: left out
     today = new_promotion(api, activate=False, start="2026-03-10", end="2026-03-10")
     assert api.post(f"/api/v2/promotions/multichannels/{today['id']}/activate").json()["status"] == "Active"
     past = new_promotion(api, activate=False, start="2026-03-01", end="2026-03-09")
@@ -197,7 +192,7 @@ def test_the_list_is_paged_and_filters_by_status(api: Any) -> None:
     assert [p["id"] for p in page["items"]] == [drafts[1]["id"], drafts[2]["id"]]
     # List items carry every extension field.
     assert {"createdOn", "changedOn", "returnPolicy"} <= set(page["items"][0])
-    assert page["items"][0]["presentation"]["imageUrl"] is None
+    assert "imageUrl" not in page["items"][0]["presentation"]  # absent optional fields are left out
     for status, expected in (
         ("Draft", drafts),
         ("Active", [active]),
@@ -230,12 +225,11 @@ def test_contact_items_type_their_values(api: Any) -> None:
     api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/assign")
     [item] = api.get(f"/api/v2/contacts/{cid}/promotions").json()
     assert item["redemptionChannels"] == [
-        {"type": "POS", "valueType": "PERCENT", "value": 15, "localValues": None, "instruction": None},
+        {"type": "POS", "valueType": "PERCENT", "value": 15},
         {"type": "ECOM", "valueType": "MONEY", "value": {"amount": 20.5, "currency": "SEK"},
-         "localValues": [{"currency": "EUR", "amount": 2}], "instruction": None},
-        {"type": "OTHER", "valueType": "EXTERNALOFFER", "value": "CODE-1", "localValues": None,
-         "instruction": "Type the code"},
-    ]  # fmt: skip
+         "localValues": [{"currency": "EUR", "amount": 2}]},
+        {"type": "OTHER", "valueType": "EXTERNALOFFER", "value": "CODE-1", "instruction": "Type the code"},
+    ]  # fmt: skip  (absent optional fields are left out, issue 11 §4)
     assert (item["heading"], item["description"], item["link"], item["imageUrl"]) == (
         "H",
         "D",

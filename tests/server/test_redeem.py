@@ -181,7 +181,7 @@ def test_reactivation_up_to_the_limit(api: Any, flow: dict[str, Any]) -> None:
             else f"/api/v3/promotion-assignments/{aid}/reactivate"
         )
         r = api.post(path)
-        assert r.status_code == 200 and r.json()["redeemed"] is False and r.json()["redeemedOn"] is None
+        assert r.status_code == 200 and r.json()["redeemed"] is False and "redeemedOn" not in r.json()
         assert ("assignmentId" in r.json()) is (n % 2 == 1)
         assert aid in [i["id"] for i in api.get(f"/api/v2/contacts/{cid}/promotions").json()]
     assert api.post(f"/api/v2/promotions/codes/{aid}/redeem", json="POS").status_code == 200
@@ -234,3 +234,12 @@ def test_reactivation_after_expiry_and_a_configured_limit(api: Any) -> None:
     assert api.post(f"/api/v2/promotions/codes/{other}/redeem", json="POS", headers=h).status_code == 200
     api.clock.set(datetime.fromisoformat("2026-03-13T00:00:00+01:00"))
     assert_error(api.post(f"/api/v2/promotions/codes/{other}/reactivate", headers=h), 409, "PromotionExpired")
+
+
+def test_a_definition_id_on_the_codes_path_is_named_as_such(api: Any, flow: dict[str, Any]) -> None:
+    """Issue 11 §8: redeem takes the assignment id; a definition id gets a message that says so."""
+    for path in (f"/api/v2/promotions/codes/{flow['pid']}/redeem", f"/api/v3/promotion-assignments/{flow['pid']}/redeem"):
+        body = assert_error(api.post(path, json="POS"), 404, "PromotionNotFound")
+        assert "promotion definition" in body["message"] and "assignment id" in body["message"]
+    unknown = assert_error(api.post(f"/api/v2/promotions/codes/{uuid.uuid4()}/redeem", json="POS"), 404, "PromotionNotFound")
+    assert "definition" not in unknown["message"]

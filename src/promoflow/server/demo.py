@@ -67,9 +67,9 @@ async def ensure_demo(settings: Settings) -> dict[str, Any]:
             promos = PromotionService(ctx, now)
             for promo_body in _PROMOTIONS:
                 created = await promos.create(conn, MultichannelPromotionCreate.model_validate(promo_body))
-                await promos.activate(conn, created["id"])
+                await promos.activate(conn, str(created.id))
                 for cid in contact_ids:
-                    await AssignmentService(ctx, now).assign(conn, uuid.UUID(cid), uuid.UUID(created["id"]))
+                    await AssignmentService(ctx, now).assign(conn, uuid.UUID(cid), created.id)
     finally:
         await db.dispose()
     info["contactIds"] = contact_ids

@@ -32,14 +32,12 @@ from ...wire.engage import (
 from ..contact.service import ContactService, normalize_email, normalize_key, normalize_phone
 from ..exceptions import PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
-from ..promotion.assignment import (
-    AssignmentService,
-    RedemptionService,
-    promotion_part,
-    render_item,
-)
+from ..promotion import presenter
+from ..promotion.assignment import AssignmentService, RedemptionService
 from ..promotion.bulk import BULK_ASSIGN, bulk_payload
-from ..promotion.errors import PromotionAlreadyRedeemedError, PromotionNotFoundError
+from ..promotion.domain import Promotion, PromotionFace
+from ..promotion.errors import PromotionNotFoundError
+from ..promotion.redemption import Reason, explain
 from ..promotion.rules import CHANNEL_BITS, assignment_window, status_of, validate_channel_value
 from ..promotion.service import PromotionService
 from ..receipt.history import HistoryService
@@ -234,7 +232,7 @@ async def get_promotion(
     assigned, redeemed = counts.get(pid, (0, 0))
     return PromotionView(
         id=row.id,
-        wire=svc.out(row, extended=True),
+        wire=presenter.definition(Promotion.of(row), now, ctx.tz, extended=True),
         status=status_of(row, now, ctx.tz).value,
         validity=validity_text(row.start_date, row.end_date, ctx.tz),
         assigned=assigned if ever else 0,
@@ -251,7 +249,7 @@ async def has_assignments(conn: AsyncConnection, pid: uuid.UUID) -> bool:
 async def create_promotion(conn: AsyncConnection, ctx: TenantContext, now: datetime,
                            body: MultichannelPromotionCreate) -> uuid.UUID:  # fmt: skip
     out = await PromotionService(ctx, now).create(conn, body)
-    return uuid.UUID(out["id"])
+    return out.id
 
 
 async def update_promotion(conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID,
@@ -279,10 +277,11 @@ async def duplicate_promotion(
     conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID
 ) -> uuid.UUID:
     """A new Draft with the same definition (no external id: it must stay unique)."""
-    wire = PromotionService(ctx, now).out(await PromotionService(ctx, now).row(conn, pid), extended=True)
+    promo = Promotion.of(await PromotionService(ctx, now).row(conn, pid))
+    wire = presenter.definition(promo, now, ctx.tz, extended=True)
     wire = {**wire, "name": f"Copy of {wire['name']}"[:450], "externalId": None}
     wire["validity"] = {**wire["validity"], "startDate": wire["validity"]["startDate"][:10],
-                        "endDate": (wire["validity"]["endDate"] or "")[:10] or None}  # fmt: skip
+                        "endDate": (wire["validity"].get("endDate") or "")[:10] or None}  # fmt: skip
     return await create_promotion(conn, ctx, now, MultichannelPromotionCreate.model_validate(wire))
 
 
@@ -339,8 +338,9 @@ def preview(ctx: TenantContext, now: datetime, body: dict[str, Any]) -> Preview:
         image_url=(body.get("presentation") or {}).get("imageUrl"), link=(body.get("presentation") or {}).get("link"),
         channels=channels,
     )  # fmt: skip
-    item = render_item(
-        uuid.UUID(int=0), promotion_part(row, ctx.currency), valid_from, valid_to, None, ctx.tz, False
+    item = presenter.item_of(
+        uuid.UUID(int=0), presenter.face(PromotionFace.of(row), ctx.currency), valid_from, valid_to, None, ctx.tz,
+        False,
     )
     for ch in item["redemptionChannels"]:
         ch["display"] = value_text(ch)
@@ -703,30 +703,28 @@ class ContactCard:
     timeline: list[dict[str, Any]]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# WHY-NOT (temporary home). The one function that asks the redemption rule why the till does not show an
-# assignment. Until `server/promotion/redemption.py` (issue 12) provides the explanation, it uses the refusal
-# logic the redeem endpoint applies (`RedemptionService._explain_refusal` in server/promotion/assignment.py);
-# switch this function, and only it, to the redemption module's explanation.
-# ----------------------------------------------------------------------------------------------------------
 async def why_not_shown(conn: AsyncConnection, ctx: TenantContext, now: datetime, row: Any,
                         channel: ChannelType) -> str:  # fmt: skip
-    try:
-        await RedemptionService(ctx, now)._explain_refusal(conn, row.id, channel, now, None)
-    except PromotionAlreadyRedeemedError as exc:
-        where = f" in store {exc.store_external_id}" if exc.store_external_id else ""
-        return f"already redeemed {fmt_time(exc.redeemed_at, ctx.tz)} via {exc.channel}{where}"
-    except PromoflowError as exc:
-        if exc.code == "PromotionExpired":
-            return f"expired {fmt_time(row.valid_to, ctx.tz, seconds=True)}"
-        if exc.code == "PromotionNotYetValid":
-            return f"not valid until {fmt_time(row.valid_from, ctx.tz)}"
-        if exc.code == "PromotionNotValidForRedemptionChannel":
-            return f"not for {channel.value}"
-        if exc.code == "PromotionNotFound":
-            return "deleted"
-        return exc.message
-    return "not shown"
+    """Why the till does not show an assignment: the redemption rule's own explanation
+    (`promotion.redemption.explain`), in the card's words."""
+    found = await explain(conn, ctx, at=now, channel=channel, assignment_id=row.id)
+    if not found or not found[0].refusals:
+        return "not shown"
+    refusal, facts = found[0].refusals[0], found[0].facts
+    if refusal.reason is Reason.REDEEMED:
+        where = f" in store {facts.redeemed_store}" if facts.redeemed_store else ""
+        return f"already redeemed {fmt_time(facts.redeemed_at, ctx.tz)} via {facts.redeemed_channel}{where}"
+    if refusal.reason is Reason.EXPIRED:
+        return f"expired {fmt_time(facts.valid_to, ctx.tz, seconds=True)}"
+    if refusal.reason is Reason.NOT_YET_VALID:
+        return f"not valid until {fmt_time(facts.valid_from, ctx.tz)}"
+    if refusal.reason is Reason.CHANNEL:
+        return f"not for {channel.value}"
+    if refusal.reason is Reason.DELETED:
+        return "deleted"
+    if refusal.reason is Reason.DRAFT:
+        return "draft"
+    return refusal.error.message
 
 
 async def contact_card(

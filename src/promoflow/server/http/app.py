@@ -16,7 +16,6 @@ from .. import hooks
 from ..config import Settings
 from ..db import Database
 from ..features import Composition, default_composition
-from ..promotion import fastlane
 from ..worker.runner import Worker
 from . import exception_handlers
 from .edge import AppState
@@ -85,7 +84,6 @@ def create_app(
     for router in composition.routers():
         app.include_router(router)
     guard = _Guard()
-    app.add_middleware(fastlane.FastLane, holder=guard)  # type: ignore[arg-type]
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """The edge of a request: who is calling (API key → tenant), rate limits, and the unit of work.
 
 Routers stay thin: they call ``edge.read(fn)`` or ``edge.write(fn)`` with one service call; the edge opens the
-transaction, commits once, applies idempotency keys, and serialises the answer.
+transaction, commits once, applies idempotency keys, and serialises the answer. Authenticated routers use
+`EdgeRoute`: authorisation once, before the body is read, and the route-level hook for fast paths (`fast_path`).
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic_core
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -103,8 +105,55 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     return ctx
 
 
+_TENANT = "promoflow.tenant"
+
+
 async def tenant_context(request: Request) -> TenantContext:
-    return await authorize(state_of(request), request.headers, request.client.host if request.client else None)
+    """The request's tenant: authorised once per request (`EdgeRoute` does it before anything reads the body;
+    the routed handler's dependency then finds it here)."""
+    ctx: TenantContext | None = request.scope.get(_TENANT)
+    if ctx is None:
+        ctx = await authorize(state_of(request), request.headers, request.client.host if request.client else None)
+        request.scope[_TENANT] = ctx
+    return ctx
+
+
+FastHandler = Callable[[Request, TenantContext], Awaitable[Response | None]]
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def fast_path(handler: FastHandler) -> Callable[[_Endpoint], _Endpoint]:
+    """Give an endpoint a fast handler: called with the authorised request before the routed handler, it answers
+    (a Response) or declines (None: the routed handler answers, with the same tenant context). It must answer
+    exactly what the routed handler would, and decline whatever it does not handle."""
+
+    def mark(endpoint: _Endpoint) -> _Endpoint:
+        endpoint.fast_path = handler  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+class EdgeRoute(APIRoute):
+    """The route of an authenticated endpoint. The caller is authorised (API key, IP allow-list, rate limit) once,
+    before anything reads the body — a body the server cannot parse is never read for an unknown caller; then the
+    endpoint's fast handler (`fast_path`), if any, may answer; otherwise the routed handler does, and its `edge`
+    dependency reuses the tenant context. One mechanism for every fast path (the promotion fetch and redeem, the
+    plain receipt), with the same OpenAPI as the routed handler."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        routed = super().get_route_handler()
+        fast: FastHandler | None = getattr(self.endpoint, "fast_path", None)
+
+        async def handler(request: Request) -> Response:
+            ctx = await tenant_context(request)
+            if fast is not None:
+                answer = await fast(request, ctx)
+                if answer is not None:
+                    return answer
+            return await routed(request)
+
+        return handler
 
 
 def json_bytes(value: Any) -> bytes:

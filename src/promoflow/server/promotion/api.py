@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,13 +32,15 @@ from ..contact.errors import ContactNotFoundError, InvalidContactIdError
 from ..contact.service import parse_contact_id
 from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
 from ..hooks import fire_promotions_shown
-from ..http.edge import Edge, edge
+from ..http.edge import Edge, EdgeRoute, Work, edge, fast_path
 from ..http.errors import IdempotencyKeyInUseError, IdempotencyKeyMismatchError
 from ..http.openapi import EXTENSION, body_schema, errors
 from ..worker import queue
 from ..worker.errors import InvalidJobIdError, JobNotFoundError
-from .assignment import AssignmentService, RedemptionService, item_out, parse_assignment_id
+from . import fastlane, presenter
+from .assignment import AssignmentService, RedemptionService, parse_assignment_id
 from .bulk import BULK_ASSIGN, bulk_payload
+from .domain import AssignmentView, Promotion
 from .errors import (
     AmbiguousPromotionIdError,
     DuplicateRedemptionChannelError,
@@ -56,6 +59,7 @@ from .errors import (
     PromotionNotAssociatedWithContactError,
     PromotionNotDraftError,
     PromotionNotFoundError,
+    PromotionNotRedeemableError,
     PromotionNotRedeemedError,
     PromotionNotValidForRedemptionChannelError,
     PromotionNotYetValidError,
@@ -64,7 +68,7 @@ from .errors import (
 from .rules import parse_channel
 from .service import PromotionService, parse_promotion_id
 
-router = APIRouter()
+router = APIRouter(route_class=EdgeRoute)
 DEFS = "promotion definitions"
 FLOW = "promotion assignments"
 
@@ -73,6 +77,33 @@ _DEF_BODY = (InvalidPayloadError, InvalidValidityError, InvalidPromotionValueErr
 
 
 # -------------------------------------------------------------------------------------------- definitions
+
+
+def _definition(e: Edge, call: Callable[[AsyncConnection, PromotionService], Awaitable[Promotion]]) -> Work:
+    """A unit of work answering one promotion definition (`MultichannelPromotionModel`)."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        return presenter.definition(await call(conn, PromotionService(e.ctx, now)), now, e.ctx.tz)
+
+    return work
+
+
+def _validity(e: Edge, promotion_id: str | None, external_id: str | None) -> Work:
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        return presenter.validity(await PromotionService(e.ctx, now).validity(conn, promotion_id, external_id), e.ctx.tz)
+
+    return work
+
+
+def _assignment(e: Edge, call: Callable[[AsyncConnection, datetime], Awaitable[AssignmentView]], *, v3: bool) -> Work:
+    """A unit of work answering one assignment (an `ApiPromotionModel` item)."""
+
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        return presenter.item(await call(conn, now), e.ctx.currency, e.ctx.tz, v3=v3)
+
+    return work
+
+
 
 
 @router.post(
@@ -86,7 +117,7 @@ _DEF_BODY = (InvalidPayloadError, InvalidValidityError, InvalidPromotionValueErr
              tags=[DEFS], responses=errors(*_DEF_BODY, ExternalIdInUseError, UnsupportedMediaTypeError))  # fmt: skip
 async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
     """Create a multichannel promotion; it starts as a Draft."""
-    return await e.write(lambda conn, now: PromotionService(e.ctx, now).create(conn, body), 201)
+    return await e.write(_definition(e, lambda conn, svc: svc.create(conn, body)), 201)
 
 
 @router.get(
@@ -104,17 +135,20 @@ async def get_promotion_by_external_id_or_list(
 ) -> Response:
     """With `externalId`: that promotion. Without (extension): a page of promotions, optionally by status."""
     if external_id is not None:
-        return await e.read(lambda conn, now: PromotionService(e.ctx, now).get_by_external(conn, external_id))
-    return await e.read(
-        lambda conn, now: PromotionService(e.ctx, now).list(conn, offset=offset, count=count, status=status)
-    )
+        return await e.read(_definition(e, lambda conn, svc: svc.get_by_external(conn, external_id)))
+
+    async def listing(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
+        found = await PromotionService(e.ctx, now).list(conn, offset=offset, count=count, status=status)
+        return presenter.page(found, now, e.ctx.tz)
+
+    return await e.read(listing)
 
 
 @router.get("/api/v2/promotions/multichannels/validity", response_model=ValidityOut, tags=[DEFS],
             responses=errors(PromotionNotFoundError))  # fmt: skip
 async def get_validity_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
     """The validity of the promotion with this externalId."""
-    return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, None, external_id))
+    return await e.read(_validity(e, None, external_id))
 
 
 @router.delete("/api/v2/promotions/multichannels", tags=[DEFS],
@@ -135,7 +169,7 @@ async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Quer
             responses=errors(*_ID, PromotionNotFoundError))  # fmt: skip
 async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """A promotion definition; `status` follows its dates in the tenant's time zone."""
-    return await e.read(lambda conn, now: PromotionService(e.ctx, now).get(conn, promotion_id))
+    return await e.read(_definition(e, lambda conn, svc: svc.get(conn, promotion_id)))
 
 
 @router.put("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
@@ -143,7 +177,7 @@ async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
                              PromotionNotDraftError, ExternalIdInUseError))  # fmt: skip
 async def update_promotion(promotion_id: str, body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
     """Replace a Draft promotion's definition."""
-    return await e.write(lambda conn, now: PromotionService(e.ctx, now).update(conn, promotion_id, body))
+    return await e.write(_definition(e, lambda conn, svc: svc.update(conn, promotion_id, body)))
 
 
 @router.delete("/api/v2/promotions/multichannels/{promotion_id}", tags=[DEFS],
@@ -162,7 +196,7 @@ async def delete_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Respon
             responses=errors(*_ID, PromotionNotFoundError))  # fmt: skip
 async def get_validity(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """The validity of a promotion."""
-    return await e.read(lambda conn, now: PromotionService(e.ctx, now).validity(conn, promotion_id, None))
+    return await e.read(_validity(e, promotion_id, None))
 
 
 @router.put("/api/v2/promotions/multichannels/{promotion_id}/validity", response_model=MultichannelPromotion,
@@ -170,7 +204,7 @@ async def get_validity(promotion_id: str, e: Edge = Depends(edge)) -> Response:
                                           PromotionNotDraftError))  # fmt: skip
 async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = Depends(edge)) -> Response:
     """Change a Draft promotion's validity."""
-    return await e.write(lambda conn, now: PromotionService(e.ctx, now).update_validity(conn, promotion_id, body))
+    return await e.write(_definition(e, lambda conn, svc: svc.update_validity(conn, promotion_id, body)))
 
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/activate", response_model=MultichannelPromotion,
@@ -179,7 +213,7 @@ async def update_validity(promotion_id: str, body: PromotionValidity, e: Edge = 
                               PromotionNotDraftError, PromotionIncompleteError, PromotionExpiredError))  # fmt: skip
 async def activate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: Draft → Scheduled (start date in the future) or Active."""
-    return await e.write(lambda conn, now: PromotionService(e.ctx, now).activate(conn, promotion_id))
+    return await e.write(_definition(e, lambda conn, svc: svc.activate(conn, promotion_id)))
 
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/deactivate", response_model=MultichannelPromotion,
@@ -187,7 +221,7 @@ async def activate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Resp
              responses=errors(*_ID, PromotionNotFoundError, PromotionNotActiveError))  # fmt: skip
 async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: end a Scheduled or Active promotion now. Existing assignments stay valid."""
-    return await e.write(lambda conn, now: PromotionService(e.ctx, now).deactivate(conn, promotion_id))
+    return await e.write(_definition(e, lambda conn, svc: svc.deactivate(conn, promotion_id)))
 
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
@@ -236,7 +270,7 @@ async def assign_v2(contact_id: str, promotion_id: str, e: Edge = Depends(edge))
     """Assign a (Scheduled or Active) promotion to a contact; answers the new assignment."""
     cid = parse_contact_id(contact_id)
     pid = parse_promotion_id(promotion_id, InvalidPromotionIdError)
-    return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid))
+    return await e.write(_assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=False))
 
 
 @router.post("/api/v3/promotion-assignments", response_model=ApiPromotion, tags=[FLOW], responses=_ASSIGN_ERRORS)
@@ -244,7 +278,7 @@ async def assign_v3(body: AssignmentCreateV3, e: Edge = Depends(edge)) -> Respon
     """Assign a promotion to a contact (v3)."""
     cid = parse_contact_id(body.contact_id)
     pid = parse_promotion_id(body.promotion_id, InvalidPromotionIdError)
-    return await e.write(lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid, v3=True))
+    return await e.write(_assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=True))
 
 
 def _channel_filter(query_value: str | None, header_value: str | None) -> ChannelType | None:
@@ -259,9 +293,9 @@ def _listing(e: Edge, cid: uuid.UUID, channel: ChannelType | None, include_redee
             conn, cid, channel, include_redeemed=include_redeemed
         )
         # The ledger's 'shown' events (buffered by the listener, never a write here), as the fast lane does.
-        shown = [(r.id, r.promotion_id) for r in rows if r.redeemed_at is None]
+        shown = [(r.id, r.promotion.promotion_id) for r in rows if r.redeemed_at is None]
         await fire_promotions_shown(e.state, e.ctx, cid, shown, store, now)
-        return [item_out(r, e.ctx, v3=v3) for r in rows]
+        return presenter.items(rows, e.ctx.currency, e.ctx.tz, v3=v3)
 
     return work
 
@@ -271,6 +305,7 @@ _LIST_ERRORS = errors(InvalidContactIdError, NotAValidRedemptionChannelError, Co
 
 @router.get("/api/v2/contacts/{contact_id}/promotions", response_model=list[ApiPromotion], tags=[FLOW],
             responses=_LIST_ERRORS)  # fmt: skip
+@fast_path(fastlane.fetch(v3=False))
 async def list_contact_promotions(
     contact_id: str,
     e: Edge = Depends(edge),
@@ -287,6 +322,7 @@ async def list_contact_promotions(
 
 @router.get("/api/v3/promotion-assignments", response_model=list[ApiPromotion], tags=[FLOW],
             responses=_LIST_ERRORS)  # fmt: skip
+@fast_path(fastlane.fetch(v3=True))
 async def list_assignments_v3(
     e: Edge = Depends(edge),
     contact_id: str = Query(..., alias="contactId"),
@@ -311,8 +347,10 @@ async def redeem_body(request: Request) -> RedeemBody:
         return RedeemBody()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise InvalidJsonError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidJsonError("the body is not valid JSON: nested too deeply") from exc
     if data is None:
         return RedeemBody()
     if isinstance(data, str):
@@ -340,8 +378,9 @@ _REDEEM_DOC = body_schema(
 )
 _REDEEM_ERRORS = errors(
     NotAValidRedemptionChannelError, InvalidPromotionIdNoDataError, InvalidContactIdError, InvalidRedeemedOnError,
+    InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError,
     PromotionNotFoundError, PromotionNotAssociatedWithContactError,
-    PromotionAlreadyRedeemedError, PromotionExpiredError, PromotionNotYetValidError,
+    PromotionAlreadyRedeemedError, PromotionExpiredError, PromotionNotYetValidError, PromotionNotRedeemableError,
           PromotionNotValidForRedemptionChannelError, AmbiguousPromotionIdError, IdempotencyKeyInUseError,
     IdempotencyKeyMismatchError,
 )  # fmt: skip
@@ -354,7 +393,7 @@ async def _redeem(e: Edge, request: Request, assignment_ref: str, contact_ref: s
     cid = parse_contact_id(contact_ref) if contact_ref is not None else None
     idem = request.headers.get("idempotency-key")
 
-    async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
+    async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         svc = RedemptionService(e.ctx, now)
         target = await svc.resolve_for_contact(conn, cid, aid) if cid is not None else aid
         done = await svc.redeem(
@@ -366,15 +405,15 @@ async def _redeem(e: Edge, request: Request, assignment_ref: str, contact_ref: s
             store_external_id=body.store_external_id,
             unique_receipt_id=body.unique_receipt_id,
             idempotency_key=idem,
-            v3=v3,
         )
-        return done.item
+        return presenter.item(done.assignment, e.ctx.currency, e.ctx.tz, v3=v3)
 
     return await e.write(work)
 
 
 @router.post("/api/v2/contacts/{contact_id}/promotions/{promotion_id}/redeem", response_model=ApiPromotion,
              tags=[FLOW], responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+@fast_path(fastlane.redeem(contact_scoped=True, v3=False))
 async def redeem_v2_contact(contact_id: str, promotion_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
     """Redeem an assignment of this contact (by assignment id, or by template id when the contact holds exactly
     one redeemable assignment of it). Exactly once: concurrent redeems get one 200 and 409s."""
@@ -383,6 +422,7 @@ async def redeem_v2_contact(contact_id: str, promotion_id: str, request: Request
 
 @router.post("/api/v2/promotions/codes/{promotion_id}/redeem", response_model=ApiPromotion, tags=[FLOW],
              responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+@fast_path(fastlane.redeem(contact_scoped=False, v3=False))
 async def redeem_v2_code(promotion_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
     """Redeem by assignment id (the `id` of a contact's promotion item)."""
     return await _redeem(e, request, promotion_id, None, v3=False)
@@ -390,6 +430,7 @@ async def redeem_v2_code(promotion_id: str, request: Request, e: Edge = Depends(
 
 @router.post("/api/v3/promotion-assignments/{assignment_id}/redeem", response_model=ApiPromotion, tags=[FLOW],
              responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
+@fast_path(fastlane.redeem(contact_scoped=False, v3=True))
 async def redeem_v3(assignment_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
     """Redeem an assignment (v3)."""
     return await _redeem(e, request, assignment_id, None, v3=True)
@@ -407,7 +448,7 @@ _REACTIVATE_ERRORS = errors(
 async def reactivate_v2(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: undo a redemption (e.g. a cancelled sale), within the tenant's reactivation limit."""
     aid = parse_assignment_id(promotion_id)
-    return await e.write(lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid))
+    return await e.write(_assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=False))
 
 
 @router.post("/api/v3/promotion-assignments/{assignment_id}/reactivate", response_model=ApiPromotion, tags=[FLOW],
@@ -415,4 +456,4 @@ async def reactivate_v2(promotion_id: str, e: Edge = Depends(edge)) -> Response:
 async def reactivate_v3(assignment_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: undo a redemption (v3)."""
     aid = parse_assignment_id(assignment_id)
-    return await e.write(lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid, v3=True))
+    return await e.write(_assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=True))

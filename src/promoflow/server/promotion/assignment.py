@@ -1,47 +1,54 @@
-"""Assignments (A6), fetching (A7), redeeming (A8) and reactivation (A10).
+"""Assignments (A6), fetching (A7), redeeming (A8) and reactivation (A10): the services.
 
-``RedemptionService.redeem`` is the one redemption code path: the API endpoints, receipts and file imports all
-call it. Exactly-once rests on one conditional write (``UPDATE … WHERE redeemed_at IS NULL``): whichever
-transaction gets there first changes the row; every other sees no row to change and answers 409.
+The redemption rule itself — when an assignment is redeemable, the fetch filter, the redeem statements and the
+explanation of a refusal — lives in `redemption.py`; everything here applies it. `RedemptionService.redeem` is the
+single-row redeem (the routed API, receipts, and the lines of a file a batch did not redeem); a file's batches go
+through `redemption.batch_for`, and the PostgreSQL fast path (`fastlane.py`) runs `redemption.PG_REDEEM`. All of
+them are the same conditional write (``UPDATE … WHERE redeemed_at IS NULL AND …``), so exactly-once holds for all:
+whichever transaction gets there first changes the row; every other sees no row to change and is refused.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
-from ...kit.timeutil import iso
 from ...wire.engage import ChannelType, PromotionStatus
 from ..contact.errors import ContactNotFoundError
 from ..dialect import insert_ignore, unindexed
 from ..models import assignment, assignment_event, contact, promotion, redemption
 from ..tenant.service import TenantContext
+from .domain import AssignmentView, PromotionFace
 from .errors import (
     AmbiguousPromotionIdError,
     InvalidPromotionIdNoDataError,
-    InvalidRedeemedOnError,
-    PromotionAlreadyRedeemedError,
     PromotionExpiredError,
     PromotionNotActiveError,
     PromotionNotAssociatedWithContactError,
     PromotionNotFoundError,
-    PromotionNotRedeemableError,
     PromotionNotRedeemedError,
-    PromotionNotValidForRedemptionChannelError,
-    PromotionNotYetValidError,
     ReactivationLimitExceededError,
 )
-from .rules import CHANNEL_BITS, assignment_window, read_channels, status_of
+from .redemption import (
+    Inputs,
+    RedeemLine,
+    When,
+    redeem_statement,
+    redeemable,
+    redeemed_values,
+    redemption_row,
+    refusal,
+    shown,
+    when,
+)
+from .rules import assignment_window, status_of
 from .service import promotion_not_found
-
-# A client clock a little ahead of ours is not "the future".
-CLOCK_SKEW = timedelta(minutes=5)
 
 _ITEM_COLUMNS = (
     assignment.c.id,
@@ -59,51 +66,6 @@ _ITEM_COLUMNS = (
 )
 
 
-def promotion_part(row: Any, currency: str) -> dict[str, Any]:
-    """What every assignment of one promotion shows alike (immutable once the promotion is activated)."""
-    return {
-        "promotionId": str(row.promotion_id),
-        "externalId": row.external_id,
-        "type": "Multichannel",
-        "name": row.name,
-        "heading": row.heading,
-        "description": row.description,
-        "imageUrl": row.image_url,
-        "link": row.link,
-        "redemptionChannels": read_channels(row.channels, currency),
-    }
-
-
-def render_item(
-    assignment_id: uuid.UUID,
-    part: dict[str, Any],
-    valid_from: datetime,
-    valid_to: datetime | None,
-    redeemed_at: datetime | None,
-    tz: Any,
-    v3: bool,
-) -> dict[str, Any]:
-    """One `ApiPromotionModel` item; ``id`` is the assignment id. v3 items also carry ``assignmentId`` (the
-    same value) and the extension ``validFrom``; v2 items carry exactly Engage's fields, as Engage clients
-    may parse them strictly (the published Python client raises on a field it does not know)."""
-    out: dict[str, Any] = {"id": str(assignment_id)}
-    if v3:
-        out["assignmentId"] = out["id"]
-    out.update(part)
-    out["expiresOn"] = iso(valid_to, tz)
-    if v3:
-        out["validFrom"] = iso(valid_from, tz)
-    out["redeemed"] = redeemed_at is not None
-    out["redeemedOn"] = iso(redeemed_at, tz)
-    return out
-
-
-def item_out(row: Any, ctx: TenantContext, *, v3: bool = False) -> dict[str, Any]:
-    return render_item(
-        row.id, promotion_part(row, ctx.currency), row.valid_from, row.valid_to, row.redeemed_at, ctx.tz, v3
-    )
-
-
 def parse_assignment_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
@@ -111,59 +73,11 @@ def parse_assignment_id(value: str) -> uuid.UUID:
     return guid
 
 
-def _redeemable(tenant_id: Any, assignment_id: Any, at: Any, bit: Any) -> list[Any]:
-    """The conditions of the one conditional write that redeems an assignment (exactly once): this tenant's,
-    not redeemed, not deleted, valid at ``at``, and of a promotion redeemable in the channel ``bit``."""
-    channel_ok = (
-        select(promotion.c.id)
-        .where(
-            promotion.c.id == assignment.c.promotion_id,
-            or_(promotion.c.channel_mask == 0, promotion.c.channel_mask.op("&")(bit) != 0),
-        )
-        .exists()
-    )
-    return [
-        assignment.c.id == assignment_id,
-        assignment.c.tenant_id == tenant_id,
-        assignment.c.redeemed_at.is_(None),
-        assignment.c.deleted_at.is_(None),
-        assignment.c.valid_from <= at,
-        or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= at),
-        channel_ok,
-    ]
-
-
-def _redeemed(at: Any, channel: Any, store: Any, receipt: Any, via: str) -> dict[str, Any]:
-    """What the write sets."""
-    return {
-        "redeemed_at": at,
-        "redeemed_channel": channel,
-        "redeemed_store": store,
-        "redeemed_receipt_id": receipt,
-        "redeemed_via": via,
-        "redemption_count": assignment.c.redemption_count + 1,
-    }
-
-
-@dataclass(frozen=True)
-class RedeemLine:
-    """One redemption of `RedemptionService.redeem_many_exclusive`."""
-
-    assignment_id: uuid.UUID
-    channel: ChannelType
-    at: datetime
-    contact_id: uuid.UUID | None = None
-    store_external_id: str | None = None
-    unique_receipt_id: str | None = None
-    idempotency_key: str | None = None
-
-
 @dataclass(frozen=True)
 class Redeemed:
-    """The outcome of one successful redemption."""
+    """The outcome of one successful redemption: the assignment as it now is, and its redemption's number."""
 
-    item: dict[str, Any]
-    assignment_id: uuid.UUID
+    assignment: AssignmentView
     contact_id: uuid.UUID
     redeemed_at: datetime
     seq: int
@@ -201,9 +115,8 @@ class AssignmentService:
         promotion_id: uuid.UUID,
         *,
         source: str = "api",
-        v3: bool = False,
         external_code_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> AssignmentView:
         promo = await self._promotion_for_assign(conn, promotion_id)
         found = await conn.scalar(
             select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
@@ -227,7 +140,7 @@ class AssignmentService:
                 created_at=self.now,
             )
         )
-        return await self.item(conn, new_id, v3=v3)
+        return await self.item(conn, new_id)
 
     async def assign_many(
         self, conn: AsyncConnection, promotion_id: uuid.UUID, contact_ids: list[uuid.UUID], batch_ref: str
@@ -267,7 +180,7 @@ class AssignmentService:
         result = await conn.execute(insert_ignore(conn, assignment, rows).returning(assignment.c.id))
         return len(result.all()), existing
 
-    async def item(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, v3: bool = False) -> dict[str, Any]:
+    async def item(self, conn: AsyncConnection, assignment_id: uuid.UUID) -> AssignmentView:
         row = (
             await conn.execute(
                 select(*_ITEM_COLUMNS)
@@ -277,43 +190,32 @@ class AssignmentService:
         ).first()
         if row is None:
             raise PromotionNotFoundError(f"promotion {assignment_id} not found")
-        return item_out(row, self.ctx, v3=v3)
+        return AssignmentView.of(row)
 
     async def list_for_contact(
         self, conn: AsyncConnection, contact_id: uuid.UUID, channel: ChannelType | None, *,
         include_redeemed: bool = False,
-    ) -> list[Any]:  # fmt: skip
-        """The contact's assignments valid now, of non-Draft promotions, not redeemed (A7), as rows for
-        `item_out`."""
-        conds = [
-            assignment.c.contact_id == contact_id,
-            assignment.c.tenant_id == self.ctx.tenant_id,
-            assignment.c.deleted_at.is_(None),
-            promotion.c.activated_at.is_not(None),
-        ]
-        if not include_redeemed:
-            conds += [
-                assignment.c.redeemed_at.is_(None),
-                assignment.c.valid_from <= self.now,
-                or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= self.now),
-            ]
-        if channel is not None:
-            conds.append(promotion.c.channel_mask.op("&")(CHANNEL_BITS[channel]) != 0)
+    ) -> list[AssignmentView]:  # fmt: skip
+        """The contact's assignments shown now (A7; the rule's fetch filter), oldest first."""
+        inputs = Inputs.bound(When.server(self.now), channel, contact_id)
         rows = (
             await conn.execute(
                 select(*_ITEM_COLUMNS)
                 .join(promotion, promotion.c.id == assignment.c.promotion_id)
-                .where(and_(*conds))
+                .where(assignment.c.tenant_id == self.ctx.tenant_id,
+                       *shown(inputs, include_redeemed=include_redeemed))
                 .order_by(assignment.c.created_at, assignment.c.id)
             )
-        ).all()
+        ).all()  # fmt: skip
         if not rows:
             found = await conn.scalar(
                 select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
             )
             if found is None:
                 raise ContactNotFoundError(f"contact {contact_id} not found")
-        return list(rows)
+        faces: dict[uuid.UUID, PromotionFace] = {}
+        return [AssignmentView.of(r, faces.get(r.promotion_id) or faces.setdefault(r.promotion_id, PromotionFace.of(r)))
+                for r in rows]  # fmt: skip
 
 
 class RedemptionService:
@@ -337,12 +239,8 @@ class RedemptionService:
                 select(assignment.c.id)
                 .where(
                     assignment.c.promotion_id == ident,
-                    assignment.c.contact_id == contact_id,
                     assignment.c.tenant_id == self.ctx.tenant_id,
-                    assignment.c.redeemed_at.is_(None),
-                    assignment.c.deleted_at.is_(None),
-                    assignment.c.valid_from <= self.now,
-                    or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= self.now),
+                    *redeemable(Inputs.bound(When.server(self.now), None, contact_id)),
                 )
                 .order_by(assignment.c.created_at, assignment.c.id)
                 .limit(2)
@@ -372,120 +270,28 @@ class RedemptionService:
         store_external_id: str | None = None,
         unique_receipt_id: str | None = None,
         idempotency_key: str | None = None,
-        v3: bool = False,
     ) -> Redeemed:
-        try:
-            # An offset such as +14:00 on year 1 (or 9999) has no UTC instant: bad input, not a server error.
-            at = redeemed_on.astimezone(UTC) if redeemed_on is not None else self.now
-        except (OverflowError, ValueError) as exc:
-            raise InvalidRedeemedOnError("redeemedOn is out of range") from exc
-        if at > self.now + CLOCK_SKEW:
-            raise InvalidRedeemedOnError("redeemedOn is in the future")
-        conds = _redeemable(self.ctx.tenant_id, assignment_id, at, CHANNEL_BITS[channel])
-        if contact_id is not None:
-            conds.append(assignment.c.contact_id == contact_id)
+        """Redeem one assignment with the rule's conditional write (at ``redeemed_on``, a client's instant, or
+        now), and write its redemption row; a refusal raises the error of the first condition that fails."""
+        moment = when(self.ctx, self.now, redeemed_on)
+        inputs = Inputs.bound(moment, channel, contact_id)
+        values = redeemed_values(moment.at, channel.value, store_external_id, unique_receipt_id, via)
         won = (
             await conn.execute(
-                update(assignment)
-                .where(and_(*conds))
-                .values(_redeemed(at, channel.value, store_external_id, unique_receipt_id, via))
-                .returning(assignment.c.redemption_count, assignment.c.contact_id)
+                redeem_statement(self.ctx.tenant_id, assignment_id, inputs, values).returning(
+                    assignment.c.redemption_count, assignment.c.contact_id
+                )
             )
         ).first()
         if won is None:
-            await self._explain_refusal(conn, assignment_id, channel, at, contact_id)
-            raise AssertionError("unreachable")  # _explain_refusal always raises
-        line = RedeemLine(assignment_id, channel, at, contact_id, store_external_id, unique_receipt_id, idempotency_key)
-        await conn.execute(insert(redemption).values(self._redemption_row(line, won.redemption_count, via)))
-        item = await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
-        return Redeemed(item, assignment_id, won.contact_id, at, won.redemption_count)
+            raise await refusal(conn, self.ctx, assignment_id, moment, channel, contact_id)
+        line = RedeemLine(assignment_id, channel, moment, contact_id, store_external_id, unique_receipt_id,
+                          idempotency_key)  # fmt: skip
+        await conn.execute(insert(redemption).values(redemption_row(self.ctx, self.now, line, won.redemption_count, via)))
+        view = await AssignmentService(self.ctx, self.now).item(conn, assignment_id)
+        return Redeemed(view, won.contact_id, moment.at, won.redemption_count)
 
-    def _redemption_row(self, line: RedeemLine, seq: int, via: str) -> dict[str, Any]:
-        return {
-            "id": uuid.uuid4(),
-            "tenant_id": self.ctx.tenant_id,
-            "assignment_id": line.assignment_id,
-            "seq": seq,
-            "redeemed_at": line.at,
-            "channel": line.channel.value,
-            "store_external_id": line.store_external_id,
-            "unique_receipt_id": line.unique_receipt_id,
-            "via": via,
-            "idempotency_key": line.idempotency_key,
-            "created_at": self.now,
-        }
-
-    async def redeem_many_exclusive(self, conn: AsyncConnection, lines: list[RedeemLine], *, via: str) -> set[uuid.UUID]:
-        """Redeem many assignments at once, each with `redeem`'s own conditional write (the same conditions, one
-        prepared statement run for every line), and the redemption rows of the ones it redeemed. Answers the
-        assignments redeemed; a line not among them changed nothing, and `redeem` explains why.
-
-        Only where the transaction excludes every other writer (SQLite: its write transactions begin IMMEDIATE),
-        because which lines won is read off the redemption counts before and after the write — on PostgreSQL
-        another transaction could redeem one of these in between, so it has its own set-based statement. No
-        assignment may appear twice in ``lines``; each ``at`` is UTC and not in the future (as `redeem` checks)."""
-        if conn.dialect.name != "sqlite":
-            raise RuntimeError("redeem_many_exclusive needs a transaction that excludes other writers (SQLite)")
-        if not lines:
-            return set()
-        ids = [line.assignment_id for line in lines]
-        counts = (
-            select(assignment.c.id, assignment.c.redemption_count)
-            .where(unindexed(conn, assignment.c.tenant_id) == self.ctx.tenant_id, assignment.c.id.in_(ids))
-        )  # fmt: skip
-        before = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        at = bindparam("b_at", type_=assignment.c.valid_from.type)
-        cid = bindparam("b_cid", type_=assignment.c.contact_id.type)
-        conds = _redeemable(
-            self.ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), at, bindparam("b_bit", type_=Integer)
-        )
-        conds.append(or_(cid.is_(None), assignment.c.contact_id == cid))
-        values = _redeemed(at, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), via)
-        await conn.execute(update(assignment).where(and_(*conds)).values(values), [
-            {"b_aid": line.assignment_id, "b_at": line.at, "b_bit": CHANNEL_BITS[line.channel], "b_cid": line.contact_id,
-             "b_ch": line.channel.value, "b_store": line.store_external_id, "b_receipt": line.unique_receipt_id}
-            for line in lines
-        ])  # fmt: skip
-        after = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        won = [line for line in lines if line.assignment_id in before
-               and after[line.assignment_id] == before[line.assignment_id] + 1]  # fmt: skip
-        if won:
-            await conn.execute(
-                insert(redemption), [self._redemption_row(line, after[line.assignment_id], via) for line in won]
-            )
-        return {line.assignment_id for line in won}
-
-    async def _explain_refusal(
-        self,
-        conn: AsyncConnection,
-        assignment_id: uuid.UUID,
-        channel: ChannelType,
-        at: datetime,
-        contact_id: uuid.UUID | None,
-    ) -> None:
-        row = (
-            await conn.execute(
-                select(assignment, promotion.c.channel_mask)
-                .join(promotion, promotion.c.id == assignment.c.promotion_id)
-                .where(assignment.c.id == assignment_id, assignment.c.tenant_id == self.ctx.tenant_id)
-            )
-        ).first()
-        if row is None or row.deleted_at is not None:
-            raise PromotionNotFoundError(f"promotion {assignment_id} not found")
-        if contact_id is not None and row.contact_id != contact_id:
-            raise PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact")
-        if row.redeemed_at is not None:
-            raise PromotionAlreadyRedeemedError(row, self.ctx.tz)
-        if row.channel_mask and not row.channel_mask & CHANNEL_BITS[channel]:
-            raise PromotionNotValidForRedemptionChannelError(f"the promotion cannot be redeemed in channel {channel.value}")  # fmt: skip
-        if row.valid_to is not None and at > row.valid_to:
-            raise PromotionExpiredError(f"the promotion expired at {iso(row.valid_to, self.ctx.tz)}")
-        if at < row.valid_from:
-            raise PromotionNotYetValidError(f"the promotion is valid from {iso(row.valid_from, self.ctx.tz)}")  # fmt: skip
-        raise PromotionNotRedeemableError("the promotion could not be redeemed")
-
-    async def reactivate(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api",
-                         v3: bool = False) -> dict[str, Any]:  # fmt: skip
+    async def reactivate(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api") -> AssignmentView:
         limit = self.ctx.reactivation_limit
         won = (
             await conn.execute(
@@ -538,5 +344,5 @@ class RedemptionService:
                 via=reason,
             )
         )
-        return await AssignmentService(self.ctx, self.now).item(conn, assignment_id, v3=v3)
+        return await AssignmentService(self.ctx, self.now).item(conn, assignment_id)
 

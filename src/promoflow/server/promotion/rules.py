@@ -1,4 +1,5 @@
-"""Pure promotion rules: status from dates, validity of an assignment, channel sets, value typing on read."""
+"""Pure promotion rules: status from dates, validity of an assignment, channel sets, channel values. (When an
+assignment is redeemable is `redemption.py`; how values are typed on read is `presenter.py`.)"""
 
 from __future__ import annotations
 
@@ -94,31 +95,3 @@ def json_number(text: str) -> int | float:
     """A stored decimal (text) as the JSON number the wire carries."""
     d = Decimal(text)
     return int(d) if d == d.to_integral_value() else float(d)
-
-
-_number = json_number
-
-
-def read_channels(channels: list[dict[str, Any]], currency: str) -> list[dict[str, Any]]:
-    """Channels as the contact-promotions API types them: PERCENT → integer, MONEY → {amount, currency}."""
-    out = []
-    for ch in channels:
-        value: Any = ch.get("value")
-        vt = ch["valueType"]
-        if vt == "PERCENT" and value is not None:
-            value = int(value)
-        elif vt == "MONEY" and value is not None:
-            value = {"amount": _number(value), "currency": currency}
-        out.append(
-            {
-                "type": ch["type"],
-                "valueType": vt,
-                "value": value,
-                "localValues": [
-                    {"currency": lv["currency"], "amount": _number(lv["amount"])} for lv in ch.get("localValues") or []
-                ]
-                or None,
-                "instruction": ch.get("instruction"),
-            }
-        )
-    return out

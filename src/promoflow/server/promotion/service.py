@@ -14,11 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
-from ...kit.timeutil import end_of_day, iso, local_date, start_of_day
+from ...kit.timeutil import end_of_day, local_date
 from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, PromotionValidity, ReturnPolicy
 from ..exceptions import BadRequestError, InvalidPayloadError
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
+from .domain import Promotion, PromotionPage
 from .errors import (
     DuplicateRedemptionChannelError,
     ExternalIdInUseError,
@@ -31,7 +32,7 @@ from .errors import (
     PromotionNotDraftError,
     PromotionNotFoundError,
 )
-from .rules import channel_mask, check_amount, json_number, status_of, validate_channel_value
+from .rules import channel_mask, check_amount, status_of, validate_channel_value
 
 FIRST_DAY = date(1900, 1, 1)
 LAST_DAY = date(2999, 12, 31)
@@ -148,56 +149,6 @@ class PromotionService:
             "assigned_amount": v.assigned_validity.amount if v.assigned_validity else None,
         }
 
-    def out(self, row: Any, *, extended: bool = False) -> dict[str, Any]:
-        """The `MultichannelPromotionModel`. Engage clients may parse it strictly (the published Python
-        client raises on any field it does not know), so promoflow's extension fields appear only when used:
-        `presentation.imageUrl` when set, `returnPolicy` when not "none"; ``extended`` (the list extension)
-        adds them all plus `createdOn`/`changedOn`."""
-        tz = self.ctx.tz
-        assigned = (
-            {"unit": row.assigned_unit, "amount": row.assigned_amount} if row.assigned_unit is not None else None
-        )
-        presentation: dict[str, Any] = {
-            "heading": row.heading,
-            "description": row.description,
-            "link": row.link,
-        }
-        if extended or row.image_url is not None:
-            presentation["imageUrl"] = row.image_url
-        out: dict[str, Any] = {
-            "id": str(row.id),
-            "externalId": row.external_id,
-            "name": row.name,
-            "status": status_of(row, self.now, tz).value,
-            "validity": {
-                "startDate": iso(start_of_day(row.start_date, tz), tz),
-                "endDate": iso(start_of_day(row.end_date, tz), tz) if row.end_date else None,
-                "assignedValidity": assigned,
-            },
-            "presentation": presentation,
-            "redemptionChannels": [
-                {
-                    "type": ch["type"],
-                    "valueType": ch["valueType"],
-                    "value": ch.get("value"),
-                    # Money on the wire is a JSON number (A5), kept exact as text in the database.
-                    "localValues": [
-                        {"currency": lv["currency"], "amount": json_number(lv["amount"])}
-                        for lv in ch.get("localValues") or []
-                    ]
-                    or None,
-                    "instruction": ch.get("instruction"),
-                }
-                for ch in row.channels
-            ],
-        }
-        if extended or row.return_policy != ReturnPolicy.NONE.value:
-            out["returnPolicy"] = row.return_policy
-        if extended:
-            out["createdOn"] = iso(row.created_at, tz)
-            out["changedOn"] = iso(row.updated_at, tz)
-        return out
-
     async def row(self, conn: AsyncConnection, promotion_id: uuid.UUID, *, for_update: bool = False) -> Any:
         q = select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
         if for_update and conn.dialect.name == "postgresql":
@@ -238,7 +189,7 @@ class PromotionService:
 
     async def create(
         self, conn: AsyncConnection, body: MultichannelPromotionCreate, promotion_id: uuid.UUID | None = None
-    ) -> dict[str, Any]:
+    ) -> Promotion:
         values = self._values(body)
         await self._check_external_free(conn, values["external_id"], None)
         pid = promotion_id or uuid.uuid4()
@@ -248,15 +199,15 @@ class PromotionService:
                     id=pid, tenant_id=self.ctx.tenant_id, created_at=self.now, updated_at=self.now, **values
                 )
             )
-        return self.out(await self.row(conn, pid))
+        return Promotion.of(await self.row(conn, pid))
 
-    async def get(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
-        return self.out(await self.row(conn, parse_promotion_id(promotion_id)))
+    async def get(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
+        return Promotion.of(await self.row(conn, parse_promotion_id(promotion_id)))
 
-    async def get_by_external(self, conn: AsyncConnection, external_id: str) -> dict[str, Any]:
-        return self.out(await self._row_by_external(conn, external_id))
+    async def get_by_external(self, conn: AsyncConnection, external_id: str) -> Promotion:
+        return Promotion.of(await self._row_by_external(conn, external_id))
 
-    async def update(self, conn: AsyncConnection, promotion_id: str, body: MultichannelPromotionCreate) -> dict[str, Any]:
+    async def update(self, conn: AsyncConnection, promotion_id: str, body: MultichannelPromotionCreate) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         values = self._values(body)
@@ -265,23 +216,24 @@ class PromotionService:
             await conn.execute(
                 update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **values)
             )
-        return self.out(await self.row(conn, row.id))
+        return Promotion.of(await self.row(conn, row.id))
 
-    async def validity(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> dict[str, Any]:
+    async def validity(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> Promotion:
+        """The promotion whose validity is asked for (by id or externalId)."""
         row = (
             await self.row(conn, parse_promotion_id(promotion_id))
             if promotion_id
             else await self._row_by_external(conn, external_id or "")
         )
-        return self.out(row)["validity"]  # type: ignore[no-any-return]
+        return Promotion.of(row)
 
-    async def update_validity(self, conn: AsyncConnection, promotion_id: str, body: PromotionValidity) -> dict[str, Any]:
+    async def update_validity(self, conn: AsyncConnection, promotion_id: str, body: PromotionValidity) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         await conn.execute(
             update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **self._validity(body))
         )
-        return self.out(await self.row(conn, row.id))
+        return Promotion.of(await self.row(conn, row.id))
 
     async def delete(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> None:
         row = (
@@ -294,7 +246,7 @@ class PromotionService:
             raise PromotionHasAssignmentsError("promotion has been assigned and cannot be deleted")
         await conn.execute(delete(promotion).where(promotion.c.id == row.id))
 
-    async def activate(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
+    async def activate(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         if not row.channels:
@@ -304,9 +256,9 @@ class PromotionService:
         await conn.execute(
             update(promotion).where(promotion.c.id == row.id).values(activated_at=self.now, updated_at=self.now)
         )
-        return self.out(await self.row(conn, row.id))
+        return Promotion.of(await self.row(conn, row.id))
 
-    async def deactivate(self, conn: AsyncConnection, promotion_id: str) -> dict[str, Any]:
+    async def deactivate(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         status = status_of(row, self.now, self.ctx.tz)
         if status not in (PromotionStatus.ACTIVE, PromotionStatus.SCHEDULED):
@@ -314,22 +266,22 @@ class PromotionService:
         await conn.execute(
             update(promotion).where(promotion.c.id == row.id).values(deactivated_at=self.now, updated_at=self.now)
         )
-        return self.out(await self.row(conn, row.id))
+        return Promotion.of(await self.row(conn, row.id))
 
     async def list(
         self, conn: AsyncConnection, *, offset: int, count: int, status: PromotionStatus | None
-    ) -> dict[str, Any]:
+    ) -> PromotionPage:
         base = select(promotion).where(promotion.c.tenant_id == self.ctx.tenant_id)
         if status is None:
             total = await conn.scalar(select(func.count()).select_from(base.subquery()))
             rows = (
                 await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id).offset(offset).limit(count))
             ).all()
-            items = [self.out(r, extended=True) for r in rows]
+            items = [Promotion.of(r) for r in rows]
         else:
             # Status depends on the clock and the tenant's zone; filter after deriving it.
             rows = (await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id))).all()
             matching = [r for r in rows if status_of(r, self.now, self.ctx.tz) is status]
             total = len(matching)
-            items = [self.out(r, extended=True) for r in matching[offset : offset + count]]
-        return {"items": items, "totalCount": int(total or 0), "offset": offset, "count": len(items)}
+            items = [Promotion.of(r) for r in matching[offset : offset + count]]
+        return PromotionPage(tuple(items), int(total or 0), offset)

@@ -23,7 +23,7 @@ from ..contact.errors import (
 )
 from ..contact.service import parse_contact_id
 from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
-from ..http.edge import Edge, edge
+from ..http.edge import Edge, EdgeRoute, edge, fast_path
 from ..http.errors import IdempotencyKeyInUseError, IdempotencyKeyMismatchError
 from ..http.openapi import EXTENSION, errors
 from ..promotion.assignment import parse_assignment_id
@@ -43,15 +43,13 @@ from .errors import (
 )
 from .history import HistoryService
 from .ledger import LedgerService
-from .quick import ReceiptRoute
+from .quick import quick_receipt
 from .report import ReportService, promotions_csv, report_csv
 from .schemas import Ledger, PromotionReport, PromotionReportPage, StoreIn, StoreOut, TransactionPage
 from .service import ReceiptService
 from .store import StoreService
 
-router = APIRouter()
-# The two receipt endpoints answer plain receipts on PostgreSQL through the quick path (see quick.py).
-receipt_router = APIRouter(route_class=ReceiptRoute)
+router = APIRouter(route_class=EdgeRoute)
 RECEIPTS, STORES, REPORTS = "receipts", "stores", "reports"
 
 _RECEIPT_ERRORS = errors(
@@ -84,20 +82,20 @@ async def _receipt(e: Edge, body: Receipt) -> Response:
     return await e.write(work, lambda result: int(result.pop("_status")))
 
 
-@receipt_router.post("/api/v2/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+# Plain receipts are answered on PostgreSQL by the quick path (see quick.py).
+@router.post("/api/v2/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+@fast_path(quick_receipt)
 async def post_receipt_v2(body: Receipt, e: Edge = Depends(edge)) -> Response:
     """Register a purchase or return. Stored in the request; a known uniqueReceiptId is a `Duplicate`; an unknown
     contact keeps it `PendingContactMatch`. `usedPromotions` are linked, and redeemed when not yet redeemed."""
     return await _receipt(e, body)
 
 
-@receipt_router.post("/api/v3/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+@router.post("/api/v3/receipts", tags=[RECEIPTS], responses={**_RECEIPT_ERRORS, **_RECEIPT_DOC})
+@fast_path(quick_receipt)
 async def post_receipt_v3(body: Receipt, e: Edge = Depends(edge)) -> Response:
     """Register a purchase or return (v3): the same as v2."""
     return await _receipt(e, body)
-
-
-router.include_router(receipt_router)
 
 
 @router.get(

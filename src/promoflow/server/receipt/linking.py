@@ -1,6 +1,6 @@
 """What a stored, matched receipt does to promotions (A12): each `usedPromotions[]` entry is resolved to one of the
-contact's assignments and linked; an unredeemed one is redeemed by the receipt through the one redemption code path
-(`RedemptionService.redeem`, via="receipt"); a RETURN that names its sale gives back that sale's promotions under
+contact's assignments and linked; an unredeemed one is redeemed by the receipt through the redemption rule
+(`RedemptionService.redeem`, via="receipt", at `createdDate` with the tenant's clock-skew tolerance); a RETURN that names its sale gives back that sale's promotions under
 the promotion's `returnPolicy`. Nothing here raises for an entry it cannot use: it becomes a warning.
 
 Resolution of an entry (the receipt's contact is known by now):
@@ -10,7 +10,8 @@ Resolution of an entry (the receipt's contact is known by now):
    a. the one already redeemed for this very receipt (the POS sent `uniqueReceiptId` with its redeem) → linked;
    b. else the one redeemed within 24 h of the sale and not yet linked to any receipt (the POS redeemed first and
       sends the receipt after, as the Engage flow does) → linked;
-   c. else the oldest assignment redeemable at `createdDate` → redeemed by the receipt;
+   c. else the oldest assignment redeemable at `createdDate` (the rule's conditions, any channel) → redeemed by
+      the receipt;
    d. else a warning.
 """
 
@@ -38,6 +39,7 @@ from ..promotion.errors import (
     PromotionNotAssociatedWithContactError,
     PromotionNotFoundError,
 )
+from ..promotion.redemption import Inputs, redeemable, when
 from ..tenant.service import TenantContext
 from .errors import InvalidUsedPromotionError, NoRedeemableAssignmentError
 from .rules import PURCHASE, fully_returned
@@ -199,12 +201,7 @@ class ReceiptLinker:
         open_one = (
             await conn.execute(
                 select(*cols)
-                .where(
-                    mine,
-                    assignment.c.redeemed_at.is_(None),
-                    assignment.c.valid_from <= at,
-                    or_(assignment.c.valid_to.is_(None), assignment.c.valid_to >= at),
-                )
+                .where(mine, *redeemable(Inputs.bound(when(self.ctx, self.now, at), None, None)))
                 .order_by(assignment.c.created_at, assignment.c.id)
                 .limit(1)
             )

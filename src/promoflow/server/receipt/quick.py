@@ -9,26 +9,24 @@ with that key, of that type when one is given).
 
 Everything else takes the full path, which gives the same answers: SQLite, an Idempotency-Key, a body that does
 not validate (the full path gives the precise 400), usedPromotions or a return (they redeem and link), and a
-contact that is not found (the full path keeps the receipt pending). In that last case the request's API key is
-counted twice by the rate limiter (once here, once by the full path) — a pending receipt is rare.
+contact that is not found (the full path keeps the receipt pending). It is a route-level fast handler (`http.edge.fast_path`):
+the caller is authorised once, by the route, whichever path answers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import psycopg
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...wire.engage import Receipt
-from ..http.edge import authorize, json_bytes, json_response, state_of
+from ..http.edge import json_bytes, json_response, state_of
 from ..models.receipts import receipt
+from ..tenant.service import TenantContext
 from .service import CREATED, DUPLICATE, MATCHED_STATUS, ReceiptOutcome, ReceiptService
 from .store import DEFAULT_TYPE, cached_type, remember
 
@@ -91,8 +89,9 @@ _STATEMENTS = {
 }
 
 
-async def quick_receipt(request: Request) -> Response | None:
-    """The answer to a plain receipt, or None when the full path must answer."""
+async def quick_receipt(request: Request, ctx: TenantContext) -> Response | None:
+    """The answer to a plain receipt, or None when the full path must answer (a fast handler, see
+    `http.edge.fast_path`: the caller is already authorised)."""
     st = state_of(request)
     pool = st.extras.get("fastlane")
     if pool is None or "idempotency-key" in request.headers:
@@ -103,7 +102,6 @@ async def quick_receipt(request: Request) -> Response | None:
         return None
     if body.used_promotions or body.original_unique_receipt_id is not None:
         return None
-    ctx = await authorize(st, request.headers, request.client.host if request.client else None)
     now = st.clock.now()
     prepared = ReceiptService(ctx, now).prepare(body, via="api", body_as_json=True)
     params = {**prepared.row, "status": MATCHED_STATUS, "matched_at": now}
@@ -128,16 +126,3 @@ async def quick_receipt(request: Request) -> Response | None:
     status = CREATED if row[1] is not None else DUPLICATE
     outcome = ReceiptOutcome(body.unique_receipt_id, status, receipt_id=row[1])
     return json_response(json_bytes(outcome.wire()), outcome.http_status)
-
-
-class ReceiptRoute(APIRoute):
-    """The receipt endpoints' route: the quick path first, the full FastAPI handler otherwise (same OpenAPI)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        full = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            quick = await quick_receipt(request)
-            return quick if quick is not None else await full(request)
-
-        return handler

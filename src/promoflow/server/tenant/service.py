@@ -8,7 +8,7 @@ import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,7 +32,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     # What `customKey` in look-ups means, and which attribute the server fills in when a contact has none.
     "customKey": "memberNumber",
     "reactivationLimit": 3,
+    # How far a client's clock (a till's redeemedOn, a receipt's createdDate) may be off the server's: such an
+    # instant may lie this much in the future, and this much before the assignment became valid (redemption.py).
+    "clockSkewSeconds": 300,
 }
+MAX_CLOCK_SKEW_SECONDS = 3600
 # Settings a tenant may set but need not: without them the server's defaults apply
 # (PROMOFLOW_DEFAULT_RATE_LIMIT_*), so they are not copied into every tenant row, where they would freeze the
 # default of the day the tenant was created and make the server's setting do nothing.
@@ -56,6 +60,10 @@ class TenantContext:
     @property
     def reactivation_limit(self) -> int:
         return int(self.settings.get("reactivationLimit", 3))
+
+    @property
+    def clock_skew(self) -> timedelta:
+        return timedelta(seconds=int(self.settings.get("clockSkewSeconds", DEFAULT_SETTINGS["clockSkewSeconds"])))
 
     def key_attribute(self, contact_type: str) -> str:
         keys: dict[str, str] = self.settings.get("contactKeys", DEFAULT_SETTINGS["contactKeys"])
@@ -127,6 +135,10 @@ def _checked_setting(name: str, value: Any) -> Any:
         low = 1 if name == "rateLimitBurst" else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise bad(f"a whole number of at least {low}")
+    if name == "clockSkewSeconds" and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLOCK_SKEW_SECONDS
+    ):
+        raise bad(f"a whole number of seconds from 0 to {MAX_CLOCK_SKEW_SECONDS}")
     return value
 
 

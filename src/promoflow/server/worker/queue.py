@@ -159,7 +159,8 @@ async def recover_stalled(conn: AsyncConnection, now: datetime, stall: timedelta
 
 
 def job_out(row: Any, tz: Any) -> dict[str, Any]:
-    return {
+    """The `JobOut` answer; absent optional fields are left out (as every answer, issue 11 §4)."""
+    out = {
         "id": str(row.public_id),
         "kind": row.kind,
         "status": row.status,
@@ -170,6 +171,7 @@ def job_out(row: Any, tz: Any) -> dict[str, Any]:
         "createdOn": iso(row.created_at, tz),
         "finishedOn": iso(row.finished_at, tz),
     }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 async def get_job_out(conn: AsyncConnection, ctx: TenantContext, public_id: uuid.UUID) -> dict[str, Any]:

@@ -110,8 +110,8 @@ class PromotionApplier:
             ]
             out = await self.promotions.create(conn, self._body(v, channels))
             if v.published:
-                await self.promotions.activate(conn, out["id"])
-            return Outcome(rec.index, Verdict.APPLIED, rec.line, key, f"created promotion {out['id']}")
+                await self.promotions.activate(conn, str(out.id))
+            return Outcome(rec.index, Verdict.APPLIED, rec.line, key, f"created promotion {out.id}")
         if row.activated_at is None:
             kept = [RedemptionChannelIn.model_validate(ch) for ch in row.channels]
             await self.promotions.update(conn, str(row.id), self._body(v, kept))
@@ -166,10 +166,10 @@ class PromotionApplier:
         if valid_from is not None:
             await conn.execute(
                 update(assignment)
-                .where(assignment.c.id == uuid.UUID(item["id"]), assignment.c.valid_from < valid_from)
+                .where(assignment.c.id == item.id, assignment.c.valid_from < valid_from)
                 .values(valid_from=valid_from)
             )
-        return Outcome(rec.index, Verdict.APPLIED, rec.line, key, f"couponId {item['id']}",
+        return Outcome(rec.index, Verdict.APPLIED, rec.line, key, f"couponId {item.id}",
                        {"contactId": str(contact_id)})  # fmt: skip
 
     async def _contact(self, conn: AsyncConnection, v: PromotionAssignment) -> uuid.UUID:

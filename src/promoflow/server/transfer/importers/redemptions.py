@@ -4,13 +4,12 @@ Per batch (one transaction):
 
 1. A line whose ``idempotencyKey`` was already used for this assignment (by the API or an earlier file), or whose
    ``uniqueReceiptId`` is already on a redemption of this assignment, is ``duplicate``: success, nothing changed.
-2. The remaining lines are redeemed. On PostgreSQL the lines a batch can redeem are redeemed by one set-based
-   statement, the very conditional write of ``RedemptionService.redeem`` (``… WHERE redeemed_at IS NULL`` and the
-   same validity, contact and channel conditions) for many rows, with their redemption rows in the same
-   statement. On SQLite they go through ``RedemptionService.redeem_many_exclusive``: that same conditional write
-   as one prepared statement run for every line. Every line left goes through ``RedemptionService.redeem``
-   itself, whose refusal names the verdict: already redeemed (``conflictAlreadyRedeemed`` with when, where, how;
-   ``duplicate`` when it was this receipt), ``expired``, ``notFound``, or ``invalid`` with the reason.
+2. The remaining lines are redeemed by the redemption rule's batch strategy for the database
+   (`promotion.redemption.batch_for`: on PostgreSQL one set-based statement, on SQLite one prepared statement run
+   for every line — both the very conditional write of ``RedemptionService.redeem``), with their redemption rows.
+   Every line left goes through ``RedemptionService.redeem`` itself, whose refusal names the verdict: already
+   redeemed (``conflictAlreadyRedeemed`` with when, where, how; ``duplicate`` when it was this receipt),
+   ``expired``, ``notFound``, or ``invalid`` with the reason.
 
 A coupon or key that appears twice in one batch is handled in a later round of the batch, so the second line
 sees the first one's effect.
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
@@ -32,8 +31,9 @@ from ....wire.xml import Record, Redemption, Verdict
 from ...dialect import unindexed
 from ...exceptions import PromoflowError
 from ...models import redemption
-from ...promotion.assignment import CLOCK_SKEW, RedeemLine, RedemptionService
+from ...promotion.assignment import RedemptionService
 from ...promotion.errors import PromotionAlreadyRedeemedError
+from ...promotion.redemption import RedeemLine, batch_for, when
 from ...promotion.rules import CHANNEL_BITS
 from ...tenant.service import TenantContext
 from ..results import Outcome
@@ -65,46 +65,6 @@ _PROBE = """
 """
 
 _DUPLICATES = text(f"SELECT v.i AS idx, d.* FROM ({_LINES}) AS v {_PROBE} d")
-
-
-# PostgreSQL, the whole batch in one statement: the duplicate probes (_PROBE), then for every other
-# line the conditional write of RedemptionService.redeem (same WHERE: not redeemed, not deleted, valid at
-# redeemedOn, the contact if given, a channel of the promotion) with its redemption row. The lines join the
-# assignments by primary key, one probe each (no "id = ANY(all ids)" here: inside that nested loop the array
-# would be searched once per line). Answers one row per duplicate ('d')
-# and per redeemed line ('w'); a line in neither is left for RedemptionService.redeem to explain.
-_APPLY_PG = text(
-    f"""
-    WITH v AS MATERIALIZED ({_LINES}
-    ), d AS MATERIALIZED (
-      SELECT v.i, x.assignment_id, x.idempotency_key, x.unique_receipt_id, x.redeemed_at, x.channel,
-             x.store_external_id
-      FROM v {_PROBE} x
-    ), todo AS MATERIALIZED (
-      SELECT * FROM v WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.i = v.i)
-    ), won AS (
-      UPDATE assignment a
-      SET redeemed_at = t.at, redeemed_channel = t.ch, redeemed_store = t.store, redeemed_receipt_id = t.receipt,
-          redeemed_via = 'file', redemption_count = a.redemption_count + 1
-      FROM todo t
-      WHERE a.id = t.id AND a.tenant_id = :t
-        AND a.redeemed_at IS NULL AND a.deleted_at IS NULL
-        AND a.valid_from <= t.at AND (a.valid_to IS NULL OR a.valid_to >= t.at)
-        AND (t.contact IS NULL OR a.contact_id = t.contact)
-        AND EXISTS (SELECT 1 FROM promotion p WHERE p.id = a.promotion_id
-                    AND (p.channel_mask = 0 OR (p.channel_mask & t.bit) != 0))
-      RETURNING a.id, a.redemption_count, t.at, t.ch, t.store, t.receipt, t.ikey, t.i
-    ), rec AS (
-      INSERT INTO redemption (id, tenant_id, assignment_id, seq, redeemed_at, channel, store_external_id,
-                              unique_receipt_id, via, idempotency_key, created_at)
-      SELECT gen_random_uuid(), :t, id, redemption_count, at, ch, store, receipt, 'file', ikey, :now FROM won
-    )
-    SELECT 'd' AS kind, i AS idx, assignment_id, idempotency_key, unique_receipt_id, redeemed_at, channel,
-           store_external_id FROM d
-    UNION ALL
-    SELECT 'w', i, id, NULL, NULL, NULL, NULL, NULL FROM won
-    """
-)
 
 
 def _marks(rec: Record[Redemption]) -> set[str]:
@@ -152,10 +112,7 @@ class RedemptionApplier:
     async def apply(self, conn: AsyncConnection, records: list[Record[Redemption]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for batch in _rounds(records):
-            if conn.dialect.name == "postgresql":
-                pending = await self._apply_pg(conn, batch, outcomes)
-            else:
-                pending = await self._apply_sqlite(conn, await self._duplicates(conn, batch, outcomes), outcomes)
+            pending = await self._apply_batch(conn, await self._duplicates(conn, batch, outcomes), outcomes)
             for rec in pending:
                 outcomes.append(await self._redeem_one(conn, rec))
         return outcomes
@@ -188,49 +145,23 @@ class RedemptionApplier:
             outcomes.append(Outcome(rec.index, Verdict.DUPLICATE, rec.line, v.coupon_id, None, detail))
         return True
 
-    async def _apply_pg(self, conn: AsyncConnection, batch: list[Record[Redemption]],
-                        outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
-        """PostgreSQL: duplicates and the happy path of the batch in one statement; the other lines are left."""
-        limit = self.now + CLOCK_SKEW
-        fast = [r for r in batch if r.value.redeemed_on <= limit]
-        # A line dated in the future is refused by the service; its duplicate check comes first all the same.
-        left = await self._duplicates(conn, [r for r in batch if r.value.redeemed_on > limit], outcomes)
-        if not fast:
-            return left
-        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": self._lines(fast)}
-        hits: dict[int, Any] = {}
-        won: set[int] = set()
-        for row in await conn.execute(_APPLY_PG, params):
-            if row.kind == "w":
-                won.add(row.idx)
-            else:
-                hits[row.idx] = row
-        for rec in fast:
-            if rec.index in won:
-                outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
-            elif not self._judge(rec, hits.get(rec.index), outcomes):
-                left.append(rec)
-        return left
-
-    async def _apply_sqlite(self, conn: AsyncConnection, batch: list[Record[Redemption]],
-                            outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
-        """SQLite: the lines left after the duplicate check go through `redeem`'s conditional write all at once
-        (the write transaction excludes every other writer); the lines it did not redeem are left."""
-        limit = self.now + CLOCK_SKEW
+    async def _apply_batch(self, conn: AsyncConnection, batch: list[Record[Redemption]],
+                           outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
+        """The lines left after the duplicate check go through the rule's batch strategy all at once; the lines
+        it did not redeem (and those whose redeemedOn it cannot take) are left for `redeem` to explain."""
         lines: dict[int, RedeemLine] = {}
         for rec in batch:
             v = rec.value
             try:
-                at = v.redeemed_on.astimezone(UTC)
-            except (OverflowError, ValueError):
-                continue  # out of range: `redeem` says so
-            if at <= limit:
-                lines[rec.index] = RedeemLine(
-                    uuid.UUID(v.coupon_id), ChannelType(v.redemption_channel), at,
-                    uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
-                    v.idempotency_key,
-                )  # fmt: skip
-        won = await self.service.redeem_many_exclusive(conn, list(lines.values()), via="file")
+                moment = when(self.ctx, self.now, v.redeemed_on)
+            except PromoflowError:
+                continue  # out of range or in the future: `redeem` says so
+            lines[rec.index] = RedeemLine(
+                uuid.UUID(v.coupon_id), ChannelType(v.redemption_channel), moment,
+                uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
+                v.idempotency_key,
+            )  # fmt: skip
+        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(conn, list(lines.values()))
         left = []
         for rec in batch:
             line = lines.get(rec.index)
