@@ -49,12 +49,14 @@ class Transfer:
     def run_jobs(self) -> int:
         return self.api.run_jobs()
 
-    def process(self, folder: str, name: str, data: bytes) -> tuple[ResultSummary, list[ResultRecord]]:
+    def process(
+        self, folder: str, name: str, data: bytes, tenant: dict[str, Any] | None = None
+    ) -> tuple[ResultSummary, list[ResultRecord]]:
         """Upload one file (queued: 226), run the worker until the queue is empty, and read the file's result."""
-        reply = self.upload(folder, name, data)
+        reply = self.upload(folder, name, data, tenant)
         assert reply.startswith("226"), reply
         self.run_jobs()
-        return self.result(name)
+        return self.result(name, tenant)
 
     def root(self, tenant: dict[str, Any] | None = None) -> Path:
         tenant = tenant or self.api.tenant
