@@ -156,9 +156,13 @@ def test_imports_api_pages_and_isolates_tenants(transfer):
     coupons = _coupons(api, 4)
     name = "20260310120000_1_redemptions.xml"
     transfer.upload(REDEMPTION_IMPORT_DIR, name, _file(coupons))
+    (queued,) = transfer.imports()
+    assert queued["status"] == "queued" and queued["recordsDone"] == 0
     transfer.run_jobs()
     (imp,) = transfer.imports()
     assert imp["fileName"] == name and imp["recordsTotal"] == 4 and imp["resultFile"].endswith(".result.xml")
+    assert imp["status"] == "done" and imp["recordsDone"] == 4  # not null once finished
+    assert transfer.import_detail(imp["id"])["recordsDone"] == 4
     page = transfer.import_detail(imp["id"], offset=1, count=2)
     assert [r["index"] for r in page["records"]["items"]] == [2, 3] and page["records"]["totalCount"] == 4
     other = api.new_tenant()
