@@ -37,6 +37,7 @@ from promoflow.wire.xml import (
     Redemption,
     Verdict,
     load_import_result,
+    result_files_for,
     write_redemptions,
 )
 from tests.conftest import PG_ADMIN_URL, make_tenant
@@ -187,7 +188,12 @@ def upload(port: int, tenant: dict[str, Any], name: str, data: bytes) -> str:
 
 
 def result_path(data_dir: Path, tenant: dict[str, Any], name: str) -> Path:
-    return data_dir / "ftp" / tenant["tenantId"] / "integration/importResults" / f"{name}.result.xml"
+    """The result file of the one upload named ``name`` (``<name>.<import id>.result.xml``); a path that does not
+    exist while there is none yet."""
+    folder = data_dir / "ftp" / tenant["tenantId"] / "integration/importResults"
+    found = result_files_for(name, (p.name for p in folder.iterdir())) if folder.exists() else []
+    assert len(found) <= 1, found
+    return folder / (found[0] if found else f"{name}.pending")
 
 
 def assert_applied_once(url: str, coupons: list[str]) -> None:
