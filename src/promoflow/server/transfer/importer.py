@@ -11,6 +11,9 @@
   another, one batch behind, so the event loop (the API's, in `serve`) stays responsive and the Python work
   overlaps the database round trips. On PostgreSQL, batches of an applier that declares ``marks`` (redemptions)
   also overlap each other, two at a time, committed in file order (``_Pipeline``).
+- Between two batches (everything before committed) the import gives the worker's turn to another held job
+  that waits for one — another tenant's file — and goes on after it (``JobContext.checkpoint``): a big file of
+  one tenant never holds up the small files of the others.
 - On the job's last attempt, records are applied one per transaction and a record whose application raises is
   reported ``invalid`` with the error, so a poison record cannot block the tenant's queue for ever.
 - The result file is written from the stored verdicts at the end, then the file moves to processed/.
@@ -205,9 +208,11 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             items = await pending
             if not items:
                 break
-            if job.stopping():  # shutdown: stop after the batches in flight, resumable from there
+            if job.stopping() or job.others_waiting():
+                # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let
+                # another job of this worker (another tenant's file) have the turn before the next batch.
                 await pipeline.drain()
-                job.stop_if_asked()
+                await job.checkpoint()
             pending = batches.next()
             if isolate:
                 outcomes = []
