@@ -253,7 +253,7 @@ class Worker:
         self.recover_every = recovery_tick(self.stall_after)
         self.housekeep_every = housekeeping_tick(self.settings)
         self._turns = Turns(self.concurrency)
-        self._held: dict[int, tuple[asyncio.Task[None], Turn]] = {}
+        self._held: dict[int, tuple[asyncio.Task[None], Turn, str | None]] = {}
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_recovery: datetime | None = None
@@ -267,6 +267,10 @@ class Worker:
     def wake(self) -> None:
         """Look for work now (an enqueue in this process)."""
         self._wake.set()
+
+    def held_queues(self) -> list[str | None]:
+        """The queues of the jobs this worker holds (one job per queue at most)."""
+        return [q for _, _, q in self._held.values()]
 
     @property
     def idle_wait(self) -> float:
@@ -297,7 +301,7 @@ class Worker:
                 if not self._held:
                     return self._started
                 await asyncio.wait(
-                    [task for task, _ in self._held.values()], return_when=asyncio.FIRST_COMPLETED
+                    [task for task, _, _ in self._held.values()], return_when=asyncio.FIRST_COMPLETED
                 )
         finally:
             await self._finish_held()
@@ -306,7 +310,7 @@ class Worker:
         """Stopping (or leaving run_until_idle on an error): the jobs in hand stop at their next safe point."""
         if self._held:
             self._stop.set()
-            await asyncio.gather(*(task for task, _ in self._held.values()), return_exceptions=True)
+            await asyncio.gather(*(task for task, _, _ in self._held.values()), return_exceptions=True)
 
     async def _step(self, limit: int | None = None) -> None:
         """Housekeeping when due, then claim what this worker may hold."""
@@ -325,7 +329,7 @@ class Worker:
             self._started += 1
             turn = Turn(self._turns)
             task = asyncio.create_task(self._run_job(row, trow, turn), name=f"promoflow-job-{row.public_id}")
-            self._held[row.id] = (task, turn)
+            self._held[row.id] = (task, turn, row.queue)
             task.add_done_callback(lambda _t, job_id=row.id: self._done(job_id))
 
     def _done(self, job_id: int) -> None:
@@ -355,7 +359,7 @@ class Worker:
         make progress: their heartbeat is renewed, so no worker (this one included) takes them for stalled."""
         if time.monotonic() - self._turns.active_at > self.stall_after.total_seconds():
             return  # the running jobs seem stuck: let the others be taken over
-        waiting = [job_id for job_id, (_, turn) in self._held.items() if not turn.held]
+        waiting = [job_id for job_id, (_, turn, _) in self._held.items() if not turn.held]
         if waiting:
             await conn.execute(
                 update(job)
