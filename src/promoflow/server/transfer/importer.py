@@ -158,7 +158,8 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     try:
         if start == 0:
             try:
-                total = await batches.check()
+                async with job.off_turn():  # a thread reads the whole file: other jobs may run meanwhile
+                    total = await batches.check()
             except XmlRejected as exc:
                 return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=exc.reason,
                                      line=exc.line)  # fmt: skip

@@ -29,7 +29,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,19 @@ class JobContext:
     def others_waiting(self) -> bool:
         """Whether another job of this worker waits for a turn (a long job then gives its own away)."""
         return self.turn is not None and self.turn.others_waiting()
+
+    @contextlib.asynccontextmanager
+    async def off_turn(self) -> AsyncIterator[None]:
+        """For work that does not touch the database and runs in a thread (reading a whole file): the job's turn
+        is free for another job meanwhile; the job takes the next free one after."""
+        if self.turn is None or not self.turn.held:
+            yield
+            return
+        self.turn.give()
+        try:
+            yield
+        finally:
+            await self.turn.take()
 
     async def checkpoint(self) -> None:
         """Call at a safe point: another job waiting for a turn runs first, then this one goes on; stops the job
