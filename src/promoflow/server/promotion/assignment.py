@@ -60,7 +60,8 @@ _ITEM_COLUMNS = (
 
 
 def promotion_part(row: Any, currency: str) -> dict[str, Any]:
-    """What every assignment of one promotion shows alike (immutable once the promotion is activated)."""
+    """What every assignment of one promotion shows alike (once activated, changed only by a promotion file's
+    createOrUpdate: name and presentation)."""
     return {
         "promotionId": str(row.promotion_id),
         "externalId": row.external_id,

@@ -2,10 +2,10 @@
 
 Fetching a contact's promotions and redeeming one are what every checkout does. On PostgreSQL this middleware
 answers their plain form directly: the same authentication, rate limit and rules as the routed endpoints, but
-no framework routing, one statement on a raw autocommit psycopg connection, and the promotion's (immutable once
-activated) presentation rendered from a cache. Anything else — an Idempotency-Key, extension fields, a refusal
-that needs its precise error, SQLite — goes down the ordinary path, which gives the same answers; the fast lane
-only ever handles the happy path. The redeem is one statement (UPDATE … RETURNING feeding the INSERT of the
+no framework routing, one statement on a raw autocommit psycopg connection, and the promotion's presentation
+rendered from a cache (kept PART_SECONDS: a promotion file may rename an active promotion). Anything else — an
+Idempotency-Key, extension fields, a refusal that needs its precise error, SQLite — goes down the ordinary path,
+which gives the same answers; the fast lane only ever handles the happy path. The redeem is one statement (UPDATE … RETURNING feeding the INSERT of the
 redemption row in a CTE), so it stays exactly-once: the conditional UPDATE is the same as the routed path's.
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +34,10 @@ from .assignment import promotion_part, render_item
 from .rules import CHANNEL_BITS
 
 log = logging.getLogger("promoflow.api")
+
+# An active promotion's name and presentation change only by a promotion file's createOrUpdate (transfer); a
+# process shows such a change within this many seconds.
+PART_SECONDS = 5.0
 
 _FETCH = re.compile(r"^/api/v2/contacts/([^/]+)/promotions$")
 _REDEEM = (
@@ -118,7 +123,7 @@ class FastLane:
     def __init__(self, app: ASGIApp, holder: Any) -> None:
         self.app = app
         self.holder = holder  # has .state: AppState once the app started
-        self._parts: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+        self._parts: dict[tuple[uuid.UUID, str], tuple[dict[str, Any], float]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         st: AppState | None = getattr(self.holder, "state", None)
@@ -169,12 +174,13 @@ class FastLane:
     ) -> dict[uuid.UUID, dict[str, Any]]:  # fmt: skip
         out = {}
         missing = []
+        mono = time.monotonic()
         for pid in ids:
-            part = self._parts.get((pid, currency))
-            if part is None:
+            cached = self._parts.get((pid, currency))
+            if cached is None or cached[1] < mono:
                 missing.append(pid)
             else:
-                out[pid] = part
+                out[pid] = cached[0]
         if missing:
             cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
             cur.row_factory = psycopg.rows.namedtuple_row  # type: ignore[attr-defined]
@@ -182,7 +188,8 @@ class FastLane:
                 part = promotion_part(row, currency)
                 if len(self._parts) > 50_000:
                     self._parts.clear()
-                self._parts[(row.promotion_id, currency)] = out[row.promotion_id] = part
+                self._parts[(row.promotion_id, currency)] = (part, mono + PART_SECONDS)
+                out[row.promotion_id] = part
         return out
 
     # -------------------------------------------------------------------------------------------- fetch
