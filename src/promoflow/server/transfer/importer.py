@@ -45,6 +45,9 @@ from .results import Outcome, ResultFile, done_upto, save_outcomes, verdict_coun
 
 log = logging.getLogger("promoflow.transfer")
 
+OFF_TURN_BYTES = 1 << 20
+"""A file larger than this is read for its first check without the worker's turn (a smaller one is read at once)."""
+
 
 class Applier(Protocol):
     """Applies valid records of one kind through the services; one Outcome per record, in any order."""
@@ -158,7 +161,9 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     try:
         if start == 0:
             try:
-                async with job.off_turn():  # a thread reads the whole file: other jobs may run meanwhile
+                # A thread reads the whole file: for a big one, other jobs may have the turn meanwhile.
+                big = (imp.size_bytes or 0) > OFF_TURN_BYTES
+                async with job.off_turn() if big else contextlib.nullcontext():
                     total = await batches.check()
             except XmlRejected as exc:
                 return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=exc.reason,
@@ -209,11 +214,9 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             items = await pending
             if not items:
                 break
-            if job.stopping() or job.others_waiting():
-                # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let
-                # another job of this worker (another tenant's file) have the turn before the next batch.
-                await pipeline.drain()
-                await job.checkpoint()
+            # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let another
+            # job of this worker (another tenant's file) have the turn before the next batch.
+            await job.checkpoint(before_leaving=pipeline.drain)
             pending = batches.next()
             if isolate:
                 outcomes = []

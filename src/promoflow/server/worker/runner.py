@@ -5,8 +5,9 @@ files still run one at a time, in upload order) and lets ``concurrency`` of them
 any moment. A job gives its turn away at every safe point where another held job is waiting for one (an import:
 between two batches; a bulk assignment: between two chunks), and takes the next free turn, in order. So one
 tenant's big file does not hold up another tenant's small one: with one turn, the small file runs between two
-batches of the big one. Beyond its first ``concurrency`` jobs a worker takes only jobs that have been due for a
-while (``grace``), so that on PostgreSQL an idle worker gets the next job before a busy one holds it in reserve.
+batches of the big one. Beyond its first ``concurrency`` jobs a worker takes only jobs that have been due for a poll
+interval (``grace``), so that on PostgreSQL an idle worker gets the next job before a busy one holds it in
+reserve.
 
 **Housekeeping** (recovering stalled jobs, then the features' tasks: the export schedule, file sweeps, …) runs on
 ticks derived from the settings: stalled jobs are looked for every quarter of ``worker_stall_seconds`` (so a
@@ -30,7 +31,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +81,6 @@ class JobContext:
         if self.stopping():
             raise Interrupted(f"job {self.row.public_id} stopped: the worker is shutting down")
 
-    def others_waiting(self) -> bool:
-        """Whether another job of this worker waits for a turn (a long job then gives its own away)."""
-        return self.turn is not None and self.turn.others_waiting()
-
     @contextlib.asynccontextmanager
     async def off_turn(self) -> AsyncIterator[None]:
         """For work that does not touch the database and runs in a thread (reading a whole file): the job's turn
@@ -97,9 +94,14 @@ class JobContext:
         finally:
             await self.turn.take()
 
-    async def checkpoint(self) -> None:
-        """Call at a safe point: another job waiting for a turn runs first, then this one goes on; stops the job
-        if the worker is stopping."""
+    async def checkpoint(self, before_leaving: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Call at a safe point (everything so far committed). Stops the job if the worker is stopping; else,
+        when another job waits for a turn and this one has done a step with its own, lets that one go first and
+        goes on after it. ``before_leaving`` runs first when the job is about to stop or give way (an import
+        waits there for its batch in flight to commit)."""
+        leaving = self.stopping() or (self.turn is not None and self.turn.should_give_way())
+        if leaving and before_leaving is not None:
+            await before_leaving()
         self.stop_if_asked()
         if self.turn is not None:
             await self.turn.pass_on()
@@ -204,16 +206,17 @@ class Turns:
 
 @dataclass
 class Turn:
-    """One job's use of the worker's turns."""
+    """One job's use of the worker's turns. A job keeps a turn it took for at least one step (an import's batch):
+    it gives it away at a later safe point, if another job waits."""
 
     turns: Turns
     held: bool = False
-    waiting_since: float | None = field(default=None)
+    fresh: bool = False
+    """Taken, and no step done with it yet."""
 
     async def take(self) -> None:
-        self.waiting_since = time.monotonic()
         await self.turns.acquire()
-        self.held, self.waiting_since = True, None
+        self.held = self.fresh = True
 
     def give(self) -> None:
         if self.held:
@@ -223,12 +226,17 @@ class Turn:
     def others_waiting(self) -> bool:
         return self.turns.waiting() > 0
 
+    def should_give_way(self) -> bool:
+        return self.held and not self.fresh and self.others_waiting()
+
     async def pass_on(self) -> None:
-        """Let a waiting job have the turn, and wait for the next one; nothing when nobody waits."""
+        """At a safe point: let a waiting job have the turn and wait for the next one — unless this job has done no
+        step since it took the turn, or nobody waits."""
         self.turns.active_at = time.monotonic()
-        if self.held and self.others_waiting():
+        if self.should_give_way():
             self.give()
             await self.take()
+        self.fresh = False
 
 
 class Worker:
@@ -262,7 +270,7 @@ class Worker:
         self.hold = max(self.concurrency, hold or DEFAULT_HOLD)
         # On PostgreSQL several workers share the queue: a busy one takes a job to hold in reserve only when no
         # idle worker took it within its poll interval. SQLite has one worker.
-        self.grace = timedelta(0) if db.sqlite else timedelta(seconds=1.5 * poll_seconds)
+        self.grace = timedelta(0) if db.sqlite else timedelta(seconds=poll_seconds)
         self.recover_every = recovery_tick(self.stall_after)
         self.housekeep_every = housekeeping_tick(self.settings)
         self._turns = Turns(self.concurrency)
@@ -332,7 +340,7 @@ class Worker:
         while len(self._held) < self.hold and not self._stop.is_set():
             if limit is not None and self._started >= limit:
                 return
-            # The first `concurrency` jobs: any due job. Further ones (held until a turn is free): due a while.
+            # The first `concurrency` jobs: any due job. Further ones (held until a turn is free): due a poll ago.
             due = now if len(self._held) < self.concurrency else now - self.grace
             async with self.db.write() as conn:
                 row = await queue.claim(conn, self.name, now, due=due)
