@@ -216,7 +216,7 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
                 break
             # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let another
             # job of this worker (another tenant's file) have the turn before the next batch.
-            await job.checkpoint(before_leaving=pipeline.drain)
+            await job.checkpoint(before_stopping=pipeline.drain)
             pending = batches.next()
             if isolate:
                 outcomes = []

@@ -94,14 +94,13 @@ class JobContext:
         finally:
             await self.turn.take()
 
-    async def checkpoint(self, before_leaving: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Call at a safe point (everything so far committed). Stops the job if the worker is stopping; else,
-        when another job waits for a turn and this one has done a step with its own, lets that one go first and
-        goes on after it. ``before_leaving`` runs first when the job is about to stop or give way (an import
-        waits there for its batch in flight to commit)."""
-        leaving = self.stopping() or (self.turn is not None and self.turn.should_give_way())
-        if leaving and before_leaving is not None:
-            await before_leaving()
+    async def checkpoint(self, before_stopping: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Call at a safe point (everything so far committed). Stops the job if the worker is stopping
+        (``before_stopping`` first: an import waits there for its batch in flight to commit); else, when another
+        job waits for a turn and this one has done a step with its own, lets that one go first and goes on after
+        it (a batch in flight goes on meanwhile: it is this job's, and commits or fails on its own)."""
+        if self.stopping() and before_stopping is not None:
+            await before_stopping()
         self.stop_if_asked()
         if self.turn is not None:
             await self.turn.pass_on()
