@@ -492,7 +492,8 @@ def test_of_two_uploads_of_one_name_the_result_of_the_one_not_rejected_settles_t
     customer = no_worker.customers([no_worker.promotion()], 1)[0]
     with Outbox(tmp_path / "outbox") as outbox:
         intent = _queue_one_redemption(no_worker, outbox, customer)
-        _upload_by_hand(no_worker, intent, outbox.read_bytes(intent)[:60])  # truncated, still queued
+        start = outbox.read_bytes(intent)[:60] + f"<!-- {intent.id} -->".encode()  # its own (truncated) content
+        _upload_by_hand(no_worker, intent, start)  # truncated, still queued
         with no_worker.client() as client:
             agent = SyncAgent(outbox, client, no_worker.ftp_url, keep_results=True)
             assert agent.run_once().uploaded == 2  # nothing says it is there: the whole file goes up again

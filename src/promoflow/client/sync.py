@@ -14,9 +14,9 @@ One pass (:meth:`SyncAgent.run_once`):
    ``conflictAlreadyRedeemed`` (by someone else), ``expired``, ``notFound``, ``invalid`` → settled, reported
    through ``on_conflict`` and listed by ``promoflow outbox status``; a file the server rejected as a whole
    → dead letter with the reason. Every upload has its own result (``<name>.<import id>.result.xml``); when a
-   name was uploaded more than once (a re-upload after a lost reply), the result of an import that was not
-   rejected as a whole is the one read: the others are a truncated attempt or a duplicate of it. The result
-   files are then deleted from the server (``keep_results=True`` keeps them).
+   name was uploaded more than once (a re-upload after a lost reply), the result read is the one of the import
+   that applied the file, else a duplicate's, else a rejected one. The result files are then deleted from the
+   server (``keep_results=True`` keeps them).
 
 :meth:`run_forever` repeats passes; while the server or the FTP cannot be reached, it waits the background
 schedule's growing gaps (Engage: 10 s, 30 s, 60 s, 300 s). :meth:`sync_until_settled` repeats passes until
@@ -623,13 +623,16 @@ class SyncAgent:
 
 
 def _pick_result(ftp: FtpConnection, candidates: list[str]) -> tuple[str, ResultSummary, list[ResultRecord]]:
-    """The results of the uploads of one name: the first that was not rejected as a whole (that one applied the
-    file; the others were a truncated attempt, or a duplicate repeating its verdicts), else the last read."""
-    picked: tuple[str, ResultSummary, list[ResultRecord]] | None = None
+    """The results of the uploads of one name: the one that applied the file (processed), else a duplicate's (it
+    repeats the verdicts of the import that applied the same content), else a rejected one (a truncated attempt
+    or a file the server refused)."""
+    rank = {FileStatus.PROCESSED: 0, FileStatus.DUPLICATE: 1}
+    best: tuple[str, ResultSummary, list[ResultRecord]] | None = None
     for name in candidates:
         summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
-        picked = (name, summary, records)
-        if summary.status is not FileStatus.REJECTED:
+        if best is None or rank.get(summary.status, 2) < rank.get(best[1].status, 2):
+            best = (name, summary, records)
+        if summary.status is FileStatus.PROCESSED:
             break
-    assert picked is not None
-    return picked
+    assert best is not None
+    return best
