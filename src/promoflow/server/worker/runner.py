@@ -99,12 +99,13 @@ class JobContext:
         (``before_stopping`` first: an import waits there for its batch in flight to commit); else, when another
         job waits for a turn and this one has done a step with its own, lets that one go first and goes on after
         it (a batch in flight goes on meanwhile: it is this job's, and commits or fails on its own)."""
-        if self.stopping() and before_stopping is not None:
-            await before_stopping()
-        self.stop_if_asked()
-        if self.turn is not None:
-            await self.turn.pass_on()
-        self.stop_if_asked()
+        for phase in ("before", "after"):  # the worker may be told to stop while the job waits for its turn
+            if self.stopping():
+                if before_stopping is not None:
+                    await before_stopping()
+                self.stop_if_asked()
+            if phase == "before" and self.turn is not None:
+                await self.turn.pass_on()
 
     @property
     def appliers(self) -> Any:
