@@ -7,6 +7,7 @@ moved by hand: no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -132,6 +133,10 @@ def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path
     held_at_once: list[int] = []
 
     async def record(ctx: JobContext) -> dict[str, Any]:
+        if ctx.payload["n"] == "q1-a":  # the worker goes on claiming while the first job runs: q2's is held too
+            deadline = time.monotonic() + 20
+            while len(worker.held_queues()) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # polling the worker's state, bounded by the deadline
         queues = worker.held_queues()
         assert len(queues) == len(set(queues)), queues
         held_at_once.append(len(queues))

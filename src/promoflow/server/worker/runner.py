@@ -280,6 +280,7 @@ class Worker:
         self._last_recovery: datetime | None = None
         self._last_housekeeping: datetime | None = None
         self._started = 0
+        self._finished = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -318,8 +319,11 @@ class Worker:
         try:
             while True:
                 self._wake.clear()
+                finished = self._finished
                 await self._step(limit=max_jobs)
                 if not self._held:
+                    if self._finished != finished:
+                        continue  # a job ended while this step looked: its queue may have a next one now
                     return self._started
                 await asyncio.wait(
                     [task for task, _, _ in self._held.values()], return_when=asyncio.FIRST_COMPLETED
@@ -355,6 +359,7 @@ class Worker:
 
     def _done(self, job_id: int) -> None:
         self._held.pop(job_id, None)
+        self._finished += 1
         self._wake.set()  # a place is free (and the job's queue may have a next one)
 
     async def _housekeeping(self, now: datetime) -> None:
