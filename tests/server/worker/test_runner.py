@@ -133,7 +133,8 @@ def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path
     held_at_once: list[int] = []
 
     async def record(ctx: JobContext) -> dict[str, Any]:
-        if ctx.payload["n"] == "q1-a":  # the worker goes on claiming while the first job runs: q2's is held too
+        # the worker goes on claiming while the first job runs: q2's job is held too
+        if ctx.payload["n"] == "q1-a":
             deadline = time.monotonic() + 20
             while len(worker.held_queues()) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)  # polling the worker's state, bounded by the deadline
