@@ -416,14 +416,15 @@ def _wait_for_results(server: Server, outbox: Outbox, since: float) -> float:
     """Seconds from ``since`` until every uploaded intent's result file is on the server (bounded polling:
     the server's worker imports asynchronously)."""
     from promoflow.client._ftp import FtpConnection, FtpTarget
-    from promoflow.wire.xml import IMPORT_RESULTS_DIR, result_file_name
+    from promoflow.wire.xml import IMPORT_RESULTS_DIR, result_files_for
 
     target = FtpTarget.from_url(server.ftp_url)
-    expected = {result_file_name(str(i.detail["remoteName"])) for i in outbox.intents(IntentState.UPLOADED)}
+    expected = {str(i.detail["remoteName"]) for i in outbox.intents(IntentState.UPLOADED)}
     pause = 0.05
     while True:
         with FtpConnection(target) as ftp:
-            missing = expected - set(ftp.listing(IMPORT_RESULTS_DIR))
+            listed = list(ftp.listing(IMPORT_RESULTS_DIR))
+            missing = {name for name in expected if not result_files_for(name, listed)}
         if not missing or time.perf_counter() - since > 3600:
             return time.perf_counter() - since
         time.sleep(pause)

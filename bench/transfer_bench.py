@@ -54,11 +54,13 @@ from promoflow.server.models import assignment, contact, file_import, promotion 
 from promoflow.server.tenant_setup import create_tenant  # noqa: E402
 from promoflow.wire.engage import Receipt  # noqa: E402
 from promoflow.wire.xml import (  # noqa: E402
+    IMPORT_RESULTS_DIR,
     REDEMPTION_IMPORT_DIR,
     TRANSACTION_IMPORT_DIR,
     Redemption,
     RedemptionWriter,
     TransactionWriter,
+    result_file_name,
 )
 
 START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -287,6 +289,14 @@ def write_transactions_file(path: Path, n: int, contacts: int, at: datetime) -> 
 # ------------------------------------------------------------------------------------------- end to end
 
 
+def result_of(data_dir: Path, tenant: dict[str, Any], name: str, reply: str) -> Path:
+    """Where the result of the upload answered ``reply`` (``226 … queued as import <id> …``) will appear."""
+    match = re.search(r"queued as import ([0-9a-f-]{36})", reply)
+    assert match is not None, reply
+    results = data_dir / "ftp" / tenant["tenantId"] / IMPORT_RESULTS_DIR.strip("/")
+    return results / result_file_name(name, match[1])
+
+
 def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], folder: str, path: Path,
              records: int, batch: int) -> dict[str, Any]:  # fmt: skip
     env = {
@@ -301,9 +311,6 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
     try:
         time.sleep(1.0)  # let start-up allocations settle before reading the idle size
         idle = rss_kb(worker.pid, "VmRSS")
-        result = (
-            data_dir / "ftp" / tenant["tenantId"] / "integration/importResults" / f"{path.name}.result.xml"
-        )
         t0 = time.monotonic()
         ftp = ftplib.FTP()
         ftp.connect("127.0.0.1", ftp_port, timeout=600)
@@ -313,6 +320,7 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         ftp.quit()
         uploaded = time.monotonic() - t0
         assert reply.startswith("226"), reply
+        result = result_of(data_dir, tenant, path.name, reply)
         peak = idle
         pg = not url.startswith("sqlite")
         pg_cpu0, worker_cpu0 = cpu_seconds(postgres_pids()) if pg else 0.0, cpu_seconds([worker.pid])

@@ -563,3 +563,31 @@ def test_a_crash_between_a_batch_upload_and_its_note_resumes_that_batch(
     assert len(_imports_named(no_worker, batch.name)) == 2  # the second upload was seen as a duplicate
     counts = no_worker.redemption_counts(a for c in customers for a in c.assignments)
     assert counts == {c.assignments[0]: 1 for c in customers}
+
+
+def test_of_two_uploads_of_one_name_the_result_of_the_one_not_rejected_settles_the_intent(
+    no_worker: LiveEngage, tmp_path: Path
+) -> None:
+    """The till died mid-upload (the server got the start of the file under its name: rejected), and the sync sent
+    the whole file again under the same name: every upload has its own result file, and the intent is settled by
+    the one that applied the file, whichever order the names sort in."""
+    customer = no_worker.customers([no_worker.promotion()], 1)[0]
+    with Outbox(tmp_path / "outbox") as outbox:
+        intent = _queue_one_redemption(no_worker, outbox, customer)
+        start = outbox.read_bytes(intent)[:60] + f"<!-- {intent.id} -->".encode()  # its own (truncated) content
+        _upload_by_hand(no_worker, intent, start)  # truncated, still queued
+        with no_worker.client() as client:
+            agent = SyncAgent(outbox, client, no_worker.ftp_url, keep_results=True)
+            assert agent.run_once().uploaded == 2  # nothing says it is there: the whole file goes up again
+            _run_worker(no_worker)
+            report = agent.sync_until_settled(30)
+        assert not report.attention and report.undelivered == 0
+        assert {i.state for i in outbox.intents()} == {IntentState.DONE}
+        done = outbox.get(intent.id)
+        assert done is not None and done.state is IntentState.DONE and done.verdict == "applied"
+    imports = _imports_named(no_worker, intent.file_name)
+    assert sorted(i["status"] for i in imports) == ["done", "rejected"]
+    with FtpConnection(FtpTarget.from_url(no_worker.ftp_url)) as ftp:
+        listed = set(ftp.listing(IMPORT_RESULTS_DIR))
+    assert {i["resultFile"].rsplit("/", 1)[1] for i in imports} <= listed  # two result files, kept
+    assert no_worker.redemption_counts(customer.assignments) == {customer.assignments[0]: 1}

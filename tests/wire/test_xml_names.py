@@ -89,3 +89,27 @@ def test_folders() -> None:
         FileKind.REDEMPTIONS: "/integration/promotionRedemptionImport",
     }
     assert result_file_name("20240501000000_1_contacts.xml") == "20240501000000_1_contacts.xml.result.xml"
+
+
+def test_every_import_has_its_own_result_name() -> None:
+    from promoflow.wire.xml import result_files_for
+
+    name = "20240501000000_1_contacts.xml"
+    a, b = "6f9619ff-8b86-d011-b42d-00cf4fc964ff", "0B5C41A5-3A51-4F0C-9F50-2A4E0F1B7C11"
+    assert result_file_name(name, a) == f"{name}.{a}.result.xml"
+    assert result_file_name(name, b) == f"{name}.{b.lower()}.result.xml"  # canonical GUID
+    # a name that cannot be part of a file name: the import id alone
+    for bad in ("..20240501000000_1_contacts.xml", "a/b.xml", "x\x00y", "", "x" * 201):
+        assert result_file_name(bad, a) == f"{a}.result.xml"
+    listing = [
+        result_file_name(name, b),
+        result_file_name(name, a),
+        result_file_name("2" + name, a),  # another name
+        result_file_name(name),  # an old server's
+        f"{a}.result.xml",  # an upload refused for its name
+        "notes.txt",
+    ]
+    assert result_files_for(name, listing) == sorted(
+        [result_file_name(name, a), result_file_name(name, b), result_file_name(name)]
+    )
+    assert result_files_for("other.xml", listing) == []

@@ -68,6 +68,7 @@ EXPECTED = {
     "file_name",
     "parse_file_name",
     "result_file_name",
+    "result_files_for",
     "RESULT_SUFFIX",
     "INTEGRATION_DIR",
     "TRANSACTION_IMPORT_DIR",

@@ -13,8 +13,10 @@ One pass (:meth:`SyncAgent.run_once`):
 4. **Read results** from ``/integration/importResults``: ``applied``/``duplicate`` → done;
    ``conflictAlreadyRedeemed`` (by someone else), ``expired``, ``notFound``, ``invalid`` → settled, reported
    through ``on_conflict`` and listed by ``promoflow outbox status``; a file the server rejected as a whole
-   → dead letter with the reason. The result file is then deleted from the server (``keep_results=True``
-   keeps it).
+   → dead letter with the reason. Every upload has its own result (``<name>.<import id>.result.xml``); when a
+   name was uploaded more than once (a re-upload after a lost reply), the result read is the one of the import
+   that applied the file, else a duplicate's, else a rejected one. The result files are then deleted from the
+   server (``keep_results=True`` keeps them).
 
 :meth:`run_forever` repeats passes; while the server or the FTP cannot be reached, it waits the background
 schedule's growing gaps (Engage: 10 s, 30 s, 60 s, 300 s). :meth:`sync_until_settled` repeats passes until
@@ -59,10 +61,11 @@ from promoflow.wire.xml import (
     FileStatus,
     Redemption,
     ResultRecord,
+    ResultSummary,
     Verdict,
     XmlRejected,
     load_import_result,
-    result_file_name,
+    result_files_for,
     write_contacts,
     write_redemptions,
     write_transactions,
@@ -408,7 +411,7 @@ class SyncAgent:
             folders[intent.remote_folder] = ftp.listing(intent.remote_folder)
         there = folders.get(intent.remote_folder, {})
         # Already on the server (a crash came between the upload and its note): not again.
-        if result_file_name(name) in seen or name in seen or there.get(name) == len(data):
+        if result_files_for(name, seen) or name in seen or there.get(name) == len(data):
             self.outbox.mark_uploaded(intent, name)
             report.uploaded += 1
             report.already_uploaded += 1
@@ -493,7 +496,7 @@ class SyncAgent:
             ]
             held = [(index, h) for index, i in waiting if (h := self.outbox.claim(i)) is not None]
             try:
-                if held and (result_file_name(name) in seen or name in seen):
+                if held and (result_files_for(name, seen) or name in seen):
                     report.already_uploaded += len(held)
                 elif held:
                     data = (self.outbox.batches / name).read_bytes()
@@ -541,12 +544,13 @@ class SyncAgent:
                 continue
             by_file.setdefault(str(remote), []).append(intent)
         for remote, listed in by_file.items():
-            name = result_file_name(remote)
-            if name not in available:
+            candidates = result_files_for(remote, available)  # one per upload of that name
+            if not candidates:
                 report.awaiting_results += len(listed)
                 continue
+            name = candidates[0]
             try:
-                summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
+                name, summary, records = _pick_result(ftp, candidates)
             except XmlRejected as exc:
                 report.errors.append(f"{name}: unreadable result ({exc}); will read it again")
                 report.awaiting_results += len(listed)
@@ -573,7 +577,8 @@ class SyncAgent:
                 for intent in held:
                     self.outbox.release(intent)
             if not self.keep_results and len(held) == len(listed):
-                ftp.delete(IMPORT_RESULTS_DIR, name)
+                for done in candidates:
+                    ftp.delete(IMPORT_RESULTS_DIR, done)
 
     def _verdict(
         self, intent: Intent, status: FileStatus, reason: str | None, record: ResultRecord | None
@@ -670,3 +675,19 @@ class SyncAgent:
             log.info("sync.pass_done undelivered=%d next_in=%.1fs at=%s", report.undelivered, wait,
                      datetime.now().isoformat(timespec="seconds"))  # fmt: skip
             stop.wait(wait)
+
+
+def _pick_result(ftp: FtpConnection, candidates: list[str]) -> tuple[str, ResultSummary, list[ResultRecord]]:
+    """The results of the uploads of one name: the one that applied the file (processed), else a duplicate's (it
+    repeats the verdicts of the import that applied the same content), else a rejected one (a truncated attempt
+    or a file the server refused)."""
+    rank = {FileStatus.PROCESSED: 0, FileStatus.DUPLICATE: 1}
+    best: tuple[str, ResultSummary, list[ResultRecord]] | None = None
+    for name in candidates:
+        summary, records = load_import_result(ftp.download(IMPORT_RESULTS_DIR, name))
+        if best is None or rank.get(summary.status, 2) < rank.get(best[1].status, 2):
+            best = (name, summary, records)
+        if summary.status is FileStatus.PROCESSED:
+            break
+    assert best is not None
+    return best

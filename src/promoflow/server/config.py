@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     default_rate_limit_per_second: float = 200.0
     default_rate_limit_burst: int = 400
     worker_poll_seconds: float = 0.5
-    worker_concurrency: int = 1
+    worker_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Jobs one worker runs at the same moment (at most one per queue); it interleaves up to 8.",
+    )
     run_worker: bool = True
     record_shown: bool = Field(
         default=True,

@@ -391,7 +391,8 @@ class Receipt(WireModel):
     receipt_number: str | None = Field(default=None, max_length=255)
     created_date: AwareDatetime
     store_external_id: str = Field(min_length=1, max_length=255)
-    currency: str = Field(min_length=3, max_length=3)
+    # Three letters, checked by the server's receipt rules, which answer `InvalidCurrency` (docs/receipts.md).
+    currency: str = Field(min_length=1, max_length=255)
     exchange_rate_to_group_currency: Decimal | None = None
     total_gross_price: Money
     payment_methods: list[PaymentMethod] = Field(min_length=1)

@@ -15,7 +15,13 @@ import pytest
 
 from promoflow.server.transfer.files import FileStore
 from promoflow.server.transfer.ftp import FtpServer
-from promoflow.wire.xml import IMPORT_RESULTS_DIR, ResultRecord, ResultSummary, load_import_result
+from promoflow.wire.xml import (
+    IMPORT_RESULTS_DIR,
+    ResultRecord,
+    ResultSummary,
+    load_import_result,
+    result_file_name,
+)
 from tests.conftest import Api
 
 
@@ -49,22 +55,31 @@ class Transfer:
     def run_jobs(self) -> int:
         return self.api.run_jobs()
 
-    def process(self, folder: str, name: str, data: bytes) -> tuple[ResultSummary, list[ResultRecord]]:
+    def process(
+        self, folder: str, name: str, data: bytes, tenant: dict[str, Any] | None = None
+    ) -> tuple[ResultSummary, list[ResultRecord]]:
         """Upload one file (queued: 226), run the worker until the queue is empty, and read the file's result."""
-        reply = self.upload(folder, name, data)
+        reply = self.upload(folder, name, data, tenant)
         assert reply.startswith("226"), reply
         self.run_jobs()
-        return self.result(name)
+        return self.result(name, tenant)
 
     def root(self, tenant: dict[str, Any] | None = None) -> Path:
         tenant = tenant or self.api.tenant
         return self.store.tenant_root(__import__("uuid").UUID(tenant["tenantId"]))
 
+    def result_path(self, name: str, tenant: dict[str, Any] | None = None) -> Path:
+        """The result file of the latest upload named ``name``: the one its import (imports API) points at."""
+        latest = next(i for i in self.imports(tenant) if i["fileName"] == name)
+        assert latest["resultFile"] == f"{IMPORT_RESULTS_DIR}/{result_file_name(name, latest['id'])}", latest
+        return self.root(tenant) / latest["resultFile"].lstrip("/")
+
     def result(
         self, name: str, tenant: dict[str, Any] | None = None
     ) -> tuple[ResultSummary, list[ResultRecord]]:
-        path = self.root(tenant) / IMPORT_RESULTS_DIR.strip("/") / f"{name}.result.xml"
-        return load_import_result(path)
+        path = self.result_path(name, tenant)
+        summary, records = load_import_result(path)
+        return summary, records
 
     def imports(self, tenant: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         headers = self.api.as_tenant(tenant) if tenant else self.api.headers

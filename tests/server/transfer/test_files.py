@@ -3,9 +3,11 @@ file that does not stop the queue, a resumed import, and the imports API."""
 
 from __future__ import annotations
 
+import ftplib
 import uuid
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from promoflow.server.db import make_sync_engine
@@ -77,7 +79,7 @@ def test_files_wait_for_the_worker_and_run_in_upload_order(transfer):
         REDEMPTION_IMPORT_DIR, names[2], _file([coupon], idempotency_key="first", store_external_id="S3")
     )
     assert {i["status"] for i in transfer.imports()} == {"queued"}
-    assert not (transfer.root() / "integration/importResults" / f"{names[0]}.result.xml").exists()
+    assert list((transfer.root() / "integration/importResults").iterdir()) == []  # no result before its import
     transfer.run_jobs()
     verdicts = [transfer.result(n)[1][0].verdict for n in names]
     assert verdicts == [Verdict.APPLIED, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.DUPLICATE]
@@ -156,9 +158,13 @@ def test_imports_api_pages_and_isolates_tenants(transfer):
     coupons = _coupons(api, 4)
     name = "20260310120000_1_redemptions.xml"
     transfer.upload(REDEMPTION_IMPORT_DIR, name, _file(coupons))
+    (queued,) = transfer.imports()
+    assert queued["status"] == "queued" and queued["recordsDone"] == 0
     transfer.run_jobs()
     (imp,) = transfer.imports()
     assert imp["fileName"] == name and imp["recordsTotal"] == 4 and imp["resultFile"].endswith(".result.xml")
+    assert imp["status"] == "done" and imp["recordsDone"] == 4  # not null once finished
+    assert transfer.import_detail(imp["id"])["recordsDone"] == 4
     page = transfer.import_detail(imp["id"], offset=1, count=2)
     assert [r["index"] for r in page["records"]["items"]] == [2, 3] and page["records"]["totalCount"] == 4
     other = api.new_tenant()
@@ -170,7 +176,70 @@ def test_imports_api_pages_and_isolates_tenants(transfer):
     r = api.get(f"/api/v2/imports/{imp['id']}", params={"verdict": "nope"})
     assert r.status_code == 400 and r.json()["errorCode"] == "InvalidVerdict"
     # the file on disk says the same as the API
-    summary, _ = load_import_result(transfer.root() / "integration/importResults" / f"{name}.result.xml")
+    summary, _ = load_import_result(transfer.root() / imp["resultFile"].lstrip("/"))
     assert summary.counts[Verdict.APPLIED] == imp["counts"]["applied"] == 4
     spec = api.get("/openapi.json").json()
     assert spec["paths"]["/api/v2/imports"]["get"].get("x-promoflow-extension") is True
+
+
+def test_every_import_has_its_own_result_file_whatever_its_name(transfer):
+    """A name used twice (different content), and the same name refused in another folder: three imports, three
+    result files, each carrying its own import id and verdicts; none overwrites another (issue 11 §6)."""
+    from promoflow.wire.xml import CONTACT_IMPORT_DIR, IMPORT_RESULTS_DIR, result_file_name
+
+    api = transfer.api
+    first, second = _coupons(api, 1), _coupons(api, 2)
+    name = "20260310120000_1_redemptions.xml"
+    replies = [transfer.upload(REDEMPTION_IMPORT_DIR, name, _file(first))]
+    transfer.run_jobs()
+    replies.append(transfer.upload(REDEMPTION_IMPORT_DIR, name, _file(second)))
+    with pytest.raises(ftplib.error_perm) as refused:
+        transfer.upload(CONTACT_IMPORT_DIR, name, b"<contacts/>")
+    transfer.run_jobs()
+    imports = list(reversed(transfer.imports()))  # oldest first
+    assert [i["fileName"] for i in imports] == [name] * 3
+    assert [i["status"] for i in imports] == ["done", "done", "rejected"]
+    paths = [i["resultFile"] for i in imports]
+    assert paths == [f"{IMPORT_RESULTS_DIR}/{result_file_name(name, i['id'])}" for i in imports]
+    assert len(set(paths)) == 3
+    for imp, reply in zip(imports, [*replies, str(refused.value)], strict=True):
+        assert imp["id"] in reply and imp["resultFile"] in reply  # each reply names its own import and result
+    results = [load_import_result(transfer.root() / p.lstrip("/")) for p in paths]
+    assert [len(records) for _, records in results] == [1, 2, 0]
+    assert [s.status for s, _ in results] == ["processed", "processed", "rejected"]
+    assert results[0][1][0].key == first[0] and {r.key for r in results[1][1]} == set(second)
+    for imp, path in zip(imports, paths, strict=True):  # the file says which import it is
+        assert f'importId="{imp["id"]}"'.encode() in (transfer.root() / path.lstrip("/")).read_bytes()
+    listed = sorted(p.name for p in (transfer.root() / "integration/importResults").iterdir())
+    assert listed == sorted(p.rsplit("/", 1)[1] for p in paths)  # and no name-only result that could mix them
+
+
+def test_a_name_refused_for_itself_still_gets_a_result_file_named_by_its_import(transfer):
+    """A name that cannot be part of a file name (it starts with '.') is answered 553 naming the result file,
+    which is `<import id>.result.xml` and says why (issue 11 §11)."""
+    from promoflow.wire.xml import IMPORT_RESULTS_DIR
+
+    bad = "..20260310120000_1_redemptions.xml"
+    with pytest.raises(ftplib.error_perm) as refused:
+        transfer.upload(REDEMPTION_IMPORT_DIR, bad, b"<promotionRedemptions/>")
+    reply = str(refused.value)
+    assert reply.startswith("553") and "YYYYMMDDHHmmss" in reply
+    transfer.run_jobs()
+    (imp,) = transfer.imports()
+    assert imp["status"] == "rejected" and imp["fileName"] == bad
+    assert imp["resultFile"] == f"{IMPORT_RESULTS_DIR}/{imp['id']}.result.xml" and imp["resultFile"] in reply
+    summary, records = transfer.result(bad)
+    assert summary.status == "rejected" and "YYYYMMDDHHmmss" in (summary.reason or "") and records == []
+
+
+def test_the_226_of_a_duplicate_names_the_new_import(transfer):
+    api = transfer.api
+    data = _file(_coupons(api, 1))
+    first = transfer.upload(REDEMPTION_IMPORT_DIR, "20260310120000_1_redemptions.xml", data)
+    again = transfer.upload(REDEMPTION_IMPORT_DIR, "20260310120500_1_redemptions.xml", data)
+    transfer.run_jobs()
+    original, duplicate = reversed(transfer.imports())
+    assert duplicate["status"] == "duplicate" and duplicate["duplicateOf"] == original["id"]
+    assert f"queued as import {original['id']}" in first
+    assert f"queued as import {duplicate['id']}" in again  # the new one, which has the result file
+    assert "duplicate" in again and original["id"] in again and duplicate["resultFile"] in again

@@ -70,9 +70,12 @@ def test_promotion_file_creates_updates_and_assigns_in_document_order(transfer):
     _, records = transfer.process(PROMOTION_IMPORT_DIR, name, data)
     assert [r.verdict for r in records] == [
         Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.APPLIED, Verdict.APPLIED,
-        Verdict.DUPLICATE, Verdict.INVALID, Verdict.NOT_FOUND, Verdict.NOT_FOUND,
+        Verdict.DUPLICATE, Verdict.APPLIED, Verdict.NOT_FOUND, Verdict.NOT_FOUND,
     ]  # fmt: skip
-    assert "PromotionNotDraft" in (records[6].reason or "")
+    # an active promotion's name may change by file (issue 11 §11: createOrUpdate updates; was PromotionNotDraft)
+    assert "updated promotion" in (records[6].reason or "") and "name" in (records[6].reason or "")
+    renamed = api.get("/api/v2/promotions/multichannels", params={"externalId": "ACTIVE-1"}).json()
+    assert renamed["name"] == "Renamed" and renamed["status"] == "Active"
     spring = api.get("/api/v2/promotions/multichannels", params={"externalId": "SPRING"}).json()
     assert spring["status"] == "Active"
     assert spring["presentation"]["heading"] == "Spring"  # Engage's default: the name

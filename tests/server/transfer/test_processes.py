@@ -37,6 +37,7 @@ from promoflow.wire.xml import (
     Redemption,
     Verdict,
     load_import_result,
+    result_files_for,
     write_redemptions,
 )
 from tests.conftest import PG_ADMIN_URL, make_tenant
@@ -187,7 +188,12 @@ def upload(port: int, tenant: dict[str, Any], name: str, data: bytes) -> str:
 
 
 def result_path(data_dir: Path, tenant: dict[str, Any], name: str) -> Path:
-    return data_dir / "ftp" / tenant["tenantId"] / "integration/importResults" / f"{name}.result.xml"
+    """The result file of the one upload named ``name`` (``<name>.<import id>.result.xml``); a path that does not
+    exist while there is none yet."""
+    folder = data_dir / "ftp" / tenant["tenantId"] / "integration/importResults"
+    found = result_files_for(name, (p.name for p in folder.iterdir())) if folder.exists() else []
+    assert len(found) <= 1, found
+    return folder / (found[0] if found else f"{name}.pending")
 
 
 def assert_applied_once(url: str, coupons: list[str]) -> None:
@@ -416,3 +422,31 @@ def test_two_workers_race_for_files_on_postgresql(own_db, data_dir):
         for name, coupons in files[t["tenantId"]]:
             assert_applied_once(url, coupons)
             assert_complete_result(result_path(data_dir, t, name), len(coupons))
+
+
+def test_a_small_file_of_another_tenant_finishes_long_before_a_big_one_in_a_worker_process(own_db, data_dir):
+    """Issue 11 §11 with the real processes: tenant A's 6,000-line file (batches of 20) and then tenant B's
+    one-line file are queued before a `promoflow worker` starts; B's import finishes while A's is still running,
+    and A's then finishes with every record applied once."""
+    db_url = own_db
+    a = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
+    b = make_tenant(Settings(database_url=db_url, data_dir=data_dir))
+    big, small = seed_coupons(db_url, a, 6000), seed_coupons(db_url, b, 1)
+    env = _env(db_url, data_dir, PROMOFLOW_IMPORT_BATCH_SIZE="20", PROMOFLOW_WORKER_POLL_SECONDS="0.05")
+    ftp = Proc(["ftp", "--port", "0"], env, r"promoflow ftp listening on ftp://[\d.]+:(\d+)")
+    with running(ftp):
+        assert ftp.match is not None
+        port = int(ftp.match.group(1))
+        assert upload(port, a, "20260310120000_A_redemptions.xml", redemption_file(big)).startswith("226")
+        assert upload(port, b, "20260310120001_B_redemptions.xml", redemption_file(small)).startswith("226")
+        worker = Proc(["worker"], env, r"promoflow worker \S+ running")
+        with running(worker):
+            wait_for(lambda: result_path(data_dir, b, "20260310120001_B_redemptions.xml").exists(), timeout=120,
+                     what="B's result")  # fmt: skip
+            progress = _job_progress(db_url, a)
+            assert progress is not None and progress[2] == "running" and progress[0] < 6000, progress
+            wait_for(lambda: result_path(data_dir, a, "20260310120000_A_redemptions.xml").exists(), timeout=300,
+                     what="A's result")  # fmt: skip
+    assert_complete_result(result_path(data_dir, b, "20260310120001_B_redemptions.xml"), 1)
+    assert_complete_result(result_path(data_dir, a, "20260310120000_A_redemptions.xml"), 6000)
+    assert_applied_once(db_url, big + small)

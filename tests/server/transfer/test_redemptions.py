@@ -121,3 +121,23 @@ def test_a_batch_redeems_only_what_each_line_may_redeem(transfer):
     assert {i["id"]: i["redeemed"] for i in items} == {mine: True, scoped: True, wrong_contact: False, taken: True}
     other_items = api.get(f"/api/v2/contacts/{oc['id']}/promotions", headers=api.as_tenant(other)).json()
     assert [i["id"] for i in other_items] == [theirs]  # still redeemable in its own tenant
+
+
+def test_lines_sharing_a_key_are_judged_in_file_order_within_a_batch(transfer):
+    """Line 2 waits for line 1 (same coupon); line 3 shares line 2's key. Line 3 must not go before line 2: the
+    key belongs to line 2's coupon, and line 3, a second use of the key for another coupon, is invalid."""
+    api = transfer.api
+    c = new_contact(api)
+    promo = new_promotion(api, channels=[channel("POS")])
+    first, other = (assign(api, c["id"], promo["id"])["id"] for _ in range(2))
+    data = write_redemptions([
+        _red(first, unique_receipt_id="R1"),
+        _red(first, idempotency_key="K"),  # after line 1 (same coupon): a conflict, and the key stays unused
+        _red(other, idempotency_key="K"),  # after line 2 (same key): the key is free, so it redeems
+        _red(first, idempotency_key="K"),  # after line 3: the key is now other's → invalid
+    ])  # fmt: skip
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, NAME, data)
+    assert [r.verdict for r in records] == [
+        Verdict.APPLIED, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.APPLIED, Verdict.INVALID,
+    ]  # fmt: skip
+    assert other in (records[3].reason or "")

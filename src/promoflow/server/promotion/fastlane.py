@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -88,8 +89,11 @@ class PgPool:
             await self._idle.get_nowait().close()
 
 
-# Per-process cache of each promotion's face as the wire shows it (immutable once the promotion is activated).
-_faces: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+# Per-process cache of each promotion's face as the wire shows it. Once activated, a promotion's name and
+# presentation change only by a promotion file's createOrUpdate (transfer): a process shows such a change within
+# FACE_SECONDS.
+FACE_SECONDS = 5.0
+_faces: dict[tuple[uuid.UUID, str], tuple[dict[str, Any], float]] = {}
 
 
 async def _faces_for(
@@ -97,12 +101,13 @@ async def _faces_for(
 ) -> dict[uuid.UUID, dict[str, Any]]:
     out = {}
     missing = []
+    now = time.monotonic()
     for pid in ids:
-        part = _faces.get((pid, currency))
-        if part is None:
+        cached = _faces.get((pid, currency))
+        if cached is None or cached[1] < now:
             missing.append(pid)
         else:
-            out[pid] = part
+            out[pid] = cached[0]
     if missing:
         cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
         cur.row_factory = psycopg.rows.namedtuple_row  # type: ignore[attr-defined]
@@ -110,7 +115,8 @@ async def _faces_for(
             part = presenter.face(PromotionFace.of(row), currency)
             if len(_faces) > 50_000:
                 _faces.clear()
-            _faces[(row.promotion_id, currency)] = out[row.promotion_id] = part
+            out[row.promotion_id] = part
+            _faces[(row.promotion_id, currency)] = (part, now + FACE_SECONDS)
     return out
 
 

@@ -97,7 +97,8 @@ class Checked:
 
 def check_receipt(receipt: Receipt, now: datetime) -> Checked:
     """Everything about a receipt that needs no database; raises a specific 400 before anything is stored."""
-    if not receipt.currency.isalpha():
+    currency = receipt.currency
+    if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
         raise InvalidCurrencyError(f"currency {receipt.currency!r} is not an ISO 4217 code such as SEK")
     if receipt.created_date > now + CLOCK_SKEW:
         raise InvalidCreatedDateError("createdDate is in the future")

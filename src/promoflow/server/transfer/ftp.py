@@ -34,7 +34,7 @@ from pyftpdlib.servers import ThreadedFTPServer
 from sqlalchemy import select
 
 from ...kit.clock import Clock, SystemClock
-from ...wire.xml import InvalidFileName, parse_file_name
+from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
 from ..config import Settings
 from ..models import tenant
 from .accounts import verify_password
@@ -77,9 +77,15 @@ def name_problem(name: str, folder: str) -> str | None:
     return None
 
 
-def reportable(name: str) -> bool:
-    """Whether a refused name can safely name a result file (``<name>.result.xml`` in importResults)."""
-    return 0 < len(name) <= 200 and not name.startswith(".") and name.isprintable() and "/" not in name
+def recordable(name: str) -> str:
+    """A refused name as it is recorded (and shown in its result): characters that cannot be printed (or carried
+    by XML) are escaped, and it is cut to the column's 255 characters."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in name)[:255] or "''"
+
+
+def result_path(name: str, import_id: uuid.UUID) -> str:
+    """Where the import's result file appears, as the FTP user sees it."""
+    return f"{IMPORT_RESULTS_DIR}/{result_file_name(name, import_id)}"
 
 
 # ------------------------------------------------------------------------------------------------ logins
@@ -281,14 +287,18 @@ class _TenantCommands:
         tenant_id = ctx.logins.tenant_of(self.username)
         problem = name_problem(name, folder)
         if problem is not None:
-            if reportable(name):
-                kind = KIND_BY_DIR[folder].value
-                try:
-                    ctx.bridge.call(lambda db: _refuse(db, ctx, tenant_id, folder, name, kind, problem))
-                except Exception:
-                    log.exception("transfer.refusal_record_failed")
+            # Recorded like every upload, so its result file (named by its import id when the name cannot be
+            # part of a file name) says why, in upload order.
+            kind = KIND_BY_DIR[folder].value
+            shown = recordable(name)
+            where = "importResults"
+            try:
+                refused = ctx.bridge.call(lambda db: _refuse(db, ctx, tenant_id, folder, shown, kind, problem))
+                where = result_path(shown, refused.import_id)
+            except Exception:
+                log.exception("transfer.refusal_record_failed")
             log.info("transfer.name_refused tenant=%s file=%r reason=%s", tenant_id, name, problem)
-            self.respond(f"553 {problem}; see importResults for the result.")
+            self.respond(f"553 {problem}; the result will be {where}.")
             return None
         staged = ctx.store.new_staging_file(tenant_id)
         fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
@@ -341,9 +351,13 @@ class _TenantCommands:
             raise
         log.info("transfer.file_received tenant=%s import=%s file=%r bytes=%d status=%s",
                  tenant_id, import_id, name, size, accepted.status)  # fmt: skip
+        where = result_path(name, import_id)
         if accepted.status == "duplicate":
-            return f"226 Transfer complete; same content as import {accepted.duplicate_of}: a duplicate."
-        return f"226 Transfer complete; queued as import {import_id}."
+            return (
+                f"226 Transfer complete; queued as import {import_id}, a duplicate of import "
+                f"{accepted.duplicate_of} (same content): nothing is applied again; result {where}."
+            )
+        return f"226 Transfer complete; queued as import {import_id}; result {where}."
 
     def on_file_received(self, file: str) -> None:
         """Recorded in complete_upload (before the reply); nothing left to do."""

@@ -11,6 +11,9 @@
   another, one batch behind, so the event loop (the API's, in `serve`) stays responsive and the Python work
   overlaps the database round trips. On PostgreSQL, batches of an applier that declares ``marks`` (redemptions)
   also overlap each other, two at a time, committed in file order (``_Pipeline``).
+- Between two batches (everything before committed) the import gives the worker's turn to another held job
+  that waits for one — another tenant's file — and goes on after it (``JobContext.checkpoint``): a big file of
+  one tenant never holds up the small files of the others.
 - On the job's last attempt, records are applied one per transaction and a record whose application raises is
   reported ``invalid`` with the error, so a poison record cannot block the tenant's queue for ever.
 - The result file is written from the stored verdicts at the end, then the file moves to processed/.
@@ -41,6 +44,9 @@ from .inbox import forget_content
 from .results import Outcome, ResultFile, done_upto, save_outcomes, verdict_counts, write_result_file
 
 log = logging.getLogger("promoflow.transfer")
+
+OFF_TURN_BYTES = 1 << 20
+"""A file larger than this is read for its first check without the worker's turn (a smaller one is read at once)."""
 
 
 class Applier(Protocol):
@@ -155,7 +161,10 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     try:
         if start == 0:
             try:
-                total = await batches.check()
+                # A thread reads the whole file: for a big one, other jobs may have the turn meanwhile.
+                big = (imp.size_bytes or 0) > OFF_TURN_BYTES
+                async with job.off_turn() if big else contextlib.nullcontext():
+                    total = await batches.check()
             except XmlRejected as exc:
                 return await _finish(job, store, imp, "rejected", FileStatus.REJECTED, reason=exc.reason,
                                      line=exc.line)  # fmt: skip
@@ -205,9 +214,9 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             items = await pending
             if not items:
                 break
-            if job.stopping():  # shutdown: stop after the batches in flight, resumable from there
-                await pipeline.drain()
-                job.stop_if_asked()
+            # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let another
+            # job of this worker (another tenant's file) have the turn before the next batch.
+            await job.checkpoint(before_stopping=pipeline.drain)
             pending = batches.next()
             if isolate:
                 outcomes = []

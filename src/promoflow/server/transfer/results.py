@@ -173,7 +173,7 @@ class ResultFile:
         self.writer.close()
         _sync(self._out)
         self._out.close()
-        name = result_file_name(self.imp.file_name)
+        name = result_file_name(self.imp.file_name, self.imp.public_id)  # every import its own
         self.store.publish(self.tmp, self.store.folder(self.imp.tenant_id, IMPORT_RESULTS_DIR) / name)
         return f"{IMPORT_RESULTS_DIR}/{name}"
 
@@ -193,7 +193,7 @@ async def write_result_file(
     line: int | None = None,
     records_of: int | None = None,
 ) -> str:
-    """Write ``importResults/<file>.result.xml`` atomically from the stored verdicts of import ``records_of``
+    """Write ``importResults/<file>.<import id>.result.xml`` atomically from the stored verdicts of import ``records_of``
     (none when None); returns its FTP path."""
     result = ResultFile(store, imp)
     try:

@@ -40,7 +40,12 @@ class ImportService:
 
     def _out(self, row: Any) -> dict[str, Any]:
         tz = self.ctx.tz
-        done = row.progress_done if row.status == "running" else None
+        if row.status in ("queued", "running"):
+            # The job's progress: the last record committed (it survives a worker handing the job back).
+            done = row.progress_done or 0
+        else:
+            # Finished: every record that got a verdict of this import (none for a refused or duplicate file).
+            done = sum((row.counts or {}).values())
         return {
             "id": str(row.public_id),
             "fileName": row.file_name,

@@ -56,7 +56,7 @@ _CLAIM_PG = text(
     UPDATE job SET status = 'running', locked_by = :worker, heartbeat_at = :now, attempts = attempts + 1
     WHERE id = (
         SELECT j.id FROM job j
-        WHERE j.status = 'queued' AND j.run_after <= :now
+        WHERE j.status = 'queued' AND j.run_after <= :due
           AND (j.queue IS NULL OR NOT EXISTS (
                 SELECT 1 FROM job e WHERE e.queue = j.queue AND e.id < j.id AND e.status IN ('queued', 'running')))
         ORDER BY j.id
@@ -67,10 +67,12 @@ _CLAIM_PG = text(
 )
 
 
-async def claim(conn: AsyncConnection, worker: str, now: datetime) -> Any | None:
-    """Take the next runnable job, or None."""
+async def claim(conn: AsyncConnection, worker: str, now: datetime, *, due: datetime | None = None) -> Any | None:
+    """Take the next runnable job (due at ``due``, by default now), or None. A queue's next job is runnable only
+    when no earlier job of that queue is queued or running, so a queue never has two jobs running at once."""
+    due = now if due is None else due
     if conn.dialect.name == "postgresql":
-        job_id = await conn.scalar(_CLAIM_PG, {"worker": worker, "now": now})
+        job_id = await conn.scalar(_CLAIM_PG, {"worker": worker, "now": now, "due": due})
     else:
         e = job.alias("e")
         blocked = (
@@ -82,7 +84,7 @@ async def claim(conn: AsyncConnection, worker: str, now: datetime) -> Any | None
             select(job.c.id)
             .where(
                 job.c.status == "queued",
-                job.c.run_after <= now,
+                job.c.run_after <= due,
                 (job.c.queue.is_(None)) | ~blocked,
             )
             .order_by(job.c.id)

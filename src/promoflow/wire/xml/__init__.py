@@ -43,6 +43,7 @@ from promoflow.wire.xml._names import (
     file_name,
     parse_file_name,
     result_file_name,
+    result_files_for,
 )
 from promoflow.wire.xml._parser import (
     MAX_RECORD_BYTES,
@@ -148,6 +149,7 @@ __all__ = [
     "read_redemptions",
     "read_transactions",
     "result_file_name",
+    "result_files_for",
     "write_contacts",
     "write_import_result",
     "write_promotion_export",

@@ -7,6 +7,8 @@ when several senders may upload in the same second, so a name without it is vali
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -95,6 +97,39 @@ def parse_file_name(name: str) -> FileName:
     return FileName(kind=kind, timestamp=timestamp, sender=match["sender"])
 
 
-def result_file_name(name: str) -> str:
-    """The name of the import result written for the file ``name``."""
-    return name + RESULT_SUFFIX
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_RESULT_NAME = re.compile(rf"(?:(?P<file>.+)\.)?(?P<id>{_GUID})" + re.escape(RESULT_SUFFIX))
+
+
+def _path_safe(name: str) -> bool:
+    """Whether an uploaded file's name can be part of a result file's name (it was refused, maybe for itself)."""
+    return (
+        0 < len(name) <= 200
+        and not name.startswith(".")
+        and name.isprintable()
+        and not set(name) & set("/\\")
+    )
+
+
+def result_file_name(name: str, import_id: uuid.UUID | str | None = None) -> str:
+    """The name of the import result of one upload: ``<file name>.<import id>.result.xml`` (every import has its
+    own, however often a name is uploaded), or ``<import id>.result.xml`` when the upload's name cannot be part
+    of a file name (an upload refused for its name). Without ``import_id``: ``<file name>.result.xml``, the name
+    promoflow wrote before every import had its own; only for reading results of old servers."""
+    if import_id is None:
+        return name + RESULT_SUFFIX
+    guid = str(uuid.UUID(str(import_id)))
+    return f"{name}.{guid}{RESULT_SUFFIX}" if _path_safe(name) else f"{guid}{RESULT_SUFFIX}"
+
+
+def result_files_for(name: str, listing: Iterable[str]) -> list[str]:
+    """The result files (among the names of an ``importResults`` listing) of the uploads named ``name``: one per
+    import of that name, sorted, plus the old ``<name>.result.xml`` if present. Which upload each belongs to is
+    its ``importId`` (the 226 reply named it)."""
+    legacy = result_file_name(name)
+    found = []
+    for entry in listing:
+        match = _RESULT_NAME.fullmatch(entry)
+        if (match is not None and match["file"] == name) or entry == legacy:
+            found.append(entry)
+    return sorted(found)

@@ -49,7 +49,9 @@ _LINES = """
 
 # Earlier redemptions with a line's idempotency key, or with its receipt on its assignment. One index probe per
 # line (LATERAL … LIMIT 1): the planner's statistics lag behind a table this very import is filling, and a plan
-# that scans the tenant's redemptions per batch would make a large import quadratic.
+# that scans the tenant's redemptions per batch would make a large import quadratic. Both branches are scoped to
+# the tenant: an assignment id is known only to its own tenant, and another tenant's redemption must never answer
+# a line (it would hand out that tenant's redeemedOn, channel, store and receipt).
 _PROBE = """
     CROSS JOIN LATERAL (
       (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
@@ -58,7 +60,8 @@ _PROBE = """
       UNION ALL
       (SELECT r.assignment_id, r.idempotency_key, r.unique_receipt_id, r.redeemed_at, r.channel,
               r.store_external_id
-       FROM redemption r WHERE v.receipt IS NOT NULL AND r.assignment_id = v.id AND r.unique_receipt_id = v.receipt
+       FROM redemption r WHERE v.receipt IS NOT NULL AND r.tenant_id = :t AND r.assignment_id = v.id
+         AND r.unique_receipt_id = v.receipt
        LIMIT 1)
       LIMIT 1
     )
@@ -76,17 +79,17 @@ def _marks(rec: Record[Redemption]) -> set[str]:
 
 
 def _rounds(records: list[Record[Redemption]]) -> list[list[Record[Redemption]]]:
-    """Split so that no coupon and no idempotency key appears twice in a round (order kept)."""
+    """Split so that no coupon and no idempotency key appears twice in a round, and two lines that share one
+    are applied in file order: a line goes into the round after the last one holding any of its marks."""
     rounds: list[tuple[list[Record[Redemption]], set[str]]] = []
     for rec in records:
         marks = _marks(rec)
-        for batch, seen in rounds:
-            if not marks & seen:
-                batch.append(rec)
-                seen |= marks
-                break
-        else:
-            rounds.append(([rec], marks))
+        after = max((i for i, (_, seen) in enumerate(rounds) if marks & seen), default=-1) + 1
+        if after == len(rounds):
+            rounds.append(([], set()))
+        batch, seen = rounds[after]
+        batch.append(rec)
+        seen |= marks
     return [batch for batch, _ in rounds]
 
 
