@@ -37,7 +37,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real `promoflow` command in a subprocess, as an operator runs it."""
     return subprocess.run(
         [sys.executable, "-m", "promoflow.cli", *args],
@@ -97,7 +99,10 @@ def test_tenant_commands_in_a_directory_without_a_database_refuse_and_create_not
             "(or --database-url)"
         )
         if "--json" in args:
-            assert json.loads(done.stdout) == {"errorCode": "DatabaseMissing", "message": line[len("error: "):]}
+            assert json.loads(done.stdout) == {
+                "errorCode": "DatabaseMissing",
+                "message": line[len("error: ") :],
+            }
     assert list(elsewhere.iterdir()) == []  # no data dir, no empty database file
 
 
@@ -130,7 +135,10 @@ def test_db_upgrade_says_which_migrations_it_applied(own_db: str, tmp_path: Path
     assert done.exit_code == 0, done.stderr
     applied = [line for line in done.stderr.splitlines() if line.startswith("applied migration")]
     assert applied == [f"applied migration {m.revision} ({m.title})" for m in known[3:]]
-    assert f"database is up to date (revision {known[-1].revision}): {len(known) - 3} migrations applied" in done.stderr
+    assert (
+        f"database is up to date (revision {known[-1].revision}): {len(known) - 3} migrations applied"
+        in done.stderr
+    )
     again = cli("db", "upgrade", *where)
     assert "applied migration" not in again.stderr
     assert f"database is up to date (revision {known[-1].revision}): nothing to apply" in again.stderr
@@ -281,7 +289,9 @@ def test_the_sdk_only_install_hides_the_server_commands_and_says_how_to_get_them
                               env=_clean_env(COLUMNS="100"), cwd=tmp_path, timeout=120)  # fmt: skip
 
     full = run("--help", env=_clean_env(COLUMNS="100"))
-    assert {"serve", "api", "worker", "ftp", "db", "tenant", "export", "outbox", "demo"} <= _commands(full.stdout)
+    assert {"serve", "api", "worker", "ftp", "db", "tenant", "export", "outbox", "demo"} <= _commands(
+        full.stdout
+    )
     helped = sdk("--help")
     assert helped.returncode == 0, helped.stderr
     assert _commands(helped.stdout) == {"outbox", "demo"}
@@ -321,7 +331,10 @@ def test_tenant_set_validates_applies_all_or_nothing_and_resets(sqlite_url: str,
     name = f"s-{uuid.uuid4().hex[:8]}"
     assert cli("tenant", "create", name, *where).exit_code == 0
     before = json.loads(cli("tenant", "show", name, "--json", *where).stdout)
-    assert before["effective"]["rateLimitPerSecond"] == 200.0 and before["effective"]["processedFileRetentionDays"] == 30
+    assert (
+        before["effective"]["rateLimitPerSecond"] == 200.0
+        and before["effective"]["processedFileRetentionDays"] == 30
+    )
 
     refusals = {
         "rateLimitPerSecond=fast": "InvalidSetting",
@@ -404,7 +417,10 @@ def test_tenant_settings_reach_a_running_server_within_the_key_cache_time(tmp_pa
                     time.sleep(0.05)  # polling a server for a state it reaches on its own
 
             assert http.get("/api/v2/contacts/count").status_code == 200
-            assert cli("tenant", "set", name, "rateLimitPerSecond=0.01", "rateLimitBurst=1", *where).exit_code == 0
+            assert (
+                cli("tenant", "set", name, "rateLimitPerSecond=0.01", "rateLimitBurst=1", *where).exit_code
+                == 0
+            )
             limited = until(429)
             assert_error(limited, 429, "TooManyRequests")
             assert cli("tenant", "set", name, "rateLimitPerSecond=", "rateLimitBurst=", "ipAllowList=10.9.8.7",
@@ -415,15 +431,19 @@ def test_tenant_settings_reach_a_running_server_within_the_key_cache_time(tmp_pa
     finally:
         server.stop()
     output = "".join(server.output)
-    assert re.search(rf"promoflow\.access GET /api/v2/contacts/count 200 \d+\.\dms tenant={re.escape(name)}", output)
-    assert f"GET /api/v2/contacts/count 429" in output and "GET /api/v2/contacts/count 403" in output
+    assert re.search(
+        rf"promoflow\.access GET /api/v2/contacts/count 200 \d+\.\dms tenant={re.escape(name)}", output
+    )
+    assert "GET /api/v2/contacts/count 429" in output and "GET /api/v2/contacts/count 403" in output
     assert "Traceback" not in output
 
 
 # ---------------------------------------------------------------------------------------------- api --workers N
 
 
-def _start(cmd: list[str], pattern: str, env: dict[str, str], timeout: float = 120) -> tuple[ServerProcess, str]:
+def _start(
+    cmd: list[str], pattern: str, env: dict[str, str], timeout: float = 120
+) -> tuple[ServerProcess, str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # fmt: skip
     output: list[str] = []
@@ -460,7 +480,9 @@ def test_api_with_several_processes_says_when_they_are_ready_and_where(pg_url: s
     try:
         with httpx.Client(base_url=url, timeout=30) as http:
             assert http.get("/readyz").json()["status"] == "ready"
-            counts = {http.get("/api/v2/contacts/count", headers={"apikey": key}).status_code for _ in range(20)}
+            counts = {
+                http.get("/api/v2/contacts/count", headers={"apikey": key}).status_code for _ in range(20)
+            }
             assert counts == {200}
     finally:
         code = server.stop(signal.SIGTERM)

@@ -69,7 +69,9 @@ class _Context:
 context = _Context()
 
 
-def settings_for(data_dir: Path | None, database_url: str | None, *, create_dir: bool = False, **extra: Any) -> Any:
+def settings_for(
+    data_dir: Path | None, database_url: str | None, *, create_dir: bool = False, **extra: Any
+) -> Any:
     """The server's settings for a command (flags over environment), the database named on stderr."""
     from ..server.config import Settings, describe_database, parse_database_url
 
@@ -151,7 +153,10 @@ def explain(exc: BaseException) -> tuple[str, int, str, int | None] | None:
             f"PROMOFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         return f"invalid setting {problems}", 2, "InvalidSetting", None
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in (*SERVER_PACKAGES, "psycopg"):
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in (
+        *SERVER_PACKAGES,
+        "psycopg",
+    ):
         return INSTALL_SERVER, 1, "ServerNotInstalled", None
     if isinstance(exc, OperationalError | InterfaceError) or _is_connect_error(exc):
         message = _driver_message(exc)
