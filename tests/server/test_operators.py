@@ -125,6 +125,8 @@ def test_every_command_names_its_database_never_its_password(own_db: str, tmp_pa
         assert done.exit_code == 0, (args, done.stderr)
         assert done.stderr.splitlines()[0] == expected, args
         assert "s3cret-pw" not in done.stderr + done.stdout
+    # export promotions: a readable line per tenant, not a dict.
+    assert cli("export", "promotions", *where).stdout == "acme: nothing new since the last export\n"
 
 
 def test_db_upgrade_says_which_migrations_it_applied(own_db: str, tmp_path: Path) -> None:
@@ -499,3 +501,19 @@ def test_api_with_several_processes_on_sqlite_is_refused_in_one_line(tmp_path: P
     assert one_line_error(done.stderr) == (
         "error: several API processes need PostgreSQL (SQLite has one writer); use --workers 1"
     )
+
+
+def test_export_promotions_prints_a_readable_summary(api: Any) -> None:
+    from ._support import assign, new_contact, new_promotion
+
+    assign(api, new_contact(api)["id"], new_promotion(api)["id"])
+    where = ("--database-url", api.settings.resolved_database_url(), "--data-dir", str(api.settings.data_dir))
+    done = cli("export", "promotions", "--tenant", api.tenant["name"], *where)
+    assert done.exit_code == 0, done.stderr
+    assert re.fullmatch(
+        rf"{re.escape(api.tenant['name'])}: wrote /integration/promotionExport/\S+\.xml "
+        r"\(1 assigned, 0 redeemed, 0 deleted\)\n",
+        done.stdout,
+    ), done.stdout
+    again = cli("export", "promotions", "--tenant", api.tenant["name"], *where)
+    assert again.stdout == f"{api.tenant['name']}: nothing new since the last export\n"

@@ -82,6 +82,17 @@ async def _with_db(settings: Any, fn: Any) -> Any:
         await db.dispose()
 
 
+def _fail(exc: Exception) -> None:
+    """Kept for commands written before `operator_command` (prefer decorating the command): one line for what an
+    operator can act on, the exception itself otherwise."""
+    from ._operator import explain
+
+    explained = explain(exc)
+    if explained is None:
+        raise exc
+    fail(explained[0], explained[1])
+
+
 def _ready_settings(data_dir: Path | None, database_url: str | None) -> Any:
     """Settings for a command that uses the data but never changes the schema: the database must exist and be
     at this promoflow's schema (nothing is created, nothing migrated)."""
