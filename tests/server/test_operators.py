@@ -298,7 +298,8 @@ def test_the_sdk_only_install_hides_the_server_commands_and_says_how_to_get_them
     assert helped.returncode == 0, helped.stderr
     assert _commands(helped.stdout) == {"outbox", "demo"}
     for args in (("serve",), ("api", "--workers", "2"), ("worker",), ("ftp",), ("db", "upgrade"),
-                 ("tenant", "list"), ("tenant", "create", "acme", "--json"), ("export", "promotions")):  # fmt: skip
+                 ("tenant", "list"), ("tenant", "create", "acme", "--json"), ("export", "promotions"),
+                 ("user", "list")):  # fmt: skip
         done = sdk(*args)
         assert done.returncode == 1, (args, done.stderr)
         assert one_line_error(done.stderr) == (

@@ -21,6 +21,7 @@ import click
 import typer
 
 SERVER_PACKAGES = ("fastapi", "sqlalchemy", "alembic", "uvicorn", "pydantic_settings")
+_SERVER_MODULES = (*SERVER_PACKAGES, "psycopg", "aiosqlite", "pyftpdlib")
 INSTALL_SERVER = 'the promoflow server is not installed here: pip install "promoflow[server]"'
 TRACEBACK_ENV = "PROMOFLOW_TRACEBACK"
 
@@ -137,6 +138,8 @@ def _driver_message(exc: BaseException) -> str:
 
 def explain(exc: BaseException) -> tuple[str, int, str, int | None] | None:
     """(line, exit code, error code, HTTP-like status) for what an operator can act on; None for a bug."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _SERVER_MODULES:
+        return INSTALL_SERVER, 1, "ServerNotInstalled", None  # before this function imports them
     from pydantic import ValidationError
     from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError
 
@@ -153,11 +156,6 @@ def explain(exc: BaseException) -> tuple[str, int, str, int | None] | None:
             f"PROMOFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         return f"invalid setting {problems}", 2, "InvalidSetting", None
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in (
-        *SERVER_PACKAGES,
-        "psycopg",
-    ):
-        return INSTALL_SERVER, 1, "ServerNotInstalled", None
     if isinstance(exc, OperationalError | InterfaceError) or _is_connect_error(exc):
         message = _driver_message(exc)
         if "does not exist" in message and "database" in message:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ._operator import fail, operator_command, server_installed, settings_for
+from ._operator import INSTALL_SERVER, SERVER_PACKAGES, fail, operator_command, server_installed, settings_for
 
 SERVER = server_installed()
 
@@ -627,6 +627,11 @@ def demo_checkout(
         typer.echo(f"outbox {counts}")
 
 
+from .users import user_app  # noqa: E402  (needs this module's helpers)
+
+app.add_typer(user_app, name="user", hidden=not SERVER)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """The `promoflow` command: the app, with a last word for anything that escapes a command (one line; set
     PROMOFLOW_TRACEBACK=1 for the traceback)."""
@@ -638,6 +643,9 @@ def main() -> None:  # pragma: no cover - console entry point
     except Exception as exc:
         if os.environ.get("PROMOFLOW_TRACEBACK"):
             raise
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in SERVER_PACKAGES:
+            print(f"error: {INSTALL_SERVER}", file=sys.stderr)
+            sys.exit(1)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(f"error: unexpected {type(exc).__name__}: {first} (set PROMOFLOW_TRACEBACK=1 for the traceback)",
               file=sys.stderr)  # fmt: skip

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         default=None, description="Internal: `promoflow api --workers N` learns here that its processes are ready."
     )
 
+    # Admin web UI (/admin).
+    admin_session_idle_minutes: int = Field(
+        default=480, description="An admin session not used for this long ends (it also ends 7 days after sign-in)."
+    )
+    admin_trust_forwarded_proto: bool = Field(
+        default=False,
+        description="Opt-in: behind a TLS-terminating proxy that sets X-Forwarded-Proto, treat 'https' there as "
+        "HTTPS (Secure session cookie). Leave off unless every request comes through such a proxy.",
+    )
+
     # File transfer (A13/A14): the FTP(S) server, imports and the promotion export.
     ftp_host: str = "127.0.0.1"
     ftp_port: int = Field(default=2121, description="FTP control port; 0 picks a free one.")

@@ -84,6 +84,7 @@ def compose(features: Sequence[Feature]) -> Composition:
 
 def default_features() -> list[Feature]:
     """Every feature of the server, in the order their routes are mounted."""
+    from .admin.feature import FEATURE as admin
     from .contact.feature import FEATURE as contact
     from .health.feature import FEATURE as health
     from .promotion.feature import FEATURE as promotion
@@ -91,7 +92,7 @@ def default_features() -> list[Feature]:
     from .retention.feature import FEATURE as retention
     from .transfer.feature import FEATURE as transfer
 
-    return [health, contact, promotion, receipt, transfer, retention]
+    return [health, contact, promotion, receipt, transfer, admin, retention]
 
 
 def default_composition() -> Composition:

@@ -29,8 +29,13 @@ from .transfer import (
     import_content,
     import_record,
 )
+from .users import admin_login_attempt, admin_membership, admin_session, admin_user
 
 __all__ = [
+    "admin_login_attempt",
+    "admin_membership",
+    "admin_session",
+    "admin_user",
     "api_key",
     "assignment",
     "assignment_event",

@@ -101,6 +101,8 @@ promotion = Table(
     created_at(),
     updated_at(),
     UniqueConstraint("tenant_id", "external_id"),
+    # The admin UI's promotions list: newest first, paged by keyset (migration 0008).
+    Index("ix_promotion_tenant_created", "tenant_id", "created_at", "id"),
 )
 
 assignment = Table(

@@ -1,0 +1,14 @@
+"""The admin UI's routes, as one router the app factory includes (under /admin, not in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import assign, auth, contacts, promotions
+
+
+def router() -> APIRouter:
+    r = APIRouter()
+    for part in (auth, promotions, assign, contacts):
+        r.include_router(part.router)
+    return r

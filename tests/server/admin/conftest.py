@@ -1,0 +1,120 @@
+"""Admin UI fixtures: users made with the same service as `promoflow user create`, signed in through the real
+sign-in form of the app in process (TestClient), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from promoflow.kit.clock import FrozenClock
+from promoflow.server.admin.users import UserService
+from promoflow.server.config import Settings
+from promoflow.server.db import Database
+from promoflow.server.http.app import create_app
+from tests.conftest import Api, make_tenant
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def create_user(
+    settings: Settings, tenant_name: str, role: str, email: str | None = None
+) -> tuple[str, str | None]:
+    email = email or f"u-{uuid.uuid4().hex[:10]}@example.com"
+
+    async def run() -> Any:
+        db = Database(settings.resolved_database_url(), pool_size=2)
+        try:
+            async with db.write() as conn:
+                return await UserService(datetime.now(UTC)).create(conn, email, tenant_name, role)
+        finally:
+            await db.dispose()
+
+    new = asyncio.run(run())
+    return new.email, new.password
+
+
+def csrf_of(html: str) -> str:
+    m = CSRF.search(html)
+    assert m, "no CSRF token on the page"
+    return m.group(1)
+
+
+@dataclass
+class Browser:
+    """A TestClient with a signed-in admin session (its own cookie jar)."""
+
+    client: TestClient
+    email: str
+    csrf: str
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True, **kw: Any) -> Any:
+        data = dict(data or {})
+        if csrf:
+            data.setdefault("csrf_token", self.csrf)
+        kw.setdefault("follow_redirects", False)
+        return self.client.post(path, data=data, **kw)
+
+
+def sign_in(client: TestClient, email: str, password: str) -> Any:
+    page = client.get("/admin/login")
+    return client.post(
+        "/admin/login",
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": csrf_of(page.text),
+            "next": "/admin/promotions",
+        },
+        follow_redirects=False,
+    )
+
+
+@dataclass
+class Admin:
+    api: Api
+    clients: list[TestClient]
+
+    @property
+    def tenant(self) -> dict[str, Any]:
+        return self.api.tenant
+
+    def user(
+        self, role: str, tenant: dict[str, Any] | None = None, email: str | None = None
+    ) -> tuple[str, str | None]:
+        return create_user(self.api.settings, (tenant or self.tenant)["name"], role, email)
+
+    def browser(self, role: str = "marketer", tenant: dict[str, Any] | None = None) -> Browser:
+        email, password = self.user(role, tenant)
+        assert password is not None
+        client = TestClient(self.api.client.app, base_url="http://testserver")
+        client.__enter__()
+        self.clients.append(client)
+        r = sign_in(client, email, password)
+        assert r.status_code == 303, r.text
+        page = client.get("/admin/promotions")
+        return Browser(client, email, csrf_of(page.text))
+
+
+@pytest.fixture
+def admin(settings: Settings, clock: FrozenClock) -> Iterator[Admin]:
+    tenant = make_tenant(settings)
+    app = create_app(settings, clock=clock, run_worker=False)
+    clients: list[TestClient] = []
+    with TestClient(app, raise_server_exceptions=True) as client:
+        a = Admin(Api(client, clock, tenant, settings), clients)
+        try:
+            yield a
+        finally:
+            for c in clients:
+                c.__exit__(None, None, None)
