@@ -473,8 +473,7 @@ def _start(
 
 @pytest.mark.postgres
 def test_api_with_several_processes_says_when_they_are_ready_and_where(pg_url: str, tmp_path: Path) -> None:
-    from tests.conftest import Api  # noqa: F401  (the session database is migrated by pg_url)
-
+    """The session's PostgreSQL database (migrated); two API processes share one socket."""
     where = ("--database-url", pg_url, "--data-dir", str(tmp_path))
     key = json.loads(cli("tenant", "create", f"w-{uuid.uuid4().hex[:8]}", "--json", *where).stdout)["apiKey"]
     cmd = [sys.executable, "-m", "promoflow.cli", "api", "--workers", "2", "--port", "0", *where]
