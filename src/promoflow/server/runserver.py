@@ -54,7 +54,7 @@ def migrate(url: str) -> None:
 
 def bind_api_socket(settings: Settings) -> socket.socket:
     """The API's listening socket, bound here so that a busy port is one clear line (uvicorn would log it and
-    exit) and so that `--port 0` and `--workers N` know the real port before the processes start."""
+    exit) and so that `--workers N` knows the real port (`--port 0`) before the processes start."""
     host = settings.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -71,6 +71,12 @@ def bind_api_socket(settings: Settings) -> socket.socket:
         raise OperatorError(f"cannot listen on {host}:{settings.port}: {exc.strerror}; check --host") from None
     sock.set_inheritable(True)
     return sock
+
+
+def check_api_port(settings: Settings) -> None:
+    """Fail in one line now if the API port is taken (or the host cannot be listened on); uvicorn then binds it
+    itself, as it always has — the single-process server runs on uvicorn's own listening path."""
+    bind_api_socket(settings).close()
 
 
 def _errno(exc: OSError) -> int | None:
@@ -160,7 +166,7 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
             ),
             flush=True,
         )
-    sock = bind_api_socket(settings)
+    check_api_port(settings)
     stops = []
     try:
         if ftp:
@@ -169,9 +175,8 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
                 log.info("serve.started service=%s", name)
         # This process runs the scheduled work (the promotion export) in its worker.
         app = create_app(settings, run_worker=worker, schedule=True)
-        _Server(_uvicorn_config(app, settings)).run(sockets=[sock])
+        _Server(_uvicorn_config(app, settings)).run()
     finally:
-        sock.close()
         for stop in stops:
             stop()
 
@@ -207,12 +212,13 @@ def api_only(settings: Settings, *, workers: int = 1) -> None:
     if workers > 1 and is_sqlite(url):
         raise OperatorError("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
     migrate(url)
+    if workers == 1:
+        check_api_port(settings)
+        _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
+        return
     sock = bind_api_socket(settings)
     try:
-        if workers > 1:
-            _run_processes(settings, url, sock, workers)
-        else:
-            _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run(sockets=[sock])
+        _run_processes(settings, url, sock, workers)
     finally:
         sock.close()
 
