@@ -96,6 +96,13 @@ def test_db_upgrade_and_check(fresh_db: str, tmp_path: Path) -> None:
 
 def test_tenant_create_list_rotate(fresh_db: str, tmp_path: Path) -> None:
     where = ("--database-url", fresh_db, "--data-dir", str(tmp_path))
+    # Neither `tenant create` nor `tenant list` changes the schema: on a database never migrated both refuse alike.
+    for args in (("create", "acme", "--json"), ("list", "--json")):
+        refused = promoflow("tenant", *args, *where)
+        assert refused.returncode == 1, refused
+        assert "run `promoflow db upgrade`" in refused.stderr
+        assert json.loads(refused.stdout)["errorCode"] == "DatabaseMissing"
+    assert promoflow("db", "upgrade", *where).returncode == 0
     created = promoflow("tenant", "create", "acme", "--json", *where)
     assert created.returncode == 0, created.stderr
     info = json.loads(created.stdout)
@@ -116,9 +123,15 @@ def test_tenant_create_list_rotate(fresh_db: str, tmp_path: Path) -> None:
     assert (rows["globex"]["timeZone"], rows["globex"]["currency"]) == ("America/New_York", "USD")
     table = promoflow("tenant", "list", *where)
     assert table.returncode == 0 and "acme" in table.stdout and "globex" in table.stdout
+    assert info["tenantId"] in table.stdout  # whole ids, never cut to the terminal's width
 
     dup = promoflow("tenant", "create", "acme", *where)
     assert dup.returncode == 2 and "TenantExists" in dup.stderr
+    dup_json = promoflow("tenant", "create", "acme", "--json", *where)
+    assert dup_json.returncode == 2
+    assert json.loads(dup_json.stdout) == {
+        "statusCode": 409, "errorCode": "TenantExists", "message": "tenant 'acme' already exists"
+    }
     bad_zone = promoflow("tenant", "create", "x", "--time-zone", "Mars/Olympus", *where)
     assert bad_zone.returncode == 2 and "InvalidTimeZone" in bad_zone.stderr
     assert "x" not in {r["name"] for r in json.loads(promoflow("tenant", "list", "--json", *where).stdout)}

@@ -1,3 +1,4 @@
-from .main import app
+"""The `promoflow` command."""
+from .main import main
 
-app()
+main()

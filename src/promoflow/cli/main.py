@@ -1,7 +1,9 @@
 """`promoflow`: a thin CLI over the same services the API uses.
 
 Server commands import the server lazily, so an integrator who installed only `promoflow` (no `[server]` extra)
-can still run the outbox commands.
+can still run the outbox commands; there the server commands are hidden from `--help` and, if run, say how to
+install the server. Every server command names the database it opens on stderr, and what goes wrong around it
+(a missing or unreachable database, a busy port, a bad setting) is one line, not a traceback (`_operator`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,22 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="promoflow: Engage-compatible promotions server and integrator tools.", no_args_is_help=True)
+from .. import __version__
+from ._operator import INSTALL_SERVER, SERVER_PACKAGES, fail, operator_command, server_installed, settings_for
+
+SERVER = server_installed()
+
+app = typer.Typer(
+    help="promoflow: Engage-compatible promotions server and integrator tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants, their settings, API keys and FTP passwords.", no_args_is_help=True)
 export_app = typer.Typer(help="Files the server writes for integrators.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(tenant_app, name="tenant")
-app.add_typer(export_app, name="export")
+app.add_typer(db_app, name="db", hidden=not SERVER)
+app.add_typer(tenant_app, name="tenant", hidden=not SERVER)
+app.add_typer(export_app, name="export", hidden=not SERVER)
 outbox_app = typer.Typer(
     help="Integrator side: the SDK's outbox of changes on their way to the server.", no_args_is_help=True
 )
@@ -30,6 +41,22 @@ app.add_typer(demo_app, name="demo")
 
 console = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"promoflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """promoflow: Engage-compatible promotions server and integrator tools."""
+
+
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", envvar="PROMOFLOW_DATA_DIR", help="Data directory (SQLite, FTP tree).")
 ]
@@ -38,19 +65,6 @@ DbUrl = Annotated[
     typer.Option("--database-url", envvar="PROMOFLOW_DATABASE_URL", help="Database URL; default SQLite in data dir."),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
-
-
-def settings_for(data_dir: Path | None, database_url: str | None, **extra: Any) -> Any:
-    from ..server.config import Settings
-
-    values: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    if database_url is not None:
-        values["database_url"] = database_url
-    settings = Settings(**values)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings
 
 
 def _run(coro: Any) -> Any:
@@ -69,112 +83,215 @@ async def _with_db(settings: Any, fn: Any) -> Any:
 
 
 def _fail(exc: Exception) -> None:
-    from ..server.exceptions import PromoflowError
+    """Kept for commands written before `operator_command` (prefer decorating the command): one line for what an
+    operator can act on, the exception itself otherwise."""
+    from ._operator import explain
 
-    if isinstance(exc, PromoflowError):
-        console.print(f"[red]error[/red] {exc.code}: {exc.message}")
-        raise typer.Exit(2) from exc
-    raise exc
+    explained = explain(exc)
+    if explained is None:
+        raise exc
+    fail(explained[0], explained[1])
+
+
+def _ready_settings(data_dir: Path | None, database_url: str | None) -> Any:
+    """Settings for a command that uses the data but never changes the schema: the database must exist and be
+    at this promoflow's schema (nothing is created, nothing migrated)."""
+    from ..server.migrate import require_current
+
+    settings = settings_for(data_dir, database_url)
+    require_current(settings.resolved_database_url())
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------- database
 
 
 @db_app.command("upgrade")
+@operator_command
 def db_upgrade(data_dir: DataDir = None, database_url: DbUrl = None) -> None:
-    """Apply all schema migrations."""
-    from ..server.migrate import upgrade
+    """Apply the schema migrations the database lacks, and say which."""
+    from ..server.migrate import current_revisions, upgrade
 
-    settings = settings_for(data_dir, database_url)
-    upgrade(settings.resolved_database_url())
-    console.print("database is up to date")
+    settings = settings_for(data_dir, database_url, create_dir=True)
+    url = settings.resolved_database_url()
+    applied = upgrade(url)
+    for m in applied:
+        typer.echo(f"applied migration {m}", err=True)
+    at = ", ".join(current_revisions(url))
+    if applied:
+        typer.echo(f"database is up to date (revision {at}): {len(applied)} migrations applied", err=True)
+    else:
+        typer.echo(f"database is up to date (revision {at}): nothing to apply", err=True)
 
 
 @db_app.command("check")
+@operator_command
 def db_check(data_dir: DataDir = None, database_url: DbUrl = None) -> None:
     """Exit non-zero when the database is behind the code or differs from the models."""
-    from ..server.migrate import drift, is_current
+    from ..server.migrate import SchemaError, drift, require_current
 
     url = settings_for(data_dir, database_url).resolved_database_url()
-    if not is_current(url):
-        console.print("[red]the database needs `promoflow db upgrade`[/red]")
-        raise typer.Exit(1)
+    try:
+        require_current(url)
+    except SchemaError as exc:
+        fail(str(exc))
     diff = drift(url)
     if diff:
-        console.print(f"[red]models and database differ:[/red] {diff}")
-        raise typer.Exit(1)
-    console.print("database matches the models")
+        fail(f"models and database differ: {diff}")
+    typer.echo("database matches the models", err=True)
 
 
 # ----------------------------------------------------------------------------------------------- tenants
 
 
 @tenant_app.command("create")
+@operator_command
 def tenant_create(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '.', '_', '-' (also the FTP user name).")],
     time_zone: Annotated[str, typer.Option("--time-zone", help="IANA zone for date-only validity.")] = "Europe/Stockholm",
     currency: Annotated[str, typer.Option(help="Default currency (ISO 4217) of MONEY promotions.")] = "SEK",
     as_json: JsonOut = False,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
 ) -> None:
-    """Create a tenant and print its API key (shown once)."""
+    """Create a tenant and print its API key (shown once). The database must exist: `promoflow db upgrade`."""
     from ..kit.clock import SystemClock
     from ..server import tenant_setup
-    from ..server.migrate import upgrade
 
-    settings = settings_for(data_dir, database_url)
-    upgrade(settings.resolved_database_url())
-    try:
-        info = _run(tenant_setup.create_tenant(settings, SystemClock().now(), name, time_zone, currency))
-    except Exception as exc:
-        _fail(exc)
-        return
+    settings = _ready_settings(data_dir, database_url)
+    info = _run(tenant_setup.create_tenant(settings, SystemClock().now(), name, time_zone, currency))
     if as_json:
         typer.echo(json.dumps(info))
-    else:
-        console.print(f"tenant [bold]{info['name']}[/bold] created ({info['tenantId']})")
-        for k, v in info.items():
-            if k not in ("name", "tenantId"):
-                console.print(f"  {k}: {v}")
-        typer.echo(info["apiKey"])
+        return
+    typer.echo(f"tenant {info['name']} created ({info['tenantId']})", err=True)
+    for k, v in info.items():
+        if k not in ("name", "tenantId"):
+            typer.echo(f"  {k}: {v}", err=True)
+    typer.echo(info["apiKey"])
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
 @tenant_app.command("list")
+@operator_command
 def tenant_list(as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
-    """List tenants."""
+    """List tenants (whole ids; --json for scripts)."""
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
 
-    settings = settings_for(data_dir, database_url)
+    settings = _ready_settings(data_dir, database_url)
     rows = _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).list(conn)))
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    from rich.table import Table
+    if not rows:
+        typer.echo("no tenants yet: promoflow tenant create NAME", err=True)
+        return
+    cols = ("name", "tenantId", "timeZone", "currency", "activeKeys", "createdOn")
+    for line in _columns([list(cols), *([str(r[c]) for c in cols] for r in rows)]):
+        typer.echo(line)
 
-    table = Table("name", "tenantId", "timeZone", "currency", "activeKeys", "createdOn")
-    for r in rows:
-        table.add_row(*(str(r[c]) for c in ("name", "tenantId", "timeZone", "currency", "activeKeys", "createdOn")))
-    Console().print(table)
+
+def _show_text(info: dict[str, Any]) -> None:
+    typer.echo(f"tenant {info['name']}  {info['tenantId']}")
+    stored = info["settings"]
+    effective = info.get("effective", {})
+    lines = [["timeZone", info["timeZone"]], ["currency", info["currency"]]]
+    for name in ("rateLimitPerSecond", "rateLimitBurst", "processedFileRetentionDays", "ipAllowList"):
+        if name in stored:
+            value = stored[name]
+            lines.append([name, ", ".join(value) if isinstance(value, list) else str(value)])
+        else:
+            value = effective.get(name)
+            shown = "any address" if name == "ipAllowList" else f"{value} (server default)"
+            lines.append([name, shown])
+    for contact_type, attribute in stored.get("contactKeys", {}).items():
+        lines.append([f"contactKeys.{contact_type}", attribute])
+    for name, value in sorted(stored.items()):
+        if name not in ("contactKeys", "rateLimitPerSecond", "rateLimitBurst", "processedFileRetentionDays",
+                        "ipAllowList"):  # fmt: skip
+            lines.append([name, json.dumps(value) if not isinstance(value, str) else value])
+    lines.append(["ftpUser", info["ftpUser"]])
+    lines.append(["createdOn", info["createdOn"] or ""])
+    for line in _columns(lines):
+        typer.echo("  " + line)
+    typer.echo("API keys")
+    keys = [[k["prefix"] + "…", k["label"] or "", f"created {k['createdOn']}",
+             f"revoked {k['revokedOn']}" if k["revokedOn"] else "active",
+             f"allow {k['ipAllowList']}" if k["ipAllowList"] else ""] for k in info["apiKeys"]]  # fmt: skip
+    for line in _columns(keys) if keys else ["(none)"]:
+        typer.echo("  " + line)
+
+
+async def _show(settings: Any, name: str) -> dict[str, Any]:
+    from ..kit.clock import SystemClock
+    from ..server.tenant.service import TenantService
+
+    return await _with_db(settings, lambda conn: TenantService(SystemClock().now()).show(conn, name, settings))  # type: ignore[no-any-return]
+
+
+@tenant_app.command("show")
+@operator_command
+def tenant_show(name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
+    """A tenant's settings (stored, and the server defaults that apply) and its API keys (prefixes only)."""
+    settings = _ready_settings(data_dir, database_url)
+    info = _run(_show(settings, name))
+    if as_json:
+        typer.echo(json.dumps(info))
+    else:
+        _show_text(info)
+
+
+@tenant_app.command("set")
+@operator_command
+def tenant_set(
+    name: str,
+    assignments: Annotated[
+        list[str], typer.Argument(metavar="KEY=VALUE...", help="Settings to change; KEY= resets KEY to its default.")
+    ],
+    as_json: JsonOut = False,
+    data_dir: DataDir = None,
+    database_url: DbUrl = None,
+) -> None:
+    """Change a tenant's settings (validated; all or nothing). Running servers apply them within
+    PROMOFLOW_API_KEY_CACHE_SECONDS. Settings: timeZone, currency, rateLimitPerSecond, rateLimitBurst,
+    reactivationLimit, customKey, contactKeys.Member, contactKeys.Contact, ipAllowList, processedFileRetentionDays
+    (`promoflow tenant show NAME` prints them)."""
+    from ..kit.clock import SystemClock
+    from ..server.tenant.service import TenantService, parse_setting_text
+
+    settings = _ready_settings(data_dir, database_url)
+    changes = parse_setting_text(assignments)
+    _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).update_settings(conn, name, changes)))
+    info = _run(_show(settings, name))
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    typer.echo(
+        f"tenant {name} updated: {', '.join(a.strip() for a in assignments)} (running servers apply it within "
+        f"{settings.api_key_cache_seconds:g} s)",
+        err=True,
+    )
+    _show_text(info)
 
 
 @tenant_app.command("rotate-key")
+@operator_command
 def tenant_rotate_key(name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
     """Revoke the tenant's keys and print a new one (running servers stop accepting the old key within seconds)."""
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
 
-    settings = settings_for(data_dir, database_url)
-    try:
-        key = _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).rotate_key(conn, name)))
-    except Exception as exc:
-        _fail(exc)
-        return
+    settings = _ready_settings(data_dir, database_url)
+    key = _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).rotate_key(conn, name)))
     typer.echo(json.dumps({"name": name, "apiKey": key}) if as_json else key)
 
 
 @tenant_app.command("rotate-ftp-password")
+@operator_command
 def tenant_rotate_ftp_password(
     name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None
 ) -> None:
@@ -182,18 +299,13 @@ def tenant_rotate_ftp_password(
     from ..kit.clock import SystemClock
     from ..server.transfer.accounts import rotate_ftp_password
 
-    settings = settings_for(data_dir, database_url)
-    try:
-        info = _run(
-            _with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now()))
-        )
-    except Exception as exc:
-        _fail(exc)
-        return
+    settings = _ready_settings(data_dir, database_url)
+    info = _run(_with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now())))
     typer.echo(json.dumps(info) if as_json else info["ftpPassword"])
 
 
 @export_app.command("promotions")
+@operator_command
 def export_promotions_cmd(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant).")] = None,
     as_json: JsonOut = False,
@@ -205,12 +317,10 @@ def export_promotions_cmd(
 
     from ..kit.clock import SystemClock
     from ..server.db import Database
-    from ..server.migrate import upgrade
     from ..server.transfer.export import export_all
     from ..server.transfer.files import FileStore
 
-    settings = settings_for(data_dir, database_url)
-    upgrade(settings.resolved_database_url())
+    settings = _ready_settings(data_dir, database_url)
 
     async def run() -> Any:
         db = Database(settings.resolved_database_url(), pool_size=2)
@@ -221,22 +331,25 @@ def export_promotions_cmd(
         finally:
             await db.dispose()
 
-    try:
-        results = _run(run())
-    except Exception as exc:
-        _fail(exc)
-        return
+    results = _run(run())
     if as_json:
         typer.echo(json.dumps(results))
         return
+    if not results:
+        typer.echo("no tenants to export", err=True)
     for r in results:
-        console.print(f"{r['tenant']}: {r['file'] or 'nothing new'} {r['counts'] or ''}")
+        if not r["file"]:
+            typer.echo(f"{r['tenant']}: nothing new since the last export")
+            continue
+        counts = ", ".join(f"{n} {kind}" for kind, n in r["counts"].items())
+        typer.echo(f"{r['tenant']}: wrote {r['file']} ({counts})")
 
 
 # ----------------------------------------------------------------------------------------------- serving
 
 
-@app.command()
+@app.command(hidden=not SERVER)
+@operator_command
 def serve(
     host: Annotated[str, typer.Option(envvar="PROMOFLOW_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PROMOFLOW_PORT", help="0 picks a free port.")] = 8080,
@@ -250,26 +363,28 @@ def serve(
     """Run everything in one process: migrations, the API, the FTP server and the worker (the embedded mode)."""
     from ..server import runserver
 
-    settings = settings_for(data_dir, database_url, host=host, port=port, ftp_port=ftp_port)
+    settings = settings_for(data_dir, database_url, create_dir=True, host=host, port=port, ftp_port=ftp_port)
     runserver.serve(settings, demo=demo, worker=not no_worker, ftp=not no_ftp)
 
 
-@app.command()
+@app.command(hidden=not SERVER)
+@operator_command
 def api(
     host: Annotated[str, typer.Option(envvar="PROMOFLOW_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PROMOFLOW_PORT")] = 8080,
-    workers: Annotated[int, typer.Option("--workers", help="API processes (PostgreSQL only).")] = 1,
+    port: Annotated[int, typer.Option(envvar="PROMOFLOW_PORT", help="0 picks a free port.")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="API processes (PostgreSQL only).")] = 1,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
 ) -> None:
     """Run only the HTTP API (scale out: many of these behind a load balancer, on PostgreSQL)."""
     from ..server import runserver
 
-    settings = settings_for(data_dir, database_url, host=host, port=port)
+    settings = settings_for(data_dir, database_url, create_dir=True, host=host, port=port)
     runserver.api_only(settings, workers=workers)
 
 
-@app.command()
+@app.command(hidden=not SERVER)
+@operator_command
 def worker(
     data_dir: DataDir = None,
     database_url: DbUrl = None,
@@ -278,11 +393,12 @@ def worker(
     """Run a background worker (any number of them on PostgreSQL)."""
     from ..server import runserver
 
-    settings = settings_for(data_dir, database_url)
+    settings = settings_for(data_dir, database_url, create_dir=True)
     runserver.worker_only(settings, once=once)
 
 
-@app.command()
+@app.command(hidden=not SERVER)
+@operator_command
 def ftp(
     host: Annotated[str, typer.Option("--host", envvar="PROMOFLOW_FTP_HOST")] = "127.0.0.1",
     port: Annotated[
@@ -294,7 +410,7 @@ def ftp(
     """Run only the FTP(S) server (uploads reach the workers through the database and the data dir)."""
     from ..server import runserver
 
-    settings = settings_for(data_dir, database_url, ftp_host=host, ftp_port=port)
+    settings = settings_for(data_dir, database_url, create_dir=True, ftp_host=host, ftp_port=port)
     runserver.ftp_only(settings)
 
 # -------------------------------------------------------------------------------------- integrator: outbox
@@ -310,9 +426,26 @@ ApiUrl = Annotated[
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="PROMOFLOW_API_KEY", help="The tenant's API key.")
 ]
+def _check_ftp_url(value: str | None) -> str | None:
+    """A malformed --ftp-url is a usage error naming the problem (never the password), not a traceback."""
+    if value:
+        from ..client._ftp import FtpTarget
+
+        try:
+            FtpTarget.from_url(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{exc} (expected ftp://user:password@host:port or ftps://…)") from None
+    return value
+
+
 FtpUrl = Annotated[
     str | None,
-    typer.Option("--ftp-url", envvar="PROMOFLOW_FTP_URL", help="ftp://user:password@host:port (or ftps://)."),
+    typer.Option(
+        "--ftp-url",
+        envvar="PROMOFLOW_FTP_URL",
+        help="ftp://user:password@host:port (or ftps://).",
+        callback=_check_ftp_url,
+    ),
 ]
 FtpCaFile = Annotated[
     Path | None,
@@ -591,8 +724,24 @@ def demo_checkout(
 
 from .users import user_app  # noqa: E402  (needs this module's helpers)
 
-app.add_typer(user_app, name="user")
+app.add_typer(user_app, name="user", hidden=not SERVER)
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    """The `promoflow` command: the app, with a last word for anything that escapes a command (one line; set
+    PROMOFLOW_TRACEBACK=1 for the traceback)."""
+    import os
+    import sys
+
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("PROMOFLOW_TRACEBACK"):
+            raise
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in SERVER_PACKAGES:
+            print(f"error: {INSTALL_SERVER}", file=sys.stderr)
+            sys.exit(1)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: unexpected {type(exc).__name__}: {first} (set PROMOFLOW_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)

@@ -3,9 +3,63 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "postgres": "PostgreSQL"}
+
+
+class OperatorError(Exception):
+    """Something about the environment or the configuration stops a server process or a command: the message is
+    one line naming what to do (the CLI prints it instead of a traceback)."""
+
+    exit_code = 1
+    error = "OperatorError"
+
+
+class DatabaseUrlError(OperatorError, ValueError):
+    """A database URL promoflow cannot use (malformed, or a database it does not support)."""
+
+    exit_code = 2
+    error = "InvalidDatabaseUrl"
+
+
+class PortInUseError(OperatorError):
+    """A port a server process needs is taken."""
+
+    error = "PortInUse"
+
+
+def parse_database_url(url: str) -> URL:
+    """The URL parsed, or DatabaseUrlError with a message naming what to do. Never echoes a password."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseUrlError(
+            "the database URL is not a URL; use sqlite:////path/to/file.sqlite3 or postgresql://user@host/db"
+        ) from exc
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in SUPPORTED_DATABASES:
+        raise DatabaseUrlError(
+            f"unsupported database URL scheme {parsed.drivername!r}: promoflow runs on SQLite "
+            "(sqlite:////path/to/file.sqlite3) or PostgreSQL (postgresql://user@host:5432/db)"
+        )
+    return parsed
+
+
+def describe_database(url: str) -> str:
+    """Which database a URL names, for operators: the SQLite file, or PostgreSQL host:port/db and user — never
+    the password."""
+    parsed = parse_database_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        path = parsed.database or ""
+        return f"SQLite {Path(path).resolve() if path and path != ':memory:' else path or ':memory:'}"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+    return f"PostgreSQL {where}" + (f" (user {parsed.username})" if parsed.username else "")
 
 
 class Settings(BaseSettings):
@@ -15,6 +69,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default SQLite in the data dir. PostgreSQL: postgresql://…"
     )
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_database_url(value)
+        return value
+
     host: str = "127.0.0.1"
     port: int = 8080
     db_pool_size: int = 20
@@ -44,6 +105,39 @@ class Settings(BaseSettings):
         default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."
     )
     log_level: str = "info"
+    access_log: bool = Field(
+        default=True,
+        description="One line per HTTP request on stderr (method, path, status, milliseconds, tenant).",
+    )
+    access_log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': each access-log line is a JSON object (for log shippers)."
+    )
+
+    # Retention (worker housekeeping, in `serve` and `promoflow worker`). 0 keeps forever.
+    retention_interval_seconds: int = Field(
+        default=600, description="How often a server process runs the retention purge; 0 turns it off."
+    )
+    retention_batch_size: int = Field(
+        default=1000, description="Rows deleted per transaction (each batch is a short lock, never a long one)."
+    )
+    retention_import_records_days: int = Field(
+        default=90,
+        description="Per-record verdicts of imports finished this many days ago are deleted (the import's "
+        "status, counts and result file stay).",
+    )
+    retention_processed_files_days: int = Field(
+        default=30,
+        description="Files in a tenant's integration/processed folder older than this are deleted (a tenant's "
+        "own `processedFileRetentionDays` overrides it).",
+    )
+    retention_promotion_views_days: int = Field(
+        default=180,
+        description="The ledger's 'shown' events (promotion_view rows) older than this are deleted; the "
+        "reports' shown figures (assignment_shown) stay.",
+    )
+    api_ready_dir: Path | None = Field(
+        default=None, description="Internal: `promoflow api --workers N` learns here that its processes are ready."
+    )
 
     # Admin web UI (/admin).
     admin_session_idle_minutes: int = Field(

@@ -89,9 +89,10 @@ def default_features() -> list[Feature]:
     from .health.feature import FEATURE as health
     from .promotion.feature import FEATURE as promotion
     from .receipt.feature import FEATURE as receipt
+    from .retention.feature import FEATURE as retention
     from .transfer.feature import FEATURE as transfer
 
-    return [health, contact, promotion, receipt, transfer, admin]
+    return [health, contact, promotion, receipt, transfer, admin, retention]
 
 
 def default_composition() -> Composition:

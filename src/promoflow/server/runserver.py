@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Callable
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from ..kit.clock import SystemClock
-from .config import Settings
+from .config import OperatorError, PortInUseError, Settings, describe_database
 from .db import Database, is_sqlite
 from .http.app import create_app
 from .migrate import upgrade
@@ -36,6 +43,69 @@ def _ftp_service(settings: Settings) -> Callable[[], None]:
 
 
 PROCESS_SERVICES["ftp"] = _ftp_service
+
+
+def migrate(url: str) -> None:
+    """Apply the migrations the database lacks (server processes do this on start) and log which."""
+    applied = upgrade(url)
+    if applied:
+        log.info("db.migrated database=%r applied=%s", describe_database(url), ",".join(m.revision for m in applied))
+
+
+def bind_api_socket(settings: Settings) -> socket.socket:
+    """The API's listening socket, bound here so that a busy port is one clear line (uvicorn would log it and
+    exit) and so that `--workers N` knows the real port (`--port 0`) before the processes start."""
+    host = settings.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, settings.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"API port {settings.port} on {host} is in use (another promoflow?); pass --port N (0 picks a "
+                "free one) or set PROMOFLOW_PORT"
+            ) from None
+        raise OperatorError(f"cannot listen on {host}:{settings.port}: {exc.strerror}; check --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_api_port(settings: Settings) -> None:
+    """Fail in one line now if the API port is taken (or the host cannot be listened on); uvicorn then binds it
+    itself, as it always has — the single-process server runs on uvicorn's own listening path."""
+    bind_api_socket(settings).close()
+
+
+def _errno(exc: OSError) -> int | None:
+    """The error number, also of an OSError wrapped in another (pyftpdlib raises ``OSError(OSError(98, …))``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = inner or seen.__cause__ or seen.__context__
+    return None
+
+
+def _start_service(name: str, start: ProcessService, settings: Settings) -> Callable[[], None]:
+    try:
+        return start(settings)
+    except OSError as exc:
+        number = _errno(exc)
+        if name == "ftp" and number == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
+                "server?); pass --ftp-port N (0 picks a free one) or --no-ftp"
+            ) from None
+        if name == "ftp" and number == errno.EADDRNOTAVAIL:
+            raise OperatorError(
+                f"cannot listen for FTP on {settings.ftp_host}:{settings.ftp_port}: {exc.strerror}; check "
+                "PROMOFLOW_FTP_HOST"
+            ) from None
+        raise
 
 
 def configure_logging(level: str = "info") -> None:
@@ -83,7 +153,7 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
     configure_logging(settings.log_level)
     url = settings.resolved_database_url()
-    upgrade(url)
+    migrate(url)
     if demo:
         from .demo import ensure_demo
 
@@ -96,14 +166,15 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
             ),
             flush=True,
         )
+    check_api_port(settings)
     stops = []
-    if ftp:
-        for name, start in PROCESS_SERVICES.items():
-            stops.append(start(settings))
-            log.info("serve.started service=%s", name)
-    # This process runs the scheduled work (the promotion export) in its worker.
-    app = create_app(settings, run_worker=worker, schedule=True)
     try:
+        if ftp:
+            for name, start in PROCESS_SERVICES.items():
+                stops.append(_start_service(name, start, settings))
+                log.info("serve.started service=%s", name)
+        # This process runs the scheduled work (the promotion export) in its worker.
+        app = create_app(settings, run_worker=worker, schedule=True)
         _Server(_uvicorn_config(app, settings)).run()
     finally:
         for stop in stops:
@@ -115,38 +186,97 @@ def app_factory() -> Any:
     settings = Settings()
     configure_logging(settings.log_level)
     app = create_app(settings, run_worker=False)
+    if settings.api_ready_dir is not None:
+        _report_ready(app, settings.api_ready_dir)
     tune_gc()
     return app
+
+
+def _report_ready(app: Any, ready_dir: Path) -> None:
+    """Tell the `api --workers N` parent (a file per process in ``ready_dir``) once this process has started."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            with contextlib.suppress(OSError):
+                (ready_dir / f"{os.getpid()}.ready").touch()
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def api_only(settings: Settings, *, workers: int = 1) -> None:
     configure_logging(settings.log_level)
     url = settings.resolved_database_url()
-    upgrade(url)
-    if workers > 1:
-        if is_sqlite(url):
-            raise SystemExit("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
-        # The child processes build their settings from the environment.
-        os.environ["PROMOFLOW_DATABASE_URL"] = url
-        os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
-        print(f"promoflow api starting {workers} processes on http://{settings.host}:{settings.port}", flush=True)
-        uvicorn.run(
-            "promoflow.server.runserver:app_factory",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
+    if workers > 1 and is_sqlite(url):
+        raise OperatorError("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
+    migrate(url)
+    if workers == 1:
+        check_api_port(settings)
+        _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
         return
-    _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
+    sock = bind_api_socket(settings)
+    try:
+        _run_processes(settings, url, sock, workers)
+    finally:
+        sock.close()
+
+
+def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: int) -> None:
+    """`api --workers N`: N processes share the bound socket (uvicorn's supervisor restarts one that dies); this
+    process says where they listen once all of them have started."""
+    from uvicorn.supervisors import Multiprocess
+
+    host, port = sock.getsockname()[:2]
+    ready_dir = Path(tempfile.mkdtemp(prefix="promoflow-api-"))
+    # The child processes build their settings from the environment.
+    os.environ["PROMOFLOW_DATABASE_URL"] = url
+    os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
+    os.environ["PROMOFLOW_API_READY_DIR"] = str(ready_dir)
+    os.environ["PROMOFLOW_ACCESS_LOG"] = "true" if settings.access_log else "false"
+    os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.access_log_format
+    print(f"promoflow api starting {workers} processes on http://{host}:{port}", flush=True)
+    done = threading.Event()
+
+    def announce() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            if len(list(ready_dir.glob("*.ready"))) >= workers:
+                print(f"promoflow api listening on http://{host}:{port} ({workers} processes ready)", flush=True)
+                return
+            done.wait(0.1)  # polling files the child processes write; nothing else to wait on
+        if not done.is_set():
+            print(f"promoflow api: not all {workers} processes started within 120 s", file=sys.stderr, flush=True)
+
+    watcher = threading.Thread(target=announce, name="promoflow-api-ready", daemon=True)
+    watcher.start()
+    config = uvicorn.Config(
+        "promoflow.server.runserver:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        try:
+            supervisor = Multiprocess(config, sockets=[sock])
+        except TypeError:  # uvicorn before 0.50 takes the target
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
+        supervisor.run()
+    finally:
+        done.set()
+        watcher.join(5)
+        shutil.rmtree(ready_dir, ignore_errors=True)
 
 
 def worker_only(settings: Settings, *, once: bool = False) -> None:
     configure_logging(settings.log_level)
     url = settings.resolved_database_url()
-    upgrade(url)
+    migrate(url)
     from .features import default_composition
     from .worker.runner import Worker
 
@@ -184,7 +314,15 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
 def ftp_only(settings: Settings) -> None:
     """Only the FTP server (scale out: its uploads reach the workers through the database)."""
     configure_logging(settings.log_level)
-    upgrade(settings.resolved_database_url())
+    migrate(settings.resolved_database_url())
     from .transfer.ftp import run_ftp
 
-    run_ftp(settings)
+    try:
+        run_ftp(settings)
+    except OSError as exc:
+        if _errno(exc) == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
+                "server?); pass --port N (0 picks a free one)"
+            ) from None
+        raise

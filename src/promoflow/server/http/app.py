@@ -18,6 +18,8 @@ from ..db import Database
 from ..features import Composition, default_composition
 from ..worker.runner import Worker
 from . import exception_handlers
+from .accesslog import AccessLogMiddleware
+from .docs import install_docs
 from .edge import AppState
 from .middleware import GuardMiddleware
 
@@ -79,7 +81,10 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     exception_handlers.install(app)
     for router in composition.routers():
         app.include_router(router)
@@ -87,6 +92,8 @@ def create_app(
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]
+    if settings.access_log:  # outermost: it times and sees every answer
+        app.add_middleware(AccessLogMiddleware, holder=guard, json=settings.access_log_format == "json")  # type: ignore[arg-type]
     return app
 
 

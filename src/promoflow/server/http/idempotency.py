@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..dialect import insert_ignore
@@ -122,6 +122,13 @@ def _held(tenant_id: uuid.UUID, key: str, owner: datetime) -> Any:
     )
 
 
-async def purge_expired(conn: AsyncConnection, now: datetime) -> int:
-    result = await conn.execute(delete(rec).where(rec.c.expires_at < now))
+async def purge_expired(conn: AsyncConnection, now: datetime, limit: int | None = None) -> int:
+    """Delete expired keys (at most ``limit`` of them: the retention housekeeping calls this batch by batch, one
+    short transaction each, so a large backlog never holds a long lock)."""
+    expired = rec.c.expires_at < now
+    if limit is None:
+        result = await conn.execute(delete(rec).where(expired))
+    else:
+        batch = select(rec.c.tenant_id, rec.c.key).where(expired).order_by(rec.c.expires_at).limit(limit)
+        result = await conn.execute(delete(rec).where(tuple_(rec.c.tenant_id, rec.c.key).in_(batch)))
     return int(result.rowcount or 0)

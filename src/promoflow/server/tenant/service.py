@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
+import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..models import api_key, tenant
+from ...kit.currency import is_currency
+from ...kit.timeutil import iso
+from ..models import api_key, contact, tenant
+from ..receipt.errors import InvalidCurrencyError
 from .errors import (
     InvalidIpAllowListError,
     InvalidSettingError,
@@ -38,11 +44,36 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 MAX_CLOCK_SKEW_SECONDS = 3600
 # Settings a tenant may set but need not: without them the server's defaults apply
-# (PROMOFLOW_DEFAULT_RATE_LIMIT_*), so they are not copied into every tenant row, where they would freeze the
-# default of the day the tenant was created and make the server's setting do nothing.
-OPTIONAL_SETTINGS = frozenset({"rateLimitPerSecond", "rateLimitBurst"})
+# (PROMOFLOW_DEFAULT_RATE_LIMIT_*, PROMOFLOW_RETENTION_*), so they are not copied into every tenant row, where
+# they would freeze the default of the day the tenant was created and make the server's setting do nothing.
+OPTIONAL_SETTINGS = frozenset({"rateLimitPerSecond", "rateLimitBurst", "ipAllowList", "processedFileRetentionDays"})
 
 CONTACT_TYPES = ("Member", "Contact")
+# The attributes a contact can be keyed by (each has a normalised look-up column on the contact table).
+KEY_ATTRIBUTES = ("email", "mobilePhone", "socialSecurityNumber", "memberNumber", "externalId")
+
+# A tenant's name is also its FTP user name: short, ASCII, no spaces, no characters FTP clients or URLs mangle.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_RESERVED_NAMES = frozenset({"anonymous", "ftp"})
+NAME_RULE = (
+    "a tenant name is 1 to 64 characters: lowercase letters a-z, digits, '.', '_' and '-', starting with a letter "
+    "or a digit (it is also the tenant's FTP user name)"
+)
+
+
+def check_tenant_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidTenantNameError(f"{name!r} is not a valid tenant name: {NAME_RULE}")
+    if name in _RESERVED_NAMES:
+        raise InvalidTenantNameError(f"{name!r} is reserved (FTP clients log in anonymously with it)")
+    return name
+
+
+def check_currency(code: str) -> str:
+    upper = code.strip().upper()
+    if not is_currency(upper):
+        raise InvalidCurrencyError(f"{code!r} is not an ISO 4217 currency code such as SEK or EUR")
+    return upper
 
 
 @dataclass(frozen=True)
@@ -111,7 +142,11 @@ def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress
 
 
 def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | None = None) -> TenantContext:
+    """The tenant as services see it. ``allow`` is the key's own IP allow-list; a key without one has the
+    tenant's (`ipAllowList`)."""
     settings = {**DEFAULT_SETTINGS, **(row.settings or {})}
+    if not allow and settings.get("ipAllowList"):
+        allow = ",".join(settings["ipAllowList"])
     return TenantContext(
         tenant_id=row.id,
         name=row.name,
@@ -123,23 +158,146 @@ def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | Non
     )
 
 
-def _checked_setting(name: str, value: Any) -> Any:
-    def bad(rule: str) -> InvalidSettingError:
-        return InvalidSettingError(f"setting {name!r}: {rule}")
+# ------------------------------------------------------------------------------------------------ settings
+#
+# `promoflow tenant set NAME KEY=VALUE…` takes text; services take typed values. Each setting has a parser
+# (text → value) and a check (value → normalised value, or InvalidSettingError naming the rule).
 
-    if name == "rateLimitPerSecond":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
-            raise bad("a number of requests per second, 0 for no limit")
-        return float(value)
-    if name in ("rateLimitBurst", "reactivationLimit"):
-        low = 1 if name == "rateLimitBurst" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise bad(f"a whole number of at least {low}")
-    if name == "clockSkewSeconds" and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLOCK_SKEW_SECONDS
-    ):
-        raise bad(f"a whole number of seconds from 0 to {MAX_CLOCK_SKEW_SECONDS}")
+
+def _whole(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidSettingError(f"setting {name!r}: a whole number of at least {low}")
     return value
+
+
+def _check_clock_skew(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLOCK_SKEW_SECONDS:
+        raise InvalidSettingError(f"setting {name!r}: a whole number of seconds from 0 to {MAX_CLOCK_SKEW_SECONDS}")
+    return value
+
+
+def _check_rate(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise InvalidSettingError(f"setting {name!r}: a number of requests per second, 0 for no limit")
+    return float(value)
+
+
+def _check_key_attribute(name: str, value: Any) -> str:
+    if value not in KEY_ATTRIBUTES:
+        raise InvalidSettingError(f"setting {name!r}: one of {', '.join(KEY_ATTRIBUTES)}")
+    return str(value)
+
+
+def _check_allowlist(name: str, value: Any) -> list[str]:
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+        raise InvalidSettingError(f"setting {name!r}: IP addresses or networks, separated by commas")
+    nets = parse_allowlist(",".join(p for p in parts if p))
+    if not nets:
+        raise InvalidSettingError(f"setting {name!r}: at least one address or network (leave it empty to remove)")
+    return [str(n) for n in nets]
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # the check names the rule
+
+
+def _integer(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "rateLimitPerSecond": _check_rate,
+    "rateLimitBurst": lambda n, v: _whole(n, v, 1),
+    "reactivationLimit": lambda n, v: _whole(n, v, 0),
+    "customKey": _check_key_attribute,
+    "ipAllowList": _check_allowlist,
+    "processedFileRetentionDays": lambda n, v: _whole(n, v, 0),
+    "clockSkewSeconds": _check_clock_skew,
+}
+SETTING_PARSERS: dict[str, Callable[[str], Any]] = {
+    "rateLimitPerSecond": _number,
+    "rateLimitBurst": _integer,
+    "reactivationLimit": _integer,
+    "processedFileRetentionDays": _integer,
+    "clockSkewSeconds": _integer,
+}
+SETTING_HELP: dict[str, str] = {
+    "timeZone": "IANA time zone of date-only validity (Europe/Stockholm)",
+    "currency": "ISO 4217 code of MONEY promotions without one (SEK)",
+    "rateLimitPerSecond": "requests per second per API key; 0 = no limit; empty = the server's default",
+    "rateLimitBurst": "requests a key may send at once above the rate; empty = the server's default",
+    "reactivationLimit": "reactivations per assignment",
+    "customKey": f"what `customKey` look-ups search: {', '.join(KEY_ATTRIBUTES)}",
+    "contactKeys.Member": "the key attribute of Member contacts (only while the tenant has none)",
+    "contactKeys.Contact": "the key attribute of Contact contacts (only while the tenant has none)",
+    "ipAllowList": "comma-separated addresses/networks allowed to use the tenant's keys; empty = any",
+    "processedFileRetentionDays": "days processed upload files are kept; 0 = forever; empty = the server's default",
+    "clockSkewSeconds": f"how far a till's clock may be off the server's (0-{MAX_CLOCK_SKEW_SECONDS} s)",
+}
+
+
+def setting_names() -> list[str]:
+    """Every setting `tenant set` takes (contact keys as `contactKeys.<type>`)."""
+    names = ["timeZone", "currency", *OPTIONAL_SETTINGS, *DEFAULT_SETTINGS]
+    names.remove("contactKeys")
+    names += [f"contactKeys.{t}" for t in CONTACT_TYPES]
+    return sorted(set(names), key=str.lower)
+
+
+def _canonical(name: str) -> str:
+    by_lower = {n.lower(): n for n in setting_names()}
+    found = by_lower.get(name.strip().lower())
+    if found is None:
+        raise UnknownSettingError(f"unknown tenant setting {name!r}; one of {', '.join(setting_names())}")
+    return found
+
+
+def parse_setting_text(assignments: list[str]) -> dict[str, Any]:
+    """``["rateLimitPerSecond=50", "contactKeys.Member=mobilePhone", "ipAllowList="]`` → changes for
+    ``TenantService.update_settings`` (an empty value: back to the default)."""
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, eq, text = item.partition("=")
+        if not eq:
+            raise InvalidSettingError(f"{item!r}: write KEY=VALUE (KEY= resets KEY to its default)")
+        name = _canonical(key)
+        text = text.strip()
+        if text == "":
+            value: Any = None
+        elif name in SETTING_PARSERS:
+            value = SETTING_PARSERS[name](text)
+        elif name.startswith("contactKeys.") or name in ("timeZone", "currency", "customKey", "ipAllowList"):
+            value = text
+        else:
+            # A setting another feature declares in DEFAULT_SETTINGS: read the text as its default's type.
+            default = DEFAULT_SETTINGS.get(name)
+            value = text
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false"):
+                    raise InvalidSettingError(f"setting {name!r}: true or false")
+                value = text.lower() == "true"
+            elif isinstance(default, int | float):
+                value = _number(text)
+            elif not isinstance(default, str):
+                try:
+                    value = json.loads(text)
+                except ValueError as exc:
+                    raise InvalidSettingError(f"setting {name!r}: a JSON value") from exc
+        if name.startswith("contactKeys."):
+            changes.setdefault("contactKeys", {})[name.split(".", 1)[1]] = value
+        else:
+            changes[name] = value
+    return changes
 
 
 class TenantService:
@@ -155,10 +313,9 @@ class TenantService:
         currency: str = "SEK",
         settings: dict[str, Any] | None = None,
     ) -> NewTenant:
-        name = name.strip()
-        if not name or len(name) > 100:
-            raise InvalidTenantNameError("a tenant name is 1 to 100 characters")
+        check_tenant_name(name)
         _zone(time_zone)
+        currency = check_currency(currency)
         existing = await conn.scalar(select(tenant.c.id).where(tenant.c.name == name))
         if existing is not None:
             raise TenantExistsError(f"tenant {name!r} already exists")
@@ -168,7 +325,7 @@ class TenantService:
                 id=tenant_id,
                 name=name,
                 time_zone=time_zone,
-                currency=currency.upper(),
+                currency=currency,
                 settings={**DEFAULT_SETTINGS, **(settings or {})},
                 member_seq=0,
                 created_at=self.now,
@@ -244,21 +401,106 @@ class TenantService:
         return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist)
 
     async def update_settings(self, conn: AsyncConnection, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Validate and store ``changes`` (typed values; None: back to the default). All or nothing: one invalid
+        change and nothing is stored. Running servers see the new settings when they next look the API key up
+        (within PROMOFLOW_API_KEY_CACHE_SECONDS)."""
         row = await self.by_name(conn, name)
         values: dict[str, Any] = {"updated_at": self.now}
         settings = {**DEFAULT_SETTINGS, **(row.settings or {})}
         for k, v in changes.items():
             if k == "timeZone":
+                if v is None:
+                    raise InvalidSettingError("setting 'timeZone' cannot be empty")
                 _zone(str(v))
                 values["time_zone"] = str(v)
             elif k == "currency":
-                values["currency"] = str(v).upper()
+                if v is None:
+                    raise InvalidSettingError("setting 'currency' cannot be empty")
+                values["currency"] = check_currency(str(v))
+            elif k == "contactKeys":
+                settings["contactKeys"] = await self._contact_keys(conn, row, settings["contactKeys"], v)
             elif k in OPTIONAL_SETTINGS and v is None:
                 settings.pop(k, None)  # back to the server's default
-            elif k in DEFAULT_SETTINGS or k in OPTIONAL_SETTINGS:
-                settings[k] = _checked_setting(k, v)
+            elif k in DEFAULT_SETTINGS and v is None:
+                settings[k] = DEFAULT_SETTINGS[k]
+            elif k in SETTING_CHECKS:
+                settings[k] = SETTING_CHECKS[k](k, v)
+            elif k in DEFAULT_SETTINGS:
+                default = DEFAULT_SETTINGS[k]
+                if type(v) is not type(default) and not (isinstance(default, float) and isinstance(v, int)):
+                    raise InvalidSettingError(f"setting {k!r}: a {type(default).__name__} like {default!r}")
+                settings[k] = v
             else:
-                raise UnknownSettingError(f"unknown tenant setting {k!r}")
+                raise UnknownSettingError(f"unknown tenant setting {k!r}; one of {', '.join(setting_names())}")
         values["settings"] = settings
         await conn.execute(update(tenant).where(tenant.c.id == row.id).values(**values))
         return settings
+
+    async def _contact_keys(
+        self, conn: AsyncConnection, row: Any, current: dict[str, str], change: Any
+    ) -> dict[str, str]:
+        if not isinstance(change, dict) or not set(change) <= set(CONTACT_TYPES):
+            raise InvalidSettingError(f"setting 'contactKeys': one key attribute per type ({', '.join(CONTACT_TYPES)})")
+        keys = dict(current)
+        for contact_type, attribute in change.items():
+            name = f"contactKeys.{contact_type}"
+            attribute = DEFAULT_SETTINGS["contactKeys"][contact_type] if attribute is None else attribute
+            _check_key_attribute(name, attribute)
+            if attribute == keys.get(contact_type):
+                continue
+            # Each contact's key value is stored normalised beside its attributes (unique per tenant and type):
+            # a new key attribute would leave every existing contact keyed by the old one.
+            held = await conn.scalar(
+                select(func.count())
+                .select_from(contact)
+                .where(contact.c.tenant_id == row.id, contact.c.contact_type == contact_type)
+            )
+            if held:
+                raise InvalidSettingError(
+                    f"setting {name!r}: the tenant already has {held} {contact_type} contacts keyed by "
+                    f"{keys.get(contact_type)!r}; the key attribute can change only while it has none"
+                )
+            keys[contact_type] = attribute
+        return keys
+
+    async def show(self, conn: AsyncConnection, name: str, server: Any = None) -> dict[str, Any]:
+        """A tenant's settings for `promoflow tenant show`: what is stored, and in ``effective`` what applies
+        (the server's defaults, from ``server`` — a Settings — filling what the tenant leaves unset)."""
+        row = await self.by_name(conn, name)
+        stored = {**DEFAULT_SETTINGS, **(row.settings or {})}
+        keys = (
+            await conn.execute(
+                select(api_key).where(api_key.c.tenant_id == row.id).order_by(api_key.c.created_at)
+            )
+        ).all()
+        tz = ZoneInfo(row.time_zone)
+        out: dict[str, Any] = {
+            "tenantId": str(row.id),
+            "name": row.name,
+            "timeZone": row.time_zone,
+            "currency": row.currency,
+            "createdOn": iso(row.created_at, tz),
+            "updatedOn": iso(row.updated_at, tz),
+            "settings": stored,
+            "apiKeys": [
+                {
+                    "prefix": k.prefix,
+                    "label": k.label,
+                    "createdOn": iso(k.created_at, tz),
+                    "revokedOn": iso(k.revoked_at, tz),
+                    "ipAllowList": k.ip_allowlist,
+                }
+                for k in keys
+            ],
+            "ftpUser": row.name,
+        }
+        if server is not None:
+            out["effective"] = {
+                "rateLimitPerSecond": stored.get("rateLimitPerSecond", server.default_rate_limit_per_second),
+                "rateLimitBurst": stored.get("rateLimitBurst", server.default_rate_limit_burst),
+                "processedFileRetentionDays": stored.get(
+                    "processedFileRetentionDays", server.retention_processed_files_days
+                ),
+                "ipAllowList": stored.get("ipAllowList", []),
+            }
+        return out
