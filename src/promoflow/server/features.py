@@ -87,11 +87,12 @@ def default_features() -> list[Feature]:
     from .admin.feature import FEATURE as admin
     from .contact.feature import FEATURE as contact
     from .health.feature import FEATURE as health
+    from .observability.feature import FEATURE as observability
     from .promotion.feature import FEATURE as promotion
     from .receipt.feature import FEATURE as receipt
     from .transfer.feature import FEATURE as transfer
 
-    return [health, contact, promotion, receipt, transfer, admin]
+    return [health, observability, contact, promotion, receipt, transfer, admin]
 
 
 def default_composition() -> Composition:

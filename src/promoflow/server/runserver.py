@@ -21,6 +21,7 @@ from .config import Settings
 from .db import Database, is_sqlite
 from .http.app import create_app
 from .migrate import upgrade
+from .observability import multiproc
 
 log = logging.getLogger("promoflow.serve")
 
@@ -82,6 +83,7 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
     configure_logging(settings.log_level)
+    multiproc.prepare(settings, processes=1)
     url = settings.resolved_database_url()
     upgrade(url)
     if demo:
@@ -126,20 +128,25 @@ def api_only(settings: Settings, *, workers: int = 1) -> None:
     if workers > 1:
         if is_sqlite(url):
             raise SystemExit("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
-        # The child processes build their settings from the environment.
+        # The child processes build their settings from the environment (and find the metrics directory there).
         os.environ["PROMOFLOW_DATABASE_URL"] = url
         os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
+        metrics_dir = multiproc.prepare(settings, processes=workers)
         print(f"promoflow api starting {workers} processes on http://{settings.host}:{settings.port}", flush=True)
-        uvicorn.run(
-            "promoflow.server.runserver:app_factory",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
+        try:
+            uvicorn.run(
+                "promoflow.server.runserver:app_factory",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+            )
+        finally:
+            multiproc.finish(metrics_dir, settings)
         return
+    multiproc.prepare(settings, processes=1)
     _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
 
 
@@ -168,6 +175,7 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
         # As in the API: start-up objects out of the collector's scans, and fewer young collections — an import
         # allocates (and frees) a few objects per line, and the default thresholds spent ~8% of its CPU in GC.
         tune_gc()
+        stop_metrics = _worker_metrics(settings)
         print(f"promoflow worker {w.name} running", flush=True)
         try:
             if once:
@@ -176,9 +184,28 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
             else:
                 await w.run()
         finally:
+            stop_metrics()
             await db.dispose()
 
     asyncio.run(main())
+
+
+def _worker_metrics(settings: Settings) -> Callable[[], None]:
+    """`promoflow worker` with PROMOFLOW_WORKER_METRICS_PORT: its job and import metrics on their own port."""
+    if settings.worker_metrics_port is None:
+        return lambda: None
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    host, port = server.server_address[:2]
+    print(f"promoflow worker metrics on http://{host}:{port}/metrics", flush=True)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
 
 
 def ftp_only(settings: Settings) -> None:

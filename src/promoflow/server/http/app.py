@@ -18,7 +18,7 @@ from ..db import Database
 from ..features import Composition, default_composition
 from ..promotion import fastlane
 from ..worker.runner import Worker
-from . import exception_handlers
+from . import exception_handlers, ratelimit
 from .edge import AppState
 from .middleware import GuardMiddleware
 
@@ -51,7 +51,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
-        state = AppState(settings=settings, db=db, clock=clock)
+        state = AppState(settings=settings, db=db, clock=clock, limiter=ratelimit.limiter_for(settings, db))
         app.state.promoflow = state
         guard.state = state
         worker_task = None
@@ -89,6 +89,10 @@ def create_app(
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]
+    if settings.metrics_enabled:  # outermost: it also counts what the guard and the fast lane answer
+        from ..observability.http import RequestMetrics
+
+        app.add_middleware(RequestMetrics, fastapi=app)  # type: ignore[arg-type]
     return app
 
 
