@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # Request latency: a checkout answers in milliseconds; the top buckets catch imports of the UI and overload.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -139,5 +139,6 @@ def get() -> Metrics:
     if _metrics is None:
         with _lock:
             if _metrics is None:
+                disable_created_metrics()  # no `_created` series: they double the output and nobody graphs them
                 _metrics = Metrics()
     return _metrics
