@@ -198,7 +198,7 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
 
     server, thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     host, port = server.server_address[:2]
-    print(f"promoflow worker metrics on http://{host}:{port}/metrics", flush=True)
+    print(f"promoflow worker metrics on http://{host!s}:{port}/metrics", flush=True)
 
     def stop() -> None:
         server.shutdown()

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -172,7 +172,8 @@ class SharedRateLimiter:
         try:
             async with self.db.engine.connect() as conn:
                 auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                granted, tokens = (await auto.exec_driver_sql(_LEASE, params)).one()
+                row: Any = (await auto.exec_driver_sql(_LEASE, params)).one()
+            granted, tokens = int(row[0]), float(row[1])
         except Exception:
             log.warning("ratelimit.lease_failed key=%s", key, exc_info=True)
             m.rate_limit_leases.labels("error").inc()

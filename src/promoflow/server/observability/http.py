@@ -23,7 +23,6 @@ from . import metrics as metrics_mod
 
 UNMATCHED = "unmatched"
 _SHAPES_MAX = 2_000
-_HEX = frozenset("0123456789abcdefABCDEF")
 # Answers on a redeem path that are not a verdict on the redemption (the request never reached the rule).
 _NOT_AN_OUTCOME = frozenset(
     c.value
@@ -35,16 +34,14 @@ _NOT_AN_OUTCOME = frozenset(
 _CODES = frozenset(c.value for c in ErrorCode)
 
 
-def _is_guid(segment: str) -> bool:
-    if len(segment) == 36:
-        return segment[8] == segment[13] == segment[18] == segment[23] == "-" and all(
-            c in _HEX for c in segment.replace("-", "")
-        )
-    return len(segment) == 32 and all(c in _HEX for c in segment)
+_GUID_SEGMENT = re.compile(
+    r"(?<=/)[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}(?=/|$)"
+)
 
 
 def _shape(path: str) -> str:
-    return "/".join("{}" if _is_guid(s) else s for s in path.split("/"))
+    """The path with its GUID segments replaced: the cache key of a template (ids would make it unbounded)."""
+    return _GUID_SEGMENT.sub("{}", path)
 
 
 class RequestMetrics:
