@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.routing import Mount
@@ -48,7 +49,7 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, fastapi: Any) -> None:
         self.app = app
         self.fastapi = fastapi
-        self._patterns: list[tuple[re.Pattern[str], str, frozenset[str]]] | None = None
+        self._patterns: list[tuple[re.Pattern[str], str, frozenset[str] | None]] | None = None
         self.metrics = metrics_mod.get()
         self._shapes: dict[tuple[str, str], str] = {}
 
@@ -69,15 +70,18 @@ class RequestMetrics:
         return found
 
     def _match(self, scope: Scope) -> str:
-        """The template of a request answered before routing, from the routes the OpenAPI document lists (the
-        only ones such answers concern: the fast lane's and the guard's are all under /api/)."""
+        """The template of a request answered before routing (the fast lane, the guard), matched against the
+        app's routes in their order, as the router would."""
         if self._patterns is None:
-            self._patterns = _patterns(self.fastapi.openapi().get("paths", {}))
-        method, path = scope["method"].lower(), scope["path"]
+            self._patterns = [
+                (re.compile(_regex(path)), path, methods)
+                for path, methods in _routes(self.fastapi.router.routes)
+            ]
+        method, path = scope["method"], scope["path"]
         partial = None
         for regex, template, methods in self._patterns:
             if regex.match(path):
-                if method in methods:
+                if methods is None or method in methods:
                     return template
                 partial = partial or template
         return partial or UNMATCHED
@@ -132,13 +136,24 @@ class RequestMetrics:
                 self.metrics.redeem("refused", code)
 
 
-def _patterns(paths: dict[str, Any]) -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
-    out = []
-    for template, operations in paths.items():
-        parts = re.split(r"(\{[^}]+\})", template)
-        regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
-        out.append((re.compile(f"^{regex}$"), template, frozenset(operations)))
-    return out
+def _routes(routes: Any, prefix: str = "") -> Iterator[tuple[str, frozenset[str] | None]]:
+    """(template, methods) of every route, through included routers (FastAPI keeps those as one entry holding
+    the router and its prefix)."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            methods = getattr(route, "methods", None)
+            yield prefix + path, frozenset(methods) if methods else None
+            continue
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from _routes(inner.routes, prefix + (getattr(context, "prefix", "") or ""))
+
+
+def _regex(template: str) -> str:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return "^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$"
 
 
 def _error_code(body: bytes) -> str:
