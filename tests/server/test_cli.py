@@ -188,7 +188,15 @@ def test_health_and_readiness(api: Any) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
     ready = api.client.get("/readyz")
     dialect = "sqlite" if api.settings.resolved_database_url().startswith("sqlite") else "postgresql"
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "database": dialect}
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready" and body["database"] == dialect
+    # Issue 15: readiness also reports the queue and the data dir's disk (tests/server/test_readiness.py).
+    assert {name: check["status"] for name, check in body["checks"].items()} == {
+        "database": "ok",
+        "queue": "ok",
+        "disk": "ok",
+    }
 
 
 def test_readiness_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -137,6 +137,38 @@ class Settings(BaseSettings):
     )
     api_ready_dir: Path | None = Field(
         default=None, description="Internal: `promoflow api --workers N` learns here that its processes are ready."
+    )
+
+    # What an operator watches: /metrics (Prometheus), /readyz, the shared rate limit (docs/operators.md).
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: str | None = Field(
+        default=None,
+        description="If set, /metrics answers only requests with 'Authorization: Bearer <token>' (401 otherwise).",
+    )
+    metrics_db_cache_seconds: float = Field(
+        default=5.0, description="How long the figures /metrics reads from the database (queue) are reused."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="prometheus-client's multiprocess directory; default <data dir>/metrics/run-<pid> when "
+        "`api --workers N` runs several processes. Emptied at start.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None, description="`promoflow worker` serves /metrics on this port (unset: no metrics server)."
+    )
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Address of the worker's metrics server.")
+    rate_limit_shared: bool = Field(
+        default=True,
+        description="On PostgreSQL, enforce each key's rate limit across all API processes and hosts (token "
+        "buckets in the database, leased in small batches); false: each process enforces it alone.",
+    )
+    ready_max_queue_age_seconds: float = Field(
+        default=0.0,
+        description="/readyz fails when the oldest due job has waited longer than this; 0 reports it only.",
+    )
+    ready_min_free_disk_mb: int = Field(
+        default=256, description="/readyz fails when the data dir's file system has less free space than this."
     )
 
     # Admin web UI (/admin).

@@ -87,12 +87,13 @@ def default_features() -> list[Feature]:
     from .admin.feature import FEATURE as admin
     from .contact.feature import FEATURE as contact
     from .health.feature import FEATURE as health
+    from .observability.feature import FEATURE as observability
     from .promotion.feature import FEATURE as promotion
     from .receipt.feature import FEATURE as receipt
     from .retention.feature import FEATURE as retention
     from .transfer.feature import FEATURE as transfer
 
-    return [health, contact, promotion, receipt, transfer, admin, retention]
+    return [health, observability, contact, promotion, receipt, transfer, admin, retention]
 
 
 def default_composition() -> Composition:

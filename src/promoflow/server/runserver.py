@@ -28,6 +28,7 @@ from .config import OperatorError, PortInUseError, Settings, describe_database
 from .db import Database, is_sqlite
 from .http.app import create_app
 from .migrate import upgrade
+from .observability import multiproc
 
 log = logging.getLogger("promoflow.serve")
 
@@ -152,6 +153,7 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
     configure_logging(settings.log_level)
+    multiproc.prepare(settings, processes=1)
     url = settings.resolved_database_url()
     migrate(url)
     if demo:
@@ -214,6 +216,7 @@ def api_only(settings: Settings, *, workers: int = 1) -> None:
     migrate(url)
     if workers == 1:
         check_api_port(settings)
+        multiproc.prepare(settings, processes=1)
         _Server(_uvicorn_config(create_app(settings, run_worker=False), settings)).run()
         return
     sock = bind_api_socket(settings)
@@ -236,6 +239,8 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
     os.environ["PROMOFLOW_API_READY_DIR"] = str(ready_dir)
     os.environ["PROMOFLOW_ACCESS_LOG"] = "true" if settings.access_log else "false"
     os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.access_log_format
+    # The child processes find the metrics directory in the environment too.
+    metrics_dir = multiproc.prepare(settings, processes=workers)
     print(f"promoflow api starting {workers} processes on http://{host}:{port}", flush=True)
     done = threading.Event()
 
@@ -271,6 +276,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
         done.set()
         watcher.join(5)
         shutil.rmtree(ready_dir, ignore_errors=True)
+        multiproc.finish(metrics_dir, settings)
 
 
 def worker_only(settings: Settings, *, once: bool = False) -> None:
@@ -298,6 +304,7 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
         # As in the API: start-up objects out of the collector's scans, and fewer young collections — an import
         # allocates (and frees) a few objects per line, and the default thresholds spent ~8% of its CPU in GC.
         tune_gc()
+        stop_metrics = _worker_metrics(settings)
         print(f"promoflow worker {w.name} running", flush=True)
         try:
             if once:
@@ -306,9 +313,28 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
             else:
                 await w.run()
         finally:
+            stop_metrics()
             await db.dispose()
 
     asyncio.run(main())
+
+
+def _worker_metrics(settings: Settings) -> Callable[[], None]:
+    """`promoflow worker` with PROMOFLOW_WORKER_METRICS_PORT: its job and import metrics on their own port."""
+    if settings.worker_metrics_port is None:
+        return lambda: None
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    host, port = server.server_address[:2]
+    print(f"promoflow worker metrics on http://{host!s}:{port}/metrics", flush=True)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
 
 
 def ftp_only(settings: Settings) -> None:

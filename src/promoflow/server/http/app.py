@@ -17,7 +17,7 @@ from ..config import Settings
 from ..db import Database
 from ..features import Composition, default_composition
 from ..worker.runner import Worker
-from . import exception_handlers
+from . import exception_handlers, ratelimit
 from .accesslog import AccessLogMiddleware
 from .docs import install_docs
 from .edge import AppState
@@ -52,7 +52,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
-        state = AppState(settings=settings, db=db, clock=clock)
+        state = AppState(settings=settings, db=db, clock=clock, limiter=ratelimit.limiter_for(settings, db))
         app.state.promoflow = state
         guard.state = state
         worker_task = None
@@ -92,7 +92,11 @@ def create_app(
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]
-    if settings.access_log:  # outermost: it times and sees every answer
+    if settings.metrics_enabled:  # outside the guard and the fast lane: it also counts what they answer
+        from ..observability.http import RequestMetrics
+
+        app.add_middleware(RequestMetrics, fastapi=app)  # type: ignore[arg-type]
+    if settings.access_log:  # outermost (outside the metrics): it times and sees every answer
         app.add_middleware(AccessLogMiddleware, holder=guard, json=settings.access_log_format == "json")  # type: ignore[arg-type]
     return app
 

@@ -29,7 +29,7 @@ from ..tenant.service import TenantContext, TenantService, hash_key
 from . import idempotency
 from .errors import InvalidApiKeyError, IpNotAllowedError, KeyTakenOverError, MissingApiKeyError
 from .exception_handlers import error_body
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, SharedRateLimiter
 
 log = logging.getLogger("promoflow.api")
 
@@ -41,7 +41,7 @@ class AppState:
     settings: Settings
     db: Database
     clock: Clock
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: RateLimiter | SharedRateLimiter = field(default_factory=RateLimiter)
     key_cache: dict[str, tuple[TenantContext, float]] = field(default_factory=dict)
     key_refreshing: set[str] = field(default_factory=set)
     shutting_down: bool = False
@@ -95,7 +95,8 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
             addr = None
         if addr is None or not any(addr in net for net in ctx.ip_allowlist):
             raise IpNotAllowedError(f"requests from {client or 'this address'} are not allowed for this key")  # fmt: skip
-    wait = st.limiter.check(
+    wait = await st.limiter.acquire(
+        ctx.tenant_id,
         ctx.key_id,
         float(ctx.settings.get("rateLimitPerSecond", st.settings.default_rate_limit_per_second)),
         int(ctx.settings.get("rateLimitBurst", st.settings.default_rate_limit_burst)),

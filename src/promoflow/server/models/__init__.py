@@ -2,6 +2,7 @@
 
 from . import tables
 from .base import metadata
+from .ratelimit import rate_limit_bucket
 from .receipts import (  # noqa: F401
     assignment_shown,
     promotion_view,
@@ -50,6 +51,7 @@ __all__ = [
     "job",
     "metadata",
     "promotion",
+    "rate_limit_bucket",
     "redemption",
     "tables",
     "tenant",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .. import hooks
 from ..db import Database
 from ..models.receipts import assignment_shown, promotion_view
+from ..observability import metrics
 
 log = logging.getLogger("promoflow.receipts")
 
@@ -76,6 +78,7 @@ class ShownBuffer:
             self._views[key] = [first, last, times]
         else:
             self.dropped += times
+            metrics.get().shown_dropped.inc(times)
 
     def __len__(self) -> int:
         return len(self._views)
@@ -86,14 +89,20 @@ class ShownBuffer:
             views, self._views = self._views, {}
             if not views:
                 return 0
+            m = metrics.get()
+            started = time.perf_counter()
             try:
                 async with self.db.write() as conn:
                     write = _write_pg if conn.dialect.name == "postgresql" else _write_sqlite
-                    return await write(conn, views)
+                    written = await write(conn, views)
             except Exception:
                 log.warning("receipt.shown_flush_failed views=%d", len(views), exc_info=True)
+                m.shown_flush_failures.inc()
                 self._keep(views)
                 return 0
+            m.shown_flush.observe(time.perf_counter() - started)
+            m.shown_written.inc(written)
+            return written
 
     def _keep(self, views: dict[_View, list[Any]]) -> None:
         """Put a batch that could not be written back with what arrived since, within the limit."""

@@ -281,6 +281,8 @@ class _Pipeline:
         await self.publish(await task)
 
     async def publish(self, outcomes: list[Outcome]) -> None:
+        """Committed verdicts: to the result thread, and counted (`promoflow_import_records_total`)."""
+        count_records(self.imp.kind, outcomes)
         if self.writing is not None:
             await self.writing
         self.writing = asyncio.get_running_loop().run_in_executor(self.writer, self.result.add, outcomes)
@@ -300,6 +302,17 @@ class _Pipeline:
             with contextlib.suppress(BaseException):
                 await task
         self.writer.shutdown(wait=True)
+
+
+def count_records(kind: str, outcomes: list[Outcome]) -> None:
+    from ..observability import metrics
+
+    by_verdict: dict[str, int] = {}
+    for o in outcomes:
+        by_verdict[o.verdict.value] = by_verdict.get(o.verdict.value, 0) + 1
+    counter = metrics.get().import_records
+    for verdict, n in by_verdict.items():
+        counter.labels(kind, verdict).inc(n)
 
 
 def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:

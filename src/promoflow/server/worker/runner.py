@@ -401,6 +401,7 @@ class Worker:
         fn = self.composition.jobs.get(row.kind)
         try:
             await turn.take()
+            started = time.perf_counter()
             try:
                 ctx.stop_if_asked()  # stopped while it waited for its first turn: back to the queue
                 log.info("job.started id=%s kind=%s attempt=%d", row.public_id, row.kind, row.attempts)
@@ -409,11 +410,13 @@ class Worker:
                 result = await fn(ctx)
             except JobLost as exc:
                 log.warning("job.lost id=%s kind=%s: %s", row.public_id, row.kind, exc)
+                _observe(row.kind, "lost", started)
                 return
             except Interrupted:
                 async with self.db.write() as conn:
                     released = await queue.release(conn, row.id, self.name, self.clock.now())
                 log.info("job.released id=%s kind=%s released=%s", row.public_id, row.kind, released)
+                _observe(row.kind, "released", started)
                 return
             except (PermanentJobError, Exception) as exc:
                 permanent = isinstance(exc, PermanentJobError)
@@ -422,11 +425,24 @@ class Worker:
                 detail = str(exc) if permanent else "".join(traceback.format_exception_only(exc)).strip()
                 async with self.db.write() as conn:
                     await queue.fail(conn, row, self.name, self.clock.now(), detail, permanent=permanent)
+                final = permanent or row.attempts >= row.max_attempts
+                _observe(row.kind, "failed" if final else "retry", started, failed=final)
                 return
             async with self.db.write() as conn:
                 await queue.succeed(conn, row.id, self.name, self.clock.now(), result)
             log.info("job.succeeded id=%s kind=%s", row.public_id, row.kind)
+            _observe(row.kind, "succeeded", started)
         except Exception:
             log.exception("worker.job_error id=%s kind=%s", row.public_id, row.kind)
         finally:
             turn.give()
+
+
+def _observe(kind: str, outcome: str, started: float, *, failed: bool | None = None) -> None:
+    """The job's duration by outcome; an attempt that raised also counts as a failure (``failed``: for good)."""
+    from ..observability import metrics
+
+    m = metrics.get()
+    m.job(kind, outcome, time.perf_counter() - started)
+    if failed is not None:
+        m.job_failed(kind, permanent=failed)

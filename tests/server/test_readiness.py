@@ -1,0 +1,83 @@
+"""/readyz (issue 15 §4): the database, the job queue and the data dir's disk, each with what it measured; 503
+with Retry-After when a check fails its threshold (the thresholds are settings)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from starlette.testclient import TestClient
+
+from promoflow.server.config import Settings
+from promoflow.server.db import Database
+from promoflow.server.http.app import create_app
+from promoflow.server.models import job
+from promoflow.server.worker import queue
+from tests.conftest import START, make_tenant
+
+
+def _ready(settings: Settings, clock: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    with TestClient(create_app(settings, clock=clock, run_worker=False)) as client:
+        r = client.get("/readyz")
+        return r.status_code, r.json(), dict(r.headers)
+
+
+def test_ready_reports_database_queue_and_disk(settings: Settings, clock: Any) -> None:
+    status, body, _ = _ready(settings, clock)
+    assert status == 200 and body["status"] == "ready"
+    checks = body["checks"]
+    assert checks["database"]["status"] == "ok" and checks["database"]["latencyMs"] >= 0
+    assert checks["queue"]["status"] == "ok" and checks["queue"]["maxLagSeconds"] is None
+    assert {"queued", "running", "lagSeconds", "filesWaiting", "oldestFileWaitingSeconds"} <= set(
+        checks["queue"]
+    )
+    disk = checks["disk"]
+    assert disk["status"] == "ok" and disk["freeBytes"] >= disk["minFreeBytes"] == 256 * 1024 * 1024
+
+
+def test_not_ready_when_the_disk_is_below_its_threshold(settings: Settings, clock: Any) -> None:
+    status, body, headers = _ready(settings.model_copy(update={"ready_min_free_disk_mb": 10**12}), clock)
+    assert status == 503 and body["status"] == "not-ready" and headers["retry-after"]
+    assert body["checks"]["disk"]["status"] == "failing"
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_not_ready_when_the_oldest_due_job_is_later_than_allowed(settings: Settings, clock: Any) -> None:
+    tenant = make_tenant(settings)
+
+    async def late_job() -> int:
+        db = Database(settings.resolved_database_url(), pool_size=1)
+        try:
+            async with db.write() as conn:
+                row = await queue.enqueue(conn, uuid.UUID(tenant["tenantId"]), "no_such_kind", {}, START)
+                await conn.execute(
+                    update(job).where(job.c.id == row.id).values(run_after=START - timedelta(hours=1))
+                )
+                return int(row.id)
+        finally:
+            await db.dispose()
+
+    async def done(job_id: int) -> None:  # other tests' workers must not find it
+        db = Database(settings.resolved_database_url(), pool_size=1)
+        try:
+            async with db.write() as conn:
+                await conn.execute(update(job).where(job.c.id == job_id).values(status="failed"))
+        finally:
+            await db.dispose()
+
+    job_id = asyncio.run(late_job())
+    try:
+        # Reported, never failing, unless a threshold is set.
+        status, body, _ = _ready(settings, clock)
+        assert status == 200 and body["checks"]["queue"]["lagSeconds"] >= 3600
+        strict = settings.model_copy(update={"ready_max_queue_age_seconds": 600})
+        status, body, headers = _ready(strict, clock)
+        assert status == 503 and body["status"] == "not-ready" and headers["retry-after"]
+        assert (
+            body["checks"]["queue"]["status"] == "failing" and body["checks"]["queue"]["maxLagSeconds"] == 600
+        )
+    finally:
+        asyncio.run(done(job_id))
