@@ -18,8 +18,9 @@ from ..db import Database
 from ..features import Composition, default_composition
 from ..promotion import fastlane
 from ..worker.runner import Worker
-from . import exception_handlers
+from . import exception_handlers, openapi
 from .edge import AppState
+from .encoding import EncodingGuard
 from .middleware import GuardMiddleware
 
 log = logging.getLogger("promoflow.api")
@@ -84,8 +85,10 @@ def create_app(
     exception_handlers.install(app)
     for router in composition.routers():
         app.include_router(router)
+    openapi.install(app)
     guard = _Guard()
     app.add_middleware(fastlane.FastLane, holder=guard)  # type: ignore[arg-type]
+    app.add_middleware(EncodingGuard)  # in front of the fast lane: it reads paths and headers too
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]
