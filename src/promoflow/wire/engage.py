@@ -134,14 +134,33 @@ def _window(code: ErrorCode) -> Any:
     return AfterValidator(check)
 
 
+def _bounded(code: ErrorCode) -> Any:
+    # A number the server can store, sum and print: finite, below 10^16, not finer than 10^-12, 30 digits at
+    # most ("1e608234" is a valid JSON number that no column holds). Each feature narrows this further.
+    def check(value: Decimal) -> Decimal:
+        digits = len(value.as_tuple().digits)
+        if value.is_finite() and (value.is_zero() or -12 <= value.adjusted() <= 15) and digits <= 30:
+            return value
+        raise PydanticCustomError(
+            "decimal_range",
+            "must be a finite number below 10^16 with at most 12 decimals",
+            {"errorCode": code.value},
+        )
+
+    return AfterValidator(check)
+
+
+_AS_JSON_NUMBER = PlainSerializer(_decimal_number, return_type=float | int, when_used="json")
 Money = Annotated[
-    Decimal,
-    BeforeValidator(_decimal_in),
-    _NUMBER_SCHEMA,
-    PlainSerializer(_decimal_number, return_type=float | int, when_used="json"),
+    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT), _AS_JSON_NUMBER
 ]
-Number = Annotated[Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA]
-"""A quantity or percentage: a JSON number (or its text)."""
+"""An amount of a receipt (out of range: `InvalidAmount`): a JSON number, or its text."""
+Number = Annotated[Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT)]
+"""A quantity, rate or percentage of a receipt: a JSON number (or its text)."""
+PromotionAmount = Annotated[
+    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_PROMOTION_VALUE), _AS_JSON_NUMBER
+]
+"""An amount of a promotion's channel (out of range: `InvalidPromotionValue`)."""
 Flag = Annotated[bool, BeforeValidator(_bool_in)]
 """A boolean: JSON true/false (files: its text)."""
 
@@ -222,7 +241,7 @@ class PromotionValidity(WireModel):
 
 class LocalValue(WireModel):
     currency: str = Field(min_length=3, max_length=3)
-    amount: Money
+    amount: PromotionAmount
 
     @field_validator("currency")
     @classmethod
@@ -315,7 +334,7 @@ class StatusOk(WireModel):
 
 
 class MoneyValue(WireModel):
-    amount: Money
+    amount: PromotionAmount
     currency: str
 
 

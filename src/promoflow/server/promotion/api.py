@@ -28,7 +28,7 @@ from ...wire.engage import (
     StatusOk,
     ValidityOut,
 )
-from ..contact.errors import ContactNotFoundError, InvalidContactIdError
+from ..contact.errors import ContactNotFoundError, InvalidContactIdError, InvalidContactTypeError
 from ..contact.service import parse_contact_id
 from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
 from ..hooks import fire_promotions_shown
@@ -197,7 +197,7 @@ async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Re
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
              response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(*_ID, InvalidPayloadError, PromotionNotFoundError,
+             responses=errors(*_ID, InvalidPayloadError, InvalidContactTypeError, PromotionNotFoundError,
                               PromotionNotActiveError, PromotionExpiredError))  # fmt: skip
 async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depends(edge)) -> Response:
     """Extension: assign the promotion to many contacts (ids or keys) in the background; poll the job."""
