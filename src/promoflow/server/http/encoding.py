@@ -28,32 +28,40 @@ from .exception_handlers import error_body
 MAX_JSON_DEPTH = 32
 """How deeply a JSON body may nest arrays and objects (Engage's bodies need 5)."""
 
+# Single bytes as ints: ``0 in data`` is a memchr, ``b"\x00" in data`` a much slower substring search.
+_NUL, _PERCENT = 0, ord("%")
+
 
 def encoding_problem(scope: Scope) -> str | None:
     """What is wrong with the request's path, query or headers as text, or None."""
     raw_path: bytes | None = scope.get("raw_path")
-    path = (
-        raw_path.split(b"?", 1)[0] if raw_path is not None else scope["path"].encode("utf-8", "surrogatepass")
-    )
-    problem = _text_problem(path, "the path")
+    path = raw_path if raw_path is not None else scope["path"].encode("utf-8", "surrogatepass")
+    problem = _text_problem(path.split(b"?", 1)[0], "the path")
     if problem is not None:
         return problem
     query: bytes = scope.get("query_string", b"")
-    if query:
+    if query and not _plain(query):
         for part in query.split(b"&"):
             for piece in part.split(b"=", 1):
                 problem = _text_problem(piece.replace(b"+", b" "), "a query parameter")
                 if problem is not None:
                     return problem
     for name, value in scope.get("headers", ()):
-        if b"\x00" in value:
+        if _NUL in value:
             return f"the header {name.decode('latin-1')!r} holds a NUL character"
     return None
 
 
+def _plain(raw: bytes) -> bool:
+    # The common case: ASCII without escapes or NUL is UTF-8 text as it stands.
+    return raw.isascii() and _PERCENT not in raw and _NUL not in raw
+
+
 def _text_problem(raw: bytes, what: str) -> str | None:
-    data = unquote_to_bytes(raw) if b"%" in raw else raw
-    if b"\x00" in data:
+    if _plain(raw):
+        return None
+    data = unquote_to_bytes(raw)
+    if _NUL in data:
         return f"{what} holds a NUL character"
     try:
         data.decode("utf-8")
@@ -64,31 +72,33 @@ def _text_problem(raw: bytes, what: str) -> str | None:
 
 def json_problem(body: bytes) -> str | None:
     """What makes a JSON body unreadable as UTF-8 JSON of a sane depth, or None (syntax is the parser's)."""
-    if b"\x00" in body:
+    if _NUL in body:
         return "the body is not UTF-8 (it holds NUL bytes, as UTF-16 and UTF-32 do)"
     try:
         body.decode("utf-8")  # Python's reader would let UTF-8-encoded surrogates through
     except UnicodeDecodeError as exc:
         return f"the body is not valid UTF-8 (at byte {exc.start})"
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _depth(body) > MAX_JSON_DEPTH:
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(body):
         return f"the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"
     return None
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_PARENS = bytes.maketrans(b"[{]}", b"(())")
 
 
-def _depth(body: bytes) -> int:
-    # Brackets inside strings do not nest: drop the strings (in C), then walk the brackets alone.
-    deepest = depth = 0
-    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
-        if byte in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def _too_deep(body: bytes) -> bool:
+    # Brackets inside strings do not nest: drop the strings (split at the quotes when no quote is escaped), keep
+    # the brackets as parentheses, then peel the innermost pairs away level by level (all in C).
+    structure = _STRING.sub(b"", body) if b'\\"' in body else b"".join(body.split(b'"')[::2])
+    parens = structure.translate(_PARENS, _NOT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):
+        peeled = parens.replace(b"()", b"")
+        if peeled == parens:  # empty, or unbalanced (then the parser refuses it)
+            return False
+        parens = peeled
+    return bool(parens)
 
 
 class EncodingGuard:
