@@ -469,3 +469,31 @@ def test_json_nested_to_the_limit_is_read(api: Any) -> None:
         "/api/v2/stores/S1", content=b'\xef\xbb\xbf{"name": "bom"}', headers={**api.headers, **JSON}
     )
     assert r.status_code == 200 and r.json()["name"] == "bom"  # a UTF-8 BOM is still UTF-8
+
+
+# ----------------------------------------------------------------- found by the fuzz run (other features)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "code"),
+    [
+        ("POST", "/api/v2/contacts", b'{"email": "\\ud800@example.com"}', "InvalidEmailAddress"),
+        (
+            "POST",
+            "/api/v3/contacts",
+            b'{"email": "s@example.com", "lastName": "\\ud800"}',
+            "InvalidAttributeValue",
+        ),
+        ("POST", "/api/v2/contacts/{cid}", b'{"lastName": "a\\udfffb"}', "InvalidAttributeValue"),
+        ("PATCH", "/api/v3/contacts/{cid}", b'{"firstName": "\\ud800"}', "InvalidAttributeValue"),
+    ],
+)
+def test_a_lone_surrogate_in_a_contact_is_refused_and_the_contact_stays_readable(
+    api: Any, world: dict[str, Any], method: str, path: str, body: bytes, code: str
+) -> None:
+    """Was stored on SQLite, and from then on every answer about the contact was a 500 (the contact feature owns
+    contact validation; this is the smallest fix, found by the fuzz run)."""
+    with unchanged(api):
+        r = api.client.request(method, path.format(**world), content=body, headers={**api.headers, **JSON})
+        assert_error(r, 400, code)
+    assert api.get(f"/api/v2/contacts/{world['cid']}").status_code == 200

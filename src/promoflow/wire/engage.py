@@ -276,6 +276,8 @@ class ReturnPolicy(StrEnum):
 class MultichannelPromotionCreate(WireModel):
     """`MultichannelBasePromotionModel`: the body of create and (with the same shape) of update."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "20% off tees", "externalId": "TEES-20", "validity": {"startDate": "2026-05-01", "endDate": "2026-05-31"}, "presentation": {"heading": "20% off", "description": "All tees"}, "redemptionChannels": [{"type": "POS", "valueType": "PERCENT", "value": "20"}, {"type": "ECOM", "valueType": "MONEY", "value": "50", "localValues": [{"currency": "EUR", "amount": 5}]}]}]})
+
     name: str = Text(min_length=1, max_length=450)
     external_id: str | None = Text(None, max_length=450)
     validity: PromotionValidity
@@ -378,6 +380,8 @@ class AssignmentCreateV3(WireModel):
 
 class RedeemBody(WireModel):
     """Redeem request. Extension fields are optional and used for late replays and reporting."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"redemptionChannel": "POS"}, {"redemptionChannel": "POS", "redeemedOn": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "uniqueReceiptId": "r-1"}]})
 
     redemption_channel: str | None = Text(None, max_length=16, description="POS, ECOM or OTHER (any case).")
     redeemed_on: RedemptionInstant | None = None
@@ -512,6 +516,8 @@ class UsedPromotion(WireModel):
 
 class Receipt(WireModel):
     """`POST /api/v2/receipts` body (Part B §7.2), plus promoflow's `originalUniqueReceiptId` for returns."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"contact": {"matchKey": "ada@example.com", "matchKeyType": "email"}, "uniqueReceiptId": "471-20260502-0042", "receiptNumber": "42", "createdDate": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "currency": "SEK", "totalGrossPrice": 159.2, "paymentMethods": [{"type": "card", "value": 159.2}], "items": [{"type": "PURCHASE", "sku": "7391234567", "quantity": 1, "grossPaidPrice": 159.2, "articleName": "Tee", "discounts": [{"value": -39.8, "type": "promotion", "description": "20% off tees"}]}]}]})
 
     contact: ReceiptContact
     unique_receipt_id: str = Text(min_length=1, max_length=255)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from ...wire.engage import Flag, Text, WireModel
 
@@ -32,6 +32,8 @@ STORE_DETAILS = (
 class StoreIn(WireModel):
     """Extension: name a store and set its type (RETAIL → a redeem-by-receipt is POS, ECOM → ECOM). Fields left
     out keep their value."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Malmö C", "type": "RETAIL", "city": "Malmö"}]})
 
     name: str | None = Text(None, max_length=255)
     type: Annotated[str | None, BeforeValidator(_upper)] = Field(default=None, max_length=6, pattern="^(RETAIL|ECOM)$")
