@@ -151,6 +151,9 @@ _UPDATE_ERRORS = errors(
         InvalidEmailAddressError,
         InvalidPhoneNumberError,
         MissingKeyAttributeError,
+        InvalidAttributeValueError,
+        InvalidSocialSecurityNumberError,
+        InvalidContactTypeError,
     ContactNotFoundError,
     ContactKeyConflictError,
 )
