@@ -312,7 +312,7 @@ BAD_QUERIES = [
     ("/api/v2/contacts/{cid}/promotions?includeRedeemed=maybe", "InvalidPayload"),
     ("/api/v2/contacts/id", "InvalidSearchQuery"),
     ("/api/v2/contacts/id?email=ada@example.com&mobilePhone=%2B46701234567", "InvalidSearchQuery"),
-    ("/api/v2/contacts/id?email=%00", "InvalidEmailAddress"),
+    ("/api/v2/contacts/id?email=%00", "InvalidEncoding"),
     ("/api/v2/contacts/id?contactType=Alien&email=ada@example.com", "InvalidContactType"),
     ("/api/v2/contacts/id?socialSecurityNumber=123", "InvalidSocialSecurityNumber"),
     ("/api/v2/jobs/xyz", "InvalidJobId"),
@@ -326,12 +326,10 @@ def test_bad_queries_are_400(api: Any, world: dict[str, Any]) -> None:
         assert_error(r, 400, code)
 
 
-def test_a_nul_in_a_search_is_never_a_500(api: Any) -> None:
+def test_a_nul_in_a_search_is_refused_on_every_database(api: Any) -> None:
     for path in ("/api/v2/contacts/id?customKey=a%00b", "/api/v2/promotions/multichannels?externalId=a%00b"):
-        r = api.get(path)
-        # PostgreSQL refuses the value (400); SQLite searches for it and finds nothing (404).
-        assert r.status_code in (400, 404), r.text
-        assert set(r.json()) == {"statusCode", "errorCode", "message"}
+        # Refused before any database sees it: PostgreSQL would refuse it, SQLite would search for it.
+        assert_error(api.get(path), 400, "InvalidEncoding")
 
 
 NOT_GUIDS = [

@@ -87,7 +87,8 @@ def text(max_size: int = 30) -> st.SearchStrategy[str]:
 offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
 )
-instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(9000, 12, 31), timezones=offsets)
+# Instants of the wire's window (EARLIEST–LATEST): the models refuse others.
+instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31), timezones=offsets)
 money = st.decimals(min_value=-(10**7), max_value=10**7, places=2, allow_nan=False, allow_infinity=False)
 guids = st.uuids().map(str)
 

@@ -25,6 +25,21 @@ class PromoflowError(Exception):
         super().__init_subclass__(**kwargs)
         if HTTP_STATUS[cls.code] != cls.status:
             raise TypeError(f"{cls.__name__}: {cls.code} is a {HTTP_STATUS[cls.code]}, not a {cls.status}")
+        if "code" in vars(cls) and cls.__module__.startswith("promoflow."):
+            _BY_CODE.setdefault(cls.code, cls)
+
+
+_BY_CODE: dict[ErrorCode, type[PromoflowError]] = {}
+
+
+def error_for(code: str, message: str) -> PromoflowError:
+    """The error of a code named outside the server (a wire validator's ``errorCode``); `InvalidPayload` when
+    the code has no class here."""
+    try:
+        cls = _BY_CODE.get(ErrorCode(code))
+    except ValueError:
+        cls = None
+    return (cls or InvalidPayloadError)(message)
 
 
 class InternalError(PromoflowError):

@@ -2,26 +2,40 @@
 
 Input models ignore unknown fields (Engage may add response fields at any time, and integrators send extra ones);
 names are camelCase on the wire. Money is ``Decimal``; datetimes must carry an offset.
+
+Input is typed strictly (the JSON type the document names, never a silent conversion: ``0`` is not a date nor
+``false``, ``true`` is not ``1``, ``"1_000"`` is not a number), every text has a maximum length and no NUL
+character (PostgreSQL cannot store one, so no database may), and every date lies in the window the server works
+in, ``EARLIEST``–``LATEST``. The same models read the XML files, whose values are all text: those are validated
+with ``FROM_TEXT`` as context, which lets booleans be written as text.
 """
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictInt,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from .errors import ErrorCode
 
 
 class WireModel(BaseModel):
@@ -44,7 +58,111 @@ def _decimal_number(value: Decimal) -> float | int:
     return float(value)
 
 
-Money = Annotated[Decimal, PlainSerializer(_decimal_number, return_type=float | int, when_used="json")]
+# ------------------------------------------------------------------------------------------- input rules
+
+EARLIEST = date(2000, 1, 1)
+"""The first day a date on the wire may name (sales, validity, redemptions); earlier ones are refused."""
+LATEST = date(2100, 12, 31)
+"""The last day a date on the wire may name."""
+
+NO_NUL = r"^[^\x00]*$"
+"""The pattern of every input text: anything but a NUL character, which PostgreSQL cannot store."""
+
+FROM_TEXT = {"text": True}
+"""Validation context of the XML formats: every value is text there, so a boolean may be written as text."""
+
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_NUMBER_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "string", "pattern": f"^{_DECIMAL_TEXT.pattern}$", "maxLength": 40}]},
+    mode="validation",
+)
+
+
+def Text(default: Any = ..., *, max_length: int, min_length: int | None = None, **kw: Any) -> Any:
+    """A text field of an input model: at most ``max_length`` characters, no NUL character."""
+    return Field(default, min_length=min_length, max_length=max_length, pattern=NO_NUL, **kw)
+
+
+def error_text(error: ErrorDetails) -> str:
+    """A validation error's message, in words a client can act on."""
+    if error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == NO_NUL:
+        return "contains a NUL character"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def error_code(error: ErrorDetails) -> str | None:
+    """The Engage error code a validator named for its refusal (``InvalidCreatedDate``…), if any."""
+    code = (error.get("ctx") or {}).get("errorCode")
+    return str(code) if code else None
+
+
+def _decimal_in(value: Any) -> Any:
+    # A JSON number, or its text ("20.5", as files and some clients send amounts); never a boolean, and never a
+    # text Python happens to read as a number ("1_000", " 5", "NaN").
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise PydanticCustomError("decimal_type", "must be a number")
+    if isinstance(value, str) and (len(value) > 40 or not _DECIMAL_TEXT.fullmatch(value)):
+        raise PydanticCustomError("decimal_parsing", "must be a number such as 20.5")
+    return value
+
+
+def _bool_in(value: Any, info: ValidationInfo) -> Any:
+    # JSON says true or false; a file says it in text ("true", "1"), which pydantic reads.
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and (info.context or {}).get("text")):
+        return value
+    raise PydanticCustomError("bool_type", "must be true or false")
+
+
+def _temporal_in(value: Any) -> Any:
+    # Dates travel as ISO 8601 text; a number would be read as seconds since 1970, which no client means.
+    if isinstance(value, str | date):  # a datetime is a date
+        return value
+    raise PydanticCustomError("date_type", "must be an ISO 8601 date (2026-05-01) or date-time with offset")
+
+
+def _window(code: ErrorCode) -> Any:
+    def check(value: date) -> date:
+        day = value.date() if isinstance(value, datetime) else value
+        if not EARLIEST <= day <= LATEST:
+            raise PydanticCustomError(
+                "date_out_of_range",
+                f"must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}",
+                {"errorCode": code.value},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _bounded(code: ErrorCode) -> Any:
+    # A number the server can store, sum and print: finite, below 10^16, not finer than 10^-12, 30 digits at
+    # most ("1e608234" is a valid JSON number that no column holds). Each feature narrows this further.
+    def check(value: Decimal) -> Decimal:
+        digits = len(value.as_tuple().digits)
+        if value.is_finite() and (value.is_zero() or -12 <= value.adjusted() <= 15) and digits <= 30:
+            return value
+        raise PydanticCustomError(
+            "decimal_range",
+            "must be a finite number below 10^16 with at most 12 decimals",
+            {"errorCode": code.value},
+        )
+
+    return AfterValidator(check)
+
+
+_AS_JSON_NUMBER = PlainSerializer(_decimal_number, return_type=float | int, when_used="json")
+Money = Annotated[
+    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT), _AS_JSON_NUMBER
+]
+"""An amount of a receipt (out of range: `InvalidAmount`): a JSON number, or its text."""
+Number = Annotated[Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT)]
+"""A quantity, rate or percentage of a receipt: a JSON number (or its text)."""
+PromotionAmount = Annotated[
+    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_PROMOTION_VALUE), _AS_JSON_NUMBER
+]
+"""An amount of a promotion's channel (out of range: `InvalidPromotionValue`)."""
+Flag = Annotated[bool, BeforeValidator(_bool_in)]
+"""A boolean: JSON true/false (files: its text)."""
 
 
 class ChannelType(StrEnum):
@@ -102,11 +220,17 @@ class ErrorBody(WireModel):
 
 class AssignDateRange(WireModel):
     unit: Annotated[AssignedValidityUnit, BeforeValidator(_unit)]
-    amount: int = Field(ge=1, le=3650)
+    amount: StrictInt = Field(ge=1, le=3650)
 
 
-DateOrInstant = date | AwareDatetime
+DateOrInstant = Annotated[date | AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_VALIDITY)]
 """A date (``2024-05-01``) or an instant with offset; instants are reduced to their date in the tenant's zone."""
+ReceiptInstant = Annotated[AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_CREATED_DATE)]
+"""When a sale happened: a date-time with offset, within the wire's window."""
+RedemptionInstant = Annotated[AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_REDEEMED_ON)]
+"""When a redemption happened: a date-time with offset, within the wire's window."""
+WireDate = Annotated[date, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_VALIDITY)]
+"""A calendar date (``2026-05-01``) within the wire's window."""
 
 
 class PromotionValidity(WireModel):
@@ -117,7 +241,7 @@ class PromotionValidity(WireModel):
 
 class LocalValue(WireModel):
     currency: str = Field(min_length=3, max_length=3)
-    amount: Money
+    amount: PromotionAmount
 
     @field_validator("currency")
     @classmethod
@@ -130,26 +254,18 @@ class LocalValue(WireModel):
 class RedemptionChannelIn(WireModel):
     type: ChannelTypeIn
     value_type: ValueTypeIn
-    value: str | None = None
-    local_values: list[LocalValue] | None = None
-    instruction: str | None = Field(default=None, max_length=512)
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _value_text(cls, value: Any) -> Any:
-        # The definition API takes the value as a string; be lenient with numbers sent by loosely typed clients.
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int | float | Decimal):
-            return str(value)
-        return value
+    value: str | None = Text(
+        None, max_length=450, description='Text, as Engage takes it: PERCENT "1"-"100", MONEY "20.5", a code.'
+    )
+    local_values: list[LocalValue] | None = Field(default=None, max_length=50)
+    instruction: str | None = Text(None, max_length=512)
 
 
 class Presentation(WireModel):
-    heading: str | None = None
-    description: str | None = None
-    link: str | None = None
-    image_url: str | None = None
+    heading: str | None = Text(None, max_length=450)
+    description: str | None = Text(None, max_length=4000)
+    link: str | None = Text(None, max_length=2000)
+    image_url: str | None = Text(None, max_length=2000)
 
 
 class ReturnPolicy(StrEnum):
@@ -160,8 +276,10 @@ class ReturnPolicy(StrEnum):
 class MultichannelPromotionCreate(WireModel):
     """`MultichannelBasePromotionModel`: the body of create and (with the same shape) of update."""
 
-    name: str = Field(min_length=1, max_length=450)
-    external_id: str | None = Field(default=None, max_length=450)
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "20% off tees", "externalId": "TEES-20", "validity": {"startDate": "2026-05-01", "endDate": "2026-05-31"}, "presentation": {"heading": "20% off", "description": "All tees"}, "redemptionChannels": [{"type": "POS", "valueType": "PERCENT", "value": "20"}, {"type": "ECOM", "valueType": "MONEY", "value": "50", "localValues": [{"currency": "EUR", "amount": 5}]}]}]})
+
+    name: str = Text(min_length=1, max_length=450)
+    external_id: str | None = Text(None, max_length=450)
     validity: PromotionValidity
     presentation: Presentation | None = None
     redemption_channels: list[RedemptionChannelIn] = Field(default_factory=list, max_length=10)
@@ -208,11 +326,17 @@ class PromotionPage(WireModel):
     count: int
 
 
+class StatusOk(WireModel):
+    """The answer of a delete: ``{"statusCode": "OK"}``."""
+
+    status_code: str = "OK"
+
+
 # --------------------------------------------------------------------------------- assignment & fetching
 
 
 class MoneyValue(WireModel):
-    amount: Money
+    amount: PromotionAmount
     currency: str
 
 
@@ -244,28 +368,35 @@ class ApiPromotion(WireModel):
     redemption_channels: list[ApiPromotionChannel]
 
 
+GuidText = Annotated[str, Field(max_length=64, pattern=NO_NUL)]
+"""A GUID as a client writes it (any case, with or without braces); parsed by the service."""
+KeyText = Annotated[str, Field(max_length=255, pattern=NO_NUL)]
+
+
 class AssignmentCreateV3(WireModel):
-    contact_id: str
-    promotion_id: str
+    contact_id: GuidText
+    promotion_id: GuidText
 
 
 class RedeemBody(WireModel):
     """Redeem request. Extension fields are optional and used for late replays and reporting."""
 
-    redemption_channel: str | None = None
-    redeemed_on: AwareDatetime | None = None
-    store_external_id: str | None = Field(default=None, max_length=255)
-    unique_receipt_id: str | None = Field(default=None, max_length=255)
+    model_config = ConfigDict(json_schema_extra={"examples": [{"redemptionChannel": "POS"}, {"redemptionChannel": "POS", "redeemedOn": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "uniqueReceiptId": "r-1"}]})
+
+    redemption_channel: str | None = Text(None, max_length=16, description="POS, ECOM or OTHER (any case).")
+    redeemed_on: RedemptionInstant | None = None
+    store_external_id: str | None = Text(None, max_length=255)
+    unique_receipt_id: str | None = Text(None, max_length=255)
 
 
 class BulkAssignCreate(WireModel):
     """Extension: assign one promotion to many contacts in the background."""
 
-    contact_ids: list[str] | None = Field(default=None, max_length=100_000)
-    contact_keys: list[str] | None = Field(default=None, max_length=100_000)
-    contact_type: str | None = None
-    batch_id: str | None = Field(
-        default=None,
+    contact_ids: list[GuidText] | None = Field(default=None, max_length=100_000)
+    contact_keys: list[KeyText] | None = Field(default=None, max_length=100_000)
+    contact_type: str | None = Text(None, max_length=100)
+    batch_id: str | None = Text(
+        None,
         max_length=255,
         description="Caller's id for this batch: repeating a batch id never assigns a contact twice.",
     )
@@ -310,8 +441,8 @@ class ContactOut(WireModel):
 
 
 class ExtraData(WireModel):
-    name: str = Field(min_length=1, max_length=255)
-    value: str | None = Field(default=None, max_length=4000)
+    name: str = Text(min_length=1, max_length=255)
+    value: str | None = Text(None, max_length=4000)
 
     @field_validator("value", mode="before")
     @classmethod
@@ -320,9 +451,9 @@ class ExtraData(WireModel):
 
 
 class ReceiptContact(WireModel):
-    match_key: str = Field(min_length=1, max_length=255)
-    match_key_type: str
-    contact_type: str | None = None
+    match_key: str = Text(min_length=1, max_length=255)
+    match_key_type: str = Text(max_length=64)
+    contact_type: str | None = Text(None, max_length=100)
 
     @field_validator("match_key", mode="before")
     @classmethod
@@ -332,8 +463,8 @@ class ReceiptContact(WireModel):
 
 class ReceiptDiscount(WireModel):
     value: Money
-    type: str | None = Field(default=None, max_length=100)
-    description: str | None = Field(default=None, max_length=500)
+    type: str | None = Text(None, max_length=100)
+    description: str | None = Text(None, max_length=500)
 
 
 class ReceiptItemType(StrEnum):
@@ -344,65 +475,67 @@ class ReceiptItemType(StrEnum):
 
 class ReceiptItem(WireModel):
     type: Annotated[ReceiptItemType, BeforeValidator(_upper)] = ReceiptItemType.PURCHASE
-    sku: str | None = Field(default=None, max_length=255)
-    quantity: Decimal
+    sku: str | None = Text(None, max_length=255)
+    quantity: Number
     gross_paid_price: Money
     tax_amount: Money | None = None
-    tax_percent: Decimal | None = None
-    article_number: str | None = Field(default=None, max_length=255)
-    article_name: str | None = Field(default=None, max_length=500)
-    pack_quantity: Decimal | None = None
-    article_group: str | None = Field(default=None, max_length=255)
-    margin_percent: Decimal | None = None
-    awards_bonus: bool | None = None
-    extra_data: list[ExtraData] | None = None
-    discounts: list[ReceiptDiscount] | None = None
+    tax_percent: Number | None = None
+    article_number: str | None = Text(None, max_length=255)
+    article_name: str | None = Text(None, max_length=500)
+    pack_quantity: Number | None = None
+    article_group: str | None = Text(None, max_length=255)
+    margin_percent: Number | None = None
+    awards_bonus: Flag | None = None
+    extra_data: list[ExtraData] | None = Field(default=None, max_length=100)
+    discounts: list[ReceiptDiscount] | None = Field(default=None, max_length=100)
 
 
 class PaymentMethod(WireModel):
-    type: str = Field(min_length=1, max_length=100)
+    type: str = Text(min_length=1, max_length=100)
     value: Money
-    description: str | None = Field(default=None, max_length=500)
-    extra_data: list[ExtraData] | None = None
+    description: str | None = Text(None, max_length=500)
+    extra_data: list[ExtraData] | None = Field(default=None, max_length=100)
 
 
 class TaxDetail(WireModel):
-    description: str | None = None
+    description: str | None = Text(None, max_length=500)
     value: Money | None = None
-    percent: Decimal | None = None
+    percent: Number | None = None
     total_including_tax: Money | None = None
     total_excluding_tax: Money | None = None
 
 
 class UsedBonusCheck(WireModel):
-    check_number: str
+    check_number: str = Text(max_length=255)
 
 
 class UsedPromotion(WireModel):
-    promotion_id: str | None = None
-    coupon_id: str | None = None
+    promotion_id: GuidText | None = None
+    coupon_id: GuidText | None = None
 
 
 class Receipt(WireModel):
     """`POST /api/v2/receipts` body (Part B §7.2), plus promoflow's `originalUniqueReceiptId` for returns."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"contact": {"matchKey": "ada@example.com", "matchKeyType": "email"}, "uniqueReceiptId": "471-20260502-0042", "receiptNumber": "42", "createdDate": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "currency": "SEK", "totalGrossPrice": 159.2, "paymentMethods": [{"type": "card", "value": 159.2}], "items": [{"type": "PURCHASE", "sku": "7391234567", "quantity": 1, "grossPaidPrice": 159.2, "articleName": "Tee", "discounts": [{"value": -39.8, "type": "promotion", "description": "20% off tees"}]}]}]})
+
     contact: ReceiptContact
-    unique_receipt_id: str = Field(min_length=1, max_length=255)
-    receipt_number: str | None = Field(default=None, max_length=255)
-    created_date: AwareDatetime
-    store_external_id: str = Field(min_length=1, max_length=255)
+    unique_receipt_id: str = Text(min_length=1, max_length=255)
+    receipt_number: str | None = Text(None, max_length=255)
+    created_date: ReceiptInstant
+    store_external_id: str = Text(min_length=1, max_length=255)
     # Three letters, checked by the server's receipt rules, which answer `InvalidCurrency` (docs/receipts.md).
-    currency: str = Field(min_length=1, max_length=255)
-    exchange_rate_to_group_currency: Decimal | None = None
+    currency: str = Text(min_length=1, max_length=255)
+    exchange_rate_to_group_currency: Number | None = None
     total_gross_price: Money
-    payment_methods: list[PaymentMethod] = Field(min_length=1)
+    payment_methods: list[PaymentMethod] = Field(min_length=1, max_length=100)
     items: list[ReceiptItem] = Field(min_length=1, max_length=5000)
-    tax_details: list[TaxDetail] | None = None
-    used_bonus_checks: list[UsedBonusCheck] | None = None
-    used_promotions: list[UsedPromotion] | None = None
-    extra_data: list[ExtraData] | None = None
-    original_unique_receipt_id: str | None = Field(
-        default=None, max_length=255, description="Extension: the sale this RETURN receipt returns."
+    tax_details: list[TaxDetail] | None = Field(default=None, max_length=100)
+    used_bonus_checks: list[UsedBonusCheck] | None = Field(default=None, max_length=100)
+    used_promotions: list[UsedPromotion] | None = Field(default=None, max_length=100)
+    extra_data: list[ExtraData] | None = Field(default=None, max_length=100)
+    original_unique_receipt_id: str | None = Text(
+        None, max_length=255, description="Extension: the sale this RETURN receipt returns."
     )
 
     @field_validator("receipt_number", mode="before")

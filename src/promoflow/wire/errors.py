@@ -89,6 +89,8 @@ class ErrorCode(StrEnum):
     """An import id that is not a GUID."""
     INVALID_VERDICT = "InvalidVerdict"
     """A verdict filter that is not one of the result verdicts."""
+    INVALID_ENCODING = "InvalidEncoding"
+    """A path or query that is not valid UTF-8, or a path, query or header that holds a NUL character."""
     # 401
     UNAUTHORIZED = "Unauthorized"
     """Not authenticated."""
@@ -223,6 +225,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_IP_ALLOW_LIST: 400,
     ErrorCode.INVALID_IMPORT_ID: 400,
     ErrorCode.INVALID_VERDICT: 400,
+    ErrorCode.INVALID_ENCODING: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.MISSING_API_KEY: 401,
     ErrorCode.INVALID_API_KEY: 401,

@@ -102,6 +102,7 @@ _CREATE_ERRORS = errors(
     ContactKeyConflictError,
     UnsupportedMediaTypeError,
 )  # fmt: skip
+_CREATE_ERRORS[200] = {"model": ContactOut, "description": "A contact with that key existed: it, unchanged."}
 
 
 @router.post("/api/v2/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
@@ -150,6 +151,9 @@ _UPDATE_ERRORS = errors(
         InvalidEmailAddressError,
         InvalidPhoneNumberError,
         MissingKeyAttributeError,
+        InvalidAttributeValueError,
+        InvalidSocialSecurityNumberError,
+        InvalidContactTypeError,
     ContactNotFoundError,
     ContactKeyConflictError,
 )

@@ -111,6 +111,14 @@ def contact_type_of(value: Any) -> str:
     raise InvalidContactTypeError(f"unknown contact type {value!r}; use one of {', '.join(CONTACT_TYPES)}")
 
 
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     for name, value in body.items():
@@ -123,6 +131,11 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
             raise InvalidAttributeValueError(f"attribute {name!r} must be a finite number")
         if isinstance(value, str) and "\x00" in value:
             raise InvalidAttributeValueError(f"attribute {name!r} contains a NUL character")
+        if isinstance(value, str) and not value.isascii() and not _unicode(value):
+            # A lone surrogate ("\ud800" in JSON) is stored by SQLite and then no answer can be written.
+            if name == "email":
+                raise InvalidEmailAddressError(f"not a valid e-mail address: {value!r}")
+            raise InvalidAttributeValueError(f"attribute {name!r} is not valid Unicode text (a lone surrogate)")
         if isinstance(value, str):
             value = value.strip()
         attrs[name] = value

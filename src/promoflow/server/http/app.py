@@ -17,10 +17,11 @@ from ..config import Settings
 from ..db import Database
 from ..features import Composition, default_composition
 from ..worker.runner import Worker
-from . import exception_handlers, ratelimit
+from . import exception_handlers, openapi, ratelimit
 from .accesslog import AccessLogMiddleware
 from .docs import install_docs
 from .edge import AppState
+from .encoding import EncodingGuard
 from .middleware import GuardMiddleware
 
 log = logging.getLogger("promoflow.api")
@@ -88,7 +89,9 @@ def create_app(
     exception_handlers.install(app)
     for router in composition.routers():
         app.include_router(router)
+    openapi.install(app)
     guard = _Guard()
+    app.add_middleware(EncodingGuard)  # reads paths, headers and JSON bodies before any route does
     app.add_middleware(
         GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
     )  # type: ignore[arg-type]

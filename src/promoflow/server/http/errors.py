@@ -45,3 +45,10 @@ class IdempotencyKeyMismatchError(UnprocessableError):
 class KeyTakenOverError(IdempotencyKeyInUseError):
     """This request held its key past the lock and another request took the key over: nothing of this request
     may commit, and the other request's answer stands (a retry gets it)."""
+
+
+class InvalidEncodingError(BadRequestError):
+    """400 `InvalidEncoding`: A path or query that is not valid UTF-8, or a path, query or header that holds a NUL
+    character."""
+
+    code = ErrorCode.INVALID_ENCODING

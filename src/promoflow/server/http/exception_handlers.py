@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +13,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from ...wire.engage import error_code, error_text
 from ...wire.errors import ErrorCode
 from ..exceptions import (
     BadRequestError,
@@ -24,6 +27,7 @@ from ..exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
     UnsupportedMediaTypeError,
+    error_for,
 )
 
 log = logging.getLogger("promoflow.api")
@@ -59,21 +63,42 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "body"
 
 
-def validation_error(errors: list[dict[str, Any]]) -> InvalidJsonError | InvalidPayloadError:
-    """The error of a body or parameter that failed its schema: the field path and what is wrong with it."""
+def validation_error(errors: list[Any]) -> PromoflowError:
+    """The error of a body or parameter that failed its schema: the field path and what is wrong with it. A
+    validator that names an error code (a createdDate out of range → `InvalidCreatedDate`) gets that code."""
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
         return InvalidJsonError(f"the body is not valid JSON: {detail.get('ctx', {}).get('error', 'parse error')}")
+    for e in errors:
+        code = error_code(e)
+        if code is not None:
+            return error_for(code, f"{_field_path(tuple(e.get('loc', ())))}: {error_text(e)}")
     msgs = []
     for e in errors[:10]:
         where = _field_path(tuple(e.get("loc", ())))
-        msgs.append(f"{where}: {e.get('msg')}")
+        msgs.append(f"{where}: {error_text(e)}")
     return InvalidPayloadError("; ".join(msgs))
 
 
 def _respond(exc: PromoflowError, extra: dict[str, str] | None = None) -> Response:
     status, body, headers = error_body(exc)
     return JSONResponse(body, status, headers={**headers, **(extra or {})})
+
+
+def allowed_methods(request: Request, named: str) -> str:
+    """Every method served at this path. The router names only those of the first route whose path matched, but
+    several routes share a path (GET, PUT and DELETE of a promotion); the OpenAPI document lists them all."""
+    methods = {m.strip().upper() for m in named.split(",") if m.strip()}
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(path):
+            methods |= {m.upper() for m in operations}
+    return ", ".join(sorted(methods))
+
+
+@functools.lru_cache(maxsize=512)
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
 
 
 def install(app: FastAPI) -> None:
@@ -86,7 +111,7 @@ def install(app: FastAPI) -> None:
         return _respond(validation_error(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:
             # The framework could not read the body as JSON at all (not UTF-8, nested too deeply).
             err: PromoflowError = InvalidJsonError(f"the body is not valid JSON: {exc.detail}")
@@ -96,7 +121,10 @@ def install(app: FastAPI) -> None:
                 log.warning("api.unmapped_http_status status=%s", exc.status_code)
                 cls = InternalError
             err = cls(str(exc.detail))
-        return _respond(err, dict(exc.headers or {}))  # e.g. the Allow header of a 405
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+        return _respond(err, headers)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> Response:

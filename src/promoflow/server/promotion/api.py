@@ -26,9 +26,10 @@ from ...wire.engage import (
     PromotionStatus,
     PromotionValidity,
     RedeemBody,
+    StatusOk,
     ValidityOut,
 )
-from ..contact.errors import ContactNotFoundError, InvalidContactIdError
+from ..contact.errors import ContactNotFoundError, InvalidContactIdError, InvalidContactTypeError
 from ..contact.service import parse_contact_id
 from ..exceptions import InvalidJsonError, InvalidPayloadError, UnsupportedMediaTypeError
 from ..hooks import fire_promotions_shown
@@ -128,7 +129,7 @@ async def create_promotion(body: MultichannelPromotionCreate, e: Edge = Depends(
 )
 async def get_promotion_by_external_id_or_list(
     e: Edge = Depends(edge),
-    external_id: str | None = Query(None, alias="externalId"),
+    external_id: str | None = Query(None, alias="externalId", max_length=450),
     offset: int = Query(0, ge=0, le=2**31 - 1),
     count: int = Query(100, ge=1, le=1000),
     status: PromotionStatus | None = Query(None),
@@ -146,14 +147,18 @@ async def get_promotion_by_external_id_or_list(
 
 @router.get("/api/v2/promotions/multichannels/validity", response_model=ValidityOut, tags=[DEFS],
             responses=errors(PromotionNotFoundError))  # fmt: skip
-async def get_validity_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
+async def get_validity_by_external_id(
+    e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId", max_length=450)
+) -> Response:
     """The validity of the promotion with this externalId."""
     return await e.read(_validity(e, None, external_id))
 
 
-@router.delete("/api/v2/promotions/multichannels", tags=[DEFS],
+@router.delete("/api/v2/promotions/multichannels", tags=[DEFS], response_model=StatusOk,
                responses=errors(PromotionNotFoundError, PromotionHasAssignmentsError))  # fmt: skip
-async def delete_by_external_id(e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId")) -> Response:
+async def delete_by_external_id(
+    e: Edge = Depends(edge), external_id: str = Query(..., alias="externalId", max_length=450)
+) -> Response:
     """Delete a promotion that was never assigned, by externalId."""
 
     async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
@@ -180,7 +185,7 @@ async def update_promotion(promotion_id: str, body: MultichannelPromotionCreate,
     return await e.write(_definition(e, lambda conn, svc: svc.update(conn, promotion_id, body)))
 
 
-@router.delete("/api/v2/promotions/multichannels/{promotion_id}", tags=[DEFS],
+@router.delete("/api/v2/promotions/multichannels/{promotion_id}", tags=[DEFS], response_model=StatusOk,
                responses=errors(*_ID, PromotionNotFoundError, PromotionHasAssignmentsError))  # fmt: skip
 async def delete_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Delete a promotion that was never assigned."""
@@ -226,7 +231,7 @@ async def deactivate_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Re
 
 @router.post("/api/v2/promotions/multichannels/{promotion_id}/bulk-assignments", status_code=202,
              response_model=JobOut, tags=[DEFS], openapi_extra=EXTENSION,
-             responses=errors(*_ID, InvalidPayloadError, PromotionNotFoundError,
+             responses=errors(*_ID, InvalidPayloadError, InvalidContactTypeError, PromotionNotFoundError,
                               PromotionNotActiveError, PromotionExpiredError))  # fmt: skip
 async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depends(edge)) -> Response:
     """Extension: assign the promotion to many contacts (ids or keys) in the background; poll the job."""
@@ -369,9 +374,10 @@ async def redeem_body(request: Request) -> RedeemBody:
 
 _REDEEM_DOC = body_schema(
     {
-        "oneOf": [
-            {"$ref": "#/components/schemas/RedeemBody"},
+        "anyOf": [
+            RedeemBody.model_json_schema(),  # inline: the route reads its body itself, so FastAPI lists no model
             {"type": "string", "enum": ["POS", "ECOM", "OTHER"]},
+            {"type": "null"},
         ]
     },
     required=False,

@@ -3,8 +3,9 @@ assignment is redeemable is `redemption.py`; how values are typed on read is `pr
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -72,20 +73,31 @@ def check_amount(amount: Decimal, where: str) -> Decimal:
     return amount
 
 
+def check_local_value(amount: Decimal, where: str) -> Decimal:
+    """A MONEY channel's amount in another currency: positive, like the channel's own value."""
+    if amount.is_finite() and amount <= 0:
+        raise InvalidPromotionValueError(f"{where}: amount must be a positive amount")
+    return check_amount(amount, where)
+
+
+# The exact text of a value: no sign, exponent, underscore, space or leading zero ("050" is not 50).
+_PERCENT_TEXT = re.compile(r"100|[1-9][0-9]?")
+_MONEY_TEXT = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]{1,4})?")
+
+
 def validate_channel_value(value_type: ValueType, value: str | None, where: str) -> str | None:
     if value_type is ValueType.PERCENT:
         text = (value or "").strip()
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
-            raise InvalidPromotionValueError(f"{where}: PERCENT value must be a whole number 1-100")
-        return str(int(text))
+        if not _PERCENT_TEXT.fullmatch(text):
+            raise InvalidPromotionValueError(f"{where}: PERCENT value must be a whole number 1-100, such as \"20\"")
+        return text
     if value_type is ValueType.MONEY:
-        try:
-            amount = Decimal(value or "")
-        except InvalidOperation:
-            amount = Decimal(-1)
-        if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -4:  # type: ignore[operator]
-            raise InvalidPromotionValueError(f"{where}: MONEY value must be a positive amount")
-        return str(check_amount(amount, where))
+        text = (value or "").strip()
+        if not _MONEY_TEXT.fullmatch(text) or Decimal(text) <= 0:
+            raise InvalidPromotionValueError(
+                f"{where}: MONEY value must be a positive amount with at most 4 decimals, such as \"20.5\""
+            )
+        return str(check_amount(Decimal(text), where))
     if value_type is ValueType.EXTERNALOFFER and not (value or "").strip():
         raise InvalidPromotionValueError(f"{where}: EXTERNALOFFER needs the code of the shop's rule")
     return value

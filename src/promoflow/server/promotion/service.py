@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...kit.timeutil import end_of_day, local_date
-from ...wire.engage import MultichannelPromotionCreate, PromotionStatus, PromotionValidity, ReturnPolicy
+from ...wire.engage import (
+    EARLIEST,
+    LATEST,
+    MultichannelPromotionCreate,
+    PromotionStatus,
+    PromotionValidity,
+    ReturnPolicy,
+)
 from ..exceptions import BadRequestError, InvalidPayloadError
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
@@ -32,10 +39,11 @@ from .errors import (
     PromotionNotDraftError,
     PromotionNotFoundError,
 )
-from .rules import channel_mask, check_amount, status_of, validate_channel_value
+from .rules import channel_mask, check_local_value, status_of, validate_channel_value
 
-FIRST_DAY = date(1900, 1, 1)
-LAST_DAY = date(2999, 12, 31)
+# The wire's window: every date a promotion names lies in it (in the tenant's zone).
+FIRST_DAY = EARLIEST
+LAST_DAY = LATEST
 
 
 @contextlib.asynccontextmanager
@@ -100,8 +108,8 @@ class PromotionService:
                     "valueType": ch.value_type.value,
                     "value": value,
                     "localValues": [
-                        {"currency": lv.currency, "amount": str(check_amount(lv.amount, where))}
-                        for lv in ch.local_values or []
+                        {"currency": lv.currency, "amount": str(check_local_value(lv.amount, f"{where}.localValues[{j}]"))}
+                        for j, lv in enumerate(ch.local_values or [])
                     ]
                     or None,
                     "instruction": ch.instruction,
@@ -137,7 +145,7 @@ class PromotionService:
             raise InvalidValidityError("validity: a date is out of range") from exc
         assert start is not None
         for name, day in (("startDate", start), ("endDate", end)):
-            # Beyond these, day arithmetic (end of day in the tenant's zone, assignedValidity) overflows.
+            # An instant inside the wire's window may still fall outside it in the tenant's zone.
             if day is not None and not FIRST_DAY <= day <= LAST_DAY:
                 raise InvalidValidityError(f"validity.{name} must be between {FIRST_DAY} and {LAST_DAY}")
         if end is not None and end < start:

@@ -107,7 +107,7 @@ async def post_receipt_v3(body: Receipt, e: Edge = Depends(edge)) -> Response:
 async def contact_transactions(
     contact_id: str,
     e: Edge = Depends(edge),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
     count: int = Query(100, ge=1, le=1000),
 ) -> Response:
     """The contact's receipts, newest first, paged: `{items, totalCount, offset, count}`."""
@@ -135,7 +135,8 @@ async def get_store(external_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 @router.put("/api/v2/stores/{external_id}", response_model=StoreOut, tags=[STORES], openapi_extra=EXTENSION,
-            responses=errors(InvalidStoreExternalIdError, InvalidPayloadError))  # fmt: skip
+            responses={**errors(InvalidStoreExternalIdError, InvalidPayloadError),
+                       201: {"model": StoreOut, "description": "The store was new."}})  # fmt: skip
 async def put_store(external_id: str, body: StoreIn, e: Edge = Depends(edge)) -> Response:
     """Extension: name a store and set its type — RETAIL (a redeem-by-receipt is POS) or ECOM. 201 when new."""
 
@@ -224,7 +225,7 @@ async def promotion_report(
             openapi_extra=EXTENSION, responses={**errors(InvalidFormatError, InvalidPayloadError), **_CSV_DOC})  # fmt: skip
 async def promotions_report(
     e: Edge = Depends(edge),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
     count: int = Query(100, ge=1, le=1000),
     format: str = Query("json", description="json or csv"),
 ) -> Response:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
-from ...wire.engage import WireModel
+from ...wire.engage import Flag, Text, WireModel
 
 
 def _upper(value: Any) -> Any:
@@ -33,19 +33,21 @@ class StoreIn(WireModel):
     """Extension: name a store and set its type (RETAIL → a redeem-by-receipt is POS, ECOM → ECOM). Fields left
     out keep their value."""
 
-    name: str | None = Field(default=None, max_length=255)
-    type: Annotated[str | None, BeforeValidator(_upper)] = Field(default=None, pattern="^(RETAIL|ECOM)$")
-    active: bool | None = None
-    street: str | None = Field(default=None, max_length=255)
-    zip_code: str | None = Field(default=None, max_length=40)
-    city: str | None = Field(default=None, max_length=255)
-    county: str | None = Field(default=None, max_length=255)
-    region: str | None = Field(default=None, max_length=255)
-    country_code: str | None = Field(default=None, max_length=3)
-    phone_number: str | None = Field(default=None, max_length=40)
-    email: str | None = Field(default=None, max_length=255)
-    homepage: str | None = Field(default=None, max_length=500)
-    time_zone: str | None = Field(default=None, max_length=64)
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Malmö C", "type": "RETAIL", "city": "Malmö"}]})
+
+    name: str | None = Text(None, max_length=255)
+    type: Annotated[str | None, BeforeValidator(_upper)] = Field(default=None, max_length=6, pattern="^(RETAIL|ECOM)$")
+    active: Flag | None = None
+    street: str | None = Text(None, max_length=255)
+    zip_code: str | None = Text(None, max_length=40)
+    city: str | None = Text(None, max_length=255)
+    county: str | None = Text(None, max_length=255)
+    region: str | None = Text(None, max_length=255)
+    country_code: str | None = Text(None, max_length=3)
+    phone_number: str | None = Text(None, max_length=40)
+    email: str | None = Text(None, max_length=255)
+    homepage: str | None = Text(None, max_length=500)
+    time_zone: str | None = Text(None, max_length=64)
 
 
 class StoreOut(WireModel):

@@ -19,6 +19,7 @@ from typing import IO, Any, Generic, TypeAlias, TypeVar
 
 from lxml import etree
 
+from promoflow.wire.engage import error_text
 from promoflow.wire.xml._schema import Schema
 
 T = TypeVar("T")
@@ -379,7 +380,7 @@ def describe_error(exc: Exception) -> str:
         parts = []
         for error in errors()[:5]:
             location = ".".join(str(part) for part in error.get("loc", ()))
-            message = error.get("msg", "invalid").removeprefix("Value error, ")
+            message = error_text(error)
             parts.append(f"{location}: {message}" if location else message)
         return "; ".join(parts)
     return str(exc)

@@ -7,13 +7,12 @@ may name a promotion created earlier in the same file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import date
 from io import BytesIO
 
 from lxml import etree
 from pydantic import Field, field_validator, model_validator
 
-from promoflow.wire.engage import ChannelTypeIn, ValueType, ValueTypeIn, WireModel
+from promoflow.wire.engage import FROM_TEXT, ChannelTypeIn, ValueType, ValueTypeIn, WireDate, WireModel
 from promoflow.wire.xml._fields import NAMESPACE_PREFIX, Guid
 from promoflow.wire.xml._parser import (
     Codec,
@@ -62,8 +61,8 @@ class PromotionUpsert(WireModel):
     promotion_name: str = Field(min_length=1, max_length=450)
     external_promotion_id: str = Field(min_length=1, max_length=450)
     published: bool = True
-    valid_from_date: date | None = None
-    valid_to_date: date | None = None
+    valid_from_date: WireDate | None = None
+    valid_to_date: WireDate | None = None
     presentation: ImportPresentation | None = None
     redemption_channels: list[ImportChannel] | None = Field(default=None, max_length=10)
 
@@ -81,7 +80,7 @@ class PromotionAssignment(WireModel):
     external_promotion_code_id: str | None = Field(default=None, min_length=1, max_length=450)
     contact_id: Guid | None = None
     external_contact_id: str | None = Field(default=None, min_length=1, max_length=255)
-    valid_from_date: date | None = None
+    valid_from_date: WireDate | None = None
 
     @model_validator(mode="after")
     def _contact(self) -> PromotionAssignment:
@@ -96,8 +95,8 @@ PromotionImportItem = PromotionUpsert | PromotionAssignment
 def _convert(section: str | None, element: etree._Element) -> PromotionImportItem:
     data = element_object(element, _LISTS)
     if section == "assign":
-        return PromotionAssignment.model_validate(data)
-    return PromotionUpsert.model_validate(data)
+        return PromotionAssignment.model_validate(data, context=FROM_TEXT)
+    return PromotionUpsert.model_validate(data, context=FROM_TEXT)
 
 
 def _key(element: etree._Element) -> str | None:

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from io import BytesIO
 
 from lxml import etree
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from promoflow.wire.engage import ChannelType, ChannelTypeIn, WireModel
+from promoflow.wire.engage import FROM_TEXT, ChannelType, ChannelTypeIn, RedemptionInstant, WireModel
 from promoflow.wire.xml._fields import NAMESPACE_PREFIX, Guid
 from promoflow.wire.xml._parser import (
     Codec,
@@ -35,7 +35,7 @@ class Redemption(WireModel):
     coupon_id: Guid
     contact_id: Guid | None = None
     redemption_channel: ChannelTypeIn = ChannelType.OTHER
-    redeemed_on: AwareDatetime
+    redeemed_on: RedemptionInstant
     store_external_id: str | None = Field(default=None, min_length=1, max_length=255)
     unique_receipt_id: str | None = Field(default=None, min_length=1, max_length=255)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
@@ -44,7 +44,7 @@ class Redemption(WireModel):
 def _convert(section: str | None, element: etree._Element) -> Redemption:
     # The XSD has already checked the structure: every child is a leaf with a known name, and the reader has
     # mapped a namespaced document onto the XSD's (empty) namespace, so tags are plain local names.
-    return Redemption.model_validate({child.tag: child.text for child in element})
+    return Redemption.model_validate({child.tag: child.text for child in element}, context=FROM_TEXT)
 
 
 REDEMPTIONS = Codec(

@@ -12,7 +12,7 @@ from typing import Any
 
 from lxml import etree
 
-from promoflow.wire.engage import ExtraData, Receipt
+from promoflow.wire.engage import FROM_TEXT, ExtraData, Receipt
 from promoflow.wire.xml._parser import (
     Codec,
     Layout,
@@ -46,7 +46,9 @@ def _extra_data_entries(element: etree._Element) -> list[dict[str, Any]]:
 
 
 def _convert(section: str | None, element: etree._Element) -> Receipt:
-    return Receipt.model_validate(element_object(element, _LISTS, {"extraData": _extra_data_entries}))
+    return Receipt.model_validate(
+        element_object(element, _LISTS, {"extraData": _extra_data_entries}), context=FROM_TEXT
+    )
 
 
 TRANSACTIONS = Codec(
