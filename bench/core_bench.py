@@ -378,9 +378,7 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "floor": ("floor (raw psycopg)", f"http://127.0.0.1:{floor_port}", floor.pid,
                   ("GET", "/fetch/", "", None), ("POST", "/redeem/", "", "{}")),
     }  # fmt: skip
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        side: {"fetch": [], "redeem": []} for side in sides
-    }
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {side: {"fetch": [], "redeem": []} for side in sides}
     try:
         for side, (_, base, _, fetch, redeem) in sides.items():  # warm-up (connections, caches), not counted
             wrk(base, *fetch[:3], contacts, key, fetch[3], args.connections, 3)

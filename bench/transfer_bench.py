@@ -79,7 +79,9 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # self + waited-for children
+        total += (
+            int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        )  # self + waited-for children
     return total / tick
 
 
@@ -554,7 +556,9 @@ def main() -> None:
             floor_rc = None  # no COPY; the receipts have no set-based equivalent worth the name here
         else:
             floor_red = floor_redemptions(url, tenant_id, seeded["sets"]["floor"], at)
-            floor_rc = floor_receipts(url, tenant_id, args.receipts, args.contacts, at) if args.receipts else None
+            floor_rc = (
+                floor_receipts(url, tenant_id, args.receipts, args.contacts, at) if args.receipts else None
+            )
         report(args, results, floor_red, floor_rc)
     finally:
         if ftp is not None:
@@ -580,7 +584,11 @@ def report(args: Any, results: list[dict[str, Any]], floor_red: float, floor_rc:
         )
     print()
     big = results[1]
-    how = "executemany into a temp table + one UPDATE … FROM/INSERT" if args.sqlite else "COPY + one set-based UPDATE/INSERT"
+    how = (
+        "executemany into a temp table + one UPDATE … FROM/INSERT"
+        if args.sqlite
+        else "COPY + one set-based UPDATE/INSERT"
+    )
     pg_cpu = "" if args.sqlite else f" (PostgreSQL CPU {FLOOR_CPU['pg_us']:.0f} µs/record)"
     print(f"floor, redemptions ({how}): {args.redemptions:,} in {floor_red:.1f} s ="
           f" {args.redemptions / floor_red:,.0f}/s{pg_cpu};"

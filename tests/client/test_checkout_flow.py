@@ -257,7 +257,9 @@ def test_a_promotion_redeemed_elsewhere_is_reported_as_a_conflict(
     assert [i.id for i in attention] == [redeemed.intent_id]
     assert attention[0].state is IntentState.SETTLED and "already redeemed" in (attention[0].reason or "")
     # One timestamp format in every reason (seconds and offset), whether the conflict came online or by file.
-    assert re.search(r"redeemed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d via ECOM", redeemed.message or "")
+    assert re.search(
+        r"redeemed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d via ECOM", redeemed.message or ""
+    )
 
 
 def test_a_response_lost_after_the_redeem_was_applied_is_settled_by_the_replay(

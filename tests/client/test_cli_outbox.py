@@ -49,10 +49,16 @@ def test_status_lists_what_needs_attention(tmp_path: Path) -> None:
     assert "needs attention (1)" in result.stdout and "expired" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["status"], ["sync", "--api-url", "http://127.0.0.1:9"], ["ack", "--all"]])
-def test_a_folder_that_does_not_exist_is_an_error_not_an_empty_outbox(tmp_path: Path, command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [["status"], ["sync", "--api-url", "http://127.0.0.1:9"], ["ack", "--all"]]
+)
+def test_a_folder_that_does_not_exist_is_an_error_not_an_empty_outbox(
+    tmp_path: Path, command: list[str]
+) -> None:
     missing = tmp_path / "no-such-outbox"
-    result = runner.invoke(app, ["outbox", *command, "--outbox-dir", str(missing)], env={"PROMOFLOW_API_KEY": "k"})
+    result = runner.invoke(
+        app, ["outbox", *command, "--outbox-dir", str(missing)], env={"PROMOFLOW_API_KEY": "k"}
+    )
     assert result.exit_code == 2, result.output
     assert f"no outbox at {missing}: the folder does not exist" in result.output
     assert not missing.exists()  # nothing was created on the way
@@ -76,7 +82,10 @@ def test_ack_takes_intents_off_the_attention_list(tmp_path: Path) -> None:
     assert runner.invoke(app, base).exit_code == 2  # neither ids nor --all
     refused = runner.invoke(app, [*base, expired.id, done.id, "no-such-id"])
     assert refused.exit_code == 2
-    assert f"{done.id}: done: needs no attention" in refused.output and "no-such-id: no such intent" in refused.output
+    assert (
+        f"{done.id}: done: needs no attention" in refused.output
+        and "no-such-id: no such intent" in refused.output
+    )
     with Outbox(tmp_path) as outbox:
         assert len(outbox.status().attention) == 2  # nothing changed
 

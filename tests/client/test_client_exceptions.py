@@ -92,18 +92,24 @@ def test_every_specific_class_is_the_code_the_server_answers_with_at_its_status(
     for code, cls in _BY_CODE.items():
         status = HTTP_STATUS[code]
         assert type(_error(status, {"statusCode": status, "errorCode": code.value, "message": "m"})) is cls
-        assert issubclass(cls, type(_error(status, {"errorCode": "Other"})))  # a refinement of its status class
+        assert issubclass(
+            cls, type(_error(status, {"errorCode": "Other"}))
+        )  # a refinement of its status class
 
 
 def test_a_malformed_assignment_id_is_a_bad_request_and_an_invalid_change() -> None:
     # InvalidPromotionIdNoData is a 400 (the SDK used to look for it under 404, as "not found").
     status = HTTP_STATUS[ErrorCode.INVALID_PROMOTION_ID_NO_DATA]
-    error = _error(status, {"statusCode": status, "errorCode": "InvalidPromotionIdNoData", "message": "not a GUID"})
+    error = _error(
+        status, {"statusCode": status, "errorCode": "InvalidPromotionIdNoData", "message": "not a GUID"}
+    )
     assert status == 400 and type(error) is BadRequestError
     assert classify(error).verdict == Verdict.INVALID.value
     for code in (ErrorCode.PROMOTION_NOT_FOUND, ErrorCode.CONTACT_NOT_FOUND, ErrorCode.PROMOTION_EXPIRED):
         answered = _error(HTTP_STATUS[code], {"errorCode": code.value, "message": "m"})
-        assert classify(answered).verdict == ("expired" if code is ErrorCode.PROMOTION_EXPIRED else "notFound")
+        assert classify(answered).verdict == (
+            "expired" if code is ErrorCode.PROMOTION_EXPIRED else "notFound"
+        )
     # A code at a status it is never answered with says nothing about the change (a proxy's 404 page).
     assert classify(_error(404, {"errorCode": "PromotionExpired"})).deferred
 

@@ -126,7 +126,9 @@ def test_one_call_may_run_under_another_retry_policy(
     engage_server.expect(error(503, "ServiceUnavailable"), REDEEMED)
     client = client_for(retry=RetryPolicy.never(clock=fake_clock, sleep=fake_clock.sleep))
     outcome = CallOutcome()
-    client.redeem(ASSIGNMENT_ID, "POS", CONTACT_ID, retry=policy(fake_clock, base_delay=0.25), outcome=outcome)
+    client.redeem(
+        ASSIGNMENT_ID, "POS", CONTACT_ID, retry=policy(fake_clock, base_delay=0.25), outcome=outcome
+    )
     assert (outcome.attempts, fake_clock.sleeps) == (2, [0.25])
     engage_server.expect(error(503, "ServiceUnavailable"))
     with pytest.raises(ServerError):  # the client's own policy again: one attempt

@@ -175,7 +175,12 @@ def test_contact_changes_through_random_faults_end_as_the_till_made_them(tmp_pat
     live = live_engage(tmp_path / "server")  # with its FTP server: the file path is part of the test
     rng = random.Random(SEED + 1)
     policy = RetryPolicy.interactive(
-        max_attempts=3, base_delay=0.005, max_delay=0.02, max_retry_after=0.02, total_budget=1.0, rng=rng.random
+        max_attempts=3,
+        base_delay=0.005,
+        max_delay=0.02,
+        max_retry_after=0.02,
+        total_budget=1.0,
+        rng=rng.random,
     )
     try:
         regulars = live.customers([], 8)
@@ -201,7 +206,9 @@ def test_contact_changes_through_random_faults_end_as_the_till_made_them(tmp_pat
             flow = CheckoutFlow(client, outbox, store_external_id="S-1", contacts=cache, retry=policy)
             agent = SyncAgent(outbox, client, live.ftp_url, retry=policy, contacts=cache)
             everyone = [c.email for c in regulars] + walk_ins
-            visits = [email for email in everyone for _ in range(6)]  # six sales per customer, in random order
+            visits = [
+                email for email in everyone for _ in range(6)
+            ]  # six sales per customer, in random order
             rng.shuffle(visits)
             for number, email in enumerate(visits):
                 if rng.random() < 0.15:

@@ -199,9 +199,15 @@ def test_a_sale_s_intent_without_its_sidecar_still_knows_its_sale_and_key(
 
 def test_contact_changes_know_their_contact_and_which_wait_behind_which(box: Outbox, directory: Path) -> None:
     guid = str(uuid.uuid4())
-    create = box.add_contact(ContactRecord(attributes={"email": "Ada@example.com"}), key=("email", "Ada@example.com"))
-    by_key = box.add_contact(ContactRecord(match_key="ada@example.com", match_key_type="email", attributes={"city": "X"}))
-    by_guid = box.add_contact(ContactRecord(contact_id=guid, attributes={"city": "Y"}), key=("EMAIL", "ada@example.com"))
+    create = box.add_contact(
+        ContactRecord(attributes={"email": "Ada@example.com"}), key=("email", "Ada@example.com")
+    )
+    by_key = box.add_contact(
+        ContactRecord(match_key="ada@example.com", match_key_type="email", attributes={"city": "X"})
+    )
+    by_guid = box.add_contact(
+        ContactRecord(contact_id=guid, attributes={"city": "Y"}), key=("EMAIL", "ada@example.com")
+    )
     other = box.add_contact(ContactRecord(contact_id=str(uuid.uuid4()), attributes={"city": "Z"}))
     unrelated = box.add_redemption(redemption())
     for intent in (create, by_key, by_guid, other, unrelated):
@@ -220,7 +226,9 @@ def test_contact_changes_know_their_contact_and_which_wait_behind_which(box: Out
     (directory / "pending" / f"{by_key.id}.json").unlink()
     rebuilt = box.get(by_key.id)
     assert rebuilt is not None and rebuilt.kind is IntentKind.CONTACT_UPDATE
-    assert rebuilt.contact_key == ("email", "ada@example.com") and rebuilt.contact_marks == by_key.contact_marks
+    assert (
+        rebuilt.contact_key == ("email", "ada@example.com") and rebuilt.contact_marks == by_key.contact_marks
+    )
 
 
 def test_purge_removes_old_done_intents(box: Outbox) -> None:

@@ -151,7 +151,9 @@ def test_a_sale_made_while_the_server_was_down_is_applied_by_outbox_sync_over_ft
         assert conflict["kind"] == "redemption" and conflict["verdict"] == "conflictAlreadyRedeemed"
         assert "already redeemed" in conflict["reason"] and "ECOM" in conflict["reason"]
         # The same timestamp format as a conflict found online (seconds, offset), said once.
-        assert re.fullmatch(r"already redeemed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d via ECOM", conflict["reason"])
+        assert re.fullmatch(
+            r"already redeemed at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d via ECOM", conflict["reason"]
+        )
 
         # In the database: each promotion redeemed once (ours by file, the other by the web shop only),
         # each receipt stored once, the new contact created.
@@ -574,7 +576,9 @@ def test_of_two_uploads_of_one_name_the_result_of_the_one_not_rejected_settles_t
     customer = no_worker.customers([no_worker.promotion()], 1)[0]
     with Outbox(tmp_path / "outbox") as outbox:
         intent = _queue_one_redemption(no_worker, outbox, customer)
-        start = outbox.read_bytes(intent)[:60] + f"<!-- {intent.id} -->".encode()  # its own (truncated) content
+        start = (
+            outbox.read_bytes(intent)[:60] + f"<!-- {intent.id} -->".encode()
+        )  # its own (truncated) content
         _upload_by_hand(no_worker, intent, start)  # truncated, still queued
         with no_worker.client() as client:
             agent = SyncAgent(outbox, client, no_worker.ftp_url, keep_results=True)

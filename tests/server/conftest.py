@@ -53,7 +53,9 @@ class Live:
         async def one() -> int:
             db = Database(self.db_url, pool_size=4)
             try:
-                return await Worker(db, SystemClock(), settings=self.settings, poll_seconds=0.05).run_until_idle()
+                return await Worker(
+                    db, SystemClock(), settings=self.settings, poll_seconds=0.05
+                ).run_until_idle()
             finally:
                 await db.dispose()
 

@@ -306,4 +306,9 @@ def test_a_bulk_job_stopped_by_a_shutdown_goes_back_to_the_queue_and_finishes_wi
     tid = uuid.UUID(api.tenant["tenantId"])
     db_url = api.settings.resolved_database_url()
     assert count_rows(db_url, assignment, assignment.c.tenant_id == tid) == 5
-    assert count_rows(db_url, job_table, job_table.c.public_id == uuid.UUID(job["id"]), job_table.c.attempts == 1) == 1
+    assert (
+        count_rows(
+            db_url, job_table, job_table.c.public_id == uuid.UUID(job["id"]), job_table.c.attempts == 1
+        )
+        == 1
+    )

@@ -130,7 +130,9 @@ def test_tenant_create_list_rotate(fresh_db: str, tmp_path: Path) -> None:
     dup_json = promoflow("tenant", "create", "acme", "--json", *where)
     assert dup_json.returncode == 2
     assert json.loads(dup_json.stdout) == {
-        "statusCode": 409, "errorCode": "TenantExists", "message": "tenant 'acme' already exists"
+        "statusCode": 409,
+        "errorCode": "TenantExists",
+        "message": "tenant 'acme' already exists",
     }
     bad_zone = promoflow("tenant", "create", "x", "--time-zone", "Mars/Olympus", *where)
     assert bad_zone.returncode == 2 and "InvalidTimeZone" in bad_zone.stderr

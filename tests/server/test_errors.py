@@ -72,4 +72,6 @@ def test_every_documented_error_code_of_the_openapi_exists(tmp_path):
         for method, op in ops.items():
             for status, answer in op.get("responses", {}).items():
                 for code in answer.get("x-error-codes", []):
-                    assert HTTP_STATUS[ErrorCode(code)] == int(status), f"{method} {path}: {code} under {status}"
+                    assert HTTP_STATUS[ErrorCode(code)] == int(status), (
+                        f"{method} {path}: {code} under {status}"
+                    )

@@ -300,7 +300,9 @@ def _sent(response: Any) -> str:
 def _check(live: Any, case: Any, response: Any, headers: dict[str, str]) -> None:
     """The answer is documented: status, content type, schema, headers; an error carries a documented code. A
     method the path does not serve is a 405 naming the methods it does."""
-    assert response.status_code < 500, f"{response.status_code} {response.text}\n{_sent(response)}\n{_log(live)}"
+    assert response.status_code < 500, (
+        f"{response.status_code} {response.text}\n{_sent(response)}\n{_log(live)}"
+    )
     if case.method.lower() not in DOC["paths"][case.path]:
         body = response.json()
         if response.status_code == 405:

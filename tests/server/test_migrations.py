@@ -105,16 +105,17 @@ def test_upgrades_keep_the_data_and_0004_moves_shown_events(empty_db: str) -> No
             kinds = conn.execute(select(assignment_event.c.kind)).scalars().all()
             kept = conn.execute(select(redemption.c.assignment_id)).scalars().all()
             assert conn.execute(select(assignment.c.id)).scalars().all() == [a]
-        assert [(v.tenant_id, v.contact_id, v.at, v.times, v.store_external_id, v.assignment_ids) for v in views] == [
-            (t, c, at + timedelta(minutes=5), 1, "S1", [a])
-        ]
+        assert [
+            (v.tenant_id, v.contact_id, v.at, v.times, v.store_external_id, v.assignment_ids) for v in views
+        ] == [(t, c, at + timedelta(minutes=5), 1, "S1", [a])]
         assert kinds == ["reactivated"]
         assert kept == [a]
         downgrade(empty_db, "0003")
         with engine.connect() as conn:
             events = conn.execute(select(assignment_event).order_by(assignment_event.c.at)).all()
         assert [(e.kind, e.assignment_id, e.store_external_id) for e in events] == [
-            ("shown", a, "S1"), ("reactivated", a, None)
+            ("shown", a, "S1"),
+            ("reactivated", a, None),
         ]
     finally:
         engine.dispose()

@@ -42,9 +42,18 @@ def test_create_is_a_draft_in_the_multichannel_promotion_model(api: Any) -> None
         "link": "https://shop.test/tees",
     }
     assert p["redemptionChannels"] == [
-        {"type": "POS", "valueType": "EXTERNALOFFER", "value": "POS-CAMPAIGN-123",
-         "instruction": "Scan the coupon"},
-        {"type": "ECOM", "valueType": "MONEY", "value": "20.5", "localValues": [{"currency": "EUR", "amount": 2.25}]},
+        {
+            "type": "POS",
+            "valueType": "EXTERNALOFFER",
+            "value": "POS-CAMPAIGN-123",
+            "instruction": "Scan the coupon",
+        },
+        {
+            "type": "ECOM",
+            "valueType": "MONEY",
+            "value": "20.5",
+            "localValues": [{"currency": "EUR", "amount": 2.25}],
+        },
     ]  # fmt: skip  (absent optional fields are left out, issue 11 §4)
     assert api.get(f"/api/v2/promotions/multichannels/{p['id']}").json() == p
     assert api.get(f"/api/v3/promotions/multichannels/{p['id'].upper()}").json() == p
@@ -226,8 +235,12 @@ def test_contact_items_type_their_values(api: Any) -> None:
     [item] = api.get(f"/api/v2/contacts/{cid}/promotions").json()
     assert item["redemptionChannels"] == [
         {"type": "POS", "valueType": "PERCENT", "value": 15},
-        {"type": "ECOM", "valueType": "MONEY", "value": {"amount": 20.5, "currency": "SEK"},
-         "localValues": [{"currency": "EUR", "amount": 2}]},
+        {
+            "type": "ECOM",
+            "valueType": "MONEY",
+            "value": {"amount": 20.5, "currency": "SEK"},
+            "localValues": [{"currency": "EUR", "amount": 2}],
+        },
         {"type": "OTHER", "valueType": "EXTERNALOFFER", "value": "CODE-1", "instruction": "Type the code"},
     ]  # fmt: skip  (absent optional fields are left out, issue 11 §4)
     assert (item["heading"], item["description"], item["link"], item["imageUrl"]) == (

@@ -238,8 +238,13 @@ def test_reactivation_after_expiry_and_a_configured_limit(api: Any) -> None:
 
 def test_a_definition_id_on_the_codes_path_is_named_as_such(api: Any, flow: dict[str, Any]) -> None:
     """Issue 11 §8: redeem takes the assignment id; a definition id gets a message that says so."""
-    for path in (f"/api/v2/promotions/codes/{flow['pid']}/redeem", f"/api/v3/promotion-assignments/{flow['pid']}/redeem"):
+    for path in (
+        f"/api/v2/promotions/codes/{flow['pid']}/redeem",
+        f"/api/v3/promotion-assignments/{flow['pid']}/redeem",
+    ):
         body = assert_error(api.post(path, json="POS"), 404, "PromotionNotFound")
         assert "promotion definition" in body["message"] and "assignment id" in body["message"]
-    unknown = assert_error(api.post(f"/api/v2/promotions/codes/{uuid.uuid4()}/redeem", json="POS"), 404, "PromotionNotFound")
+    unknown = assert_error(
+        api.post(f"/api/v2/promotions/codes/{uuid.uuid4()}/redeem", json="POS"), 404, "PromotionNotFound"
+    )
     assert "definition" not in unknown["message"]

@@ -21,7 +21,9 @@ def test_promotion_flow_redeems_once(api):
     r = api.post(f"/api/v2/contacts/{contact_id}/promotions/{promotion_id}/assign")
     assert r.status_code == 200, r.text
     assignment_id = r.json()["id"]
-    items = api.get(f"/api/v2/contacts/{contact_id}/promotions", params={"redemptionChannelType": "POS"}).json()
+    items = api.get(
+        f"/api/v2/contacts/{contact_id}/promotions", params={"redemptionChannelType": "POS"}
+    ).json()
     assert [i["id"] for i in items] == [assignment_id]
     assert items[0]["redemptionChannels"][0]["value"] == 20
     assert items[0]["expiresOn"] == "2026-12-31T23:59:59+01:00"

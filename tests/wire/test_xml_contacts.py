@@ -51,7 +51,9 @@ identities = st.one_of(
     st.builds(
         lambda key, kind: {"match_key": key, "match_key_type": kind},
         text(40).filter(lambda value: value.strip() != "" and " " not in value),
-        st.sampled_from(["email", "mobilePhone", "socialSecurityNumber", "memberNumber", "externalId", "any"]),
+        st.sampled_from(
+            ["email", "mobilePhone", "socialSecurityNumber", "memberNumber", "externalId", "any"]
+        ),
     ),
 )
 contacts = st.builds(
@@ -107,8 +109,14 @@ def test_namespace_of_choice_is_accepted() -> None:
         ("<address><street>x</street></address>", "address: an attribute holds text only"),
         ("<contactType>Member</contactType>", "at least one attribute, a contactId or a matchKey"),
         ("<matchKey>a@b.se</matchKey><firstName>A</firstName>", "matchKey and matchKeyType go together"),
-        ("<matchKeyType>email</matchKeyType><firstName>A</firstName>", "matchKey and matchKeyType go together"),
-        ("<matchKey>a@b.se</matchKey><matchKeyType>shoeSize</matchKeyType>", "matchKeyType 'shoeSize' is none"),
+        (
+            "<matchKeyType>email</matchKeyType><firstName>A</firstName>",
+            "matchKey and matchKeyType go together",
+        ),
+        (
+            "<matchKey>a@b.se</matchKey><matchKeyType>shoeSize</matchKeyType>",
+            "matchKeyType 'shoeSize' is none",
+        ),
         (
             f"<contactId>{GUID}</contactId><matchKey>a@b.se</matchKey><matchKeyType>email</matchKeyType>",
             "by contactId or by matchKey, not both",

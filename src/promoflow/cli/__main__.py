@@ -1,4 +1,5 @@
 """The `promoflow` command."""
+
 from .main import main
 
 main()

@@ -58,11 +58,14 @@ def _root(
 
 
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", envvar="PROMOFLOW_DATA_DIR", help="Data directory (SQLite, FTP tree).")
+    Path | None,
+    typer.Option("--data-dir", envvar="PROMOFLOW_DATA_DIR", help="Data directory (SQLite, FTP tree)."),
 ]
 DbUrl = Annotated[
     str | None,
-    typer.Option("--database-url", envvar="PROMOFLOW_DATABASE_URL", help="Database URL; default SQLite in data dir."),
+    typer.Option(
+        "--database-url", envvar="PROMOFLOW_DATABASE_URL", help="Database URL; default SQLite in data dir."
+    ),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts.")]
 
@@ -147,8 +150,12 @@ def db_check(data_dir: DataDir = None, database_url: DbUrl = None) -> None:
 @tenant_app.command("create")
 @operator_command
 def tenant_create(
-    name: Annotated[str, typer.Argument(help="Lowercase letters, digits, '.', '_', '-' (also the FTP user name).")],
-    time_zone: Annotated[str, typer.Option("--time-zone", help="IANA zone for date-only validity.")] = "Europe/Stockholm",
+    name: Annotated[
+        str, typer.Argument(help="Lowercase letters, digits, '.', '_', '-' (also the FTP user name).")
+    ],
+    time_zone: Annotated[
+        str, typer.Option("--time-zone", help="IANA zone for date-only validity.")
+    ] = "Europe/Stockholm",
     currency: Annotated[str, typer.Option(help="Default currency (ISO 4217) of MONEY promotions.")] = "SEK",
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -230,12 +237,16 @@ async def _show(settings: Any, name: str) -> dict[str, Any]:
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
 
-    return await _with_db(settings, lambda conn: TenantService(SystemClock().now()).show(conn, name, settings))  # type: ignore[no-any-return]
+    return await _with_db(
+        settings, lambda conn: TenantService(SystemClock().now()).show(conn, name, settings)
+    )  # type: ignore[no-any-return]
 
 
 @tenant_app.command("show")
 @operator_command
-def tenant_show(name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
+def tenant_show(
+    name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None
+) -> None:
     """A tenant's settings (stored, and the server defaults that apply) and its API keys (prefixes only)."""
     settings = _ready_settings(data_dir, database_url)
     info = _run(_show(settings, name))
@@ -250,7 +261,8 @@ def tenant_show(name: str, as_json: JsonOut = False, data_dir: DataDir = None, d
 def tenant_set(
     name: str,
     assignments: Annotated[
-        list[str], typer.Argument(metavar="KEY=VALUE...", help="Settings to change; KEY= resets KEY to its default.")
+        list[str],
+        typer.Argument(metavar="KEY=VALUE...", help="Settings to change; KEY= resets KEY to its default."),
     ],
     as_json: JsonOut = False,
     data_dir: DataDir = None,
@@ -265,7 +277,11 @@ def tenant_set(
 
     settings = _ready_settings(data_dir, database_url)
     changes = parse_setting_text(assignments)
-    _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).update_settings(conn, name, changes)))
+    _run(
+        _with_db(
+            settings, lambda conn: TenantService(SystemClock().now()).update_settings(conn, name, changes)
+        )
+    )
     info = _run(_show(settings, name))
     if as_json:
         typer.echo(json.dumps(info))
@@ -280,7 +296,9 @@ def tenant_set(
 
 @tenant_app.command("rotate-key")
 @operator_command
-def tenant_rotate_key(name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
+def tenant_rotate_key(
+    name: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None
+) -> None:
     """Revoke the tenant's keys and print a new one (running servers stop accepting the old key within seconds)."""
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
@@ -300,14 +318,18 @@ def tenant_rotate_ftp_password(
     from ..server.transfer.accounts import rotate_ftp_password
 
     settings = _ready_settings(data_dir, database_url)
-    info = _run(_with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now())))
+    info = _run(
+        _with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now()))
+    )
     typer.echo(json.dumps(info) if as_json else info["ftpPassword"])
 
 
 @export_app.command("promotions")
 @operator_command
 def export_promotions_cmd(
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant).")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant).")
+    ] = None,
     as_json: JsonOut = False,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
@@ -355,8 +377,12 @@ def serve(
     port: Annotated[int, typer.Option(envvar="PROMOFLOW_PORT", help="0 picks a free port.")] = 8080,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Create (once) a demo tenant with sample data.")] = False,
-    ftp_port: Annotated[int | None, typer.Option(envvar="PROMOFLOW_FTP_PORT", help="FTP port (0: free).")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Create (once) a demo tenant with sample data.")
+    ] = False,
+    ftp_port: Annotated[
+        int | None, typer.Option(envvar="PROMOFLOW_FTP_PORT", help="FTP port (0: free).")
+    ] = None,
     no_ftp: Annotated[bool, typer.Option("--no-ftp", help="Do not start the FTP server.")] = False,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not run the in-process worker.")] = False,
 ) -> None:
@@ -413,6 +439,7 @@ def ftp(
     settings = settings_for(data_dir, database_url, create_dir=True, ftp_host=host, ftp_port=port)
     runserver.ftp_only(settings)
 
+
 # -------------------------------------------------------------------------------------- integrator: outbox
 # These commands use only promoflow.client (plain `pip install promoflow`); never import the server here.
 
@@ -426,6 +453,8 @@ ApiUrl = Annotated[
 ApiKey = Annotated[
     str | None, typer.Option("--api-key", envvar="PROMOFLOW_API_KEY", help="The tenant's API key.")
 ]
+
+
 def _check_ftp_url(value: str | None) -> str | None:
     """A malformed --ftp-url is a usage error naming the problem (never the password), not a traceback."""
     if value:
@@ -485,7 +514,9 @@ def _existing_outbox(value: Path | None) -> Path:
     """The outbox directory named by --outbox-dir: it must exist, and be an outbox (or a new, empty folder)."""
     directory = Path(_need(value, "--outbox-dir / PROMOFLOW_OUTBOX_DIR"))
     if not directory.is_dir():
-        _error(f"no outbox at {directory}: the folder does not exist (check --outbox-dir / PROMOFLOW_OUTBOX_DIR)")
+        _error(
+            f"no outbox at {directory}: the folder does not exist (check --outbox-dir / PROMOFLOW_OUTBOX_DIR)"
+        )
         raise typer.Exit(2)
     if not (directory / "pending").is_dir() and any(directory.iterdir()):
         _error(
@@ -527,7 +558,9 @@ def outbox_ack(
     intent_ids: Annotated[
         list[str] | None, typer.Argument(help="Ids of intents that need attention (see `outbox status`).")
     ] = None,
-    all_listed: Annotated[bool, typer.Option("--all", help="Acknowledge every intent that needs attention.")] = False,
+    all_listed: Annotated[
+        bool, typer.Option("--all", help="Acknowledge every intent that needs attention.")
+    ] = False,
     outbox_dir: OutboxDir = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -569,7 +602,9 @@ def outbox_ack(
     else:
         typer.echo(f"acknowledged {len(acknowledged)}" + "".join(f"\n  {i}" for i in acknowledged))
         for intent_id in busy:
-            console.print(f"[yellow]busy[/yellow] {intent_id}: a sync pass holds it; try again", soft_wrap=True)
+            console.print(
+                f"[yellow]busy[/yellow] {intent_id}: a sync pass holds it; try again", soft_wrap=True
+            )
     if busy:
         raise typer.Exit(1)
 
@@ -638,7 +673,9 @@ def outbox_sync(
         for error in report.errors:
             typer.echo(f"  ! {error}")
         if report.attention:
-            typer.echo(f"needs attention ({len(report.attention)}) — `promoflow outbox ack ID…` once dealt with:")
+            typer.echo(
+                f"needs attention ({len(report.attention)}) — `promoflow outbox ack ID…` once dealt with:"
+            )
             for intent in report.attention:
                 typer.echo("  " + _intent_line(intent))
     if report.undelivered:
@@ -712,7 +749,9 @@ def demo_checkout(
         done = sale.complete()
         for result in done.redemptions:
             show("redeem", result)
-            typer.echo(f"  {result.promotion_name or result.assignment_id} (assignment {result.assignment_id})")
+            typer.echo(
+                f"  {result.promotion_name or result.assignment_id} (assignment {result.assignment_id})"
+            )
         show("receipt", done.receipt)
         typer.echo(f"receipt {done.unique_receipt_id}: {'all online' if done.online else 'see above'}")
         status = outbox.status()

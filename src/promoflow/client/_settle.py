@@ -110,7 +110,9 @@ def classify(error: PromoflowClientError) -> Settlement:
     """A failed call's meaning for the intent: a final refusal (settled) or no definite answer (deferred)."""
     if isinstance(error, ApiError) and not isinstance(error, IdempotencyKeyInUseError):
         code = known_code(error.error_code)
-        verdict = _VERDICT_BY_CODE.get(code) if code is not None and HTTP_STATUS[code] == error.status else None
+        verdict = (
+            _VERDICT_BY_CODE.get(code) if code is not None and HTTP_STATUS[code] == error.status else None
+        )
         if verdict is not None:
             return _refused(verdict, error)
         if error.status in (400, 409, 422):

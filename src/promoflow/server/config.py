@@ -65,10 +65,13 @@ def describe_database(url: str) -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROMOFLOW_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("promoflow-data"), description="Where SQLite, FTP trees and exports live.")
+    data_dir: Path = Field(
+        default=Path("promoflow-data"), description="Where SQLite, FTP trees and exports live."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default SQLite in the data dir. PostgreSQL: postgresql://…"
     )
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str | None) -> str | None:
@@ -118,7 +121,8 @@ class Settings(BaseSettings):
         default=600, description="How often a server process runs the retention purge; 0 turns it off."
     )
     retention_batch_size: int = Field(
-        default=1000, description="Rows deleted per transaction (each batch is a short lock, never a long one)."
+        default=1000,
+        description="Rows deleted per transaction (each batch is a short lock, never a long one).",
     )
     retention_import_records_days: int = Field(
         default=90,
@@ -136,7 +140,8 @@ class Settings(BaseSettings):
         "reports' shown figures (assignment_shown) stay.",
     )
     api_ready_dir: Path | None = Field(
-        default=None, description="Internal: `promoflow api --workers N` learns here that its processes are ready."
+        default=None,
+        description="Internal: `promoflow api --workers N` learns here that its processes are ready.",
     )
 
     # What an operator watches: /metrics (Prometheus), /readyz, the shared rate limit (docs/operators.md).
@@ -155,9 +160,12 @@ class Settings(BaseSettings):
         "`api --workers N` runs several processes. Emptied at start.",
     )
     worker_metrics_port: int | None = Field(
-        default=None, description="`promoflow worker` serves /metrics on this port (unset: no metrics server)."
+        default=None,
+        description="`promoflow worker` serves /metrics on this port (unset: no metrics server).",
     )
-    worker_metrics_host: str = Field(default="127.0.0.1", description="Address of the worker's metrics server.")
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address of the worker's metrics server."
+    )
     rate_limit_shared: bool = Field(
         default=True,
         description="On PostgreSQL, enforce each key's rate limit across all API processes and hosts (token "
@@ -168,12 +176,14 @@ class Settings(BaseSettings):
         description="/readyz fails when the oldest due job has waited longer than this; 0 reports it only.",
     )
     ready_min_free_disk_mb: int = Field(
-        default=256, description="/readyz fails when the data dir's file system has less free space than this."
+        default=256,
+        description="/readyz fails when the data dir's file system has less free space than this.",
     )
 
     # Admin web UI (/admin).
     admin_session_idle_minutes: int = Field(
-        default=480, description="An admin session not used for this long ends (it also ends 7 days after sign-in)."
+        default=480,
+        description="An admin session not used for this long ends (it also ends 7 days after sign-in).",
     )
     admin_trust_forwarded_proto: bool = Field(
         default=False,
@@ -185,25 +195,39 @@ class Settings(BaseSettings):
     ftp_host: str = "127.0.0.1"
     ftp_port: int = Field(default=2121, description="FTP control port; 0 picks a free one.")
     ftp_passive_ports: str | None = Field(
-        default=None, description="Passive data ports, e.g. '60000-60099' (open them in the firewall); default any."
+        default=None,
+        description="Passive data ports, e.g. '60000-60099' (open them in the firewall); default any.",
     )
-    ftp_masquerade_address: str | None = Field(default=None, description="Address sent in PASV replies behind NAT.")
-    ftp_tls_cert: Path | None = Field(default=None, description="PEM certificate: enables explicit TLS (AUTH TLS).")
+    ftp_masquerade_address: str | None = Field(
+        default=None, description="Address sent in PASV replies behind NAT."
+    )
+    ftp_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate: enables explicit TLS (AUTH TLS)."
+    )
     ftp_tls_key: Path | None = Field(default=None, description="PEM private key of ftp_tls_cert.")
     ftp_tls_required: bool = Field(
         default=True, description="With TLS configured, refuse logins and transfers that are not encrypted."
     )
-    ftp_max_upload_bytes: int = Field(default=1024**3, description="Uploads larger than this are aborted, deleted.")
+    ftp_max_upload_bytes: int = Field(
+        default=1024**3, description="Uploads larger than this are aborted, deleted."
+    )
     ftp_max_connections: int = 256
     ftp_max_connections_per_ip: int = 32
-    ftp_auth_cache_seconds: float = Field(default=30.0, description="How long a verified FTP login is trusted.")
-    ftp_auth_failed_delay_seconds: float = Field(default=3.0, description="Pause before answering a failed login.")
-    import_batch_size: int = Field(default=1000, description="Records applied per transaction by the importers.")
+    ftp_auth_cache_seconds: float = Field(
+        default=30.0, description="How long a verified FTP login is trusted."
+    )
+    ftp_auth_failed_delay_seconds: float = Field(
+        default=3.0, description="Pause before answering a failed login."
+    )
+    import_batch_size: int = Field(
+        default=1000, description="Records applied per transaction by the importers."
+    )
     worker_stall_seconds: float = Field(
         default=120.0, description="`promoflow worker`: a job without a heartbeat this long is taken over."
     )
     export_interval_seconds: int = Field(
-        default=3600, description="How often the promotion export runs for every tenant; 0 turns the schedule off."
+        default=3600,
+        description="How often the promotion export runs for every tenant; 0 turns the schedule off.",
     )
     export_overlap_seconds: int = Field(
         default=3600, description="Look-back window of the export for transactions that committed late."

@@ -42,7 +42,12 @@ _PROMOTIONS: list[dict[str, Any]] = [
         "validity": {"startDate": "2024-01-01", "assignedValidity": {"unit": "Months", "amount": 6}},
         "presentation": {"heading": "50 kr off your next purchase"},
         "redemptionChannels": [
-            {"type": "POS", "valueType": "MONEY", "value": "50", "localValues": [{"currency": "EUR", "amount": 5}]},
+            {
+                "type": "POS",
+                "valueType": "MONEY",
+                "value": "50",
+                "localValues": [{"currency": "EUR", "amount": 5}],
+            },
             {"type": "ECOM", "valueType": "EXTERNALOFFER", "value": "DEMO50"},
         ],
     },

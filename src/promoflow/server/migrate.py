@@ -152,7 +152,10 @@ def downgrade(url: str, target: str) -> None:
 
 
 def _migrate(
-    url: str, step: Callable[[Config, str], None], target: str, check: Callable[[set[str]], None] | None = None
+    url: str,
+    step: Callable[[Config, str], None],
+    target: str,
+    check: Callable[[set[str]], None] | None = None,
 ) -> tuple[set[str], set[str]]:
     """Run ``step`` in one transaction (holding the migration lock) and return the revisions before and after."""
     # On SQLite, with foreign keys off: a batch migration rebuilds a table by copy, drop and rename, and the

@@ -50,7 +50,11 @@ def migrate(url: str) -> None:
     """Apply the migrations the database lacks (server processes do this on start) and log which."""
     applied = upgrade(url)
     if applied:
-        log.info("db.migrated database=%r applied=%s", describe_database(url), ",".join(m.revision for m in applied))
+        log.info(
+            "db.migrated database=%r applied=%s",
+            describe_database(url),
+            ",".join(m.revision for m in applied),
+        )
 
 
 def bind_api_socket(settings: Settings) -> socket.socket:
@@ -69,7 +73,9 @@ def bind_api_socket(settings: Settings) -> socket.socket:
                 f"API port {settings.port} on {host} is in use (another promoflow?); pass --port N (0 picks a "
                 "free one) or set PROMOFLOW_PORT"
             ) from None
-        raise OperatorError(f"cannot listen on {host}:{settings.port}: {exc.strerror}; check --host") from None
+        raise OperatorError(
+            f"cannot listen on {host}:{settings.port}: {exc.strerror}; check --host"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -248,11 +254,17 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
         deadline = time.monotonic() + 120
         while not done.is_set() and time.monotonic() < deadline:
             if len(list(ready_dir.glob("*.ready"))) >= workers:
-                print(f"promoflow api listening on http://{host}:{port} ({workers} processes ready)", flush=True)
+                print(
+                    f"promoflow api listening on http://{host}:{port} ({workers} processes ready)", flush=True
+                )
                 return
             done.wait(0.1)  # polling files the child processes write; nothing else to wait on
         if not done.is_set():
-            print(f"promoflow api: not all {workers} processes started within 120 s", file=sys.stderr, flush=True)
+            print(
+                f"promoflow api: not all {workers} processes started within 120 s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     watcher = threading.Thread(target=announce, name="promoflow-api-ready", daemon=True)
     watcher.start()

@@ -73,7 +73,12 @@ FROM_TEXT = {"text": True}
 
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _NUMBER_SCHEMA = WithJsonSchema(
-    {"anyOf": [{"type": "number"}, {"type": "string", "pattern": f"^{_DECIMAL_TEXT.pattern}$", "maxLength": 40}]},
+    {
+        "anyOf": [
+            {"type": "number"},
+            {"type": "string", "pattern": f"^{_DECIMAL_TEXT.pattern}$", "maxLength": 40},
+        ]
+    },
     mode="validation",
 )
 
@@ -108,7 +113,11 @@ def _decimal_in(value: Any) -> Any:
 
 def _bool_in(value: Any, info: ValidationInfo) -> Any:
     # JSON says true or false; a file says it in text ("true", "1"), which pydantic reads.
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and (info.context or {}).get("text")):
+    if (
+        value is None
+        or isinstance(value, bool)
+        or (isinstance(value, str) and (info.context or {}).get("text"))
+    ):
         return value
     raise PydanticCustomError("bool_type", "must be true or false")
 
@@ -158,7 +167,11 @@ Money = Annotated[
 Number = Annotated[Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT)]
 """A quantity, rate or percentage of a receipt: a JSON number (or its text)."""
 PromotionAmount = Annotated[
-    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_PROMOTION_VALUE), _AS_JSON_NUMBER
+    Decimal,
+    BeforeValidator(_decimal_in),
+    _NUMBER_SCHEMA,
+    _bounded(ErrorCode.INVALID_PROMOTION_VALUE),
+    _AS_JSON_NUMBER,
 ]
 """An amount of a promotion's channel (out of range: `InvalidPromotionValue`)."""
 Flag = Annotated[bool, BeforeValidator(_bool_in)]
@@ -223,11 +236,17 @@ class AssignDateRange(WireModel):
     amount: StrictInt = Field(ge=1, le=3650)
 
 
-DateOrInstant = Annotated[date | AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_VALIDITY)]
+DateOrInstant = Annotated[
+    date | AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_VALIDITY)
+]
 """A date (``2024-05-01``) or an instant with offset; instants are reduced to their date in the tenant's zone."""
-ReceiptInstant = Annotated[AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_CREATED_DATE)]
+ReceiptInstant = Annotated[
+    AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_CREATED_DATE)
+]
 """When a sale happened: a date-time with offset, within the wire's window."""
-RedemptionInstant = Annotated[AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_REDEEMED_ON)]
+RedemptionInstant = Annotated[
+    AwareDatetime, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_REDEEMED_ON)
+]
 """When a redemption happened: a date-time with offset, within the wire's window."""
 WireDate = Annotated[date, BeforeValidator(_temporal_in), _window(ErrorCode.INVALID_VALIDITY)]
 """A calendar date (``2026-05-01``) within the wire's window."""
@@ -276,7 +295,27 @@ class ReturnPolicy(StrEnum):
 class MultichannelPromotionCreate(WireModel):
     """`MultichannelBasePromotionModel`: the body of create and (with the same shape) of update."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "20% off tees", "externalId": "TEES-20", "validity": {"startDate": "2026-05-01", "endDate": "2026-05-31"}, "presentation": {"heading": "20% off", "description": "All tees"}, "redemptionChannels": [{"type": "POS", "valueType": "PERCENT", "value": "20"}, {"type": "ECOM", "valueType": "MONEY", "value": "50", "localValues": [{"currency": "EUR", "amount": 5}]}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "20% off tees",
+                    "externalId": "TEES-20",
+                    "validity": {"startDate": "2026-05-01", "endDate": "2026-05-31"},
+                    "presentation": {"heading": "20% off", "description": "All tees"},
+                    "redemptionChannels": [
+                        {"type": "POS", "valueType": "PERCENT", "value": "20"},
+                        {
+                            "type": "ECOM",
+                            "valueType": "MONEY",
+                            "value": "50",
+                            "localValues": [{"currency": "EUR", "amount": 5}],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
 
     name: str = Text(min_length=1, max_length=450)
     external_id: str | None = Text(None, max_length=450)
@@ -381,7 +420,19 @@ class AssignmentCreateV3(WireModel):
 class RedeemBody(WireModel):
     """Redeem request. Extension fields are optional and used for late replays and reporting."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"redemptionChannel": "POS"}, {"redemptionChannel": "POS", "redeemedOn": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "uniqueReceiptId": "r-1"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"redemptionChannel": "POS"},
+                {
+                    "redemptionChannel": "POS",
+                    "redeemedOn": "2026-05-02T14:03:00+02:00",
+                    "storeExternalId": "471",
+                    "uniqueReceiptId": "r-1",
+                },
+            ]
+        }
+    )
 
     redemption_channel: str | None = Text(None, max_length=16, description="POS, ECOM or OTHER (any case).")
     redeemed_on: RedemptionInstant | None = None
@@ -447,7 +498,9 @@ class ExtraData(WireModel):
     @field_validator("value", mode="before")
     @classmethod
     def _text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int | float | Decimal) and not isinstance(value, bool) else value
+        return (
+            str(value) if isinstance(value, int | float | Decimal) and not isinstance(value, bool) else value
+        )
 
 
 class ReceiptContact(WireModel):
@@ -517,7 +570,34 @@ class UsedPromotion(WireModel):
 class Receipt(WireModel):
     """`POST /api/v2/receipts` body (Part B §7.2), plus promoflow's `originalUniqueReceiptId` for returns."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"contact": {"matchKey": "ada@example.com", "matchKeyType": "email"}, "uniqueReceiptId": "471-20260502-0042", "receiptNumber": "42", "createdDate": "2026-05-02T14:03:00+02:00", "storeExternalId": "471", "currency": "SEK", "totalGrossPrice": 159.2, "paymentMethods": [{"type": "card", "value": 159.2}], "items": [{"type": "PURCHASE", "sku": "7391234567", "quantity": 1, "grossPaidPrice": 159.2, "articleName": "Tee", "discounts": [{"value": -39.8, "type": "promotion", "description": "20% off tees"}]}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "contact": {"matchKey": "ada@example.com", "matchKeyType": "email"},
+                    "uniqueReceiptId": "471-20260502-0042",
+                    "receiptNumber": "42",
+                    "createdDate": "2026-05-02T14:03:00+02:00",
+                    "storeExternalId": "471",
+                    "currency": "SEK",
+                    "totalGrossPrice": 159.2,
+                    "paymentMethods": [{"type": "card", "value": 159.2}],
+                    "items": [
+                        {
+                            "type": "PURCHASE",
+                            "sku": "7391234567",
+                            "quantity": 1,
+                            "grossPaidPrice": 159.2,
+                            "articleName": "Tee",
+                            "discounts": [
+                                {"value": -39.8, "type": "promotion", "description": "20% off tees"}
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     contact: ReceiptContact
     unique_receipt_id: str = Text(min_length=1, max_length=255)
@@ -569,4 +649,3 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 def dump_json(model: BaseModel) -> bytes:
     return model.model_dump_json(by_alias=True).encode()
-

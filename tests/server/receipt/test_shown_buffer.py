@@ -22,10 +22,14 @@ async def _rows(db: Database, tenant_id: uuid.UUID) -> tuple[list[Any], dict[uui
     async with db.read() as conn:
         views = (
             await conn.execute(
-                select(promotion_view).where(promotion_view.c.tenant_id == tenant_id).order_by(promotion_view.c.id)
+                select(promotion_view)
+                .where(promotion_view.c.tenant_id == tenant_id)
+                .order_by(promotion_view.c.id)
             )
         ).all()
-        shown = (await conn.execute(select(assignment_shown).where(assignment_shown.c.tenant_id == tenant_id))).all()
+        shown = (
+            await conn.execute(select(assignment_shown).where(assignment_shown.c.tenant_id == tenant_id))
+        ).all()
     return list(views), {r.assignment_id: r for r in shown}
 
 
@@ -38,7 +42,9 @@ def test_views_and_summary_accumulate_across_answers_and_batches(db_url: str) ->
         db = Database(db_url, pool_size=2)
         buf = ShownBuffer(db)
         buf.record(t, c1, [(a1, p1), (a2, p2)], "S1", at)
-        buf.record(t, c1, [(a1, p1), (a2, p2)], "S1", at + timedelta(seconds=5))  # same answer: one row, count 2
+        buf.record(
+            t, c1, [(a1, p1), (a2, p2)], "S1", at + timedelta(seconds=5)
+        )  # same answer: one row, count 2
         buf.record(t, c1, [(a1, p1)], "S2", at + timedelta(seconds=7))  # another store, a smaller answer
         buf.record(t, c2, [(a3, p1)], None, at + timedelta(seconds=3))
         assert len(buf) == 3
@@ -52,7 +58,9 @@ def test_views_and_summary_accumulate_across_answers_and_batches(db_url: str) ->
         return first[0], first[1], second[0], second[1]
 
     views, shown, views2, shown2 = asyncio.run(run())
-    assert [(v.contact_id, v.store_external_id, v.times, v.at, v.last_at, v.assignment_ids) for v in views] == [
+    assert [
+        (v.contact_id, v.store_external_id, v.times, v.at, v.last_at, v.assignment_ids) for v in views
+    ] == [
         (c1, "S1", 2, at, at + timedelta(seconds=5), [a1, a2]),
         (c1, "S2", 1, at + timedelta(seconds=7), at + timedelta(seconds=7), [a1]),
         (c2, None, 1, at + timedelta(seconds=3), at + timedelta(seconds=3), [a3]),
@@ -101,7 +109,9 @@ def test_the_buffer_is_bounded(db_url: str) -> None:
         contacts = [uuid.uuid4() for _ in range(3)]
         for c in contacts:
             buf.record(t, c, [(uuid.uuid4(), p)], None, START)
-        buf.record(t, contacts[0], [(uuid.uuid4(), p)], None, START)  # another answer to a known contact: a view
+        buf.record(
+            t, contacts[0], [(uuid.uuid4(), p)], None, START
+        )  # another answer to a known contact: a view
         n = len(buf)
         written = await buf.flush()
         await db.dispose()

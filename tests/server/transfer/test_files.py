@@ -79,7 +79,9 @@ def test_files_wait_for_the_worker_and_run_in_upload_order(transfer):
         REDEMPTION_IMPORT_DIR, names[2], _file([coupon], idempotency_key="first", store_external_id="S3")
     )
     assert {i["status"] for i in transfer.imports()} == {"queued"}
-    assert list((transfer.root() / "integration/importResults").iterdir()) == []  # no result before its import
+    assert (
+        list((transfer.root() / "integration/importResults").iterdir()) == []
+    )  # no result before its import
     transfer.run_jobs()
     verdicts = [transfer.result(n)[1][0].verdict for n in names]
     assert verdicts == [Verdict.APPLIED, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.DUPLICATE]

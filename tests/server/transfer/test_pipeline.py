@@ -22,7 +22,9 @@ from tests.server._support import assign, channel, new_contact, new_promotion
 from tests.server.transfer.test_files import _count
 
 NAME = "20260310120000_7_redemptions.xml"
-PG_ONLY = pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+PG_ONLY = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 WAIT = 20  # seconds: only reached when the behaviour under test is missing (the test then fails, not hangs)
 
 
@@ -39,7 +41,9 @@ def _coupons(api, n: int) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _red(coupon: str, **kw: object) -> Redemption:
-    return Redemption(coupon_id=coupon, redemption_channel="POS", redeemed_on=START + timedelta(minutes=1), **kw)  # type: ignore[arg-type]
+    return Redemption(
+        coupon_id=coupon, redemption_channel="POS", redeemed_on=START + timedelta(minutes=1), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_lines_in_later_batches_see_earlier_batches(transfer):
@@ -70,7 +74,9 @@ def _hold_batch(monkeypatch: pytest.MonkeyPatch, held: int, log: list[str], *, f
     the next batch has applied its own and waits to commit; then it commits, or raises if ``fail``. Applies,
     waits and commits are logged in order."""
     real_apply, real_batch, real_wait = (
-        red_mod.RedemptionApplier.apply, importer._apply_batch, importer._wait_for_commit
+        red_mod.RedemptionApplier.apply,
+        importer._apply_batch,
+        importer._wait_for_commit,
     )
     waits = asyncio.Condition()
     waited_on: set[object] = set()  # the batch tasks a later batch waits for
@@ -122,11 +128,20 @@ def test_the_next_batch_runs_while_one_finishes_and_commits_come_in_file_order(t
     assert [e for e in log if e.startswith("commit")] == ["commit 1", "commit 3", "commit 5"]
     _, records = transfer.result(NAME)
     assert [r.verdict for r in records] == [Verdict.APPLIED] * 6
-    assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_([uuid.UUID(c) for c in coupons])) == 6
+    assert (
+        _count(
+            api.settings.resolved_database_url(),
+            redemption,
+            redemption.c.assignment_id.in_([uuid.UUID(c) for c in coupons]),
+        )
+        == 6
+    )
 
 
 @PG_ONLY
-def test_a_failing_batch_rolls_back_the_batch_in_flight_and_the_retry_applies_each_line_once(transfer, monkeypatch):
+def test_a_failing_batch_rolls_back_the_batch_in_flight_and_the_retry_applies_each_line_once(
+    transfer, monkeypatch
+):
     api = transfer.api
     coupons = _coupons(api, 6)
     log: list[str] = []
@@ -138,7 +153,14 @@ def test_a_failing_batch_rolls_back_the_batch_in_flight_and_the_retry_applies_ea
     ids = [uuid.UUID(c) for c in coupons]
     # Only the first batch is kept: the third (records 5, 6) was rolled back with the second.
     assert _count(api.settings.resolved_database_url(), redemption, redemption.c.assignment_id.in_(ids)) == 2
-    assert _count(api.settings.resolved_database_url(), import_record, import_record.c.tenant_id == uuid.UUID(api.tenant["tenantId"])) == 2
+    assert (
+        _count(
+            api.settings.resolved_database_url(),
+            import_record,
+            import_record.c.tenant_id == uuid.UUID(api.tenant["tenantId"]),
+        )
+        == 2
+    )
     monkeypatch.undo()
     engine = make_sync_engine(api.settings.resolved_database_url())
     try:

@@ -100,7 +100,10 @@ def test_a_batch_redeems_only_what_each_line_may_redeem(transfer):
     c, someone = new_contact(api), new_contact(api)
     promo = new_promotion(api, channels=[channel("POS")])
     mine, scoped, wrong_contact, taken = (assign(api, c["id"], promo["id"])["id"] for _ in range(4))
-    assert api.post(f"/api/v2/promotions/codes/{taken}/redeem", json={"redemptionChannel": "POS"}).status_code == 200
+    assert (
+        api.post(f"/api/v2/promotions/codes/{taken}/redeem", json={"redemptionChannel": "POS"}).status_code
+        == 200
+    )
     other = api.new_tenant()
     oc = new_contact(api, headers=api.as_tenant(other))
     op = new_promotion(api, headers=api.as_tenant(other), channels=[channel("POS")])
@@ -118,7 +121,12 @@ def test_a_batch_redeems_only_what_each_line_may_redeem(transfer):
     ]  # fmt: skip
     assert "PromotionNotAssociatedWithContact" in (records[2].reason or "")
     items = api.get(f"/api/v2/contacts/{c['id']}/promotions", params={"includeRedeemed": "true"}).json()
-    assert {i["id"]: i["redeemed"] for i in items} == {mine: True, scoped: True, wrong_contact: False, taken: True}
+    assert {i["id"]: i["redeemed"] for i in items} == {
+        mine: True,
+        scoped: True,
+        wrong_contact: False,
+        taken: True,
+    }
     other_items = api.get(f"/api/v2/contacts/{oc['id']}/promotions", headers=api.as_tenant(other)).json()
     assert [i["id"] for i in other_items] == [theirs]  # still redeemable in its own tenant
 

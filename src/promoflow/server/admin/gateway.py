@@ -339,7 +339,12 @@ def preview(ctx: TenantContext, now: datetime, body: dict[str, Any]) -> Preview:
         channels=channels,
     )  # fmt: skip
     item = presenter.item_of(
-        uuid.UUID(int=0), presenter.face(PromotionFace.of(row), ctx.currency), valid_from, valid_to, None, ctx.tz,
+        uuid.UUID(int=0),
+        presenter.face(PromotionFace.of(row), ctx.currency),
+        valid_from,
+        valid_to,
+        None,
+        ctx.tz,
         False,
     )
     for ch in item["redemptionChannels"]:

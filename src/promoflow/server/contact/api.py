@@ -145,15 +145,14 @@ async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 _UPDATE_ERRORS = errors(
-    
-        InvalidContactIdError,
-        InvalidPayloadError,
-        InvalidEmailAddressError,
-        InvalidPhoneNumberError,
-        MissingKeyAttributeError,
-        InvalidAttributeValueError,
-        InvalidSocialSecurityNumberError,
-        InvalidContactTypeError,
+    InvalidContactIdError,
+    InvalidPayloadError,
+    InvalidEmailAddressError,
+    InvalidPhoneNumberError,
+    MissingKeyAttributeError,
+    InvalidAttributeValueError,
+    InvalidSocialSecurityNumberError,
+    InvalidContactTypeError,
     ContactNotFoundError,
     ContactKeyConflictError,
 )

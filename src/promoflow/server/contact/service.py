@@ -135,7 +135,9 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
             # A lone surrogate ("\ud800" in JSON) is stored by SQLite and then no answer can be written.
             if name == "email":
                 raise InvalidEmailAddressError(f"not a valid e-mail address: {value!r}")
-            raise InvalidAttributeValueError(f"attribute {name!r} is not valid Unicode text (a lone surrogate)")
+            raise InvalidAttributeValueError(
+                f"attribute {name!r} is not valid Unicode text (a lone surrogate)"
+            )
         if isinstance(value, str):
             value = value.strip()
         attrs[name] = value
@@ -285,7 +287,9 @@ class ContactService:
         if inserted is None:
             # Lost a race with a create of the same key, or a caller-given memberNumber/id is taken.
             if values["key_value"] is not None:
-                existing = await self._by_column(conn, "key_value", values["key_value"], contact_type, key=True)
+                existing = await self._by_column(
+                    conn, "key_value", values["key_value"], contact_type, key=True
+                )
                 if existing is not None:
                     return contact_out(existing, self.ctx.tz), False
             raise ContactKeyConflictError("another contact already holds this member number or id")
@@ -343,7 +347,9 @@ class ContactService:
         conds = [contact.c.tenant_id == self.ctx.tenant_id, col == value]
         if contact_type is not None:
             conds.append(contact.c.contact_type == contact_type)
-        rows = (await conn.execute(select(contact).where(and_(*conds)).order_by(contact.c.created_at).limit(2))).all()
+        rows = (
+            await conn.execute(select(contact).where(and_(*conds)).order_by(contact.c.created_at).limit(2))
+        ).all()
         if not rows:
             return None
         if len(rows) > 1 and not key:
@@ -355,14 +361,20 @@ class ContactService:
         contact_type = contact_type_of(params["contactType"]) if params.get("contactType") else None
         given = {k: v for k, v in params.items() if k != "contactType" and v not in (None, "")}
         if len(given) != 1:
-            raise InvalidSearchQueryError("give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any")
+            raise InvalidSearchQueryError(
+                "give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any"
+            )
         (name, raw), = given.items()  # fmt: skip
         assert raw is not None
         custom_col = _LOOKUP_COLUMNS.get(self.ctx.custom_key, "member_number")
         if name == "any":
             # Engage's rule: the first attribute the value validates as decides, even when it finds nothing.
             column, value = custom_col, normalize_key(raw)
-            for attr, col in (("email", "email"), ("socialSecurityNumber", "ssn"), ("mobilePhone", "mobile_phone")):
+            for attr, col in (
+                ("email", "email"),
+                ("socialSecurityNumber", "ssn"),
+                ("mobilePhone", "mobile_phone"),
+            ):
                 try:
                     column, value = col, _NORMALIZERS[attr](raw)
                     break

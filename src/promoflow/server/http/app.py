@@ -92,9 +92,7 @@ def create_app(
     openapi.install(app)
     guard = _Guard()
     app.add_middleware(EncodingGuard)  # reads paths, headers and JSON bodies before any route does
-    app.add_middleware(
-        GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard
-    )  # type: ignore[arg-type]
+    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard)  # type: ignore[arg-type]
     if settings.metrics_enabled:  # outside the guard and the fast lane: it also counts what they answer
         from ..observability.http import RequestMetrics
 

@@ -114,7 +114,9 @@ async def tenant_context(request: Request) -> TenantContext:
     the routed handler's dependency then finds it here)."""
     ctx: TenantContext | None = request.scope.get(_TENANT)
     if ctx is None:
-        ctx = await authorize(state_of(request), request.headers, request.client.host if request.client else None)
+        ctx = await authorize(
+            state_of(request), request.headers, request.client.host if request.client else None
+        )
         request.scope[_TENANT] = ctx
     return ctx
 

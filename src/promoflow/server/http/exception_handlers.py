@@ -45,14 +45,20 @@ _GENERIC: dict[int, type[PromoflowError]] = {
 def error_response(
     status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    return JSONResponse({"statusCode": status, "errorCode": code.value, "message": message}, status, headers=headers)
+    return JSONResponse(
+        {"statusCode": status, "errorCode": code.value, "message": message}, status, headers=headers
+    )
 
 
 def error_body(exc: PromoflowError) -> tuple[int, dict[str, Any], dict[str, str]]:
     headers: dict[str, str] = {}
     if isinstance(exc, TooManyRequestsError | ServiceUnavailableError):
         headers["Retry-After"] = str(exc.retry_after)
-    return exc.status, {"statusCode": exc.status, "errorCode": exc.code.value, "message": exc.message}, headers
+    return (
+        exc.status,
+        {"statusCode": exc.status, "errorCode": exc.code.value, "message": exc.message},
+        headers,
+    )
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -68,7 +74,9 @@ def validation_error(errors: list[Any]) -> PromoflowError:
     validator that names an error code (a createdDate out of range → `InvalidCreatedDate`) gets that code."""
     if any(e.get("type") == "json_invalid" for e in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid")
-        return InvalidJsonError(f"the body is not valid JSON: {detail.get('ctx', {}).get('error', 'parse error')}")
+        return InvalidJsonError(
+            f"the body is not valid JSON: {detail.get('ctx', {}).get('error', 'parse error')}"
+        )
     for e in errors:
         code = error_code(e)
         if code is not None:
@@ -132,7 +140,9 @@ def install(app: FastAPI) -> None:
         # out of its range): the request's fault, so a 400, never a 500.
         log.info("api.data_error path=%s error=%s", request.url.path, type(exc.orig).__name__)
         return _respond(
-            InvalidPayloadError("a value in the request cannot be stored or searched (a NUL character, or out of range)")
+            InvalidPayloadError(
+                "a value in the request cannot be stored or searched (a NUL character, or out of range)"
+            )
         )
 
     @app.exception_handler(Exception)

@@ -80,11 +80,15 @@ async def claim(
         await conn.execute(update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(**fresh))
         return None
     if row.fingerprint != fp:
-        raise IdempotencyKeyMismatchError("this Idempotency-Key was used with a different request; use a new key for a new request")
+        raise IdempotencyKeyMismatchError(
+            "this Idempotency-Key was used with a different request; use a new key for a new request"
+        )
     if row.state == "done":
         return StoredResponse(row.response_status, bytes(row.response_body))
     if row.locked_until > now:
-        raise IdempotencyKeyInUseError("a request with this Idempotency-Key is still being processed; retry shortly")
+        raise IdempotencyKeyInUseError(
+            "a request with this Idempotency-Key is still being processed; retry shortly"
+        )
     # The first request died holding the key (its write never committed): take the key over.
     await conn.execute(
         update(rec).where(rec.c.tenant_id == tenant_id, rec.c.key == key).values(locked_until=now + lock)

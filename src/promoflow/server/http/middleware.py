@@ -44,18 +44,26 @@ class GuardMiddleware:
             return
         path: str = scope["path"]
         if self.state.shutting_down and path.startswith("/api/"):
-            await _send_error(send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is shutting down", retry_after=5)
+            await _send_error(
+                send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is shutting down", retry_after=5
+            )
             return
         if self.inflight >= self.max_inflight and path.startswith("/api/"):
-            await _send_error(send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", retry_after=2)
+            await _send_error(
+                send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", retry_after=2
+            )
             return
         method = scope["method"].encode() if isinstance(scope["method"], str) else scope["method"]
         headers = dict(scope["headers"])
         if method in _BODY_METHODS and path.startswith("/api/"):
             length = headers.get(b"content-length")
-            has_body = (length is not None and length.strip() not in (b"0", b"")) or b"transfer-encoding" in headers
+            has_body = (
+                length is not None and length.strip() not in (b"0", b"")
+            ) or b"transfer-encoding" in headers
             if length is not None and length.strip().isdigit() and int(length) > self.max_body:
-                await _send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
+                await _send_error(
+                    send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
+                )
                 return
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if has_body and not (ctype == b"application/json" or ctype.endswith(b"+json")):
@@ -80,7 +88,9 @@ class GuardMiddleware:
             await self.app(scope, receive, send_wrapper)
         except _TooLarge:
             if not started:
-                await _send_error(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes")
+                await _send_error(
+                    send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
+                )
         finally:
             self.inflight -= 1
 

@@ -68,7 +68,10 @@ def body_schema(schema: dict[str, Any], required: bool = True) -> dict[str, Any]
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorBody"}
 _RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 0}}
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
 }
 _EVERY_API_OPERATION = (*_COMMON, InvalidEncodingError, ServiceUnavailableError)
 _WITH_INPUT = (InvalidPayloadError,)
@@ -121,7 +124,10 @@ def complete(doc: dict[str, Any]) -> None:
                     if parameter["name"] in GUID_PARAMETERS:
                         parameter["schema"] = {"type": "string", "format": "uuid", "title": parameter["name"]}
                     elif parameter["name"] in _TEXT_PARAMETERS:
-                        parameter["schema"] = {**_TEXT_PARAMETERS[parameter["name"]], "title": parameter["name"]}
+                        parameter["schema"] = {
+                            **_TEXT_PARAMETERS[parameter["name"]],
+                            "title": parameter["name"],
+                        }
             if not path.startswith("/api/"):
                 op["security"] = []
                 continue

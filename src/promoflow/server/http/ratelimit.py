@@ -168,7 +168,13 @@ class SharedRateLimiter:
         from ..observability import metrics
 
         m = metrics.get()
-        params = {"k": key, "t": tenant_id, "want": self.lease_size(rate, burst), "burst": burst, "rate": rate}
+        params = {
+            "k": key,
+            "t": tenant_id,
+            "want": self.lease_size(rate, burst),
+            "burst": burst,
+            "rate": rate,
+        }
         try:
             async with self.db.engine.connect() as conn:
                 auto = await conn.execution_options(isolation_level="AUTOCOMMIT")

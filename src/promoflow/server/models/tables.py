@@ -131,8 +131,14 @@ assignment = Table(
     # Partial: only the few assignments with an external code have an entry, so a redemption (an UPDATE that
     # cannot stay on its page) inserts into one index fewer. On PostgreSQL the table is kept at fillfactor 90
     # (migration 0005): the UPDATE of a redemption then usually stays on its page (HOT) and touches no index.
-    Index("uq_assignment_external_code", "tenant_id", "external_code_id", unique=True,  # fmt: skip
-          postgresql_where=text("external_code_id IS NOT NULL"), sqlite_where=text("external_code_id IS NOT NULL")),
+    Index(
+        "uq_assignment_external_code",
+        "tenant_id",
+        "external_code_id",
+        unique=True,  # fmt: skip
+        postgresql_where=text("external_code_id IS NOT NULL"),
+        sqlite_where=text("external_code_id IS NOT NULL"),
+    ),
     Index("ix_assignment_contact", "contact_id", "tenant_id"),
     Index("ix_assignment_promotion", "promotion_id"),
 )

@@ -74,7 +74,12 @@ DEFS = "promotion definitions"
 FLOW = "promotion assignments"
 
 _ID = (InvalidPromotionIdNoDataError,)
-_DEF_BODY = (InvalidPayloadError, InvalidValidityError, InvalidPromotionValueError, DuplicateRedemptionChannelError,)
+_DEF_BODY = (
+    InvalidPayloadError,
+    InvalidValidityError,
+    InvalidPromotionValueError,
+    DuplicateRedemptionChannelError,
+)
 
 
 # -------------------------------------------------------------------------------------------- definitions
@@ -91,20 +96,22 @@ def _definition(e: Edge, call: Callable[[AsyncConnection, PromotionService], Awa
 
 def _validity(e: Edge, promotion_id: str | None, external_id: str | None) -> Work:
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        return presenter.validity(await PromotionService(e.ctx, now).validity(conn, promotion_id, external_id), e.ctx.tz)
+        return presenter.validity(
+            await PromotionService(e.ctx, now).validity(conn, promotion_id, external_id), e.ctx.tz
+        )
 
     return work
 
 
-def _assignment(e: Edge, call: Callable[[AsyncConnection, datetime], Awaitable[AssignmentView]], *, v3: bool) -> Work:
+def _assignment(
+    e: Edge, call: Callable[[AsyncConnection, datetime], Awaitable[AssignmentView]], *, v3: bool
+) -> Work:
     """A unit of work answering one assignment (an `ApiPromotionModel` item)."""
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         return presenter.item(await call(conn, now), e.ctx.currency, e.ctx.tz, v3=v3)
 
     return work
-
-
 
 
 @router.post(
@@ -180,7 +187,9 @@ async def get_promotion(promotion_id: str, e: Edge = Depends(edge)) -> Response:
 @router.put("/api/v2/promotions/multichannels/{promotion_id}", response_model=MultichannelPromotion, tags=[DEFS],
             responses=errors(*_ID, *_DEF_BODY, PromotionNotFoundError,
                              PromotionNotDraftError, ExternalIdInUseError))  # fmt: skip
-async def update_promotion(promotion_id: str, body: MultichannelPromotionCreate, e: Edge = Depends(edge)) -> Response:
+async def update_promotion(
+    promotion_id: str, body: MultichannelPromotionCreate, e: Edge = Depends(edge)
+) -> Response:
     """Replace a Draft promotion's definition."""
     return await e.write(_definition(e, lambda conn, svc: svc.update(conn, promotion_id, body)))
 
@@ -238,7 +247,9 @@ async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depen
     pid = parse_promotion_id(promotion_id)
 
     async def work(conn: AsyncConnection, now: Any) -> dict[str, Any]:
-        await AssignmentService(e.ctx, now)._promotion_for_assign(conn, pid)  # fail fast on Draft/Ended/unknown
+        await AssignmentService(e.ctx, now)._promotion_for_assign(
+            conn, pid
+        )  # fail fast on Draft/Ended/unknown
         payload = bulk_payload(pid, body)
         job = await queue.enqueue(conn, e.ctx.tenant_id, BULK_ASSIGN, payload, now,
                                   total=len(body.contact_ids or []) + len(body.contact_keys or []))  # fmt: skip
@@ -263,9 +274,12 @@ async def get_job(job_id: str, e: Edge = Depends(edge)) -> Response:
 
 
 _ASSIGN_ERRORS = errors(
-    InvalidContactIdError, InvalidPromotionIdError,
-    ContactNotFoundError, PromotionNotFoundError,
-    PromotionNotActiveError, PromotionExpiredError,
+    InvalidContactIdError,
+    InvalidPromotionIdError,
+    ContactNotFoundError,
+    PromotionNotFoundError,
+    PromotionNotActiveError,
+    PromotionExpiredError,
 )
 
 
@@ -275,15 +289,21 @@ async def assign_v2(contact_id: str, promotion_id: str, e: Edge = Depends(edge))
     """Assign a (Scheduled or Active) promotion to a contact; answers the new assignment."""
     cid = parse_contact_id(contact_id)
     pid = parse_promotion_id(promotion_id, InvalidPromotionIdError)
-    return await e.write(_assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=False))
+    return await e.write(
+        _assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=False)
+    )
 
 
-@router.post("/api/v3/promotion-assignments", response_model=ApiPromotion, tags=[FLOW], responses=_ASSIGN_ERRORS)
+@router.post(
+    "/api/v3/promotion-assignments", response_model=ApiPromotion, tags=[FLOW], responses=_ASSIGN_ERRORS
+)
 async def assign_v3(body: AssignmentCreateV3, e: Edge = Depends(edge)) -> Response:
     """Assign a promotion to a contact (v3)."""
     cid = parse_contact_id(body.contact_id)
     pid = parse_promotion_id(body.promotion_id, InvalidPromotionIdError)
-    return await e.write(_assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=True))
+    return await e.write(
+        _assignment(e, lambda conn, now: AssignmentService(e.ctx, now).assign(conn, cid, pid), v3=True)
+    )
 
 
 def _channel_filter(query_value: str | None, header_value: str | None) -> ChannelType | None:
@@ -315,9 +335,13 @@ async def list_contact_promotions(
     contact_id: str,
     e: Edge = Depends(edge),
     redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
-    include_redeemed: bool = Query(False, alias="includeRedeemed", description="Extension: also redeemed/expired."),
+    include_redeemed: bool = Query(
+        False, alias="includeRedeemed", description="Extension: also redeemed/expired."
+    ),
     header_channel: str | None = Header(None, alias="redemptionChannelType"),
-    store: str | None = Header(None, alias="storeExternalId", description="Extension: the store showing them."),
+    store: str | None = Header(
+        None, alias="storeExternalId", description="Extension: the store showing them."
+    ),
 ) -> Response:
     """The contact's promotions valid now and not redeemed, optionally for one channel (query or header)."""
     cid = parse_contact_id(contact_id)
@@ -334,7 +358,9 @@ async def list_assignments_v3(
     redemption_channel_type: str | None = Query(None, alias="redemptionChannelType"),
     include_redeemed: bool = Query(False, alias="includeRedeemed"),
     header_channel: str | None = Header(None, alias="redemptionChannelType"),
-    store: str | None = Header(None, alias="storeExternalId", description="Extension: the store showing them."),
+    store: str | None = Header(
+        None, alias="storeExternalId", description="Extension: the store showing them."
+    ),
 ) -> Response:
     """The contact's promotions (v3): the same items, each also carrying `assignmentId`."""
     cid = parse_contact_id(contact_id)
@@ -361,7 +387,7 @@ async def redeem_body(request: Request) -> RedeemBody:
     if isinstance(data, str):
         return RedeemBody(redemption_channel=data)
     if not isinstance(data, dict):
-        raise InvalidPayloadError("the body must be {\"redemptionChannel\": \"POS|ECOM|OTHER\"}")
+        raise InvalidPayloadError('the body must be {"redemptionChannel": "POS|ECOM|OTHER"}')
     from pydantic import ValidationError
 
     from ..http.exception_handlers import validation_error
@@ -392,7 +418,9 @@ _REDEEM_ERRORS = errors(
 )  # fmt: skip
 
 
-async def _redeem(e: Edge, request: Request, assignment_ref: str, contact_ref: str | None, v3: bool) -> Response:
+async def _redeem(
+    e: Edge, request: Request, assignment_ref: str, contact_ref: str | None, v3: bool
+) -> Response:
     body = await redeem_body(request)
     channel = parse_channel(body.redemption_channel, default=ChannelType.OTHER)
     aid = parse_assignment_id(assignment_ref)
@@ -420,7 +448,9 @@ async def _redeem(e: Edge, request: Request, assignment_ref: str, contact_ref: s
 @router.post("/api/v2/contacts/{contact_id}/promotions/{promotion_id}/redeem", response_model=ApiPromotion,
              tags=[FLOW], responses=_REDEEM_ERRORS, openapi_extra=_REDEEM_DOC)  # fmt: skip
 @fast_path(fastlane.redeem(contact_scoped=True, v3=False))
-async def redeem_v2_contact(contact_id: str, promotion_id: str, request: Request, e: Edge = Depends(edge)) -> Response:
+async def redeem_v2_contact(
+    contact_id: str, promotion_id: str, request: Request, e: Edge = Depends(edge)
+) -> Response:
     """Redeem an assignment of this contact (by assignment id, or by template id when the contact holds exactly
     one redeemable assignment of it). Exactly once: concurrent redeems get one 200 and 409s."""
     return await _redeem(e, request, promotion_id, contact_id, v3=False)
@@ -445,7 +475,9 @@ async def redeem_v3(assignment_id: str, request: Request, e: Edge = Depends(edge
 _REACTIVATE_ERRORS = errors(
     InvalidPromotionIdNoDataError,
     PromotionNotFoundError,
-    PromotionNotRedeemedError, PromotionExpiredError, ReactivationLimitExceededError,
+    PromotionNotRedeemedError,
+    PromotionExpiredError,
+    ReactivationLimitExceededError,
 )
 
 
@@ -454,7 +486,9 @@ _REACTIVATE_ERRORS = errors(
 async def reactivate_v2(promotion_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: undo a redemption (e.g. a cancelled sale), within the tenant's reactivation limit."""
     aid = parse_assignment_id(promotion_id)
-    return await e.write(_assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=False))
+    return await e.write(
+        _assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=False)
+    )
 
 
 @router.post("/api/v3/promotion-assignments/{assignment_id}/reactivate", response_model=ApiPromotion, tags=[FLOW],
@@ -462,4 +496,6 @@ async def reactivate_v2(promotion_id: str, e: Edge = Depends(edge)) -> Response:
 async def reactivate_v3(assignment_id: str, e: Edge = Depends(edge)) -> Response:
     """Extension: undo a redemption (v3)."""
     aid = parse_assignment_id(assignment_id)
-    return await e.write(_assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=True))
+    return await e.write(
+        _assignment(e, lambda conn, now: RedemptionService(e.ctx, now).reactivate(conn, aid), v3=True)
+    )

@@ -91,13 +91,17 @@ class AssignmentService:
     async def _promotion_for_assign(self, conn: AsyncConnection, promotion_id: uuid.UUID) -> Any:
         row = (
             await conn.execute(
-                select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
+                select(promotion).where(
+                    promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id
+                )
             )
         ).first()
         if row is None:
             raise promotion_not_found(promotion_id)
         status = status_of(row, self.now, self.ctx.tz)
-        if status is PromotionStatus.DRAFT or (status is PromotionStatus.ENDED and row.deactivated_at is not None):
+        if status is PromotionStatus.DRAFT or (
+            status is PromotionStatus.ENDED and row.deactivated_at is not None
+        ):
             raise PromotionNotActiveError(f"promotion is {status.value}; only Scheduled or Active ones are assigned")  # fmt: skip
         if status is PromotionStatus.ENDED:
             raise PromotionExpiredError("the promotion's end date has passed")
@@ -105,7 +109,12 @@ class AssignmentService:
 
     def _window(self, promo: Any) -> tuple[datetime, datetime | None]:
         return assignment_window(
-            promo.start_date, promo.end_date, promo.assigned_unit, promo.assigned_amount, self.now, self.ctx.tz
+            promo.start_date,
+            promo.end_date,
+            promo.assigned_unit,
+            promo.assigned_amount,
+            self.now,
+            self.ctx.tz,
         )
 
     async def assign(
@@ -155,7 +164,8 @@ class AssignmentService:
             (
                 await conn.execute(
                     select(contact.c.id).where(
-                        unindexed(conn, contact.c.tenant_id) == self.ctx.tenant_id, contact.c.id.in_(contact_ids)
+                        unindexed(conn, contact.c.tenant_id) == self.ctx.tenant_id,
+                        contact.c.id.in_(contact_ids),
                     )
                 )
             ).scalars()
@@ -209,7 +219,9 @@ class AssignmentService:
         ).all()  # fmt: skip
         if not rows:
             found = await conn.scalar(
-                select(contact.c.id).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+                select(contact.c.id).where(
+                    contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id
+                )
             )
             if found is None:
                 raise ContactNotFoundError(f"contact {contact_id} not found")
@@ -223,7 +235,9 @@ class RedemptionService:
         self.ctx = ctx
         self.now = now
 
-    async def resolve_for_contact(self, conn: AsyncConnection, contact_id: uuid.UUID, ident: uuid.UUID) -> uuid.UUID:
+    async def resolve_for_contact(
+        self, conn: AsyncConnection, contact_id: uuid.UUID, ident: uuid.UUID
+    ) -> uuid.UUID:
         """On the contact-scoped path, a template id names the contact's one redeemable assignment of it."""
         owner = await conn.scalar(
             select(assignment.c.contact_id).where(
@@ -235,17 +249,21 @@ class RedemptionService:
                 raise PromotionNotAssociatedWithContactError("the promotion is not assigned to this contact")  # fmt: skip
             return ident
         candidates = (
-            await conn.execute(
-                select(assignment.c.id)
-                .where(
-                    assignment.c.promotion_id == ident,
-                    assignment.c.tenant_id == self.ctx.tenant_id,
-                    *redeemable(Inputs.bound(When.server(self.now), None, contact_id)),
+            (
+                await conn.execute(
+                    select(assignment.c.id)
+                    .where(
+                        assignment.c.promotion_id == ident,
+                        assignment.c.tenant_id == self.ctx.tenant_id,
+                        *redeemable(Inputs.bound(When.server(self.now), None, contact_id)),
+                    )
+                    .order_by(assignment.c.created_at, assignment.c.id)
+                    .limit(2)
                 )
-                .order_by(assignment.c.created_at, assignment.c.id)
-                .limit(2)
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
@@ -287,11 +305,15 @@ class RedemptionService:
             raise await refusal(conn, self.ctx, assignment_id, moment, channel, contact_id)
         line = RedeemLine(assignment_id, channel, moment, contact_id, store_external_id, unique_receipt_id,
                           idempotency_key)  # fmt: skip
-        await conn.execute(insert(redemption).values(redemption_row(self.ctx, self.now, line, won.redemption_count, via)))
+        await conn.execute(
+            insert(redemption).values(redemption_row(self.ctx, self.now, line, won.redemption_count, via))
+        )
         view = await AssignmentService(self.ctx, self.now).item(conn, assignment_id)
         return Redeemed(view, won.contact_id, moment.at, won.redemption_count)
 
-    async def reactivate(self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api") -> AssignmentView:
+    async def reactivate(
+        self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api"
+    ) -> AssignmentView:
         limit = self.ctx.reactivation_limit
         won = (
             await conn.execute(
@@ -345,4 +367,3 @@ class RedemptionService:
             )
         )
         return await AssignmentService(self.ctx, self.now).item(conn, assignment_id)
-

@@ -42,7 +42,9 @@ async def run_bulk_assign(job: JobContext) -> dict[str, Any]:
     ctype = p["contactType"]
     key_attr = job.tenant.key_attribute(ctype)
     norm = _NORMALIZERS.get(key_attr)
-    refs: list[tuple[str, str]] = [("id", v) for v in p["contactIds"]] + [("key", v) for v in p["contactKeys"]]
+    refs: list[tuple[str, str]] = [("id", v) for v in p["contactIds"]] + [
+        ("key", v) for v in p["contactKeys"]
+    ]
     total = len(refs)
     assigned = invalid = not_found = 0
     missing: list[str] = []

@@ -157,9 +157,13 @@ def fetch(*, v3: bool) -> FastHandler:
         broken = False
         try:
             stmt = PG_FETCH[bool(bit)]
-            rows = await (await conn.execute(stmt.sql, stmt.params(c=contact_id, t=ctx.tenant_id, now=now, bit=bit))).fetchall()
+            rows = await (
+                await conn.execute(stmt.sql, stmt.params(c=contact_id, t=ctx.tenant_id, now=now, bit=bit))
+            ).fetchall()
             if not rows:
-                found = await (await conn.execute(_CONTACT_SQL, {"c": contact_id, "t": ctx.tenant_id})).fetchone()
+                found = await (
+                    await conn.execute(_CONTACT_SQL, {"c": contact_id, "t": ctx.tenant_id})
+                ).fetchone()
                 if found is None:
                     raise ContactNotFoundError(f"contact {contact_id} not found")
             faces = await _faces_for(conn, ctx.tenant_id, ctx.currency, {r[1] for r in rows})
@@ -170,14 +174,15 @@ def fetch(*, v3: bool) -> FastHandler:
         finally:
             pool.release(conn, broken)
         tz = ctx.tz
-        answer = [presenter.item_of(r[0], faces[r[1]], r[2], r[3], None, tz, v3) for r in rows if r[1] in faces]
+        answer = [
+            presenter.item_of(r[0], faces[r[1]], r[2], r[3], None, tz, v3) for r in rows if r[1] in faces
+        ]
         _answered(st)
         shown = [(r[0], r[1]) for r in rows if r[1] in faces]
         await fire_promotions_shown(st, ctx, contact_id, shown, request.headers.get("storeexternalid"), now)
         return json_response(json_bytes(answer), 200)
 
     return handler
-
 
 
 # ------------------------------------------------------------------------------------------------- redeem
@@ -241,11 +246,15 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
                                       contact_id=contact_id)  # fmt: skip
                 if not found and contact_scoped:
                     return None  # maybe a definition id, which the routed path resolves for the contact
-                error = await refusal(rconn, ctx, assignment_id, When.server(now), channel, contact_id, found=found)
+                error = await refusal(
+                    rconn, ctx, assignment_id, When.server(now), channel, contact_id, found=found
+                )
             _answered(st)
             raise error
         _answered(st)
-        return json_response(json_bytes(presenter.item_of(assignment_id, faces[row[0]], row[1], row[2], now, ctx.tz, v3)), 200)
+        return json_response(
+            json_bytes(presenter.item_of(assignment_id, faces[row[0]], row[1], row[2], now, ctx.tz, v3)), 200
+        )
 
     return handler
 

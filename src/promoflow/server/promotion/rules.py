@@ -25,7 +25,9 @@ def parse_channel(value: Any, *, default: ChannelType | None = None) -> ChannelT
             return ChannelType(value.strip().upper())
         except ValueError:
             pass
-    raise NotAValidRedemptionChannelError(f"{value!r} is not a valid redemption channel; use POS, ECOM or OTHER")
+    raise NotAValidRedemptionChannelError(
+        f"{value!r} is not a valid redemption channel; use POS, ECOM or OTHER"
+    )
 
 
 def channel_mask(channels: list[dict[str, Any]]) -> int:
@@ -89,13 +91,15 @@ def validate_channel_value(value_type: ValueType, value: str | None, where: str)
     if value_type is ValueType.PERCENT:
         text = (value or "").strip()
         if not _PERCENT_TEXT.fullmatch(text):
-            raise InvalidPromotionValueError(f"{where}: PERCENT value must be a whole number 1-100, such as \"20\"")
+            raise InvalidPromotionValueError(
+                f'{where}: PERCENT value must be a whole number 1-100, such as "20"'
+            )
         return text
     if value_type is ValueType.MONEY:
         text = (value or "").strip()
         if not _MONEY_TEXT.fullmatch(text) or Decimal(text) <= 0:
             raise InvalidPromotionValueError(
-                f"{where}: MONEY value must be a positive amount with at most 4 decimals, such as \"20.5\""
+                f'{where}: MONEY value must be a positive amount with at most 4 decimals, such as "20.5"'
             )
         return str(check_amount(Decimal(text), where))
     if value_type is ValueType.EXTERNALOFFER and not (value or "").strip():

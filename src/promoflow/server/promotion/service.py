@@ -65,9 +65,7 @@ def _no_nul(*fields: tuple[str, Any]) -> None:
             raise InvalidPayloadError(f"{where}: contains a NUL character")
 
 
-def parse_promotion_id(
-    value: str, error: type[BadRequestError] = InvalidPromotionIdNoDataError
-) -> uuid.UUID:
+def parse_promotion_id(value: str, error: type[BadRequestError] = InvalidPromotionIdNoDataError) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
         raise error(f"promotion id {value!r} is not a GUID")
@@ -98,7 +96,9 @@ class PromotionService:
         seen = set()
         for i, ch in enumerate(body.redemption_channels):
             if ch.type in seen:
-                raise DuplicateRedemptionChannelError(f"redemptionChannels[{i}]: channel {ch.type.value} given twice")
+                raise DuplicateRedemptionChannelError(
+                    f"redemptionChannels[{i}]: channel {ch.type.value} given twice"
+                )
             seen.add(ch.type)
             where = f"redemptionChannels[{i}]"
             value = validate_channel_value(ch.value_type, ch.value, where)
@@ -108,7 +108,10 @@ class PromotionService:
                     "valueType": ch.value_type.value,
                     "value": value,
                     "localValues": [
-                        {"currency": lv.currency, "amount": str(check_local_value(lv.amount, f"{where}.localValues[{j}]"))}
+                        {
+                            "currency": lv.currency,
+                            "amount": str(check_local_value(lv.amount, f"{where}.localValues[{j}]")),
+                        }
                         for j, lv in enumerate(ch.local_values or [])
                     ]
                     or None,
@@ -119,8 +122,11 @@ class PromotionService:
         _no_nul(
             ("name", body.name),
             ("externalId", body.external_id),
-            *((f"presentation.{k}", getattr(pres, k)) for k in ("heading", "description", "link", "image_url")
-              if pres),  # fmt: skip
+            *(
+                (f"presentation.{k}", getattr(pres, k))
+                for k in ("heading", "description", "link", "image_url")
+                if pres
+            ),  # fmt: skip
             *((f"redemptionChannels[{i}].value", c["value"]) for i, c in enumerate(channels)),
             *((f"redemptionChannels[{i}].instruction", c["instruction"]) for i, c in enumerate(channels)),
         )
@@ -158,7 +164,9 @@ class PromotionService:
         }
 
     async def row(self, conn: AsyncConnection, promotion_id: uuid.UUID, *, for_update: bool = False) -> Any:
-        q = select(promotion).where(promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id)
+        q = select(promotion).where(
+            promotion.c.id == promotion_id, promotion.c.tenant_id == self.ctx.tenant_id
+        )
         if for_update and conn.dialect.name == "postgresql":
             q = q.with_for_update()
         found = (await conn.execute(q)).first()
@@ -178,7 +186,9 @@ class PromotionService:
             raise PromotionNotFoundError(f"no promotion with externalId {external_id!r}")
         return found
 
-    async def _check_external_free(self, conn: AsyncConnection, external_id: str | None, own: uuid.UUID | None) -> None:
+    async def _check_external_free(
+        self, conn: AsyncConnection, external_id: str | None, own: uuid.UUID | None
+    ) -> None:
         if not external_id:
             return
         q = select(promotion.c.id).where(
@@ -215,7 +225,9 @@ class PromotionService:
     async def get_by_external(self, conn: AsyncConnection, external_id: str) -> Promotion:
         return Promotion.of(await self._row_by_external(conn, external_id))
 
-    async def update(self, conn: AsyncConnection, promotion_id: str, body: MultichannelPromotionCreate) -> Promotion:
+    async def update(
+        self, conn: AsyncConnection, promotion_id: str, body: MultichannelPromotionCreate
+    ) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         values = self._values(body)
@@ -226,7 +238,9 @@ class PromotionService:
             )
         return Promotion.of(await self.row(conn, row.id))
 
-    async def validity(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> Promotion:
+    async def validity(
+        self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None
+    ) -> Promotion:
         """The promotion whose validity is asked for (by id or externalId)."""
         row = (
             await self.row(conn, parse_promotion_id(promotion_id))
@@ -235,11 +249,15 @@ class PromotionService:
         )
         return Promotion.of(row)
 
-    async def update_validity(self, conn: AsyncConnection, promotion_id: str, body: PromotionValidity) -> Promotion:
+    async def update_validity(
+        self, conn: AsyncConnection, promotion_id: str, body: PromotionValidity
+    ) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
         self._require_draft(row)
         await conn.execute(
-            update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **self._validity(body))
+            update(promotion)
+            .where(promotion.c.id == row.id)
+            .values(updated_at=self.now, **self._validity(body))
         )
         return Promotion.of(await self.row(conn, row.id))
 
@@ -262,7 +280,9 @@ class PromotionService:
         if row.end_date is not None and self.now > end_of_day(row.end_date, self.ctx.tz):
             raise PromotionExpiredError("the promotion's end date has passed")
         await conn.execute(
-            update(promotion).where(promotion.c.id == row.id).values(activated_at=self.now, updated_at=self.now)
+            update(promotion)
+            .where(promotion.c.id == row.id)
+            .values(activated_at=self.now, updated_at=self.now)
         )
         return Promotion.of(await self.row(conn, row.id))
 
@@ -272,7 +292,9 @@ class PromotionService:
         if status not in (PromotionStatus.ACTIVE, PromotionStatus.SCHEDULED):
             raise PromotionNotActiveError(f"promotion is {status.value}")
         await conn.execute(
-            update(promotion).where(promotion.c.id == row.id).values(deactivated_at=self.now, updated_at=self.now)
+            update(promotion)
+            .where(promotion.c.id == row.id)
+            .values(deactivated_at=self.now, updated_at=self.now)
         )
         return Promotion.of(await self.row(conn, row.id))
 
@@ -283,7 +305,9 @@ class PromotionService:
         if status is None:
             total = await conn.scalar(select(func.count()).select_from(base.subquery()))
             rows = (
-                await conn.execute(base.order_by(promotion.c.created_at, promotion.c.id).offset(offset).limit(count))
+                await conn.execute(
+                    base.order_by(promotion.c.created_at, promotion.c.id).offset(offset).limit(count)
+                )
             ).all()
             items = [Promotion.of(r) for r in rows]
         else:

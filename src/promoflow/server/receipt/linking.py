@@ -126,7 +126,9 @@ class ReceiptLinker:
         if row.deleted_at is not None:
             raise PromotionNotFoundError(f"promotion {ref} not found")
         if row.contact_id != sale.contact_id:
-            raise PromotionNotAssociatedWithContactError(f"promotion {ref} is not assigned to the receipt's contact")
+            raise PromotionNotAssociatedWithContactError(
+                f"promotion {ref} is not assigned to the receipt's contact"
+            )
         return _Target(row.id, row.promotion_id, row.redeemed_at is not None, row.redemption_count)
 
     async def _resolve(self, conn: AsyncConnection, sale: Sale, entry: dict[str, Any]) -> _Target:
@@ -210,7 +212,9 @@ class ReceiptLinker:
             return _Target(open_one.id, open_one.promotion_id, False, open_one.redemption_count)
         held = await conn.scalar(select(func.count()).select_from(assignment).where(mine))
         if not held:
-            raise PromotionNotAssociatedWithContactError(f"promotion {promotion_id} is not assigned to the receipt's contact")
+            raise PromotionNotAssociatedWithContactError(
+                f"promotion {promotion_id} is not assigned to the receipt's contact"
+            )
         raise NoRedeemableAssignmentError(
             f"the contact holds no assignment of promotion {promotion_id} that was redeemable at "
             "createdDate or redeemed for this sale"

@@ -118,12 +118,16 @@ def check_receipt(receipt: Receipt, now: datetime) -> Checked:
     lines = sum((line_amount(item) for item in receipt.items), Decimal(0))
     tolerance = min(LINE_TOLERANCE_PER_ITEM * len(receipt.items), LINE_TOLERANCE_MAX)
     if abs(lines - total) > tolerance:
-        raise ReceiptTotalMismatchError(f"the items add up to {lines} but totalGrossPrice is {total} (allowed difference {tolerance}; "
-            "RETURN lines count as negative)")
+        raise ReceiptTotalMismatchError(
+            f"the items add up to {lines} but totalGrossPrice is {total} (allowed difference {tolerance}; "
+            "RETURN lines count as negative)"
+        )
     paid = sum((p.value for p in receipt.payment_methods), Decimal(0))
     if abs(paid - total) > PAYMENT_TOLERANCE:
-        raise PaymentTotalMismatchError(f"the paymentMethods add up to {paid} but totalGrossPrice is {total} "
-            f"(allowed difference {PAYMENT_TOLERANCE})")
+        raise PaymentTotalMismatchError(
+            f"the paymentMethods add up to {paid} but totalGrossPrice is {total} "
+            f"(allowed difference {PAYMENT_TOLERANCE})"
+        )
     types = {item.type for item in receipt.items}
     if ReceiptItemType.RETURN in types:
         kind = EXCHANGE if ReceiptItemType.PURCHASE in types else RETURN

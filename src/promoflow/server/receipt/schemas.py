@@ -33,10 +33,14 @@ class StoreIn(WireModel):
     """Extension: name a store and set its type (RETAIL → a redeem-by-receipt is POS, ECOM → ECOM). Fields left
     out keep their value."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Malmö C", "type": "RETAIL", "city": "Malmö"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Malmö C", "type": "RETAIL", "city": "Malmö"}]}
+    )
 
     name: str | None = Text(None, max_length=255)
-    type: Annotated[str | None, BeforeValidator(_upper)] = Field(default=None, max_length=6, pattern="^(RETAIL|ECOM)$")
+    type: Annotated[str | None, BeforeValidator(_upper)] = Field(
+        default=None, max_length=6, pattern="^(RETAIL|ECOM)$"
+    )
     active: Flag | None = None
     street: str | None = Text(None, max_length=255)
     zip_code: str | None = Text(None, max_length=40)

@@ -46,7 +46,9 @@ MAX_CLOCK_SKEW_SECONDS = 3600
 # Settings a tenant may set but need not: without them the server's defaults apply
 # (PROMOFLOW_DEFAULT_RATE_LIMIT_*, PROMOFLOW_RETENTION_*), so they are not copied into every tenant row, where
 # they would freeze the default of the day the tenant was created and make the server's setting do nothing.
-OPTIONAL_SETTINGS = frozenset({"rateLimitPerSecond", "rateLimitBurst", "ipAllowList", "processedFileRetentionDays"})
+OPTIONAL_SETTINGS = frozenset(
+    {"rateLimitPerSecond", "rateLimitBurst", "ipAllowList", "processedFileRetentionDays"}
+)
 
 CONTACT_TYPES = ("Member", "Contact")
 # The attributes a contact can be keyed by (each has a normalised look-up column on the contact table).
@@ -94,7 +96,9 @@ class TenantContext:
 
     @property
     def clock_skew(self) -> timedelta:
-        return timedelta(seconds=int(self.settings.get("clockSkewSeconds", DEFAULT_SETTINGS["clockSkewSeconds"])))
+        return timedelta(
+            seconds=int(self.settings.get("clockSkewSeconds", DEFAULT_SETTINGS["clockSkewSeconds"]))
+        )
 
     def key_attribute(self, contact_type: str) -> str:
         keys: dict[str, str] = self.settings.get("contactKeys", DEFAULT_SETTINGS["contactKeys"])
@@ -172,7 +176,9 @@ def _whole(name: str, value: Any, low: int) -> int:
 
 def _check_clock_skew(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLOCK_SKEW_SECONDS:
-        raise InvalidSettingError(f"setting {name!r}: a whole number of seconds from 0 to {MAX_CLOCK_SKEW_SECONDS}")
+        raise InvalidSettingError(
+            f"setting {name!r}: a whole number of seconds from 0 to {MAX_CLOCK_SKEW_SECONDS}"
+        )
     return value
 
 
@@ -194,7 +200,9 @@ def _check_allowlist(name: str, value: Any) -> list[str]:
         raise InvalidSettingError(f"setting {name!r}: IP addresses or networks, separated by commas")
     nets = parse_allowlist(",".join(p for p in parts if p))
     if not nets:
-        raise InvalidSettingError(f"setting {name!r}: at least one address or network (leave it empty to remove)")
+        raise InvalidSettingError(
+            f"setting {name!r}: at least one address or network (leave it empty to remove)"
+        )
     return [str(n) for n in nets]
 
 
@@ -336,7 +344,12 @@ class TenantService:
         return NewTenant(tenant_id=tenant_id, name=name, api_key=raw)
 
     async def add_key(
-        self, conn: AsyncConnection, tenant_id: uuid.UUID, *, label: str | None = None, ip_allowlist: str | None = None
+        self,
+        conn: AsyncConnection,
+        tenant_id: uuid.UUID,
+        *,
+        label: str | None = None,
+        ip_allowlist: str | None = None,
     ) -> str:
         parse_allowlist(ip_allowlist)
         raw = generate_api_key()
@@ -400,7 +413,9 @@ class TenantService:
             return None
         return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist)
 
-    async def update_settings(self, conn: AsyncConnection, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def update_settings(
+        self, conn: AsyncConnection, name: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
         """Validate and store ``changes`` (typed values; None: back to the default). All or nothing: one invalid
         change and nothing is stored. Running servers see the new settings when they next look the API key up
         (within PROMOFLOW_API_KEY_CACHE_SECONDS)."""
@@ -431,7 +446,9 @@ class TenantService:
                     raise InvalidSettingError(f"setting {k!r}: a {type(default).__name__} like {default!r}")
                 settings[k] = v
             else:
-                raise UnknownSettingError(f"unknown tenant setting {k!r}; one of {', '.join(setting_names())}")
+                raise UnknownSettingError(
+                    f"unknown tenant setting {k!r}; one of {', '.join(setting_names())}"
+                )
         values["settings"] = settings
         await conn.execute(update(tenant).where(tenant.c.id == row.id).values(**values))
         return settings
@@ -440,7 +457,9 @@ class TenantService:
         self, conn: AsyncConnection, row: Any, current: dict[str, str], change: Any
     ) -> dict[str, str]:
         if not isinstance(change, dict) or not set(change) <= set(CONTACT_TYPES):
-            raise InvalidSettingError(f"setting 'contactKeys': one key attribute per type ({', '.join(CONTACT_TYPES)})")
+            raise InvalidSettingError(
+                f"setting 'contactKeys': one key attribute per type ({', '.join(CONTACT_TYPES)})"
+            )
         keys = dict(current)
         for contact_type, attribute in change.items():
             name = f"contactKeys.{contact_type}"

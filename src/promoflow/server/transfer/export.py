@@ -300,9 +300,7 @@ async def export_promotions(
 
 async def run_promotion_export(job: JobContext) -> dict[str, Any]:
     store = FileStore(Path(job.payload["root"]))
-    overlap = timedelta(
-        seconds=int(job.payload.get("overlapSeconds", job.settings.export_overlap_seconds))
-    )
+    overlap = timedelta(seconds=int(job.payload.get("overlapSeconds", job.settings.export_overlap_seconds)))
     result = await export_promotions(job.db, store, job.tenant, job.now(), overlap=overlap)
     return result or {"file": None, "counts": {}}
 
@@ -355,7 +353,6 @@ async def sweep_files(hk: HousekeepingContext) -> None:
             log.info("transfer.swept files=%d", removed)
 
 
-
 async def export_all(db: Database, store: FileStore, now: datetime, *, overlap: timedelta,
                      name: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """`promoflow export promotions`: run the export now for one tenant (by name) or all of them."""
@@ -365,7 +362,6 @@ async def export_all(db: Database, store: FileStore, now: datetime, *, overlap: 
             q = q.where(tenant.c.name == name)
         rows = (await conn.execute(q.order_by(tenant.c.name))).all()
     if name is not None and not rows:
-
         raise TenantNotFoundError(f"no tenant named {name!r}")
     out = []
     for row in rows:

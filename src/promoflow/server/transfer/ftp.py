@@ -293,7 +293,9 @@ class _TenantCommands:
             shown = recordable(name)
             where = "importResults"
             try:
-                refused = ctx.bridge.call(lambda db: _refuse(db, ctx, tenant_id, folder, shown, kind, problem))
+                refused = ctx.bridge.call(
+                    lambda db: _refuse(db, ctx, tenant_id, folder, shown, kind, problem)
+                )
                 where = result_path(shown, refused.import_id)
             except Exception:
                 log.exception("transfer.refusal_record_failed")

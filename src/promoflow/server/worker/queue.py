@@ -67,7 +67,9 @@ _CLAIM_PG = text(
 )
 
 
-async def claim(conn: AsyncConnection, worker: str, now: datetime, *, due: datetime | None = None) -> Any | None:
+async def claim(
+    conn: AsyncConnection, worker: str, now: datetime, *, due: datetime | None = None
+) -> Any | None:
     """Take the next runnable job (due at ``due``, by default now), or None. A queue's next job is runnable only
     when no earlier job of that queue is queued or running, so a queue never has two jobs running at once."""
     due = now if due is None else due
@@ -110,12 +112,16 @@ async def heartbeat(conn: AsyncConnection, job_id: int, worker: str, now: dateti
     if total is not None:
         values["progress_total"] = total
     result = await conn.execute(
-        update(job).where(job.c.id == job_id, job.c.locked_by == worker, job.c.status == "running").values(**values)
+        update(job)
+        .where(job.c.id == job_id, job.c.locked_by == worker, job.c.status == "running")
+        .values(**values)
     )
     return bool(result.rowcount)
 
 
-async def succeed(conn: AsyncConnection, job_id: int, worker: str, now: datetime, result: dict[str, Any]) -> bool:
+async def succeed(
+    conn: AsyncConnection, job_id: int, worker: str, now: datetime, result: dict[str, Any]
+) -> bool:
     res = await conn.execute(
         update(job)
         .where(job.c.id == job_id, job.c.locked_by == worker, job.c.status == "running")
@@ -139,14 +145,23 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(300, 2 ** max(0, attempts)))
 
 
-async def fail(conn: AsyncConnection, row: Any, worker: str, now: datetime, error: str, *, permanent: bool = False) -> None:
+async def fail(
+    conn: AsyncConnection, row: Any, worker: str, now: datetime, error: str, *, permanent: bool = False
+) -> None:
     """Retry later with backoff, or give up once the attempts are spent."""
     if permanent or row.attempts >= row.max_attempts:
         values: dict[str, Any] = {"status": "failed", "error": error[:4000], "finished_at": now}
     else:
-        values = {"status": "queued", "error": error[:4000], "run_after": now + backoff(row.attempts), "locked_by": None}
+        values = {
+            "status": "queued",
+            "error": error[:4000],
+            "run_after": now + backoff(row.attempts),
+            "locked_by": None,
+        }
     await conn.execute(
-        update(job).where(job.c.id == row.id, job.c.locked_by == worker, job.c.status == "running").values(**values)
+        update(job)
+        .where(job.c.id == row.id, job.c.locked_by == worker, job.c.status == "running")
+        .values(**values)
     )
 
 

@@ -18,7 +18,6 @@ stalled job is taken over at most a quarter of that after it stalled), the featu
 chunk) and goes back to the queue, where the next worker resumes it at once — a long import does not hold a
 shutdown for minutes, and no stall timeout has to pass before it goes on."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -296,7 +295,9 @@ class Worker:
 
     @property
     def idle_wait(self) -> float:
-        return min(self.poll_seconds, self.recover_every.total_seconds(), self.housekeep_every.total_seconds())
+        return min(
+            self.poll_seconds, self.recover_every.total_seconds(), self.housekeep_every.total_seconds()
+        )
 
     async def run(self) -> None:
         log.info("worker.started name=%s concurrency=%d hold=%d", self.name, self.concurrency, self.hold)

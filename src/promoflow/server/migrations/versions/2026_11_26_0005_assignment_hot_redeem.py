@@ -37,4 +37,6 @@ def downgrade() -> None:
         op.execute("ALTER TABLE assignment RESET (fillfactor)")
     with op.batch_alter_table("assignment", schema=None) as batch_op:
         batch_op.drop_index("uq_assignment_external_code")
-        batch_op.create_unique_constraint("uq_assignment_tenant_id_external_code_id", ["tenant_id", "external_code_id"])
+        batch_op.create_unique_constraint(
+            "uq_assignment_tenant_id_external_code_id", ["tenant_id", "external_code_id"]
+        )

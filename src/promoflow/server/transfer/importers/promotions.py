@@ -190,7 +190,9 @@ class PromotionApplier:
         )
         if row.end_date is None or new_end < row.end_date:  # earlier (or an end where there was none)
             await conn.execute(
-                mine.where(or_(assignment.c.valid_to.is_(None), assignment.c.valid_to > new_e)).values(valid_to=new_e)
+                mine.where(or_(assignment.c.valid_to.is_(None), assignment.c.valid_to > new_e)).values(
+                    valid_to=new_e
+                )
             )
             return
         old_e = end_of_day(row.end_date, tz)
@@ -223,7 +225,9 @@ class PromotionApplier:
             if own > old_e:
                 until = start_of_day(day + timedelta(days=1), tz)
                 await conn.execute(
-                    capped.where(assignment.c.created_at >= since, assignment.c.created_at < until).values(valid_to=own)
+                    capped.where(assignment.c.created_at >= since, assignment.c.created_at < until).values(
+                        valid_to=own
+                    )
                 )
             day += timedelta(days=1)
 
