@@ -237,9 +237,10 @@ async def _show(settings: Any, name: str) -> dict[str, Any]:
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
 
-    return await _with_db(
+    shown: dict[str, Any] = await _with_db(
         settings, lambda conn: TenantService(SystemClock().now()).show(conn, name, settings)
-    )  # type: ignore[no-any-return]
+    )
+    return shown
 
 
 @tenant_app.command("show")

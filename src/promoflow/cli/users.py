@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .main import DataDir, DbUrl, JsonOut, _fail, _run, _with_db, console, settings_for
+from ._operator import settings_for
+from .main import DataDir, DbUrl, JsonOut, _fail, _run, _with_db, console
 
 user_app = typer.Typer(help="Admin UI users and their roles per tenant.", no_args_is_help=True)
 

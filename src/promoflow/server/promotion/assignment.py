@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -265,7 +265,7 @@ class RedemptionService:
             .all()
         )
         if len(candidates) == 1:
-            return candidates[0]
+            return cast(uuid.UUID, candidates[0])
         if len(candidates) > 1:
             raise AmbiguousPromotionIdError("the contact holds several redeemable assignments of this promotion; redeem by the "
                            "assignment id")  # fmt: skip

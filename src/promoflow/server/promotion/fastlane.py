@@ -110,7 +110,7 @@ async def _faces_for(
             out[pid] = cached[0]
     if missing:
         cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
-        cur.row_factory = psycopg.rows.namedtuple_row  # type: ignore[attr-defined]
+        cur.row_factory = psycopg.rows.namedtuple_row
         for row in await cur.fetchall():
             part = presenter.face(PromotionFace.of(row), currency)
             if len(_faces) > 50_000:

@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -224,7 +225,7 @@ async def run_retention(
     report = RetentionReport()
     budget = _Budget(budget_seconds)
     batch = max(1, settings.retention_batch_size)
-    steps = (
+    steps: tuple[tuple[str, Callable[[], Awaitable[tuple[int, bool]]]], ...] = (
         ("idempotency_keys", lambda: purge_idempotency_keys(db, now, batch, budget)),
         ("import_records", lambda: purge_import_records(db, now, settings.retention_import_records_days, batch, budget)),
         ("promotion_views",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -356,7 +357,10 @@ class Worker:
             turn = Turn(self._turns)
             task = asyncio.create_task(self._run_job(row, trow, turn), name=f"promoflow-job-{row.public_id}")
             self._held[row.id] = (task, turn, row.queue)
-            task.add_done_callback(lambda _t, job_id=row.id: self._done(job_id))
+            task.add_done_callback(functools.partial(self._task_done, row.id))
+
+    def _task_done(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._done(job_id)
 
     def _done(self, job_id: int) -> None:
         self._held.pop(job_id, None)
