@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -43,6 +44,7 @@ KNOWN_ATTRIBUTES = frozenset(
     }
 )  # fmt: skip
 _NUMBER_TRIES = 5
+_NOT_ATTRIBUTES = frozenset({"contactType", "preferences"})
 PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
 _LOOKUP_COLUMNS = {
     "email": "email",
@@ -148,6 +150,27 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
         if v not in (None, ""):
             attrs[name] = norm(str(v))
     return attrs
+
+
+WARNINGS_HEADER = "Promoflow-Warnings"
+_MAX_NAMED = 20
+
+
+def attribute_warnings(body: dict[str, Any]) -> list[str]:
+    """What a create or update body carried that is not stored: unknown attribute names. Engage ignores them
+    without an error (Part B §6.4), and so does promoflow, but it says so (v3 body `warnings`, both versions the
+    `Promoflow-Warnings` header) instead of dropping a misspelt attribute in silence."""
+    unknown = [name for name in body if name not in KNOWN_ATTRIBUTES and name not in _NOT_ATTRIBUTES]
+    if not unknown:
+        return []
+    named = ", ".join(repr(n[:64]) for n in unknown[:_MAX_NAMED])
+    more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+    return [f"UnknownAttribute: not a contact attribute, ignored: {named}{more}"]
+
+
+def warnings_header(warnings: list[str]) -> str:
+    """The header's value: the warnings as a JSON array in ASCII (a name may hold any character)."""
+    return json.dumps(warnings, ensure_ascii=True)
 
 
 def _preferences(value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
