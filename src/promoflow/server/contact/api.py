@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from ...wire.engage import ContactOut, ContactOutV3
 from ..exceptions import InvalidPayloadError, UnsupportedMediaTypeError
-from ..http.edge import Edge, edge
+from ..http.edge import Edge, EdgeRoute, edge, fast_path
 from ..http.openapi import errors
+from . import quick
 from .errors import (
     ContactKeyConflictError,
     ContactNotFoundError,
@@ -27,7 +28,7 @@ from .errors import (
 )
 from .service import WARNINGS_HEADER, ContactService, attribute_warnings, warnings_header
 
-router = APIRouter(tags=["contacts"])
+router = APIRouter(tags=["contacts"], route_class=EdgeRoute)
 
 _CREATE_EXAMPLE = {"firstName": "Ada", "email": "ada@example.com", "preferences": {"acceptsEmail": True}}
 
@@ -209,6 +210,7 @@ async def _update(e: Edge, contact_id: str, body: dict[str, Any], *, v3: bool) -
 
 
 @router.post("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
+@fast_path(quick.update(v3=False))
 async def update_contact_v2(
     contact_id: str,
     e: Edge = Depends(edge),
@@ -220,6 +222,7 @@ async def update_contact_v2(
 
 
 @router.patch("/api/v3/contacts/{contact_id}", response_model=ContactOutV3, responses=_UPDATE_ERRORS)
+@fast_path(quick.update(v3=True))
 async def update_contact_v3(
     contact_id: str,
     e: Edge = Depends(edge),
