@@ -488,6 +488,13 @@ class ContactOut(WireModel):
         return self
 
 
+class ContactOutV3(ContactOut):
+    """A v3 contact answer to a create or update: the contact, and (extension) what the body carried that was not
+    stored (unknown attribute names), present only when there is something to say."""
+
+    warnings: list[str] = Field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------------------ receipts
 
 

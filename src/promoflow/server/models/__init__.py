@@ -2,6 +2,7 @@
 
 from . import tables
 from .base import metadata
+from .numbers import member_number_counter
 from .ratelimit import rate_limit_bucket
 from .receipts import (  # noqa: F401
     assignment_shown,
@@ -49,6 +50,7 @@ __all__ = [
     "import_content",
     "import_record",
     "job",
+    "member_number_counter",
     "metadata",
     "promotion",
     "rate_limit_bucket",

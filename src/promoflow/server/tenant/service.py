@@ -335,7 +335,6 @@ class TenantService:
                 time_zone=time_zone,
                 currency=currency,
                 settings={**DEFAULT_SETTINGS, **(settings or {})},
-                member_seq=0,
                 created_at=self.now,
                 updated_at=self.now,
             )
