@@ -26,7 +26,7 @@ from tests.conftest import make_tenant
 from ._support import assert_error
 
 # Which databases have a fast path (how many requests it answered is checked against this).
-FAST_PATH = {"sqlite": False, "postgresql": True}
+FAST_PATH = {"sqlite": True, "postgresql": True}
 
 
 def _db(settings: Settings) -> str:
