@@ -181,7 +181,11 @@ class PgLane:
     async def fetch(
         self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
     ) -> tuple[list[Row], Faces]:
-        conn = await self.pool.acquire()
+        try:
+            conn = await self.pool.acquire()
+        except psycopg.Error as exc:
+            log.warning("fastlane.connect_failed", exc_info=True)
+            raise LaneUnavailable from exc
         broken = False
         try:
             stmt = PG_FETCH[bool(bit)]
@@ -207,7 +211,11 @@ class PgLane:
         now: datetime,
     ) -> tuple[Won, Faces] | None:  # fmt: skip
         stmt = PG_REDEEM[contact_id is not None]
-        conn = await self.pool.acquire()
+        try:
+            conn = await self.pool.acquire()
+        except psycopg.Error as exc:
+            log.warning("fastlane.connect_failed", exc_info=True)
+            raise ServiceUnavailableError("the database did not answer; retry", retry_after=1) from exc
         broken = False
         try:
             row = await (await conn.execute(stmt.sql, stmt.params(
