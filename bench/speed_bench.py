@@ -62,14 +62,18 @@ _RESET = (
 )
 
 
+def _mark(conn: Any) -> str:
+    return "?" if isinstance(conn, sqlite3.Connection) else "%s"
+
+
 def ids(conn: Any, tenant: Any, workdir: Path, tag: str) -> tuple[Path, Path]:
     """Shuffled contact ids and shuffled POS assignment ids of the tenant, one per line."""
     contacts = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
-        "SELECT id FROM contact WHERE tenant_id = {} ORDER BY random()".format("%s" if tag == "pg" else "?"), (tenant,)
+        f"SELECT id FROM contact WHERE tenant_id = {_mark(conn)} ORDER BY random()", (tenant,)
     ).fetchall()]  # fmt: skip
     assignments = [str(uuid.UUID(str(r[0]))) for r in conn.execute(
-        "SELECT a.id FROM assignment a JOIN promotion p ON p.id = a.promotion_id WHERE a.tenant_id = {}"
-        " AND (p.channel_mask & 1) != 0 ORDER BY random()".format("%s" if tag == "pg" else "?"), (tenant,)
+        f"SELECT a.id FROM assignment a JOIN promotion p ON p.id = a.promotion_id WHERE a.tenant_id = {_mark(conn)}"
+        " AND (p.channel_mask & 1) != 0 ORDER BY random()", (tenant,)
     ).fetchall()]  # fmt: skip
     files = (workdir / f"contacts-{tag}.txt", workdir / f"assignments-{tag}.txt")
     files[0].write_text("\n".join(contacts) + "\n")
