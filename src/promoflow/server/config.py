@@ -105,7 +105,8 @@ class Settings(BaseSettings):
         description="Record the ledger's 'shown' events (buffered; one row per answered fetch, written in batches).",
     )
     fast_lane: bool = Field(
-        default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."
+        default=True,
+        description="Answer plain fetch/redeem requests on the fast path (raw connections, one statement each).",
     )
     log_level: str = "info"
     access_log: bool = Field(

@@ -12,7 +12,8 @@ from that one list:
   lines as one prepared statement (its write transactions exclude every other writer, `ExclusiveBatch`);
   PostgreSQL one set-based ``UPDATE … FROM`` the lines with their redemption rows in the same statement
   (`SetBatch`);
-- the PostgreSQL text of the fast path (`PG_FETCH`, `PG_REDEEM`), compiled once from the same statements;
+- the raw text of the fast paths, compiled once from the same statements: PostgreSQL's (`PG_FETCH`,
+  `PG_REDEEM`) and SQLite's (`SQLITE_FETCH`, `SQLITE_REDEEM`, `SQLITE_REDEMPTION_ROW`);
 - the explanation (`explain`, public: the admin UI asks "why is this promotion not shown to this customer?", and
   `refusal`, the error of a refused redeem): the conditions evaluated as columns of one SELECT, so "why not" can
   never disagree with "whether".
@@ -53,6 +54,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
+from sqlalchemy.dialects.sqlite import pysqlite as sqlite_pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select, Update
 
@@ -451,7 +453,7 @@ def batch_for(conn: AsyncConnection, ctx: TenantContext, now: datetime, *, via: 
     return (SetBatch if conn.dialect.name == "postgresql" else ExclusiveBatch)(ctx, now, via)
 
 
-# -------------------------------------------------------------------------------- the fast path's PostgreSQL
+# ---------------------------------------------------------------------- the fast paths' raw statements
 
 
 @dataclass(frozen=True)
@@ -471,16 +473,59 @@ def compile_pg(stmt: Any) -> PgText:
     return PgText(str(compiled), dict(compiled.params))
 
 
+_SQLITE = sqlite_pysqlite.dialect(paramstyle="named")
+
+
+@dataclass(frozen=True)
+class SqliteText:
+    """A statement compiled once to SQLite text (``:name`` parameters) for a raw `sqlite3` connection, with the
+    column types' conversions that SQLAlchemy would apply: ``params`` converts the values (a UUID to its stored
+    hex, an aware datetime to naive UTC text, …) and adds the statement's constants; ``row`` converts a result
+    row back (text → UUID, datetime, JSON)."""
+
+    sql: str
+    binds: Mapping[str, Callable[[Any], Any] | None]
+    defaults: Mapping[str, Any]
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        out = dict(self.defaults)
+        for name, value in values.items():
+            convert = self.binds.get(name)
+            out[name] = value if convert is None or value is None else convert(value)
+        return out
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(v if f is None or v is None else f(v) for f, v in zip(self.results, raw, strict=True))
+
+
+def compile_sqlite(stmt: Any) -> SqliteText:
+    compiled = stmt.compile(dialect=_SQLITE)
+    binds = {
+        name: bp.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+        for bp, name in compiled.bind_names.items()
+    }
+    defaults = {
+        name: value if value is None or binds.get(name) is None else binds[name](value)
+        for name, value in compiled.params.items()
+    }
+    columns = getattr(stmt, "exported_columns", ())
+    results = tuple(c.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None) for c in columns)
+    return SqliteText(str(compiled), binds, defaults, results)
+
+
 _P_NOW = bindparam("now", type_=UTCDateTime())
 _P_TENANT = bindparam("t", type_=assignment.c.tenant_id.type)
 _P_CONTACT = bindparam("c", type_=assignment.c.contact_id.type)
 _P_BIT = bindparam("bit", type_=Integer())
+_P_ASSIGNMENT = bindparam("a", type_=assignment.c.id.type)
+_P_CHANNEL = bindparam("ch", type_=String())
 
 
-def _pg_fetch(channel: bool) -> PgText:
+def _fetch(channel: bool) -> Select[Any]:
     """The plain fetch: the contact's assignments shown now (for one channel), oldest first."""
     inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT if channel else None, contact=_P_CONTACT)
-    return compile_pg(
+    return (
         select(assignment.c.id, assignment.c.promotion_id, assignment.c.valid_from, assignment.c.valid_to)
         .join(promotion, promotion.c.id == assignment.c.promotion_id)
         .where(assignment.c.tenant_id == _P_TENANT, *shown(inputs))
@@ -488,28 +533,41 @@ def _pg_fetch(channel: bool) -> PgText:
     )
 
 
-def _pg_redeem(contact_scoped: bool) -> PgText:
-    """The plain API redeem at the server's clock: the conditional write and its redemption row in one statement
-    (UPDATE … RETURNING feeding the INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
-    channel = bindparam("ch", type_=String())
+def _redeem_plain(contact_scoped: bool) -> Update:
+    """The plain API redeem at the server's clock: the rule's conditional write, answering the redeemed
+    assignment (its tenant, promotion, validity and redemption count)."""
     inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT, contact=_P_CONTACT if contact_scoped else None)
-    won = (
-        redeem_statement(_P_TENANT, bindparam("a", type_=assignment.c.id.type), inputs,
-                         redeemed_values(_P_NOW, channel, None, None, "api"))
-        .returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
-                   assignment.c.valid_to, assignment.c.redemption_count)
-        .cte("won")
-    )  # fmt: skip
+    return redeem_statement(
+        _P_TENANT, _P_ASSIGNMENT, inputs, redeemed_values(_P_NOW, _P_CHANNEL, None, None, "api")
+    ).returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
+                assignment.c.valid_to, assignment.c.redemption_count)  # fmt: skip
+
+
+def _pg_redeem(contact_scoped: bool) -> PgText:
+    """PostgreSQL: the conditional write and its redemption row in one statement (UPDATE … RETURNING feeding the
+    INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
+    won = _redeem_plain(contact_scoped).cte("won")
     rows = insert(redemption).from_select(
         ["id", "tenant_id", "assignment_id", "seq", "redeemed_at", "channel", "via", "created_at"],
-        select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, channel,
+        select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, _P_CHANNEL,
                literal("api"), _P_NOW),
     ).cte("rows")  # fmt: skip
     return compile_pg(select(won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows))
 
 
-PG_FETCH = {False: _pg_fetch(False), True: _pg_fetch(True)}  # by: with a channel filter
+PG_FETCH = {False: compile_pg(_fetch(False)), True: compile_pg(_fetch(True))}  # by: with a channel filter
 PG_REDEEM = {False: _pg_redeem(False), True: _pg_redeem(True)}  # by: on the contact-scoped path
+
+# SQLite has no data-modifying CTE: the conditional write (its RETURNING row decides) and then, for a won row,
+# its redemption row, in the same transaction.
+SQLITE_FETCH = {False: compile_sqlite(_fetch(False)), True: compile_sqlite(_fetch(True))}
+SQLITE_REDEEM = {False: compile_sqlite(_redeem_plain(False)), True: compile_sqlite(_redeem_plain(True))}
+SQLITE_REDEMPTION_ROW = compile_sqlite(
+    insert(redemption).values(
+        id=bindparam("id", type_=redemption.c.id.type), tenant_id=_P_TENANT, assignment_id=_P_ASSIGNMENT,
+        seq=bindparam("seq", type_=Integer()), redeemed_at=_P_NOW, channel=_P_CHANNEL, via="api", created_at=_P_NOW,
+    )
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- explanation
