@@ -17,6 +17,7 @@ Resolution of an entry (the receipt's contact is known by now):
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -114,7 +115,7 @@ class ReceiptLinker:
                     after_commit(conn, _count_redeemed)
             except PromoflowError as exc:
                 warnings.append(f"usedPromotions[{i}]: {exc.code}: {exc.message}")
-                after_commit(conn, lambda code=str(exc.code): _count_refused(code))
+                after_commit(conn, functools.partial(_count_refused, str(exc.code)))
         if sale.original_unique_receipt_id is not None:
             if sale.kind != PURCHASE:
                 warnings += await self._return(conn, sale)
