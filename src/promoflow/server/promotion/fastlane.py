@@ -5,7 +5,7 @@ These are route-level fast handlers (`http.edge.fast_path`): the caller is alrea
 once, by the route; a handler answers the plain form of its request, or declines (None) and the routed handler
 answers, with the same tenant context. Each runs one statement on a raw autocommit psycopg connection (no
 BEGIN/COMMIT round trips, no ORM layer): the rule's own statements compiled to PostgreSQL text
-(`redemption.PG_FETCH`, `redemption.PG_REDEEM`), and the promotion's presentation (immutable once activated)
+(`statements.PG_FETCH`, `statements.PG_REDEEM`), and the promotion's presentation (immutable once activated)
 rendered by the presenter and cached. The redeem is one statement (UPDATE … RETURNING feeding the INSERT of the
 redemption row in a CTE), the same conditional write as every other path, so it stays exactly-once; a refused
 redeem is explained here by the rule's explanation (`redemption.refusal`), so it is neither authorised nor tried
@@ -37,8 +37,9 @@ from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_
 from ..tenant.service import TenantContext
 from . import presenter
 from .domain import PromotionFace
-from .redemption import PG_FETCH, PG_REDEEM, When, explain, refusal
+from .redemption import When, explain, refusal
 from .rules import CHANNEL_BITS
+from .statements import PG_FETCH, PG_REDEEM
 
 log = logging.getLogger("promoflow.api")
 
