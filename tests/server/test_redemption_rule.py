@@ -30,19 +30,10 @@ from promoflow.server.db import Database
 from promoflow.server.exceptions import PromoflowError
 from promoflow.server.models import assignment, contact, promotion, tenant
 from promoflow.server.promotion.assignment import AssignmentService, RedemptionService
-from promoflow.server.promotion.redemption import (
-    PG_FETCH,
-    PG_REDEEM,
-    Reason,
-    RedeemLine,
-    When,
-    batch_for,
-    explain,
-    refusal,
-    when,
-)
+from promoflow.server.promotion.redemption import Reason, When, explain, refusal, when
 from promoflow.server.promotion.rules import CHANNEL_BITS
 from promoflow.server.promotion.sqlitelane import SqliteLane
+from promoflow.server.promotion.statements import PG_FETCH, PG_REDEEM, RedeemLine, batch_for
 from promoflow.server.tenant.service import TenantContext, TenantService, context_from_row
 from promoflow.wire.engage import ChannelType
 

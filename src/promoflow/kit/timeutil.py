@@ -45,10 +45,3 @@ def iso(instant: datetime | None, tz: tzinfo | None = None) -> str | None:
         instant = instant.astimezone(tz)
     timespec = "seconds" if instant.microsecond == 0 else "milliseconds"
     return instant.isoformat(timespec=timespec)
-
-
-def as_utc(value: datetime) -> datetime:
-    """Aware UTC; naive values (as SQLite returns them) are taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)

@@ -135,6 +135,16 @@ class Settings(BaseSettings):
         description="Files in a tenant's integration/processed folder older than this are deleted (a tenant's "
         "own `processedFileRetentionDays` overrides it).",
     )
+    retention_import_results_days: int = Field(
+        default=30,
+        description="Result files in a tenant's integration/importResults folder older than this are deleted "
+        "(the import's status and counts stay).",
+    )
+    retention_jobs_days: int = Field(
+        default=30,
+        description="Finished jobs (succeeded or failed; their payload and result) are deleted this many days "
+        "after they finished.",
+    )
     retention_promotion_views_days: int = Field(
         default=180,
         description="The ledger's 'shown' events (promotion_view rows) older than this are deleted; the "

@@ -652,7 +652,3 @@ class Page(WireModel, Generic[T]):
 def dump(model: BaseModel) -> dict[str, Any]:
     """The model as wire JSON (camelCase, money as numbers)."""
     return model.model_dump(mode="json", by_alias=True)
-
-
-def dump_json(model: BaseModel) -> bytes:
-    return model.model_dump_json(by_alias=True).encode()

@@ -3,8 +3,8 @@
 The redemption rule itself — when an assignment is redeemable, the fetch filter, the redeem statements and the
 explanation of a refusal — lives in `redemption.py`; everything here applies it. `RedemptionService.redeem` is the
 single-row redeem (the routed API, receipts, and the lines of a file a batch did not redeem); a file's batches go
-through `redemption.batch_for`, and the fast path (`fastlane.py`) runs `redemption.PG_REDEEM` or, on SQLite
-(`sqlitelane.py`), `redemption.SQLITE_REDEEM`. All of
+through `statements.batch_for`, and the fast path (`fastlane.py`) runs `statements.PG_REDEEM` or, on SQLite
+(`sqlitelane.py`), `statements.SQLITE_REDEEM`. All of
 them are the same conditional write (``UPDATE … WHERE redeemed_at IS NULL AND …``), so exactly-once holds for all:
 whichever transaction gets there first changes the row; every other sees no row to change and is refused.
 """
@@ -38,18 +38,17 @@ from .errors import (
 )
 from .redemption import (
     Inputs,
-    RedeemLine,
     When,
     redeem_statement,
     redeemable,
     redeemed_values,
-    redemption_row,
     refusal,
     shown,
     when,
 )
 from .rules import assignment_window, status_of
 from .service import promotion_not_found
+from .statements import RedeemLine, redemption_row
 
 _ITEM_COLUMNS = (
     assignment.c.id,

@@ -4,8 +4,8 @@ answered with one statement each on either database.
 These are route-level fast handlers (`http.edge.fast_path`): the caller is already authorised and rate-limited
 once, by the route; a handler answers the plain form of its request, or declines (None) and the routed handler
 answers, with the same tenant context. The handlers are the same for both databases; a `Lane` runs their
-statements — the rule's own statements compiled to the database's text (`redemption.PG_FETCH`/`PG_REDEEM`,
-`redemption.SQLITE_FETCH`/`SQLITE_REDEEM`):
+statements — the rule's own statements compiled to the database's text (`statements.PG_FETCH`/`PG_REDEEM`,
+`statements.SQLITE_FETCH`/`SQLITE_REDEEM`):
 
 - PostgreSQL (`PgLane`, here): one statement on a raw autocommit psycopg connection (no BEGIN/COMMIT round
   trips, no ORM layer); the redeem is UPDATE … RETURNING feeding the INSERT of the redemption row in a CTE;
@@ -45,8 +45,9 @@ from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_
 from ..tenant.service import TenantContext
 from . import presenter
 from .domain import PromotionFace
-from .redemption import PG_FETCH, PG_REDEEM, When, explain, refusal
+from .redemption import When, explain, refusal
 from .rules import CHANNEL_BITS
+from .statements import PG_FETCH, PG_REDEEM
 
 log = logging.getLogger("promoflow.api")
 

@@ -5,10 +5,10 @@ slow under a checkout burst was everything around it (an async driver that hops 
 layer, one transaction and fsync per redeem). Here:
 
 - **Reads in parallel**: a few reader threads, each with its own connection (WAL: readers never wait for the
-  writer; memory-mapped; ``query_only``). The fetch runs the rule's fetch filter (`redemption.SQLITE_FETCH`).
+  writer; memory-mapped; ``query_only``). The fetch runs the rule's fetch filter (`statements.SQLITE_FETCH`).
 - **One writer that group-commits**: redeems queue up while the writer thread commits the previous group; the next
   group runs in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``synchronous=NORMAL``: no fsync per commit in WAL mode).
-  Each redeem in a group is still its own conditional UPDATE (`redemption.SQLITE_REDEEM`, from the same rule as
+  Each redeem in a group is still its own conditional UPDATE (`statements.SQLITE_REDEEM`, from the same rule as
   every other path) whose RETURNING row decides, followed by its redemption row: exactly once, as everywhere. A
   group that fails is retried one redeem per transaction, so one bad redeem fails alone.
 - **One writer per process**: a group takes the process's write turn (`Database.write_turn`), the same lock
@@ -39,8 +39,8 @@ from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
 from .fastlane import Faces, LaneUnavailable, Row, Won, cached_faces, remember_faces
-from .redemption import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, compile_sqlite
 from .rules import CHANNEL_BITS
+from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, compile_sqlite
 
 log = logging.getLogger("promoflow.api")
 

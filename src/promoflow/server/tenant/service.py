@@ -239,19 +239,6 @@ SETTING_PARSERS: dict[str, Callable[[str], Any]] = {
     "processedFileRetentionDays": _integer,
     "clockSkewSeconds": _integer,
 }
-SETTING_HELP: dict[str, str] = {
-    "timeZone": "IANA time zone of date-only validity (Europe/Stockholm)",
-    "currency": "ISO 4217 code of MONEY promotions without one (SEK)",
-    "rateLimitPerSecond": "requests per second per API key; 0 = no limit; empty = the server's default",
-    "rateLimitBurst": "requests a key may send at once above the rate; empty = the server's default",
-    "reactivationLimit": "reactivations per assignment",
-    "customKey": f"what `customKey` look-ups search: {', '.join(KEY_ATTRIBUTES)}",
-    "contactKeys.Member": "the key attribute of Member contacts (only while the tenant has none)",
-    "contactKeys.Contact": "the key attribute of Contact contacts (only while the tenant has none)",
-    "ipAllowList": "comma-separated addresses/networks allowed to use the tenant's keys; empty = any",
-    "processedFileRetentionDays": "days processed upload files are kept; 0 = forever; empty = the server's default",
-    "clockSkewSeconds": f"how far a till's clock may be off the server's (0-{MAX_CLOCK_SKEW_SECONDS} s)",
-}
 
 
 def setting_names() -> list[str]:

@@ -310,9 +310,22 @@ def count_records(kind: str, outcomes: list[Outcome]) -> None:
     by_verdict: dict[str, int] = {}
     for o in outcomes:
         by_verdict[o.verdict.value] = by_verdict.get(o.verdict.value, 0) + 1
-    counter = metrics.get().import_records
+    m = metrics.get()
     for verdict, n in by_verdict.items():
-        counter.labels(kind, verdict).inc(n)
+        m.import_records.labels(kind, verdict).inc(n)
+        if (
+            kind == "redemptions"
+        ):  # also a redeem outcome, as the API's (`promoflow_redeem_total{source="file"}`)
+            outcome = _REDEEM_OUTCOME.get(verdict, "refused")
+            m.redeem(outcome, verdict if outcome == "refused" else "", source="file", n=n)
+
+
+# A redemption line's verdict as a redeem outcome; the others (notFound, expired, invalid, …) are refusals.
+_REDEEM_OUTCOME = {
+    "applied": "redeemed",
+    "conflictAlreadyRedeemed": "already_redeemed",
+    "duplicate": "replayed",
+}
 
 
 def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
