@@ -1,6 +1,7 @@
 """All tables live here, on one MetaData (what Alembic compares against)."""
 
 from . import tables
+from .audit import audit_event
 from .base import metadata
 from .ratelimit import rate_limit_bucket
 from .receipts import (  # noqa: F401
@@ -40,6 +41,7 @@ __all__ = [
     "api_key",
     "assignment",
     "assignment_event",
+    "audit_event",
     "contact",
     "export_cursor",
     "export_file",
