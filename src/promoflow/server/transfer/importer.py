@@ -412,7 +412,8 @@ async def _finish(
         if forget:
             await forget_content(conn, imp)
         if records and status in ("done", "failed") and any(counts.values()):
-            after = {"kind": imp.kind, "folder": imp.folder, "status": status, "counts": counts,
+            after = {"kind": imp.kind, "folder": imp.folder, "status": status,
+                     "counts": {k: v for k, v in counts.items() if v},
                      **({"reason": reason} if reason else {})}  # fmt: skip
             await record(conn, imp.tenant_id, file_actor(imp), "import.apply", "import", imp.public_id,
                          after=after, at=job.now(), summary=True)  # fmt: skip
