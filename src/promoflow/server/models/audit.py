@@ -29,6 +29,8 @@ audit_event = Table(
     # Every listing is newest first by (at, id) within one tenant, optionally narrowed by one of these.
     Index("ix_audit_event_time", "tenant_id", "at", "id"),
     Index("ix_audit_event_actor", "tenant_id", "actor", "at", "id"),
+    Index("ix_audit_event_actor_kind", "tenant_id", "actor_kind", "at", "id"),
+    Index("ix_audit_event_action", "tenant_id", "action", "at", "id"),
     Index("ix_audit_event_object", "tenant_id", "object_id", "at", "id"),
     Index("ix_audit_event_contact", "tenant_id", "contact_id", "at", "id"),
     Index("ix_audit_event_promotion", "tenant_id", "promotion_id", "at", "id"),

@@ -44,6 +44,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_event_time", "audit_event", ["tenant_id", "at", "id"])
     op.create_index("ix_audit_event_actor", "audit_event", ["tenant_id", "actor", "at", "id"])
+    op.create_index("ix_audit_event_actor_kind", "audit_event", ["tenant_id", "actor_kind", "at", "id"])
+    op.create_index("ix_audit_event_action", "audit_event", ["tenant_id", "action", "at", "id"])
     op.create_index("ix_audit_event_object", "audit_event", ["tenant_id", "object_id", "at", "id"])
     op.create_index("ix_audit_event_contact", "audit_event", ["tenant_id", "contact_id", "at", "id"])
     op.create_index("ix_audit_event_promotion", "audit_event", ["tenant_id", "promotion_id", "at", "id"])
