@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
+from ..audit import diff, record
 from ..dialect import insert_ignore
 from ..exceptions import InvalidPayloadError, PromoflowError
 from ..hooks import fire_contact_changed
@@ -223,6 +224,11 @@ def contact_out(row: Any, tz: Any) -> dict[str, Any]:
     }
 
 
+def audit_view(contact_type: str, attrs: dict[str, Any], prefs: dict[str, Any]) -> dict[str, Any]:
+    """A contact as the audit log records it: its attributes, and each preference as ``preferences.<name>``."""
+    return {"contactType": contact_type, **attrs, **{f"preferences.{k}": v for k, v in prefs.items()}}
+
+
 def parse_contact_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
@@ -317,6 +323,13 @@ class ContactService:
         else:
             raise ContactKeyConflictError("no free member number was found; give one explicitly")
         row = await self._row(conn, new_id)
+        after = {
+            **audit_view(contact_type, attrs, prefs),
+            "source": source,
+            "storeExternalId": store_external_id,
+        }
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "contact.create", "contact", new_id, after=after,
+                     at=self.now, contact_id=new_id)  # fmt: skip
         await fire_contact_changed(conn, self.ctx, new_id, self.now)
         return contact_out(row, self.ctx.tz), True
 
@@ -359,6 +372,11 @@ class ContactService:
             if "key_value" not in str(exc.orig) and "member_number" not in str(exc.orig):
                 raise
             raise ContactKeyConflictError("another contact already has this key") from exc
+        before, after = diff(audit_view(row.contact_type, dict(row.attributes), dict(row.preferences)),
+                                audit_view(row.contact_type, attrs, prefs))  # fmt: skip
+        if before or after:
+            await record(conn, self.ctx.tenant_id, self.ctx.actor, "contact.update", "contact", row.id, before,
+                         after, at=self.now, contact_id=row.id)  # fmt: skip
         if any(name in changed for name in _LOOKUP_COLUMNS):
             await fire_contact_changed(conn, self.ctx, row.id, self.now)
         return contact_out(await self._row(conn, row.id), self.ctx.tz)

@@ -1,6 +1,7 @@
 """All tables live here, on one MetaData (what Alembic compares against)."""
 
 from . import tables
+from .audit import audit_event
 from .base import metadata
 from .numbers import member_number_counter
 from .ratelimit import rate_limit_bucket
@@ -41,6 +42,7 @@ __all__ = [
     "api_key",
     "assignment",
     "assignment_event",
+    "audit_event",
     "contact",
     "export_cursor",
     "export_file",

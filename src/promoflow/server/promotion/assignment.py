@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType, PromotionStatus
+from ..audit import record
 from ..contact.errors import ContactNotFoundError
 from ..dialect import insert_ignore, unindexed
 from ..models import assignment, assignment_event, contact, promotion, redemption
@@ -149,6 +150,10 @@ class AssignmentService:
                 created_at=self.now,
             )
         )
+        after = {"promotionId": promo.id, "promotionName": promo.name, "contactId": contact_id,
+                 "validFrom": valid_from, "validTo": valid_to, "source": source}  # fmt: skip
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "assignment.create", "assignment", new_id,
+                     after=after, at=self.now, contact_id=contact_id, promotion_id=promo.id)  # fmt: skip
         return await self.item(conn, new_id)
 
     async def assign_many(
@@ -312,8 +317,10 @@ class RedemptionService:
         return Redeemed(view, won.contact_id, moment.at, won.redemption_count)
 
     async def reactivate(
-        self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api"
+        self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api", why: str | None = None
     ) -> AssignmentView:
+        """Undo the assignment's redemption (within the tenant's limit). ``reason`` is the way it came (api,
+        admin); ``why`` the words a person gave, kept in the audit log."""
         limit = self.ctx.reactivation_limit
         won = (
             await conn.execute(
@@ -334,7 +341,12 @@ class RedemptionService:
                     redeemed_via=None,
                     reactivation_count=assignment.c.reactivation_count + 1,
                 )
-                .returning(assignment.c.redemption_count)
+                .returning(
+                    assignment.c.redemption_count,
+                    assignment.c.reactivation_count,
+                    assignment.c.contact_id,
+                    assignment.c.promotion_id,
+                )  # fmt: skip
             )
         ).first()
         if won is None:
@@ -352,11 +364,24 @@ class RedemptionService:
             if row.valid_to is not None and row.valid_to < self.now:
                 raise PromotionExpiredError("the promotion has expired")
             raise ReactivationLimitExceededError(f"the promotion was already reactivated {row.reactivation_count} times")  # fmt: skip
-        await conn.execute(
-            update(redemption)
-            .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
-            .values(reactivated_at=self.now)
-        )
+        undone = (
+            await conn.execute(
+                update(redemption)
+                .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
+                .values(reactivated_at=self.now)
+                .returning(redemption.c.redeemed_at, redemption.c.channel, redemption.c.store_external_id)
+            )
+        ).first()
+        before = {"redeemed": True, "reactivationCount": won.reactivation_count - 1}
+        if undone is not None:
+            before |= {"redeemedAt": undone.redeemed_at, "channel": undone.channel,
+                       "store": undone.store_external_id}  # fmt: skip
+        after: dict[str, Any] = {"redeemed": False, "reactivationCount": won.reactivation_count}
+        if why:
+            after["reason"] = why
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "redemption.reactivate", "assignment",
+                     assignment_id, before, after, at=self.now, contact_id=won.contact_id,
+                     promotion_id=won.promotion_id)  # fmt: skip
         await conn.execute(
             insert(assignment_event).values(
                 tenant_id=self.ctx.tenant_id,

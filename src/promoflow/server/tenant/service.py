@@ -3,6 +3,7 @@ fast hash is enough and keeps authentication cheap; the key itself is shown once
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.currency import is_currency
 from ...kit.timeutil import iso
+from ..audit import SYSTEM, Actor, diff, record
 from ..models import api_key, contact, tenant
 from ..receipt.errors import InvalidCurrencyError
 from .errors import (
@@ -80,7 +82,8 @@ def check_currency(code: str) -> str:
 
 @dataclass(frozen=True)
 class TenantContext:
-    """Who is calling: the tenant and the key used. Every service takes this and filters by ``tenant_id``."""
+    """Who is calling: the tenant, the key used, and the actor its changes are recorded under (the audit log).
+    Every service takes this and filters by ``tenant_id``."""
 
     tenant_id: uuid.UUID
     name: str
@@ -89,6 +92,11 @@ class TenantContext:
     settings: dict[str, Any] = field(hash=False)
     key_id: uuid.UUID | None = None
     ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    actor: Actor = SYSTEM
+
+    def acting(self, actor: Actor) -> TenantContext:
+        """The same tenant, with changes recorded under ``actor`` (the edge that knows the caller sets it)."""
+        return dataclasses.replace(self, actor=actor)
 
     @property
     def reactivation_limit(self) -> int:
@@ -145,7 +153,9 @@ def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(nets)
 
 
-def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | None = None) -> TenantContext:
+def context_from_row(
+    row: Any, key_id: uuid.UUID | None = None, allow: str | None = None, actor: Actor = SYSTEM
+) -> TenantContext:
     """The tenant as services see it. ``allow`` is the key's own IP allow-list; a key without one has the
     tenant's (`ipAllowList`)."""
     settings = {**DEFAULT_SETTINGS, **(row.settings or {})}
@@ -159,6 +169,7 @@ def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | Non
         settings=settings,
         key_id=key_id,
         ip_allowlist=parse_allowlist(allow),
+        actor=actor,
     )
 
 
@@ -296,8 +307,9 @@ def parse_setting_text(assignments: list[str]) -> dict[str, Any]:
 
 
 class TenantService:
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, actor: Actor = SYSTEM) -> None:
         self.now = now
+        self.actor = actor  # who the audit log names for the changes made here
 
     async def create(
         self,
@@ -326,6 +338,8 @@ class TenantService:
                 updated_at=self.now,
             )
         )
+        await record(conn, tenant_id, self.actor, "tenant.create", "tenant", tenant_id, at=self.now,
+                     after={"name": name, "timeZone": time_zone, "currency": currency})  # fmt: skip
         raw = await self.add_key(conn, tenant_id, label="default")
         return NewTenant(tenant_id=tenant_id, name=name, api_key=raw)
 
@@ -339,9 +353,10 @@ class TenantService:
     ) -> str:
         parse_allowlist(ip_allowlist)
         raw = generate_api_key()
+        key_id = uuid.uuid4()
         await conn.execute(
             insert(api_key).values(
-                id=uuid.uuid4(),
+                id=key_id,
                 tenant_id=tenant_id,
                 key_hash=hash_key(raw),
                 prefix=raw[:10],
@@ -350,6 +365,8 @@ class TenantService:
                 created_at=self.now,
             )
         )
+        await record(conn, tenant_id, self.actor, "api_key.create", "api_key", key_id, at=self.now,
+                     after={"label": label, "prefix": raw[:10], "ipAllowList": ip_allowlist})  # fmt: skip
         return raw
 
     async def by_name(self, conn: AsyncConnection, name: str) -> Any:
@@ -361,11 +378,17 @@ class TenantService:
     async def rotate_key(self, conn: AsyncConnection, name: str) -> str:
         """Revoke every active key of the tenant and issue a new one."""
         row = await self.by_name(conn, name)
-        await conn.execute(
-            update(api_key)
-            .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
-            .values(revoked_at=self.now)
-        )
+        revoked = (
+            await conn.execute(
+                update(api_key)
+                .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
+                .values(revoked_at=self.now)
+                .returning(api_key.c.id, api_key.c.prefix)
+            )
+        ).all()
+        for key in revoked:
+            await record(conn, row.id, self.actor, "api_key.rotate", "api_key", key.id, at=self.now,
+                         before={"prefix": key.prefix, "revoked": False}, after={"revoked": True})  # fmt: skip
         return await self.add_key(conn, row.id, label="rotated")
 
     async def list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -390,14 +413,21 @@ class TenantService:
     async def authenticate(self, conn: AsyncConnection, raw_key: str) -> TenantContext | None:
         row = (
             await conn.execute(
-                select(tenant, api_key.c.id.label("key_id"), api_key.c.ip_allowlist)
+                select(
+                    tenant,
+                    api_key.c.id.label("key_id"),
+                    api_key.c.ip_allowlist,
+                    api_key.c.label.label("key_label"),
+                    api_key.c.prefix.label("key_prefix"),
+                )  # fmt: skip
                 .join(api_key, api_key.c.tenant_id == tenant.c.id)
                 .where(api_key.c.key_hash == hash_key(raw_key), api_key.c.revoked_at.is_(None))
             )
         ).first()
         if row is None:
             return None
-        return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist)
+        actor = Actor.api_key(row.key_label, row.key_prefix, row.key_id)
+        return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist, actor=actor)
 
     async def update_settings(
         self, conn: AsyncConnection, name: str, changes: dict[str, Any]
@@ -437,6 +467,18 @@ class TenantService:
                 )
         values["settings"] = settings
         await conn.execute(update(tenant).where(tenant.c.id == row.id).values(**values))
+        old = {
+            "timeZone": row.time_zone,
+            "currency": row.currency,
+            **{**DEFAULT_SETTINGS, **(row.settings or {})},
+        }
+        new = {"timeZone": values.get("time_zone", row.time_zone), "currency": values.get("currency", row.currency),
+               **settings}  # fmt: skip
+        before, after = diff(old, new)
+        if after or before:
+            await record(
+                conn, row.id, self.actor, "settings.update", "tenant", row.id, before, after, at=self.now
+            )
         return settings
 
     async def _contact_keys(
