@@ -1,7 +1,7 @@
 """audit_event: the append-only audit log of every change (issue 14 §4)
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-05
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from promoflow.server.models.base import BigId, JsonType, UTCDateTime
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
