@@ -30,7 +30,7 @@ async def imports_page(request: Request, who: AdminContext = Depends(viewer)) ->
     after = q.get("after")
     async with reading(request) as conn:
         lines, nxt = await transfers.list_imports(conn, who.tenant, status=status, after=after)
-    values: dict[str, Any] = {"lines": lines, "next": nxt, "status": status, "after": after,
+    values: dict[str, Any] = {"lines": lines, "next": nxt, "status_filter": status, "after": after,
                               "statuses": transfers.STATUS_TEXT, "as_of": transfers.now_text(now_of(request), who.tenant)}  # fmt: skip
     if is_htmx(request) and request.headers.get("hx-target") == "import-results":
         return render(request, "_import_rows.html", **values)

@@ -101,7 +101,9 @@ class ImportLine:
 
     def count_items(self) -> list[tuple[str, str, int]]:
         """(verdict, words, count) for the verdicts that occurred."""
-        return [(v, VERDICT_TEXT.get(v, v), n) for v, n in self.counts.items() if n]
+        order = {v: i for i, v in enumerate(VERDICTS)}
+        ranked = sorted(self.counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        return [(v, VERDICT_TEXT.get(v, v), n) for v, n in ranked if n]
 
 
 def _line(r: Any, tz: Any) -> ImportLine:
