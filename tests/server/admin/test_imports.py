@@ -180,3 +180,26 @@ def test_jobs_are_listed_with_progress_and_result(admin: Admin) -> None:
 def test_only_signed_in_users_see_imports(admin: Admin) -> None:
     r = admin.api.client.get("/admin/imports", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
+
+
+def test_every_role_reads_imports_and_jobs(admin: Admin) -> None:
+    for role in ("viewer", "marketer", "admin"):
+        b = admin.browser(role)
+        for path in ("/admin/imports", "/admin/imports?status=failed", "/admin/imports/jobs"):
+            r = b.get(path)
+            assert r.status_code == 200, (role, path)
+            assert 'aria-current="page">Imports<' in r.text
+
+
+def test_an_import_page_polls_while_it_runs_and_reloads_when_done(admin: Admin, ftp: FtpServer) -> None:
+    assert upload(ftp, admin.tenant, REDEMPTION_IMPORT_DIR, NAME, write_redemptions([_red(UNKNOWN)])).startswith("226")  # fmt: skip
+    viewer = admin.browser("viewer")
+    iid = _import_id(viewer.get("/admin/imports").text, NAME)
+    page = viewer.get(f"/admin/imports/{iid}").text
+    assert "Waiting" in page and 'hx-trigger="every 2s"' in page
+    poll = {"HX-Request": "true", "HX-Target": "import-head"}
+    still = viewer.get(f"/admin/imports/{iid}", headers=poll)
+    assert "HX-Refresh" not in still.headers and "<html" not in still.text
+    admin.api.run_jobs()
+    done = viewer.get(f"/admin/imports/{iid}", headers=poll)
+    assert done.headers["HX-Refresh"] == "true" and "Imported" in done.text

@@ -65,7 +65,12 @@ async def import_page(import_id: str, request: Request, who: AdminContext = Depe
     async with reading(request) as conn:
         imp = await transfers.get_import(conn, who.tenant, iid)
         if is_htmx(request) and request.headers.get("hx-target") == "import-head":
-            return render(request, "_import_head.html", imp=imp)
+            response = render(request, "_import_head.html", imp=imp)
+            if (
+                not imp.running
+            ):  # only a page shown while it ran polls: reload it once, with every line result
+                response.headers["HX-Refresh"] = "true"
+            return response
         records, nxt = await transfers.list_records(conn, who.tenant, iid, f, after)
     values: dict[str, Any] = {"imp": imp, "records": records, "next": nxt, "filters": f, "after": after,
                               "verdicts": transfers.VERDICT_TEXT}  # fmt: skip
