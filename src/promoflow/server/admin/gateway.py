@@ -39,6 +39,7 @@ from ..contact.service import (
     normalize_key,
     normalize_phone,
 )
+from ..dialect import one_of, uuid_text
 from ..exceptions import PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
 from ..promotion import presenter
@@ -379,7 +380,7 @@ class KeyLine:
     number: int
     text: str
     outcome: str  # assign | already-held | unknown | invalid | duplicate
-    contact_id: uuid.UUID | None = None
+    contact_id: str | None = None  # canonical text
 
 
 @dataclass
@@ -403,7 +404,7 @@ class KeyCheck:
         return list(islice((line for line in self.lines if line.outcome != "assign"), limit))
 
     @property
-    def to_assign(self) -> list[uuid.UUID]:
+    def to_assign(self) -> list[str]:
         return [line.contact_id for line in self.lines if line.outcome == "assign" and line.contact_id]
 
 
@@ -414,28 +415,33 @@ CHUNK = 5_000
 
 
 def _classify(text: str) -> tuple[str, Any]:
-    """What kind of key a pasted line is: a contact id, an e-mail, a member number, or a phone number."""
+    """What kind of key a pasted line is: a contact id (as its canonical text), an e-mail, a member number, or a
+    phone number; ``member_or_phone`` (all digits) carries both readings."""
     guid = parse_guid(text)
     if guid is not None:
-        return "id", guid
+        return "id", str(guid)
     if "@" in text:
         return "email", normalize_email(text)
     if _DIGITS.match(text):
-        return "member_or_phone", text
+        try:
+            return "member_or_phone", (text, normalize_phone(text))
+        except PromoflowError:
+            return "member", text
     if text.startswith(("+", "00")) or re.match(r"^[0-9\s\-().+]+$", text):
         return "phone", normalize_phone(text)
     return "member", normalize_key(text)
 
 
-async def _lookup(
-    conn: AsyncConnection, ctx: TenantContext, column: Any, values: set[Any]
-) -> dict[Any, uuid.UUID]:
-    found: dict[Any, uuid.UUID] = {}
+async def _lookup(conn: AsyncConnection, ctx: TenantContext, column: Any, values: set[Any]) -> dict[Any, str]:
+    """key → contact id (canonical text: no 100,000 UUID objects to build and hash), CHUNK keys per query."""
+    found: dict[Any, str] = {}
     items = list(values)
+    cid = uuid_text(conn, contact.c.id)
+    key = cid if column is contact.c.id else column  # ids are looked up by their text
     for i in range(0, len(items), CHUNK):
         for r in await conn.execute(
-            select(column, contact.c.id).where(
-                contact.c.tenant_id == ctx.tenant_id, column.in_(items[i : i + CHUNK])
+            select(key, cid).where(
+                contact.c.tenant_id == ctx.tenant_id, one_of(conn, column, items[i : i + CHUNK])
             )
         ):
             found.setdefault(r[0], r[1])
@@ -444,8 +450,10 @@ async def _lookup(
 
 async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, text: str) -> KeyCheck:
     """Resolve pasted contact keys (one per line) to this tenant's contacts and say, for every line, what
-    assigning would do."""
+    assigning would do: each line parsed once, the keys looked up per kind CHUNK at a time, and one query per
+    CHUNK contacts for who already holds the promotion."""
     parsed: list[tuple[int, str, str | None, Any]] = []
+    wanted: dict[str, set[Any]] = {"id": set(), "email": set(), "member": set(), "phone": set()}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip().strip(",;\"'").strip()
         if not line:
@@ -455,36 +463,33 @@ async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, 
         except PromoflowError:
             kind, value = None, None
         parsed.append((n, line, kind, value))
-    wanted: dict[str, set[Any]] = {"id": set(), "email": set(), "member": set(), "phone": set()}
-    for _, _, kind, value in parsed:
         if kind == "member_or_phone":
-            wanted["member"].add(value)
-            with contextlib.suppress(PromoflowError):
-                wanted["phone"].add(normalize_phone(value))
+            wanted["member"].add(value[0])
+            wanted["phone"].add(value[1])
         elif kind is not None:
             wanted[kind].add(value)
     by_id = await _lookup(conn, ctx, contact.c.id, wanted["id"])
     by_email = await _lookup(conn, ctx, contact.c.email, wanted["email"])
     by_member = await _lookup(conn, ctx, contact.c.member_number, wanted["member"])
     by_phone = await _lookup(conn, ctx, contact.c.mobile_phone, wanted["phone"])
-    resolved = {*by_id.values(), *by_email.values(), *by_member.values(), *by_phone.values()}
-    held: set[uuid.UUID] = set()
-    ids = list(resolved)
+    ids = list({*by_id.values(), *by_email.values(), *by_member.values(), *by_phone.values()})
+    held: set[str] = set()
+    holder = uuid_text(conn, assignment.c.contact_id)
     for i in range(0, len(ids), CHUNK):
         held.update(
             (
                 await conn.execute(
-                    select(assignment.c.contact_id).where(
-                        assignment.c.contact_id.in_(ids[i : i + CHUNK]), assignment.c.tenant_id == ctx.tenant_id,
-                        assignment.c.promotion_id == pid, assignment.c.deleted_at.is_(None),
+                    select(holder).where(
+                        one_of(conn, assignment.c.contact_id, ids[i : i + CHUNK]),
+                        assignment.c.tenant_id == ctx.tenant_id, assignment.c.promotion_id == pid,
+                        assignment.c.deleted_at.is_(None),
                     )
                 )
             ).scalars()
         )  # fmt: skip
-    seen: set[uuid.UUID] = set()
+    seen: set[str] = set()
     out = []
     for n, line, kind, value in parsed:
-        cid: uuid.UUID | None = None
         if kind is None:
             out.append(KeyLine(n, line, "invalid"))
             continue
@@ -496,13 +501,8 @@ async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, 
             cid = by_phone.get(value)
         elif kind == "member":
             cid = by_member.get(value)
-        else:
-            cid = by_member.get(value)
-            if cid is None:
-                try:
-                    cid = by_phone.get(normalize_phone(value))
-                except PromoflowError:
-                    cid = None
+        else:  # all digits: a member number first, else a phone number
+            cid = by_member.get(value[0]) or by_phone.get(value[1])
         if cid is None:
             outcome = "unknown"
         elif cid in seen:
@@ -521,7 +521,7 @@ MAX_BULK = 100_000
 
 
 async def start_bulk(
-    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, ids: list[uuid.UUID],
+    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, ids: list[str],
     lines: list[list[Any]], origin: str,
 ) -> uuid.UUID:  # fmt: skip
     """Enqueue the API's bulk-assignment job for these contacts; ``lines`` (each line's input and outcome) ride
@@ -722,7 +722,7 @@ async def search_contacts(
             ).all()
         rows.sort(key=lambda r: (r.name_key or "", str(r.id)))
     seen: set[uuid.UUID] = set()
-    out = []
+    out: list[ContactLine] = []
     for r in rows:
         if r.id not in seen and len(out) < limit:
             seen.add(r.id)

@@ -109,8 +109,8 @@ class LedgerService:
             )
         for v in await conn.execute(views.order_by(promotion_view.c.id)):
             for aid in v.assignment_ids:
-                a = rows.get(aid)
-                if a is not None and a.contact_id == v.contact_id and v.at >= a.created_at:
+                held = rows.get(aid)
+                if held is not None and held.contact_id == v.contact_id and v.at >= held.created_at:
                     add(aid, "shown", v.at, storeExternalId=v.store_external_id,
                         detail={"count": v.times, "lastAt": iso(v.last_at, tz)})  # fmt: skip
         for ev in await conn.execute(
@@ -130,9 +130,9 @@ class LedgerService:
             )
         out = []
         for aid in ids:
-            a = rows.get(aid)
-            if a is None:
+            if aid not in rows:
                 continue
+            a = rows[aid]
             if a.deleted_at is not None:
                 add(aid, "deleted", a.deleted_at)
             events = sorted(found[aid], key=lambda e: (e[0], e[1]))
