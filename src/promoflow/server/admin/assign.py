@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from ..exceptions import InvalidPayloadError
 from . import gateway
@@ -184,29 +185,39 @@ async def segment_run(promotion_id: str, request: Request, who: AdminContext = D
 
 @router.get("/runs/{job_id}")
 async def run_page(job_id: str, request: Request, who: AdminContext = Depends(viewer)) -> Response:
+    fragment = (
+        request.headers.get("hx-request") == "true"
+    )  # the progress the page polls: no promotion figures
     async with reading(request) as conn:
         j = await gateway.get_bulk(conn, who.tenant, guid_or_404(job_id, "run"))
-        view = await gateway.get_promotion(conn, who.tenant, now_of(request), j.promotion_id)
-    template = "_run_progress.html" if request.headers.get("hx-request") == "true" else "run.html"
-    return render(request, template, job=j, view=view)
+        view = (
+            None
+            if fragment
+            else await gateway.get_promotion(conn, who.tenant, now_of(request), j.promotion_id)
+        )
+    return render(request, "_run_progress.html" if fragment else "run.html", job=j, view=view)
 
 
 @router.get("/runs/{job_id}/result.csv")
 async def run_csv(job_id: str, request: Request, who: AdminContext = Depends(viewer)) -> Response:
     async with reading(request) as conn:
-        j = await gateway.get_bulk(conn, who.tenant, guid_or_404(job_id, "run"))
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["line", "input", "contactId", "result"])
-    for number, text, outcome, cid in j.lines:
-        result = OUTCOME_TEXT[outcome]
-        if outcome == "assign":
-            result = {"succeeded": "assigned", "failed": "not assigned (the run failed)"}.get(
-                j.status, "pending"
-            )
-        w.writerow([number, _cell(text), cid, result])
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="assignment-{j.id}.csv"'})  # fmt: skip
+        j = await gateway.get_bulk(conn, who.tenant, guid_or_404(job_id, "run"), with_lines=True)
+    pending = {"succeeded": "assigned", "failed": "not assigned (the run failed)"}.get(j.status, "pending")
+
+    def rows() -> Iterator[str]:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["line", "input", "contactId", "result"])
+        for n, (number, text, outcome, cid) in enumerate(j.lines or [], 1):
+            w.writerow([number, _cell(text), cid, pending if outcome == "assign" else OUTCOME_TEXT[outcome]])
+            if n % 5_000 == 0:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="assignment-{j.id}.csv"'})  # fmt: skip
 
 
 def _cell(text: str) -> str:

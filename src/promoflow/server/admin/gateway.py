@@ -11,8 +11,10 @@ import base64
 import contextlib
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import islice
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,7 +31,15 @@ from ...wire.engage import (
     PromotionStatus,
     ValueType,
 )
-from ..contact.service import ContactService, normalize_email, normalize_key, normalize_phone
+from ..contact.service import (
+    NAME_KEY_LENGTH,
+    ContactService,
+    fold_name,
+    normalize_email,
+    normalize_key,
+    normalize_phone,
+)
+from ..dialect import one_of, uuid_text
 from ..exceptions import PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
 from ..promotion import presenter
@@ -37,7 +47,7 @@ from ..promotion.assignment import AssignmentService, RedemptionService
 from ..promotion.bulk import BULK_ASSIGN, bulk_payload, enqueue_bulk
 from ..promotion.domain import Promotion, PromotionFace
 from ..promotion.errors import PromotionNotFoundError
-from ..promotion.redemption import Reason, explain
+from ..promotion.redemption import Explanation, Reason, explain
 from ..promotion.rules import CHANNEL_BITS, assignment_window, status_of, validate_channel_value
 from ..promotion.service import PromotionService
 from ..receipt.history import HistoryService
@@ -369,48 +379,68 @@ class KeyLine:
     number: int
     text: str
     outcome: str  # assign | already-held | unknown | invalid | duplicate
-    contact_id: uuid.UUID | None = None
+    contact_id: str | None = None  # canonical text
 
 
 @dataclass
 class KeyCheck:
     lines: list[KeyLine]
+    counts: Counter[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = Counter(line.outcome for line in self.lines)
 
     def count(self, outcome: str) -> int:
-        return sum(1 for line in self.lines if line.outcome == outcome)
+        return self.counts[outcome]
 
     @property
-    def to_assign(self) -> list[uuid.UUID]:
+    def problem_count(self) -> int:
+        """Lines that will not be assigned."""
+        return len(self.lines) - self.counts["assign"]
+
+    def problems(self, limit: int = 200) -> list[KeyLine]:
+        """The first ``limit`` lines that will not be assigned (the page lists those, and counts the rest)."""
+        return list(islice((line for line in self.lines if line.outcome != "assign"), limit))
+
+    @property
+    def to_assign(self) -> list[str]:
         return [line.contact_id for line in self.lines if line.outcome == "assign" and line.contact_id]
 
 
 _DIGITS = re.compile(r"^[0-9]+$")
-CHUNK = 500
+# Keys per look-up query: an IN list of 5,000 is one statement of index probes on both databases (SQLite allows
+# 32,766 parameters, PostgreSQL 65,535), so a 100,000-line paste is ~30 queries, not ~500.
+CHUNK = 5_000
 
 
 def _classify(text: str) -> tuple[str, Any]:
-    """What kind of key a pasted line is: a contact id, an e-mail, a member number, or a phone number."""
+    """What kind of key a pasted line is: a contact id (as its canonical text), an e-mail, a member number, or a
+    phone number; ``member_or_phone`` (all digits) carries both readings."""
     guid = parse_guid(text)
     if guid is not None:
-        return "id", guid
+        return "id", str(guid)
     if "@" in text:
         return "email", normalize_email(text)
     if _DIGITS.match(text):
-        return "member_or_phone", text
+        try:
+            return "member_or_phone", (text, normalize_phone(text))
+        except PromoflowError:
+            return "member", text
     if text.startswith(("+", "00")) or re.match(r"^[0-9\s\-().+]+$", text):
         return "phone", normalize_phone(text)
     return "member", normalize_key(text)
 
 
-async def _lookup(
-    conn: AsyncConnection, ctx: TenantContext, column: Any, values: set[Any]
-) -> dict[Any, uuid.UUID]:
-    found: dict[Any, uuid.UUID] = {}
+async def _lookup(conn: AsyncConnection, ctx: TenantContext, column: Any, values: set[Any]) -> dict[Any, str]:
+    """key → contact id (canonical text: no 100,000 UUID objects to build and hash), CHUNK keys per query."""
+    found: dict[Any, str] = {}
     items = list(values)
+    cid = uuid_text(conn, contact.c.id)
+    key = cid if column is contact.c.id else column  # ids are looked up by their text
     for i in range(0, len(items), CHUNK):
         for r in await conn.execute(
-            select(column, contact.c.id).where(
-                contact.c.tenant_id == ctx.tenant_id, column.in_(items[i : i + CHUNK])
+            select(key, cid).where(
+                contact.c.tenant_id == ctx.tenant_id, one_of(conn, column, items[i : i + CHUNK])
             )
         ):
             found.setdefault(r[0], r[1])
@@ -419,8 +449,10 @@ async def _lookup(
 
 async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, text: str) -> KeyCheck:
     """Resolve pasted contact keys (one per line) to this tenant's contacts and say, for every line, what
-    assigning would do."""
+    assigning would do: each line parsed once, the keys looked up per kind CHUNK at a time, and one query per
+    CHUNK contacts for who already holds the promotion."""
     parsed: list[tuple[int, str, str | None, Any]] = []
+    wanted: dict[str, set[Any]] = {"id": set(), "email": set(), "member": set(), "phone": set()}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip().strip(",;\"'").strip()
         if not line:
@@ -430,36 +462,33 @@ async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, 
         except PromoflowError:
             kind, value = None, None
         parsed.append((n, line, kind, value))
-    wanted: dict[str, set[Any]] = {"id": set(), "email": set(), "member": set(), "phone": set()}
-    for _, _, kind, value in parsed:
         if kind == "member_or_phone":
-            wanted["member"].add(value)
-            with contextlib.suppress(PromoflowError):
-                wanted["phone"].add(normalize_phone(value))
+            wanted["member"].add(value[0])
+            wanted["phone"].add(value[1])
         elif kind is not None:
             wanted[kind].add(value)
     by_id = await _lookup(conn, ctx, contact.c.id, wanted["id"])
     by_email = await _lookup(conn, ctx, contact.c.email, wanted["email"])
     by_member = await _lookup(conn, ctx, contact.c.member_number, wanted["member"])
     by_phone = await _lookup(conn, ctx, contact.c.mobile_phone, wanted["phone"])
-    resolved = {*by_id.values(), *by_email.values(), *by_member.values(), *by_phone.values()}
-    held: set[uuid.UUID] = set()
-    ids = list(resolved)
+    ids = list({*by_id.values(), *by_email.values(), *by_member.values(), *by_phone.values()})
+    held: set[str] = set()
+    holder = uuid_text(conn, assignment.c.contact_id)
     for i in range(0, len(ids), CHUNK):
         held.update(
             (
                 await conn.execute(
-                    select(assignment.c.contact_id).where(
-                        assignment.c.contact_id.in_(ids[i : i + CHUNK]), assignment.c.tenant_id == ctx.tenant_id,
-                        assignment.c.promotion_id == pid, assignment.c.deleted_at.is_(None),
+                    select(holder).where(
+                        one_of(conn, assignment.c.contact_id, ids[i : i + CHUNK]),
+                        assignment.c.tenant_id == ctx.tenant_id, assignment.c.promotion_id == pid,
+                        assignment.c.deleted_at.is_(None),
                     )
                 )
             ).scalars()
         )  # fmt: skip
-    seen: set[uuid.UUID] = set()
+    seen: set[str] = set()
     out = []
     for n, line, kind, value in parsed:
-        cid: uuid.UUID | None = None
         if kind is None:
             out.append(KeyLine(n, line, "invalid"))
             continue
@@ -471,13 +500,8 @@ async def check_keys(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, 
             cid = by_phone.get(value)
         elif kind == "member":
             cid = by_member.get(value)
-        else:
-            cid = by_member.get(value)
-            if cid is None:
-                try:
-                    cid = by_phone.get(normalize_phone(value))
-                except PromoflowError:
-                    cid = None
+        else:  # all digits: a member number first, else a phone number
+            cid = by_member.get(value[0]) or by_phone.get(value[1])
         if cid is None:
             outcome = "unknown"
         elif cid in seen:
@@ -496,7 +520,7 @@ MAX_BULK = 100_000
 
 
 async def start_bulk(
-    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, ids: list[uuid.UUID],
+    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, ids: list[str],
     lines: list[list[Any]], origin: str,
 ) -> uuid.UUID:  # fmt: skip
     """Enqueue the API's bulk-assignment job for these contacts; ``lines`` (each line's input and outcome) ride
@@ -507,7 +531,8 @@ async def start_bulk(
     )
     if not ids:
         payload["contactIds"] = []
-    payload["admin"] = {"origin": origin, "lines": lines}
+    counts = Counter(str(line[2]) for line in lines)
+    payload["admin"] = {"origin": origin, "lines": lines, "counts": dict(counts)}
     row = await enqueue_bulk(conn, ctx, now, payload, len(ids), origin)
     return row.public_id  # type: ignore[no-any-return]
 
@@ -521,30 +546,44 @@ class JobView:
     total: int
     result: dict[str, Any] | None
     error: str | None
-    lines: list[list[Any]]
+    counts: dict[str, int]
     origin: str
+    lines: list[list[Any]] | None = None  # each line's [number, input, outcome, contact id], when asked for
 
     @property
     def finished(self) -> bool:
         return self.status in ("succeeded", "failed")
 
     def counted(self, outcome: str) -> int:
-        return sum(1 for line in self.lines if line[2] == outcome)
+        return self.counts.get(outcome, 0)
 
 
-async def get_bulk(conn: AsyncConnection, ctx: TenantContext, job_id: uuid.UUID) -> JobView:
+async def get_bulk(conn: AsyncConnection, ctx: TenantContext, job_id: uuid.UUID, *,
+                   with_lines: bool = False) -> JobView:  # fmt: skip
+    """An assignment run's state. Its lines (100,000 of them: megabytes) are read only ``with_lines`` (the result
+    CSV); the progress the page polls every second reads the counts taken at enqueue."""
+    pl = job.c.payload
+    mine = and_(job.c.public_id == job_id, job.c.tenant_id == ctx.tenant_id, job.c.kind == BULK_ASSIGN)
+    lines_of = pl[("admin", "lines")]
     row = (
         await conn.execute(
-            select(job).where(
-                job.c.public_id == job_id, job.c.tenant_id == ctx.tenant_id, job.c.kind == BULK_ASSIGN
-            )
+            select(job.c.public_id, job.c.status, job.c.progress_done, job.c.progress_total, job.c.result,
+                   job.c.error, pl[("promotionId",)].as_string().label("pid"),
+                   pl[("admin", "origin")].as_string().label("origin"), pl[("admin", "counts")].label("counts"),
+                   *([lines_of.label("lines")] if with_lines else []))
+            .where(mine)
         )
-    ).first()
-    if row is None or "admin" not in row.payload:
+    ).first()  # fmt: skip
+    if row is None or row.origin is None:
         raise JobNotFoundError(f"assignment run {job_id} not found")
-    p = row.payload
-    return JobView(row.public_id, uuid.UUID(p["promotionId"]), row.status, row.progress_done,
-                   row.progress_total or 0, row.result, row.error, p["admin"]["lines"], p["admin"]["origin"])  # fmt: skip
+    lines = row.lines if with_lines else None
+    counts = row.counts
+    if counts is None:  # a run enqueued before the counts were stored with it
+        if lines is None:
+            lines = await conn.scalar(select(lines_of).where(mine))
+        counts = dict(Counter(str(line[2]) for line in lines or []))
+    return JobView(row.public_id, uuid.UUID(row.pid), row.status, row.progress_done, row.progress_total or 0,
+                   row.result, row.error, counts, row.origin, lines)  # fmt: skip
 
 
 async def assign_one(
@@ -638,10 +677,21 @@ def _contact_line(r: Any) -> ContactLine:
     return ContactLine(r.id, name, r.email, r.mobile_phone, r.member_number, r.contact_type)
 
 
+def _prefix(column: Any, folded: str) -> Any:
+    """``column`` starts with ``folded``, as an index range (code-point order on both databases: ``NameKey``)."""
+    cut = folded.rstrip("\U0010ffff")
+    if not cut:
+        return column >= folded
+    return and_(column >= folded, column < cut[:-1] + chr(ord(cut[-1]) + 1))
+
+
 async def search_contacts(
     conn: AsyncConnection, ctx: TenantContext, query: str, limit: int = 50
 ) -> list[ContactLine]:
-    """By contact id, e-mail, phone or member number (index probes), else by name (first, last or both)."""
+    """By contact id, e-mail, phone, member number or external id (exact, one index probe each); else by name:
+    contacts whose "first last" or "last first" name starts with the query, compared folded (case and accents
+    ignored, ``contact.service.fold_name``): "lov" and "ada lov" find Ada Lovelace, "lovelace ada" too; "elace"
+    does not. Two index ranges, names in order."""
     q = query.strip()
     if not q:
         return []
@@ -661,17 +711,19 @@ async def search_contacts(
     rows: list[Any] = []
     for cond in keyed:  # one index probe each, not an OR the planner may scan for
         rows += (await conn.execute(select(contact).where(mine, cond).limit(limit))).all()
-    if not rows:
-        words = q.lower().split()
-        first = func.lower(func.coalesce(c.attributes["firstName"].as_string(), ""))
-        last = func.lower(func.coalesce(c.attributes["lastName"].as_string(), ""))
-        full = first.concat(" ").concat(last)
-        conds = [full.contains(w, autoescape=True) for w in words]
-        rows = list((await conn.execute(select(contact).where(mine, *conds).limit(limit))).all())
+    folded = fold_name(q)[:NAME_KEY_LENGTH]
+    if not rows and folded:
+        for column in (c.name_key, c.name_key_rev):
+            rows += (
+                await conn.execute(
+                    select(contact).where(mine, _prefix(column, folded)).order_by(column).limit(limit)
+                )
+            ).all()
+        rows.sort(key=lambda r: (r.name_key or "", str(r.id)))
     seen: set[uuid.UUID] = set()
-    out = []
+    out: list[ContactLine] = []
     for r in rows:
-        if r.id not in seen:
+        if r.id not in seen and len(out) < limit:
             seen.add(r.id)
             out.append(_contact_line(r))
     return out
@@ -707,21 +759,19 @@ class ContactCard:
     timeline: list[dict[str, Any]]
 
 
-async def why_not_shown(conn: AsyncConnection, ctx: TenantContext, now: datetime, row: Any,
-                        channel: ChannelType) -> str:  # fmt: skip
+def why_not_text(found: Explanation, channel: ChannelType, tz: ZoneInfo) -> str:
     """Why the till does not show an assignment: the redemption rule's own explanation
     (`promotion.redemption.explain`), in the card's words."""
-    found = await explain(conn, ctx, at=now, channel=channel, assignment_id=row.id)
-    if not found or not found[0].refusals:
+    if not found.refusals:
         return "not shown"
-    refusal, facts = found[0].refusals[0], found[0].facts
+    refusal, facts = found.refusals[0], found.facts
     if refusal.reason is Reason.REDEEMED:
         where = f" in store {facts.redeemed_store}" if facts.redeemed_store else ""
-        return f"already redeemed {fmt_time(facts.redeemed_at, ctx.tz)} via {facts.redeemed_channel}{where}"
+        return f"already redeemed {fmt_time(facts.redeemed_at, tz)} via {facts.redeemed_channel}{where}"
     if refusal.reason is Reason.EXPIRED:
-        return f"expired {fmt_time(facts.valid_to, ctx.tz, seconds=True)}"
+        return f"expired {fmt_time(facts.valid_to, tz, seconds=True)}"
     if refusal.reason is Reason.NOT_YET_VALID:
-        return f"not valid until {fmt_time(facts.valid_from, ctx.tz)}"
+        return f"not valid until {fmt_time(facts.valid_from, tz)}"
     if refusal.reason is Reason.CHANNEL:
         return f"not for {channel.value}"
     if refusal.reason is Reason.DELETED:
@@ -731,17 +781,18 @@ async def why_not_shown(conn: AsyncConnection, ctx: TenantContext, now: datetime
     return refusal.error.message
 
 
+CARD_ASSIGNMENTS = 200  # the newest
+TIMELINE_ASSIGNMENTS = 30
+
+
 async def contact_card(
     conn: AsyncConnection, ctx: TenantContext, now: datetime, cid: uuid.UUID
 ) -> ContactCard:
+    """A fixed number of queries whatever the contact holds: the contact, a page of its assignments with their
+    promotions, the rule's explanation of that page per till channel (`explain`, one query each: shown or why
+    not), the receipts page, and the ledger of the newest assignments (one query per source)."""
     data = await ContactService(ctx, now).get(conn, str(cid))
     attrs = data["attributes"]
-    svc = AssignmentService(ctx, now)
-    # What each till sees: the API's own fetch, per channel.
-    visible = {
-        ch: {r.id for r in await svc.list_for_contact(conn, cid, ch)}
-        for ch in (ChannelType.POS, ChannelType.ECOM)
-    }
     a, p = assignment.c, promotion.c
     rows = (
         await conn.execute(
@@ -751,9 +802,17 @@ async def contact_card(
             .join(promotion, p.id == a.promotion_id)
             .where(a.contact_id == cid, a.tenant_id == ctx.tenant_id)
             .order_by(a.created_at.desc(), a.id.desc())
-            .limit(200)
+            .limit(CARD_ASSIGNMENTS)
         )
     ).all()  # fmt: skip
+    ids = [r.id for r in rows]
+    # What each till sees, and why not: the rule the API's fetch applies, for the page's assignments at once.
+    judged: dict[ChannelType, dict[uuid.UUID, Explanation]] = {}
+    for ch in (ChannelType.POS, ChannelType.ECOM):
+        found = (
+            await explain(conn, ctx, at=now, channel=ch, contact_id=cid, assignment_ids=ids) if ids else []
+        )
+        judged[ch] = {e.assignment_id: e for e in found}
     cards = []
     for r in rows:
         if r.deleted_at is not None:
@@ -766,11 +825,9 @@ async def contact_card(
             state = "scheduled"
         else:
             state = "active"
-        shown_in = [ch.value for ch in visible if r.id in visible[ch]]
-        not_shown = {}
-        for ch in (ChannelType.POS, ChannelType.ECOM):
-            if r.id not in visible[ch]:
-                not_shown[ch.value] = await why_not_shown(conn, ctx, now, r, ch)
+        shown_in = [ch.value for ch, by_id in judged.items() if by_id[r.id].shown]
+        not_shown = {ch.value: why_not_text(by_id[r.id], ch, ctx.tz) for ch, by_id in judged.items()
+                     if not by_id[r.id].shown}  # fmt: skip
         cards.append(
             CardAssignment(
                 id=r.id, promotion_id=r.promotion_id, promotion_name=r.name, state=state,
@@ -786,10 +843,10 @@ async def contact_card(
     history = await HistoryService(ctx, now).transactions(conn, cid, offset=0, count=20)
     timeline: list[dict[str, Any]] = []
     names = {r.id: r.name for r in rows}
-    ledger = LedgerService(ctx, now)
-    for r in rows[:30]:
-        for ev in (await ledger.events(conn, r.id))["events"]:
-            timeline.append({**ev, "promotion": names[r.id], "assignmentId": str(r.id)})
+    for ledger in await LedgerService(ctx, now).events_of(conn, ids[:TIMELINE_ASSIGNMENTS]):
+        aid = uuid.UUID(ledger["assignmentId"])
+        for ev in ledger["events"]:
+            timeline.append({**ev, "promotion": names[aid], "assignmentId": str(aid)})
     timeline.sort(key=lambda e: e["at"], reverse=True)
     name = (
         " ".join(str(attrs[k]) for k in ("firstName", "lastName") if attrs.get(k))

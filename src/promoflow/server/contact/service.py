@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -189,6 +190,29 @@ def _preferences(value: Any, base: dict[str, Any] | None = None) -> dict[str, An
     return prefs
 
 
+NAME_KEY_LENGTH = 255
+
+
+def fold_name(text: str) -> str:
+    """A name as the admin UI's name search compares it: case-folded, accents removed ("Sjö" → "sjo"), runs of
+    white space as one space."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def name_keys(attrs: dict[str, Any]) -> dict[str, str | None]:
+    """The name search's two indexed columns: "first last" and "last first", folded (``fold_name``), so a
+    prefix of either is one index range (migration 0019)."""
+    first = fold_name(str(attrs.get("firstName") or ""))
+    last = fold_name(str(attrs.get("lastName") or ""))
+    if not first and not last:
+        return {"name_key": None, "name_key_rev": None}
+    return {
+        "name_key": f"{first} {last}".strip()[:NAME_KEY_LENGTH],
+        "name_key_rev": f"{last} {first}".strip()[:NAME_KEY_LENGTH],
+    }
+
+
 def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> dict[str, Any]:
     def col(name: str) -> str | None:
         v = attrs.get(name)
@@ -202,6 +226,7 @@ def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> di
         "ssn": col("socialSecurityNumber"),
         "member_number": col("memberNumber"),
         "external_id": col("externalId"),
+        **name_keys(attrs),
     }
 
 

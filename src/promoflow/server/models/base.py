@@ -101,6 +101,9 @@ class UuidList(TypeDecorator[list[Any]]):
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Text compared in code-point order on both databases (SQLite's BINARY; PostgreSQL's "C"): a prefix search is an
+# index range there whatever the database's collation.
+NameKey = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 
 def tenant_fk() -> Column[Any]:

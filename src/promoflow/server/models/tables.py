@@ -3,6 +3,8 @@ idempotency records and jobs. Every row carries ``tenant_id``; every query filte
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -20,7 +22,7 @@ from sqlalchemy import (
     text,
 )
 
-from .base import BigId, JsonType, UTCDateTime, created_at, metadata, tenant_fk, updated_at
+from .base import BigId, JsonType, NameKey, UTCDateTime, created_at, metadata, tenant_fk, updated_at
 
 tenant = Table(
     "tenant",
@@ -48,6 +50,11 @@ api_key = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
 )
 
+
+def _not_null(column: str) -> dict[str, Any]:
+    return {"postgresql_where": text(f"{column} IS NOT NULL"), "sqlite_where": text(f"{column} IS NOT NULL")}
+
+
 contact = Table(
     "contact",
     metadata,
@@ -63,6 +70,11 @@ contact = Table(
     Column("ssn", String(20), nullable=True),
     Column("member_number", String(64), nullable=True),
     Column("external_id", String(255), nullable=True),
+    # The admin UI's name search (migration 0019): "first last" and "last first", folded (lower case, no
+    # accents; ``contact.service.name_keys``); a prefix is an index range. Byte order ("C") on PostgreSQL, as
+    # SQLite's BINARY, so a prefix range uses the index on both.
+    Column("name_key", NameKey, nullable=True),
+    Column("name_key_rev", NameKey, nullable=True),
     Column("source", String(100), nullable=True),
     Column("store_external_id", String(255), nullable=True),
     Column("approved", Boolean, nullable=False, server_default="1"),
@@ -73,7 +85,11 @@ contact = Table(
     Index("ix_contact_tenant_email", "tenant_id", "email"),
     Index("ix_contact_tenant_mobile", "tenant_id", "mobile_phone"),
     Index("ix_contact_tenant_ssn", "tenant_id", "ssn"),
-    Index("ix_contact_tenant_external", "tenant_id", "external_id"),
+    # Partial (migration 0019): a tenant that uses no external ids (or names) has no entries, and SQLite's
+    # ANALYZE then cannot take the index for one matching every row (all NULL) and scan the table instead.
+    Index("ix_contact_tenant_external", "tenant_id", "external_id", **_not_null("external_id")),
+    Index("ix_contact_tenant_name", "tenant_id", "name_key", **_not_null("name_key")),
+    Index("ix_contact_tenant_name_rev", "tenant_id", "name_key_rev", **_not_null("name_key_rev")),
 )
 
 promotion = Table(

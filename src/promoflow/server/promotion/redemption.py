@@ -26,7 +26,7 @@ deactivation as a fact (`Explanation.promotion_deactivated_at`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -353,6 +353,7 @@ async def explain(
     channel: ChannelType | None = None,
     assignment_id: uuid.UUID | None = None,
     contact_id: uuid.UUID | None = None,
+    assignment_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[Explanation]:
     """Explain, at the instant ``at`` and for the ``channel`` (None: any), whether assignments are shown and
     redeemable, and if not why — from the same conditions the fetch and the redeem use.
@@ -364,12 +365,17 @@ async def explain(
     redeem would answer, e.g. `Reason.EXPIRED` with "the promotion expired at …", `Reason.NOT_YET_VALID` "valid
     from …", `Reason.CHANNEL`, `Reason.REDEEMED` "already redeemed at … via POS in store …", `Reason.DELETED`,
     `Reason.DRAFT`) and the facts behind them (validity, redemption, deletion, promotion activation and
-    deactivation)."""
-    if assignment_id is None and contact_id is None:
-        raise ValueError("explain needs an assignment id or a contact id")
+    deactivation).
+
+    ``assignment_ids`` explains several assignments in one query (a page of them: the admin UI's contact card),
+    oldest first, without an explanation for an id the tenant does not have."""
+    if assignment_id is None and contact_id is None and assignment_ids is None:
+        raise ValueError("explain needs an assignment id, assignment ids or a contact id")
     selection = (
         assignment.c.id == assignment_id
         if assignment_id is not None
+        else assignment.c.id.in_(assignment_ids)
+        if assignment_ids is not None
         else assignment.c.contact_id == contact_id
     )
     return await _explanations(conn, ctx, When.server(at), channel, contact_id, selection)
