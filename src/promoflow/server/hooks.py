@@ -6,8 +6,10 @@ factory and the worker, `install`). Each runs on the same connection, inside the
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,42 @@ PromotionsShown = Callable[[Any, "TenantContext", uuid.UUID, Shown, str | None, 
 # events; must be cheap: it runs on the hottest path, so buffer and write in batches).
 _contact_changed: tuple[ContactChanged, ...] = ()
 _promotions_shown: tuple[PromotionsShown, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContactProbe:
+    """A `contact_changed` hook's question for a quick path that writes a new contact without the ORM: "would you
+    have work for this contact?" (see contact/quick.py). The quick path takes ``lock_ids`` (PostgreSQL advisory
+    locks, in the contact's transaction, before the statement that asks) and writes the contact only when the
+    answer is no; when it is yes it writes nothing and the routed path creates the contact and fires the hook.
+
+    - ``keys``: the (key type, value) pairs the hook looks for, from the contact's id and key columns
+      (``email``, ``mobile_phone``, ``ssn``, ``member_number``, ``external_id``; absent ones None).
+    - ``pg_condition``: SQL true when the hook has work; parameters ``%(t)s`` (tenant), ``%(ct)s`` (contact
+      type), ``%(kt)s`` and ``%(kv)s`` (the keys' types and values, text arrays).
+    - ``sqlite_has_work``: the same question on a raw `sqlite3` connection inside the writer's transaction."""
+
+    keys: Callable[[uuid.UUID, Mapping[str, str | None]], list[tuple[str, str]]]
+    lock_ids: Callable[[uuid.UUID, list[tuple[str, str]]], list[int]]
+    pg_condition: str
+    sqlite_has_work: Callable[[sqlite3.Connection, uuid.UUID, str, list[tuple[str, str]]], bool]
+
+
+_probes: dict[ContactChanged, ContactProbe] = {}
+
+
+def probe(hook: ContactChanged, question: ContactProbe) -> None:
+    """Declare the quick question of a `contact_changed` hook (its feature does, next to the hook)."""
+    _probes[hook] = question
+
+
+def contact_probes() -> tuple[ContactProbe, ...] | None:
+    """The questions of every installed `contact_changed` hook; None when one of them has none (a quick path then
+    declines: only the hook itself can say what it would do)."""
+    found = tuple(_probes.get(h) for h in _contact_changed)
+    if any(p is None for p in found):
+        return None
+    return tuple(p for p in found if p is not None)
 
 
 def install(composition: Composition) -> None:

@@ -138,6 +138,7 @@ _CREATE_ERRORS_V3 = {**_CREATE_ERRORS, 200: {**_CREATE_ERRORS[200], "model": Con
 
 
 @router.post("/api/v2/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
+@fast_path(quick.create(v3=False))
 async def create_contact_v2(
     e: Edge = Depends(edge),
     body: dict[str, Any] = Body(..., examples=[_CREATE_EXAMPLE]),
@@ -150,6 +151,7 @@ async def create_contact_v2(
 
 
 @router.post("/api/v3/contacts", status_code=201, response_model=ContactOutV3, responses=_CREATE_ERRORS_V3)
+@fast_path(quick.create(v3=True))
 async def create_contact_v3(
     e: Edge = Depends(edge),
     body: dict[str, Any] = Body(..., examples=[_CREATE_EXAMPLE]),

@@ -62,18 +62,32 @@ async def next_member_number(conn: AsyncConnection, tenant_id: uuid.UUID) -> str
     """A member number no contact of the tenant has been given by this counter (see the module text)."""
     if conn.dialect.name != "postgresql":
         return format_number(await _advance(conn, tenant_id, 1))
-    info = _conninfo_of(conn.engine.url)
+    value = await _from_block(_conninfo_of(conn.engine.url), tenant_id, conn)
+    assert value is not None
+    return format_number(value)
+
+
+async def block_number(url: URL, tenant_id: uuid.UUID) -> str | None:
+    """PostgreSQL: the next number of this process's block for the tenant (database ``url``), shared with
+    `next_member_number`; None when no block can be reserved now (the caller takes the routed path)."""
+    value = await _from_block(_conninfo_of(url), tenant_id, None)
+    return None if value is None else format_number(value)
+
+
+async def _from_block(info: str, tenant_id: uuid.UUID, conn: AsyncConnection | None) -> int | None:
     key = (info, tenant_id)
     block = _blocks.get(key)
     if block is None or block[0] >= block[1]:
         async with _lock(key):
             block = _blocks.get(key)
             if block is None or block[0] >= block[1]:
-                block = await _reserve(conn, info, tenant_id)
-                _blocks[key] = block
+                reserved = await _reserve(conn, info, tenant_id)
+                if reserved is None:
+                    return None
+                block = _blocks[key] = reserved
     value = block[0]
     block[0] += 1
-    return format_number(value)
+    return value
 
 
 def forget() -> None:
@@ -97,7 +111,7 @@ def _lock(key: Any) -> asyncio.Lock:
     return lock
 
 
-async def _reserve(conn: AsyncConnection, info: str, tenant_id: uuid.UUID) -> list[int]:
+async def _reserve(conn: AsyncConnection | None, info: str, tenant_id: uuid.UUID) -> list[int] | None:
     size = BLOCK
     try:
         async with await psycopg.AsyncConnection.connect(info, autocommit=True) as own:
@@ -109,6 +123,8 @@ async def _reserve(conn: AsyncConnection, info: str, tenant_id: uuid.UUID) -> li
         # No second connection to be had (the server is at max_connections): take one number in the create's
         # own transaction instead. Correct, but that create holds the counter row until it commits.
         log.warning("contact.number_block_unavailable tenant=%s", tenant_id, exc_info=True)
+        if conn is None:
+            return None
         size = 1
         end = await _advance(conn, tenant_id, 1)
     return [end - size + 1, end + 1]

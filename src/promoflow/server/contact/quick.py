@@ -1,48 +1,188 @@
-"""The quick path of a contact update (`POST /api/v2/contacts/{id}`, `PATCH /api/v3/contacts/{id}`) on PostgreSQL:
-the checkout's "the customer changed their details" in one SQL statement.
+"""The contact writes' quick paths: the checkout's "new customer" and "the customer changed their details" with
+the fewest statements, on both databases (issue 15 §3).
 
-Profiled under load (bench/contact_bench.py, issue 15 §3), the routed update's time is spread evenly over its
-round trips (read the row, write it, read it again, each through the ORM layer inside BEGIN/COMMIT): no one part
-is waste to remove, the count of statements is the cost. The plain update — attributes that are not keys, and
-preferences — is one ``UPDATE … RETURNING`` on an autocommit connection of the fast lane's pool that merges the
-change into the stored JSON the way `ContactService.update` does (present values overwrite, ``null``/``""``
-clear; preferences merge), validated by the same functions (`_clean_attributes`, `_preferences`) and answered by
-the same presenter (`contact_out`, `engage_v2`).
+Profiled under load (bench/contact_bench.py), the routed create and update spent their time on their round trips
+(the key look-up, the insert, the re-read, the `contact_changed` hook's keys read, its advisory locks and its
+pending-receipt look-up, BEGIN/COMMIT, each through the ORM layer on an async driver) and on the CPU each one costs
+the server and the database: no one part is waste to remove, the count of statements is the cost. Here:
 
-Everything else takes the routed path, which gives the same answers: SQLite, an Idempotency-Key, a key or
-look-up attribute in the body (they can conflict, and they fire the `contact_changed` hook), `contactType`, an
-unknown attribute (the routed path names it in its warnings), a body that does not validate (the routed path
-gives the precise 400), an id that is not a GUID or names no contact of the tenant (400/404 from the routed path).
+- **Update** (plain attributes — not keys — and preferences): PostgreSQL, one ``UPDATE … RETURNING`` on an
+  autocommit connection of the fast lane's pool that merges the change into the stored JSON the way
+  `ContactService.update` does (present values overwrite, ``null``/``""`` clear; preferences merge). SQLite, on the
+  lane's writer thread (`SqliteLane.write`, group-committed with the redeems): the row read, merged in Python as
+  the routed path merges it, and written back.
+- **Create**: PostgreSQL, one pipelined round trip — ``BEGIN``; the advisory locks of the `contact_changed` hooks
+  (`hooks.ContactProbe`: the receipts' pending match locks the contact's keys); one ``INSERT … SELECT`` that writes
+  the contact only when no contact of that type holds the key (the routed path's look-up, same column) and no hook
+  has work for it (a receipt waits for one of its keys); ``COMMIT``. The member number comes from the process's
+  block (`numbers.block_number`, shared with the routed path). SQLite, on the writer thread: the same look-up, the
+  number from the counter, the hooks' question and the insert, in the writer's transaction.
+
+Both validate with the routed path's functions (`_clean_attributes`, `_preferences`, `contact_type_of`) and answer
+with its presenter (`contact_out`, v2 without ``contactType``). Whatever they do not handle the routed path answers,
+with the same result: an Idempotency-Key or a query string, an unknown attribute (the routed path names it), a
+body that does not validate, a key or look-up attribute in an update (it can conflict and fires the hook), a create
+whose key is missing or already held, a create that a hook has work for (the routed path creates the contact and
+fires the hook), an id that is not a GUID or names no contact of the tenant, a write the database refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import uuid
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import namedtuple_row
+from sqlalchemy import String, bindparam, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects import sqlite
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...kit.guid import parse_guid
 from ..exceptions import PromoflowError
-from ..http.edge import FastHandler, json_bytes, json_response, state_of
+from ..hooks import ContactProbe, contact_probes
+from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
+from ..models import contact, member_number_counter
+from ..promotion.fastlane import LANE, POOL
+from ..promotion.redemption import compile_sqlite
 from ..tenant.service import CONTACT_TYPES, TenantContext
-from .service import _LOOKUP_COLUMNS, KNOWN_ATTRIBUTES, _clean_attributes, _preferences, contact_out
+from .numbers import block_number, format_number
+from .service import (
+    _LOOKUP_COLUMNS,
+    _NOT_ATTRIBUTES,
+    KNOWN_ATTRIBUTES,
+    _clean_attributes,
+    _columns,
+    _preferences,
+    contact_out,
+    contact_type_of,
+)
 
 log = logging.getLogger("promoflow.contacts")
 
-ANSWERED = "contact_quick_answered"  # how many updates the quick path answered (tests compare the two paths)
+ANSWERED = "contact_quick_answered"  # how many writes the quick paths answered (tests compare the two paths)
 
-_UPDATE = """
+_RETURNED = (
+    "id, contact_type, attributes, preferences, created_at, updated_at, source, store_external_id, approved"
+)
+_KEY_COLUMNS = ("key_value", "email", "mobile_phone", "ssn", "member_number", "external_id")
+
+# ------------------------------------------------------------------------------------------------- PostgreSQL
+
+_PG_UPDATE = f"""
 UPDATE contact
 SET attributes = (attributes || %(set)s::jsonb) - %(clear)s::text[],
     preferences = preferences || %(prefs)s::jsonb,
     updated_at = %(now)s
 WHERE id = %(id)s AND tenant_id = %(t)s
-RETURNING id, contact_type, attributes, preferences, created_at, updated_at, source, store_external_id, approved
+RETURNING {_RETURNED}
 """
+_PG_LOCK = "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(%(ids)s AS bigint[])) AS k ORDER BY k"
+
+
+def _pg_create(column: str, conditions: tuple[str, ...]) -> str:
+    """The create as one statement: the contact is written only when no contact of its type holds the key in
+    ``column`` (the routed path's look-up) and no hook has work for it; any unique conflict writes nothing."""
+    waiting = "".join(f" AND NOT {c}" for c in conditions)
+    return f"""
+WITH found AS (
+  SELECT 1 FROM contact
+  WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s LIMIT 1)
+INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
+                     created_at, updated_at, {", ".join(_KEY_COLUMNS)})
+SELECT %(id)s, %(t)s, %(ct)s, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s, %(store)s, %(approved)s,
+       %(now)s, %(now)s, {", ".join(f"%({c})s" for c in _KEY_COLUMNS)}
+WHERE NOT EXISTS (SELECT 1 FROM found){waiting}
+ON CONFLICT DO NOTHING
+RETURNING {_RETURNED}
+"""
+
+
+_pg_creates: dict[tuple[str, tuple[str, ...]], str] = {}
+
+# ----------------------------------------------------------------------------------------------------- SQLite
+
+_C = contact.c
+_P_TENANT = bindparam("t", type_=_C.tenant_id.type)
+_P_ID = bindparam("id", type_=_C.id.type)
+_RETURNING = (_C.id, _C.contact_type, _C.attributes, _C.preferences, _C.created_at, _C.updated_at, _C.source,
+              _C.store_external_id, _C.approved)  # fmt: skip
+_LITE_ROW = compile_sqlite(select(*_RETURNING).where(_C.id == _P_ID, _C.tenant_id == _P_TENANT))
+_LITE_UPDATE = compile_sqlite(
+    sql_update(contact)
+    .where(_C.id == _P_ID, _C.tenant_id == _P_TENANT)
+    .values(
+        attributes=bindparam("attrs", type_=_C.attributes.type),
+        preferences=bindparam("prefs", type_=_C.preferences.type),
+        updated_at=bindparam("now", type_=_C.updated_at.type),
+    )
+    .returning(*_RETURNING)
+)
+_LITE_FOUND = {
+    column: compile_sqlite(
+        select(_C.id)
+        .where(
+            _C.tenant_id == _P_TENANT,
+            getattr(_C, column) == bindparam("key", type_=String()),
+            _C.contact_type == bindparam("ct", type_=String()),
+        )
+        .limit(1)
+    )  # fmt: skip
+    for column in {*_LOOKUP_COLUMNS.values(), "key_value"}
+}
+_N = member_number_counter.c
+_LITE_NUMBER = compile_sqlite(
+    sqlite.insert(member_number_counter)
+    .values(tenant_id=_P_TENANT, next_value=1)
+    .on_conflict_do_update(index_elements=[_N.tenant_id], set_={"next_value": _N.next_value + 1})
+    .returning(_N.next_value)
+)
+_LITE_INSERT = compile_sqlite(
+    sqlite.insert(contact)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in contact.columns})
+    .on_conflict_do_nothing()
+    .returning(*_RETURNING)
+)
+
+
+class _Row(NamedTuple):
+    id: uuid.UUID
+    contact_type: str
+    attributes: dict[str, Any]
+    preferences: dict[str, Any]
+    created_at: Any
+    updated_at: Any
+    source: str | None
+    store_external_id: str | None
+    approved: bool
+
+
+def _lite_row(conn: sqlite3.Connection, stmt: Any, params: dict[str, Any]) -> _Row | None:
+    raw = conn.execute(stmt.sql, params).fetchall()  # to the end: the statement is done before COMMIT
+    return _Row(*stmt.row(raw[0])) if raw else None
+
+
+# ------------------------------------------------------------------------------------------------- the shared
+
+
+async def _json_body(request: Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _answer(st: AppState, ctx: TenantContext, row: Any, status: int, *, v3: bool) -> Response:
+    st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
+    out = contact_out(row, ctx.tz)
+    if not v3:
+        out.pop("contactType", None)
+    return json_response(json_bytes(out), status)
 
 
 def _plain_attributes(ctx: TenantContext) -> frozenset[str]:
@@ -50,32 +190,60 @@ def _plain_attributes(ctx: TenantContext) -> frozenset[str]:
     return KNOWN_ATTRIBUTES - keys
 
 
+def _merged(stored: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+    """`ContactService.update`'s merge: present values overwrite, null or "" clear."""
+    attrs = dict(stored)
+    for name, value in changed.items():
+        if value is None or value == "":
+            attrs.pop(name, None)
+        else:
+            attrs[name] = value
+    return attrs
+
+
 def update(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact update, or None when the routed path must answer."""
         st = state_of(request)
-        pool = st.extras.get("fastlane")
-        if pool is None or "idempotency-key" in request.headers or request.url.query:
+        pool = st.extras.get(POOL)
+        lane = st.extras.get(LANE) if st.db.sqlite else None
+        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
             return None
         guid = parse_guid(request.path_params.get("contact_id", ""))
         if guid is None:
             return None
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return None
-        if not isinstance(body, dict) or not set(body) <= _plain_attributes(ctx) | {"preferences"}:
+        body = await _json_body(request)
+        if body is None or not set(body) <= _plain_attributes(ctx) | {"preferences"}:
             return None
         try:
             changed = _clean_attributes(body)
             prefs = _preferences(body.get("preferences"))
         except PromoflowError:
             return None
+        now = st.clock.now()
+        if lane is not None:
+
+            def write(conn: sqlite3.Connection) -> _Row | None:
+                row = _lite_row(conn, _LITE_ROW, _LITE_ROW.params(id=guid, t=ctx.tenant_id))
+                if row is None:
+                    return None
+                params = _LITE_UPDATE.params(
+                    id=guid, t=ctx.tenant_id, now=now, attrs=_merged(row.attributes, changed),
+                    prefs=_preferences(body.get("preferences"), row.preferences),
+                )  # fmt: skip
+                return _lite_row(conn, _LITE_UPDATE, params)
+
+            try:
+                found = await lane.write(write)
+            except Exception:  # rolled back: the routed path answers (the same change again)
+                return None
+            return None if found is None else _answer(st, ctx, found, 200, v3=v3)
+        assert pool is not None
         params = {
             "set": json.dumps({k: v for k, v in changed.items() if v not in (None, "")}),
             "clear": [k for k, v in changed.items() if v in (None, "")],
             "prefs": json.dumps(prefs),
-            "now": st.clock.now(),
+            "now": now,
             "id": guid,
             "t": ctx.tenant_id,
         }
@@ -83,7 +251,7 @@ def update(*, v3: bool) -> FastHandler:
         broken = False
         try:
             cur = conn.cursor(row_factory=namedtuple_row)
-            await cur.execute(_UPDATE, params)
+            await cur.execute(_PG_UPDATE, params)
             row = await cur.fetchone()
         except psycopg.Error:
             # Whether it committed or not, the routed path answers correctly (the same change again).
@@ -94,10 +262,171 @@ def update(*, v3: bool) -> FastHandler:
             pool.release(conn, broken)
         if row is None:
             return None  # not this tenant's contact: the routed path answers 404
-        st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
-        out = contact_out(row, ctx.tz)
-        if not v3:
-            out.pop("contactType", None)
-        return json_response(json_bytes(out), 200)
+        return _answer(st, ctx, row, 200, v3=v3)
 
     return handler
+
+
+class _Create(NamedTuple):
+    """A create the quick path handles: validated like the routed path, the key look-up decided."""
+
+    contact_type: str
+    attrs: dict[str, Any]
+    prefs: dict[str, Any]
+    column: str  # the routed path's look-up column for the key
+    key: str | None  # the key from the body (None: the key is the member number to be generated)
+    generated: (
+        bool  # a member number is generated (the tenant's customKey is memberNumber and none was given)
+    )
+    source: str | None
+    store: str | None
+    approved: bool
+
+
+def _planned(ctx: TenantContext, body: dict[str, Any], headers: Any, *, v3: bool) -> _Create | None:
+    if not set(body) <= KNOWN_ATTRIBUTES | _NOT_ATTRIBUTES:
+        return None  # an unknown attribute: the routed path names it in its warnings
+    try:
+        contact_type = contact_type_of(body.get("contactType"))
+        attrs = _clean_attributes(body)
+        prefs = _preferences(body.get("preferences"))
+    except PromoflowError:
+        return None
+    key_attr = ctx.key_attribute(contact_type)
+    key = attrs.get(key_attr)
+    generated = ctx.custom_key == "memberNumber" and attrs.get("memberNumber") in (None, "")
+    if key in (None, ""):
+        if not (generated and key_attr == "memberNumber"):
+            return None  # no key: a 400, or a contact without one (the routed path knows)
+        key = None
+    if v3:  # v3 takes these as query parameters, and the quick path declines a query string
+        source = store = unapproved = None
+    else:
+        source, store = headers.get("source"), headers.get("storeexternalid")
+        unapproved = headers.get("createasunapproved")
+    approved = (unapproved or "false").strip().lower() != "true"
+    column = _LOOKUP_COLUMNS.get(key_attr, "key_value")
+    return _Create(
+        contact_type,
+        attrs,
+        prefs,
+        column,
+        None if key is None else str(key),
+        generated,
+        source,
+        store,
+        approved,
+    )
+
+
+def _values(
+    ctx: TenantContext, plan: _Create, attrs: dict[str, Any], new_id: uuid.UUID, now: Any
+) -> dict[str, Any]:
+    return {
+        "id": new_id,
+        "tenant_id": ctx.tenant_id,
+        "contact_type": plan.contact_type,
+        "attributes": attrs,
+        "preferences": plan.prefs,
+        "source": plan.source,
+        "store_external_id": plan.store,
+        "approved": plan.approved,
+        "created_at": now,
+        "updated_at": now,
+        **_columns(ctx, plan.contact_type, attrs),
+    }
+
+
+def create(*, v3: bool) -> FastHandler:
+    async def handler(request: Request, ctx: TenantContext) -> Response | None:
+        """The answer to a plain contact create (201), or None when the routed path must answer."""
+        st = state_of(request)
+        pool = st.extras.get(POOL)
+        lane = st.extras.get(LANE) if st.db.sqlite else None
+        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
+            return None
+        probes = contact_probes()
+        if probes is None:
+            return None
+        body = await _json_body(request)
+        plan = None if body is None else _planned(ctx, body, request.headers, v3=v3)
+        if plan is None:
+            return None
+        now = st.clock.now()
+        new_id = uuid.uuid4()
+        if lane is not None:
+            try:
+                row = await lane.write(lambda conn: _lite_create(conn, ctx, plan, probes, new_id, now))
+            except Exception:  # rolled back: the routed path answers
+                return None
+        else:
+            row = await _pg_create_row(st, ctx, plan, probes, new_id, now)
+        return None if row is None else _answer(st, ctx, row, 201, v3=v3)
+
+    return handler
+
+
+def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+                 new_id: uuid.UUID, now: Any) -> _Row | None:  # fmt: skip
+    """On the writer thread, in its transaction (no other writer: look-ups and writes cannot race)."""
+    t = ctx.tenant_id
+    if plan.key is not None:
+        found = _LITE_FOUND[plan.column]
+        if conn.execute(found.sql, found.params(t=t, key=plan.key, ct=plan.contact_type)).fetchall():
+            return None  # the key is held: the routed path answers 200 with that contact
+    attrs = dict(plan.attrs)
+    if plan.generated:
+        number = conn.execute(_LITE_NUMBER.sql, _LITE_NUMBER.params(t=t)).fetchall()[0][0]
+        attrs["memberNumber"] = format_number(int(number))
+    values = _values(ctx, plan, attrs, new_id, now)
+    columns = {c: values[c] for c in _KEY_COLUMNS}
+    if any(p.sqlite_has_work(conn, t, plan.contact_type, p.keys(new_id, columns)) for p in probes):
+        return None
+    return _lite_row(conn, _LITE_INSERT, _LITE_INSERT.params(**values))
+
+
+async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+                         new_id: uuid.UUID, now: Any) -> Any:  # fmt: skip
+    attrs = dict(plan.attrs)
+    if plan.generated:
+        number = await block_number(st.db.engine.url, ctx.tenant_id)
+        if number is None:
+            return None
+        attrs["memberNumber"] = number
+    values = _values(ctx, plan, attrs, new_id, now)
+    columns = {c: values[c] for c in _KEY_COLUMNS}
+    params: dict[str, Any] = {
+        **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
+        "attrs": json.dumps(attrs), "prefs": json.dumps(plan.prefs), "source": plan.source, "store": plan.store,
+        "approved": plan.approved, "now": now,
+    }  # fmt: skip
+    lock_ids: set[int] = set()
+    conditions = []
+    for i, p in enumerate(probes):
+        keys = p.keys(new_id, columns)
+        lock_ids.update(p.lock_ids(ctx.tenant_id, keys))
+        params[f"kt{i}"], params[f"kv{i}"] = [k for k, _ in keys], [v for _, v in keys]
+        conditions.append(p.pg_condition.replace("%(kt)s", f"%(kt{i})s").replace("%(kv)s", f"%(kv{i})s"))
+    sql_key = (plan.column, tuple(conditions))
+    sql = _pg_creates.get(sql_key)
+    if sql is None:
+        sql = _pg_creates[sql_key] = _pg_create(plan.column, tuple(conditions))
+    pool = st.extras[POOL]
+    conn = await pool.acquire()
+    broken = False
+    try:
+        cur = conn.cursor(row_factory=namedtuple_row)
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            if lock_ids:
+                await conn.execute(_PG_LOCK, {"ids": sorted(lock_ids)})
+            await cur.execute(sql, params)
+            await conn.execute("COMMIT")
+        return await cur.fetchone()
+    except psycopg.Error:
+        # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
+        broken = True
+        log.warning("contact.quick_create_failed", exc_info=True)
+        return None
+    finally:
+        pool.release(conn, broken)

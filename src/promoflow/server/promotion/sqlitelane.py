@@ -25,10 +25,10 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import make_url
@@ -74,11 +74,19 @@ class _FaceRow(NamedTuple):
     channels: list[dict[str, Any]]
 
 
-# One queued redeem: (tenant, assignment, contact or None, channel, now) and the future of its outcome.
+# One redeem: (tenant, assignment, contact or None, channel, now).
 _Item = tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, ChannelType, datetime]
-# The outcome of one redeem: the RETURNING row (id, tenant, promotion, valid from, valid to, redemption count),
-# None when it changed nothing, or the error that failed it.
-_Outcome = tuple[Any, ...] | None | BaseException
+# One queued write: a function run on the writer's connection inside the group's transaction (a redeem, a
+# contact's quick write); its result, or the error that failed it, is the outcome.
+Write = Callable[[sqlite3.Connection], Any]
+_Outcome = Any
+T = TypeVar("T")
+
+
+class _Failed(NamedTuple):
+    """The outcome of a write that raised (alone in its transaction, rolled back)."""
+
+    error: Exception
 
 
 def redeem_one(conn: sqlite3.Connection, item: _Item) -> tuple[Any, ...] | None:
@@ -122,7 +130,7 @@ class SqliteLane:
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="promoflow-sqlite-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="promoflow-sqlite-write")
         self._writer_conn: sqlite3.Connection | None = None
-        self._queue: list[tuple[_Item, asyncio.Future[_Outcome]]] = []
+        self._queue: list[tuple[Write, asyncio.Future[_Outcome]]] = []
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # write transactions committed (tests and the bench read them)
 
@@ -195,23 +203,23 @@ class SqliteLane:
 
     # --------------------------------------------------------------------------------------------- writes
 
-    def _write_group(self, items: Sequence[_Item]) -> list[_Outcome]:
-        """Runs on the writer thread: the group's redeems in one transaction; if that fails, one by one."""
+    def _write_group(self, items: Sequence[Write]) -> list[_Outcome]:
+        """Runs on the writer thread: the group's writes in one transaction; if that fails, one by one."""
         conn = self._writer_conn
         if conn is None:
             conn = self._writer_conn = self._connect(writer=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            out: list[_Outcome] = [redeem_one(conn, item) for item in items]
+            out: list[_Outcome] = [item(conn) for item in items]
             conn.execute("COMMIT")
             self.groups += 1
             return out
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if len(items) == 1:
-                log.warning("fastlane.redeem_failed", exc_info=True)
-                return [exc]
+                log.warning("fastlane.write_failed", exc_info=True)
+                return [_Failed(exc)]
             return [self._write_group([item])[0] for item in items]
 
     async def _drain(self) -> None:
@@ -230,22 +238,30 @@ class SqliteLane:
             for (_, fut), outcome in zip(group, outcomes, strict=True):
                 if fut.done():  # the request went away; its redeem stands (or not) all the same
                     continue
-                if isinstance(outcome, BaseException):
-                    fut.set_exception(outcome)
+                if isinstance(outcome, _Failed):
+                    fut.set_exception(outcome.error)
                 else:
                     fut.set_result(outcome)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer thread inside the next group's transaction (it commits with the group; a
+        group that fails is retried one write per transaction, so ``fn`` may run twice, the first time rolled
+        back). Raises the error that failed it (rolled back), or RuntimeError when the lane stopped."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Outcome] = loop.create_future()
+        self._queue.append((fn, fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="promoflow-sqlite-writer")
+        return cast(T, await fut)
 
     async def redeem(
         self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
         now: datetime,
     ) -> tuple[Won, Faces] | None:  # fmt: skip
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[_Outcome] = loop.create_future()
-        self._queue.append(((ctx.tenant_id, assignment_id, contact_id, channel, now), fut))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain(), name="promoflow-sqlite-writer")
+        item: _Item = (ctx.tenant_id, assignment_id, contact_id, channel, now)
         try:
-            row = await fut
+            row = await self.write(lambda conn: redeem_one(conn, item))
         except (sqlite3.Error, RuntimeError) as exc:
             # The group may or may not have committed: answer "retry" rather than guess.
             raise ServiceUnavailableError("the database did not answer; retry with the same request", retry_after=1) from exc  # fmt: skip

@@ -17,13 +17,13 @@ async def lock_keys(conn: AsyncConnection, tenant_id: uuid.UUID, keys: list[tupl
     the contact is written: whichever is second sees what the first committed. Sorted: no deadlock."""
     if conn.dialect.name != "postgresql":
         return
-    ids = sorted({_lock_id(tenant_id, kt, value) for kt, value in keys})
+    ids = sorted({lock_id(tenant_id, kt, value) for kt, value in keys})
     await conn.execute(
         text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ids AS bigint[])) AS k ORDER BY k"),
         {"ids": ids},
     )
 
 
-def _lock_id(tenant_id: uuid.UUID, key_type: str, value: str) -> int:
+def lock_id(tenant_id: uuid.UUID, key_type: str, value: str) -> int:
     digest = hashlib.sha256(f"promoflow.receipt:{tenant_id}:{key_type}:{value}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)

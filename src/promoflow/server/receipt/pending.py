@@ -6,16 +6,21 @@ the match commits (or rolls back) together with the contact. Nothing is held in 
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, exists, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..hooks import ContactProbe, probe
 from ..models import contact
 from ..models.receipts import receipt, receipt_pending
-from .locks import lock_keys
+from ..promotion.redemption import compile_sqlite
+from .locks import lock_id, lock_keys
 from .service import ReceiptService
 
 if TYPE_CHECKING:
@@ -43,8 +48,7 @@ async def match_pending(
     ).first()
     if row is None:
         return
-    keys = [("contactId", str(contact_id))]
-    keys += [(name, getattr(row, col.name)) for name, col in _KEY_COLUMNS if getattr(row, col.name)]
+    keys = contact_keys(contact_id, dict(row._mapping))
     await lock_keys(conn, ctx.tenant_id, keys)
     waiting = (
         (
@@ -73,3 +77,55 @@ async def match_pending(
     service = ReceiptService(ctx, now)
     for receipt_id in waiting:
         await service.match(conn, receipt_id, contact_id)
+
+
+def contact_keys(contact_id: uuid.UUID, columns: Mapping[str, str | None]) -> list[tuple[str, str]]:
+    """The (key type, value) pairs a receipt may be waiting on for this contact: its id and its key columns."""
+    keys = [("contactId", str(contact_id))]
+    keys += [(name, v) for name, col in _KEY_COLUMNS if (v := columns.get(col.name))]
+    return keys
+
+
+# The quick paths' question (hooks.ContactProbe): is a receipt waiting for one of these keys? The same look-up as
+# `match_pending`'s, as one condition.
+_PG_WAITING = """EXISTS (
+  SELECT 1 FROM receipt_pending JOIN receipt ON receipt.id = receipt_pending.receipt_id
+  WHERE receipt_pending.tenant_id = %(t)s
+    AND (receipt_pending.key_type, receipt_pending.key_value) IN (
+      SELECT * FROM unnest(CAST(%(kt)s AS text[]), CAST(%(kv)s AS text[])))
+    AND (receipt_pending.contact_type IS NULL OR receipt_pending.contact_type = %(ct)s))"""
+_SQLITE_WAITING = compile_sqlite(
+    select(
+        exists()
+        .select_from(receipt_pending.join(receipt, receipt.c.id == receipt_pending.c.receipt_id))
+        .where(
+            receipt_pending.c.tenant_id == bindparam("t", type_=receipt_pending.c.tenant_id.type),
+            text(
+                "(receipt_pending.key_type, receipt_pending.key_value) IN "
+                "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:keys))"
+            ),
+            or_(
+                receipt_pending.c.contact_type.is_(None),
+                receipt_pending.c.contact_type == bindparam("ct", type_=receipt_pending.c.contact_type.type),
+            ),
+        )
+    )
+)
+
+
+def _sqlite_waiting(conn: sqlite3.Connection, tenant_id: uuid.UUID, contact_type: str,
+                    keys: list[tuple[str, str]]) -> bool:  # fmt: skip
+    stmt = _SQLITE_WAITING
+    row = conn.execute(stmt.sql, stmt.params(t=tenant_id, ct=contact_type, keys=json.dumps(keys))).fetchone()
+    return bool(row and row[0])
+
+
+probe(
+    match_pending,
+    ContactProbe(
+        keys=contact_keys,
+        lock_ids=lambda tenant_id, keys: sorted({lock_id(tenant_id, kt, v) for kt, v in keys}),
+        pg_condition=_PG_WAITING,
+        sqlite_has_work=_sqlite_waiting,
+    ),
+)
