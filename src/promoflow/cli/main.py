@@ -226,9 +226,9 @@ def _show_text(info: dict[str, Any]) -> None:
     for line in _columns(lines):
         typer.echo("  " + line)
     typer.echo("API keys")
-    keys = [[k["prefix"] + "…", k["label"] or "", f"created {k['createdOn']}",
+    keys = [[k["prefix"] + "…", k["name"], k["scope"], f"created {k['createdOn']}",
              f"revoked {k['revokedOn']}" if k["revokedOn"] else "active",
-             f"allow {k['ipAllowList']}" if k["ipAllowList"] else ""] for k in info["apiKeys"]]  # fmt: skip
+             f"allow {', '.join(k['ipAllowList'])}" if k["ipAllowList"] else ""] for k in info["apiKeys"]]  # fmt: skip
     for line in _columns(keys) if keys else ["(none)"]:
         typer.echo("  " + line)
 

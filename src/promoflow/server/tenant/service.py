@@ -88,7 +88,12 @@ class TenantContext:
     currency: str
     settings: dict[str, Any] = field(hash=False)
     key_id: uuid.UUID | None = None
+    # The tenant's IP allow-list (`ipAllowList`) and the key's own: a request must pass both (an empty one
+    # allows any address).
     ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    key_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    key_name: str | None = None
+    key_scope: str = "api"
 
     @property
     def reactivation_limit(self) -> int:
@@ -145,12 +150,17 @@ def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(nets)
 
 
-def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | None = None) -> TenantContext:
-    """The tenant as services see it. ``allow`` is the key's own IP allow-list; a key without one has the
+def context_from_row(
+    row: Any,
+    key_id: uuid.UUID | None = None,
+    allow: str | None = None,
+    *,
+    key_name: str | None = None,
+    key_scope: str = "api",
+) -> TenantContext:
+    """The tenant as services see it. ``allow`` is the key's own IP allow-list, checked in addition to the
     tenant's (`ipAllowList`)."""
     settings = {**DEFAULT_SETTINGS, **(row.settings or {})}
-    if not allow and settings.get("ipAllowList"):
-        allow = ",".join(settings["ipAllowList"])
     return TenantContext(
         tenant_id=row.id,
         name=row.name,
@@ -158,7 +168,10 @@ def context_from_row(row: Any, key_id: uuid.UUID | None = None, allow: str | Non
         currency=row.currency,
         settings=settings,
         key_id=key_id,
-        ip_allowlist=parse_allowlist(allow),
+        ip_allowlist=parse_allowlist(",".join(settings.get("ipAllowList") or [])),
+        key_allowlist=parse_allowlist(allow),
+        key_name=key_name,
+        key_scope=key_scope,
     )
 
 
@@ -351,20 +364,15 @@ class TenantService:
         label: str | None = None,
         ip_allowlist: str | None = None,
     ) -> str:
-        parse_allowlist(ip_allowlist)
-        raw = generate_api_key()
-        await conn.execute(
-            insert(api_key).values(
-                id=uuid.uuid4(),
-                tenant_id=tenant_id,
-                key_hash=hash_key(raw),
-                prefix=raw[:10],
-                label=label,
-                ip_allowlist=ip_allowlist,
-                created_at=self.now,
-            )
-        )
-        return raw
+        """A new key named ``label`` (or "key-" and its prefix) and its secret (`keys.ApiKeyService.create`)."""
+        from .keys import ApiKeyService
+
+        keys = ApiKeyService(self.now)
+        if label is None:
+            new = await keys.create(conn, tenant_id, "unnamed-" + uuid.uuid4().hex[:8], allow=ip_allowlist)
+        else:
+            new = await keys.create(conn, tenant_id, label, allow=ip_allowlist)
+        return new.secret
 
     async def by_name(self, conn: AsyncConnection, name: str) -> Any:
         row = (await conn.execute(select(tenant).where(tenant.c.name == name))).first()
@@ -373,14 +381,15 @@ class TenantService:
         return row
 
     async def rotate_key(self, conn: AsyncConnection, name: str) -> str:
-        """Revoke every active key of the tenant and issue a new one."""
+        """Revoke every active key of the tenant and issue a new one named "default" (`promoflow key rotate`
+        rotates one named key and leaves the others alone)."""
         row = await self.by_name(conn, name)
         await conn.execute(
             update(api_key)
             .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
             .values(revoked_at=self.now)
         )
-        return await self.add_key(conn, row.id, label="rotated")
+        return await self.add_key(conn, row.id, label="default")
 
     async def list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
         keys = (
@@ -404,14 +413,22 @@ class TenantService:
     async def authenticate(self, conn: AsyncConnection, raw_key: str) -> TenantContext | None:
         row = (
             await conn.execute(
-                select(tenant, api_key.c.id.label("key_id"), api_key.c.ip_allowlist)
+                select(
+                    tenant,
+                    api_key.c.id.label("key_id"),
+                    api_key.c.ip_allowlist,
+                    api_key.c.name.label("key_name"),
+                    api_key.c.scope.label("key_scope"),
+                )
                 .join(api_key, api_key.c.tenant_id == tenant.c.id)
                 .where(api_key.c.key_hash == hash_key(raw_key), api_key.c.revoked_at.is_(None))
             )
         ).first()
         if row is None:
             return None
-        return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist)
+        return context_from_row(
+            row, key_id=row.key_id, allow=row.ip_allowlist, key_name=row.key_name, key_scope=row.key_scope
+        )
 
     async def update_settings(
         self, conn: AsyncConnection, name: str, changes: dict[str, Any]
@@ -487,11 +504,9 @@ class TenantService:
         (the server's defaults, from ``server`` — a Settings — filling what the tenant leaves unset)."""
         row = await self.by_name(conn, name)
         stored = {**DEFAULT_SETTINGS, **(row.settings or {})}
-        keys = (
-            await conn.execute(
-                select(api_key).where(api_key.c.tenant_id == row.id).order_by(api_key.c.created_at)
-            )
-        ).all()
+        from .keys import ApiKeyService
+
+        keys = await ApiKeyService(self.now).list(conn, row.id)
         tz = ZoneInfo(row.time_zone)
         out: dict[str, Any] = {
             "tenantId": str(row.id),
@@ -501,16 +516,7 @@ class TenantService:
             "createdOn": iso(row.created_at, tz),
             "updatedOn": iso(row.updated_at, tz),
             "settings": stored,
-            "apiKeys": [
-                {
-                    "prefix": k.prefix,
-                    "label": k.label,
-                    "createdOn": iso(k.created_at, tz),
-                    "revokedOn": iso(k.revoked_at, tz),
-                    "ipAllowList": k.ip_allowlist,
-                }
-                for k in keys
-            ],
+            "apiKeys": [k.as_json(tz) for k in keys],
             "ftpUser": row.name,
         }
         if server is not None:
