@@ -761,9 +761,11 @@ def demo_checkout(
             typer.echo(f"deliver the rest: promoflow outbox sync --outbox-dir {outbox.directory} …")
 
 
+from .keys import key_app  # noqa: E402  (needs this module's helpers)
 from .users import user_app  # noqa: E402  (needs this module's helpers)
 
 app.add_typer(user_app, name="user", hidden=not SERVER)
+app.add_typer(key_app, name="key", hidden=not SERVER)
 
 
 def main() -> None:  # pragma: no cover - console entry point
