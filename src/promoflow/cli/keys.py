@@ -11,11 +11,13 @@ import typer
 from ._operator import operator_command
 from .main import DataDir, DbUrl, JsonOut, _columns, _ready_settings, _run, _with_db, console
 
-key_app = typer.Typer(help="A tenant's named API keys.", no_args_is_help=True)
+key_app: typer.Typer = typer.Typer(help="A tenant's named API keys.", no_args_is_help=True)
 
 AllowOpt = Annotated[
     list[str] | None,
-    typer.Option("--allow-ip", metavar="CIDR", help="An address or network that may use the key (repeatable)."),
+    typer.Option(
+        "--allow-ip", metavar="CIDR", help="An address or network that may use the key (repeatable)."
+    ),
 ]
 
 
@@ -41,7 +43,9 @@ def _secret_out(new: Any, tz: Any, as_json: bool, verb: str, tenant: str) -> Non
     if as_json:
         typer.echo(json.dumps({"tenant": tenant, **new.as_json(tz)}))
         return
-    console.print(f"{verb} key [bold]{new.key.name}[/bold] of {tenant} (scope {new.key.scope}); the secret, shown once:")
+    console.print(
+        f"{verb} key [bold]{new.key.name}[/bold] of {tenant} (scope {new.key.scope}); the secret, shown once:"
+    )
     typer.echo(new.secret)
 
 
@@ -49,9 +53,13 @@ def _secret_out(new: Any, tz: Any, as_json: bool, verb: str, tenant: str) -> Non
 @operator_command
 def key_create(
     tenant: str,
-    name: Annotated[str, typer.Option("--name", help="The key's name, unique among the tenant's active keys.")],
+    name: Annotated[
+        str, typer.Option("--name", help="The key's name, unique among the tenant's active keys.")
+    ],
     allow_ip: AllowOpt = None,
-    scope: Annotated[str, typer.Option("--scope", help="api (the Engage API) or admin (also key management).")] = "api",
+    scope: Annotated[
+        str, typer.Option("--scope", help="api (the Engage API) or admin (also key management).")
+    ] = "api",
     as_json: JsonOut = False,
     data_dir: DataDir = None,
     database_url: DbUrl = None,
@@ -64,7 +72,9 @@ def key_create(
 
 @key_app.command("list")
 @operator_command
-def key_list(tenant: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None) -> None:
+def key_list(
+    tenant: str, as_json: JsonOut = False, data_dir: DataDir = None, database_url: DbUrl = None
+) -> None:
     """The tenant's keys: active ones first, then revoked ones (prefixes only, never secrets)."""
     keys, tz = _call(data_dir, database_url, tenant, lambda svc, conn, row: svc.list(conn, row.id))
     rows = [k.as_json(tz) for k in keys]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import assign, auth, contacts, promotions
+from . import assign, auth, contacts, promotions, settings
 
 
 def router() -> APIRouter:
     r = APIRouter()
-    for part in (auth, promotions, assign, contacts):
+    for part in (auth, promotions, assign, contacts, settings):
         r.include_router(part.router)
     return r

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -48,9 +48,9 @@ def check_key_name(name: str) -> str:
     return text
 
 
-def normalise_allowlist(value: str | list[str] | None) -> str | None:
+def normalise_allowlist(value: str | Sequence[str] | None) -> str | None:
     """Addresses or networks (text separated by commas or a list) → the stored text; None or empty → none."""
-    text = ",".join(value) if isinstance(value, list) else (value or "")
+    text = value or "" if value is None or isinstance(value, str) else ",".join(value)
     nets = parse_allowlist(text)
     return ", ".join(str(n) for n in nets) or None
 
@@ -123,7 +123,7 @@ class ApiKeyService:
         tenant_id: uuid.UUID,
         name: str,
         *,
-        allow: str | list[str] | None = None,
+        allow: str | Sequence[str] | None = None,
         scope: str = "api",
     ) -> NewKey:
         name, allowlist, scope = check_key_name(name), normalise_allowlist(allow), check_scope(scope)
@@ -205,7 +205,7 @@ class ApiKeyService:
         return NewKey(await self._get(conn, tenant_id, key.id), secret)
 
     async def set_allowlist(
-        self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str, allow: str | list[str] | None
+        self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str, allow: str | Sequence[str] | None
     ) -> KeyView:
         key = await self.active(conn, tenant_id, name)
         await conn.execute(
