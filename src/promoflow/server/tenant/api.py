@@ -25,6 +25,13 @@ from .keys import ApiKeyService, forget
 from .schemas import ApiKeyIn, ApiKeyList, ApiKeyOut, NewApiKeyOut
 
 router = APIRouter(route_class=EdgeRoute)
+
+
+def _present(key: dict[str, Any]) -> dict[str, Any]:
+    """Absent optional fields are left out (as everywhere in the API), not sent as null."""
+    return {k: v for k, v in key.items() if v is not None}
+
+
 TAG = "API keys"
 _NAME = Path(max_length=64, description="The key's name")
 
@@ -46,7 +53,7 @@ async def list_keys(e: Edge = Depends(admin_edge)) -> Response:
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         keys = await ApiKeyService(now).list(conn, e.ctx.tenant_id)
-        return {"keys": [k.as_json(e.ctx.tz) for k in keys]}
+        return {"keys": [_present(k.as_json(e.ctx.tz)) for k in keys]}
 
     return await e.read(work)
 
@@ -62,7 +69,7 @@ async def create_key(body: ApiKeyIn, e: Edge = Depends(admin_edge)) -> Response:
         new = await ApiKeyService(now).create(
             conn, e.ctx.tenant_id, body.name, allow=body.ip_allow_list, scope=body.scope
         )
-        return new.as_json(e.ctx.tz)
+        return _present(new.as_json(e.ctx.tz))
 
     return await e.write(work, 201)
 
@@ -77,7 +84,7 @@ async def revoke_key(name: str = _NAME, e: Edge = Depends(admin_edge)) -> Respon
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         key = await ApiKeyService(now).revoke(conn, e.ctx.tenant_id, name)
         changed.append(key.id)
-        return key.as_json(e.ctx.tz)
+        return _present(key.as_json(e.ctx.tz))
 
     response = await e.write(work)
     forget(e.state, changed[0])
@@ -94,7 +101,7 @@ async def rotate_key(name: str = _NAME, e: Edge = Depends(admin_edge)) -> Respon
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
         new = await ApiKeyService(now).rotate(conn, e.ctx.tenant_id, name)
         changed.append(new.key.id)
-        return new.as_json(e.ctx.tz)
+        return _present(new.as_json(e.ctx.tz))
 
     response = await e.write(work)
     forget(e.state, changed[0])
