@@ -33,7 +33,7 @@ def _present(key: dict[str, Any]) -> dict[str, Any]:
 
 
 TAG = "API keys"
-_NAME = Path(max_length=64, description="The key's name")
+_NAME = Path(min_length=1, max_length=255, description="The key's name")
 
 
 async def admin_edge(e: Edge = Depends(edge)) -> Edge:

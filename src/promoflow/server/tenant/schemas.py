@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
-from ...wire.engage import WireModel
+from ...wire.engage import NO_NUL, Text, WireModel
+
+_Network = Annotated[str, StringConstraints(max_length=64, pattern=NO_NUL)]
 
 
 class ApiKeyIn(WireModel):
     """A new named key."""
 
-    name: str = Field(
+    name: str = Text(
         max_length=64, description="Unique among the tenant's active keys: letters, digits, space, . _ -"
     )
-    ip_allow_list: list[str] = Field(
+    ip_allow_list: list[_Network] = Field(
         default_factory=list,
         max_length=100,
         description="Addresses or networks that may use the key, in addition to the tenant's ipAllowList; "
