@@ -182,26 +182,26 @@ def test_a_key_revoked_through_this_server_is_refused_at_once(cached: tuple[Api,
 
 
 def test_last_used_is_written_at_most_once_a_minute_per_key(settings: Settings) -> None:
-    now = [0.0]
     db = Database(settings.resolved_database_url(), pool_size=1)
     tenant_info = make_tenant(settings)
     on = On(settings, tenant_info["name"])
     key = on(lambda s, c, t: s.create(c, t, "till")).key
     at = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    clock = FrozenClock(at)
 
     async def run() -> list[int]:
-        usage = KeyUsage(db, every=60.0, monotonic=lambda: now[0])
+        usage = KeyUsage(db, clock, every=60.0)
         written = []
         try:
             for i in range(100):
-                usage.note(key.id, at + timedelta(seconds=i * 0.1))
+                usage.note("k", key.id, 1000.0 + i * 0.1)
             written.append(await usage.flush())  # one write for 100 uses
-            now[0] += 59.0
-            usage.note(key.id, at + timedelta(seconds=59))
+            clock.set(at + timedelta(seconds=59))
+            usage.note("k", key.id, 1059.0)
             written.append(await usage.flush())  # within the minute: nothing to write
-            now[0] += 2.0
-            usage.note(key.id, at + timedelta(seconds=61))
-            usage.note(None, at)  # no key (not authenticated): nothing
+            clock.set(at + timedelta(seconds=61))
+            usage.note("k", key.id, 1061.0)
+            usage.note("other", None, 1061.0)  # no key: nothing
             written.append(await usage.flush())
         finally:
             await db.dispose()

@@ -109,7 +109,7 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     if wait:
         raise TooManyRequestsError("too many requests for this API key", retry_after=wait)
     if st.key_usage is not None:
-        st.key_usage.note(ctx.key_id, st.clock.now())
+        st.key_usage.note(digest, ctx.key_id, mono)
     return ctx
 
 

@@ -21,7 +21,7 @@ def _routers() -> Sequence[APIRouter]:
 
 
 async def start_key_usage(st: AppState) -> None:
-    usage = KeyUsage(st.db, every=st.settings.api_key_last_used_seconds, monotonic=lambda: st.monotonic())
+    usage = KeyUsage(st.db, st.clock, every=st.settings.api_key_last_used_seconds)
     usage.start()
     st.key_usage = usage
 

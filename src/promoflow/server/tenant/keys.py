@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.clock import Clock
 from ...kit.timeutil import iso
 from ..db import Database
 from ..models import api_key
@@ -230,29 +230,29 @@ class KeyUsage:
     writes it. So a key's last use is known to within a minute (the default), at the cost of one small write per
     key per minute, whatever the request rate. Best effort: a crash loses at most the queued instants."""
 
-    def __init__(
-        self, db: Database, *, every: float = 60.0, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, *, every: float = 60.0) -> None:
         self.db = db
+        self.clock = clock
         self.every = every
-        self.monotonic = monotonic
-        self._noted: dict[uuid.UUID, float] = {}
+        self._noted: dict[str, float] = {}
         self._pending: dict[uuid.UUID, datetime] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def note(self, key_id: uuid.UUID | None, at: datetime) -> None:
-        if key_id is None:
-            return
-        mono = self.monotonic()
-        last = self._noted.get(key_id)
+    def note(self, token: str, key_id: uuid.UUID | None, mono: float) -> None:
+        """A use of the key at ``mono`` (the caller's monotonic clock reading). ``token`` is any string that
+        stands for the key in this process (the edge's cache key: a string's hash is cached, a UUID's is not), so
+        the common case is one dict look-up; the wall clock is read only when the use is to be written."""
+        last = self._noted.get(token)
         if last is not None and mono - last < self.every:
+            return
+        if key_id is None:
             return
         if len(self._noted) > 100_000:
             self._noted.clear()
-        self._noted[key_id] = mono
-        self._pending[key_id] = at
+        self._noted[token] = mono
+        self._pending[key_id] = self.clock.now()
         self._wake.set()
 
     async def flush(self) -> int:
