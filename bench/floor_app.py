@@ -3,7 +3,8 @@ one SQL statement per request with the raw driver (psycopg 3, async), and no fra
 The statements do the same database work as promoflow's: the fetch joins assignments to promotions with the
 same filters; the redeem updates the assignment and inserts the redemption row in one statement.
 
-Run: uvicorn bench.floor_app:app --port P   (env FLOOR_DATABASE_URL, FLOOR_TENANT_ID)
+Run: uvicorn bench.floor_app:app --port P   (env FLOOR_DATABASE_URL, FLOOR_TENANT_ID; FLOOR_DRIVER=asyncpg runs
+the same statements on asyncpg, the fastest asyncio PostgreSQL driver, instead of psycopg)
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 
 URL = os.environ.get("FLOOR_DATABASE_URL", "postgresql://postgres@127.0.0.1/promoflow_bench")
 TENANT = os.environ.get("FLOOR_TENANT_ID", "")
 POOL_SIZE = int(os.environ.get("FLOOR_POOL", "20"))
+DRIVER = os.environ.get("FLOOR_DRIVER", "psycopg")
 
 FETCH = """
 SELECT a.id, a.promotion_id, a.valid_from, a.valid_to, a.redeemed_at, p.external_id, p.name, p.heading,
@@ -41,14 +45,38 @@ WITH won AS (
 SELECT id, promotion_id, valid_from, valid_to FROM won
 """
 
-_pool: asyncio.Queue[psycopg.AsyncConnection] | None = None
+# The same statements with asyncpg's numbered parameters.
+FETCH_ASYNCPG = (
+    FETCH.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1).replace("%s", "$3", 1)
+)
+REDEEM_ASYNCPG = REDEEM.replace("%(now)s", "$1").replace("%(a)s", "$2::uuid").replace("%(t)s", "$3::uuid")
+
+_pool: asyncio.Queue[Any] | None = None
 
 
 async def _startup() -> None:
     global _pool
     _pool = asyncio.Queue()
     for _ in range(POOL_SIZE):
-        _pool.put_nowait(await psycopg.AsyncConnection.connect(URL, autocommit=True))
+        if DRIVER == "asyncpg":
+            import asyncpg
+
+            _pool.put_nowait(await asyncpg.connect(URL))
+        else:
+            _pool.put_nowait(await psycopg.AsyncConnection.connect(URL, autocommit=True))
+
+
+async def _fetch(conn: Any, contact: str, now: datetime) -> list[Any]:
+    if DRIVER == "asyncpg":
+        return [list(r) for r in await conn.fetch(FETCH_ASYNCPG, uuid.UUID(contact), uuid.UUID(TENANT), now)]
+    return [list(r) for r in await (await conn.execute(FETCH, (contact, TENANT, now, now))).fetchall()]
+
+
+async def _redeem(conn: Any, assignment: str, now: datetime) -> Any:
+    if DRIVER == "asyncpg":
+        row = await conn.fetchrow(REDEEM_ASYNCPG, now, assignment, TENANT)
+        return None if row is None else list(row)
+    return await (await conn.execute(REDEEM, {"now": now, "a": assignment, "t": TENANT})).fetchone()
 
 
 def _default(value: object) -> str:
@@ -71,14 +99,12 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     try:
         now = datetime.now(UTC)
         if scope["method"] == "GET" and path.startswith("/fetch/"):
-            cur = await conn.execute(FETCH, (path[7:], TENANT, now, now))
-            rows = await cur.fetchall()
-            status, body = 200, json.dumps([list(r) for r in rows], default=_default).encode()
+            rows = await _fetch(conn, path[7:], now)
+            status, body = 200, json.dumps(rows, default=_default).encode()
         elif scope["method"] == "POST" and path.startswith("/redeem/"):
             while (await receive()).get("more_body"):
                 pass
-            cur = await conn.execute(REDEEM, {"now": now, "a": path[8:], "t": TENANT})
-            row = await cur.fetchone()
+            row = await _redeem(conn, path[8:], now)
             status, body = (200, json.dumps(list(row), default=_default).encode()) if row else (409, b"{}")
         else:
             status, body = 404, b"{}"

@@ -13,6 +13,7 @@ from promoflow.server.models import (
     api_key,
     assignment,
     assignment_event,
+    audit_event,
     contact,
     idempotency_record,
     job,
@@ -116,6 +117,7 @@ _TENANT_TABLES = (
     idempotency_record,
     job,
     api_key,
+    audit_event,
 )
 
 

@@ -363,7 +363,7 @@ def test_0018_names_the_keys_tenants_already_have(empty_db: str) -> None:  # noq
         (t2, None, False, 0), (t2, "till", True, 1), (t2, "till", False, 2),
     ]  # fmt: skip
     try:
-        upgrade(empty_db, "0013")
+        upgrade(empty_db, "0017")
         with engine.begin() as conn:
             for t, name in ((t1, "one"), (t2, "two")):
                 conn.execute(sa.insert(tenant).values(id=t, name=name, time_zone="UTC", currency="SEK", settings={},

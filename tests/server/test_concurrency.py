@@ -69,6 +69,27 @@ def test_fifty_concurrent_redeems_of_one_assignment_succeed_once(
     assert _redemptions(live.db_url, aid) == 1
 
 
+def test_concurrent_redeems_of_many_assignments_each_succeed_once(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    """Many assignments redeemed at once, each by several threads: on SQLite the fast path commits concurrent
+    redeems together (one group, one transaction), winners and losers of different assignments in the same
+    group; each assignment still gets exactly one 200 and one redemption row."""
+    k = 5
+    with _client(live, live_tenant) as http:
+        aids = [_assignment(http)[1] for _ in range(N // k)]
+        answers = together(
+            N,
+            lambda c, i: c.post(f"/api/v2/promotions/codes/{aids[i % len(aids)]}/redeem", json="POS"),
+            http,
+        )
+    by_assignment: dict[str, Counter[int]] = {aid: Counter() for aid in aids}
+    for i, r in enumerate(answers):
+        by_assignment[aids[i % len(aids)]][r.status_code] += 1
+    assert all(c == {200: 1, 409: k - 1} for c in by_assignment.values()), by_assignment
+    assert all(_redemptions(live.db_url, aid) == 1 for aid in aids)
+
+
 def test_concurrent_redeems_through_all_paths_and_with_keys_succeed_once(
     live: Any, live_tenant: dict[str, Any]
 ) -> None:

@@ -1,6 +1,5 @@
 """The fast path (a route-level hook, promotion/fastlane.py) answers exactly what the routed endpoints answer, on
-both databases. PostgreSQL has a fast path; SQLite has none yet, so there the "fast" app answers through the routed
-handlers and the same expectations hold (a SQLite fast path plugs in by setting `FAST_PATH["sqlite"]`).
+both databases (PostgreSQL's lane in fastlane.py, SQLite's in sqlitelane.py).
 
 Also: a request is authorised and rate-limited once, whichever path answers (a rate limit of N allows exactly N
 requests, also of those the fast path declines or refuses), and the body of a redeem is read only after the caller
@@ -26,7 +25,7 @@ from tests.conftest import make_tenant
 from ._support import assert_error
 
 # Which databases have a fast path (how many requests it answered is checked against this).
-FAST_PATH = {"sqlite": False, "postgresql": True}
+FAST_PATH = {"sqlite": True, "postgresql": True}
 
 
 def _db(settings: Settings) -> str:

@@ -35,6 +35,7 @@ from promoflow.server.tenant.service import TenantService
 from promoflow.server.worker import queue
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, write_redemptions
 from tests.conftest import PG_ADMIN_URL, make_tenant
+from tests.server.receipt.conftest import receipt_body
 from tests.support.servers import start_server
 
 from ._support import channel, promotion_body
@@ -126,9 +127,8 @@ def test_metrics_count_real_traffic_by_route_outcome_and_import(own_db: str, tmp
         base = server.base_url
         assert server.ftp_url is not None
         with httpx.Client(base_url=base, headers={"apikey": tenant["apiKey"]}, timeout=60) as api:
-            cid = api.post(
-                "/api/v2/contacts", json={"email": f"m-{uuid.uuid4().hex[:8]}@example.com"}
-            ).json()["id"]
+            email = f"m-{uuid.uuid4().hex[:8]}@example.com"
+            cid = api.post("/api/v2/contacts", json={"email": email}).json()["id"]
             pid = api.post(
                 "/api/v2/promotions/multichannels", json=promotion_body(end=None, channels=[channel("POS")])
             ).json()["id"]
@@ -146,6 +146,12 @@ def test_metrics_count_real_traffic_by_route_outcome_and_import(own_db: str, tmp
             replay = {"Idempotency-Key": f"sale-{second}"}
             for _ in range(2):  # the second answer is the first one replayed, not a second redemption
                 assert api.post(f"/api/v2/promotions/codes/{second}/redeem", json=pos, headers=replay).status_code == 200  # fmt: skip
+            # A receipt that redeems one assignment (usedPromotions) and names one that does not exist.
+            fourth = api.post(f"/api/v2/contacts/{cid}/promotions/{pid}/assign").json()["id"]
+            sale = receipt_body(key=email, used=[{"couponId": fourth}, {"couponId": str(uuid.uuid4())}],
+                                created=datetime.now(UTC))  # fmt: skip
+            r = api.post("/api/v2/receipts", json=sale)
+            assert r.status_code == 200 and len(r.json()["warnings"]) == 1, r.text
         with httpx.Client(base_url=base, headers={"apikey": limited["apiKey"]}, timeout=60) as other:
             assert [other.get("/api/v2/contacts/count").status_code for _ in range(2)] == [200, 429]
 
@@ -189,14 +195,22 @@ def test_metrics_count_real_traffic_by_route_outcome_and_import(own_db: str, tmp
     )
     # No raw path ever becomes a label (ids would make a series per customer).
     assert not [labels for _, labels in s for k, v in labels if GUID.search(v)]
-    # Redeem outcomes, refusals by the rule's reason.
-    assert value(s, "promoflow_redeem_total", outcome="redeemed", reason="") == 2
-    assert value(s, "promoflow_redeem_total", outcome="already_redeemed", reason="") == 1
+    # Redeem outcomes by source, refusals by the rule's reason (a file line's verdict for files).
+    assert value(s, "promoflow_redeem_total", outcome="redeemed", reason="", source="api") == 2
+    assert value(s, "promoflow_redeem_total", outcome="already_redeemed", reason="", source="api") == 1
     assert (
-        value(s, "promoflow_redeem_total", outcome="refused", reason="PromotionNotValidForRedemptionChannel")
+        value(s, "promoflow_redeem_total", outcome="refused", reason="PromotionNotValidForRedemptionChannel",
+              source="api")
+        == 1
+    )  # fmt: skip
+    assert value(s, "promoflow_redeem_total", outcome="replayed", reason="", source="api") == 1
+    assert value(s, "promoflow_redeem_total", outcome="redeemed", reason="", source="receipt") == 1
+    assert (
+        value(s, "promoflow_redeem_total", outcome="refused", reason="PromotionNotFound", source="receipt")
         == 1
     )
-    assert value(s, "promoflow_redeem_total", outcome="replayed", reason="") == 1
+    assert value(s, "promoflow_redeem_total", outcome="redeemed", reason="", source="file") == 1
+    assert value(s, "promoflow_redeem_total", outcome="already_redeemed", reason="", source="file") == 1
     assert value(s, "promoflow_rate_limited_total") == 1
     # The import: its records by verdict, the job's duration, and the queue it left empty.
     assert value(s, "promoflow_import_records_total", kind="redemptions", verdict="applied") == 1
@@ -414,3 +428,30 @@ def test_every_metric_is_documented_and_the_dashboard_and_alerts_use_only_real_o
     alerts = {r["alert"]: r["expr"] for r in rules}
     assert {"PromoflowJobQueueLag", "PromoflowHigh5xxRate", "PromoflowFetchP99High"} <= set(alerts)
     assert all(used(e) and used(e) <= names for e in alerts.values())
+
+
+def test_after_commit_hooks_run_only_once_the_transaction_committed(db_url: str) -> None:
+    """What counts a redemption by a receipt or a file: never for work that rolled back."""
+    from sqlalchemy import text
+
+    from promoflow.server.db import after_commit
+
+    ran: list[str] = []
+
+    async def run() -> None:
+        db = Database(db_url, pool_size=1)
+        try:
+            with pytest.raises(RuntimeError):
+                async with db.write() as conn:
+                    await conn.execute(text("SELECT 1"))
+                    after_commit(conn, lambda: ran.append("rolled back"))
+                    raise RuntimeError("boom")
+            async with db.write() as conn:
+                await conn.execute(text("SELECT 1"))
+                after_commit(conn, lambda: ran.append("committed"))
+                assert ran == []  # not before the commit
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    assert ran == ["committed"]

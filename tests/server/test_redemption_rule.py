@@ -3,8 +3,9 @@ connection, no HTTP) against every path that decides "whether" or says "why not"
 
 - every redeem strategy: the single-row redeem (`RedemptionService.redeem`: the routed API, receipts, a file's
   left-over lines), the database's batch strategy (`batch_for`: SQLite's ExclusiveBatch, PostgreSQL's SetBatch),
-  and on PostgreSQL the fast path's compiled statement (`PG_REDEEM`, on a raw psycopg connection);
-- the fetch filter (`AssignmentService.list_for_contact`, and on PostgreSQL `PG_FETCH`);
+  and the fast path's compiled statement (`PG_REDEEM` on a raw psycopg connection; on SQLite the fast path's
+  lane, `SQLITE_REDEEM` in its writer's group commit);
+- the fetch filter (`AssignmentService.list_for_contact`, and the fast path's `PG_FETCH` / `SQLITE_FETCH`);
 - the explanation (`explain`, the admin UI's "why not", and `refusal`, the error a refused redeem answers).
 
 Each case builds its own contact, promotion and assignment in a fresh tenant, so a path that changes the row
@@ -29,18 +30,10 @@ from promoflow.server.db import Database
 from promoflow.server.exceptions import PromoflowError
 from promoflow.server.models import assignment, contact, promotion, tenant
 from promoflow.server.promotion.assignment import AssignmentService, RedemptionService
-from promoflow.server.promotion.redemption import (
-    PG_FETCH,
-    PG_REDEEM,
-    Reason,
-    RedeemLine,
-    When,
-    batch_for,
-    explain,
-    refusal,
-    when,
-)
+from promoflow.server.promotion.redemption import Reason, When, explain, refusal, when
 from promoflow.server.promotion.rules import CHANNEL_BITS
+from promoflow.server.promotion.sqlitelane import SqliteLane
+from promoflow.server.promotion.statements import PG_FETCH, PG_REDEEM, RedeemLine, batch_for
 from promoflow.server.tenant.service import TenantContext, TenantService, context_from_row
 from promoflow.wire.engage import ChannelType
 
@@ -225,7 +218,21 @@ async def batch(w: World) -> str | None:
 
 
 async def fast(w: World) -> str | None:
-    """The PostgreSQL fast path's compiled statement on a raw autocommit connection (server time only)."""
+    """The fast path's compiled statement (server time only): on PostgreSQL on a raw autocommit connection, on
+    SQLite through the fast path's own lane (its writer thread's group commit on a raw `sqlite3` connection)."""
+    if w.db.sqlite:
+        lane = SqliteLane.open(w.db)
+        assert lane is not None
+        try:
+            won = await lane.redeem(w.ctx, w.assignment_id, w.ask_contact, w.case.channel, w.now)
+        finally:
+            await lane.close()
+        if won is not None:
+            return OK
+        async with w.db.read() as rconn:
+            return _code(
+                await refusal(rconn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact)
+            )
     stmt = PG_REDEEM[w.ask_contact is not None]
     url = w.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -268,11 +275,10 @@ def test_every_redeem_strategy_follows_the_rule(db_url: str, name: str, strategy
     _check_strategy(db_url, CASES[name], STRATEGIES[strategy])
 
 
-@pytest.mark.postgres
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.server_time])
-def test_the_fast_path_statement_follows_the_rule(pg_url: str, name: str) -> None:
+def test_the_fast_path_statement_follows_the_rule(db_url: str, name: str) -> None:
     """The fast path takes only the server's clock (it declines a body with redeemedOn)."""
-    _check_strategy(pg_url, CASES[name], fast)
+    _check_strategy(db_url, CASES[name], fast)
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.server_time])
@@ -288,7 +294,18 @@ def test_the_fetch_filter_shows_exactly_the_redeemable(db_url: str, name: str) -
                 assert case.other_tenant and _code(exc) == "ContactNotFound"
                 views = []
         assert (w.assignment_id in {v.id for v in views}) is (case.expected is OK)
-        if db_url.startswith("postgresql"):
+        if w.db.sqlite:
+            lane = SqliteLane.open(w.db)
+            assert lane is not None
+            try:
+                rows, _ = await lane.fetch(w.ctx, fetcher, CHANNEL_BITS[w.case.channel], w.now)
+            except PromoflowError as exc:
+                assert case.other_tenant and _code(exc) == "ContactNotFound"
+                rows = []
+            finally:
+                await lane.close()
+            assert (w.assignment_id in {r[0] for r in rows}) is (case.expected is OK)
+        else:
             stmt = PG_FETCH[True]
             url = w.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as pconn:

@@ -1,5 +1,5 @@
-"""Retention (issue 11 §7): expired idempotency keys, old per-record import verdicts, old 'shown' events and old
-processed upload files are deleted by the workers' housekeeping, in bounded batches; recent ones stay; the
+"""Retention (issue 11 §7): expired idempotency keys, old per-record import verdicts, old 'shown' events, old
+finished jobs, old processed upload files and old result files are deleted by the workers' housekeeping, in bounded batches; recent ones stay; the
 promotion reports give the same figures after a purge. Each test has a database of its own: the purges look at
 every tenant's rows."""
 
@@ -25,7 +25,7 @@ from promoflow.server.config import Settings
 from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.http.app import create_app
 from promoflow.server.migrate import upgrade
-from promoflow.server.models import file_import, idempotency_record, import_record
+from promoflow.server.models import file_import, idempotency_record, import_record, job
 from promoflow.server.models.receipts import promotion_view
 from promoflow.server.retention.service import (
     _Budget,
@@ -215,6 +215,67 @@ def test_old_rows_and_files_go_recent_ones_stay(own: Own) -> None:
     assert old_b.exists() and mid_c.exists() and not old_c.exists()
 
     again = asyncio.run(purge())  # nothing left to do: nothing deleted, nothing kept wrongly
+    assert again.total == 0 and again.complete
+
+
+def _job(tenant_id: uuid.UUID, status: str, finished: datetime | None) -> dict[str, Any]:
+    created = (finished or NOW) - DAY
+    return {"public_id": uuid.uuid4(), "tenant_id": tenant_id, "kind": "bulk_assign", "payload": {"lines": ["x"]},
+            "status": status, "run_after": created, "created_at": created, "finished_at": finished,
+            "result": {"assigned": 1} if status == "succeeded" else None}  # fmt: skip
+
+
+def test_old_finished_jobs_and_old_result_files_go(own: Own) -> None:
+    ta, tb = (uuid.UUID(make_tenant(own.settings)["tenantId"]) for _ in range(2))
+    # Retention 30 days: three finished long ago (more than a batch of 2) go; a recent one, a queued and a
+    # running one (whatever their age) stay.
+    jobs = [
+        _job(ta, "succeeded", NOW - 40 * DAY),
+        _job(tb, "failed", NOW - 35 * DAY),
+        _job(ta, "succeeded", NOW - 31 * DAY),
+        _job(ta, "succeeded", NOW - 5 * DAY),
+        {**_job(ta, "queued", None), "created_at": NOW - 90 * DAY, "run_after": NOW - 90 * DAY},
+        {**_job(tb, "running", None), "created_at": NOW - 90 * DAY, "run_after": NOW - 90 * DAY},
+    ]
+    own.insert(job, jobs)
+    engine = make_sync_engine(own.url)
+    try:
+        with engine.connect() as conn:
+            job_ids = {r.public_id: r.id for r in conn.execute(select(job.c.public_id, job.c.id))}
+    finally:
+        engine.dispose()
+    old_job, new_job = job_ids[jobs[0]["public_id"]], job_ids[jobs[3]["public_id"]]
+    own.insert(file_import, [{**_import(ta, "done", NOW - 41 * DAY, NOW - 40 * DAY), "job_id": old_job},
+                             {**_import(ta, "done", NOW - 6 * DAY, NOW - 5 * DAY), "job_id": new_job}])  # fmt: skip
+
+    store = FileStore(own.settings.data_dir)
+    ra, rb = (store.folder(t, "/integration/importResults") for t in (ta, tb))
+    old_a, new_a = _file(ra, "a.1.result.xml", 31 * DAY), _file(ra, "a.2.result.xml", 2 * DAY)
+    old_b = _file(rb, "b.1.result.xml", 45 * DAY)
+    processed = _file(store.folder(ta, "/integration/processed"), "kept.xml", 20 * DAY)
+
+    async def purge() -> Any:
+        db = own.db()
+        try:
+            return await run_retention(db, own.settings, NOW)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(purge())
+    assert report.complete and not report.errors
+    assert (report.jobs, report.import_results, report.processed_files) == (3, 2, 0)
+    left = {jobs[i]["public_id"] for i in (3, 4, 5)}
+    engine = make_sync_engine(own.url)
+    try:
+        with engine.connect() as conn:
+            assert {r.public_id for r in conn.execute(select(job.c.public_id))} == left
+            assert sorted(r.job_id or 0 for r in conn.execute(select(file_import.c.job_id))) == [0, new_job]
+    finally:
+        engine.dispose()
+    assert not old_a.exists() and new_a.exists() and not old_b.exists() and processed.exists()
+    assert own.count(file_import) == 2  # the imports themselves stay
+
+    again = asyncio.run(purge())
     assert again.total == 0 and again.complete
 
 

@@ -5,11 +5,8 @@ a live server (tests/conftest.py); an answer that does not match fails the test 
 
 Operations are found by their path template (literal segments before parameters: ``/contacts/id`` before
 ``/contacts/{id}``); a status without a JSON schema in the document is not checked, nor is the replay of an
-Idempotency-Key (the stored answer was checked when it was first sent).
-
-`NULLS_STILL_SENT`: the operations whose answers still send ``null`` for absent optional fields. They are checked
-against the document as it is (nullable); their features (receipts' history, stores and reports, file imports)
-were not converted with the promotion feature. Remove an entry once its answers leave absent fields out.
+Idempotency-Key (the stored answer was checked when it was first sent). No operation is exempt: every feature's
+answers leave absent optional fields out.
 """
 
 from __future__ import annotations
@@ -53,25 +50,13 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-NULLS_STILL_SENT = frozenset({
-    ("get", "/api/v2/contacts/{contact_id}/transactions"),
-    ("get", "/api/v2/stores"),
-    ("get", "/api/v2/stores/{external_id}"),
-    ("put", "/api/v2/stores/{external_id}"),
-    ("get", "/api/v2/reports/promotions/{promotion_id}"),
-    ("get", "/api/v2/reports/promotions"),
-    ("get", "/api/v2/imports"),
-    ("get", "/api/v2/imports/{import_id}"),
-})  # fmt: skip
-
-
 @cache
-def _document(strictly: bool = True) -> dict[str, Any]:
+def _document() -> dict[str, Any]:
     from promoflow.server.config import Settings
     from promoflow.server.http.app import create_app
 
     doc = create_app(Settings(database_url="sqlite:///unused.sqlite3")).openapi()
-    return strict(doc) if strictly else doc  # type: ignore[no-any-return]
+    return strict(doc)  # type: ignore[no-any-return]
 
 
 @cache
@@ -86,7 +71,7 @@ def _operations() -> list[tuple[re.Pattern[str], str, int]]:
 def _schema(method: str, path: str, status: int) -> dict[str, Any] | None:
     for pattern, template, _ in _operations():
         if pattern.match(path):
-            doc = _document((method.lower(), template) not in NULLS_STILL_SENT)
+            doc = _document()
             operation = doc["paths"][template].get(method.lower())
             if operation is None:
                 continue

@@ -26,6 +26,7 @@ def _call(data_dir: Any, database_url: Any, tenant: str, work: Any) -> tuple[Any
     from zoneinfo import ZoneInfo
 
     from ..kit.clock import SystemClock
+    from ..server.audit import Actor
     from ..server.tenant.keys import ApiKeyService
     from ..server.tenant.service import TenantService
 
@@ -34,7 +35,7 @@ def _call(data_dir: Any, database_url: Any, tenant: str, work: Any) -> tuple[Any
 
     async def run(conn: Any) -> tuple[Any, Any]:
         row = await TenantService(now).by_name(conn, tenant)
-        return await work(ApiKeyService(now), conn, row), ZoneInfo(row.time_zone)
+        return await work(ApiKeyService(now, Actor.cli()), conn, row), ZoneInfo(row.time_zone)
 
     return _run(_with_db(settings, run))  # type: ignore[no-any-return]
 

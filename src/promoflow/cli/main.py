@@ -166,7 +166,11 @@ def tenant_create(
     from ..server import tenant_setup
 
     settings = _ready_settings(data_dir, database_url)
-    info = _run(tenant_setup.create_tenant(settings, SystemClock().now(), name, time_zone, currency))
+    from ..server.audit import Actor
+
+    info = _run(
+        tenant_setup.create_tenant(settings, SystemClock().now(), name, time_zone, currency, Actor.cli())
+    )
     if as_json:
         typer.echo(json.dumps(info))
         return
@@ -237,9 +241,10 @@ async def _show(settings: Any, name: str) -> dict[str, Any]:
     from ..kit.clock import SystemClock
     from ..server.tenant.service import TenantService
 
-    return await _with_db(
+    shown: dict[str, Any] = await _with_db(
         settings, lambda conn: TenantService(SystemClock().now()).show(conn, name, settings)
-    )  # type: ignore[no-any-return]
+    )
+    return shown
 
 
 @tenant_app.command("show")
@@ -273,15 +278,13 @@ def tenant_set(
     reactivationLimit, customKey, contactKeys.Member, contactKeys.Contact, ipAllowList, processedFileRetentionDays
     (`promoflow tenant show NAME` prints them)."""
     from ..kit.clock import SystemClock
+    from ..server.audit import Actor
     from ..server.tenant.service import TenantService, parse_setting_text
 
     settings = _ready_settings(data_dir, database_url)
     changes = parse_setting_text(assignments)
-    _run(
-        _with_db(
-            settings, lambda conn: TenantService(SystemClock().now()).update_settings(conn, name, changes)
-        )
-    )
+    service = TenantService(SystemClock().now(), Actor.cli())
+    _run(_with_db(settings, lambda conn: service.update_settings(conn, name, changes)))
     info = _run(_show(settings, name))
     if as_json:
         typer.echo(json.dumps(info))
@@ -301,10 +304,12 @@ def tenant_rotate_key(
 ) -> None:
     """Revoke the tenant's keys and print a new one (running servers stop accepting the old key within seconds)."""
     from ..kit.clock import SystemClock
+    from ..server.audit import Actor
     from ..server.tenant.service import TenantService
 
     settings = _ready_settings(data_dir, database_url)
-    key = _run(_with_db(settings, lambda conn: TenantService(SystemClock().now()).rotate_key(conn, name)))
+    service = TenantService(SystemClock().now(), Actor.cli())
+    key = _run(_with_db(settings, lambda conn: service.rotate_key(conn, name)))
     typer.echo(json.dumps({"name": name, "apiKey": key}) if as_json else key)
 
 
@@ -315,11 +320,15 @@ def tenant_rotate_ftp_password(
 ) -> None:
     """Replace the tenant's FTP password and print the new one (the old one stops working within seconds)."""
     from ..kit.clock import SystemClock
+    from ..server.audit import Actor
     from ..server.transfer.accounts import rotate_ftp_password
 
     settings = _ready_settings(data_dir, database_url)
     info = _run(
-        _with_db(settings, lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now()))
+        _with_db(
+            settings,
+            lambda conn: rotate_ftp_password(conn, settings, name, SystemClock().now(), Actor.cli()),
+        )
     )
     typer.echo(json.dumps(info) if as_json else info["ftpPassword"])
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .main import DataDir, DbUrl, JsonOut, _fail, _run, _with_db, console, settings_for
+from ._operator import settings_for
+from .main import DataDir, DbUrl, JsonOut, _fail, _run, _with_db, console
 
 user_app = typer.Typer(help="Admin UI users and their roles per tenant.", no_args_is_help=True)
 
@@ -18,13 +19,16 @@ RoleOpt = Annotated[str, typer.Option("--role", help="admin, marketer or viewer.
 def _call(data_dir: Any, database_url: Any, work: Any, *, migrate: bool = False) -> Any:
     from ..kit.clock import SystemClock
     from ..server.admin.users import UserService
+    from ..server.audit import Actor
     from ..server.migrate import upgrade
 
     settings = settings_for(data_dir, database_url)
     if migrate:
         upgrade(settings.resolved_database_url())
     try:
-        return _run(_with_db(settings, lambda conn: work(UserService(SystemClock().now()), conn)))
+        return _run(
+            _with_db(settings, lambda conn: work(UserService(SystemClock().now(), Actor.cli()), conn))
+        )
     except Exception as exc:
         _fail(exc)
 

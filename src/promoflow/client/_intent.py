@@ -64,10 +64,6 @@ class IntentState(StrEnum):
     SETTLED = "settled"
     DEAD = "dead"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (IntentState.DONE, IntentState.SETTLED, IntentState.DEAD)
-
 
 ALLOWED_TRANSITIONS: dict[IntentState, frozenset[IntentState]] = {
     IntentState.PENDING: frozenset(

@@ -16,7 +16,3 @@ def parse_guid(value: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:
         return None
-
-
-def new_guid() -> uuid.UUID:
-    return uuid.uuid4()

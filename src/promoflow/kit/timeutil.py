@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 
@@ -35,7 +35,7 @@ def add_period(day: date, unit: str, amount: int) -> date:
     return day + timedelta(days=amount)
 
 
-def iso(instant: datetime | None, tz: ZoneInfo | None = None) -> str | None:
+def iso(instant: datetime | None, tz: tzinfo | None = None) -> str | None:
     """ISO 8601 with offset, in ``tz`` when given (wire output), seconds precision unless sub-second."""
     if instant is None:
         return None
@@ -45,10 +45,3 @@ def iso(instant: datetime | None, tz: ZoneInfo | None = None) -> str | None:
         instant = instant.astimezone(tz)
     timespec = "seconds" if instant.microsecond == 0 else "milliseconds"
     return instant.isoformat(timespec=timespec)
-
-
-def as_utc(value: datetime) -> datetime:
-    """Aware UTC; naive values (as SQLite returns them) are taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)

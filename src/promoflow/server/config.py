@@ -110,7 +110,8 @@ class Settings(BaseSettings):
         description="Record the ledger's 'shown' events (buffered; one row per answered fetch, written in batches).",
     )
     fast_lane: bool = Field(
-        default=True, description="On PostgreSQL, answer plain fetch/redeem requests with one statement each."
+        default=True,
+        description="Answer plain fetch/redeem requests on the fast path (raw connections, one statement each).",
     )
     log_level: str = "info"
     access_log: bool = Field(
@@ -138,6 +139,16 @@ class Settings(BaseSettings):
         default=30,
         description="Files in a tenant's integration/processed folder older than this are deleted (a tenant's "
         "own `processedFileRetentionDays` overrides it).",
+    )
+    retention_import_results_days: int = Field(
+        default=30,
+        description="Result files in a tenant's integration/importResults folder older than this are deleted "
+        "(the import's status and counts stay).",
+    )
+    retention_jobs_days: int = Field(
+        default=30,
+        description="Finished jobs (succeeded or failed; their payload and result) are deleted this many days "
+        "after they finished.",
     )
     retention_promotion_views_days: int = Field(
         default=180,

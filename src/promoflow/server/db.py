@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -75,6 +75,15 @@ def make_sync_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+_AFTER_COMMIT = "promoflow.after_commit"
+
+
+def after_commit(conn: AsyncConnection, hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the transaction of ``conn`` (opened by `Database.write`) has committed: for effects that
+    must not happen for work that rolls back (counting a redemption in the metrics)."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(hook)
+
+
 class Database:
     """The async engine and the two kinds of unit of work (read, write)."""
 
@@ -109,13 +118,30 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits when the block ends without error and rolls back otherwise."""
+        """A transaction that commits when the block ends without error and rolls back otherwise. What the block
+        registered with `after_commit` runs once it committed (never after a rollback)."""
         if self._write_lock is None:
             async with self._write_engine.begin() as conn:
+                conn.info.pop(_AFTER_COMMIT, None)  # left by a rolled-back transaction on this connection
                 yield conn
+                hooks = conn.info.pop(_AFTER_COMMIT, ())
+        else:
+            async with self._write_lock, self._write_engine.begin() as conn:
+                conn.info.pop(_AFTER_COMMIT, None)
+                yield conn
+                hooks = conn.info.pop(_AFTER_COMMIT, ())
+        for hook in hooks:
+            hook()
+
+    @contextlib.asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """This process's turn to write, for a writer with a connection of its own (the SQLite fast path's): on
+        SQLite the lock every write unit of work of the process queues on; elsewhere nothing."""
+        if self._write_lock is None:
+            yield
             return
-        async with self._write_lock, self._write_engine.begin() as conn:
-            yield conn
+        async with self._write_lock:
+            yield
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -23,4 +23,4 @@ def unindexed(conn: AsyncConnection, column: Column[Any]) -> ColumnElement[Any]:
     that merely starts with the tenant, and scans all of the tenant's rows per statement."""
     if conn.dialect.name != "sqlite":
         return column
-    return literal_column(f"+{column.table.name}.{column.name}", type_=column.type)  # type: ignore[attr-defined]
+    return literal_column(f"+{column.table.name}.{column.name}", type_=column.type)

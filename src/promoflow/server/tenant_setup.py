@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .audit import SYSTEM, Actor
 from .config import Settings
 from .db import Database
 from .tenant.service import TenantService
@@ -19,12 +20,17 @@ TENANT_CREATED: list[TenantCreated] = [_ftp_account]
 
 
 async def create_tenant(
-    settings: Settings, now: datetime, name: str, time_zone: str = "Europe/Stockholm", currency: str = "SEK"
+    settings: Settings,
+    now: datetime,
+    name: str,
+    time_zone: str = "Europe/Stockholm",
+    currency: str = "SEK",
+    actor: Actor = SYSTEM,
 ) -> dict[str, Any]:
     db = Database(settings.resolved_database_url(), pool_size=2)
     try:
         async with db.write() as conn:
-            new = await TenantService(now).create(conn, name, time_zone=time_zone, currency=currency)
+            new = await TenantService(now, actor).create(conn, name, time_zone=time_zone, currency=currency)
             info: dict[str, Any] = {"tenantId": str(new.tenant_id), "name": new.name, "apiKey": new.api_key}
             for hook in TENANT_CREATED:
                 info.update(await hook(conn, settings, new, now))

@@ -488,6 +488,13 @@ class ContactOut(WireModel):
         return self
 
 
+class ContactOutV3(ContactOut):
+    """A v3 contact answer to a create or update: the contact, and (extension) what the body carried that was not
+    stored (unknown attribute names), present only when there is something to say."""
+
+    warnings: list[str] = Field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------------------ receipts
 
 
@@ -645,7 +652,3 @@ class Page(WireModel, Generic[T]):
 def dump(model: BaseModel) -> dict[str, Any]:
     """The model as wire JSON (camelCase, money as numbers)."""
     return model.model_dump(mode="json", by_alias=True)
-
-
-def dump_json(model: BaseModel) -> bytes:
-    return model.model_dump_json(by_alias=True).encode()

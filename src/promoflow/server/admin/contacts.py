@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from starlette.responses import Response
 
 from . import gateway
+from .audit import history
 from .common import admin_router, guid_or_404, now_of, reading, writing
 from .sessions import AdminContext
 from .web import form_of, is_htmx, marketer, redirect, render, viewer
@@ -31,7 +32,9 @@ async def _card(
     async with reading(request) as conn:
         card = await gateway.contact_card(conn, who.tenant, now_of(request), cid)
         choices = await gateway.promotion_choices(conn, who.tenant, now_of(request), assignable=True)
-    return render(request, "contact.html", status, card=card, cid=cid, choices=choices, **values)
+        past, more = await history(conn, who.tenant, contact_id=cid)
+    return render(request, "contact.html", status, card=card, cid=cid, choices=choices, history=past,
+                  history_more=more, history_link=f"/admin/audit?contact={cid}", **values)  # fmt: skip
 
 
 @router.get("/contacts/{contact_id}")

@@ -34,7 +34,7 @@ from ..exceptions import PromoflowError
 from ..models import assignment, assignment_event, contact, job, promotion
 from ..promotion import presenter
 from ..promotion.assignment import AssignmentService, RedemptionService
-from ..promotion.bulk import BULK_ASSIGN, bulk_payload
+from ..promotion.bulk import BULK_ASSIGN, bulk_payload, enqueue_bulk
 from ..promotion.domain import Promotion, PromotionFace
 from ..promotion.errors import PromotionNotFoundError
 from ..promotion.redemption import Reason, explain
@@ -43,7 +43,6 @@ from ..promotion.service import PromotionService
 from ..receipt.history import HistoryService
 from ..receipt.ledger import LedgerService
 from ..tenant.service import TenantContext
-from ..worker import queue
 from ..worker.errors import JobNotFoundError
 
 CHANNELS = ("POS", "ECOM", "OTHER")
@@ -509,7 +508,7 @@ async def start_bulk(
     if not ids:
         payload["contactIds"] = []
     payload["admin"] = {"origin": origin, "lines": lines}
-    row = await queue.enqueue(conn, ctx.tenant_id, BULK_ASSIGN, payload, now, total=len(ids))
+    row = await enqueue_bulk(conn, ctx, now, payload, len(ids), origin)
     return row.public_id  # type: ignore[no-any-return]
 
 
@@ -807,7 +806,7 @@ async def reactivate(conn: AsyncConnection, ctx: TenantContext, now: datetime, a
                                                                    assignment.c.tenant_id == ctx.tenant_id))  # fmt: skip
     if owner != cid:
         raise PromotionNotFoundError(f"promotion {aid} not found")
-    await RedemptionService(ctx, now).reactivate(conn, aid, reason="admin")
+    await RedemptionService(ctx, now).reactivate(conn, aid, reason="admin", why=reason)
     await conn.execute(
         update(assignment_event)
         .where(assignment_event.c.assignment_id == aid, assignment_event.c.kind == "reactivated",

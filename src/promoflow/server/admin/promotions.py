@@ -11,6 +11,7 @@ from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType, PromotionStatus
 from ..exceptions import PromoflowError
 from . import gateway
+from .audit import history
 from .common import admin_router, guid_or_404, now_of, reading, writing
 from .forms import VALUE_TYPE_LABELS, VALUE_TYPES, PromotionForm
 from .sessions import AdminContext
@@ -45,12 +46,12 @@ async def promotions(request: Request, who: AdminContext = Depends(viewer)) -> R
 
 
 def _editor(request: Request, who: AdminContext, form: PromotionForm, *, view: gateway.PromotionView | None = None,
-            status: int = 200, ever_assigned: bool = False, notice: str = "") -> Response:  # fmt: skip
+            status: int = 200, ever_assigned: bool = False, notice: str = "", **extra: Any) -> Response:  # fmt: skip
     preview = gateway.preview(who.tenant, now_of(request), form.body(lenient=True))
     return render(
         request, "promotion.html", status, form=form, view=view, preview=preview, channels=gateway.CHANNELS,
         value_types=VALUE_TYPES, value_type_labels=VALUE_TYPE_LABELS, ever_assigned=ever_assigned, notice=notice,
-        editable=(view is None or view.is_draft) and who.can(Role.MARKETER),
+        editable=(view is None or view.is_draft) and who.can(Role.MARKETER), **extra,
     )  # fmt: skip
 
 
@@ -117,12 +118,14 @@ async def promotion_page(
     async with reading(request) as conn:
         view = await gateway.get_promotion(conn, who.tenant, now_of(request), pid)
         ever = await gateway.has_assignments(conn, pid)
+        past, more = await history(conn, who.tenant, promotion_id=pid)
     notice = "Saved." if request.query_params.get("saved") else ""
     notice = {"activated": "Activated.", "deactivated": "Deactivated.", "duplicated": "This is the copy: a new draft."}.get(
         request.query_params.get("done", ""), notice)  # fmt: skip
     return _editor(
-        request, who, PromotionForm.from_wire(view.wire), view=view, ever_assigned=ever, notice=notice
-    )
+        request, who, PromotionForm.from_wire(view.wire), view=view, ever_assigned=ever, notice=notice,
+        history=past, history_more=more, history_link=f"/admin/audit?promotion={pid}",
+    )  # fmt: skip
 
 
 @router.post("/promotions/{promotion_id}")

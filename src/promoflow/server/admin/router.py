@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import assign, auth, contacts, promotions, settings
+from . import assign, audit, auth, contacts, promotions, settings
 
 
 def router() -> APIRouter:
     r = APIRouter()
-    for part in (auth, promotions, assign, contacts, settings):
+    for part in (auth, promotions, assign, contacts, audit, settings):
         r.include_router(part.router)
     return r

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..audit import Actor
 from ..models import admin_login_attempt, admin_membership, admin_session, admin_user, tenant
 from ..tenant.service import TenantContext, context_from_row
 from .passwords import hash_password, needs_rehash, verify_password
@@ -185,7 +186,7 @@ class SessionStore:
             user_id=row.uid,
             email=row.email,
             role=Role(row.role),
-            tenant=context_from_row(row),
+            tenant=context_from_row(row, actor=Actor.user(row.email, row.uid)),
             csrf_token=row.csrf_token,
             memberships=tuple(Membership(m.tenant_id, m.name, Role(m.role)) for m in members),
         )

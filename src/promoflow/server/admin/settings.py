@@ -117,11 +117,11 @@ def _short(message: str) -> str:
 
 
 async def save_settings(
-    conn: AsyncConnection, tenant_name: str, now: datetime, changed: dict[str, str]
+    conn: AsyncConnection, who: AdminContext, now: datetime, changed: dict[str, str]
 ) -> dict[str, str]:
     """Apply the changed settings (text as `tenant set` takes it) all together, or none: each is first checked
     alone (in a savepoint that is rolled back) so every wrong field gets its own message."""
-    svc = TenantService(now)
+    svc, tenant_name = TenantService(now, who.tenant.actor), who.tenant.name
     errors: dict[str, str] = {}
     changes: dict[str, Any] = {}
     for name, text in changed.items():
@@ -183,7 +183,7 @@ async def save_general(request: Request, who: AdminContext = Depends(admin)) -> 
     if not changed:
         return redirect(request, "/admin/settings?saved=1")
     async with writing(request) as conn:
-        errors = await save_settings(conn, who.tenant.name, now_of(request), changed)
+        errors = await save_settings(conn, who, now_of(request), changed)
     if errors:
         return await _general(request, who, Page(errors=errors, values=sent), 400)
     return redirect(request, "/admin/settings?saved=1")
@@ -222,7 +222,7 @@ async def create_key(request: Request, who: AdminContext = Depends(admin)) -> Re
     values = {k: str(form.get(k) or "").strip() for k in ("name", "allow", "scope")}
     try:
         async with writing(request) as conn:
-            new = await ApiKeyService(now_of(request)).create(
+            new = await ApiKeyService(now_of(request), who.tenant.actor).create(
                 conn, who.tenant.tenant_id, values["name"], allow=values["allow"] or None,
                 scope=values["scope"] or "api",
             )  # fmt: skip
@@ -244,7 +244,7 @@ async def _named(request: Request) -> str:
 async def revoke_key(request: Request, who: AdminContext = Depends(admin)) -> Response:
     name = await _named(request)
     async with writing(request) as conn:
-        key = await ApiKeyService(now_of(request)).revoke(conn, who.tenant.tenant_id, name)
+        key = await ApiKeyService(now_of(request), who.tenant.actor).revoke(conn, who.tenant.tenant_id, name)
     forget(state_of(request), key.id)
     return redirect(request, "/admin/settings/keys?" + _query(revoked=key.name))
 
@@ -253,7 +253,7 @@ async def revoke_key(request: Request, who: AdminContext = Depends(admin)) -> Re
 async def rotate_key(request: Request, who: AdminContext = Depends(admin)) -> Response:
     name = await _named(request)
     async with writing(request) as conn:
-        new = await ApiKeyService(now_of(request)).rotate(conn, who.tenant.tenant_id, name)
+        new = await ApiKeyService(now_of(request), who.tenant.actor).rotate(conn, who.tenant.tenant_id, name)
     forget(state_of(request), new.key.id)
     secret = _shown_once(f"Key {new.key.name} rotated", new.key.name, new.secret,
                          "The old secret no longer works. Copy the new one now: it is shown only this once.")  # fmt: skip
@@ -266,7 +266,7 @@ async def allow_key(request: Request, who: AdminContext = Depends(admin)) -> Res
     name, allow = str(form.get("name") or ""), str(form.get("allow") or "").strip()
     try:
         async with writing(request) as conn:
-            key = await ApiKeyService(now_of(request)).set_allowlist(
+            key = await ApiKeyService(now_of(request), who.tenant.actor).set_allowlist(
                 conn, who.tenant.tenant_id, name, allow or None
             )
     except PromoflowError as exc:
@@ -302,7 +302,9 @@ def _ftp_page(request: Request, who: AdminContext, page: Page) -> Response:
 @router.post("/settings/ftp/rotate")
 async def rotate_ftp(request: Request, who: AdminContext = Depends(admin)) -> Response:
     async with writing(request) as conn:
-        info = await rotate_ftp_password(conn, state_of(request).settings, who.tenant.name, now_of(request))
+        info = await rotate_ftp_password(
+            conn, state_of(request).settings, who.tenant.name, now_of(request), who.tenant.actor
+        )
     secret = {"title": "FTP password replaced", "label": f"FTP password of {info['ftpUser']}",
               "value": info["ftpPassword"], "note": "The old password stops working within a minute. Copy the new "
               "one now: it is shown only this once."}  # fmt: skip

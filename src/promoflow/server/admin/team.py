@@ -42,7 +42,7 @@ class TeamService:
     def __init__(self, now: datetime, who: AdminContext) -> None:
         self.now = now
         self.who = who
-        self.users = UserService(now)
+        self.users = UserService(now, who.tenant.actor)
         self._administered = {m.tenant_id for m in who.memberships if m.role is Role.ADMIN}
 
     async def _tenants_of(

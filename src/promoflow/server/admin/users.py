@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..audit import SYSTEM, Actor, record
 from ..contact.errors import InvalidEmailAddressError
 from ..contact.service import normalize_email
 from ..exceptions import BadRequestError, ConflictError, NotFoundError
@@ -60,8 +61,22 @@ class NewUser:
 
 
 class UserService:
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, actor: Actor = SYSTEM) -> None:
         self.now = now
+        self.actor = actor  # who the audit log names for the changes made here
+
+    async def _audit(self, conn: AsyncConnection, tenant_ids: list[uuid.UUID], action: str, user: Any,
+                     before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:  # fmt: skip
+        """One entry in each tenant the change concerns (a user may belong to several)."""
+        for tid in tenant_ids:
+            await record(conn, tid, self.actor, action, "user", user.id, {"email": user.email, **(before or {})},
+                         after, at=self.now)  # fmt: skip
+
+    async def _tenants_of(self, conn: AsyncConnection, user_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(
+            (await conn.execute(select(admin_membership.c.tenant_id).where(admin_membership.c.user_id == user_id)))
+            .scalars()
+        )  # fmt: skip
 
     async def _user(self, conn: AsyncConnection, email: str) -> Any:
         row = (await conn.execute(select(admin_user).where(admin_user.c.email == parse_email(email)))).first()
@@ -99,6 +114,8 @@ class UserService:
                 user_id=user_id, tenant_id=t.id, role=r.value, created_at=self.now
             )
         )
+        await record(conn, t.id, self.actor, "user.create", "user", user_id, at=self.now,
+                     after={"email": address, "role": r.value, "newUser": password is not None})  # fmt: skip
         return NewUser(address, password, t.name, r)
 
     async def list(self, conn: AsyncConnection, tenant_name: str | None = None) -> list[dict[str, Any]]:
@@ -120,6 +137,11 @@ class UserService:
     ) -> dict[str, Any]:
         user, r = await self._user(conn, email), parse_role(role)
         t = await TenantService(self.now).by_name(conn, tenant_name)
+        old = await conn.scalar(
+            select(admin_membership.c.role).where(
+                admin_membership.c.user_id == user.id, admin_membership.c.tenant_id == t.id
+            )
+        )
         done = await conn.execute(
             update(admin_membership)
             .where(admin_membership.c.user_id == user.id, admin_membership.c.tenant_id == t.id)
@@ -127,17 +149,21 @@ class UserService:
         )
         if done.rowcount == 0:
             raise NotFoundError(f"{user.email} is not a member of {t.name}")
+        if old != r.value:
+            await self._audit(conn, [t.id], "user.role", user, {"role": old}, {"role": r.value})
         return {"email": user.email, "tenant": t.name, "role": r.value}
 
     async def remove(self, conn: AsyncConnection, email: str, tenant_name: str) -> None:
         """Take a user out of one tenant (their sessions in it end)."""
         user = await self._user(conn, email)
         t = await TenantService(self.now).by_name(conn, tenant_name)
-        await conn.execute(
-            delete(admin_membership).where(
-                admin_membership.c.user_id == user.id, admin_membership.c.tenant_id == t.id
-            )
+        gone = await conn.execute(
+            delete(admin_membership)
+            .where(admin_membership.c.user_id == user.id, admin_membership.c.tenant_id == t.id)
+            .returning(admin_membership.c.role)
         )
+        for (role,) in gone.all():
+            await self._audit(conn, [t.id], "user.remove", user, {"role": role}, None)
         await self._end_sessions(conn, user.id, t.id)
 
     async def disable(self, conn: AsyncConnection, email: str) -> dict[str, Any]:
@@ -148,6 +174,9 @@ class UserService:
             .where(admin_user.c.id == user.id)
             .values(disabled_at=self.now, updated_at=self.now)
         )
+        if user.disabled_at is None:
+            tenants = await self._tenants_of(conn, user.id)
+            await self._audit(conn, tenants, "user.disable", user, {"disabled": False}, {"disabled": True})
         await self._end_sessions(conn, user.id)
         return {"email": user.email, "disabled": True}
 
@@ -156,6 +185,9 @@ class UserService:
         await conn.execute(
             update(admin_user).where(admin_user.c.id == user.id).values(disabled_at=None, updated_at=self.now)
         )
+        if user.disabled_at is not None:
+            tenants = await self._tenants_of(conn, user.id)
+            await self._audit(conn, tenants, "user.enable", user, {"disabled": True}, {"disabled": False})
         return {"email": user.email, "disabled": False}
 
     async def reset_password(self, conn: AsyncConnection, email: str) -> dict[str, Any]:
@@ -167,6 +199,8 @@ class UserService:
             .where(admin_user.c.id == user.id)
             .values(password_hash=hash_password(password), updated_at=self.now)
         )
+        await self._audit(conn, await self._tenants_of(conn, user.id), "user.reset", user, None,
+                          {"password": "(new, shown once)"})  # fmt: skip
         await self._end_sessions(conn, user.id)
         return {"email": user.email, "password": password}
 

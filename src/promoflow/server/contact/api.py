@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Query
 from starlette.responses import Response
 
-from ...wire.engage import ContactOut
+from ...wire.engage import ContactOut, ContactOutV3
 from ..exceptions import InvalidPayloadError, UnsupportedMediaTypeError
-from ..http.edge import Edge, edge
+from ..http.edge import Edge, EdgeRoute, edge, fast_path
 from ..http.openapi import errors
+from . import quick
 from .errors import (
     ContactKeyConflictError,
     ContactNotFoundError,
@@ -25,9 +26,9 @@ from .errors import (
     MissingKeyAttributeError,
     MultipleMatchesError,
 )
-from .service import ContactService
+from .service import WARNINGS_HEADER, ContactService, attribute_warnings, warnings_header
 
-router = APIRouter(tags=["contacts"])
+router = APIRouter(tags=["contacts"], route_class=EdgeRoute)
 
 _CREATE_EXAMPLE = {"firstName": "Ada", "email": "ada@example.com", "preferences": {"acceptsEmail": True}}
 
@@ -82,18 +83,43 @@ async def _create(
     e: Edge, body: dict[str, Any], source: str | None, store: str | None, unapproved: str | None, *, v3: bool
 ) -> Response:
     approved = (unapproved or "false").strip().lower() != "true"
+    warnings = attribute_warnings(body)
 
     async def work(conn: Any, now: Any) -> dict[str, Any]:
         out, created = await ContactService(e.ctx, now).create(
             conn, body, source=source, store_external_id=store, approved=approved
         )
         out["_created"] = created
-        return out if v3 else engage_v2(out)
+        return _shaped(out, warnings, v3=v3)
 
     def status(result: dict[str, Any]) -> int:
         return 201 if result.pop("_created") else 200
 
-    return await e.write(work, status)
+    return _warned(await e.write(work, status), warnings)
+
+
+def _shaped(contact: dict[str, Any], warnings: list[str], *, v3: bool) -> dict[str, Any]:
+    if not v3:
+        return engage_v2(contact)
+    if warnings:
+        contact["warnings"] = warnings
+    return contact
+
+
+def _warned(response: Response, warnings: list[str]) -> Response:
+    if warnings:
+        response.headers[WARNINGS_HEADER] = warnings_header(warnings)
+    return response
+
+
+_WARNINGS = {
+    WARNINGS_HEADER: {
+        "description": "Extension: what the body carried that was not stored (unknown attribute names), as a "
+        "JSON array of strings; absent when there is nothing to say. v3 answers carry the same list as "
+        "`warnings`.",
+        "schema": {"type": "string"},
+    }
+}
 
 
 _CREATE_ERRORS = errors(
@@ -102,7 +128,13 @@ _CREATE_ERRORS = errors(
     ContactKeyConflictError,
     UnsupportedMediaTypeError,
 )  # fmt: skip
-_CREATE_ERRORS[200] = {"model": ContactOut, "description": "A contact with that key existed: it, unchanged."}
+_CREATE_ERRORS[200] = {
+    "model": ContactOut,
+    "description": "A contact with that key existed: it, unchanged.",
+    "headers": _WARNINGS,
+}
+_CREATE_ERRORS[201] = {"description": "Created.", "headers": _WARNINGS}
+_CREATE_ERRORS_V3 = {**_CREATE_ERRORS, 200: {**_CREATE_ERRORS[200], "model": ContactOutV3}}
 
 
 @router.post("/api/v2/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
@@ -117,7 +149,7 @@ async def create_contact_v2(
     return await _create(e, body, source, store_external_id, create_as_unapproved, v3=False)
 
 
-@router.post("/api/v3/contacts", status_code=201, response_model=ContactOut, responses=_CREATE_ERRORS)
+@router.post("/api/v3/contacts", status_code=201, response_model=ContactOutV3, responses=_CREATE_ERRORS_V3)
 async def create_contact_v3(
     e: Edge = Depends(edge),
     body: dict[str, Any] = Body(..., examples=[_CREATE_EXAMPLE]),
@@ -156,6 +188,7 @@ _UPDATE_ERRORS = errors(
     ContactNotFoundError,
     ContactKeyConflictError,
 )
+_UPDATE_ERRORS[200] = {"description": "The contact after the update.", "headers": _WARNINGS}
 
 
 async def _then(
@@ -164,28 +197,32 @@ async def _then(
     return then(await work)
 
 
-def _same(contact: dict[str, Any]) -> dict[str, Any]:
-    return contact
-
-
 async def _update(e: Edge, contact_id: str, body: dict[str, Any], *, v3: bool) -> Response:
-    shape = _same if v3 else engage_v2
-    return await e.write(
+    warnings = attribute_warnings(body)
+
+    def shape(contact: dict[str, Any]) -> dict[str, Any]:
+        return _shaped(contact, warnings, v3=v3)
+
+    answer = await e.write(
         lambda conn, now: _then(ContactService(e.ctx, now).update(conn, contact_id, body), shape)
     )
+    return _warned(answer, warnings)
 
 
 @router.post("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
+@fast_path(quick.update(v3=False))
 async def update_contact_v2(
     contact_id: str,
     e: Edge = Depends(edge),
     body: dict[str, Any] = Body(..., examples=[{"lastName": "Lovelace"}]),
 ) -> Response:
-    """Partial update: present keys overwrite, null or "" clear, unknown keys are ignored."""
+    """Partial update: present keys overwrite, null or "" clear, unknown keys are ignored (and named in the
+    Promoflow-Warnings header)."""
     return await _update(e, contact_id, body, v3=False)
 
 
-@router.patch("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_UPDATE_ERRORS)
+@router.patch("/api/v3/contacts/{contact_id}", response_model=ContactOutV3, responses=_UPDATE_ERRORS)
+@fast_path(quick.update(v3=True))
 async def update_contact_v3(
     contact_id: str,
     e: Edge = Depends(edge),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -14,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...kit.timeutil import iso
+from ..audit import diff, record
 from ..dialect import insert_ignore
 from ..exceptions import InvalidPayloadError, PromoflowError
 from ..hooks import fire_contact_changed
-from ..models import contact, tenant
+from ..models import contact
 from ..receipt.errors import InvalidMatchKeyTypeError
 from ..tenant.service import CONTACT_TYPES, TenantContext
 from .errors import (
@@ -33,6 +35,7 @@ from .errors import (
     MissingKeyAttributeError,
     MultipleMatchesError,
 )
+from .numbers import next_member_number
 
 KNOWN_ATTRIBUTES = frozenset(
     {
@@ -41,6 +44,8 @@ KNOWN_ATTRIBUTES = frozenset(
         "companyName", "phoneNumber", "cardId", "storeExternalId", "memberStatus", "registrationDate",
     }
 )  # fmt: skip
+_NUMBER_TRIES = 5
+_NOT_ATTRIBUTES = frozenset({"contactType", "preferences"})
 PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
 _LOOKUP_COLUMNS = {
     "email": "email",
@@ -148,6 +153,27 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+WARNINGS_HEADER = "Promoflow-Warnings"
+_MAX_NAMED = 20
+
+
+def attribute_warnings(body: dict[str, Any]) -> list[str]:
+    """What a create or update body carried that is not stored: unknown attribute names. Engage ignores them
+    without an error (Part B §6.4), and so does promoflow, but it says so (v3 body `warnings`, both versions the
+    `Promoflow-Warnings` header) instead of dropping a misspelt attribute in silence."""
+    unknown = [name for name in body if name not in KNOWN_ATTRIBUTES and name not in _NOT_ATTRIBUTES]
+    if not unknown:
+        return []
+    named = ", ".join(repr(n[:64]) for n in unknown[:_MAX_NAMED])
+    more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+    return [f"UnknownAttribute: not a contact attribute, ignored: {named}{more}"]
+
+
+def warnings_header(warnings: list[str]) -> str:
+    """The header's value: the warnings as a JSON array in ASCII (a name may hold any character)."""
+    return json.dumps(warnings, ensure_ascii=True)
+
+
 def _preferences(value: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     prefs = dict(base or {})
     if value is None:
@@ -198,6 +224,11 @@ def contact_out(row: Any, tz: Any) -> dict[str, Any]:
     }
 
 
+def audit_view(contact_type: str, attrs: dict[str, Any], prefs: dict[str, Any]) -> dict[str, Any]:
+    """A contact as the audit log records it: its attributes, and each preference as ``preferences.<name>``."""
+    return {"contactType": contact_type, **attrs, **{f"preferences.{k}": v for k, v in prefs.items()}}
+
+
 def parse_contact_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
@@ -235,15 +266,6 @@ class ContactService:
             q = q.where(contact.c.contact_type == contact_type_of(contact_type))
         return int(await conn.scalar(q) or 0)
 
-    async def _next_member_number(self, conn: AsyncConnection) -> str:
-        seq = await conn.scalar(
-            update(tenant)
-            .where(tenant.c.id == self.ctx.tenant_id)
-            .values(member_seq=tenant.c.member_seq + 1)
-            .returning(tenant.c.member_seq)
-        )
-        return f"{int(seq or 0):08d}"
-
     async def create(
         self,
         conn: AsyncConnection,
@@ -267,33 +289,47 @@ class ContactService:
                                              contact_type, key=True)  # fmt: skip
             if existing is not None:
                 return contact_out(existing, self.ctx.tz), False
-        if custom == "memberNumber" and attrs.get("memberNumber") in (None, ""):
-            attrs["memberNumber"] = await self._next_member_number(conn)
+        # A generated member number that a contact already holds (given explicitly by a client) is skipped.
+        generated = custom == "memberNumber" and attrs.get("memberNumber") in (None, "")
         new_id = contact_id or uuid.uuid4()
-        values = {
-            "id": new_id,
-            "tenant_id": self.ctx.tenant_id,
-            "contact_type": contact_type,
-            "attributes": attrs,
-            "preferences": prefs,
-            "source": source,
-            "store_external_id": store_external_id,
-            "approved": approved,
-            "created_at": self.now,
-            "updated_at": self.now,
-            **_columns(self.ctx, contact_type, attrs),
-        }
-        inserted = await conn.scalar(insert_ignore(conn, contact, values).returning(contact.c.id))
-        if inserted is None:
+        for _ in range(_NUMBER_TRIES):
+            if generated:
+                attrs["memberNumber"] = await next_member_number(conn, self.ctx.tenant_id)
+            values = {
+                "id": new_id,
+                "tenant_id": self.ctx.tenant_id,
+                "contact_type": contact_type,
+                "attributes": attrs,
+                "preferences": prefs,
+                "source": source,
+                "store_external_id": store_external_id,
+                "approved": approved,
+                "created_at": self.now,
+                "updated_at": self.now,
+                **_columns(self.ctx, contact_type, attrs),
+            }
+            inserted = await conn.scalar(insert_ignore(conn, contact, values).returning(contact.c.id))
+            if inserted is not None:
+                break
             # Lost a race with a create of the same key, or a caller-given memberNumber/id is taken.
-            if values["key_value"] is not None:
+            if values["key_value"] is not None and not (generated and key_attr == "memberNumber"):
                 existing = await self._by_column(
                     conn, "key_value", values["key_value"], contact_type, key=True
                 )
                 if existing is not None:
                     return contact_out(existing, self.ctx.tz), False
-            raise ContactKeyConflictError("another contact already holds this member number or id")
+            if not generated or not await self._member_number_taken(conn, values["member_number"]):
+                raise ContactKeyConflictError("another contact already holds this member number or id")
+        else:
+            raise ContactKeyConflictError("no free member number was found; give one explicitly")
         row = await self._row(conn, new_id)
+        after = {
+            **audit_view(contact_type, attrs, prefs),
+            "source": source,
+            "storeExternalId": store_external_id,
+        }
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "contact.create", "contact", new_id, after=after,
+                     at=self.now, contact_id=new_id)  # fmt: skip
         await fire_contact_changed(conn, self.ctx, new_id, self.now)
         return contact_out(row, self.ctx.tz), True
 
@@ -336,9 +372,22 @@ class ContactService:
             if "key_value" not in str(exc.orig) and "member_number" not in str(exc.orig):
                 raise
             raise ContactKeyConflictError("another contact already has this key") from exc
+        before, after = diff(audit_view(row.contact_type, dict(row.attributes), dict(row.preferences)),
+                                audit_view(row.contact_type, attrs, prefs))  # fmt: skip
+        if before or after:
+            await record(conn, self.ctx.tenant_id, self.ctx.actor, "contact.update", "contact", row.id, before,
+                         after, at=self.now, contact_id=row.id)  # fmt: skip
         if any(name in changed for name in _LOOKUP_COLUMNS):
             await fire_contact_changed(conn, self.ctx, row.id, self.now)
         return contact_out(await self._row(conn, row.id), self.ctx.tz)
+
+    async def _member_number_taken(self, conn: AsyncConnection, number: str) -> bool:
+        found = await conn.scalar(
+            select(contact.c.id).where(
+                contact.c.tenant_id == self.ctx.tenant_id, contact.c.member_number == number
+            )
+        )
+        return found is not None
 
     async def _by_column(
         self, conn: AsyncConnection, column: str, value: str, contact_type: str | None, *, key: bool = False

@@ -92,13 +92,13 @@ def create_app(
     openapi.install(app)
     guard = _Guard()
     app.add_middleware(EncodingGuard)  # reads paths, headers and JSON bodies before any route does
-    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard)  # type: ignore[arg-type]
+    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard)
     if settings.metrics_enabled:  # outside the guard and the fast lane: it also counts what they answer
         from ..observability.http import RequestMetrics
 
-        app.add_middleware(RequestMetrics, fastapi=app)  # type: ignore[arg-type]
+        app.add_middleware(RequestMetrics, fastapi=app)
     if settings.access_log:  # outermost (outside the metrics): it times and sees every answer
-        app.add_middleware(AccessLogMiddleware, holder=guard, json=settings.access_log_format == "json")  # type: ignore[arg-type]
+        app.add_middleware(AccessLogMiddleware, holder=guard, json=settings.access_log_format == "json")
     return app
 
 

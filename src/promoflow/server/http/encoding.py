@@ -132,7 +132,7 @@ async def _refuse(exc: PromoflowError, scope: Scope, receive: Receive, send: Sen
 def _is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            ctype = value.split(b";", 1)[0].strip().lower()
+            ctype: bytes = value.split(b";", 1)[0].strip().lower()
             return ctype == b"application/json" or ctype.endswith(b"+json")
     return False
 

@@ -1,7 +1,9 @@
 """All tables live here, on one MetaData (what Alembic compares against)."""
 
 from . import tables
+from .audit import audit_event
 from .base import metadata
+from .numbers import member_number_counter
 from .ratelimit import rate_limit_bucket
 from .receipts import (  # noqa: F401
     assignment_shown,
@@ -40,6 +42,7 @@ __all__ = [
     "api_key",
     "assignment",
     "assignment_event",
+    "audit_event",
     "contact",
     "export_cursor",
     "export_file",
@@ -49,6 +52,7 @@ __all__ = [
     "import_content",
     "import_record",
     "job",
+    "member_number_counter",
     "metadata",
     "promotion",
     "rate_limit_bucket",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -95,7 +95,7 @@ class UuidList(TypeDecorator[list[Any]]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> list[Any] | None:
         if value is None or dialect.name == "postgresql":
-            return value
+            return cast("list[Any] | None", value)
         return [uuid.UUID(u) for u in value]
 
 

@@ -30,7 +30,6 @@ tenant = Table(
     Column("time_zone", String(64), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("settings", JsonType, nullable=False),
-    Column("member_seq", Integer, nullable=False, server_default="0"),
     Column("ftp_password_hash", String(200), nullable=True),
     created_at(),
     updated_at(),

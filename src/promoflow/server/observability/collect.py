@@ -104,7 +104,7 @@ def queue_snapshot(state: AppState) -> QueueSnapshot:
     snap = state.extras.get(QUEUE_KEY)
     if snap is None:
         snap = state.extras[QUEUE_KEY] = QueueSnapshot(state, state.settings.metrics_db_cache_seconds)
-    return snap  # type: ignore[no-any-return]
+    return snap
 
 
 class QueueCollector(Collector):

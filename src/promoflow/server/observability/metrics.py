@@ -35,9 +35,10 @@ class Metrics:
         )
         self.redeems = Counter(
             "promoflow_redeem_total",
-            "Redeem requests by outcome (redeemed, already_redeemed, refused, replayed) and, for refusals, the "
-            "error code that names the rule that refused (PromotionExpired, …).",
-            ["outcome", "reason"],
+            "Redemptions by source (api: redeem requests; receipt: usedPromotions of receipts; file: lines of "
+            "redemption files), outcome (redeemed, already_redeemed, refused, replayed, error) and, for refusals, "
+            "the reason: the error code of the rule that refused (PromotionExpired, …), or a file line's verdict.",
+            ["outcome", "reason", "source"],
         )
         self.rate_limited = Counter(
             "promoflow_rate_limited_total",
@@ -115,12 +116,12 @@ class Metrics:
         counter.inc()
         latency.observe(seconds)
 
-    def redeem(self, outcome: str, reason: str = "") -> None:
-        key = ("redeem", outcome, reason)
+    def redeem(self, outcome: str, reason: str = "", source: str = "api", n: int = 1) -> None:
+        key = ("redeem", outcome, reason, source)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.redeems.labels(outcome, reason)
-        child.inc()
+            child = self._children[key] = self.redeems.labels(outcome, reason, source)
+        child.inc(n)
 
     def job(self, kind: str, outcome: str, seconds: float) -> None:
         self.job_duration.labels(kind, outcome).observe(seconds)

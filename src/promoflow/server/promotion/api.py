@@ -40,7 +40,7 @@ from ..worker import queue
 from ..worker.errors import InvalidJobIdError, JobNotFoundError
 from . import fastlane, presenter
 from .assignment import AssignmentService, RedemptionService, parse_assignment_id
-from .bulk import BULK_ASSIGN, bulk_payload
+from .bulk import bulk_payload, enqueue_bulk
 from .domain import AssignmentView, Promotion
 from .errors import (
     AmbiguousPromotionIdError,
@@ -251,8 +251,8 @@ async def bulk_assign(promotion_id: str, body: BulkAssignCreate, e: Edge = Depen
             conn, pid
         )  # fail fast on Draft/Ended/unknown
         payload = bulk_payload(pid, body)
-        job = await queue.enqueue(conn, e.ctx.tenant_id, BULK_ASSIGN, payload, now,
-                                  total=len(body.contact_ids or []) + len(body.contact_keys or []))  # fmt: skip
+        total = len(body.contact_ids or []) + len(body.contact_keys or [])
+        job = await enqueue_bulk(conn, e.ctx, now, payload, total, "api")
         return queue.job_out(job, e.ctx.tz)
 
     response = await e.write(work, 202)

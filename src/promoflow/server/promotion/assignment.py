@@ -3,7 +3,8 @@
 The redemption rule itself — when an assignment is redeemable, the fetch filter, the redeem statements and the
 explanation of a refusal — lives in `redemption.py`; everything here applies it. `RedemptionService.redeem` is the
 single-row redeem (the routed API, receipts, and the lines of a file a batch did not redeem); a file's batches go
-through `redemption.batch_for`, and the PostgreSQL fast path (`fastlane.py`) runs `redemption.PG_REDEEM`. All of
+through `statements.batch_for`, and the fast path (`fastlane.py`) runs `statements.PG_REDEEM` or, on SQLite
+(`sqlitelane.py`), `statements.SQLITE_REDEEM`. All of
 them are the same conditional write (``UPDATE … WHERE redeemed_at IS NULL AND …``), so exactly-once holds for all:
 whichever transaction gets there first changes the row; every other sees no row to change and is refused.
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType, PromotionStatus
+from ..audit import record
 from ..contact.errors import ContactNotFoundError
 from ..dialect import insert_ignore, unindexed
 from ..models import assignment, assignment_event, contact, promotion, redemption
@@ -37,18 +39,17 @@ from .errors import (
 )
 from .redemption import (
     Inputs,
-    RedeemLine,
     When,
     redeem_statement,
     redeemable,
     redeemed_values,
-    redemption_row,
     refusal,
     shown,
     when,
 )
 from .rules import assignment_window, status_of
 from .service import promotion_not_found
+from .statements import RedeemLine, redemption_row
 
 _ITEM_COLUMNS = (
     assignment.c.id,
@@ -149,6 +150,10 @@ class AssignmentService:
                 created_at=self.now,
             )
         )
+        after = {"promotionId": promo.id, "promotionName": promo.name, "contactId": contact_id,
+                 "validFrom": valid_from, "validTo": valid_to, "source": source}  # fmt: skip
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "assignment.create", "assignment", new_id,
+                     after=after, at=self.now, contact_id=contact_id, promotion_id=promo.id)  # fmt: skip
         return await self.item(conn, new_id)
 
     async def assign_many(
@@ -265,7 +270,7 @@ class RedemptionService:
             .all()
         )
         if len(candidates) == 1:
-            return candidates[0]
+            return cast(uuid.UUID, candidates[0])
         if len(candidates) > 1:
             raise AmbiguousPromotionIdError("the contact holds several redeemable assignments of this promotion; redeem by the "
                            "assignment id")  # fmt: skip
@@ -312,8 +317,10 @@ class RedemptionService:
         return Redeemed(view, won.contact_id, moment.at, won.redemption_count)
 
     async def reactivate(
-        self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api"
+        self, conn: AsyncConnection, assignment_id: uuid.UUID, *, reason: str = "api", why: str | None = None
     ) -> AssignmentView:
+        """Undo the assignment's redemption (within the tenant's limit). ``reason`` is the way it came (api,
+        admin); ``why`` the words a person gave, kept in the audit log."""
         limit = self.ctx.reactivation_limit
         won = (
             await conn.execute(
@@ -334,7 +341,12 @@ class RedemptionService:
                     redeemed_via=None,
                     reactivation_count=assignment.c.reactivation_count + 1,
                 )
-                .returning(assignment.c.redemption_count)
+                .returning(
+                    assignment.c.redemption_count,
+                    assignment.c.reactivation_count,
+                    assignment.c.contact_id,
+                    assignment.c.promotion_id,
+                )  # fmt: skip
             )
         ).first()
         if won is None:
@@ -352,11 +364,24 @@ class RedemptionService:
             if row.valid_to is not None and row.valid_to < self.now:
                 raise PromotionExpiredError("the promotion has expired")
             raise ReactivationLimitExceededError(f"the promotion was already reactivated {row.reactivation_count} times")  # fmt: skip
-        await conn.execute(
-            update(redemption)
-            .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
-            .values(reactivated_at=self.now)
-        )
+        undone = (
+            await conn.execute(
+                update(redemption)
+                .where(redemption.c.assignment_id == assignment_id, redemption.c.seq == won.redemption_count)
+                .values(reactivated_at=self.now)
+                .returning(redemption.c.redeemed_at, redemption.c.channel, redemption.c.store_external_id)
+            )
+        ).first()
+        before = {"redeemed": True, "reactivationCount": won.reactivation_count - 1}
+        if undone is not None:
+            before |= {"redeemedAt": undone.redeemed_at, "channel": undone.channel,
+                       "store": undone.store_external_id}  # fmt: skip
+        after: dict[str, Any] = {"redeemed": False, "reactivationCount": won.reactivation_count}
+        if why:
+            after["reason"] = why
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, "redemption.reactivate", "assignment",
+                     assignment_id, before, after, at=self.now, contact_id=won.contact_id,
+                     promotion_id=won.promotion_id)  # fmt: skip
         await conn.execute(
             insert(assignment_event).values(
                 tenant_id=self.ctx.tenant_id,

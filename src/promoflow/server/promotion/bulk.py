@@ -8,15 +8,20 @@ twice.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...wire.engage import BulkAssignCreate
+from ..audit import record
 from ..contact.service import _NORMALIZERS, contact_type_of
 from ..exceptions import InvalidPayloadError, PromoflowError
 from ..models import contact
+from ..tenant.service import TenantContext
+from ..worker import queue
 from ..worker.runner import JobContext, PermanentJobError
 from .assignment import AssignmentService
 
@@ -34,6 +39,19 @@ def bulk_payload(promotion_id: uuid.UUID, body: BulkAssignCreate) -> dict[str, A
         "contactType": contact_type_of(body.contact_type),
         "batchRef": "bulk:" + (body.batch_id or uuid.uuid4().hex),
     }
+
+
+async def enqueue_bulk(
+    conn: AsyncConnection, ctx: TenantContext, now: datetime, payload: dict[str, Any], total: int, origin: str
+) -> Any:
+    """Enqueue a bulk assignment (the API's, or the admin UI's pasted keys or segment) and record it: one audit
+    entry per run, in the transaction that enqueues it (the run's result is on its job)."""
+    row = await queue.enqueue(conn, ctx.tenant_id, BULK_ASSIGN, payload, now, total=total)
+    pid = uuid.UUID(payload["promotionId"])
+    after = {"promotionId": pid, "contacts": total, "origin": origin, "jobId": row.public_id}
+    await record(conn, ctx.tenant_id, ctx.actor, "assignment.bulk", "job", row.public_id, after=after, at=now,
+                 promotion_id=pid)  # fmt: skip
+    return row
 
 
 async def run_bulk_assign(job: JobContext) -> dict[str, Any]:

@@ -1,17 +1,23 @@
 """The fast path of the two hottest requests of a POS fleet — fetching a contact's promotions and redeeming one —
-answered on PostgreSQL with one SQL statement each.
+answered with one statement each on either database.
 
 These are route-level fast handlers (`http.edge.fast_path`): the caller is already authorised and rate-limited
 once, by the route; a handler answers the plain form of its request, or declines (None) and the routed handler
-answers, with the same tenant context. Each runs one statement on a raw autocommit psycopg connection (no
-BEGIN/COMMIT round trips, no ORM layer): the rule's own statements compiled to PostgreSQL text
-(`redemption.PG_FETCH`, `redemption.PG_REDEEM`), and the promotion's presentation (immutable once activated)
-rendered by the presenter and cached. The redeem is one statement (UPDATE … RETURNING feeding the INSERT of the
-redemption row in a CTE), the same conditional write as every other path, so it stays exactly-once; a refused
+answers, with the same tenant context. The handlers are the same for both databases; a `Lane` runs their
+statements — the rule's own statements compiled to the database's text (`statements.PG_FETCH`/`PG_REDEEM`,
+`statements.SQLITE_FETCH`/`SQLITE_REDEEM`):
+
+- PostgreSQL (`PgLane`, here): one statement on a raw autocommit psycopg connection (no BEGIN/COMMIT round
+  trips, no ORM layer); the redeem is UPDATE … RETURNING feeding the INSERT of the redemption row in a CTE;
+- SQLite (`sqlitelane.SqliteLane`): raw `sqlite3` connections, reads in parallel threads, one writer thread that
+  group-commits concurrent redeems (each its own conditional UPDATE, whose RETURNING row decides).
+
+Either way the redeem is the same conditional write as every other path, so it stays exactly-once; a refused
 redeem is explained here by the rule's explanation (`redemption.refusal`), so it is neither authorised nor tried
-twice. Declined: SQLite (no pool; a SQLite fast path would plug in here), an Idempotency-Key, extension fields or a
-body that is not plain, a query parameter other than the channel, an id that is not a GUID, and on the
-contact-scoped path an id that names no assignment (the routed path resolves a definition id).
+twice. The promotion's presentation (immutable once activated) is rendered by the presenter and cached. Declined:
+an Idempotency-Key, extension fields or a body that is not plain, a query parameter other than the channel, an id
+that is not a GUID, and on the contact-scoped path an id that names no assignment (the routed path resolves a
+definition id).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -37,18 +45,80 @@ from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_
 from ..tenant.service import TenantContext
 from . import presenter
 from .domain import PromotionFace
-from .redemption import PG_FETCH, PG_REDEEM, When, explain, refusal
+from .redemption import When, explain, refusal
 from .rules import CHANNEL_BITS
+from .statements import PG_FETCH, PG_REDEEM
 
 log = logging.getLogger("promoflow.api")
 
-POOL = "fastlane"
+POOL = "fastlane"  # the PostgreSQL pool (the receipts' quick path uses it too)
+LANE = "fastlane.lane"  # the database side of these handlers (`Lane`)
 ANSWERED = "fastlane_answered"  # how many requests the fast path answered (tests compare the two paths)
 _CONTACT_SQL = "SELECT 1 FROM contact WHERE id = %(c)s AND tenant_id = %(t)s"
 _PROMOTION_SQL = """
 SELECT id AS promotion_id, external_id, name, heading, description, image_url, link, channels
 FROM promotion WHERE tenant_id = %(t)s AND id = ANY(%(ids)s) AND activated_at IS NOT NULL
 """
+
+# An assignment as the fetch lists it: (assignment id, promotion id, valid from, valid to).
+Row = tuple[Any, Any, datetime, datetime | None]
+# A redeemed assignment: (promotion id, valid from, valid to).
+Won = tuple[Any, datetime, datetime | None]
+Faces = dict[uuid.UUID, dict[str, Any]]
+
+
+class LaneUnavailable(Exception):
+    """A read the lane could not do: the handler declines and the routed path answers."""
+
+
+class Lane(Protocol):
+    """The database side of the fast handlers. ``fetch`` answers the rows the rule shows (raising
+    `ContactNotFoundError` when there are none and no such contact) with the faces of their promotions, or raises
+    `LaneUnavailable`; ``redeem`` runs the rule's conditional write and answers the redeemed row with its face, or
+    None when it changed nothing, or raises `ServiceUnavailableError` (it may or may not have committed)."""
+
+    async def fetch(
+        self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
+    ) -> tuple[list[Row], Faces]: ...
+
+    async def redeem(
+        self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
+        now: datetime,
+    ) -> tuple[Won, Faces] | None: ...  # fmt: skip
+
+    async def close(self) -> None: ...
+
+
+# Per-process cache of each promotion's face as the wire shows it. Once activated, a promotion's name and
+# presentation change only by a promotion file's createOrUpdate (transfer): a process shows such a change within
+# FACE_SECONDS.
+FACE_SECONDS = 5.0
+_faces: dict[tuple[uuid.UUID, str], tuple[dict[str, Any], float]] = {}
+
+
+def cached_faces(ids: Iterable[uuid.UUID], currency: str) -> tuple[Faces, list[uuid.UUID]]:
+    """The faces cached for ``ids``, and the ids that must be read."""
+    out = {}
+    missing = []
+    now = time.monotonic()
+    for pid in ids:
+        cached = _faces.get((pid, currency))
+        if cached is None or cached[1] < now:
+            missing.append(pid)
+        else:
+            out[pid] = cached[0]
+    return out, missing
+
+
+def remember_faces(rows: Iterable[Any], currency: str, into: Faces) -> None:
+    """Render the faces of promotion rows (``PromotionFace.of`` columns) into ``into`` and the cache."""
+    expires = time.monotonic() + FACE_SECONDS
+    for row in rows:
+        part = presenter.face(PromotionFace.of(row), currency)
+        if len(_faces) > 50_000:
+            _faces.clear()
+        into[row.promotion_id] = part
+        _faces[(row.promotion_id, currency)] = (part, expires)
 
 
 class PgPool:
@@ -89,35 +159,82 @@ class PgPool:
             await self._idle.get_nowait().close()
 
 
-# Per-process cache of each promotion's face as the wire shows it. Once activated, a promotion's name and
-# presentation change only by a promotion file's createOrUpdate (transfer): a process shows such a change within
-# FACE_SECONDS.
-FACE_SECONDS = 5.0
-_faces: dict[tuple[uuid.UUID, str], tuple[dict[str, Any], float]] = {}
+class PgLane:
+    """PostgreSQL: one statement per request on a pooled autocommit connection (`PgPool`)."""
 
+    def __init__(self, pool: PgPool) -> None:
+        self.pool = pool
 
-async def _faces_for(
-    conn: psycopg.AsyncConnection[Any], tenant_id: uuid.UUID, currency: str, ids: set[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, Any]]:
-    out = {}
-    missing = []
-    now = time.monotonic()
-    for pid in ids:
-        cached = _faces.get((pid, currency))
-        if cached is None or cached[1] < now:
-            missing.append(pid)
-        else:
-            out[pid] = cached[0]
-    if missing:
-        cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
-        cur.row_factory = psycopg.rows.namedtuple_row  # type: ignore[attr-defined]
-        for row in await cur.fetchall():
-            part = presenter.face(PromotionFace.of(row), currency)
-            if len(_faces) > 50_000:
-                _faces.clear()
-            out[row.promotion_id] = part
-            _faces[(row.promotion_id, currency)] = (part, now + FACE_SECONDS)
-    return out
+    async def _faces(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: uuid.UUID,
+        currency: str,
+        ids: Iterable[uuid.UUID],
+    ) -> Faces:
+        out, missing = cached_faces(ids, currency)
+        if missing:
+            cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
+            cur.row_factory = psycopg.rows.namedtuple_row
+            remember_faces(await cur.fetchall(), currency, out)
+        return out
+
+    async def fetch(
+        self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
+    ) -> tuple[list[Row], Faces]:
+        try:
+            conn = await self.pool.acquire()
+        except psycopg.Error as exc:
+            log.warning("fastlane.connect_failed", exc_info=True)
+            raise LaneUnavailable from exc
+        broken = False
+        try:
+            stmt = PG_FETCH[bool(bit)]
+            rows: list[Any] = await (
+                await conn.execute(stmt.sql, stmt.params(c=contact_id, t=ctx.tenant_id, now=now, bit=bit))
+            ).fetchall()
+            if not rows:
+                found = await (
+                    await conn.execute(_CONTACT_SQL, {"c": contact_id, "t": ctx.tenant_id})
+                ).fetchone()
+                if found is None:
+                    raise ContactNotFoundError(f"contact {contact_id} not found")
+            return rows, await self._faces(conn, ctx.tenant_id, ctx.currency, {r[1] for r in rows})
+        except psycopg.Error as exc:
+            broken = True
+            log.warning("fastlane.fetch_failed", exc_info=True)
+            raise LaneUnavailable from exc  # a read: the routed path may simply try again
+        finally:
+            self.pool.release(conn, broken)
+
+    async def redeem(
+        self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
+        now: datetime,
+    ) -> tuple[Won, Faces] | None:  # fmt: skip
+        stmt = PG_REDEEM[contact_id is not None]
+        try:
+            conn = await self.pool.acquire()
+        except psycopg.Error as exc:
+            log.warning("fastlane.connect_failed", exc_info=True)
+            raise ServiceUnavailableError("the database did not answer; retry", retry_after=1) from exc
+        broken = False
+        try:
+            row = await (await conn.execute(stmt.sql, stmt.params(
+                now=now, ch=channel.value, a=assignment_id, t=ctx.tenant_id, c=contact_id, bit=CHANNEL_BITS[channel]
+            ))).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            return row, await self._faces(conn, ctx.tenant_id, ctx.currency, (row[0],))
+        except psycopg.Error as exc:
+            broken = True
+            log.warning("fastlane.redeem_failed", exc_info=True)
+            # The statement may or may not have committed: answer "retry" rather than guess.
+            raise ServiceUnavailableError("the database did not answer; retry with the same request", retry_after=1) from exc  # fmt: skip
+        finally:
+            self.pool.release(conn, broken)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 def _answered(st: AppState) -> None:
@@ -143,9 +260,9 @@ def fetch(*, v3: bool) -> FastHandler:
 
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
-        pool: PgPool | None = st.extras.get(POOL)
+        lane: Lane | None = st.extras.get(LANE)
         query = request.query_params
-        if pool is None or set(query) - allowed:
+        if lane is None or set(query) - allowed:
             return None
         contact_id = parse_guid(query.get("contactId", "") if v3 else request.path_params["contact_id"])
         channel = _channel(query.get("redemptionChannelType") or request.headers.get("redemptionchanneltype"))
@@ -153,26 +270,10 @@ def fetch(*, v3: bool) -> FastHandler:
             return None
         bit = 0 if channel is None else CHANNEL_BITS[channel]  # type: ignore[index]
         now = st.clock.now()
-        conn = await pool.acquire()
-        broken = False
         try:
-            stmt = PG_FETCH[bool(bit)]
-            rows = await (
-                await conn.execute(stmt.sql, stmt.params(c=contact_id, t=ctx.tenant_id, now=now, bit=bit))
-            ).fetchall()
-            if not rows:
-                found = await (
-                    await conn.execute(_CONTACT_SQL, {"c": contact_id, "t": ctx.tenant_id})
-                ).fetchone()
-                if found is None:
-                    raise ContactNotFoundError(f"contact {contact_id} not found")
-            faces = await _faces_for(conn, ctx.tenant_id, ctx.currency, {r[1] for r in rows})
-        except psycopg.Error:
-            broken = True
-            log.warning("fastlane.fetch_failed", exc_info=True)
-            return None  # a read: the routed path may simply try again
-        finally:
-            pool.release(conn, broken)
+            rows, faces = await lane.fetch(ctx, contact_id, bit, now)
+        except LaneUnavailable:
+            return None
         tz = ctx.tz
         answer = [
             presenter.item_of(r[0], faces[r[1]], r[2], r[3], None, tz, v3) for r in rows if r[1] in faces
@@ -215,8 +316,8 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
 
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
-        pool: PgPool | None = st.extras.get(POOL)
-        if pool is None or "idempotency-key" in request.headers:
+        lane: Lane | None = st.extras.get(LANE)
+        if lane is None or "idempotency-key" in request.headers:
             return None
         channel = plain_channel(await request.body())
         params = request.path_params
@@ -225,22 +326,8 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
         if channel is None or assignment_id is None or (contact_scoped and contact_id is None):
             return None
         now = st.clock.now()
-        stmt = PG_REDEEM[contact_scoped]
-        conn = await pool.acquire()
-        broken = False
-        try:
-            row = await (await conn.execute(stmt.sql, stmt.params(
-                now=now, ch=channel.value, a=assignment_id, t=ctx.tenant_id, c=contact_id, bit=CHANNEL_BITS[channel]
-            ))).fetchone()  # fmt: skip
-            faces = await _faces_for(conn, ctx.tenant_id, ctx.currency, {row[0]}) if row else {}
-        except psycopg.Error as exc:
-            broken = True
-            log.warning("fastlane.redeem_failed", exc_info=True)
-            # The statement may or may not have committed: answer "retry" rather than guess.
-            raise ServiceUnavailableError("the database did not answer; retry with the same request", retry_after=1) from exc  # fmt: skip
-        finally:
-            pool.release(conn, broken)
-        if row is None:
+        won = await lane.redeem(ctx, assignment_id, contact_id, channel, now)
+        if won is None:
             async with st.db.read() as rconn:
                 found = await explain(rconn, ctx, at=now, channel=channel, assignment_id=assignment_id,
                                       contact_id=contact_id)  # fmt: skip
@@ -251,20 +338,38 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
                 )
             _answered(st)
             raise error
+        (promotion_id, valid_from, valid_to), faces = won
         _answered(st)
         return json_response(
-            json_bytes(presenter.item_of(assignment_id, faces[row[0]], row[1], row[2], now, ctx.tz, v3)), 200
+            json_bytes(
+                presenter.item_of(assignment_id, faces[promotion_id], valid_from, valid_to, now, ctx.tz, v3)
+            ),
+            200,
         )
 
     return handler
 
 
+LaneFactory = Callable[[AppState], Lane | None]
+
+
 async def start(st: AppState) -> None:
-    if not st.db.sqlite and st.settings.fast_lane:
-        st.extras[POOL] = PgPool(st.settings.resolved_database_url(), st.settings.db_pool_size)
+    if not st.settings.fast_lane:
+        return
+    if st.db.sqlite:
+        from .sqlitelane import SqliteLane
+
+        lane = SqliteLane.open(st.db)
+        if lane is not None:
+            st.extras[LANE] = lane
+        return
+    pool = PgPool(st.settings.resolved_database_url(), st.settings.db_pool_size)
+    st.extras[POOL] = pool
+    st.extras[LANE] = PgLane(pool)
 
 
 async def stop(st: AppState) -> None:
-    pool = st.extras.pop(POOL, None)
-    if pool is not None:
-        await pool.close()
+    st.extras.pop(POOL, None)
+    lane: Lane | None = st.extras.pop(LANE, None)
+    if lane is not None:
+        await lane.close()

@@ -8,11 +8,8 @@ from that one list:
 - the fetch filter (`shown`): a contact's assignments that pass every condition now — what the fetch lists;
 - the single-row redeem (`redeem_statement`): one conditional ``UPDATE … WHERE <every condition>``. Exactly once:
   whichever transaction gets there first changes the row; every other sees no row to change and is refused;
-- the batch strategies (`batch_for`), one small interface per database: SQLite runs that same statement for many
-  lines as one prepared statement (its write transactions exclude every other writer, `ExclusiveBatch`);
-  PostgreSQL one set-based ``UPDATE … FROM`` the lines with their redemption rows in the same statement
-  (`SetBatch`);
-- the PostgreSQL text of the fast path (`PG_FETCH`, `PG_REDEEM`), compiled once from the same statements;
+- in `statements.py`, built from these: the batch strategies (`batch_for`: SQLite `ExclusiveBatch`, PostgreSQL
+  `SetBatch`) and the PostgreSQL text of the fast path (`PG_FETCH`, `PG_REDEEM`);
 - the explanation (`explain`, public: the admin UI asks "why is this promotion not shown to this customer?", and
   `refusal`, the error of a refused redeem): the conditions evaluated as columns of one SELECT, so "why not" can
   never disagree with "whether".
@@ -28,39 +25,31 @@ deactivation as a fact (`Explanation.promotion_deactivated_at`).
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    String,
     Table,
-    bindparam,
     case,
-    func,
-    insert,
     literal,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import Select, Update
+from sqlalchemy.sql import Update
 
 from ...kit.timeutil import iso
 from ...wire.engage import ChannelType
-from ..dialect import unindexed
 from ..exceptions import PromoflowError
-from ..models import assignment, promotion, redemption
+from ..models import assignment, promotion
 from ..models.base import UTCDateTime
 from ..tenant.service import TenantContext
 from .errors import (
@@ -278,238 +267,6 @@ def redeem_statement(tenant_id: Any, assignment_id: Any, inputs: Inputs, values:
         .where(assignment.c.id == assignment_id, assignment.c.tenant_id == tenant_id, *redeemable(inputs))
         .values(dict(values))
     )
-
-
-@dataclass(frozen=True)
-class RedeemLine:
-    """One redemption of a batch."""
-
-    assignment_id: uuid.UUID
-    channel: ChannelType
-    moment: When
-    contact_id: uuid.UUID | None = None
-    store_external_id: str | None = None
-    unique_receipt_id: str | None = None
-    idempotency_key: str | None = None
-
-
-def redemption_row(ctx: TenantContext, now: datetime, line: RedeemLine, seq: int, via: str) -> dict[str, Any]:
-    """The redemption row of one redemption (the assignment's ``seq``-th)."""
-    return {
-        "id": uuid.uuid4(),
-        "tenant_id": ctx.tenant_id,
-        "assignment_id": line.assignment_id,
-        "seq": seq,
-        "redeemed_at": line.moment.at,
-        "channel": line.channel.value,
-        "store_external_id": line.store_external_id,
-        "unique_receipt_id": line.unique_receipt_id,
-        "via": via,
-        "idempotency_key": line.idempotency_key,
-        "created_at": now,
-    }
-
-
-class BatchRedeem(Protocol):
-    """Redeem many assignments at once with the rule's conditional write, and write the redemption rows of the
-    ones redeemed. Answers the assignments redeemed; a line not among them changed nothing (`refusal` says
-    why). No assignment may appear twice in ``lines``."""
-
-    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]: ...
-
-
-class _Batch:
-    def __init__(self, ctx: TenantContext, now: datetime, via: str) -> None:
-        self.ctx = ctx
-        self.now = now
-        self.via = via
-
-
-class ExclusiveBatch(_Batch):
-    """SQLite: the single-row statement run for every line (one prepared statement, ``executemany``). Which
-    lines won is read off the redemption counts before and after the write, which is sound only where the
-    transaction excludes every other writer (SQLite's write transactions begin IMMEDIATE)."""
-
-    _AT = bindparam("b_at", type_=UTCDateTime())
-    _LINE = Inputs(
-        at=_AT,
-        started_by=bindparam("b_started", type_=UTCDateTime()),
-        bit=bindparam("b_bit", type_=Integer()),
-        contact=bindparam("b_cid", type_=assignment.c.contact_id.type),
-        contact_optional=True,
-    )
-
-    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]:
-        if conn.dialect.name != "sqlite":
-            raise RuntimeError("ExclusiveBatch needs a transaction that excludes other writers (SQLite)")
-        if not lines:
-            return set()
-        ids = [line.assignment_id for line in lines]
-        counts = select(assignment.c.id, assignment.c.redemption_count).where(
-            unindexed(conn, assignment.c.tenant_id) == self.ctx.tenant_id, assignment.c.id.in_(ids)
-        )
-        before = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        values = redeemed_values(
-            self._AT, bindparam("b_ch"), bindparam("b_store"), bindparam("b_receipt"), self.via
-        )
-        stmt = redeem_statement(
-            self.ctx.tenant_id, bindparam("b_aid", type_=assignment.c.id.type), self._LINE, values
-        )
-        await conn.execute(stmt, [
-            {"b_aid": line.assignment_id, "b_at": line.moment.at, "b_started": line.moment.started_by,
-             "b_bit": CHANNEL_BITS[line.channel], "b_cid": line.contact_id, "b_ch": line.channel.value,
-             "b_store": line.store_external_id, "b_receipt": line.unique_receipt_id}
-            for line in lines
-        ])  # fmt: skip
-        after = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        won = [line for line in lines if line.assignment_id in before
-               and after[line.assignment_id] == before[line.assignment_id] + 1]  # fmt: skip
-        if won:
-            await conn.execute(
-                insert(redemption),
-                [
-                    redemption_row(self.ctx, self.now, line, after[line.assignment_id], self.via)
-                    for line in won
-                ],
-            )
-        return {line.assignment_id for line in won}
-
-
-# The lines of a PostgreSQL batch travel as one JSON array of arrays: one parameter that PostgreSQL parses itself,
-# instead of one array parameter per column that the driver encodes element by element.
-_PG_LINES = (
-    text(
-        "SELECT (e->>0)::uuid AS id, (e->>1)::timestamptz AS at, (e->>2)::timestamptz AS started_by, e->>3 AS ch,"
-        " (e->>4)::int AS bit, e->>5 AS store, e->>6 AS receipt, (e->>7)::uuid AS contact, e->>8 AS ikey"
-        " FROM json_array_elements(CAST(:lines AS json)) AS e"
-    )
-    .columns(
-        id=assignment.c.id.type,
-        at=UTCDateTime(),
-        started_by=UTCDateTime(),
-        ch=String(),
-        bit=Integer(),
-        store=String(),
-        receipt=String(),
-        contact=assignment.c.contact_id.type,
-        ikey=String(),
-    )  # fmt: skip
-    .cte("line")
-)
-
-
-def _pg_batch(via: str) -> Select[Any]:
-    """Every line's conditional write (joined by primary key, one probe each) and its redemption row, in one
-    statement; answers the assignments redeemed."""
-    line = _PG_LINES
-    inputs = Inputs(at=line.c.at, started_by=line.c.started_by, bit=line.c.bit, contact=line.c.contact,
-                    contact_optional=True)  # fmt: skip
-    won = (
-        redeem_statement(
-            bindparam("t", type_=assignment.c.tenant_id.type), line.c.id, inputs,
-            redeemed_values(line.c.at, line.c.ch, line.c.store, line.c.receipt, via),
-        )
-        .returning(assignment.c.id, assignment.c.redemption_count, line.c.at, line.c.ch, line.c.store,
-                   line.c.receipt, line.c.ikey)
-        .cte("won")
-    )  # fmt: skip
-    rows = insert(redemption).from_select(
-        ["id", "tenant_id", "assignment_id", "seq", "redeemed_at", "channel", "store_external_id",
-         "unique_receipt_id", "via", "idempotency_key", "created_at"],
-        select(func.gen_random_uuid(), bindparam("t", type_=assignment.c.tenant_id.type), won.c.id,
-               won.c.redemption_count, won.c.at, won.c.ch, won.c.store, won.c.receipt, literal(via), won.c.ikey,
-               bindparam("now", type_=UTCDateTime())),
-    ).cte("rows")  # fmt: skip
-    return select(won.c.id).add_cte(rows)
-
-
-class SetBatch(_Batch):
-    """PostgreSQL: one set-based statement for the whole batch (`_pg_batch`), exactly once under concurrency as
-    the single-row statement is: each line's UPDATE re-checks its conditions on the row it locks."""
-
-    _statements: dict[str, Select[Any]] = {}
-
-    async def redeem_many(self, conn: AsyncConnection, lines: Sequence[RedeemLine]) -> set[uuid.UUID]:
-        if not lines:
-            return set()
-        stmt = self._statements.get(self.via)
-        if stmt is None:
-            stmt = self._statements[self.via] = _pg_batch(self.via)
-        payload = [
-            [str(line.assignment_id), line.moment.at.isoformat(), line.moment.started_by.isoformat(),
-             line.channel.value, CHANNEL_BITS[line.channel], line.store_external_id, line.unique_receipt_id,
-             str(line.contact_id) if line.contact_id else None, line.idempotency_key]
-            for line in lines
-        ]  # fmt: skip
-        params = {"t": self.ctx.tenant_id, "now": self.now, "lines": json.dumps(payload)}
-        return set((await conn.execute(stmt, params)).scalars())
-
-
-def batch_for(conn: AsyncConnection, ctx: TenantContext, now: datetime, *, via: str) -> BatchRedeem:
-    """The batch strategy of the connection's database, for this tenant's redemptions ``via`` a channel of entry
-    (e.g. "file")."""
-    return (SetBatch if conn.dialect.name == "postgresql" else ExclusiveBatch)(ctx, now, via)
-
-
-# -------------------------------------------------------------------------------- the fast path's PostgreSQL
-
-
-@dataclass(frozen=True)
-class PgText:
-    """A statement compiled once to PostgreSQL text (psycopg's ``%(name)s`` parameters), for a raw connection;
-    ``params`` adds the constants the statement was built with."""
-
-    sql: str
-    defaults: Mapping[str, Any]
-
-    def params(self, **values: Any) -> dict[str, Any]:
-        return {**self.defaults, **values}
-
-
-def compile_pg(stmt: Any) -> PgText:
-    compiled = stmt.compile(dialect=pg_psycopg.dialect())
-    return PgText(str(compiled), dict(compiled.params))
-
-
-_P_NOW = bindparam("now", type_=UTCDateTime())
-_P_TENANT = bindparam("t", type_=assignment.c.tenant_id.type)
-_P_CONTACT = bindparam("c", type_=assignment.c.contact_id.type)
-_P_BIT = bindparam("bit", type_=Integer())
-
-
-def _pg_fetch(channel: bool) -> PgText:
-    """The plain fetch: the contact's assignments shown now (for one channel), oldest first."""
-    inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT if channel else None, contact=_P_CONTACT)
-    return compile_pg(
-        select(assignment.c.id, assignment.c.promotion_id, assignment.c.valid_from, assignment.c.valid_to)
-        .join(promotion, promotion.c.id == assignment.c.promotion_id)
-        .where(assignment.c.tenant_id == _P_TENANT, *shown(inputs))
-        .order_by(assignment.c.created_at, assignment.c.id)
-    )
-
-
-def _pg_redeem(contact_scoped: bool) -> PgText:
-    """The plain API redeem at the server's clock: the conditional write and its redemption row in one statement
-    (UPDATE … RETURNING feeding the INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
-    channel = bindparam("ch", type_=String())
-    inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT, contact=_P_CONTACT if contact_scoped else None)
-    won = (
-        redeem_statement(_P_TENANT, bindparam("a", type_=assignment.c.id.type), inputs,
-                         redeemed_values(_P_NOW, channel, None, None, "api"))
-        .returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
-                   assignment.c.valid_to, assignment.c.redemption_count)
-        .cte("won")
-    )  # fmt: skip
-    rows = insert(redemption).from_select(
-        ["id", "tenant_id", "assignment_id", "seq", "redeemed_at", "channel", "via", "created_at"],
-        select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, channel,
-               literal("api"), _P_NOW),
-    ).cte("rows")  # fmt: skip
-    return compile_pg(select(won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows))
-
-
-PG_FETCH = {False: _pg_fetch(False), True: _pg_fetch(True)}  # by: with a channel filter
-PG_REDEEM = {False: _pg_redeem(False), True: _pg_redeem(True)}  # by: on the contact-scoped path
 
 
 # ----------------------------------------------------------------------------------------------- explanation

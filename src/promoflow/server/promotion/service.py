@@ -23,6 +23,7 @@ from ...wire.engage import (
     PromotionValidity,
     ReturnPolicy,
 )
+from ..audit import diff, record
 from ..exceptions import BadRequestError, InvalidPayloadError
 from ..models import assignment, promotion
 from ..tenant.service import TenantContext
@@ -74,6 +75,25 @@ def parse_promotion_id(value: str, error: type[BadRequestError] = InvalidPromoti
 
 def promotion_not_found(ident: object) -> PromotionNotFoundError:
     return PromotionNotFoundError(f"promotion {ident} not found")
+
+
+def audit_view(row: Any) -> dict[str, Any]:
+    """A promotion's definition as the audit log records it (Engage's field names)."""
+    return {
+        "name": row.name,
+        "externalId": row.external_id,
+        "startDate": row.start_date,
+        "endDate": row.end_date,
+        "assignedValidity": (
+            {"unit": row.assigned_unit, "amount": row.assigned_amount} if row.assigned_unit else None
+        ),
+        "heading": row.heading,
+        "description": row.description,
+        "link": row.link,
+        "imageUrl": row.image_url,
+        "channels": row.channels,
+        "returnPolicy": row.return_policy,
+    }
 
 
 class PromotionService:
@@ -203,6 +223,14 @@ class PromotionService:
             status = status_of(row, self.now, self.ctx.tz).value
             raise PromotionNotDraftError(f"promotion is {status}; only a Draft can be changed")
 
+    async def _audit(self, conn: AsyncConnection, action: str, pid: uuid.UUID,
+                     before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:  # fmt: skip
+        await record(conn, self.ctx.tenant_id, self.ctx.actor, action, "promotion", pid, before, after,
+                     at=self.now, promotion_id=pid)  # fmt: skip
+
+    def _status(self, row: Any) -> str:
+        return status_of(row, self.now, self.ctx.tz).value
+
     # ------------------------------------------------------------------------------------------- commands
 
     async def create(
@@ -217,7 +245,11 @@ class PromotionService:
                     id=pid, tenant_id=self.ctx.tenant_id, created_at=self.now, updated_at=self.now, **values
                 )
             )
-        return Promotion.of(await self.row(conn, pid))
+        row = await self.row(conn, pid)
+        await self._audit(
+            conn, "promotion.create", pid, None, {**audit_view(row), "status": self._status(row)}
+        )
+        return Promotion.of(row)
 
     async def get(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
         return Promotion.of(await self.row(conn, parse_promotion_id(promotion_id)))
@@ -236,7 +268,15 @@ class PromotionService:
             await conn.execute(
                 update(promotion).where(promotion.c.id == row.id).values(updated_at=self.now, **values)
             )
-        return Promotion.of(await self.row(conn, row.id))
+        return await self._edited(conn, row)
+
+    async def _edited(self, conn: AsyncConnection, old: Any) -> Promotion:
+        """The promotion after an edit, with the changed fields recorded (nothing when nothing changed)."""
+        new = await self.row(conn, old.id)
+        before, after = diff(audit_view(old), audit_view(new))
+        if after or before:
+            await self._audit(conn, "promotion.update", old.id, before, after)
+        return Promotion.of(new)
 
     async def validity(
         self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None
@@ -259,7 +299,7 @@ class PromotionService:
             .where(promotion.c.id == row.id)
             .values(updated_at=self.now, **self._validity(body))
         )
-        return Promotion.of(await self.row(conn, row.id))
+        return await self._edited(conn, row)
 
     async def delete(self, conn: AsyncConnection, promotion_id: str | None, external_id: str | None) -> None:
         row = (
@@ -271,6 +311,9 @@ class PromotionService:
         if assigned:
             raise PromotionHasAssignmentsError("promotion has been assigned and cannot be deleted")
         await conn.execute(delete(promotion).where(promotion.c.id == row.id))
+        await self._audit(
+            conn, "promotion.delete", row.id, {**audit_view(row), "status": self._status(row)}, None
+        )
 
     async def activate(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
@@ -284,7 +327,10 @@ class PromotionService:
             .where(promotion.c.id == row.id)
             .values(activated_at=self.now, updated_at=self.now)
         )
-        return Promotion.of(await self.row(conn, row.id))
+        new = await self.row(conn, row.id)
+        await self._audit(conn, "promotion.activate", row.id, {"status": self._status(row)},
+                          {"status": self._status(new), "activatedAt": self.now})  # fmt: skip
+        return Promotion.of(new)
 
     async def deactivate(self, conn: AsyncConnection, promotion_id: str) -> Promotion:
         row = await self.row(conn, parse_promotion_id(promotion_id), for_update=True)
@@ -296,7 +342,10 @@ class PromotionService:
             .where(promotion.c.id == row.id)
             .values(deactivated_at=self.now, updated_at=self.now)
         )
-        return Promotion.of(await self.row(conn, row.id))
+        new = await self.row(conn, row.id)
+        await self._audit(conn, "promotion.deactivate", row.id, {"status": status.value},
+                          {"status": self._status(new), "deactivatedAt": self.now})  # fmt: skip
+        return Promotion.of(new)
 
     async def list(
         self, conn: AsyncConnection, *, offset: int, count: int, status: PromotionStatus | None

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.present import without_none
 from ...kit.timeutil import iso
 from ..contact.errors import ContactNotFoundError
 from ..models import contact
@@ -81,7 +82,8 @@ class HistoryService:
         group_total = total * Decimal(str(rate)) if rate is not None else total
         quantity = sum((abs(Decimal(str(i.get("quantity", 0)))) for i in body.get("items", ())), Decimal(0))
         local = timezone(timedelta(minutes=row.created_offset))
-        return {
+        # Absent optional fields (transactionNumber, storeName, storeType, originalUniqueReceiptId) are left out.
+        return without_none({
             "id": str(row.id),
             "externalId": row.unique_receipt_id,
             "uniqueReceiptId": row.unique_receipt_id,
@@ -104,4 +106,4 @@ class HistoryService:
             "usedPromotions": links,
             "warnings": list(row.warnings or ()),
             "receivedOn": iso(row.received_at, self.ctx.tz),
-        }
+        })  # fmt: skip

@@ -17,6 +17,7 @@ Resolution of an entry (the receipt's contact is known by now):
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,10 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ReturnPolicy
+from ..db import after_commit
 from ..dialect import insert_ignore
 from ..exceptions import PromoflowError
 from ..models import assignment, promotion
 from ..models.receipts import receipt, receipt_promotion
+from ..observability import metrics
 from ..promotion.assignment import RedemptionService
 from ..promotion.errors import (
     InvalidPromotionIdError,
@@ -46,6 +49,18 @@ from .rules import PURCHASE, fully_returned
 from .store import CHANNEL_OF_TYPE
 
 LINK_WINDOW = timedelta(hours=24)
+
+
+# Redemptions by receipts in the redeem metrics (`promoflow_redeem_total{source="receipt"}`), once committed. A link
+# to an earlier redemption is not counted again: that redemption was counted by its own source.
+def _count_redeemed() -> None:
+    metrics.get().redeem("redeemed", source="receipt")
+
+
+def _count_refused(code: str) -> None:
+    metrics.get().redeem("refused", code, source="receipt")
+
+
 REDEEMED, LINKED, RETURNED = "redeemed", "linked", "returned"
 
 
@@ -96,9 +111,11 @@ class ReceiptLinker:
                 if target.assignment_id in done:
                     continue
                 done.add(target.assignment_id)
-                await self._use(conn, sale, target)
+                if await self._use(conn, sale, target):
+                    after_commit(conn, _count_redeemed)
             except PromoflowError as exc:
                 warnings.append(f"usedPromotions[{i}]: {exc.code}: {exc.message}")
+                after_commit(conn, functools.partial(_count_refused, str(exc.code)))
         if sale.original_unique_receipt_id is not None:
             if sale.kind != PURCHASE:
                 warnings += await self._return(conn, sale)
@@ -222,7 +239,8 @@ class ReceiptLinker:
 
     # ------------------------------------------------------------------------------------------- linking
 
-    async def _use(self, conn: AsyncConnection, sale: Sale, target: _Target) -> None:
+    async def _use(self, conn: AsyncConnection, sale: Sale, target: _Target) -> bool:
+        """Link the receipt to the assignment, redeeming it first when it is not redeemed; True if it redeemed."""
         kind, seq = LINKED, target.redemption_count
         if not target.redeemed:
             try:
@@ -246,6 +264,7 @@ class ReceiptLinker:
                     or 0
                 )
         await self._link(conn, sale, target.assignment_id, target.promotion_id, kind, seq)
+        return kind == REDEEMED
 
     async def _link(
         self,

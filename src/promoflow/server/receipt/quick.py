@@ -43,7 +43,7 @@ _KEY_CONDITION = {
 
 
 def _sql(key_type: str, typed: bool, known_store: bool) -> str:
-    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    pg = postgresql.dialect()
     cols = [c.name for c in receipt.c]
     exprs = []
     for col in receipt.c:

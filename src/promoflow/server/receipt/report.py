@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, Integer, String, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.present import present, without_none
 from ..models import assignment, promotion
 from ..models.receipts import assignment_shown, receipt_promotion, store
 from ..promotion.rules import status_of
@@ -133,7 +134,7 @@ class ReportService:
         def out(fig: dict[str, Any], **extra: Any) -> dict[str, Any]:
             return {**extra, **fig, "revenue": _money(fig["revenue"]), "discount": _money(fig["discount"])}
 
-        return {
+        return without_none({
             "promotionId": str(promo.id),
             "externalId": promo.external_id,
             "name": promo.name,
@@ -152,11 +153,12 @@ class ReportService:
             "discount": _money(total["discount"]),
             "byChannel": [{"channel": ch, "redeemed": n} for ch, n in sorted(channels.items())],
             "byStore": [
-                out(fig, storeExternalId=key, storeName=names.get(key) if key else None)
+                # storeExternalId is required: its null means "redeemed without a store".
+                present(out(fig, storeExternalId=key), storeName=names.get(key) if key else None)
                 for key, fig in sorted(stores.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
             ],
             "byDay": [out(fig, date=key) for key, fig in sorted(days.items())],
-        }
+        })  # fmt: skip
 
     async def _assignments(
         self, conn: AsyncConnection, d: _Day, pid: uuid.UUID
@@ -261,18 +263,20 @@ class ReportService:
         for p in promos:
             fig = figures[p.id]
             items.append(
-                {
-                    "promotionId": str(p.id),
-                    "externalId": p.external_id,
-                    "name": p.name,
-                    "status": status_of(p, self.now, self.ctx.tz).value,
-                    "assigned": fig["assigned"],
-                    "shown": fig["shown"],
-                    "redeemed": fig["redeemed"],
-                    "redemptionRate": _rate(fig["redeemed"], fig["assigned"]),
-                    "receipts": fig["receipts"],
-                    "revenue": _money(fig["revenue"]),
-                }
+                without_none(
+                    {
+                        "promotionId": str(p.id),
+                        "externalId": p.external_id,
+                        "name": p.name,
+                        "status": status_of(p, self.now, self.ctx.tz).value,
+                        "assigned": fig["assigned"],
+                        "shown": fig["shown"],
+                        "redeemed": fig["redeemed"],
+                        "redemptionRate": _rate(fig["redeemed"], fig["assigned"]),
+                        "receipts": fig["receipts"],
+                        "revenue": _money(fig["revenue"]),
+                    }
+                )
             )
         return {"items": items, "totalCount": total, "offset": offset, "count": len(items)}
 
@@ -334,7 +338,7 @@ def report_csv(report: dict[str, Any]) -> str:
         [
             "store",
             s["storeExternalId"] or "",
-            s["storeName"] or "",
+            s.get("storeName") or "",
             "",
             "",
             s["redeemed"],
@@ -381,7 +385,7 @@ def promotions_csv(page: dict[str, Any]) -> str:
     rows = [
         [
             i["promotionId"],
-            i["externalId"] or "",
+            i.get("externalId") or "",
             i["name"],
             i["status"],
             i["assigned"],

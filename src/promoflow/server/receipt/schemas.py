@@ -14,7 +14,6 @@ def _upper(value: Any) -> Any:
     return value.strip().upper() if isinstance(value, str) else value
 
 
-STORE_TYPES = ("RETAIL", "ECOM")
 STORE_DETAILS = (
     "street",
     "zipCode",

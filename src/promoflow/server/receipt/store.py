@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.present import without_none
 from ...kit.timeutil import iso
 from ...wire.engage import ChannelType
 from ..dialect import insert_ignore
@@ -55,7 +56,7 @@ class StoreService:
 
     def _out(self, row: Any) -> dict[str, Any]:
         details = dict(row.details or {})
-        out = {
+        return without_none({
             "externalId": row.external_id,
             "name": row.name,
             "type": row.type,
@@ -63,8 +64,7 @@ class StoreService:
             **{name: details.get(name) for name in STORE_DETAILS},
             "createdOn": iso(row.created_at, self.ctx.tz),
             "changedOn": iso(row.updated_at, self.ctx.tz),
-        }
-        return out
+        })  # fmt: skip
 
     async def _row(self, conn: AsyncConnection, external_id: str) -> Any:
         return (

@@ -9,9 +9,15 @@ lock on a table the API or an import is writing), each cheap when there is nothi
 - 'Shown' events (``promotion_view``) older than ``PROMOFLOW_RETENTION_PROMOTION_VIEWS_DAYS``, oldest first by id
   (rows are written in time order). The ledger of an assignment then starts its 'shown' events at the cutoff;
   the promotion reports do not read this table (they count ``assignment_shown``, one row per assignment, kept).
+- Finished jobs (``job`` rows succeeded or failed, with their payload and result: a bulk run's lines) that
+  finished more than ``PROMOFLOW_RETENTION_JOBS_DAYS`` ago, oldest first by id; an import that named one forgets
+  it (``file_import.job_id``; only a queued or running import reads its job). Queued and running jobs stay.
 - Processed upload files (a tenant's ``integration/processed``) whose modification time — when the upload
   completed — is older than the tenant's ``processedFileRetentionDays`` or ``PROMOFLOW_RETENTION_PROCESSED_FILES_DAYS``.
   File times are the operating system's, so they are compared with its clock; rows with the server's clock.
+- Result files (a tenant's ``integration/importResults``) older than ``PROMOFLOW_RETENTION_IMPORT_RESULTS_DAYS``,
+  by the same file-time rule (the integrator normally deletes them once read). The import keeps its status and
+  counts; its ``resultFile`` then names a file that is gone.
 
 0 days keeps forever. Server-wide settings only, except processed files, which live in the tenant's own FTP
 tree (a tenant may keep them longer as its archive; keeping database rows longer for one tenant would make every
@@ -25,18 +31,19 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
-from ...wire.xml import PROCESSED_DIR
+from ...wire.xml import IMPORT_RESULTS_DIR, PROCESSED_DIR
 from ..config import Settings
 from ..db import Database
 from ..http import idempotency
-from ..models import file_import, import_record, tenant
+from ..models import file_import, import_record, job, tenant
 from ..models.receipts import promotion_view
 from ..transfer.files import FileStore
 
@@ -51,14 +58,19 @@ class RetentionReport:
     idempotency_keys: int = 0
     import_records: int = 0
     promotion_views: int = 0
+    jobs: int = 0
     processed_files: int = 0
+    import_results: int = 0
     complete: bool = True
     """False when the run stopped at its time budget with more to delete (the next run goes on)."""
     errors: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.idempotency_keys + self.import_records + self.promotion_views + self.processed_files
+        return (
+            self.idempotency_keys + self.import_records + self.promotion_views + self.jobs + self.processed_files
+            + self.import_results
+        )  # fmt: skip
 
 
 class _Budget:
@@ -176,14 +188,44 @@ async def purge_promotion_views(
         await _pause()
 
 
-def purge_processed_files(store: FileStore, tenants: list[tuple[uuid.UUID, int]], wall_now: float) -> int:
-    """Delete old files of each tenant's processed/ folder (``tenants``: id and days to keep, 0 = forever).
+async def purge_jobs(db: Database, now: datetime, days: int, batch: int, budget: _Budget) -> tuple[int, bool]:
+    if days <= 0:
+        return 0, True
+    cutoff = now - timedelta(days=days)
+    total = 0
+    while True:
+        async with db.write() as conn:
+            ids = list(
+                await conn.scalars(
+                    select(job.c.id)
+                    .where(job.c.status.in_(("succeeded", "failed")), job.c.finished_at < cutoff)
+                    .order_by(job.c.id)
+                    .limit(batch)
+                )
+            )
+            if ids:
+                # No foreign key on purpose (an import outlives its job); a forgotten id can never point at a
+                # later job that reuses it (SQLite may reuse the highest id).
+                await conn.execute(
+                    update(file_import).where(file_import.c.job_id.in_(ids)).values(job_id=None)
+                )
+                await conn.execute(delete(job).where(job.c.id.in_(ids)))
+        total += len(ids)
+        if len(ids) < batch:
+            return total, True
+        if budget.spent():
+            return total, False
+        await _pause()
+
+
+def purge_files(store: FileStore, ftp_dir: str, tenants: list[tuple[uuid.UUID, int]], wall_now: float) -> int:
+    """Delete old files of one folder of each tenant's tree (``tenants``: id and days to keep, 0 = forever).
     Only regular files directly in the folder; links are never followed."""
     removed = 0
     for tenant_id, days in tenants:
         if days <= 0:
             continue
-        folder = store.folder(tenant_id, PROCESSED_DIR)
+        folder = store.folder(tenant_id, ftp_dir)
         limit = wall_now - days * DAY
         try:
             entries = list(os.scandir(folder))
@@ -224,11 +266,12 @@ async def run_retention(
     report = RetentionReport()
     budget = _Budget(budget_seconds)
     batch = max(1, settings.retention_batch_size)
-    steps = (
+    steps: tuple[tuple[str, Callable[[], Awaitable[tuple[int, bool]]]], ...] = (
         ("idempotency_keys", lambda: purge_idempotency_keys(db, now, batch, budget)),
         ("import_records", lambda: purge_import_records(db, now, settings.retention_import_records_days, batch, budget)),
         ("promotion_views",
          lambda: purge_promotion_views(db, now, settings.retention_promotion_views_days, batch, budget)),
+        ("jobs", lambda: purge_jobs(db, now, settings.retention_jobs_days, batch, budget)),
     )  # fmt: skip
     for name, step in steps:
         try:
@@ -242,14 +285,28 @@ async def run_retention(
         report.complete = report.complete and done
     try:
         tenants = await _processed_file_days(db, settings)
-        store = FileStore(settings.data_dir)
-        report.processed_files = await asyncio.to_thread(
-            purge_processed_files, store, tenants, time.time() if wall_now is None else wall_now
-        )
     except Exception as exc:
-        log.exception("retention.failed step=processed_files")
-        report.errors.append(f"processed_files: {exc}")
+        log.exception("retention.failed step=tenants")
+        report.errors.append(f"tenants: {exc}")
         report.complete = False
+        return report
+    store = FileStore(settings.data_dir)
+    wall = time.time() if wall_now is None else wall_now
+    folders = (
+        ("processed_files", PROCESSED_DIR, tenants),
+        (
+            "import_results",
+            IMPORT_RESULTS_DIR,
+            [(t, settings.retention_import_results_days) for t, _ in tenants],
+        ),
+    )
+    for name, ftp_dir, days in folders:
+        try:
+            setattr(report, name, await asyncio.to_thread(purge_files, store, ftp_dir, days, wall))
+        except Exception as exc:
+            log.exception("retention.failed step=%s", name)
+            report.errors.append(f"{name}: {exc}")
+            report.complete = False
     return report
 
 
@@ -297,9 +354,10 @@ async def retention_housekeeping(hk: Any) -> None:
     report = await run_retention(hk.db, settings, hk.now, budget_seconds=RUN_BUDGET_SECONDS)
     if report.total:
         log.info(
-            "retention.purged idempotency_keys=%d import_records=%d promotion_views=%d processed_files=%d complete=%s",
-            report.idempotency_keys, report.import_records, report.promotion_views, report.processed_files,
-            report.complete,
+            "retention.purged idempotency_keys=%d import_records=%d promotion_views=%d jobs=%d processed_files=%d "
+            "import_results=%d complete=%s",
+            report.idempotency_keys, report.import_records, report.promotion_views, report.jobs,
+            report.processed_files, report.import_results, report.complete,
         )  # fmt: skip
     if report.complete:
         _mark_run(settings, hk.now)

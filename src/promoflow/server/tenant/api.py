@@ -66,7 +66,7 @@ async def create_key(body: ApiKeyIn, e: Edge = Depends(admin_edge)) -> Response:
     idempotent: an Idempotency-Key is refused."""
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        new = await ApiKeyService(now).create(
+        new = await ApiKeyService(now, e.ctx.actor).create(
             conn, e.ctx.tenant_id, body.name, allow=body.ip_allow_list, scope=body.scope
         )
         return _present(new.as_json(e.ctx.tz))
@@ -82,7 +82,7 @@ async def revoke_key(name: str = _NAME, e: Edge = Depends(admin_edge)) -> Respon
     changed: list[uuid.UUID] = []
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        key = await ApiKeyService(now).revoke(conn, e.ctx.tenant_id, name)
+        key = await ApiKeyService(now, e.ctx.actor).revoke(conn, e.ctx.tenant_id, name)
         changed.append(key.id)
         return _present(key.as_json(e.ctx.tz))
 
@@ -99,7 +99,7 @@ async def rotate_key(name: str = _NAME, e: Edge = Depends(admin_edge)) -> Respon
     changed: list[uuid.UUID] = []
 
     async def work(conn: AsyncConnection, now: datetime) -> dict[str, Any]:
-        new = await ApiKeyService(now).rotate(conn, e.ctx.tenant_id, name)
+        new = await ApiKeyService(now, e.ctx.actor).rotate(conn, e.ctx.tenant_id, name)
         changed.append(new.key.id)
         return _present(new.as_json(e.ctx.tz))
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.clock import Clock
 from ...kit.timeutil import iso
+from ..audit import SYSTEM, Actor, record
 from ..db import Database
 from ..models import api_key
 from .errors import ApiKeyExistsError, ApiKeyNotFoundError, InvalidApiKeyNameError, InvalidSettingError
@@ -112,10 +113,12 @@ def _view(row: Any) -> KeyView:
 
 
 class ApiKeyService:
-    """Every method takes the tenant's id: the edge (API key, admin session, CLI by tenant name) resolved it."""
+    """Every method takes the tenant's id: the edge (API key, admin session, CLI by tenant name) resolved it.
+    Each change is recorded in the audit log under ``actor``, in the caller's transaction."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, actor: Actor = SYSTEM) -> None:
         self.now = now
+        self.actor = actor
 
     async def create(
         self,
@@ -140,6 +143,8 @@ class ApiKeyService:
                 )  # fmt: skip
         except IntegrityError as exc:  # another request took the name between the check and the insert
             raise ApiKeyExistsError(f"the tenant has an active API key named {name!r}") from exc
+        await record(conn, tenant_id, self.actor, "api_key.create", "api_key", key_id, at=self.now,
+                     after={"name": name, "prefix": secret[:10], "scope": scope, "ipAllowList": allowlist})  # fmt: skip
         return NewKey(await self._get(conn, tenant_id, key_id), secret)
 
     async def _free(self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str) -> None:
@@ -190,6 +195,8 @@ class ApiKeyService:
     async def revoke(self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str) -> KeyView:
         key = await self.active(conn, tenant_id, name)
         await conn.execute(update(api_key).where(api_key.c.id == key.id).values(revoked_at=self.now))
+        await record(conn, tenant_id, self.actor, "api_key.revoke", "api_key", key.id, at=self.now,
+                     before={"name": key.name, "prefix": key.prefix, "revoked": False}, after={"revoked": True})  # fmt: skip
         return await self._get(conn, tenant_id, key.id)
 
     async def rotate(self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str) -> NewKey:
@@ -202,15 +209,20 @@ class ApiKeyService:
             .where(api_key.c.id == key.id)
             .values(key_hash=hash_key(secret), prefix=secret[:10], rotated_at=self.now, last_used_at=None)
         )
+        await record(conn, tenant_id, self.actor, "api_key.rotate", "api_key", key.id, at=self.now,
+                     before={"name": key.name, "prefix": key.prefix}, after={"prefix": secret[:10]})  # fmt: skip
         return NewKey(await self._get(conn, tenant_id, key.id), secret)
 
     async def set_allowlist(
         self, conn: AsyncConnection, tenant_id: uuid.UUID, name: str, allow: str | Sequence[str] | None
     ) -> KeyView:
         key = await self.active(conn, tenant_id, name)
-        await conn.execute(
-            update(api_key).where(api_key.c.id == key.id).values(ip_allowlist=normalise_allowlist(allow))
-        )
+        allowlist = normalise_allowlist(allow)
+        await conn.execute(update(api_key).where(api_key.c.id == key.id).values(ip_allowlist=allowlist))
+        if (allowlist or "") != ", ".join(key.ip_allowlist):
+            await record(conn, tenant_id, self.actor, "api_key.allow_list", "api_key", key.id, at=self.now,
+                         before={"name": key.name, "ipAllowList": ", ".join(key.ip_allowlist) or None},
+                         after={"ipAllowList": allowlist})  # fmt: skip
         return await self._get(conn, tenant_id, key.id)
 
 

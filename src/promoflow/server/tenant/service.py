@@ -3,6 +3,7 @@ fast hash is enough and keeps authentication cheap; the key itself is shown once
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.currency import is_currency
 from ...kit.timeutil import iso
+from ..audit import SYSTEM, Actor, diff, record
 from ..models import api_key, contact, tenant
 from ..receipt.errors import InvalidCurrencyError
 from .errors import (
@@ -80,7 +82,8 @@ def check_currency(code: str) -> str:
 
 @dataclass(frozen=True)
 class TenantContext:
-    """Who is calling: the tenant and the key used. Every service takes this and filters by ``tenant_id``."""
+    """Who is calling: the tenant, the key used, and the actor its changes are recorded under (the audit log).
+    Every service takes this and filters by ``tenant_id``."""
 
     tenant_id: uuid.UUID
     name: str
@@ -94,6 +97,11 @@ class TenantContext:
     key_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     key_name: str | None = None
     key_scope: str = "api"
+    actor: Actor = SYSTEM
+
+    def acting(self, actor: Actor) -> TenantContext:
+        """The same tenant, with changes recorded under ``actor`` (the edge that knows the caller sets it)."""
+        return dataclasses.replace(self, actor=actor)
 
     @property
     def reactivation_limit(self) -> int:
@@ -154,6 +162,7 @@ def context_from_row(
     row: Any,
     key_id: uuid.UUID | None = None,
     allow: str | None = None,
+    actor: Actor = SYSTEM,
     *,
     key_name: str | None = None,
     key_scope: str = "api",
@@ -172,6 +181,7 @@ def context_from_row(
         key_allowlist=parse_allowlist(allow),
         key_name=key_name,
         key_scope=key_scope,
+        actor=actor,
     )
 
 
@@ -252,19 +262,6 @@ SETTING_PARSERS: dict[str, Callable[[str], Any]] = {
     "processedFileRetentionDays": _integer,
     "clockSkewSeconds": _integer,
 }
-SETTING_HELP: dict[str, str] = {
-    "timeZone": "IANA time zone of date-only validity (Europe/Stockholm)",
-    "currency": "ISO 4217 code of MONEY promotions without one (SEK)",
-    "rateLimitPerSecond": "requests per second per API key; 0 = no limit; empty = the server's default",
-    "rateLimitBurst": "requests a key may send at once above the rate; empty = the server's default",
-    "reactivationLimit": "reactivations per assignment",
-    "customKey": f"what `customKey` look-ups search: {', '.join(KEY_ATTRIBUTES)}",
-    "contactKeys.Member": "the key attribute of Member contacts (only while the tenant has none)",
-    "contactKeys.Contact": "the key attribute of Contact contacts (only while the tenant has none)",
-    "ipAllowList": "comma-separated addresses/networks allowed to use the tenant's keys; empty = any",
-    "processedFileRetentionDays": "days processed upload files are kept; 0 = forever; empty = the server's default",
-    "clockSkewSeconds": f"how far a till's clock may be off the server's (0-{MAX_CLOCK_SKEW_SECONDS} s)",
-}
 
 
 def setting_names() -> list[str]:
@@ -322,8 +319,9 @@ def parse_setting_text(assignments: list[str]) -> dict[str, Any]:
 
 
 class TenantService:
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, actor: Actor = SYSTEM) -> None:
         self.now = now
+        self.actor = actor  # who the audit log names for the changes made here
 
     async def create(
         self,
@@ -348,11 +346,12 @@ class TenantService:
                 time_zone=time_zone,
                 currency=currency,
                 settings={**DEFAULT_SETTINGS, **(settings or {})},
-                member_seq=0,
                 created_at=self.now,
                 updated_at=self.now,
             )
         )
+        await record(conn, tenant_id, self.actor, "tenant.create", "tenant", tenant_id, at=self.now,
+                     after={"name": name, "timeZone": time_zone, "currency": currency})  # fmt: skip
         raw = await self.add_key(conn, tenant_id, label="default")
         return NewTenant(tenant_id=tenant_id, name=name, api_key=raw)
 
@@ -364,15 +363,13 @@ class TenantService:
         label: str | None = None,
         ip_allowlist: str | None = None,
     ) -> str:
-        """A new key named ``label`` (or "key-" and its prefix) and its secret (`keys.ApiKeyService.create`)."""
+        """A new key named ``label`` (or "unnamed-…") and its secret (`keys.ApiKeyService.create`, which records
+        it in the audit log)."""
         from .keys import ApiKeyService
 
-        keys = ApiKeyService(self.now)
-        if label is None:
-            new = await keys.create(conn, tenant_id, "unnamed-" + uuid.uuid4().hex[:8], allow=ip_allowlist)
-        else:
-            new = await keys.create(conn, tenant_id, label, allow=ip_allowlist)
-        return new.secret
+        keys = ApiKeyService(self.now, self.actor)
+        name = label if label is not None else "unnamed-" + uuid.uuid4().hex[:8]
+        return (await keys.create(conn, tenant_id, name, allow=ip_allowlist)).secret
 
     async def by_name(self, conn: AsyncConnection, name: str) -> Any:
         row = (await conn.execute(select(tenant).where(tenant.c.name == name))).first()
@@ -384,11 +381,18 @@ class TenantService:
         """Revoke every active key of the tenant and issue a new one named "default" (`promoflow key rotate`
         rotates one named key and leaves the others alone)."""
         row = await self.by_name(conn, name)
-        await conn.execute(
-            update(api_key)
-            .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
-            .values(revoked_at=self.now)
-        )
+        revoked = (
+            await conn.execute(
+                update(api_key)
+                .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
+                .values(revoked_at=self.now)
+                .returning(api_key.c.id, api_key.c.name, api_key.c.prefix)
+            )
+        ).all()
+        for key in revoked:
+            await record(conn, row.id, self.actor, "api_key.rotate", "api_key", key.id, at=self.now,
+                         before={"name": key.name, "prefix": key.prefix, "revoked": False},
+                         after={"revoked": True})  # fmt: skip
         return await self.add_key(conn, row.id, label="default")
 
     async def list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -419,6 +423,7 @@ class TenantService:
                     api_key.c.ip_allowlist,
                     api_key.c.name.label("key_name"),
                     api_key.c.scope.label("key_scope"),
+                    api_key.c.prefix.label("key_prefix"),
                 )
                 .join(api_key, api_key.c.tenant_id == tenant.c.id)
                 .where(api_key.c.key_hash == hash_key(raw_key), api_key.c.revoked_at.is_(None))
@@ -426,9 +431,11 @@ class TenantService:
         ).first()
         if row is None:
             return None
+        actor = Actor.api_key(row.key_name, row.key_prefix, row.key_id)
         return context_from_row(
-            row, key_id=row.key_id, allow=row.ip_allowlist, key_name=row.key_name, key_scope=row.key_scope
-        )
+            row, key_id=row.key_id, allow=row.ip_allowlist, actor=actor, key_name=row.key_name,
+            key_scope=row.key_scope,
+        )  # fmt: skip
 
     async def update_settings(
         self, conn: AsyncConnection, name: str, changes: dict[str, Any]
@@ -468,6 +475,18 @@ class TenantService:
                 )
         values["settings"] = settings
         await conn.execute(update(tenant).where(tenant.c.id == row.id).values(**values))
+        old = {
+            "timeZone": row.time_zone,
+            "currency": row.currency,
+            **{**DEFAULT_SETTINGS, **(row.settings or {})},
+        }
+        new = {"timeZone": values.get("time_zone", row.time_zone), "currency": values.get("currency", row.currency),
+               **settings}  # fmt: skip
+        before, after = diff(old, new)
+        if after or before:
+            await record(
+                conn, row.id, self.actor, "settings.update", "tenant", row.id, before, after, at=self.now
+            )
         return settings
 
     async def _contact_keys(

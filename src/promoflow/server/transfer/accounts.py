@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..audit import SYSTEM, Actor, record
 from ..config import Settings
 from ..models import tenant
 from ..tenant.errors import TenantNotFoundError
@@ -76,12 +77,14 @@ async def on_tenant_created(
 
 
 async def rotate_ftp_password(
-    conn: AsyncConnection, settings: Settings, name: str, now: datetime
+    conn: AsyncConnection, settings: Settings, name: str, now: datetime, actor: Actor = SYSTEM
 ) -> dict[str, Any]:
     """A new FTP password for the tenant ``name``; the old one stops working once cached logins expire."""
     row = (await conn.execute(select(tenant.c.id, tenant.c.name).where(tenant.c.name == name))).first()
     if row is None:
         raise TenantNotFoundError(f"no tenant named {name!r}")
     password = await set_ftp_password(conn, row.id, now)
+    await record(conn, row.id, actor, "ftp.rotate", "ftp_account", row.name, at=now,
+                 before={"password": "(old)"}, after={"password": "(new, shown once)"})  # fmt: skip
     FileStore(settings.data_dir).ensure_tree(row.id)
     return {"name": row.name, "ftpUser": row.name, "ftpPassword": password}

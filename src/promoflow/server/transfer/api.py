@@ -8,13 +8,13 @@ from starlette.responses import Response
 from ..exceptions import InvalidPayloadError
 from ..http.edge import Edge, edge
 from ..http.openapi import EXTENSION, errors
+from ..models.transfer import IMPORT_STATUSES
 from .errors import ImportNotFoundError, InvalidImportIdError, InvalidVerdictError
 from .schemas import ImportDetailOut, ImportPage
 from .service import ImportService, parse_import_id, parse_verdict
 
 router = APIRouter()
 TAG = "file imports"
-_STATUSES = ("queued", "running", "done", "rejected", "duplicate", "failed")
 
 
 @router.get("/api/v2/imports", response_model=ImportPage, tags=[TAG], openapi_extra=EXTENSION,
@@ -23,7 +23,7 @@ async def list_imports(
     e: Edge = Depends(edge),
     offset: int = Query(0, ge=0, le=10_000_000),
     count: int = Query(100, ge=1, le=1000),
-    status: str | None = Query(None, pattern="^(" + "|".join(_STATUSES) + ")$"),
+    status: str | None = Query(None, pattern="^(" + "|".join(IMPORT_STATUSES) + ")$"),
 ) -> Response:
     """Extension: the tenant's uploaded files, newest first, with status and verdict counts."""
     return await e.read(lambda conn, now: ImportService(e.ctx, now).list(conn, offset=offset, count=count,

@@ -13,7 +13,6 @@ The tenant's folder is named by its id, not its name: a name is free text and mu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import uuid
@@ -100,16 +99,6 @@ class FileStore:
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         os.replace(src, dest)
         fsync_dir(dest.parent)
-
-    def write_atomic(self, dest: Path, write: Callable[[IO[bytes]], None]) -> None:
-        """temp file (outside the FTP trees) + fsync + rename."""
-        tmp = self.tmp_dir() / f"{secrets.token_hex(12)}.tmp"
-        try:
-            self.write_durably(tmp, write)
-            self.publish(tmp, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def accept(self, staged: Path, relpath: str) -> Path:
         """Move a completed upload from staging into the inbox."""

@@ -37,6 +37,7 @@ from ...kit.clock import Clock, SystemClock
 from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
 from ..config import Settings
 from ..models import tenant
+from ..worker.wakeup import wake_local_workers
 from .accounts import verify_password
 from .bridge import DbBridge
 from .files import KIND_BY_DIR, OUTPUT_DIRS, FileStore
@@ -297,6 +298,7 @@ class _TenantCommands:
                     lambda db: _refuse(db, ctx, tenant_id, folder, shown, kind, problem)
                 )
                 where = result_path(shown, refused.import_id)
+                wake_local_workers()  # its job writes the result file
             except Exception:
                 log.exception("transfer.refusal_record_failed")
             log.info("transfer.name_refused tenant=%s file=%r reason=%s", tenant_id, name, problem)
@@ -351,6 +353,7 @@ class _TenantCommands:
         except BaseException:
             inbox.unlink(missing_ok=True)
             raise
+        wake_local_workers()  # committed: a worker in this process (`serve`) takes it now, not at its next poll
         log.info("transfer.file_received tenant=%s import=%s file=%r bytes=%d status=%s",
                  tenant_id, import_id, name, size, accepted.status)  # fmt: skip
         where = result_path(name, import_id)

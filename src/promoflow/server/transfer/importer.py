@@ -34,6 +34,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.xml import FileKind, FileStatus, Record, RecordError, Verdict, XmlRejected, check_file, read_file
+from ..audit import Actor, record
 from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
@@ -105,6 +106,11 @@ async def _load(db: Database, tenant_id: uuid.UUID, import_id: uuid.UUID) -> Any
 async def _update(db: Database, row_id: int, **values: Any) -> None:
     async with db.write() as conn:
         await conn.execute(update(file_import).where(file_import.c.id == row_id).values(**values))
+
+
+def file_actor(imp: Any) -> Actor:
+    """The actor of a file's changes: recorded as one ``import.apply`` entry per import, not one per line."""
+    return Actor.file(imp.file_name, imp.public_id)
 
 
 async def run_file_import(job: JobContext) -> dict[str, Any]:
@@ -310,9 +316,22 @@ def count_records(kind: str, outcomes: list[Outcome]) -> None:
     by_verdict: dict[str, int] = {}
     for o in outcomes:
         by_verdict[o.verdict.value] = by_verdict.get(o.verdict.value, 0) + 1
-    counter = metrics.get().import_records
+    m = metrics.get()
     for verdict, n in by_verdict.items():
-        counter.labels(kind, verdict).inc(n)
+        m.import_records.labels(kind, verdict).inc(n)
+        if (
+            kind == "redemptions"
+        ):  # also a redeem outcome, as the API's (`promoflow_redeem_total{source="file"}`)
+            outcome = _REDEEM_OUTCOME.get(verdict, "refused")
+            m.redeem(outcome, verdict if outcome == "refused" else "", source="file", n=n)
+
+
+# A redemption line's verdict as a redeem outcome; the others (notFound, expired, invalid, …) are refusals.
+_REDEEM_OUTCOME = {
+    "applied": "redeemed",
+    "conflictAlreadyRedeemed": "already_redeemed",
+    "duplicate": "replayed",
+}
 
 
 def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
@@ -338,7 +357,7 @@ async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items
     records, outcomes = _split(items)
     async with job.db.write() as conn:
         if records:
-            outcomes += await factory(job.tenant, imp, job.now()).apply(conn, records)
+            outcomes += await factory(job.tenant.acting(file_actor(imp)), imp, job.now()).apply(conn, records)
         await save_outcomes(conn, imp.id, imp.tenant_id, outcomes)
         if after is not None:
             await _wait_for_commit(after)
@@ -405,6 +424,12 @@ async def _finish(
         )  # fmt: skip
         if forget:
             await forget_content(conn, imp)
+        if records and status in ("done", "failed") and any(counts.values()):
+            after = {"kind": imp.kind, "folder": imp.folder, "status": status,
+                     "counts": {k: v for k, v in counts.items() if v},
+                     **({"reason": reason} if reason else {})}  # fmt: skip
+            await record(conn, imp.tenant_id, file_actor(imp), "import.apply", "import", imp.public_id,
+                         after=after, at=job.now(), summary=True)  # fmt: skip
     log.info("transfer.import_finished import=%s file=%r status=%s counts=%s",
              imp.public_id, imp.file_name, status, counts)  # fmt: skip
     return {"importId": str(imp.public_id), "status": status, "counts": counts, "resultFile": result_path}

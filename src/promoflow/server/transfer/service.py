@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...kit.guid import parse_guid
+from ...kit.present import without_none
 from ...kit.timeutil import iso
 from ...wire.xml import Verdict
 from ..models import file_import, import_record, job
@@ -46,7 +47,7 @@ class ImportService:
         else:
             # Finished: every record that got a verdict of this import (none for a refused or duplicate file).
             done = sum((row.counts or {}).values())
-        return {
+        return without_none({
             "id": str(row.public_id),
             "fileName": row.file_name,
             "folder": row.folder,
@@ -62,7 +63,7 @@ class ImportService:
             "receivedOn": iso(row.received_at, tz),
             "startedOn": iso(row.started_at, tz),
             "finishedOn": iso(row.finished_at, tz),
-        }
+        })  # fmt: skip
 
     def _select(self) -> Any:
         return (
@@ -109,7 +110,7 @@ class ImportService:
             item: dict[str, Any] = {"index": r.record_index, "verdict": r.verdict, "line": r.line, "key": r.key,
                                     "reason": r.reason}  # fmt: skip
             item.update(r.detail or {})
-            items.append(item)
+            items.append(without_none(item))
         out["records"] = {
             "items": items,
             "totalCount": int(total or 0),

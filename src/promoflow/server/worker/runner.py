@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -41,7 +42,7 @@ from ..config import Settings
 from ..db import Database
 from ..models import job, tenant
 from ..tenant.service import TenantContext, context_from_row
-from . import queue
+from . import queue, wakeup
 
 if TYPE_CHECKING:
     from ..features import Composition
@@ -280,6 +281,8 @@ class Worker:
         self._last_housekeeping: datetime | None = None
         self._started = 0
         self._finished = 0
+        self.waiting = False
+        """True while the worker waits for its next poll (or a wake-up) with nothing it could start."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -301,6 +304,8 @@ class Worker:
 
     async def run(self) -> None:
         log.info("worker.started name=%s concurrency=%d hold=%d", self.name, self.concurrency, self.hold)
+        # An FTP upload in this process (`serve`) wakes the worker from the FTP server's thread.
+        wakeup.register(id(self), asyncio.get_running_loop(), self.wake)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -308,9 +313,12 @@ class Worker:
                     await self._step()
                 except Exception:
                     log.exception("worker.loop_error")
+                self.waiting = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.idle_wait)
+                self.waiting = False
         finally:
+            wakeup.unregister(id(self))
             await self._finish_held()
         log.info("worker.stopped name=%s", self.name)
 
@@ -356,7 +364,10 @@ class Worker:
             turn = Turn(self._turns)
             task = asyncio.create_task(self._run_job(row, trow, turn), name=f"promoflow-job-{row.public_id}")
             self._held[row.id] = (task, turn, row.queue)
-            task.add_done_callback(lambda _t, job_id=row.id: self._done(job_id))
+            task.add_done_callback(functools.partial(self._task_done, row.id))
+
+    def _task_done(self, job_id: int, _task: asyncio.Task[None]) -> None:
+        self._done(job_id)
 
     def _done(self, job_id: int) -> None:
         self._held.pop(job_id, None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator
 
 from promoflow.kit.guid import parse_guid
 
@@ -27,14 +27,5 @@ def _guid(value: str) -> str:
     return str(parsed)
 
 
-def _blank_to_none(value: Any) -> Any:
-    # An empty optional element (<receiptNumber/>) means "not given", as XML writers often emit them.
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
 Guid = Annotated[str, AfterValidator(_guid)]
 """A GUID in any accepted spelling, held in lowercase canonical form."""
-
-Blank = BeforeValidator(_blank_to_none)

@@ -65,7 +65,3 @@ class Schema:
             messages.append(message)
         reason = "; ".join(messages) or "does not match the XSD"
         return reason[:_MAX_REASON]
-
-    def validate_document(self, document: etree._Element | etree._ElementTree) -> None:
-        """Raise ``etree.DocumentInvalid`` unless a whole (small) document is valid: for writers' output."""
-        self.xsd.assertValid(document)

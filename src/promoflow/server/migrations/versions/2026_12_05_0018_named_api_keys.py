@@ -1,7 +1,7 @@
 """named API keys: a name per key (unique among a tenant's active keys), a scope, last used and rotated times
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0017
 Create Date: 2026-12-05
 
 A tenant had one key (``label`` "default", or "rotated" after `tenant rotate-key`); now it names several, so a
@@ -20,7 +20,7 @@ from alembic import op
 from promoflow.server.models.base import UTCDateTime
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -5,7 +5,7 @@ Per batch (one transaction):
 1. A line whose ``idempotencyKey`` was already used for this assignment (by the API or an earlier file), or whose
    ``uniqueReceiptId`` is already on a redemption of this assignment, is ``duplicate``: success, nothing changed.
 2. The remaining lines are redeemed by the redemption rule's batch strategy for the database
-   (`promotion.redemption.batch_for`: on PostgreSQL one set-based statement, on SQLite one prepared statement run
+   (`promotion.statements.batch_for`: on PostgreSQL one set-based statement, on SQLite one prepared statement run
    for every line — both the very conditional write of ``RedemptionService.redeem``), with their redemption rows.
    Every line left goes through ``RedemptionService.redeem`` itself, whose refusal names the verdict: already
    redeemed (``conflictAlreadyRedeemed`` with when, where, how; ``duplicate`` when it was this receipt),
@@ -33,8 +33,9 @@ from ...exceptions import PromoflowError
 from ...models import redemption
 from ...promotion.assignment import RedemptionService
 from ...promotion.errors import PromotionAlreadyRedeemedError
-from ...promotion.redemption import RedeemLine, batch_for, when
+from ...promotion.redemption import when
 from ...promotion.rules import CHANNEL_BITS
+from ...promotion.statements import RedeemLine, batch_for
 from ...tenant.service import TenantContext
 from ..results import Outcome
 from ._common import refusal

@@ -1,0 +1,225 @@
+"""Contact writes against their floor (issues 15 §3 and 16): `POST /api/v2/contacts` (create) and
+`POST /api/v2/contacts/{id}` (update) at 1, 8, 32 and 64 concurrent requests, on PostgreSQL and on SQLite.
+
+The floor (bench/contact_floor_app.py) is a bare ASGI app on the same uvicorn stack doing one statement per
+request with the raw driver: one INSERT … ON CONFLICT for a create, one UPDATE for an update. promoflow runs as
+`promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a tenant of its
+own (rate limit off) on the same database. The load (wrk, one thread) alternates between promoflow and the floor
+phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
+seeded contacts, changing two non-key attributes. Prints req/s, p50/p99 and promoflow's share of the floor.
+
+    python bench/contact_bench.py                          # both databases, 5 s per phase
+    python bench/contact_bench.py --skip-sqlite --duration 10 --levels 32
+Needs wrk (Debian: apt-get install wrk) and PostgreSQL at --pg-url.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from _common import free_port, log, start, stop
+
+TARGET = 0.60
+
+WRK_LUA = r"""
+local ids = {}
+local n = 0
+local i = 0
+local mode, prefix, tag = "%(mode)s", "%(prefix)s", "%(tag)s"
+if mode == "update" then
+  for line in io.lines("%(ids)s") do n = n + 1; ids[n] = line end
+end
+local headers = {["apikey"] = "%(key)s", ["Content-Type"] = "application/json"}
+request = function()
+  i = i + 1
+  if mode == "create" then
+    local body = string.format('{"email":"%%s-%%d@bench.example","firstName":"Bench","city":"Lund"}', tag, i)
+    return wrk.format("POST", prefix, headers, body)
+  end
+  local body = string.format('{"firstName":"N%%d","city":"Malmo"}', i)
+  return wrk.format("POST", prefix .. "/" .. ids[(i %% n) + 1], headers, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON{\"rps\": %%f, \"requests\": %%d, \"errors\": %%d, \"non2xx\": %%d, \"p50\": %%f, \"p99\": %%f}\n",
+    summary.requests / (summary.duration / 1e6), summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk(
+    base: str, mode: str, prefix: str, ids: Path, key: str, connections: int, duration: int
+) -> dict[str, float]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    tag = uuid.uuid4().hex[:10]
+    script.write_text(WRK_LUA % {"mode": mode, "prefix": prefix, "ids": ids, "key": key, "tag": tag})
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    script.unlink()
+    m = re.search(r"JSON(\{.*\})", out)
+    assert m, out
+    return json.loads(m.group(1))  # type: ignore[no-any-return]
+
+
+async def _tenant(url: str) -> tuple[str, str]:
+    from promoflow.server.db import Database
+    from promoflow.server.tenant.service import TenantService
+
+    db = Database(url, pool_size=2)
+    try:
+        async with db.write() as conn:
+            new = await TenantService(datetime.now(UTC)).create(
+                conn, f"bench-{uuid.uuid4().hex[:8]}", settings={"rateLimitPerSecond": 0}
+            )
+    finally:
+        await db.dispose()
+    return str(new.tenant_id), new.api_key
+
+
+def seed(url: str, n: int, workdir: Path, side: str) -> tuple[str, str, Path]:
+    """A tenant with ``n`` contacts; returns its id, API key and a file of the contact ids."""
+    tenant_id, key = asyncio.run(_tenant(url))
+    tid = uuid.UUID(tenant_id)
+    ids = [uuid.uuid4() for _ in range(n)]
+    now = datetime.now(UTC)
+    rows = [
+        (i, f"{side}{k}@seed.example", json.dumps({"email": f"{side}{k}@seed.example", "memberNumber": f"S{k}"}),
+         f"S{side}{k}")
+        for k, i in enumerate(ids)
+    ]  # fmt: skip
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.split("///", 1)[1]) as lite:
+            lite.executemany(
+                "INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, key_value, email, "
+                "member_number, approved, created_at, updated_at) VALUES (?, ?, 'Member', ?, '{}', ?, ?, ?, 1, ?, ?)",
+                [(i.hex, tid.hex, a, e, e, m, now.replace(tzinfo=None).isoformat(" "),
+                  now.replace(tzinfo=None).isoformat(" ")) for i, e, a, m in rows],
+            )  # fmt: skip
+    else:
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, key_value, email, "
+                "member_number, approved, created_at, updated_at) "
+                "VALUES (%s, %s, 'Member', %s::jsonb, '{}'::jsonb, %s, %s, %s, true, %s, %s)",
+                [(i, tid, a, e, e, m, now, now) for i, e, a, m in rows],
+            )
+            conn.execute("VACUUM ANALYZE contact")
+    path = workdir / f"ids-{side}.txt"
+    path.write_text("\n".join(str(i) for i in ids) + "\n")
+    return tenant_id, key, path
+
+
+def run(db: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    from promoflow.server.migrate import upgrade
+
+    upgrade(url)
+    _, server_key, server_ids = seed(url, args.contacts, workdir, "s")
+    floor_tenant, floor_key, floor_ids = seed(url, args.contacts, workdir, "f")
+    log(f"{db}: seeded {args.contacts} contacts per side")
+    port, floor_port = free_port(), free_port()
+    common = ["--port", str(port), "--database-url", url, "--data-dir", str(workdir / "data")]
+    cmd = ["api", *common] if db == "postgresql" else ["serve", *common, "--no-ftp", "--no-worker"]
+    env = {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_ACCESS_LOG": "false"}
+    server = start([sys.executable, "-m", "promoflow.cli", *cmd], env, f"http://127.0.0.1:{port}/healthz")
+    floor = start(
+        [sys.executable, "-m", "uvicorn", "bench.contact_floor_app:app", "--port", str(floor_port),
+         "--log-level", "warning", "--no-access-log"],
+        {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": floor_tenant},
+        f"http://127.0.0.1:{floor_port}/x",
+    )  # fmt: skip
+    sides = {
+        "promoflow": (f"http://127.0.0.1:{port}", "/api/v2/contacts", server_key, server_ids),
+        "floor": (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids),
+    }
+    out: dict[str, object] = {}
+    try:
+        for (
+            base,
+            prefix,
+            key,
+            ids,
+        ) in sides.values():  # warm-up: connections, caches, a first block of numbers
+            for mode in ("create", "update"):
+                wrk(base, mode, prefix, ids, key, 8, 2)
+        for op in ("create", "update"):
+            for level in args.levels:
+                got = {}
+                for side, (base, prefix, key, ids) in sides.items():
+                    spy = None
+                    if args.profile and side == "promoflow" and level == max(args.levels):
+                        svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
+                        spy = subprocess.Popen(
+                            ["py-spy", "record", "--pid", str(server.pid), "--duration", str(args.duration),
+                             "--format", "raw", "--output", str(svg), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    got[side] = r = wrk(base, op, prefix, ids, key, level, args.duration)
+                    if spy is not None:
+                        spy.wait()
+                    log(
+                        f"{db:<10} {op:<6} c={level:<3} {side:<9} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
+                        f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}"
+                    )
+                ratio = got["promoflow"]["rps"] / got["floor"]["rps"]
+                log(
+                    f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}  (target >= {TARGET:.0%} at 32)"
+                )
+                out[f"{op}@{level}"] = {**got, "ratio": ratio}
+    finally:
+        stop(server)
+        stop(floor)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--contacts", type=int, default=5000, help="seeded contacts per side (update targets)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per measured phase")
+    p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent requests")
+    p.add_argument(
+        "--profile", help="a folder: py-spy samples of promoflow at the highest level (raw format)"
+    )
+    p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument("--skip-pg", action="store_true")
+    args = p.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        if not args.skip_pg:
+            name = "promoflow_contact_bench"
+            with psycopg.connect(args.pg_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.execute(f'CREATE DATABASE "{name}"')
+            (workdir / "pg").mkdir()
+            out["postgresql"] = run(
+                "postgresql", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, workdir / "pg"
+            )
+        if not args.skip_sqlite:
+            (workdir / "sqlite").mkdir()
+            url = f"sqlite:///{workdir / 'sqlite' / 'promoflow.sqlite3'}"
+            out["sqlite"] = run("sqlite", url, args, workdir / "sqlite")
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The floor of the contact benchmark (issues 15 §3, 16): a minimal ASGI app on the same server stack (uvicorn)
+that does one SQL statement per request with the raw driver and no framework, auth or validation beyond
+`json.loads`: a create is one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the contact row, an update one
+``UPDATE … RETURNING``. PostgreSQL through psycopg 3 (async, a pool of autocommit connections); SQLite through
+the standard `sqlite3` module (one connection, WAL, ``synchronous=NORMAL``, autocommit: the statement is its own
+transaction).
+
+Run: uvicorn bench.contact_floor_app:app --port P   (env FLOOR_DATABASE_URL, FLOOR_TENANT_ID)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+URL = os.environ.get("FLOOR_DATABASE_URL", "postgresql://postgres@127.0.0.1/promoflow_bench")
+TENANT = os.environ.get("FLOOR_TENANT_ID", "")
+POOL_SIZE = int(os.environ.get("FLOOR_POOL", "20"))
+SQLITE = URL.startswith("sqlite")
+
+_COLUMNS = (
+    "id, tenant_id, contact_type, attributes, preferences, key_value, email, approved, created_at, updated_at"
+)
+PG_CREATE = f"""
+INSERT INTO contact ({_COLUMNS})
+VALUES (%(id)s, %(t)s, 'Member', %(attrs)s::jsonb, '{{}}'::jsonb, %(email)s, %(email)s, true, %(now)s, %(now)s)
+ON CONFLICT DO NOTHING RETURNING id, attributes, created_at
+"""
+PG_UPDATE = """
+UPDATE contact SET attributes = attributes || %(attrs)s::jsonb, updated_at = %(now)s
+WHERE id = %(id)s AND tenant_id = %(t)s RETURNING id, attributes, updated_at
+"""
+LITE_CREATE = f"""
+INSERT INTO contact ({_COLUMNS})
+VALUES (:id, :t, 'Member', :attrs, '{{}}', :email, :email, 1, :now, :now)
+ON CONFLICT DO NOTHING RETURNING id, attributes, created_at
+"""
+LITE_UPDATE = """
+UPDATE contact SET attributes = json_patch(attributes, :attrs), updated_at = :now
+WHERE id = :id AND tenant_id = :t RETURNING id, attributes, updated_at
+"""
+
+_pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
+_lite: sqlite3.Connection | None = None
+
+
+async def _startup() -> None:
+    global _pool, _lite
+    if SQLITE:
+        _lite = sqlite3.connect(URL.split("///", 1)[1], isolation_level=None, check_same_thread=False)
+        _lite.execute("PRAGMA journal_mode=WAL")
+        _lite.execute("PRAGMA synchronous=NORMAL")
+        _lite.execute("PRAGMA busy_timeout=30000")
+        return
+    _pool = asyncio.Queue()
+    for _ in range(POOL_SIZE):
+        _pool.put_nowait(await psycopg.AsyncConnection.connect(URL, autocommit=True))
+
+
+def _default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _run(create: bool, params: dict[str, Any]) -> Any:
+    if SQLITE:
+        assert _lite is not None
+        lite = {
+            **params,
+            "id": params["id"].hex,
+            "t": uuid.UUID(TENANT).hex,
+            "now": params["now"].isoformat(),
+        }
+        return _lite.execute(LITE_CREATE if create else LITE_UPDATE, lite).fetchone()
+    assert _pool is not None
+    conn = await _pool.get()
+    try:
+        cur = await conn.execute(PG_CREATE if create else PG_UPDATE, {**params, "t": TENANT})
+        return await cur.fetchone()
+    finally:
+        _pool.put_nowait(conn)
+
+
+async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await _startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    now = datetime.now(UTC)
+    if scope["method"] == "POST" and path == "/contacts":
+        attrs = json.loads(await _body(receive))
+        params = {"id": uuid.uuid4(), "attrs": json.dumps(attrs), "email": attrs.get("email"), "now": now}
+        row = await _run(True, params)
+        status = 201 if row else 200
+    elif scope["method"] == "POST" and path.startswith("/contacts/"):
+        attrs = json.loads(await _body(receive))
+        row = await _run(False, {"id": uuid.UUID(path[10:]), "attrs": json.dumps(attrs), "now": now})
+        status = 200 if row else 404
+    else:
+        row, status = None, 404
+    body = json.dumps(list(row) if row else {}, default=_default).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
