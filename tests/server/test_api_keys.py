@@ -383,3 +383,20 @@ def test_0018_names_the_keys_tenants_already_have(empty_db: str) -> None:  # noq
         ("default", "api", False), ("rotated", "api", True), ("default", "api", True), ("rotated-2", "api", True),
         ("default", "api", True), ("till", "api", False), ("till", "api", True),
     ]  # fmt: skip
+
+
+def test_key_changes_through_the_api_and_the_cli_name_their_actor(api: Api, tmp_path: Path) -> None:
+    from tests.server.audit._support import changes_of
+
+    h = {"apikey": _admin_key(api)}
+    start = len(changes_of(api))
+    assert api.post("/api/v2/promoflow/keys", json={"name": "pos"}, headers=h).status_code == 201
+    assert api.post("/api/v2/promoflow/keys/pos/revoke", headers=h).status_code == 200
+    r = _cli("key", "create", api.tenant["name"], "--name", "cli key", "--database-url",
+             api.settings.resolved_database_url(), "--data-dir", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = changes_of(api, start)
+    assert [(e["action"], e["actor_kind"]) for e in got] == [
+        ("api_key.create", "api_key"), ("api_key.revoke", "api_key"), ("api_key.create", "system"),
+    ]  # fmt: skip
+    assert got[0]["actor"] == "ops" and got[2]["actor"].startswith("cli")

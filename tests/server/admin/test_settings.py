@@ -5,6 +5,7 @@ On SQLite and PostgreSQL (TestClient against the app in process, real database).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -374,3 +375,44 @@ def test_a_person_of_a_tenant_the_admin_does_not_administer_can_only_be_removed(
     assert password is not None
     assert sign_in(_fresh(admin), email, password).status_code == 303  # still works in their other tenant
     assert b.post("/admin/settings/users/remove", {"email": email}).status_code == 303
+
+
+# -------------------------------------------------------------------------------------------- audit log
+
+
+def test_every_settings_action_is_in_the_audit_log_with_its_user(admin: Admin) -> None:
+    """Each change made in Settings is recorded in its own transaction, named by the signed-in admin; a form
+    refused for a wrong value records nothing."""
+    from tests.server.audit._support import changes_of
+
+    b = admin.browser("admin")
+    email, _ = admin.user("viewer")
+    start = len(changes_of(admin.api))
+    assert b.post("/admin/settings", {"reactivationLimit": "4", "timeZone": "Mars/Base"}).status_code == 400
+    assert changes_of(admin.api, start) == []
+    assert b.post("/admin/settings", {"reactivationLimit": "4"}).status_code == 303
+    b.post("/admin/settings/keys", {"name": "till 3", "allow": "10.0.0.0/8", "scope": "api"})
+    b.post("/admin/settings/keys/allow", {"name": "till 3", "allow": "10.1.0.0/16"})
+    b.post("/admin/settings/keys/rotate", {"name": "till 3"})
+    b.post("/admin/settings/keys/revoke", {"name": "till 3"})
+    b.post("/admin/settings/ftp/rotate")
+    b.post("/admin/settings/users", {"email": "audited@example.com", "role": "viewer"})
+    b.post("/admin/settings/users/role", {"email": email, "role": "marketer"})
+    b.post("/admin/settings/users/disable", {"email": email})
+    b.post("/admin/settings/users/reset", {"email": email})
+    got = changes_of(admin.api, start)
+    assert [e["action"] for e in got] == [
+        "settings.update", "api_key.create", "api_key.allow_list", "api_key.rotate", "api_key.revoke",
+        "ftp.rotate", "user.create", "user.role", "user.disable", "user.reset",
+    ]  # fmt: skip
+    assert {(e["actor_kind"], e["actor"]) for e in got} == {("user", b.email)}
+    settings, created, allow, rotated, revoked = got[:5]
+    assert settings["before"] == {"reactivationLimit": 3} and settings["after"] == {"reactivationLimit": 4}
+    assert created["after"]["name"] == "till 3" and created["after"]["ipAllowList"] == "10.0.0.0/8"
+    assert allow["after"] == {"ipAllowList": "10.1.0.0/16"}
+    assert rotated["before"]["prefix"] != rotated["after"]["prefix"]
+    assert revoked["after"] == {"revoked": True} and created["object_id"] == revoked["object_id"]
+    secrets_seen = json.dumps([e["after"] for e in got], default=str)
+    assert "pf_" not in secrets_seen.replace(created["after"]["prefix"], "").replace(
+        rotated["after"]["prefix"], ""
+    )
