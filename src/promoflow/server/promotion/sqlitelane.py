@@ -20,6 +20,7 @@ layer, one transaction and fsync per redeem). Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -260,8 +261,14 @@ class SqliteLane:
         return (promotion_id, row[3], row[4]), faces
 
     async def close(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is not None and not task.done():
+            if task.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(task, return_exceptions=True)
+            else:  # started by a request served on another event loop (several clients of one app): wait there
+                waiting = asyncio.run_coroutine_threadsafe(asyncio.wait([task]), task.get_loop())
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(waiting), timeout=10)
         self._readers.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         with self._conns_lock:

@@ -19,6 +19,7 @@ import csv
 import io
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -64,6 +65,22 @@ class _Day:
         return start.astimezone(self.tz).date().isoformat()
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One group of a report's query: a local day (ISO), a kind (the redemption channel; for receipts ``sale`` or
+    ``returned``), a store (None when unknown) and how many."""
+
+    day: str
+    kind: str
+    store: str | None
+    n: int
+
+
+def local_day_of(conn: AsyncConnection, tz: ZoneInfo) -> _Day:
+    """The reports' local-day grouping (the same on every figure), for a caller that adds a figure of its own."""
+    return _Day(conn, tz)
+
+
 def _figures(**extra: int) -> dict[str, Any]:
     return {
         **extra,
@@ -89,6 +106,13 @@ class ReportService:
         self.now = now
 
     async def promotion(self, conn: AsyncConnection, promotion_ref: str) -> dict[str, Any]:
+        return (await self.promotion_detail(conn, promotion_ref))[0]
+
+    async def promotion_detail(
+        self, conn: AsyncConnection, promotion_ref: str
+    ) -> tuple[dict[str, Any], list[Cell], list[Cell]]:
+        """The report, and the cells it was summed from (same queries, one pass): redemptions per (local day,
+        channel, store) and linked receipts per (local day, store, sale | return) — the admin UI's charts."""
         pid = parse_promotion_id(promotion_ref)
         tid = self.ctx.tenant_id
         promo = (
@@ -103,11 +127,14 @@ class ReportService:
         channels: dict[str, int] = defaultdict(int)
         deleted = reactivated = shown = impressions = 0
 
+        redeemed_cells: list[Cell] = []
+        receipt_cells: list[Cell] = []
         for day, channel, store_id, n, live, gone, again in await self._assignments(conn, d, pid):
             total["assigned"] += live
             deleted += gone
             reactivated += again
             if n:
+                redeemed_cells.append(Cell(str(d.day(day)), str(channel), store_id, n))
                 total["redeemed"] += n
                 days[str(d.day(day))]["redeemed"] += n
                 channels[str(channel)] += n
@@ -125,6 +152,7 @@ class ReportService:
             days[str(d.day(r[0]))]["shown"] += int(r[1])
 
         for _, day, store_id, currency, is_return, n, revenue, discount in await self._sales(conn, d, [pid]):
+            receipt_cells.append(Cell(str(d.day(day)), RETURNED if is_return else "sale", store_id, n))
             for fig in (total, days[str(d.day(day))], stores[store_id]):
                 fig["returns" if is_return else "receipts"] += n
                 fig["revenue"][currency] += revenue
@@ -134,7 +162,7 @@ class ReportService:
         def out(fig: dict[str, Any], **extra: Any) -> dict[str, Any]:
             return {**extra, **fig, "revenue": _money(fig["revenue"]), "discount": _money(fig["discount"])}
 
-        return without_none({
+        report = without_none({
             "promotionId": str(promo.id),
             "externalId": promo.external_id,
             "name": promo.name,
@@ -159,6 +187,7 @@ class ReportService:
             ],
             "byDay": [out(fig, date=key) for key, fig in sorted(days.items())],
         })  # fmt: skip
+        return report, redeemed_cells, receipt_cells
 
     async def _assignments(
         self, conn: AsyncConnection, d: _Day, pid: uuid.UUID

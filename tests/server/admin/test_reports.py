@@ -1,0 +1,155 @@
+"""The Reports screen: after scripted traffic through the API (assign, fetch, redeem by API and by receipt,
+return by a receipt), every number of the funnel, the views and their CSV equals what was done and what the API's
+own report says; ranges, comparison, roles and tenant isolation. SQLite and PostgreSQL (the local day is SQL that
+differs between the two)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+from tests.server.admin._helpers import assign, contact, promotion, text_of
+from tests.server.admin.conftest import Admin
+from tests.server.receipt.conftest import item, receipt_body
+
+
+def _traffic(admin: Admin) -> dict[str, Any]:
+    """10 Mar (Stockholm): three assignments. 11 Mar: a fourth; two contacts fetch; one redeems at the till (POS,
+    S1), one by a receipt (S2) that is then returned, one on the web shop (ECOM, WEB)."""
+    api = admin.api
+    pid = promotion(api, "Spring", start="2026-03-01", end="2026-03-31", channels=("POS", "ECOM"))
+    emails = [f"r{i}@example.com" for i in range(4)]
+    cids = [contact(api, email=e) for e in emails]
+    coupons = [assign(api, c, pid) for c in cids[:3]]
+    api.clock.advance(timedelta(days=1))  # 11 Mar 13:00 Stockholm
+    coupons.append(assign(api, cids[3], pid))
+    for c in cids[:2]:
+        assert (
+            api.get(f"/api/v2/contacts/{c}/promotions", params={"redemptionChannelType": "POS"}).status_code
+            == 200
+        )
+    r = api.post(f"/api/v2/promotions/codes/{coupons[0]}/redeem",
+                 json={"redemptionChannel": "POS", "storeExternalId": "S1"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    sale = receipt_body(key=emails[1], used=[{"couponId": coupons[1]}], store="S2",
+                        created="2026-03-11T12:30:00+01:00")  # fmt: skip
+    assert api.post("/api/v2/receipts", json=sale).status_code == 200
+    ret = receipt_body(key=emails[1], store="S2", created="2026-03-11T12:45:00+01:00",
+                       items=[item("100.00", sku="A", qty=-1, type_="RETURN")],
+                       originalUniqueReceiptId=sale["uniqueReceiptId"])  # fmt: skip
+    assert api.post("/api/v2/receipts", json=ret).status_code == 200
+    r = api.post(f"/api/v2/promotions/codes/{coupons[2]}/redeem",
+                 json={"redemptionChannel": "ECOM", "storeExternalId": "WEB"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    report = api.get(f"/api/v2/reports/promotions/{pid}").json()
+    return {"pid": pid, "api": report}
+
+
+def _csv(response: Any) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+def _figure(html: str, name: str) -> int:
+    part = html.split(f'data-figure="{name}">')[1]
+    return int(part.split("<")[0].replace(",", ""))
+
+
+def test_the_funnel_views_and_csv_equal_the_traffic_and_the_api(admin: Admin) -> None:
+    t = _traffic(admin)
+    pid, api = t["pid"], t["api"]
+    assert (api["assigned"], api["shown"], api["redeemed"], api["returns"]) == (4, 2, 3, 1)
+    viewer = admin.browser("viewer")
+    page = viewer.get(f"/admin/reports/{pid}")
+    assert page.status_code == 200
+    html = page.text
+    assert [_figure(html, f) for f in ("assigned", "shown", "redeemed", "returned")] == [4, 2, 3, 1]
+    text = text_of(html)
+    assert "50.0 % of assigned" in text and "75.0 % of assigned" in text and "33.3 % of redeemed" in text
+    assert "Data as of 11 Mar 2026 13:00:00 Europe/Stockholm" in text
+    assert html.count("Download CSV") >= 4 and html.count('<svg id="chart-') == 3
+
+    funnel = _csv(viewer.get(f"/admin/reports/{pid}/funnel.csv"))
+    assert [
+        (r["assigned"], r["shown"], r["redeemed"], r["returned"], r["redemptionRate"]) for r in funnel
+    ] == [("4", "2", "3", "1", str(api["redemptionRate"]))]
+    assert funnel[0]["asOf"] == "2026-03-11T12:00:00+00:00"
+    days = {r["date"]: r for r in _csv(viewer.get(f"/admin/reports/{pid}/by-day.csv"))}
+    assert len(days) == 30 and max(days) == "2026-03-11"
+    assert {k: v for k, v in days["2026-03-10"].items() if k != "asOf"} == {
+        "date": "2026-03-10", "assigned": "3", "shown": "0", "redeemed": "0", "returned": "0"}  # fmt: skip
+    assert {k: v for k, v in days["2026-03-11"].items() if k != "asOf"} == {
+        "date": "2026-03-11", "assigned": "1", "shown": "2", "redeemed": "3", "returned": "1"}  # fmt: skip
+    assert sum(int(r["assigned"]) for r in days.values()) == api["assigned"]
+    channels = {
+        r["channel"]: int(r["redeemed"]) for r in _csv(viewer.get(f"/admin/reports/{pid}/by-channel.csv"))
+    }
+    assert channels == {c["channel"]: c["redeemed"] for c in api["byChannel"]} == {"POS": 2, "ECOM": 1}
+    stores = {r["storeExternalId"]: (int(r["redeemed"]), int(r["receipts"]), int(r["returned"]))
+              for r in _csv(viewer.get(f"/admin/reports/{pid}/by-store.csv"))}  # fmt: skip
+    assert stores == {"S1": (1, 0, 0), "S2": (1, 1, 1), "WEB": (1, 0, 0)}
+    assert stores == {
+        s["storeExternalId"]: (s["redeemed"], s["receipts"], s["returns"]) for s in api["byStore"]
+    }
+    # The tables on the page carry the same numbers.
+    day_table = text_of(html.split('id="table-day"')[1].split("</table>")[0])
+    assert "2026-03-11 1 2 3 1" in day_table and "2026-03-10 3 0 0 0" in day_table
+
+
+def test_a_chosen_range_cuts_the_views_not_the_funnel(admin: Admin) -> None:
+    pid = _traffic(admin)["pid"]
+    viewer = admin.browser("viewer")
+    page = viewer.get(f"/admin/reports/{pid}", params={"from": "2026-03-10", "to": "2026-03-10"})
+    assert _figure(page.text, "redeemed") == 3
+    days = _csv(
+        viewer.get(f"/admin/reports/{pid}/by-day.csv", params={"from": "2026-03-10", "to": "2026-03-10"})
+    )
+    assert [(r["date"], r["assigned"], r["redeemed"]) for r in days] == [("2026-03-10", "3", "0")]
+    assert _csv(viewer.get(f"/admin/reports/{pid}/by-store.csv", params={"from": "2026-03-10", "to": "2026-03-10"})) == []  # fmt: skip
+    # The picker goes to the report with its range; a second promotion goes to the comparison.
+    r = viewer.get("/admin/reports", params={"promotion": pid, "from": "2026-03-05", "to": "2026-03-06"},
+                   follow_redirects=False)  # fmt: skip
+    assert (
+        r.status_code == 303
+        and r.headers["location"] == f"/admin/reports/{pid}?from=2026-03-05&to=2026-03-06"
+    )
+
+
+def test_two_promotions_side_by_side(admin: Admin) -> None:
+    pid = _traffic(admin)["pid"]
+    other = promotion(admin.api, "Autumn", start="2026-03-01", end="2026-03-31")
+    assign(admin.api, contact(admin.api, email="solo@example.com"), other)
+    viewer = admin.browser("viewer")
+    r = viewer.get("/admin/reports", params={"promotion": pid, "compare": other}, follow_redirects=False)
+    assert r.status_code == 303
+    page = viewer.get(r.headers["location"])
+    assert page.status_code == 200
+    table = text_of(page.text.split('id="table-compare"')[1].split("</table>")[0])
+    assert "Assigned 4 1" in table and "Redeemed 3 (75.0 % of assigned) 0" in table
+    rows = _csv(viewer.get("/admin/reports/compare.csv", params={"a": pid, "b": other}))
+    assert [(r["figure"], *list(r.values())[1:3]) for r in rows] == [
+        ("assigned", "4", "1"), ("shown", "2", "0"), ("redeemed", "3", "0"), ("returned", "1", "0")]  # fmt: skip
+
+
+def test_reports_are_read_by_every_role_and_only_in_their_tenant(admin: Admin) -> None:
+    pid = promotion(admin.api, "Mine")
+    other = admin.api.new_tenant()
+    theirs = promotion(
+        admin.api.__class__(admin.api.client, admin.api.clock, other, admin.api.settings), "Theirs"
+    )
+    for role in ("viewer", "marketer", "admin"):
+        b = admin.browser(role)
+        assert b.get("/admin/reports").status_code == 200
+        assert b.get(f"/admin/reports/{pid}").status_code == 200
+    b = admin.browser("viewer")
+    for path in (f"/admin/reports/{theirs}", f"/admin/reports/{theirs}/funnel.csv",
+                 f"/admin/reports/compare?a={pid}&b={theirs}", f"/admin/reports/{pid}/secrets.csv",
+                 "/admin/reports/not-a-guid"):  # fmt: skip
+        assert b.get(path).status_code == 404, path
+    home = b.get("/admin/reports").text
+    assert "Mine" in home and "Theirs" not in home
+    assert admin.api.client.get(f"/admin/reports/{pid}", follow_redirects=False).status_code == 303
