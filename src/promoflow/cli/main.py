@@ -230,9 +230,9 @@ def _show_text(info: dict[str, Any]) -> None:
     for line in _columns(lines):
         typer.echo("  " + line)
     typer.echo("API keys")
-    keys = [[k["prefix"] + "…", k["label"] or "", f"created {k['createdOn']}",
+    keys = [[k["prefix"] + "…", k["name"], k["scope"], f"created {k['createdOn']}",
              f"revoked {k['revokedOn']}" if k["revokedOn"] else "active",
-             f"allow {k['ipAllowList']}" if k["ipAllowList"] else ""] for k in info["apiKeys"]]  # fmt: skip
+             f"allow {', '.join(k['ipAllowList'])}" if k["ipAllowList"] else ""] for k in info["apiKeys"]]  # fmt: skip
     for line in _columns(keys) if keys else ["(none)"]:
         typer.echo("  " + line)
 
@@ -770,9 +770,11 @@ def demo_checkout(
             typer.echo(f"deliver the rest: promoflow outbox sync --outbox-dir {outbox.directory} …")
 
 
+from .keys import key_app  # noqa: E402  (needs this module's helpers)
 from .users import user_app  # noqa: E402  (needs this module's helpers)
 
 app.add_typer(user_app, name="user", hidden=not SERVER)
+app.add_typer(key_app, name="key", hidden=not SERVER)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(
         default=5.0, description="How long a verified API key is trusted before it is looked up again."
     )
+    api_key_last_used_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often (at most) a process writes an API key's 'last used at' (written in the background).",
+    )
     idempotency_ttl_hours: int = 48
     idempotency_lock_seconds: int = Field(
         default=60, description="A request holding an Idempotency-Key longer than this is taken to have died."

@@ -91,9 +91,10 @@ def default_features() -> list[Feature]:
     from .promotion.feature import FEATURE as promotion
     from .receipt.feature import FEATURE as receipt
     from .retention.feature import FEATURE as retention
+    from .tenant.feature import FEATURE as tenant
     from .transfer.feature import FEATURE as transfer
 
-    return [health, observability, contact, promotion, receipt, transfer, admin, retention]
+    return [health, observability, tenant, contact, promotion, receipt, transfer, admin, retention]
 
 
 def default_composition() -> Composition:

@@ -91,6 +91,8 @@ class ErrorCode(StrEnum):
     """A verdict filter that is not one of the result verdicts."""
     INVALID_ENCODING = "InvalidEncoding"
     """A path or query that is not valid UTF-8, or a path, query or header that holds a NUL character."""
+    INVALID_API_KEY_NAME = "InvalidApiKeyName"
+    """An API key name that is empty, too long or has characters other than letters, digits, space, . _ -."""
     # 401
     UNAUTHORIZED = "Unauthorized"
     """Not authenticated."""
@@ -103,6 +105,8 @@ class ErrorCode(StrEnum):
     """Not allowed."""
     IP_NOT_ALLOWED = "IpNotAllowed"
     """The caller's address is not in the key's IP allow-list."""
+    ADMIN_SCOPE_REQUIRED = "AdminScopeRequired"
+    """The operation needs an API key with the admin scope (promoflow extension)."""
     # 404
     NOT_FOUND = "NotFound"
     """No such resource or route."""
@@ -120,6 +124,8 @@ class ErrorCode(StrEnum):
     """No tenant of that name."""
     IMPORT_NOT_FOUND = "ImportNotFound"
     """No such import in this tenant."""
+    API_KEY_NOT_FOUND = "ApiKeyNotFound"
+    """No active API key of that name in this tenant."""
     # 405
     METHOD_NOT_ALLOWED = "MethodNotAllowed"
     """The path exists, the method does not (see the Allow header)."""
@@ -164,6 +170,8 @@ class ErrorCode(StrEnum):
     """A usedPromotions entry that names no redeemable assignment."""
     TENANT_EXISTS = "TenantExists"
     """A tenant of that name exists."""
+    API_KEY_EXISTS = "ApiKeyExists"
+    """The tenant has an active API key of that name."""
     # 413
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"
     """The body is larger than the server accepts."""
@@ -226,11 +234,13 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_IMPORT_ID: 400,
     ErrorCode.INVALID_VERDICT: 400,
     ErrorCode.INVALID_ENCODING: 400,
+    ErrorCode.INVALID_API_KEY_NAME: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.MISSING_API_KEY: 401,
     ErrorCode.INVALID_API_KEY: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.IP_NOT_ALLOWED: 403,
+    ErrorCode.ADMIN_SCOPE_REQUIRED: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONTACT_NOT_FOUND: 404,
     ErrorCode.PROMOTION_NOT_FOUND: 404,
@@ -239,6 +249,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.STORE_NOT_FOUND: 404,
     ErrorCode.TENANT_NOT_FOUND: 404,
     ErrorCode.IMPORT_NOT_FOUND: 404,
+    ErrorCode.API_KEY_NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,
     ErrorCode.IDEMPOTENCY_KEY_IN_USE: 409,
@@ -260,6 +271,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.PROMOTION_CODE_IN_USE: 409,
     ErrorCode.NO_REDEEMABLE_ASSIGNMENT: 409,
     ErrorCode.TENANT_EXISTS: 409,
+    ErrorCode.API_KEY_EXISTS: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.UNPROCESSABLE: 422,

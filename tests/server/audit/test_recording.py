@@ -215,7 +215,7 @@ def test_contacts_create_and_update(api: Any) -> None:
 
 
 def test_a_named_key_is_the_actor(api: Any) -> None:
-    """A key with a label is named by it; one without by its prefix."""
+    """The actor is the key's name (a key made without one is named "unnamed-…")."""
     from promoflow.server.tenant.service import TenantService
 
     url = api.settings.resolved_database_url()
@@ -236,9 +236,10 @@ def test_a_named_key_is_the_actor(api: Any) -> None:
     new_contact(api, {"apikey": bare})
     a, b = changes_of(api, action="contact.create")[-2:]
     assert (a["actor_kind"], a["actor"]) == ("api_key", "till-12")
-    assert (b["actor_kind"], b["actor"]) == ("api_key", f"key {bare[:10]}…")
+    assert b["actor_kind"] == "api_key" and b["actor"].startswith("unnamed-")
     keys = changes_of(api, action="api_key.create")
-    assert [k["after"]["label"] for k in keys] == ["default", "till-12", None]
+    assert [k["after"]["name"] for k in keys][:2] == ["default", "till-12"]
+    assert keys[2]["after"]["name"] == b["actor"]
     assert keys[1]["actor"] == "system" and keys[1]["after"]["prefix"] == till[:10]
 
 

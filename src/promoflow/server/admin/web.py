@@ -208,6 +208,7 @@ def require(role: Role) -> Callable[..., Coroutine[Any, Any, AdminContext]]:
 
 viewer = require(Role.VIEWER)
 marketer = require(Role.MARKETER)
+admin = require(Role.ADMIN)
 
 
 def new_login_token() -> str:

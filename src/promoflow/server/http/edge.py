@@ -25,6 +25,7 @@ from ...kit.clock import Clock
 from ..config import Settings
 from ..db import Database
 from ..exceptions import PromoflowError, TooManyRequestsError
+from ..tenant.keys import KeyUsage
 from ..tenant.service import TenantContext, TenantService, hash_key
 from . import idempotency
 from .errors import InvalidApiKeyError, IpNotAllowedError, KeyTakenOverError, MissingApiKeyError
@@ -44,6 +45,9 @@ class AppState:
     limiter: RateLimiter | SharedRateLimiter = field(default_factory=RateLimiter)
     key_cache: dict[str, tuple[TenantContext, float]] = field(default_factory=dict)
     key_refreshing: set[str] = field(default_factory=set)
+    # The key cache's clock (tests move it past the cache's expiry instead of sleeping).
+    monotonic: Callable[[], float] = time.monotonic
+    key_usage: KeyUsage | None = None
     shutting_down: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +73,7 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     raw = _api_key(headers)
     digest = hash_key(raw)
     cached = st.key_cache.get(digest)
-    mono = time.monotonic()
+    mono = st.monotonic()
     if cached is not None and (cached[1] > mono or digest in st.key_refreshing):
         # Fresh, or stale while one request is re-checking it: no stampede of look-ups when a key expires.
         ctx = cached[0]
@@ -87,14 +91,15 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
         if len(st.key_cache) > 10_000:
             st.key_cache.clear()
         st.key_cache[digest] = (ctx, mono + st.settings.api_key_cache_seconds)
-    if ctx.ip_allowlist:
+    if ctx.ip_allowlist or ctx.key_allowlist:
         client = client_host or ""
         try:
             addr = ipaddress.ip_address(client)
         except ValueError:
             addr = None
-        if addr is None or not any(addr in net for net in ctx.ip_allowlist):
-            raise IpNotAllowedError(f"requests from {client or 'this address'} are not allowed for this key")  # fmt: skip
+        for allowed in (ctx.ip_allowlist, ctx.key_allowlist):
+            if allowed and (addr is None or not any(addr in net for net in allowed)):
+                raise IpNotAllowedError(f"requests from {client or 'this address'} are not allowed for this key")  # fmt: skip
     wait = await st.limiter.acquire(
         ctx.tenant_id,
         ctx.key_id,
@@ -103,6 +108,8 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     )
     if wait:
         raise TooManyRequestsError("too many requests for this API key", retry_after=wait)
+    if st.key_usage is not None:
+        st.key_usage.note(digest, ctx.key_id, mono)
     return ctx
 
 

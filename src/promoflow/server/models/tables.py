@@ -44,10 +44,26 @@ api_key = Table(
     tenant_fk(),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("prefix", String(16), nullable=False),
-    Column("label", String(100), nullable=True),
+    # A tenant names its keys ("default", "store-12", "web shop") so it can revoke one without touching the
+    # others; a name is unique among the tenant's active keys (a revoked key's name can be used again).
+    Column("name", String(100), nullable=False),
+    # "api": the Engage API; "admin": also the promoflow key-management extension (/api/v2/promoflow/keys).
+    Column("scope", String(20), nullable=False, server_default="api"),
     Column("ip_allowlist", Text, nullable=True),
     created_at(),
+    Column("rotated_at", UTCDateTime, nullable=True),
+    # Written at most once a minute per key and process (tenant/keys.py `KeyUsage`), never on the request path.
+    Column("last_used_at", UTCDateTime, nullable=True),
     Column("revoked_at", UTCDateTime, nullable=True),
+    CheckConstraint("scope in ('api', 'admin')", name="scope"),
+    Index(
+        "uq_api_key_active_name",
+        "tenant_id",
+        "name",
+        unique=True,
+        sqlite_where=text("revoked_at IS NULL"),
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
 )
 
 

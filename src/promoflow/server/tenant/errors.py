@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...wire.errors import ErrorCode
-from ..exceptions import BadRequestError, ConflictError, NotFoundError
+from ..exceptions import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 
 
 class TenantNotFoundError(NotFoundError):
@@ -46,3 +46,28 @@ class InvalidIpAllowListError(BadRequestError):
     """400 `InvalidIpAllowList`: Not an IP address or network."""
 
     code = ErrorCode.INVALID_IP_ALLOW_LIST
+
+
+class InvalidApiKeyNameError(BadRequestError):
+    """400 `InvalidApiKeyName`: An API key name that is empty, too long or has characters other than letters,
+    digits, space, . _ -."""
+
+    code = ErrorCode.INVALID_API_KEY_NAME
+
+
+class AdminScopeRequiredError(ForbiddenError):
+    """403 `AdminScopeRequired`: The operation needs an API key with the admin scope (promoflow extension)."""
+
+    code = ErrorCode.ADMIN_SCOPE_REQUIRED
+
+
+class ApiKeyNotFoundError(NotFoundError):
+    """404 `ApiKeyNotFound`: No active API key of that name in this tenant."""
+
+    code = ErrorCode.API_KEY_NOT_FOUND
+
+
+class ApiKeyExistsError(ConflictError):
+    """409 `ApiKeyExists`: The tenant has an active API key of that name."""
+
+    code = ErrorCode.API_KEY_EXISTS

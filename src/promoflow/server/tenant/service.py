@@ -91,7 +91,12 @@ class TenantContext:
     currency: str
     settings: dict[str, Any] = field(hash=False)
     key_id: uuid.UUID | None = None
+    # The tenant's IP allow-list (`ipAllowList`) and the key's own: a request must pass both (an empty one
+    # allows any address).
     ip_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    key_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    key_name: str | None = None
+    key_scope: str = "api"
     actor: Actor = SYSTEM
 
     def acting(self, actor: Actor) -> TenantContext:
@@ -154,13 +159,17 @@ def parse_allowlist(text: str | None) -> tuple[ipaddress.IPv4Network | ipaddress
 
 
 def context_from_row(
-    row: Any, key_id: uuid.UUID | None = None, allow: str | None = None, actor: Actor = SYSTEM
+    row: Any,
+    key_id: uuid.UUID | None = None,
+    allow: str | None = None,
+    actor: Actor = SYSTEM,
+    *,
+    key_name: str | None = None,
+    key_scope: str = "api",
 ) -> TenantContext:
-    """The tenant as services see it. ``allow`` is the key's own IP allow-list; a key without one has the
+    """The tenant as services see it. ``allow`` is the key's own IP allow-list, checked in addition to the
     tenant's (`ipAllowList`)."""
     settings = {**DEFAULT_SETTINGS, **(row.settings or {})}
-    if not allow and settings.get("ipAllowList"):
-        allow = ",".join(settings["ipAllowList"])
     return TenantContext(
         tenant_id=row.id,
         name=row.name,
@@ -168,7 +177,10 @@ def context_from_row(
         currency=row.currency,
         settings=settings,
         key_id=key_id,
-        ip_allowlist=parse_allowlist(allow),
+        ip_allowlist=parse_allowlist(",".join(settings.get("ipAllowList") or [])),
+        key_allowlist=parse_allowlist(allow),
+        key_name=key_name,
+        key_scope=key_scope,
         actor=actor,
     )
 
@@ -351,23 +363,13 @@ class TenantService:
         label: str | None = None,
         ip_allowlist: str | None = None,
     ) -> str:
-        parse_allowlist(ip_allowlist)
-        raw = generate_api_key()
-        key_id = uuid.uuid4()
-        await conn.execute(
-            insert(api_key).values(
-                id=key_id,
-                tenant_id=tenant_id,
-                key_hash=hash_key(raw),
-                prefix=raw[:10],
-                label=label,
-                ip_allowlist=ip_allowlist,
-                created_at=self.now,
-            )
-        )
-        await record(conn, tenant_id, self.actor, "api_key.create", "api_key", key_id, at=self.now,
-                     after={"label": label, "prefix": raw[:10], "ipAllowList": ip_allowlist})  # fmt: skip
-        return raw
+        """A new key named ``label`` (or "unnamed-…") and its secret (`keys.ApiKeyService.create`, which records
+        it in the audit log)."""
+        from .keys import ApiKeyService
+
+        keys = ApiKeyService(self.now, self.actor)
+        name = label if label is not None else "unnamed-" + uuid.uuid4().hex[:8]
+        return (await keys.create(conn, tenant_id, name, allow=ip_allowlist)).secret
 
     async def by_name(self, conn: AsyncConnection, name: str) -> Any:
         row = (await conn.execute(select(tenant).where(tenant.c.name == name))).first()
@@ -376,20 +378,22 @@ class TenantService:
         return row
 
     async def rotate_key(self, conn: AsyncConnection, name: str) -> str:
-        """Revoke every active key of the tenant and issue a new one."""
+        """Revoke every active key of the tenant and issue a new one named "default" (`promoflow key rotate`
+        rotates one named key and leaves the others alone)."""
         row = await self.by_name(conn, name)
         revoked = (
             await conn.execute(
                 update(api_key)
                 .where(api_key.c.tenant_id == row.id, api_key.c.revoked_at.is_(None))
                 .values(revoked_at=self.now)
-                .returning(api_key.c.id, api_key.c.prefix)
+                .returning(api_key.c.id, api_key.c.name, api_key.c.prefix)
             )
         ).all()
         for key in revoked:
             await record(conn, row.id, self.actor, "api_key.rotate", "api_key", key.id, at=self.now,
-                         before={"prefix": key.prefix, "revoked": False}, after={"revoked": True})  # fmt: skip
-        return await self.add_key(conn, row.id, label="rotated")
+                         before={"name": key.name, "prefix": key.prefix, "revoked": False},
+                         after={"revoked": True})  # fmt: skip
+        return await self.add_key(conn, row.id, label="default")
 
     async def list(self, conn: AsyncConnection) -> list[dict[str, Any]]:
         keys = (
@@ -417,17 +421,21 @@ class TenantService:
                     tenant,
                     api_key.c.id.label("key_id"),
                     api_key.c.ip_allowlist,
-                    api_key.c.label.label("key_label"),
+                    api_key.c.name.label("key_name"),
+                    api_key.c.scope.label("key_scope"),
                     api_key.c.prefix.label("key_prefix"),
-                )  # fmt: skip
+                )
                 .join(api_key, api_key.c.tenant_id == tenant.c.id)
                 .where(api_key.c.key_hash == hash_key(raw_key), api_key.c.revoked_at.is_(None))
             )
         ).first()
         if row is None:
             return None
-        actor = Actor.api_key(row.key_label, row.key_prefix, row.key_id)
-        return context_from_row(row, key_id=row.key_id, allow=row.ip_allowlist, actor=actor)
+        actor = Actor.api_key(row.key_name, row.key_prefix, row.key_id)
+        return context_from_row(
+            row, key_id=row.key_id, allow=row.ip_allowlist, actor=actor, key_name=row.key_name,
+            key_scope=row.key_scope,
+        )  # fmt: skip
 
     async def update_settings(
         self, conn: AsyncConnection, name: str, changes: dict[str, Any]
@@ -515,11 +523,9 @@ class TenantService:
         (the server's defaults, from ``server`` — a Settings — filling what the tenant leaves unset)."""
         row = await self.by_name(conn, name)
         stored = {**DEFAULT_SETTINGS, **(row.settings or {})}
-        keys = (
-            await conn.execute(
-                select(api_key).where(api_key.c.tenant_id == row.id).order_by(api_key.c.created_at)
-            )
-        ).all()
+        from .keys import ApiKeyService
+
+        keys = await ApiKeyService(self.now).list(conn, row.id)
         tz = ZoneInfo(row.time_zone)
         out: dict[str, Any] = {
             "tenantId": str(row.id),
@@ -529,16 +535,7 @@ class TenantService:
             "createdOn": iso(row.created_at, tz),
             "updatedOn": iso(row.updated_at, tz),
             "settings": stored,
-            "apiKeys": [
-                {
-                    "prefix": k.prefix,
-                    "label": k.label,
-                    "createdOn": iso(k.created_at, tz),
-                    "revokedOn": iso(k.revoked_at, tz),
-                    "ipAllowList": k.ip_allowlist,
-                }
-                for k in keys
-            ],
+            "apiKeys": [k.as_json(tz) for k in keys],
             "ftpUser": row.name,
         }
         if server is not None:
