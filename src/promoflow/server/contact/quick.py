@@ -48,7 +48,7 @@ from ..hooks import ContactProbe, contact_probes
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
 from ..models import contact, member_number_counter
 from ..promotion.fastlane import LANE, POOL
-from ..promotion.redemption import compile_sqlite
+from ..promotion.statements import compile_sqlite
 from ..tenant.service import CONTACT_TYPES, TenantContext
 from .numbers import block_number, format_number
 from .service import (

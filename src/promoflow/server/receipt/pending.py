@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..hooks import ContactProbe, probe
 from ..models import contact
 from ..models.receipts import receipt, receipt_pending
-from ..promotion.redemption import compile_sqlite
+from ..promotion.statements import compile_sqlite
 from .locks import lock_id, lock_keys
 from .service import ReceiptService
 
