@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from promoflow.server.models.receipts import assignment_shown
 from tests.server.receipt.conftest import Flow, assert_error, receipt_body
@@ -53,7 +54,16 @@ def test_ledger_lists_every_event_of_an_assignment(flow: Flow) -> None:
     assert r.status_code == 200, r.text
     ledger = r.json()
     assert (ledger["assignmentId"], ledger["promotionId"], ledger["contactId"]) == (aid, pid, cid)
-    events = [{k: v for k, v in e.items() if k != "detail"} for e in ledger["events"]]
+    # The three fetches are one 'shown' event (count 3) when the buffer writes them in one batch; on a loaded
+    # machine its once-a-second flush may fall between them, making two rows of the same minute: sum those.
+    merged: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for e in ledger["events"]:
+        plain = {k: v for k, v in e.items() if k != "detail"}
+        if merged and plain["type"] == "shown" and merged[-1][0] == plain:
+            merged[-1][1]["count"] += e["detail"]["count"]
+            continue
+        merged.append((plain, dict(e.get("detail") or {})))
+    events = [plain for plain, _ in merged]
     assert events == [
         {"type": "assigned", "at": "2026-03-10T13:00:00+01:00", "via": "api"},
         {"type": "shown", "at": "2026-03-10T13:10:00+01:00", "storeExternalId": "S1"},
@@ -64,8 +74,8 @@ def test_ledger_lists_every_event_of_an_assignment(flow: Flow) -> None:
          "uniqueReceiptId": sale["uniqueReceiptId"]},
         {"type": "reactivated", "at": "2026-03-10T13:40:00+01:00", "via": "api"},
     ]  # fmt: skip
-    assert ledger["events"][1]["detail"]["count"] == 3
-    assert ledger["events"][4]["detail"]["as"] == "redeemed"
+    assert merged[1][1]["count"] == 3
+    assert merged[4][1]["as"] == "redeemed"
     assert flow.count(assignment_shown, assignment_shown.c.assignment_id == uuid.UUID(aid)) == 1
     same = flow.api.get(f"/api/v3/promotion-assignments/{aid}/events").json()
     assert same == ledger
