@@ -20,7 +20,7 @@ from ..worker.runner import Worker
 from . import exception_handlers, openapi, ratelimit
 from .accesslog import AccessLog
 from .docs import install_docs
-from .edge import AppState
+from .edge import AppState, fast_first
 from .middleware import Front
 
 log = logging.getLogger("promoflow.api")
@@ -87,7 +87,9 @@ def create_app(
     install_docs(app)
     exception_handlers.install(app)
     for router in composition.routers():
+        router.routes[:] = fast_first(router.routes)  # a checkout's route is found first (idempotent)
         app.include_router(router)
+    app.router.routes[:] = fast_first(app.router.routes)
     openapi.install(app)
     guard = _Guard()
     metrics = None
