@@ -260,8 +260,11 @@ class SqliteLane:
         return (promotion_id, row[3], row[4]), faces
 
     async def close(self) -> None:
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        # The writer task runs on the loop of the request that started it: a test client may run requests and
+        # the app's start and stop on different loops, and a task of another loop cannot be awaited here.
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.gather(task, return_exceptions=True)
         self._readers.shutdown(wait=True)
         self._writer.shutdown(wait=True)
         with self._conns_lock:
