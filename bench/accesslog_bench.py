@@ -1,5 +1,6 @@
-"""Access-log cost per request (issue 11 §7): the access-log middleware around a bare ASGI app, against the bare
-app (the floor) in the same run, and against one `logging.info` line of the same content for comparison.
+"""Access-log cost per request (issue 11 §7): the front layer (`http.middleware.Front`) with the access log around a
+bare ASGI app, against the same layer without it and the bare app (the floor) in the same run, and against one
+`logging.info` line of the same content for comparison.
 
     python bench/accesslog_bench.py              # 200,000 requests per variant
     python bench/accesslog_bench.py -n 50000
@@ -20,7 +21,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from promoflow.server.http.accesslog import AccessLogMiddleware
+from promoflow.server.http.accesslog import AccessLog
+from promoflow.server.http.middleware import Front
 
 KEY = b"pf_" + b"k" * 43
 PATH = "/api/v2/contacts/0f8fad5b-d9cb-469f-a165-70867728950e/promotions"
@@ -59,21 +61,24 @@ def main() -> None:
     p.add_argument("-n", type=int, default=200_000)
     n = p.parse_args().n
     cache = {hashlib.sha256(KEY).hexdigest(): (SimpleNamespace(name="acme"), 0.0)}
-    holder = SimpleNamespace(state=SimpleNamespace(key_cache=cache))
+    holder = SimpleNamespace(state=SimpleNamespace(key_cache=cache), shutting_down=False)
     plain = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     line_buffered = open(os.devnull, "w", buffering=1)  # noqa: SIM115
 
     async def run() -> None:
         floor = await per_request_us(bare_app, n)
         print(f"floor (bare app)                       {floor:6.2f} µs/request")
+        bare = await per_request_us(Front(bare_app, max_body=1 << 20, max_inflight=2000, holder=holder), n)
+        print(f"front layer, no access log             {bare:6.2f} µs/request  (+{bare - floor:.2f} µs)")
         for label, json_format, stream in (
             ("text, plain stream", False, plain),
             ("json, plain stream", True, plain),
             ("text, line-buffered (as stderr)", False, line_buffered),
         ):
-            mw = AccessLogMiddleware(bare_app, holder=holder, json=json_format, stream=stream)
+            access = AccessLog(holder=holder, json=json_format, stream=stream)
+            mw = Front(bare_app, max_body=1 << 20, max_inflight=2000, holder=holder, access=access)
             us = await per_request_us(mw, n)
-            print(f"access log, {label:<27} {us:6.2f} µs/request  (+{us - floor:.2f} µs)")
+            print(f"access log, {label:<27} {us:6.2f} µs/request  (+{us - bare:.2f} µs over the layer)")
 
     asyncio.run(run())
     log = logging.getLogger("bench.access")

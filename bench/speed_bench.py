@@ -228,6 +228,11 @@ def main() -> None:
             t0 = time.monotonic()
             reply = upload(ftp_port, importer, big_file)
             assert reply.startswith("226"), reply
+            deadline = time.monotonic() + 120
+            while progress(s_url, importer, big_file.name)[0] == "queued" and time.monotonic() < deadline:
+                time.sleep(
+                    0.05
+                )  # measured while the records are applied, not while the file is first checked
             for op in ("fetch", "redeem"):
                 before = progress(s_url, importer, big_file.name)
                 r = phase("serve, SQLite", op)

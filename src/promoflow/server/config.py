@@ -238,6 +238,11 @@ class Settings(BaseSettings):
     import_batch_size: int = Field(
         default=1000, description="Records applied per transaction by the importers."
     )
+    import_batch_size_sqlite: int = Field(
+        default=100,
+        description="On SQLite, records applied per transaction at most: each batch holds the database's one "
+        "write lock, so a redeem waits for at most one short batch of an import.",
+    )
     worker_stall_seconds: float = Field(
         default=120.0, description="`promoflow worker`: a job without a heartbeat this long is taken over."
     )

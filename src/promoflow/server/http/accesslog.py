@@ -1,8 +1,9 @@
 """The HTTP access log: one line per request on stderr — method, path, status, milliseconds, tenant.
 
-It sits outermost, so it times and sees every answer, the guard's 413/415/503 and the fast lane's included. The
-tenant is the name behind the request's API key as the edge verified it (its per-process key cache): looking
-it up again costs one SHA-256 of the key and a dict probe, and a request whose key was not accepted shows `-`.
+It is written by the front layer (`http.front`), outermost, so it times and sees every answer, the guard's
+413/415/503 and the fast lane's included. The tenant is the name behind the request's API key as the edge
+verified it (its per-process key cache): looking it up again costs one SHA-256 of the key and a dict probe, and a
+request whose key was not accepted shows `-`.
 The query string is left out (look-ups carry e-mail addresses and phone numbers).
 
 Text lines read like the other log lines::
@@ -26,7 +27,7 @@ import time
 from typing import IO, Any
 
 import pydantic_core
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 
 class _Stamp:
@@ -65,33 +66,14 @@ def _key_digest(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-class AccessLogMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, holder: Any, json: bool = False, stream: IO[str] | None = None
-    ) -> None:
-        self.app = app
+class AccessLog:
+    """Writes the line of each answered request; the one front layer (`http.front.Front`) calls `write`."""
+
+    def __init__(self, *, holder: Any, json: bool = False, stream: IO[str] | None = None) -> None:
         self.holder = holder  # has .state (AppState, with the key cache) once the app has started
         self.json = json
         self.stream = stream
         self.stamp = _Stamp()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the server answers when the app fails before it starts a response
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self._write(scope, status, (time.perf_counter() - started) * 1000.0)
 
     def _tenant(self, scope: Scope) -> str:
         state = self.holder.state
@@ -103,7 +85,7 @@ class AccessLogMiddleware:
         cached = state.key_cache.get(digest)
         return "-" if cached is None else cached[0].name
 
-    def _write(self, scope: Scope, status: int, ms: float) -> None:
+    def write(self, scope: Scope, status: int, ms: float) -> None:
         raw = scope.get("raw_path")
         # The path as sent (percent-encoded, so no spaces or line breaks can forge a line).
         path = raw.decode("latin-1") if raw else scope["path"]

@@ -18,11 +18,10 @@ from ..db import Database
 from ..features import Composition, default_composition
 from ..worker.runner import Worker
 from . import exception_handlers, openapi, ratelimit
-from .accesslog import AccessLogMiddleware
+from .accesslog import AccessLog
 from .docs import install_docs
-from .edge import AppState
-from .encoding import EncodingGuard
-from .middleware import GuardMiddleware
+from .edge import AppState, fast_first
+from .middleware import Front
 
 log = logging.getLogger("promoflow.api")
 
@@ -88,22 +87,31 @@ def create_app(
     install_docs(app)
     exception_handlers.install(app)
     for router in composition.routers():
+        router.routes[:] = fast_first(router.routes)  # a checkout's route is found first (idempotent)
         app.include_router(router)
+    app.router.routes[:] = fast_first(app.router.routes)
     openapi.install(app)
     guard = _Guard()
-    app.add_middleware(EncodingGuard)  # reads paths, headers and JSON bodies before any route does
-    app.add_middleware(GuardMiddleware, max_body=settings.max_body_bytes, max_inflight=2000, state=guard)
-    if settings.metrics_enabled:  # outside the guard and the fast lane: it also counts what they answer
+    metrics = None
+    if settings.metrics_enabled:  # it also counts what the guard and the fast lane answer
         from ..observability.http import RequestMetrics
 
-        app.add_middleware(RequestMetrics, fastapi=app)
-    if settings.access_log:  # outermost (outside the metrics): it times and sees every answer
-        app.add_middleware(AccessLogMiddleware, holder=guard, json=settings.access_log_format == "json")
+        metrics = RequestMetrics(app)
+    access = (
+        AccessLog(holder=guard, json=settings.access_log_format == "json") if settings.access_log else None
+    )
+    # One layer in front of the routes: access log and metrics around the guard (413/415/503) and the request's
+    # text checks (encoding), which read paths, headers and JSON bodies before any route does.
+    app.add_middleware(
+        Front,
+        max_body=settings.max_body_bytes, max_inflight=2000, holder=guard, metrics=metrics, access=access,
+    )  # fmt: skip
     return app
 
 
 class _Guard:
-    """What the guard middleware reads, filled in when the app starts."""
+    """What the front layer reads (shutting down; the key cache of the access log), filled in when the app
+    starts."""
 
     def __init__(self) -> None:
         self.state: AppState | None = None

@@ -251,3 +251,87 @@ class Edge:
 
 async def edge(request: Request, ctx: TenantContext = Depends(tenant_context)) -> Edge:
     return Edge(request, ctx)
+
+
+# ------------------------------------------------------------------------------------------------ route order
+# The router tries routes in order, and for an included router matches its routes twice (to pick it, then to
+# handle): a checkout's fetch or redeem, late in the list, paid ~145 µs of regex scans before its handler ran.
+# `fast_first` moves the routes with a fast handler to the front — each only past routes that no request could
+# match together with it, so the router still picks the same route for every request, only sooner.
+
+_ANY = None  # a segment that matches any one non-empty segment (a str path parameter)
+
+
+def _shape_of(template: str) -> tuple[list[str | None], bool] | None:
+    """The template's segments (None: a parameter) and whether it matches deeper paths too (a mount); None when
+    the template uses a convertor (``{x:path}``, ``{x:int}``…) — then it is taken to overlap everything."""
+    segments: list[str | None] = []
+    for part in template.split("/"):
+        if part.startswith("{") and part.endswith("}") and "{" not in part[1:]:
+            if ":" in part:
+                return None
+            segments.append(_ANY)
+        elif "{" in part or "}" in part:
+            return None
+        else:
+            segments.append(part)
+    return segments, False
+
+
+def _overlap(a: tuple[list[str | None], bool] | None, b: tuple[list[str | None], bool] | None) -> bool:
+    """Could one path match both (ignoring methods: a 405's Allow header comes from the first partial match)?"""
+    if a is None or b is None:
+        return True
+    (sa, deep_a), (sb, deep_b) = a, b
+    if len(sa) != len(sb) and not ((deep_a and len(sb) >= len(sa)) or (deep_b and len(sa) >= len(sb))):
+        return False
+    for x, y in zip(sa, sb, strict=False):
+        if x is _ANY and y is _ANY:
+            continue
+        if x is _ANY or y is _ANY:
+            if (y if x is _ANY else x) == "":  # a parameter never matches an empty segment
+                return False
+            continue
+        if x != y:
+            return False
+    return True
+
+
+def _shapes(route: Any, prefix: str = "") -> list[tuple[list[str | None], bool] | None]:
+    """Every shape the entry can match: a route's, a mount's (and deeper), an included router's routes'."""
+    from starlette.routing import Mount, Route
+
+    inner = getattr(route, "original_router", None)
+    if inner is not None:
+        context = getattr(route, "include_context", None)
+        deeper = prefix + (getattr(context, "prefix", "") or "")
+        return [shape for r in inner.routes for shape in _shapes(r, deeper)]
+    path = getattr(route, "path", None)
+    if isinstance(route, Mount) and isinstance(path, str):
+        shape = _shape_of(prefix + path)
+        return [None if shape is None else (shape[0], True)]
+    if isinstance(route, Route) and isinstance(path, str):
+        return [_shape_of(prefix + path)]
+    return [None]  # anything else (a host, a websocket route…): assume it overlaps
+
+
+def _is_fast(route: Any) -> bool:
+    inner = getattr(route, "original_router", None)
+    if inner is not None:
+        return any(_is_fast(r) for r in inner.routes)
+    return isinstance(route, EdgeRoute) and getattr(route.endpoint, "fast_path", None) is not None
+
+
+def fast_first(routes: list[Any]) -> list[Any]:
+    """``routes`` with the fast-path routes (or the included routers holding them) moved to the front, in their
+    own order, each past every earlier route it cannot share a request with; one that could stays where it is."""
+    moved: list[Any] = []
+    rest: list[Any] = []
+    for route in routes:
+        if _is_fast(route):
+            mine = _shapes(route)
+            if not any(_overlap(a, b) for other in rest for a in _shapes(other) for b in mine):
+                moved.append(route)
+                continue
+        rest.append(route)
+    return moved + rest

@@ -1,4 +1,4 @@
-"""The request as text, checked before any route sees it.
+"""The request as text, checked before any route sees it (by the front layer, `middleware.Front`).
 
 - A path or query that is not UTF-8, or a NUL character in the path, query or headers → 400 `InvalidEncoding`.
   Without this the two databases disagree: the ASGI server decodes a bad ``%FF`` to U+FFFD (which would then be
@@ -9,8 +9,7 @@
   surrogates, which no database can store). And it recurses once per level, so a deep body ends in a RecursionError
   somewhere near the interpreter's limit (or, just under it, deeper in the request's code).
 
-The three redeem paths read their bodies themselves (the PostgreSQL fast lane among them) and are left to that
-code.
+The three redeem paths read their bodies themselves (the fast lane among them) and are left to that code.
 """
 
 from __future__ import annotations
@@ -19,10 +18,9 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from ..exceptions import InvalidJsonError, PromoflowError
-from .errors import InvalidEncodingError
+from ..exceptions import PromoflowError
 from .exception_handlers import error_body
 
 MAX_JSON_DEPTH = 32
@@ -101,35 +99,12 @@ def _too_deep(body: bytes) -> bool:
     return bool(parens)
 
 
-class EncodingGuard:
-    """ASGI middleware: answers 400 `InvalidEncoding` for a request whose path, query or headers are not text, and
-    400 `InvalidJson` for a JSON body that is not UTF-8 or nests too deeply."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            problem = encoding_problem(scope)
-            if problem is not None:
-                await _refuse(InvalidEncodingError(problem), scope, receive, send)
-                return
-            if _is_json(scope) and not scope["path"].endswith("/redeem"):
-                body, rest = await _read_body(receive)
-                problem = json_problem(body)
-                if problem is not None:
-                    await _refuse(InvalidJsonError(problem), scope, receive, send)
-                    return
-                receive = _replay(body, rest, receive)
-        await self.app(scope, receive, send)
-
-
-async def _refuse(exc: PromoflowError, scope: Scope, receive: Receive, send: Send) -> None:
+async def refuse(exc: PromoflowError, scope: Scope, receive: Receive, send: Send) -> None:
     status, body, headers = error_body(exc)
     await JSONResponse(body, status, headers=headers)(scope, receive, send)
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
             ctype: bytes = value.split(b";", 1)[0].strip().lower()
@@ -137,7 +112,7 @@ def _is_json(scope: Scope) -> bool:
     return False
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+async def read_body(receive: Receive) -> tuple[bytes, Message | None]:
     """The whole body (the guard in front limits its size), and a disconnect that came instead of its end."""
     chunks: list[bytes] = []
     while True:
@@ -149,7 +124,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
             return b"".join(chunks), None
 
 
-def _replay(body: bytes, rest: Message | None, receive: Receive) -> Receive:
+def replay(body: bytes, rest: Message | None, receive: Receive) -> Receive:
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
     if rest is not None:
         pending.append(rest)

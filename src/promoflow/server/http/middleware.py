@@ -1,16 +1,27 @@
-"""ASGI middleware: body size limit (413), JSON content type (415), overload and shutdown (503)."""
+"""The one ASGI layer in front of the routes (`Front`): the access log and the request metrics around everything,
+then the guard (overload and shutdown 503, body size 413, JSON content type 415), then the request's text
+(`encoding`: 400 `InvalidEncoding` / `InvalidJson`), then the app.
+
+One layer, not four: each layer of its own wrapped ``send`` (and some ``receive``) in a closure and added a
+coroutine frame to every message of every request; here one wrapper sees the answer once, for all of them.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from fastapi.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...wire.errors import ErrorCode
+from ..exceptions import InvalidJsonError
+from .accesslog import AccessLog
+from .encoding import encoding_problem, is_json, json_problem, read_body, refuse, replay
+from .errors import InvalidEncodingError
 
-_BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 async def _send_error(
@@ -30,69 +41,118 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"the body is larger than {limit} bytes")
 
 
-class GuardMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body: int, max_inflight: int, state: Any) -> None:
+class Front:
+    """``holder.shutting_down`` says the server is stopping; ``metrics`` (`observability.http.RequestMetrics`)
+    and ``access`` (`accesslog.AccessLog`) are each None when turned off."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        max_inflight: int,
+        holder: Any,
+        metrics: Any = None,
+        access: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.max_inflight = max_inflight
-        self.state = state
+        self.holder = holder
+        self.metrics = metrics
+        self.access = access
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if self.state.shutting_down and path.startswith("/api/"):
-            await _send_error(
-                send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is shutting down", retry_after=5
-            )
-            return
-        if self.inflight >= self.max_inflight and path.startswith("/api/"):
-            await _send_error(
-                send, 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", retry_after=2
-            )
-            return
-        method = scope["method"].encode() if isinstance(scope["method"], str) else scope["method"]
-        headers = dict(scope["headers"])
-        if method in _BODY_METHODS and path.startswith("/api/"):
-            length = headers.get(b"content-length")
-            has_body = (
-                length is not None and length.strip() not in (b"0", b"")
-            ) or b"transfer-encoding" in headers
-            if length is not None and length.strip().isdigit() and int(length) > self.max_body:
-                await _send_error(
-                    send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
-                )
-                return
-            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if has_body and not (ctype == b"application/json" or ctype.endswith(b"+json")):
-                await _send_error(
-                    send,
-                    415,
-                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-                    "send the body as JSON with the header Content-Type: application/json",
-                )
-                return
-            receive = self._limited(receive)
-        self.inflight += 1
-        started = False
+        metrics, access = self.metrics, self.access
+        started = time.perf_counter()
+        root = scope.get("root_path", "")
+        status = 500  # what the server answers when the app fails before it starts a response
+        answered = False
+        redeem = metrics.redeem_of(scope) if metrics is not None else None
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
+        async def forward(message: Message) -> None:
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
+                answered = True
+                if redeem is not None:
+                    redeem.start(message)
+            elif redeem is not None:
+                redeem.chunk(message)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
-        except _TooLarge:
-            if not started:
-                await _send_error(
-                    send, 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
-                )
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await _send_error(forward, *refusal)
+                return
+            if scope["method"] in _BODY_METHODS and scope["path"].startswith("/api/"):
+                receive = self._limited(receive)
+            self.inflight += 1
+            try:
+                await self._checked(scope, receive, forward)
+            except _TooLarge:
+                if not answered:
+                    await _send_error(
+                        forward,
+                        413,
+                        ErrorCode.PAYLOAD_TOO_LARGE,
+                        f"the body is larger than {self.max_body} bytes",
+                    )
+            finally:
+                self.inflight -= 1
         finally:
-            self.inflight -= 1
+            elapsed = time.perf_counter() - started
+            if metrics is not None:
+                metrics.record(scope, root, status, elapsed, redeem)
+            if access is not None:
+                access.write(scope, status, elapsed * 1000.0)
+
+    def _refusal(self, scope: Scope) -> tuple[int, ErrorCode, str] | tuple[int, ErrorCode, str, int] | None:
+        """The guard's answer to an API request it refuses before the app sees it, or None."""
+        path: str = scope["path"]
+        if not path.startswith("/api/"):
+            return None
+        if self.holder.shutting_down:
+            return 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is shutting down", 5
+        if self.inflight >= self.max_inflight:
+            return 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", 2
+        if scope["method"] not in _BODY_METHODS:
+            return None
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        has_body = (
+            length is not None and length.strip() not in (b"0", b"")
+        ) or b"transfer-encoding" in headers
+        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
+            return 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if has_body and not (ctype == b"application/json" or ctype.endswith(b"+json")):
+            return (
+                415,
+                ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with the header Content-Type: application/json",
+            )
+        return None
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request's text (`encoding`), then the app. The three redeem paths read their bodies themselves."""
+        problem = encoding_problem(scope)
+        if problem is not None:
+            await refuse(InvalidEncodingError(problem), scope, receive, send)
+            return
+        if is_json(scope) and not scope["path"].endswith("/redeem"):
+            body, rest = await read_body(receive)
+            problem = json_problem(body)
+            if problem is not None:
+                await refuse(InvalidJsonError(problem), scope, receive, send)
+                return
+            receive = replay(body, rest, receive)
+        await self.app(scope, receive, send)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

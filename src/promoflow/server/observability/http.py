@@ -1,5 +1,6 @@
-"""The request metrics: an ASGI layer outside everything else (the guard's 413/415/503 and the fast lane's answers
-are counted too), labelling each request by its route *template* — never the raw path, which holds ids.
+"""The request metrics, recorded by the front ASGI layer (`http.front`) around everything else (the guard's
+413/415/503 and the fast lane's answers are counted too), labelling each request by its route *template* — never
+the raw path, which holds ids.
 
 Routed requests carry their route in the ASGI scope once the router has matched them. Requests answered before
 routing (the fast lane, the guard) are matched against the same routes here; the result is cached by the path's
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from ...wire.errors import ErrorCode
 from . import metrics as metrics_mod
@@ -45,9 +45,31 @@ def _shape(path: str) -> str:
     return _GUID_SEGMENT.sub("{}", path)
 
 
+class Redeem:
+    """What the metrics keep of a redeem's answer: whether it was a replay, and the start of an error's body."""
+
+    __slots__ = ("body", "replayed")
+
+    def __init__(self) -> None:
+        self.replayed = False
+        self.body: list[bytes] | None = None
+
+    def start(self, message: Message) -> None:
+        for name, value in message.get("headers", ()):
+            if name.lower() == b"idempotent-replayed" and value == b"true":
+                self.replayed = True
+        if message["status"] >= 400:
+            self.body = []
+
+    def chunk(self, message: Message) -> None:
+        if self.body is not None and sum(map(len, self.body)) < 4096:
+            self.body.append(message.get("body", b""))
+
+
 class RequestMetrics:
-    def __init__(self, app: ASGIApp, fastapi: Any) -> None:
-        self.app = app
+    """Labels and records each answered request; the one front layer (`http.front.Front`) calls `record`."""
+
+    def __init__(self, fastapi: Any) -> None:
         self.fastapi = fastapi
         self._patterns: list[tuple[re.Pattern[str], str, frozenset[str] | None]] | None = None
         self.metrics = metrics_mod.get()
@@ -86,38 +108,16 @@ class RequestMetrics:
                 partial = partial or template
         return partial or UNMATCHED
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        root = scope.get("root_path", "")
-        status = 500
-        redeem = scope["method"] == "POST" and scope["path"].endswith("/redeem")
-        replayed = False
-        error_body: list[bytes] | None = None
+    @staticmethod
+    def redeem_of(scope: Scope) -> Redeem | None:
+        """What to keep of the answer for `record`: something for a redeem request, None for any other."""
+        return Redeem() if scope["method"] == "POST" and scope["path"].endswith("/redeem") else None
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, replayed, error_body
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if redeem:
-                    for name, value in message.get("headers", ()):
-                        if name.lower() == b"idempotent-replayed" and value == b"true":
-                            replayed = True
-                    if status >= 400:
-                        error_body = []
-            elif error_body is not None and sum(map(len, error_body)) < 4096:
-                error_body.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.request(scope["method"], self._template(scope, root), status, elapsed)
-            if redeem:
-                self._redeem(status, replayed, error_body)
+    def record(self, scope: Scope, root: str, status: int, seconds: float, redeem: Redeem | None) -> None:
+        """One answered request (``root``: its root path as it arrived); ``redeem`` for a redeem request."""
+        self.metrics.request(scope["method"], self._template(scope, root), status, seconds)
+        if redeem is not None:
+            self._redeem(status, redeem.replayed, redeem.body)
 
     def _redeem(self, status: int, replayed: bool, body: list[bytes] | None) -> None:
         if replayed:

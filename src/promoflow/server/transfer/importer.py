@@ -11,6 +11,8 @@
   another, one batch behind, so the event loop (the API's, in `serve`) stays responsive and the Python work
   overlaps the database round trips. On PostgreSQL, batches of an applier that declares ``marks`` (redemptions)
   also overlap each other, two at a time, committed in file order (``_Pipeline``).
+- On SQLite the batches are short (``import_batch_size_sqlite``, 100): each holds the database's one write lock,
+  and the process's other writers (the fast lane's redeem groups, queued on the same FIFO turn) go in between.
 - Between two batches (everything before committed) the import gives the worker's turn to another held job
   that waits for one — another tenant's file — and goes on after it (``JobContext.checkpoint``): a big file of
   one tenant never holds up the small files of the others.
@@ -35,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.xml import FileKind, FileStatus, Record, RecordError, Verdict, XmlRejected, check_file, read_file
 from ..audit import Actor, record
+from ..config import Settings
 from ..db import Database
 from ..models import file_import, import_content
 from ..tenant.service import TenantContext
@@ -162,7 +165,7 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     async with job.db.read() as conn:
         start = await done_upto(conn, imp.id)
     settings = job.settings
-    batches = _Batches(kind, path, max(1, settings.import_batch_size), start)
+    batches = _Batches(kind, path, batch_size(settings, job.db), start)
     result = ResultFile(store, imp)
     try:
         if start == 0:
@@ -187,6 +190,16 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     finally:
         batches.close()
         result.discard()
+
+
+def batch_size(settings: Settings, db: Database) -> int:
+    """Records per batch transaction. On SQLite a batch holds the one write lock every writer of the file queues
+    on (the fast lane's redeem groups among them), so there batches are short slices
+    (``import_batch_size_sqlite``): a checkout waits for at most one of them, never for a 1,000-line batch."""
+    size = settings.import_batch_size
+    if db.sqlite:
+        size = min(size, settings.import_batch_size_sqlite)
+    return max(1, size)
 
 
 async def _take_over(db: Database, imp: Any) -> Any:
