@@ -6,15 +6,20 @@ Idempotency-Key, a key already held, a receipt waiting for the new contact) they
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
 from promoflow.server.contact.quick import ANSWERED
+from promoflow.server.db import make_sync_engine
 from promoflow.server.http.app import create_app
+from promoflow.server.models import audit_event, contact
 from tests.conftest import make_tenant
 
 from ._support import assert_error
@@ -203,3 +208,82 @@ def test_a_create_whose_key_is_held_or_awaited_goes_to_the_routed_path(both: Any
         fast.post("/api/v2/contacts", json={"email": "free@example.com"}, headers=headers).status_code == 201
     )
     assert _answered(fast) == before + 1
+
+
+def _written(settings: Settings, contact_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The contact's name search keys and its audit entries as stored (with whether ``before``/``after`` are SQL
+    NULL: JSON null and SQL NULL read back alike), the twin-specific values (ids, e-mail, member number) out."""
+    engine = make_sync_engine(settings.resolved_database_url())
+    e = audit_event.c
+    try:
+        with engine.connect() as conn:
+            keys = conn.execute(
+                select(contact.c.name_key, contact.c.name_key_rev, contact.c.updated_at).where(
+                    contact.c.id == uuid.UUID(contact_id)
+                )
+            ).one()
+            rows = conn.execute(
+                select(audit_event, e.before.is_(None).label("sql_null_before"),
+                       e.after.is_(None).label("sql_null_after"))
+                .where(e.contact_id == uuid.UUID(contact_id))
+                .order_by(e.id)
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    entries = []
+    for r in rows:
+        entry = dict(r._mapping)
+        assert entry.pop("object_id") == contact_id and str(entry.pop("contact_id")) == contact_id
+        entry.pop("id")
+        for side in ("before", "after"):
+            if entry[side] is not None:
+                entry[side] = {k: v for k, v in entry[side].items() if k not in ("email", "memberNumber")}
+        entries.append(entry)
+    return dict(keys._mapping), entries
+
+
+NAMED_CREATES = [
+    {"email": "n@example.com", "firstName": " Åsa ", "lastName": "Sjö  Berg", "city": "Lund"},
+    {"email": "n@example.com", "lastName": "ÉMILE", "preferences": {"acceptsEmail": True}},
+    {"email": "n@example.com", "city": "Ystad"},  # no name: no keys
+]
+NAMED_UPDATES = [
+    {"firstName": "Ébba", "city": ""},
+    {"lastName": None, "preferences": {"acceptsSms": False}},
+    {"firstName": "Ébba"},  # nothing changes: no entry
+    {"lastName": "Strauß", "firstName": ""},
+    {"preferences": {"acceptsSms": False}, "zipCode": "22100"},
+]
+
+
+def test_both_paths_write_the_same_audit_entries_and_name_keys(both: Any, settings: Settings,
+                                                               clock: Any) -> None:  # fmt: skip
+    """The quick paths write what `ContactService.create/update` write: the name search keys (`name_keys`) and
+    the audit entries (action, actor, before/after, time), in the change's transaction."""
+    fast, routed, headers = both
+    for n, body in enumerate(NAMED_CREATES):
+        clock.set(clock.now() + timedelta(seconds=1))
+        before = _answered(fast)
+        fa = fast.post("/api/v2/contacts", json=_twin(body, n, "a"), headers={**headers, "source": "POS"})
+        ra = routed.post("/api/v2/contacts", json=_twin(body, n, "b"), headers={**headers, "source": "POS"})
+        assert fa.status_code == ra.status_code == 201 and _answered(fast) == before + 1
+        a, b = fa.json()["id"], ra.json()["id"]
+        for change in NAMED_UPDATES:
+            clock.set(clock.now() + timedelta(seconds=1))
+            before = _answered(fast)
+            assert fast.post(f"/api/v2/contacts/{a}", json=change, headers=headers).status_code == 200
+            assert routed.post(f"/api/v2/contacts/{b}", json=change, headers=headers).status_code == 200
+            assert _answered(fast) == before + 1
+        keys_a, entries_a = _written(settings, a)
+        keys_b, entries_b = _written(settings, b)
+        assert keys_a == keys_b and entries_a == entries_b, body
+        assert [e["action"] for e in entries_a] == ["contact.create"] + ["contact.update"] * 4
+        assert entries_a[-1]["at"] == keys_a["updated_at"]
+        assert entries_a[0]["after"]["source"] == "POS" and entries_a[0]["before"] is None
+        assert (keys_a["name_key"], keys_a["name_key_rev"]) == ("strauss", "strauss")
+    created = fast.post(
+        "/api/v2/contacts", json={**NAMED_CREATES[0], "email": "z@example.com"}, headers=headers
+    )
+    keys, entries = _written(settings, created.json()["id"])
+    assert (keys["name_key"], keys["name_key_rev"]) == ("asa sjo berg", "sjo berg asa")
+    assert entries[0]["after"]["firstName"] == "Åsa" and entries[0]["actor_kind"] == "api_key"

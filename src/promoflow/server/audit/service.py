@@ -81,6 +81,40 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict[str,
     return {k: old.get(k) for k in keys}, {k: new.get(k) for k in keys}
 
 
+def entry_values(
+    tenant_id: uuid.UUID,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: object,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+    contact_id: uuid.UUID | None = None,
+    promotion_id: uuid.UUID | None = None,
+    summary: bool = False,
+) -> dict[str, Any] | None:
+    """The row `record` appends (column name → value), or None when the actor's changes are not itemised. For the
+    paths that write without SQLAlchemy's connection (the contact quick paths), so they write the same row."""
+    if not actor.itemised and not summary:
+        return None
+    return {
+        "tenant_id": tenant_id,
+        "at": at or datetime.now(UTC),
+        "actor_kind": actor.kind.value,
+        "actor": actor.name[:255],
+        "actor_ref": actor.ref[:64] if actor.ref else None,
+        "action": action,
+        "object_type": object_type,
+        "object_id": str(object_id)[:64],
+        "contact_id": contact_id,
+        "promotion_id": promotion_id,
+        "before": plain(dict(before)) if before is not None else None,
+        "after": plain(dict(after)) if after is not None else None,
+    }
+
+
 async def record(
     conn: AsyncConnection,
     tenant_id: uuid.UUID,
@@ -97,24 +131,10 @@ async def record(
     summary: bool = False,
 ) -> None:
     """Append one entry, in the caller's transaction (see the module docstring)."""
-    if not actor.itemised and not summary:
-        return
-    await conn.execute(
-        insert(audit_event).values(
-            tenant_id=tenant_id,
-            at=at or datetime.now(UTC),
-            actor_kind=actor.kind.value,
-            actor=actor.name[:255],
-            actor_ref=actor.ref[:64] if actor.ref else None,
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id)[:64],
-            contact_id=contact_id,
-            promotion_id=promotion_id,
-            before=plain(dict(before)) if before is not None else None,
-            after=plain(dict(after)) if after is not None else None,
-        )
-    )
+    values = entry_values(tenant_id, actor, action, object_type, object_id, before, after, at=at,
+                          contact_id=contact_id, promotion_id=promotion_id, summary=summary)  # fmt: skip
+    if values is not None:
+        await conn.execute(insert(audit_event).values(values))
 
 
 # ============================================================================================ reading

@@ -6,17 +6,24 @@ Profiled under load (bench/contact_bench.py), the routed create and update spent
 pending-receipt look-up, BEGIN/COMMIT, each through the ORM layer on an async driver) and on the CPU each one costs
 the server and the database: no one part is waste to remove, the count of statements is the cost. Here:
 
-- **Update** (plain attributes — not keys — and preferences): PostgreSQL, one ``UPDATE … RETURNING`` on an
-  autocommit connection of the fast lane's pool that merges the change into the stored JSON the way
-  `ContactService.update` does (present values overwrite, ``null``/``""`` clear; preferences merge). SQLite, on the
-  lane's writer thread (`SqliteLane.write`, group-committed with the redeems): the row read, merged in Python as
-  the routed path merges it, and written back.
+- **Update** (plain attributes — not keys — and preferences): PostgreSQL, one transaction in two pipelined round
+  trips on a connection of the fast lane's pool: ``BEGIN`` and the row read ``FOR UPDATE``; then, merged in Python
+  as `ContactService.update` merges it (present values overwrite, ``null``/``""`` clear; preferences merge), the
+  ``UPDATE … RETURNING``, the ``contact.update`` audit entry when something changed, and ``COMMIT``. SQLite, on the
+  lane's writer thread (`SqliteLane.write`, group-committed with the redeems): the row read, merged, written back,
+  and the audit entry, in the writer's transaction.
 - **Create**: PostgreSQL, one pipelined round trip — ``BEGIN``; the advisory locks of the `contact_changed` hooks
   (`hooks.ContactProbe`: the receipts' pending match locks the contact's keys); one ``INSERT … SELECT`` that writes
   the contact only when no contact of that type holds the key (the routed path's look-up, same column) and no hook
   has work for it (a receipt waits for one of its keys); ``COMMIT``. The member number comes from the process's
   block (`numbers.block_number`, shared with the routed path). SQLite, on the writer thread: the same look-up, the
   number from the counter, the hooks' question and the insert, in the writer's transaction.
+
+Both write what the routed path writes: the name search keys (`name_keys`, with the other derived columns of
+`_columns`) and the audit entry (`audit.entry_values`: ``contact.create`` with `created_view`, ``contact.update``
+with the `diff` of `audit_view`, none for an unchanged contact or an actor that is not itemised), at the same
+``now``, in the change's transaction (on PostgreSQL's create pipeline, an entry written only when the insert wrote
+the contact). The statements are compiled from the tables (`compile_pg`, `compile_sqlite`).
 
 Both validate with the routed path's functions (`_clean_attributes`, `_preferences`, `contact_type_of`) and answer
 with its presenter (`contact_out`, v2 without ``contactType``). Whatever they do not handle the routed path answers,
@@ -36,19 +43,20 @@ from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import JSON, String, bindparam, exists, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import sqlite
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...kit.guid import parse_guid
+from ..audit import diff, entry_values
 from ..exceptions import PromoflowError
 from ..hooks import ContactProbe, contact_probes
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
-from ..models import contact, member_number_counter
+from ..models import audit_event, contact, member_number_counter
 from ..promotion.fastlane import LANE, POOL
-from ..promotion.statements import compile_sqlite
+from ..promotion.statements import compile_pg, compile_sqlite
 from ..tenant.service import CONTACT_TYPES, TenantContext
 from .numbers import block_number, format_number
 from .service import (
@@ -58,8 +66,11 @@ from .service import (
     _clean_attributes,
     _columns,
     _preferences,
+    audit_view,
     contact_out,
     contact_type_of,
+    created_view,
+    name_keys,
 )
 
 log = logging.getLogger("promoflow.contacts")
@@ -71,57 +82,77 @@ _RETURNED = (
 )
 _KEY_COLUMNS = ("key_value", "email", "mobile_phone", "ssn", "member_number", "external_id")
 
+_C = contact.c
+_P_TENANT = bindparam("t", type_=_C.tenant_id.type)
+_P_ID = bindparam("id", type_=_C.id.type)
+_RETURNING = (_C.id, _C.contact_type, _C.attributes, _C.preferences, _C.created_at, _C.updated_at, _C.source,
+              _C.store_external_id, _C.approved)  # fmt: skip
+# The update's values: the merged JSON, the time, and the name search keys (`name_keys`) of the merged names.
+_UPDATE_VALUES = {
+    "attributes": bindparam("attrs", type_=_C.attributes.type),
+    "preferences": bindparam("prefs", type_=_C.preferences.type),
+    "updated_at": bindparam("now", type_=_C.updated_at.type),
+    **{k: bindparam(k, type_=_C[k].type) for k in name_keys({})},
+}
+_UPDATE = sql_update(contact).where(_C.id == _P_ID, _C.tenant_id == _P_TENANT).values(_UPDATE_VALUES)
+_AUDIT_BINDS = {c.name: bindparam(c.name, type_=c.type) for c in audit_event.columns if c.name != "id"}
+
 # ------------------------------------------------------------------------------------------------- PostgreSQL
 
-_PG_UPDATE = f"""
-UPDATE contact
-SET attributes = (attributes || %(set)s::jsonb) - %(clear)s::text[],
-    preferences = preferences || %(prefs)s::jsonb,
-    updated_at = %(now)s
-WHERE id = %(id)s AND tenant_id = %(t)s
-RETURNING {_RETURNED}
-"""
+_PG_ROW = f"SELECT {_RETURNED} FROM contact WHERE id = %(id)s AND tenant_id = %(t)s FOR UPDATE"
 _PG_LOCK = "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(%(ids)s AS bigint[])) AS k ORDER BY k"
 
 
-def _pg_create(column: str, conditions: tuple[str, ...]) -> str:
+def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...]) -> str:
     """The create as one statement: the contact is written only when no contact of its type holds the key in
-    ``column`` (the routed path's look-up) and no hook has work for it; any unique conflict writes nothing."""
+    ``column`` (the routed path's look-up) and no hook has work for it; any unique conflict writes nothing.
+    ``derived``: the columns `_columns` fills from the attributes (keys, name search keys), each its own
+    parameter."""
     waiting = "".join(f" AND NOT {c}" for c in conditions)
     return f"""
 WITH found AS (
   SELECT 1 FROM contact
   WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s LIMIT 1)
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
-                     created_at, updated_at, {", ".join(_KEY_COLUMNS)})
+                     created_at, updated_at, {", ".join(derived)})
 SELECT %(id)s, %(t)s, %(ct)s, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s, %(store)s, %(approved)s,
-       %(now)s, %(now)s, {", ".join(f"%({c})s" for c in _KEY_COLUMNS)}
+       %(now)s, %(now)s, {", ".join(f"%({c})s" for c in derived)}
 WHERE NOT EXISTS (SELECT 1 FROM found){waiting}
 ON CONFLICT DO NOTHING
 RETURNING {_RETURNED}
 """
 
 
-_pg_creates: dict[tuple[str, tuple[str, ...]], str] = {}
+_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+# The columns `_values` gives with their own expression in `_pg_create`; the rest are `_columns`' derived ones.
+_WRITTEN = frozenset({"id", "tenant_id", "contact_type", "attributes", "preferences", "source",
+                      "store_external_id", "approved", "created_at", "updated_at"})  # fmt: skip
+# An entry, written only when its contact is there (in the create's pipeline: when the insert wrote it).
+_PG_AUDIT = compile_pg(
+    insert(audit_event).from_select(
+        list(_AUDIT_BINDS),
+        select(*_AUDIT_BINDS.values()).where(
+            exists().where(
+                contact.c.id == _AUDIT_BINDS["contact_id"], contact.c.tenant_id == _AUDIT_BINDS["tenant_id"]
+            )
+        ),
+    )
+)
+_PG_UPDATE = compile_pg(_UPDATE.returning(*_RETURNING))
+
+
+def _pg_audit(entry: dict[str, Any]) -> dict[str, Any]:
+    """`_PG_AUDIT`'s parameters: the JSON columns as text (``None`` as JSON null, as SQLAlchemy writes it)."""
+    return _PG_AUDIT.params(
+        **{**entry, "before": json.dumps(entry["before"]), "after": json.dumps(entry["after"])}
+    )
+
 
 # ----------------------------------------------------------------------------------------------------- SQLite
 
-_C = contact.c
-_P_TENANT = bindparam("t", type_=_C.tenant_id.type)
-_P_ID = bindparam("id", type_=_C.id.type)
-_RETURNING = (_C.id, _C.contact_type, _C.attributes, _C.preferences, _C.created_at, _C.updated_at, _C.source,
-              _C.store_external_id, _C.approved)  # fmt: skip
 _LITE_ROW = compile_sqlite(select(*_RETURNING).where(_C.id == _P_ID, _C.tenant_id == _P_TENANT))
-_LITE_UPDATE = compile_sqlite(
-    sql_update(contact)
-    .where(_C.id == _P_ID, _C.tenant_id == _P_TENANT)
-    .values(
-        attributes=bindparam("attrs", type_=_C.attributes.type),
-        preferences=bindparam("prefs", type_=_C.preferences.type),
-        updated_at=bindparam("now", type_=_C.updated_at.type),
-    )
-    .returning(*_RETURNING)
-)
+_LITE_UPDATE = compile_sqlite(_UPDATE.returning(*_RETURNING))
+_LITE_AUDIT = compile_sqlite(insert(audit_event).values(_AUDIT_BINDS))
 _LITE_FOUND = {
     column: compile_sqlite(
         select(_C.id)
@@ -166,6 +197,14 @@ def _lite_row(conn: sqlite3.Connection, stmt: Any, params: dict[str, Any]) -> _R
     return _Row(*stmt.row(raw[0])) if raw else None
 
 
+def _lite_audit(conn: sqlite3.Connection, entry: dict[str, Any] | None) -> None:
+    """Append the entry (`audit.entry_values`) in the writer's transaction; ``None`` as JSON null, as SQLAlchemy
+    writes it."""
+    if entry is not None:
+        json_null = {k: JSON.NULL for k in ("before", "after") if entry[k] is None}
+        conn.execute(_LITE_AUDIT.sql, _LITE_AUDIT.params(**{**entry, **json_null}))
+
+
 # ------------------------------------------------------------------------------------------------- the shared
 
 
@@ -201,6 +240,30 @@ def _merged(stored: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+def _change(ctx: TenantContext, row: Any, changed: dict[str, Any], prefs_body: Any,
+            now: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """What `ContactService.update` writes for a plain change of the stored ``row``: the update's values (the
+    merged attributes and preferences, the name search keys) and its ``contact.update`` entry (None when nothing
+    changed or the actor is not itemised)."""
+    attrs = _merged(row.attributes, changed)
+    prefs = _preferences(prefs_body, row.preferences)
+    values = {
+        "id": row.id,
+        "t": ctx.tenant_id,
+        "now": now,
+        "attrs": attrs,
+        "prefs": prefs,
+        **name_keys(attrs),
+    }
+    before, after = diff(audit_view(row.contact_type, dict(row.attributes), dict(row.preferences)),
+                         audit_view(row.contact_type, attrs, prefs))  # fmt: skip
+    if not (before or after):
+        return values, None
+    entry = entry_values(ctx.tenant_id, ctx.actor, "contact.update", "contact", row.id, before, after, at=now,
+                         contact_id=row.id)  # fmt: skip
+    return values, entry
+
+
 def update(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact update, or None when the routed path must answer."""
@@ -217,7 +280,7 @@ def update(*, v3: bool) -> FastHandler:
             return None
         try:
             changed = _clean_attributes(body)
-            prefs = _preferences(body.get("preferences"))
+            _preferences(body.get("preferences"))
         except PromoflowError:
             return None
         now = st.clock.now()
@@ -227,44 +290,56 @@ def update(*, v3: bool) -> FastHandler:
                 row = _lite_row(conn, _LITE_ROW, _LITE_ROW.params(id=guid, t=ctx.tenant_id))
                 if row is None:
                     return None
-                params = _LITE_UPDATE.params(
-                    id=guid, t=ctx.tenant_id, now=now, attrs=_merged(row.attributes, changed),
-                    prefs=_preferences(body.get("preferences"), row.preferences),
-                )  # fmt: skip
-                return _lite_row(conn, _LITE_UPDATE, params)
+                values, entry = _change(ctx, row, changed, body.get("preferences"), now)
+                found = _lite_row(conn, _LITE_UPDATE, _LITE_UPDATE.params(**values))
+                _lite_audit(conn, entry)
+                return found
 
             try:
                 found = await lane.write(write)
             except Exception:  # rolled back: the routed path answers (the same change again)
                 return None
             return None if found is None else _answer(st, ctx, found, 200, v3=v3)
-        assert pool is not None
-        params = {
-            "set": json.dumps({k: v for k, v in changed.items() if v not in (None, "")}),
-            "clear": [k for k, v in changed.items() if v in (None, "")],
-            "prefs": json.dumps(prefs),
-            "now": now,
-            "id": guid,
-            "t": ctx.tenant_id,
-        }
-        conn = await pool.acquire()
-        broken = False
-        try:
-            cur = conn.cursor(row_factory=namedtuple_row)
-            await cur.execute(_PG_UPDATE, params)
-            row = await cur.fetchone()
-        except psycopg.Error:
-            # Whether it committed or not, the routed path answers correctly (the same change again).
-            broken = True
-            log.warning("contact.quick_update_failed", exc_info=True)
-            return None
-        finally:
-            pool.release(conn, broken)
-        if row is None:
-            return None  # not this tenant's contact: the routed path answers 404
-        return _answer(st, ctx, row, 200, v3=v3)
+        row = await _pg_update_row(pool, ctx, guid, changed, body.get("preferences"), now)
+        return None if row is None else _answer(st, ctx, row, 200, v3=v3)
 
     return handler
+
+
+async def _pg_update_row(pool: Any, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
+                         prefs_body: Any, now: Any) -> Any:  # fmt: skip
+    """Two pipelined round trips in one transaction: ``BEGIN`` and the row read ``FOR UPDATE``; then the update,
+    its audit entry and ``COMMIT``. None when the tenant has no such contact or the database refused."""
+    conn = await pool.acquire()
+    broken = True  # until the transaction is over: a connection left inside one is closed, not pooled
+    try:
+        cur = conn.cursor(row_factory=namedtuple_row)
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            await cur.execute(_PG_ROW, {"id": guid, "t": ctx.tenant_id})
+        row = await cur.fetchone()
+        if row is None:
+            await conn.execute("ROLLBACK")
+            broken = False
+            return None  # not this tenant's contact: the routed path answers 404
+        values, entry = _change(ctx, row, changed, prefs_body, now)
+        params = _PG_UPDATE.params(**{**values, "attrs": json.dumps(values["attrs"]),
+                                      "prefs": json.dumps(values["prefs"])})  # fmt: skip
+        async with conn.pipeline():
+            await cur.execute(_PG_UPDATE.sql, params)
+            if entry is not None:
+                await conn.execute(_PG_AUDIT.sql, _pg_audit(entry))
+            await conn.execute("COMMIT")
+        updated = await cur.fetchone()
+        broken = False
+        return updated
+    except psycopg.Error:
+        # Whether it committed or not, the routed path answers correctly (the same change again, which changes
+        # nothing and so records nothing).
+        log.warning("contact.quick_update_failed", exc_info=True)
+        return None
+    finally:
+        pool.release(conn, broken)
 
 
 class _Create(NamedTuple):
@@ -317,6 +392,14 @@ def _planned(ctx: TenantContext, body: dict[str, Any], headers: Any, *, v3: bool
         store,
         approved,
     )
+
+
+def _create_entry(ctx: TenantContext, plan: _Create, attrs: dict[str, Any], new_id: uuid.UUID,
+                  now: Any) -> dict[str, Any] | None:  # fmt: skip
+    """`ContactService.create`'s ``contact.create`` entry (None when the actor is not itemised)."""
+    after = created_view(plan.contact_type, attrs, plan.prefs, plan.source, plan.store)
+    return entry_values(ctx.tenant_id, ctx.actor, "contact.create", "contact", new_id, after=after, at=now,
+                        contact_id=new_id)  # fmt: skip
 
 
 def _values(
@@ -382,7 +465,10 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     columns = {c: values[c] for c in _KEY_COLUMNS}
     if any(p.sqlite_has_work(conn, t, plan.contact_type, p.keys(new_id, columns)) for p in probes):
         return None
-    return _lite_row(conn, _LITE_INSERT, _LITE_INSERT.params(**values))
+    row = _lite_row(conn, _LITE_INSERT, _LITE_INSERT.params(**values))
+    if row is not None:
+        _lite_audit(conn, _create_entry(ctx, plan, attrs, new_id, now))
+    return row
 
 
 async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
@@ -395,8 +481,9 @@ async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes
         attrs["memberNumber"] = number
     values = _values(ctx, plan, attrs, new_id, now)
     columns = {c: values[c] for c in _KEY_COLUMNS}
+    derived = tuple(c for c in values if c not in _WRITTEN)
     params: dict[str, Any] = {
-        **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
+        **{c: values[c] for c in derived}, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
         "attrs": json.dumps(attrs), "prefs": json.dumps(plan.prefs), "source": plan.source, "store": plan.store,
         "approved": plan.approved, "now": now,
     }  # fmt: skip
@@ -407,10 +494,11 @@ async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes
         lock_ids.update(p.lock_ids(ctx.tenant_id, keys))
         params[f"kt{i}"], params[f"kv{i}"] = [k for k, _ in keys], [v for _, v in keys]
         conditions.append(p.pg_condition.replace("%(kt)s", f"%(kt{i})s").replace("%(kv)s", f"%(kv{i})s"))
-    sql_key = (plan.column, tuple(conditions))
+    sql_key = (plan.column, tuple(conditions), derived)
     sql = _pg_creates.get(sql_key)
     if sql is None:
-        sql = _pg_creates[sql_key] = _pg_create(plan.column, tuple(conditions))
+        sql = _pg_creates[sql_key] = _pg_create(*sql_key)
+    entry = _create_entry(ctx, plan, attrs, new_id, now)
     pool = st.extras[POOL]
     conn = await pool.acquire()
     broken = False
@@ -421,6 +509,8 @@ async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes
             if lock_ids:
                 await conn.execute(_PG_LOCK, {"ids": sorted(lock_ids)})
             await cur.execute(sql, params)
+            if entry is not None:  # written only when the insert wrote the contact
+                await conn.execute(_PG_AUDIT.sql, _pg_audit(entry))
             await conn.execute("COMMIT")
         return await cur.fetchone()
     except psycopg.Error:

@@ -254,6 +254,13 @@ def audit_view(contact_type: str, attrs: dict[str, Any], prefs: dict[str, Any]) 
     return {"contactType": contact_type, **attrs, **{f"preferences.{k}": v for k, v in prefs.items()}}
 
 
+def created_view(
+    contact_type: str, attrs: dict[str, Any], prefs: dict[str, Any], source: str | None, store: str | None
+) -> dict[str, Any]:
+    """A new contact as its ``contact.create`` entry records it (``after``)."""
+    return {**audit_view(contact_type, attrs, prefs), "source": source, "storeExternalId": store}
+
+
 def parse_contact_id(value: str) -> uuid.UUID:
     guid = parse_guid(value)
     if guid is None:
@@ -348,11 +355,7 @@ class ContactService:
         else:
             raise ContactKeyConflictError("no free member number was found; give one explicitly")
         row = await self._row(conn, new_id)
-        after = {
-            **audit_view(contact_type, attrs, prefs),
-            "source": source,
-            "storeExternalId": store_external_id,
-        }
+        after = created_view(contact_type, attrs, prefs, source, store_external_id)
         await record(conn, self.ctx.tenant_id, self.ctx.actor, "contact.create", "contact", new_id, after=after,
                      at=self.now, contact_id=new_id)  # fmt: skip
         await fire_contact_changed(conn, self.ctx, new_id, self.now)
