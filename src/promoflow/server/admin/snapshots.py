@@ -86,9 +86,7 @@ async def load(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID) -> Sna
 
 async def computed_at(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID) -> datetime | None:
     s = report_snapshot.c
-    return await conn.scalar(
-        select(s.computed_at).where(s.tenant_id == ctx.tenant_id, s.promotion_id == pid)
-    )
+    return await conn.scalar(select(s.computed_at).where(s.tenant_id == ctx.tenant_id, s.promotion_id == pid))
 
 
 async def pending(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID) -> Pending | None:
