@@ -173,7 +173,16 @@ class Snapshot:
 async def compute(conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID) -> Snapshot:
     """The figures of the promotion now: the API's report code itself, plus assigned per day."""
     api, redeemed, receipts = await ReportService(ctx, now).promotion_detail(conn, str(pid))
-    return Snapshot(now, api, redeemed, receipts, await assigned_per_day(conn, ctx, pid))
+    return Snapshot(now, api, _merged(redeemed), _merged(receipts), await assigned_per_day(conn, ctx, pid))
+
+
+def _merged(cells: list[Cell]) -> list[Cell]:
+    """One cell per (local day, kind, store): on SQLite the report groups by quarter hour, so a large promotion has
+    a cell per quarter hour until summed into its day here (the page sums them the same way)."""
+    sums: dict[tuple[str, str, str | None], int] = defaultdict(int)
+    for c in cells:
+        sums[(c.day, c.kind, c.store)] += c.n
+    return [Cell(day, kind, store, n) for (day, kind, store), n in sums.items()]
 
 
 def _in(day: str, start: date, end: date) -> date | None:
