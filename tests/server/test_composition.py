@@ -24,7 +24,7 @@ def test_a_worker_knows_its_jobs_without_importing_any_router():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     seen = json.loads(out.stdout)
     assert seen["api"] == []
-    assert seen["jobs"] == ["bulk_assign", "file_import", "promotion_export"]
+    assert seen["jobs"] == ["bulk_assign", "file_import", "promotion_export", "report_snapshot"]
     assert seen["appliers"] == ["contacts", "promotions", "redemptions", "transactions"]
 
 

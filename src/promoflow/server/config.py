@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         default=480,
         description="An admin session not used for this long ends (it also ends 7 days after sign-in).",
     )
+    admin_report_max_age_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="The Reports page shows a promotion's report snapshot; one older than this is refreshed in the "
+        "background when the page is opened (the page shows the old one meanwhile, with its as-of time).",
+    )
+    admin_report_inline_below: int = Field(
+        default=50_000,
+        ge=0,
+        description="A promotion with fewer assignments than this is reported live on the Reports page (counted "
+        "at each view); a larger one from a snapshot computed by the worker.",
+    )
     admin_trust_forwarded_proto: bool = Field(
         default=False,
         description="Opt-in: behind a TLS-terminating proxy that sets X-Forwarded-Proto, treat 'https' there as "

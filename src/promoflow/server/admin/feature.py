@@ -1,4 +1,5 @@
-"""The admin web UI as a feature: its routes only (it enqueues the promotion feature's bulk-assignment job)."""
+"""The admin web UI as a feature: its routes, and the Reports page's snapshot job (it also enqueues the promotion
+feature's bulk-assignment job)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..features import Feature
+from .snapshots import REPORT_SNAPSHOT, run_report_snapshot
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -17,4 +19,4 @@ def _routers() -> Sequence[APIRouter]:
     return [router()]
 
 
-FEATURE = Feature(name="admin", routers=_routers)
+FEATURE = Feature(name="admin", routers=_routers, jobs={REPORT_SNAPSHOT: run_report_snapshot})

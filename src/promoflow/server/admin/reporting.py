@@ -4,7 +4,10 @@ The funnel is the API report's own totals (``GET /api/v2/reports/promotions/{id}
 Returned. The views over time are the cells that report was summed from (redemptions per local day, channel and
 store; linked receipts per local day and store), cut to the chosen date range; the one figure the API report gives
 only as a total, assigned per day, is counted here by the report's own local-day grouping over the promotion's
-assignments of the range (not deleted, as the API's total).
+assignments (not deleted, as the API's total).
+
+Those figures are one `Snapshot` (`compute`): taken live for a small promotion, or stored by the worker's
+report-snapshot job (`snapshots.py`) for a large one; `build` cuts a snapshot to the page's date range.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ...kit.timeutil import local_date, start_of_day
+from ...kit.timeutil import local_date
 from ..models import assignment
 from ..receipt.linking import RETURNED
-from ..receipt.report import ReportService, local_day_of
+from ..receipt.report import Cell, ReportService, local_day_of
 from ..tenant.service import TenantContext
 from .gateway import fmt_time
 
@@ -76,6 +79,8 @@ class PromotionReport:
     by_store: list[GroupRow]
     as_of: datetime
     as_of_text: str
+    live: bool = False
+    """Counted for this view (a small promotion), not read from a stored snapshot."""
 
     @property
     def name(self) -> str:
@@ -119,28 +124,65 @@ def date_range(
     return start, end
 
 
-async def assigned_per_day(
-    conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID, start: date, end: date
-) -> dict[date, int]:
-    """Assignments made per local day of the range (not deleted, like the report's Assigned)."""
+async def assigned_per_day(conn: AsyncConnection, ctx: TenantContext, pid: uuid.UUID) -> dict[str, int]:
+    """Assignments made per local day (ISO), not deleted, like the report's Assigned."""
     a = assignment.c
     d = local_day_of(conn, ctx.tz)
     day = d.expr(a.created_at)
     rows = await conn.execute(
         select(day, func.count())
-        .where(
-            a.promotion_id == pid,
-            a.tenant_id == ctx.tenant_id,
-            a.deleted_at.is_(None),
-            a.created_at >= start_of_day(start, ctx.tz),
-            a.created_at < start_of_day(end + timedelta(days=1), ctx.tz),
-        )
+        .where(a.promotion_id == pid, a.tenant_id == ctx.tenant_id, a.deleted_at.is_(None))
         .group_by(day)
     )
-    out: dict[date, int] = defaultdict(int)
+    out: dict[str, int] = defaultdict(int)
     for r in rows:
-        out[date.fromisoformat(str(d.day(r[0])))] += int(r[1])
-    return out
+        out[str(d.day(r[0]))] += int(r[1])
+    return dict(out)
+
+
+@dataclass
+class Snapshot:
+    """Everything the page shows of one promotion, as of ``computed_at``: the API report and the cells it was
+    summed from (`ReportService.promotion_detail`), and assignments per local day. Stored as JSON (``payload``)."""
+
+    computed_at: datetime
+    api: dict[str, Any]
+    redeemed: list[Cell]
+    receipts: list[Cell]
+    assigned_by_day: dict[str, int]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "api": self.api,
+            "redeemed": [[c.day, c.kind, c.store, c.n] for c in self.redeemed],
+            "receipts": [[c.day, c.kind, c.store, c.n] for c in self.receipts],
+            "assignedByDay": self.assigned_by_day,
+        }
+
+    @classmethod
+    def from_payload(cls, computed_at: datetime, payload: dict[str, Any]) -> Snapshot:
+        return cls(
+            computed_at=computed_at,
+            api=payload["api"],
+            redeemed=[Cell(str(c[0]), str(c[1]), c[2], int(c[3])) for c in payload["redeemed"]],
+            receipts=[Cell(str(c[0]), str(c[1]), c[2], int(c[3])) for c in payload["receipts"]],
+            assigned_by_day={str(k): int(v) for k, v in payload["assignedByDay"].items()},
+        )
+
+
+async def compute(conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID) -> Snapshot:
+    """The figures of the promotion now: the API's report code itself, plus assigned per day."""
+    api, redeemed, receipts = await ReportService(ctx, now).promotion_detail(conn, str(pid))
+    return Snapshot(now, api, _merged(redeemed), _merged(receipts), await assigned_per_day(conn, ctx, pid))
+
+
+def _merged(cells: list[Cell]) -> list[Cell]:
+    """One cell per (local day, kind, store): on SQLite the report groups by quarter hour, so a large promotion has
+    a cell per quarter hour until summed into its day here (the page sums them the same way)."""
+    sums: dict[tuple[str, str, str | None], int] = defaultdict(int)
+    for c in cells:
+        sums[(c.day, c.kind, c.store)] += c.n
+    return [Cell(day, kind, store, n) for (day, kind, store), n in sums.items()]
 
 
 def _in(day: str, start: date, end: date) -> date | None:
@@ -151,17 +193,20 @@ def _in(day: str, start: date, end: date) -> date | None:
     return d if start <= d <= end else None
 
 
-async def promotion_report(
-    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, start: date | None = None,
-    end: date | None = None,
+def build(
+    ctx: TenantContext, now: datetime, pid: uuid.UUID, snap: Snapshot, start: date | None = None,
+    end: date | None = None, *, live: bool = False,
 ) -> PromotionReport:  # fmt: skip
-    api, redeemed, receipts = await ReportService(ctx, now).promotion_detail(conn, str(pid))
+    """The page's report: the snapshot's figures, its views cut to the date range (by default the 30 days up to
+    today, ``now``); as of the snapshot's time."""
+    api, redeemed, receipts = snap.api, snap.redeemed, snap.receipts
     start, end = date_range(ctx, now, api, start, end)
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     rows = {d: DayRow(d) for d in days}
-    for d, n in (await assigned_per_day(conn, ctx, pid, start, end)).items():
-        if d in rows:
-            rows[d].assigned = n
+    for key, n in snap.assigned_by_day.items():
+        on = _in(key, start, end)
+        if on is not None:
+            rows[on].assigned += n
     for item in api["byDay"]:
         on = _in(item["date"], start, end)
         if on is not None:
@@ -197,11 +242,20 @@ async def promotion_report(
         else:
             st.receipts += c.n
     by_store = sorted(stores.values(), key=lambda s: (-s.redeemed, s.key == NO_STORE, s.key))
+    at = snap.computed_at
     return PromotionReport(
         id=pid, api=api, start=start, end=end, days=days, by_day=[rows[d] for d in days],
-        by_channel=sorted(channels.values(), key=lambda c: c.key), by_store=by_store, as_of=now,
-        as_of_text=f"{fmt_time(now, ctx.tz, seconds=True)} {ctx.tz.key}",
+        by_channel=sorted(channels.values(), key=lambda c: c.key), by_store=by_store, as_of=at,
+        as_of_text=f"{fmt_time(at, ctx.tz, seconds=True)} {ctx.tz.key}", live=live,
     )  # fmt: skip
+
+
+async def promotion_report(
+    conn: AsyncConnection, ctx: TenantContext, now: datetime, pid: uuid.UUID, start: date | None = None,
+    end: date | None = None,
+) -> PromotionReport:  # fmt: skip
+    """The report counted now (a small promotion's page)."""
+    return build(ctx, now, pid, await compute(conn, ctx, now, pid), start, end, live=True)
 
 
 def store_series(report: PromotionReport) -> list[tuple[str, list[int]]]:

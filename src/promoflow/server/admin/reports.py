@@ -1,9 +1,13 @@
 """Reports: a promotion's funnel (Assigned → Shown → Redeemed → Returned), its views per day, channel and store
-with charts and CSV, and two promotions side by side. Every role may read them."""
+with charts and CSV, and two promotions side by side. Every role may read them; a marketer may ask for a refresh.
+
+A small promotion is counted at each view; a large one is shown from its stored snapshot (`snapshots.py`), which
+the page refreshes in the background when it is stale and polls for (htmx) until the new one is stored."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -14,11 +18,12 @@ from ...kit.guid import parse_guid
 from ..exceptions import NotFoundError
 from ..http.edge import state_of
 from ..receipt import shown
-from . import gateway, reporting
+from . import gateway, reporting, snapshots
 from .charts import line_chart
-from .common import admin_router, guid_or_404, now_of, reading
+from .common import admin_router, guid_or_404, now_of, reading, wake_worker, writing
 from .sessions import AdminContext
-from .web import SECURITY_HEADERS, render, viewer
+from .users import Role
+from .web import SECURITY_HEADERS, is_htmx, marketer, render, viewer
 
 router = admin_router()
 
@@ -30,14 +35,64 @@ def _day(value: str | None) -> date | None:
         return None
 
 
-async def _report(request: Request, who: AdminContext, pid: uuid.UUID) -> reporting.PromotionReport:
-    q = request.query_params
-    await shown.flush_shown(
-        state_of(request)
-    )  # this process's buffered fetches count, as in the API's report
+@dataclass
+class View:
+    """A promotion's report for the page: the figures (None while the first snapshot is computed), the refresh
+    under way and the last refresh's failure, if any."""
+
+    pid: uuid.UUID
+    report: reporting.PromotionReport | None
+    pending: snapshots.Pending | None = None
+    failure: str | None = None
+
+
+async def _view(request: Request, who: AdminContext, pid: uuid.UUID, *, refresh: bool = False) -> View:
+    st = state_of(request)
+    now, ctx, q = now_of(request), who.tenant, request.query_params
+    start, end = _day(q.get("from")), _day(q.get("to"))
     async with reading(request) as conn:
-        return await reporting.promotion_report(conn, who.tenant, now_of(request), pid, _day(q.get("from")),
-                                                _day(q.get("to")))  # fmt: skip
+        await snapshots.ensure_promotion(conn, ctx, pid)
+        small = await snapshots.is_small(conn, ctx, pid, st.settings.admin_report_inline_below)
+        if not small:
+            snap = await snapshots.load(conn, ctx, pid)
+            pend = await snapshots.pending(conn, ctx, pid)
+    if small:
+        await shown.flush_shown(st)  # this process's buffered fetches count, as in the API's report
+        async with reading(request) as conn:
+            return View(pid, await reporting.promotion_report(conn, ctx, now, pid, start, end))
+    max_age = st.settings.admin_report_max_age_seconds
+    if pend is None and (refresh or snap is None or (now - snap.computed_at).total_seconds() > max_age):
+        await shown.flush_shown(st)
+        async with writing(request) as conn:
+            pend = await snapshots.request_refresh(conn, ctx, pid, now)
+        wake_worker(request)
+    async with reading(request) as conn:
+        failure = await snapshots.last_failure(conn, ctx, pid) if pend is None else None
+    report = None if snap is None else reporting.build(ctx, now, pid, snap, start, end)
+    return View(pid, report, pend, failure)
+
+
+def _pending_page(request: Request, who: AdminContext, view: View, name: str) -> Response:
+    return render(request, "report_pending.html", section="reports", v=view, promo_name=name,
+                  refresh=_refresh_values(who, view, None))  # fmt: skip
+
+
+def _refresh_values(who: AdminContext, view: View, after: str | None) -> dict[str, Any]:
+    p = view.pending
+    return {
+        "pid": view.pid,
+        "after": after or "",
+        "pending": p is not None,
+        "started": f"{gateway.fmt_time(p.created_at, who.tenant.tz, seconds=True)} {who.tenant.tz.key}"
+        if p
+        else "",
+        "failure": view.failure,
+    }
+
+
+async def _name(request: Request, who: AdminContext, pid: uuid.UUID) -> str:
+    async with reading(request) as conn:
+        return await snapshots.promotion_name(conn, who.tenant, pid)
 
 
 def _range_query(report: reporting.PromotionReport) -> str:
@@ -69,8 +124,13 @@ async def reports_home(request: Request, who: AdminContext = Depends(viewer)) ->
 @router.get("/reports/compare")
 async def compare(request: Request, who: AdminContext = Depends(viewer)) -> Response:
     q = request.query_params
-    a = await _report(request, who, guid_or_404(q.get("a") or "", "promotion"))
-    b = await _report(request, who, guid_or_404(q.get("b") or "", "promotion"))
+    va = await _view(request, who, guid_or_404(q.get("a") or "", "promotion"))
+    vb = await _view(request, who, guid_or_404(q.get("b") or "", "promotion"))
+    for v in (va, vb):
+        if v.report is None:
+            return _pending_page(request, who, v, await _name(request, who, v.pid))
+    a, b = va.report, vb.report
+    assert a is not None and b is not None
     chart = line_chart("chart-compare", f"Redeemed per day: {a.name} and {b.name}", a.days,
                        [(f"A: {a.name}", [r.redeemed for r in a.by_day]),
                         (f"B: {b.name}", [r.redeemed for r in b.by_day])])  # fmt: skip
@@ -82,14 +142,20 @@ async def compare(request: Request, who: AdminContext = Depends(viewer)) -> Resp
 @router.get("/reports/compare.csv")
 async def compare_csv(request: Request, who: AdminContext = Depends(viewer)) -> Response:
     q = request.query_params
-    a = await _report(request, who, guid_or_404(q.get("a") or "", "promotion"))
-    b = await _report(request, who, guid_or_404(q.get("b") or "", "promotion"))
+    va = await _view(request, who, guid_or_404(q.get("a") or "", "promotion"))
+    vb = await _view(request, who, guid_or_404(q.get("b") or "", "promotion"))
+    a, b = va.report, vb.report
+    if a is None or b is None:  # the first snapshot is being computed: the page says so, and polls
+        return Response(status_code=303, headers={"Location": f"/admin/reports/compare?{request.url.query}"})
     return _csv(reporting.compare_csv(a, b), f"compare-{a.id}-{b.id}")
 
 
 @router.get("/reports/{promotion_id}")
 async def report_page(promotion_id: str, request: Request, who: AdminContext = Depends(viewer)) -> Response:
-    report = await _report(request, who, guid_or_404(promotion_id, "promotion"))
+    view = await _view(request, who, guid_or_404(promotion_id, "promotion"))
+    report = view.report
+    if report is None:
+        return _pending_page(request, who, view, await _name(request, who, view.pid))
     charts: dict[str, Any] = {
         "day": line_chart("chart-day", "Assigned, shown and redeemed per day", report.days,
                           [("Assigned", [r.assigned for r in report.by_day]),
@@ -102,8 +168,10 @@ async def report_page(promotion_id: str, request: Request, who: AdminContext = D
     }  # fmt: skip
     async with reading(request) as conn:
         choices = await gateway.promotion_choices(conn, who.tenant, now_of(request))
+    refresh = _refresh_values(who, view, report.as_of.isoformat())
     return render(request, "report.html", section="reports", r=report, charts=charts, choices=choices,
-                  range_query=_range_query(report), total=report.range_total())  # fmt: skip
+                  range_query=_range_query(report), total=report.range_total(), refresh=refresh,
+                  can_refresh=who.can(Role.MARKETER))  # fmt: skip
 
 
 @router.get("/reports/{promotion_id}/{view}.csv")
@@ -112,5 +180,40 @@ async def report_csv(
 ) -> Response:
     if view not in reporting.VIEWS:
         raise NotFoundError("no such table")
-    report = await _report(request, who, guid_or_404(promotion_id, "promotion"))
+    v = await _view(request, who, guid_or_404(promotion_id, "promotion"))
+    report = v.report
+    if report is None:  # the first snapshot is being computed: the page says so, and polls
+        return Response(status_code=303, headers={"Location": f"/admin/reports/{v.pid}?{request.url.query}"})
     return _csv(reporting.report_csv(report, view), f"promotion-{report.id}-{view}")
+
+
+@router.post("/reports/{promotion_id}/refresh")
+async def refresh(promotion_id: str, request: Request, who: AdminContext = Depends(marketer)) -> Response:
+    """Ask for a fresh snapshot now (one per promotion at a time); back to the page, which polls for it."""
+    pid = guid_or_404(promotion_id, "promotion")
+    await _view(request, who, pid, refresh=True)
+    back = f"/admin/reports/{pid}"
+    form_range = (await request.form()).get("range")
+    if isinstance(form_range, str) and form_range.startswith("from="):
+        back += f"?{form_range}"
+    return Response(status_code=303, headers={"Location": back})
+
+
+@router.get("/reports/{promotion_id}/snapshot")
+async def snapshot_state(
+    promotion_id: str, request: Request, who: AdminContext = Depends(viewer)
+) -> Response:
+    """The page's poll: once a snapshot newer than the one shown (``after``) is stored, the page reloads."""
+    pid = guid_or_404(promotion_id, "promotion")
+    after = request.query_params.get("after") or ""
+    ctx = who.tenant
+    async with reading(request) as conn:
+        await snapshots.ensure_promotion(conn, ctx, pid)
+        at = await snapshots.computed_at(conn, ctx, pid)
+        pend = await snapshots.pending(conn, ctx, pid)
+        failure = await snapshots.last_failure(conn, ctx, pid) if pend is None else None
+    view = View(pid, None, pend, failure)
+    response = render(request, "_report_refresh.html", refresh=_refresh_values(who, view, after))
+    if at is not None and at.isoformat() != after and is_htmx(request):
+        response.headers["HX-Refresh"] = "true"
+    return response

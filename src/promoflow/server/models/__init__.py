@@ -13,6 +13,7 @@ from .receipts import (  # noqa: F401
     receipt_promotion,
     store,
 )
+from .reports import report_snapshot
 from .tables import (
     api_key,
     assignment,
@@ -57,6 +58,7 @@ __all__ = [
     "promotion",
     "rate_limit_bucket",
     "redemption",
+    "report_snapshot",
     "tables",
     "tenant",
 ]
