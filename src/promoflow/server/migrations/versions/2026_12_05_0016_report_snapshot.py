@@ -1,7 +1,7 @@
 """report_snapshot: the admin Reports page's snapshot of a promotion's report (issue 14 §2, speed)
 
 Revision ID: 0016
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-05
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from promoflow.server.models.base import JsonType, UTCDateTime
 
 revision = "0016"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
