@@ -121,15 +121,26 @@ _TENANT_TABLES = (
 )
 
 
+# Bookkeeping that any authenticated request may touch, refused or not: when a key was last used (written in the
+# background at most once a minute per key).
+_BOOKKEEPING = {"api_key": {"last_used_at"}}
+
+
+def columns(table: Any) -> list[Any]:
+    """A table's columns but its bookkeeping ones (`_BOOKKEEPING`)."""
+    return [c for c in table.c if c.name not in _BOOKKEEPING.get(table.name, ())]
+
+
 def snapshot(db_url: str, tenant_id: str | uuid.UUID) -> dict[str, list[str]]:
-    """Every row the tenant owns, table by table (rows as sorted reprs), read straight from the database."""
+    """Every row the tenant owns, table by table (rows as sorted reprs), read straight from the database; the
+    bookkeeping columns (`_BOOKKEEPING`) left out."""
     tid = uuid.UUID(str(tenant_id))
     engine = make_sync_engine(db_url)
     try:
         with engine.connect() as conn:
             out = {
                 t.name: sorted(
-                    repr(tuple(row)) for row in conn.execute(select(t).where(t.c.tenant_id == tid))
+                    repr(tuple(row)) for row in conn.execute(select(*columns(t)).where(t.c.tenant_id == tid))
                 )
                 for t in _TENANT_TABLES
             }

@@ -24,7 +24,7 @@ from promoflow.server.db import make_sync_engine
 from promoflow.server.http.encoding import MAX_JSON_DEPTH
 from promoflow.server.models import metadata
 
-from ._support import assert_error, new_contact, new_promotion, promotion_body
+from ._support import assert_error, columns, new_contact, new_promotion, promotion_body
 
 JSON = {"Content-Type": "application/json"}
 
@@ -36,7 +36,9 @@ def rows(api: Any) -> dict[str, list[str]]:
     try:
         with engine.connect() as conn:
             return {
-                t.name: sorted(repr(tuple(r)) for r in conn.execute(select(t).where(t.c.tenant_id == tid)))
+                t.name: sorted(
+                    repr(tuple(r)) for r in conn.execute(select(*columns(t)).where(t.c.tenant_id == tid))
+                )
                 for t in metadata.sorted_tables
                 if "tenant_id" in t.c
             }
