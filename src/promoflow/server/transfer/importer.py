@@ -437,7 +437,9 @@ async def _finish(
         )  # fmt: skip
         if forget:
             await forget_content(conn, imp)
-        if records and status in ("done", "failed") and counts.get("applied"):  # an import that changed something
+        if (
+            records and status in ("done", "failed") and counts.get("applied")
+        ):  # an import that changed something
             after = {"kind": imp.kind, "folder": imp.folder, "status": status,
                      "counts": {k: v for k, v in counts.items() if v},
                      **({"reason": reason} if reason else {})}  # fmt: skip
