@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -89,3 +92,25 @@ def cpu_seconds(pid: int) -> float:
         except FileNotFoundError:
             pass
     return total
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def admin_sign_in(client: Any, email: str, password: str) -> str:
+    """Sign a TestClient in to the admin UI; answers the session's CSRF token (for the benches' form posts)."""
+    token = _CSRF.search(client.get("/admin/login").text).group(1)  # type: ignore[union-attr]
+    r = client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token},
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303, r.text
+    return _CSRF.search(client.get("/admin/promotions").text).group(1)  # type: ignore[union-attr]
+
+
+def timed(fn: Callable[[], Any], runs: int) -> list[float]:
+    """Wall seconds of ``runs`` calls of ``fn``, one after the other."""
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import log
+from bench._common import admin_sign_in, log
 from sqlalchemy import insert
 from starlette.testclient import TestClient
 
@@ -174,10 +174,7 @@ def run(url: str, tmp: Path, n: int) -> None:
 
     app = create_app(settings, run_worker=False)
     with TestClient(app) as client:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text).group(1)  # type: ignore[union-attr]
-        r = client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token},
-                        follow_redirects=False)  # fmt: skip
-        assert r.status_code == 303, r.text
+        admin_sign_in(client, email, password)
         st = app.state.promoflow
         portal = client.portal
         assert portal is not None

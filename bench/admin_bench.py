@@ -33,7 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import log
+from bench._common import admin_sign_in, log
+from bench._common import timed as _timed
 from sqlalchemy import insert, select, text
 from starlette.testclient import TestClient
 
@@ -212,12 +213,7 @@ def run(url: str, tmp: Path, kept: Path | None, parts: set[str]) -> None:
     settings = Settings(database_url=url, data_dir=tmp, run_worker=False)
     app = create_app(settings, run_worker=False)
     with TestClient(app) as client:
-        page = client.get("/admin/login").text
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        r = client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token},
-                        follow_redirects=False)  # fmt: skip
-        assert r.status_code == 303, r.text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/promotions").text).group(1)  # type: ignore[union-attr]
+        csrf = admin_sign_in(client, email, password)
         st = app.state.promoflow
         portal = client.portal
         assert portal is not None
@@ -229,12 +225,7 @@ def run(url: str, tmp: Path, kept: Path | None, parts: set[str]) -> None:
         tctx = portal.call(ctx)
 
         def timed(fn: Any, runs: int = RUNS) -> list[float]:
-            out = []
-            for _ in range(runs):
-                t = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t)
-            return out
+            return _timed(fn, runs)
 
         def floor(coro_fn: Any, runs: int = RUNS) -> list[float]:
             async def many() -> list[float]:
