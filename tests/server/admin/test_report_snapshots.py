@@ -59,7 +59,7 @@ def test_no_snapshot_computes_in_the_background_and_then_equals_the_api(admin: A
     page = viewer.get(f"/admin/reports/{pid}")
     assert page.status_code == 200
     text = text_of(page.text)
-    assert "Computing a fresh report… (started at 11 Mar 2026 13:00:00 Europe/Stockholm)" in text
+    assert "Computing a fresh report… (started at 2026-03-11 13:00 Europe/Stockholm" in text
     assert 'data-figure="assigned"' not in page.text and 'hx-trigger="every 2s"' in page.text
     assert _refreshes(admin, pid, "queued") == 1
     # A CSV before the first snapshot leads to the page (which says it is computing).
@@ -79,7 +79,7 @@ def test_no_snapshot_computes_in_the_background_and_then_equals_the_api(admin: A
     page = viewer.get(f"/admin/reports/{pid}")
     html = page.text
     assert [_figure(html, f) for f in ("assigned", "shown", "redeemed", "returned")] == [4, 2, 3, 1]
-    assert "Data as of 11 Mar 2026 13:00:00 Europe/Stockholm (a stored snapshot" in text_of(html)
+    assert "Data as of 2026-03-11 13:00 Europe/Stockholm (a stored snapshot" in text_of(html)
     assert "Computing a fresh report" not in text_of(html) and "Refresh</button>" not in html  # a viewer
     funnel = _csv(viewer.get(f"/admin/reports/{pid}/funnel.csv"))
     assert [(r["assigned"], r["shown"], r["redeemed"], r["returned"]) for r in funnel] == [
@@ -113,8 +113,8 @@ def test_a_stale_snapshot_is_shown_with_its_time_and_refreshed_once(admin: Admin
     assign(admin.api, contact(admin.api, email="late@example.com"), pid)
     for _ in range(3):  # opened again and again: one refresh
         text = text_of(viewer.get(f"/admin/reports/{pid}").text)
-        assert "Data as of 11 Mar 2026 13:00:00 Europe/Stockholm" in text
-        assert "Computing a fresh report… (started at 11 Mar 2026 13:06:00 Europe/Stockholm)" in text
+        assert "Data as of 2026-03-11 13:00 Europe/Stockholm" in text
+        assert "Computing a fresh report… (started at 2026-03-11 13:06 Europe/Stockholm" in text
     assert _refreshes(admin, pid, "queued") == 1
     page = viewer.get(f"/admin/reports/{pid}")
     assert _figure(page.text, "assigned") == 4  # the old snapshot meanwhile
@@ -123,7 +123,7 @@ def test_a_stale_snapshot_is_shown_with_its_time_and_refreshed_once(admin: Admin
     assert _poll(viewer, pid, "2026-03-11T12:00:00+00:00").headers.get("HX-Refresh") == "true"
     page = viewer.get(f"/admin/reports/{pid}")
     assert _figure(page.text, "assigned") == 5
-    assert "Data as of 11 Mar 2026 13:06:00 Europe/Stockholm" in text_of(page.text)
+    assert "Data as of 2026-03-11 13:06 Europe/Stockholm" in text_of(page.text)
     assert admin.api.get(f"/api/v2/reports/promotions/{pid}").json()["assigned"] == 5
 
 
@@ -176,7 +176,9 @@ def test_comparing_waits_for_both_snapshots(admin: Admin) -> None:
     assign(admin.api, contact(admin.api, email="solo@example.com"), other)
     viewer = admin.browser("viewer")
     page = viewer.get("/admin/reports/compare", params={"a": pid, "b": other})
-    assert page.status_code == 200 and "Computing a fresh report" in text_of(page.text)
+    text = text_of(page.text)
+    assert page.status_code == 200 and "Computing a fresh report" in text
+    assert "<h1>Compare: Spring and Autumn</h1>" in page.text and "“Spring” is a large promotion" in text
     r = viewer.get("/admin/reports/compare.csv", params={"a": pid, "b": other}, follow_redirects=False)
     assert r.status_code == 303
     admin.api.run_jobs()
@@ -186,3 +188,26 @@ def test_comparing_waits_for_both_snapshots(admin: Admin) -> None:
     rows = _csv(viewer.get("/admin/reports/compare.csv", params={"a": pid, "b": other}))
     assert [(r["figure"], *list(r.values())[1:3]) for r in rows] == [
         ("assigned", "4", "1"), ("shown", "2", "0"), ("redeemed", "3", "0"), ("returned", "1", "0")]  # fmt: skip
+    text = text_of(viewer.get("/admin/reports/compare", params={"a": pid, "b": other}).text)
+    assert "Data as of 2026-03-11 13:00 Europe/Stockholm (a stored snapshot of the report)" in text
+    assert "for A" not in text and "Computing a fresh report" not in text
+    # B refreshed two minutes later: each as-of time is said. Four more minutes: A is stale, the comparison
+    # shows its stored figures meanwhile, refreshes A only and reloads once the new one is stored.
+    admin.api.clock.advance(timedelta(minutes=2))
+    assign(admin.api, contact(admin.api, email="late@example.com"), other)
+    assert admin.browser("marketer").post(f"/admin/reports/{other}/refresh").status_code == 303
+    assert admin.api.run_jobs() == 1
+    page = viewer.get("/admin/reports/compare", params={"a": pid, "b": other})
+    text = text_of(page.text)
+    assert ("Data as of 2026-03-11 13:00 Europe/Stockholm (a stored snapshot of the report) for A and "
+            "2026-03-11 13:02 Europe/Stockholm (a stored snapshot of the report) for B") in text  # fmt: skip
+    assert "Assigned 4 2" in text and "Computing a fresh report" not in text
+    admin.api.clock.advance(timedelta(minutes=4))
+    page = viewer.get("/admin/reports/compare", params={"a": pid, "b": other})
+    text = text_of(page.text)
+    assert "Computing a fresh report… (started at 2026-03-11 13:06 Europe/Stockholm" in text
+    assert "Assigned 4 2" in text and page.text.count('id="report-refresh"') == 1
+    assert f'hx-get="/admin/reports/{pid}/snapshot?after=2026-03-11T12%3A00%3A00%2B00%3A00"' in page.text
+    assert _refreshes(admin, pid, "queued") == 1 and _refreshes(admin, other, "queued") == 0
+    assert admin.api.run_jobs() == 1
+    assert _poll(viewer, pid, "2026-03-11T12:00:00+00:00").headers.get("HX-Refresh") == "true"
