@@ -183,6 +183,7 @@ def test_a_large_promotion_is_computed_then_shown_from_its_snapshot_and_refreshe
     expect(status).to_contain_text(re.compile(
         r"Computing a fresh report… \(started at \d{4}-\d\d-\d\d \d\d:\d\d Europe/Stockholm\)\. "
         "This page reloads when it is ready."))  # fmt: skip
+    expect(status).to_have_attribute("hx-trigger", "every 2s")  # it polls
     expect(page.locator("[data-figure]")).to_have_count(0)
     axe_check(page)
     shot(page, "report-computing")
@@ -204,6 +205,7 @@ def test_a_large_promotion_is_computed_then_shown_from_its_snapshot_and_refreshe
     page.get_by_role("button", name="Refresh").click()
     expect(status).to_contain_text("Computing a fresh report…")
     expect(page.get_by_role("button", name="Refresh")).to_have_count(0)  # one refresh at a time
+    expect(status).to_have_attribute("hx-trigger", "every 2s")
     expect(page.locator('[data-figure="assigned"]')).to_have_text("6")
     axe_check(page)
     site.run_worker()
