@@ -98,7 +98,9 @@ class Admin:
         email, password = self.user(role, tenant)
         assert password is not None
         client = TestClient(self.api.client.app, base_url="http://testserver")
-        client.__enter__()
+        # Its own cookie jar, the app's one event loop: entering a second client would run the app's lifespan
+        # again (a second database and state, its locks used from two loops: "bound to a different event loop").
+        client.portal = self.api.client.portal
         self.clients.append(client)
         r = sign_in(client, email, password)
         assert r.status_code == 303, r.text
@@ -117,4 +119,4 @@ def admin(settings: Settings, clock: FrozenClock) -> Iterator[Admin]:
             yield a
         finally:
             for c in clients:
-                c.__exit__(None, None, None)
+                c.close()

@@ -74,6 +74,21 @@ class Site:
         return httpx.Client(base_url=self.url, headers={"apikey": self.tenant["apiKey"]}, timeout=30)
 
 
+def prepare_site(url: str, data: Path, role: str, email: str) -> tuple[dict[str, Any], str, str]:
+    """Migrate the site's database and make its tenant (in Europe/Stockholm) and a user with ``role``: the tenant,
+    the user's e-mail and password."""
+    settings = Settings(database_url=url, data_dir=data)
+
+    def prepare() -> tuple[dict[str, Any], str, str | None]:
+        upgrade(url)
+        tenant = make_tenant(settings, time_zone="Europe/Stockholm")
+        return (tenant, *create_user(settings, tenant["name"], role, email))
+
+    tenant, email, password = _in_thread(prepare)
+    assert password is not None
+    return tenant, email, password
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if not CHROMIUM.exists():
@@ -82,15 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     url = (
         f"sqlite:///{data / 'browser.sqlite3'}"  # its own database: this server's worker runs every job in it
     )
-    settings = Settings(database_url=url, data_dir=data)
-
-    def prepare() -> tuple[dict[str, Any], str, str | None]:
-        upgrade(url)
-        tenant = make_tenant(settings, time_zone="Europe/Stockholm")
-        return (tenant, *create_user(settings, tenant["name"], "marketer", "marketer@example.com"))
-
-    tenant, email, password = _in_thread(prepare)
-    assert password is not None
+    tenant, email, password = prepare_site(url, data, "marketer", "marketer@example.com")
     server = start_server(url, data, "--no-ftp")
     try:
         with httpx.Client(base_url=server.base_url, headers={"apikey": tenant["apiKey"]}) as api:

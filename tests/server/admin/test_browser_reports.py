@@ -25,18 +25,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from promoflow.server.config import Settings
-from promoflow.server.migrate import upgrade
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, write_redemptions
-from tests.conftest import make_tenant
-from tests.server.admin.conftest import create_user
 from tests.server.admin.test_browser import (  # noqa: F401 - fixtures
     CHROMIUM,
     Site,
-    _in_thread,
     axe_check,
     chromium,
     page,
+    prepare_site,
     shot,
     sign_in,
 )
@@ -55,15 +51,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
     data = tmp_path_factory.mktemp("browser-reports")
     url = f"sqlite:///{data / 'browser.sqlite3'}"
-    settings = Settings(database_url=url, data_dir=data)
-
-    def prepare() -> tuple[dict[str, Any], str, str | None]:
-        upgrade(url)
-        tenant = make_tenant(settings, time_zone="Europe/Stockholm")
-        return (tenant, *create_user(settings, tenant["name"], "viewer", "viewer@example.com"))
-
-    tenant, email, password = _in_thread(prepare)
-    assert password is not None
+    tenant, email, password = prepare_site(url, data, "viewer", "viewer@example.com")
     server = start_server(url, data)  # with its FTP server on a free port
     try:
         yield Site(server, tenant, email, password)

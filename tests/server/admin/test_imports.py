@@ -83,10 +83,11 @@ def test_a_viewer_sees_an_import_its_line_results_and_downloads_its_files(
     page = viewer.get("/admin/imports")
     text = text_of(page.text)
     assert NAME in text and REDEMPTION_IMPORT_DIR in text and "Imported" in text
-    assert "12 Mar" not in text and "10 Mar 2026 13:00:00" in text  # uploaded at, in Europe/Stockholm
     assert "applied 1 · already redeemed 1 · not found 1" in text
     assert 'hx-trigger="every 2s"' not in page.text  # nothing left to watch
     iid = _import_id(page.text, NAME)
+    row = text_of(page.text.split(f'id="import-{iid}"')[1].split("</tr>")[0])
+    assert "2026-03-10 13:00 Europe/Stockholm" in row  # uploaded at, in the tenant's zone, named
 
     detail = viewer.get(f"/admin/imports/{iid}")
     assert detail.status_code == 200

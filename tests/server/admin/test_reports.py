@@ -70,7 +70,7 @@ def test_the_funnel_views_and_csv_equal_the_traffic_and_the_api(admin: Admin) ->
     assert [_figure(html, f) for f in ("assigned", "shown", "redeemed", "returned")] == [4, 2, 3, 1]
     text = text_of(html)
     assert "50.0 % of assigned" in text and "75.0 % of assigned" in text and "33.3 % of redeemed" in text
-    assert "Data as of 11 Mar 2026 13:00:00 Europe/Stockholm" in text
+    assert "Data as of 2026-03-11 13:00 Europe/Stockholm" in text
     assert html.count("Download CSV") >= 4 and html.count('<svg id="chart-') == 3
 
     funnel = _csv(viewer.get(f"/admin/reports/{pid}/funnel.csv"))
@@ -98,6 +98,15 @@ def test_the_funnel_views_and_csv_equal_the_traffic_and_the_api(admin: Admin) ->
     # The tables on the page carry the same numbers.
     day_table = text_of(html.split('id="table-day"')[1].split("</table>")[0])
     assert "2026-03-11 1 2 3 1" in day_table and "2026-03-10 3 0 0 0" in day_table
+    # The chart per day has a line per column of that table, Returned included, each named in the legend.
+    chart = html.split('<svg id="chart-day"')[1].split("</svg>")[0]
+    assert chart.count("<polyline") == 4
+    for label in ("Assigned", "Shown", "Redeemed", "Returned"):
+        assert f">{label}</text>" in chart, label
+    assert (
+        "<title>Returned, 2026-03-11: 1</title>" in chart
+        and "<title>Returned, 2026-03-10: 0</title>" in chart
+    )
 
 
 def test_a_chosen_range_cuts_the_views_not_the_funnel(admin: Admin) -> None:
@@ -130,6 +139,11 @@ def test_two_promotions_side_by_side(admin: Admin) -> None:
     assert page.status_code == 200
     table = text_of(page.text.split('id="table-compare"')[1].split("</table>")[0])
     assert "Assigned 4 1" in table and "Redeemed 3 (75.0 % of assigned) 0" in table
+    # Per day: assigned, shown, redeemed and returned of A, then of B; both counted now, so one as-of time.
+    days = text_of(page.text.split('id="table-compare-day"')[1].split("</table>")[0])
+    assert "2026-03-10 3 0 0 0 0 0 0 0" in days and "2026-03-11 1 2 3 1 1 0 0 0" in days
+    text = text_of(page.text)
+    assert "Data as of 2026-03-11 13:00 Europe/Stockholm" in text and "for A" not in text
     rows = _csv(viewer.get("/admin/reports/compare.csv", params={"a": pid, "b": other}))
     assert [(r["figure"], *list(r.values())[1:3]) for r in rows] == [
         ("assigned", "4", "1"), ("shown", "2", "0"), ("redeemed", "3", "0"), ("returned", "1", "0")]  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from datetime import date
 from typing import Any
 
 from fastapi import Depends, Request
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response, StreamingResponse
@@ -30,7 +33,7 @@ from ..http.edge import state_of
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
 from .common import admin_router, now_of, reading
-from .gateway import fmt_time
+from .gateway import local_time_text
 from .sessions import AdminContext
 from .web import is_htmx, marketer, render, templates
 
@@ -64,10 +67,17 @@ ACTION_TEXT = {
 }  # fmt: skip
 
 
-def value_text(value: Any, limit: int = 300) -> str:
-    """A before/after value as a person reads it: text as is, nothing as '—', the rest as compact JSON."""
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})")
+
+
+@pass_context
+def value_text(context: Context, value: Any, limit: int = 300) -> str:
+    """A before/after value as a person reads it: an instant (ISO 8601 with its offset) as every page shows a
+    time, other text as is, nothing as '—', the rest as compact JSON."""
     if value is None or value == "":
         return "—"
+    if isinstance(value, str) and INSTANT.fullmatch(value):
+        return local_time_text(value, context["who"].tenant.tz)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -81,7 +91,6 @@ class Line:
     """One entry as the page shows it."""
 
     entry: AuditEntry
-    at: str
     action: str
     object_label: str
     object_href: str | None
@@ -190,7 +199,7 @@ def _line(e: AuditEntry, ctx: TenantContext, names: dict[uuid.UUID, str]) -> Lin
         label = f"tenant {ctx.name}"
     elif e.object_type == "user":
         label = f"user {(e.before or {}).get('email') or (e.after or {}).get('email') or e.object_id}"
-    return Line(e, fmt_time(e.at, ctx.tz, seconds=True), ACTION_TEXT.get(e.action, e.action), label, href)
+    return Line(e, ACTION_TEXT.get(e.action, e.action), label, href)
 
 
 async def lines(conn: AsyncConnection, ctx: TenantContext, entries: list[AuditEntry]) -> list[Line]:

@@ -62,11 +62,24 @@ PAGE_SIZE = 25
 
 
 def fmt_time(at: datetime | None, tz: ZoneInfo, *, seconds: bool = False) -> str:
-    """'1 Jan 2027 00:00' in the tenant's zone (the zone is named once next to it by the caller)."""
+    """'1 Jan 2027 00:00' in the tenant's zone, for the bounds of a validity window (the zone is named once next
+    to it by the caller). A moment something happened is `local_time_text`."""
     if at is None:
         return ""
     local = at.astimezone(tz)
     return f"{local.day} {local:%b %Y %H:%M}" + (f":{local:%S}" if seconds else "")
+
+
+def local_time_text(at: datetime | str | None, tz: ZoneInfo) -> str:
+    """When something happened, as the pages show it: '2026-03-11 13:00 Europe/Stockholm', in the tenant's zone,
+    named. ``at`` is an instant or the API's ISO 8601 text; a naive one is UTC. The ``local_time`` template filter
+    (`web.py`) is this; CSVs keep ISO 8601."""
+    if at is None or at == "":
+        return ""
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M} {tz.key}"
 
 
 def validity_text(start: date, end: date | None, tz: ZoneInfo) -> str:
@@ -735,10 +748,10 @@ class CardAssignment:
     promotion_id: uuid.UUID
     promotion_name: str
     state: str  # active | scheduled | redeemed | expired | deleted
-    assigned_at: str
+    assigned_at: datetime
     valid_from: str
     expires: str
-    redeemed_at: str
+    redeemed_at: datetime | None
     channel: str | None
     store: str | None
     receipt: str | None
@@ -767,7 +780,9 @@ def why_not_text(found: Explanation, channel: ChannelType, tz: ZoneInfo) -> str:
     refusal, facts = found.refusals[0], found.facts
     if refusal.reason is Reason.REDEEMED:
         where = f" in store {facts.redeemed_store}" if facts.redeemed_store else ""
-        return f"already redeemed {fmt_time(facts.redeemed_at, tz)} via {facts.redeemed_channel}{where}"
+        return (
+            f"already redeemed {local_time_text(facts.redeemed_at, tz)} via {facts.redeemed_channel}{where}"
+        )
     if refusal.reason is Reason.EXPIRED:
         return f"expired {fmt_time(facts.valid_to, tz, seconds=True)}"
     if refusal.reason is Reason.NOT_YET_VALID:
@@ -831,12 +846,12 @@ async def contact_card(
         cards.append(
             CardAssignment(
                 id=r.id, promotion_id=r.promotion_id, promotion_name=r.name, state=state,
-                assigned_at=fmt_time(r.created_at, ctx.tz), valid_from=fmt_time(r.valid_from, ctx.tz),
+                assigned_at=r.created_at, valid_from=fmt_time(r.valid_from, ctx.tz),
                 expires=fmt_time(r.valid_to, ctx.tz, seconds=True) if r.valid_to else "no end",
-                redeemed_at=fmt_time(r.redeemed_at, ctx.tz), channel=r.redeemed_channel, store=r.redeemed_store,
+                redeemed_at=r.redeemed_at, channel=r.redeemed_channel, store=r.redeemed_store,
                 receipt=r.redeemed_receipt_id, reactivations=r.reactivation_count, shown_in=shown_in,
                 not_shown=not_shown, can_reactivate=state == "redeemed",
-                promotion_note=(f"promotion deactivated {fmt_time(r.deactivated_at, ctx.tz)}; assignments made "
+                promotion_note=(f"promotion deactivated {local_time_text(r.deactivated_at, ctx.tz)}; assignments made "
                                 "before stay valid") if r.deactivated_at else "",
             )
         )  # fmt: skip

@@ -31,7 +31,7 @@ async def imports_page(request: Request, who: AdminContext = Depends(viewer)) ->
     async with reading(request) as conn:
         lines, nxt = await transfers.list_imports(conn, who.tenant, status=status, after=after)
     values: dict[str, Any] = {"lines": lines, "next": nxt, "status_filter": status, "after": after,
-                              "statuses": transfers.STATUS_TEXT, "as_of": transfers.now_text(now_of(request), who.tenant)}  # fmt: skip
+                              "statuses": transfers.STATUS_TEXT, "as_of": now_of(request)}  # fmt: skip
     if is_htmx(request) and request.headers.get("hx-target") == "import-results":
         return render(request, "_import_rows.html", **values)
     return render(request, "imports.html", **values)
@@ -46,7 +46,7 @@ async def jobs_page(request: Request, who: AdminContext = Depends(viewer)) -> Re
         "jobs": lines,
         "next": nxt,
         "after": after,
-        "as_of": transfers.now_text(now_of(request), who.tenant),
+        "as_of": now_of(request),
     }
     if is_htmx(request) and request.headers.get("hx-target") == "job-results":
         return render(request, "_job_rows.html", **values)

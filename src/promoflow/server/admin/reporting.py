@@ -28,7 +28,6 @@ from ..models import assignment
 from ..receipt.linking import RETURNED
 from ..receipt.report import Cell, ReportService, local_day_of
 from ..tenant.service import TenantContext
-from .gateway import fmt_time
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 30
@@ -78,7 +77,6 @@ class PromotionReport:
     by_channel: list[GroupRow]
     by_store: list[GroupRow]
     as_of: datetime
-    as_of_text: str
     live: bool = False
     """Counted for this view (a small promotion), not read from a stored snapshot."""
 
@@ -242,11 +240,10 @@ def build(
         else:
             st.receipts += c.n
     by_store = sorted(stores.values(), key=lambda s: (-s.redeemed, s.key == NO_STORE, s.key))
-    at = snap.computed_at
     return PromotionReport(
         id=pid, api=api, start=start, end=end, days=days, by_day=[rows[d] for d in days],
-        by_channel=sorted(channels.values(), key=lambda c: c.key), by_store=by_store, as_of=at,
-        as_of_text=f"{fmt_time(at, ctx.tz, seconds=True)} {ctx.tz.key}", live=live,
+        by_channel=sorted(channels.values(), key=lambda c: c.key), by_store=by_store, as_of=snap.computed_at,
+        live=live,
     )  # fmt: skip
 
 

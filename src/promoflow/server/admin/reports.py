@@ -72,20 +72,19 @@ async def _view(request: Request, who: AdminContext, pid: uuid.UUID, *, refresh:
     return View(pid, report, pend, failure)
 
 
-def _pending_page(request: Request, who: AdminContext, view: View, name: str) -> Response:
-    return render(request, "report_pending.html", section="reports", v=view, promo_name=name,
-                  refresh=_refresh_values(who, view, None))  # fmt: skip
+def _pending_page(request: Request, view: View, name: str, heading: str) -> Response:
+    """While the first snapshot of ``view``'s promotion (``name``) is computed: says so, and polls."""
+    return render(request, "report_pending.html", section="reports", v=view, promo_name=name, heading=heading,
+                  refresh=_refresh_values(view, None))  # fmt: skip
 
 
-def _refresh_values(who: AdminContext, view: View, after: str | None) -> dict[str, Any]:
+def _refresh_values(view: View, after: str | None) -> dict[str, Any]:
     p = view.pending
     return {
         "pid": view.pid,
         "after": after or "",
         "pending": p is not None,
-        "started": f"{gateway.fmt_time(p.created_at, who.tenant.tz, seconds=True)} {who.tenant.tz.key}"
-        if p
-        else "",
+        "started": p.created_at if p else None,
         "failure": view.failure,
     }
 
@@ -126,17 +125,20 @@ async def compare(request: Request, who: AdminContext = Depends(viewer)) -> Resp
     q = request.query_params
     va = await _view(request, who, guid_or_404(q.get("a") or "", "promotion"))
     vb = await _view(request, who, guid_or_404(q.get("b") or "", "promotion"))
-    for v in (va, vb):
-        if v.report is None:
-            return _pending_page(request, who, v, await _name(request, who, v.pid))
     a, b = va.report, vb.report
-    assert a is not None and b is not None
+    if a is None or b is None:
+        name_a, name_b = await _name(request, who, va.pid), await _name(request, who, vb.pid)
+        wait, name = (va, name_a) if a is None else (vb, name_b)
+        return _pending_page(request, wait, name, f"Compare: {name_a} and {name_b}")
     chart = line_chart("chart-compare", f"Redeemed per day: {a.name} and {b.name}", a.days,
                        [(f"A: {a.name}", [r.redeemed for r in a.by_day]),
                         (f"B: {b.name}", [r.redeemed for r in b.by_day])])  # fmt: skip
     rows = list(zip(a.by_day, b.by_day, strict=True))
+    # A stale snapshot is being refreshed: the page says so and reloads when the new one is stored.
+    busy = next((v for v in (va, vb) if v.pending is not None), None)
+    refresh = _refresh_values(busy, busy.report.as_of.isoformat()) if busy and busy.report else None
     return render(request, "compare.html", section="reports", a=a, b=b, chart=chart, rows=rows,
-                  range_query=_range_query(a))  # fmt: skip
+                  range_query=_range_query(a), refresh=refresh)  # fmt: skip
 
 
 @router.get("/reports/compare.csv")
@@ -155,12 +157,14 @@ async def report_page(promotion_id: str, request: Request, who: AdminContext = D
     view = await _view(request, who, guid_or_404(promotion_id, "promotion"))
     report = view.report
     if report is None:
-        return _pending_page(request, who, view, await _name(request, who, view.pid))
+        name = await _name(request, who, view.pid)
+        return _pending_page(request, view, name, f"Report: {name}")
     charts: dict[str, Any] = {
-        "day": line_chart("chart-day", "Assigned, shown and redeemed per day", report.days,
+        "day": line_chart("chart-day", "Assigned, shown, redeemed and returned per day", report.days,
                           [("Assigned", [r.assigned for r in report.by_day]),
                            ("Shown", [r.shown for r in report.by_day]),
-                           ("Redeemed", [r.redeemed for r in report.by_day])]),
+                           ("Redeemed", [r.redeemed for r in report.by_day]),
+                           ("Returned", [r.returned for r in report.by_day])]),
         "channel": line_chart("chart-channel", "Redeemed per day by channel", report.days,
                               reporting.channel_series(report)) if report.by_channel else None,
         "store": line_chart("chart-store", "Redeemed per day by store", report.days,
@@ -168,7 +172,7 @@ async def report_page(promotion_id: str, request: Request, who: AdminContext = D
     }  # fmt: skip
     async with reading(request) as conn:
         choices = await gateway.promotion_choices(conn, who.tenant, now_of(request))
-    refresh = _refresh_values(who, view, report.as_of.isoformat())
+    refresh = _refresh_values(view, report.as_of.isoformat())
     return render(request, "report.html", section="reports", r=report, charts=charts, choices=choices,
                   range_query=_range_query(report), total=report.range_total(), refresh=refresh,
                   can_refresh=who.can(Role.MARKETER))  # fmt: skip
@@ -213,7 +217,7 @@ async def snapshot_state(
         pend = await snapshots.pending(conn, ctx, pid)
         failure = await snapshots.last_failure(conn, ctx, pid) if pend is None else None
     view = View(pid, None, pend, failure)
-    response = render(request, "_report_refresh.html", refresh=_refresh_values(who, view, after))
+    response = render(request, "_report_refresh.html", refresh=_refresh_values(view, after))
     if at is not None and at.isoformat() != after and is_htmx(request):
         response.headers["HX-Refresh"] = "true"
     return response

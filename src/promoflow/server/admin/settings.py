@@ -195,13 +195,7 @@ async def save_general(request: Request, who: AdminContext = Depends(admin)) -> 
 async def _keys(request: Request, who: AdminContext, page: Page, status: int = 200) -> Response:
     async with reading(request) as conn:
         keys = await ApiKeyService(now_of(request)).list(conn, who.tenant.tenant_id)
-    tz = who.tenant.tz
-
-    def when(at: datetime | None) -> str | None:
-        return at.astimezone(tz).strftime("%-d %b %Y %H:%M") if at is not None else None
-
-    shown = [{**k.as_json(tz), "createdOn": when(k.created_at), "rotatedOn": when(k.rotated_at),
-              "lastUsedOn": when(k.last_used_at), "revokedOn": when(k.revoked_at)} for k in keys]  # fmt: skip
+    shown = [k.as_json(who.tenant.tz) for k in keys]
     return render(request, "settings_keys.html", status, tab="keys", keys=shown, page=page,
                   scopes=SCOPES, cache_seconds=state_of(request).settings.api_key_cache_seconds)  # fmt: skip
 

@@ -28,7 +28,6 @@ from ..tenant.service import TenantContext
 from ..transfer.errors import ImportNotFoundError
 from ..transfer.files import FileStore
 from ..transfer.inbox import FILE_IMPORT_JOB
-from .gateway import fmt_time
 
 PAGE_SIZE = 50
 RECORD_PAGE_SIZE = 50
@@ -63,8 +62,8 @@ class ImportLine:
     kind: str | None
     folder: str
     file_name: str
-    received_at: str
-    finished_at: str
+    received_at: datetime
+    finished_at: datetime | None
     status: str
     reason: str | None
     total: int | None
@@ -106,12 +105,12 @@ class ImportLine:
         return [(v, VERDICT_TEXT.get(v, v), n) for v, n in ranked if n]
 
 
-def _line(r: Any, tz: Any) -> ImportLine:
+def _line(r: Any) -> ImportLine:
     running = r.status in ("queued", "running")
     counts = {str(k): int(v) for k, v in (r.counts or {}).items()}
     return ImportLine(
         id=r.public_id, kind=r.kind, folder=r.folder, file_name=r.file_name,
-        received_at=fmt_time(r.received_at, tz, seconds=True), finished_at=fmt_time(r.finished_at, tz, seconds=True),
+        received_at=r.received_at, finished_at=r.finished_at,
         status=r.status, reason=r.reason, total=r.records_total,
         done=int(r.progress_done or 0) if running else sum(counts.values()), counts=counts, size=r.size_bytes,
         has_result=bool(r.result_file), has_original=bool(r.content_hash), duplicate_of=r.duplicate_of,
@@ -150,7 +149,7 @@ async def list_imports(
     ).all()
     more = len(rows) > size
     rows = rows[:size]
-    lines = [_line(r, ctx.tz) for r in rows]
+    lines = [_line(r) for r in rows]
     return lines, (str(rows[-1].public_id) if more and rows else None)
 
 
@@ -169,7 +168,7 @@ async def _row(conn: AsyncConnection, ctx: TenantContext, import_id: uuid.UUID) 
 
 
 async def get_import(conn: AsyncConnection, ctx: TenantContext, import_id: uuid.UUID) -> ImportLine:
-    return _line(await _row(conn, ctx, import_id), ctx.tz)
+    return _line(await _row(conn, ctx, import_id))
 
 
 @dataclass
@@ -302,8 +301,8 @@ class JobLine:
     total: int | None
     result: dict[str, Any] | None
     error: str | None
-    created_at: str
-    finished_at: str
+    created_at: datetime
+    finished_at: datetime | None
     promotion_id: str | None
     admin_run: bool
 
@@ -355,7 +354,6 @@ async def list_jobs(
     ).all()  # fmt: skip
     more = len(rows) > size
     rows = rows[:size]
-    tz = ctx.tz
     lines = [
         JobLine(
             r.public_id,
@@ -365,15 +363,11 @@ async def list_jobs(
             r.progress_total,
             r.result,
             r.error,
-            fmt_time(r.created_at, tz, seconds=True),
-            fmt_time(r.finished_at, tz, seconds=True),
+            r.created_at,
+            r.finished_at,
             r.promotion_id,
             r.kind == BULK_ASSIGN and r.origin is not None,
         )  # fmt: skip
         for r in rows
     ]
     return lines, (str(rows[-1].public_id) if more and rows else None)
-
-
-def now_text(now: datetime, ctx: TenantContext) -> str:
-    return f"{fmt_time(now, ctx.tz, seconds=True)} {ctx.tz.key}"

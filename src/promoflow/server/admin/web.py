@@ -10,19 +10,22 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
+from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..exceptions import PromoflowError
 from ..http.edge import AppState, state_of
+from .gateway import local_time_text
 from .sessions import AdminContext, SessionStore
 from .users import Role
 
@@ -59,6 +62,21 @@ def web_url(value: object) -> str | None:
 
 
 templates.filters["web_url"] = web_url
+
+
+@pass_context
+def local_time(context: Context, at: datetime | str | None) -> Markup:
+    """``{{ at|local_time }}``: every moment a page shows (an instant or the API's ISO text), in the signed-in
+    tenant's zone, named — '2026-03-11 13:00 Europe/Stockholm' — in a ``<time>`` carrying the full ISO 8601."""
+    if at is None or at == "":
+        return Markup("")
+    exact = at if isinstance(at, str) else at.isoformat()
+    return Markup('<time datetime="{}">{}</time>').format(
+        exact, local_time_text(at, context["who"].tenant.tz)
+    )
+
+
+templates.filters["local_time"] = local_time
 
 
 class LoginRequired(Exception):
