@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from _common import free_port, log, start, stop
+from _common import cpu_seconds, free_port, log, start, stop
 
 TARGET = 0.60
 
@@ -148,6 +148,7 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str,
         "promoflow": (f"http://127.0.0.1:{port}", "/api/v2/contacts", server_key, server_ids),
         "floor": (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids),
     }
+    pids = {"promoflow": server.pid, "floor": floor.pid}
     out: dict[str, object] = {}
     try:
         for (
@@ -170,12 +171,15 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str,
                              "--format", "raw", "--output", str(svg), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         )  # fmt: skip
+                    cpu = cpu_seconds(pids[side])
                     got[side] = r = wrk(base, op, prefix, ids, key, level, args.duration)
+                    # The server's own CPU per answered request: what the shared machine's load does not change.
+                    r["cpu_us"] = (cpu_seconds(pids[side]) - cpu) / max(r["requests"], 1) * 1e6
                     if spy is not None:
                         spy.wait()
                     log(
                         f"{db:<10} {op:<6} c={level:<3} {side:<9} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                        f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}"
+                        f"p99 {r['p99']:6.1f} ms  CPU {r['cpu_us']:5.0f} µs/req  errors {r['errors']}  non-2xx {r['non2xx']}"
                     )
                 ratio = got["promoflow"]["rps"] / got["floor"]["rps"]
                 log(
