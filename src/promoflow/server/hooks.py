@@ -44,8 +44,8 @@ class ContactProbe:
     - ``lock_ids``: the PostgreSQL advisory locks the hook's own look-up takes for those keys.
     - ``pg_condition``: SQL true when the hook has work, which takes the locks itself before it looks (so it reads
       what a holder of the locks committed: a VOLATILE function's fresh snapshot); parameters ``%(t)s`` (tenant),
-      ``%(ct)s`` (contact type), ``%(kt)s`` and ``%(kv)s`` (the keys' types and values, text arrays) and
-      ``%(locks)s`` (``lock_ids``, a bigint array).
+      ``%(ct)s`` (contact type), ``%(keys)s`` (``keys`` as JSON text) and ``%(locks)s`` (``lock_ids`` as JSON
+      text).
     - ``sqlite_has_work``: the same question on a raw `sqlite3` connection inside the writer's transaction."""
 
     keys: Callable[[uuid.UUID, Mapping[str, str | None]], list[tuple[str, str]]]

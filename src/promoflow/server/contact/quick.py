@@ -478,12 +478,29 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
 
 async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
                          new_id: uuid.UUID, now: Any) -> Any:  # fmt: skip
-    attrs = dict(plan.attrs)
-    if plan.generated:
-        number = await block_number(st.db.engine.url, ctx.tenant_id)
-        if number is None:
-            return None
-        attrs["memberNumber"] = number
+    pool = st.extras[POOL]
+    conn = await pool.acquire()
+    broken = False
+    try:
+        attrs = dict(plan.attrs)
+        if plan.generated:
+            attrs["memberNumber"] = await block_number(st.db.engine.url, ctx.tenant_id, conn)
+        sql, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
+        cur = conn.cursor(row_factory=namedtuple_row)
+        await cur.execute(sql, params)
+        return await cur.fetchone()
+    except psycopg.Error:
+        # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
+        broken = True
+        log.warning("contact.quick_create_failed", exc_info=True)
+        return None
+    finally:
+        pool.release(conn, broken)
+
+
+def _pg_create_statement(ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+                         attrs: dict[str, Any], new_id: uuid.UUID, now: Any) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """`_pg_create`'s text (cached) and parameters for this contact."""
     values = _values(ctx, plan, attrs, new_id, now)
     columns = {c: values[c] for c in _KEY_COLUMNS}
     derived = tuple(c for c in values if c not in _WRITTEN)
@@ -496,27 +513,15 @@ async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes
     conditions = []
     for i, p in enumerate(probes):
         keys = p.keys(new_id, columns)
-        params[f"kt{i}"], params[f"kv{i}"] = [k for k, _ in keys], [v for _, v in keys]
-        params[f"locks{i}"] = p.lock_ids(ctx.tenant_id, keys)
+        params[f"keys{i}"], params[f"locks{i}"] = (
+            json.dumps(keys),
+            json.dumps(p.lock_ids(ctx.tenant_id, keys)),
+        )
         conditions.append(
-            p.pg_condition.replace("%(kt)s", f"%(kt{i})s").replace("%(kv)s", f"%(kv{i})s")
-            .replace("%(locks)s", f"%(locks{i})s")
-        )  # fmt: skip
+            p.pg_condition.replace("%(keys)s", f"%(keys{i})s").replace("%(locks)s", f"%(locks{i})s")
+        )
     sql_key = (plan.column, tuple(conditions), derived, entry is not None)
     sql = _pg_creates.get(sql_key)
     if sql is None:
         sql = _pg_creates[sql_key] = _pg_create(*sql_key)
-    pool = st.extras[POOL]
-    conn = await pool.acquire()
-    broken = False
-    try:
-        cur = conn.cursor(row_factory=namedtuple_row)
-        await cur.execute(sql, params)
-        return await cur.fetchone()
-    except psycopg.Error:
-        # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
-        broken = True
-        log.warning("contact.quick_create_failed", exc_info=True)
-        return None
-    finally:
-        pool.release(conn, broken)
+    return sql, params

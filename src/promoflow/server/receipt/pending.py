@@ -89,7 +89,7 @@ def contact_keys(contact_id: uuid.UUID, columns: Mapping[str, str | None]) -> li
 # The quick paths' question (hooks.ContactProbe): is a receipt waiting for one of these keys? The same look-up as
 # `match_pending`'s, after the same locks, in one call: the function of migration 0023 takes the locks and then
 # reads with a snapshot of its own (a single statement's would predate the wait for the locks).
-_PG_WAITING = "receipt_waiting(%(t)s, %(ct)s, %(kt)s, %(kv)s, %(locks)s)"
+_PG_WAITING = "receipt_waiting(%(t)s, %(ct)s, %(keys)s, %(locks)s)"
 _SQLITE_WAITING = compile_sqlite(
     select(
         exists()

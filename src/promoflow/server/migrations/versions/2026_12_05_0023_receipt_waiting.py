@@ -10,6 +10,7 @@ so whichever of the two comes second sees what the first committed. In one SQL s
 — a statement reads with the snapshot taken when it started, before it waited for the lock — so the contact's
 quick create used a transaction of four statements. A VOLATILE function takes a fresh snapshot for each query it
 runs: this one takes the locks (sorted, like every other holder), then asks, and the create is one statement.
+The keys (``[[key type, value], …]``) and the lock ids come as JSON, as SQLite's question takes the keys.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ def upgrade() -> None:
         return
     op.execute(
         """
-CREATE FUNCTION receipt_waiting(p_tenant uuid, p_contact_type text, p_key_types text[], p_key_values text[],
-                                p_locks bigint[]) RETURNS boolean
+CREATE FUNCTION receipt_waiting(p_tenant uuid, p_contact_type text, p_keys jsonb, p_locks jsonb) RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-  PERFORM pg_advisory_xact_lock(k) FROM unnest(p_locks) AS k ORDER BY k;
+  PERFORM pg_advisory_xact_lock(k::bigint) FROM jsonb_array_elements_text(p_locks) AS k ORDER BY k::bigint;
   RETURN EXISTS (
     SELECT 1 FROM receipt_pending JOIN receipt ON receipt.id = receipt_pending.receipt_id
     WHERE receipt_pending.tenant_id = p_tenant
-      AND (receipt_pending.key_type, receipt_pending.key_value) IN (SELECT * FROM unnest(p_key_types, p_key_values))
+      AND (receipt_pending.key_type, receipt_pending.key_value) IN (
+        SELECT k ->> 0, k ->> 1 FROM jsonb_array_elements(p_keys) AS k)
       AND (receipt_pending.contact_type IS NULL OR receipt_pending.contact_type = p_contact_type));
 END
 $$
@@ -46,4 +47,4 @@ $$
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute("DROP FUNCTION receipt_waiting(uuid, text, text[], text[], bigint[])")
+    op.execute("DROP FUNCTION receipt_waiting(uuid, text, jsonb, jsonb)")
