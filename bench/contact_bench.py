@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,29 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
             stop(proc)
 
 
+def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, target: tuple[str, str, str, Path],
+           pid: int, url: str) -> dict[str, float]:  # fmt: skip
+    """One wrk phase against one side, with the server's and the database's CPU per answered request."""
+    base, prefix, key, ids = target
+    spy = None
+    if args.profile and side == "promoflow" and level == max(args.levels):
+        svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration),
+             "--format", "raw", "--output", str(svg), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    cpu, backends = cpu_seconds(pid), pg_cpu(url)
+    r = wrk(base, op, prefix, ids, key, level, args.duration)
+    # The server's own CPU per answered request: what the shared machine's load does not change.
+    r["cpu_us"] = (cpu_seconds(pid) - cpu) / max(r["requests"], 1) * 1e6
+    used = sum(t - backends.get(p, 0.0) for p, t in pg_cpu(url).items())
+    r["pg_cpu_us"] = used / max(r["requests"], 1) * 1e6
+    if spy is not None:
+        spy.wait()
+    return r
+
+
 def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str, str, Path]], pids: dict[str, int],
              urls: dict[str, str]) -> dict[str, object]:  # fmt: skip
     out: dict[str, object] = {}
@@ -195,37 +219,28 @@ def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str,
             wrk(base, mode, prefix, ids, key, 8, 2)
     for op in ("create", "update"):
         for level in args.levels:
-            got = {}
-            for side, (base, prefix, key, ids) in sides.items():
-                spy = None
-                if args.profile and side == "promoflow" and level == max(args.levels):
-                    svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
-                    spy = subprocess.Popen(
-                        ["py-spy", "record", "--pid", str(pids[side]), "--duration", str(args.duration),
-                         "--format", "raw", "--output", str(svg), "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
-                cpu, backends = cpu_seconds(pids[side]), pg_cpu(urls[side])
-                got[side] = r = wrk(base, op, prefix, ids, key, level, args.duration)
-                # The server's own CPU per answered request: what the shared machine's load does not change.
-                r["cpu_us"] = (cpu_seconds(pids[side]) - cpu) / max(r["requests"], 1) * 1e6
-                used = sum(t - backends.get(pid, 0.0) for pid, t in pg_cpu(urls[side]).items())
-                r["pg_cpu_us"] = used / max(r["requests"], 1) * 1e6
-                if spy is not None:
-                    spy.wait()
-                log(
-                    f"{db:<10} {op:<6} c={level:<3} {side:<9} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                    f"p99 {r['p99']:6.1f} ms  CPU {r['cpu_us']:5.0f} µs/req (database {r['pg_cpu_us']:4.0f})  "
-                    f"errors {r['errors']}  non-2xx {r['non2xx']}"
-                )
+            runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+            for _ in range(args.rounds):
+                for side, target in sides.items():
+                    runs[side].append(r := _phase(db, args, op, level, side, target, pids[side], urls[side]))
+                    log(
+                        f"{db:<10} {op:<6} c={level:<3} {side:<9} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
+                        f"p99 {r['p99']:6.1f} ms  CPU {r['cpu_us']:5.0f} µs/req (database {r['pg_cpu_us']:4.0f})  "
+                        f"errors {r['errors']}  non-2xx {r['non2xx']}"
+                    )
+            # Each figure: its median over the rounds.
+            got = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
             ratio = got["promoflow"]["rps"] / got["floor"]["rps"]
             also = (
                 f"  baseline/floor = {got['baseline']['rps'] / got['floor']['rps']:.0%}"
                 if "baseline" in got
                 else ""
             )
+            cpu = "  CPU µs/req " + ", ".join(
+                f"{side} {g['cpu_us']:.0f} + {g['pg_cpu_us']:.0f}" for side, g in got.items()
+            )
             log(
-                f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}{also}  (target >= {TARGET:.0%} at 32)"
+                f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}{also}{cpu}  (target >= {TARGET:.0%} at 32)"
             )
             out[f"{op}@{level}"] = {**got, "ratio": ratio}
     return out
@@ -237,6 +252,7 @@ def main() -> None:
     p.add_argument("--contacts", type=int, default=5000, help="seeded contacts per side (update targets)")
     p.add_argument("--duration", type=int, default=5, help="seconds per measured phase")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent requests")
+    p.add_argument("--rounds", type=int, default=1, help="phases per side and level, alternating (medians)")
     p.add_argument(
         "--profile", help="a folder: py-spy samples of promoflow at the highest level (raw format)"
     )
