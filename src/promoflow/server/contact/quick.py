@@ -48,6 +48,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import JSON, String, bindparam, insert, literal_column, select, table
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -216,6 +217,21 @@ def _lite_audit(conn: sqlite3.Connection, entry: dict[str, Any] | None) -> None:
 # ------------------------------------------------------------------------------------------------- the shared
 
 
+def _sides(request: Request) -> tuple[AppState, Any, Any] | None:
+    """The app's state and its database side — PostgreSQL's pool or SQLite's lane — for a request the quick paths
+    may answer; None when the routed path must (no fast lane, an Idempotency-Key, a query string)."""
+    st = state_of(request)
+    pool = st.extras.get(POOL)
+    lane = st.extras.get(LANE) if st.db.sqlite else None
+    if (
+        (pool is None and lane is None)
+        or "idempotency-key" in request.headers
+        or request.scope.get("query_string")
+    ):
+        return None
+    return st, pool, lane
+
+
 async def _json_body(request: Request) -> dict[str, Any] | None:
     try:
         body = json.loads(await request.body())
@@ -275,11 +291,10 @@ def _change(ctx: TenantContext, row: Any, changed: dict[str, Any], prefs_body: A
 def update(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact update, or None when the routed path must answer."""
-        st = state_of(request)
-        pool = st.extras.get(POOL)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
-        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
+        sides = _sides(request)
+        if sides is None:
             return None
+        st, pool, lane = sides
         guid = parse_guid(request.path_params.get("contact_id", ""))
         if guid is None:
             return None
@@ -428,11 +443,10 @@ def _values(
 def create(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact create (201), or None when the routed path must answer."""
-        st = state_of(request)
-        pool = st.extras.get(POOL)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
-        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
+        sides = _sides(request)
+        if sides is None:
             return None
+        st, pool, lane = sides
         probes = contact_probes()
         if probes is None:
             return None
@@ -448,7 +462,7 @@ def create(*, v3: bool) -> FastHandler:
             except Exception:  # rolled back: the routed path answers
                 return None
         else:
-            row = await _pg_create_row(st, ctx, plan, probes, new_id, now)
+            row = await _pg_create_row(pool, st.db.engine.url, ctx, plan, probes, new_id, now)
         return None if row is None else _answer(st, ctx, row, 201, v3=v3)
 
     return handler
@@ -476,15 +490,14 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     return row
 
 
-async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+async def _pg_create_row(pool: Any, url: URL, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
                          new_id: uuid.UUID, now: Any) -> Any:  # fmt: skip
-    pool = st.extras[POOL]
     conn = await pool.acquire()
     broken = False
     try:
         attrs = dict(plan.attrs)
         if plan.generated:
-            attrs["memberNumber"] = await block_number(st.db.engine.url, ctx.tenant_id, conn)
+            attrs["memberNumber"] = await block_number(url, ctx.tenant_id, conn)
         sql, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
         cur = conn.cursor(row_factory=namedtuple_row)
         await cur.execute(sql, params)
