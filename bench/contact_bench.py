@@ -30,6 +30,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from _common import cpu_seconds, free_port, log, start, stop
@@ -129,15 +130,21 @@ def seed(url: str, n: int, workdir: Path, side: str) -> tuple[str, str, Path]:
     return tenant_id, key, path
 
 
+_watchers: dict[str, psycopg.Connection[Any]] = {}
+
+
 def pg_cpu(url: str) -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend serving the database of ``url`` (the server runs on this machine):
-    the database's side of a phase, as the phases take turns."""
+    the database's side of a phase, as the phases take turns. One connection per database, kept for the run (a
+    busy server may have no connection to spare in the middle of it)."""
     if not url.startswith("postgresql"):
         return {}
-    with psycopg.connect(url, autocommit=True) as conn:
-        pids = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
+    conn = _watchers.get(url)
+    if conn is None:
+        conn = _watchers[url] = psycopg.connect(url, autocommit=True)
+    pids = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
     return {pid: cpu_seconds(pid) for (pid,) in pids}
 
 
@@ -156,6 +163,7 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
     from promoflow.server.migrate import upgrade
 
     upgrade(url)
+    pg_cpu(url)  # its watching connection first, while the server has connections to spare
     sides: dict[str, tuple[str, str, str, Path]] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -170,6 +178,7 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
                 {"PYTHONPATH": str(Path(args.baseline).resolve())},
             )
             _, key, ids = seed(baseline_url, args.contacts, workdir, "b")
+            pg_cpu(baseline_url)
             sides["baseline"] = (base, "/api/v2/contacts", key, ids)
         floor_tenant, floor_key, floor_ids = seed(url, args.contacts, workdir, "f")
         floor_port = free_port()
@@ -186,6 +195,8 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
     finally:
         for proc in procs.values():
             stop(proc)
+        while _watchers:
+            _watchers.popitem()[1].close()
 
 
 def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, target: tuple[str, str, str, Path],
