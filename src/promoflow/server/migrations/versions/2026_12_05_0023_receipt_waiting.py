@@ -8,7 +8,7 @@ PostgreSQL only. A new contact must not miss a receipt kept pending for one of i
 (`receipt.locks.lock_keys`): the create takes the keys' advisory locks and only then looks for pending receipts,
 so whichever of the two comes second sees what the first committed. In one SQL statement that is impossible
 — a statement reads with the snapshot taken when it started, before it waited for the lock — so the contact's
-quick create used a transaction of four statements. A VOLATILE function takes a fresh snapshot for each query it
+quick create was a pipelined transaction (BEGIN, the locks, the insert, its audit entry, COMMIT). A VOLATILE function takes a fresh snapshot for each query it
 runs: this one takes the locks (sorted, like every other holder), then asks, and the create is one statement.
 The keys (``[[key type, value], …]``) and the lock ids come as JSON, as SQLite's question takes the keys.
 """
