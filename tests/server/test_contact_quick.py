@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
+from promoflow.server.contact import numbers
 from promoflow.server.contact.quick import ANSWERED
 from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.http.app import create_app
@@ -344,3 +345,22 @@ async def _waits_on_an_advisory_lock(conn: Any) -> bool:
              "(SELECT oid FROM pg_database WHERE datname = current_database())")
     )  # fmt: skip
     return bool(found)
+
+
+def test_quick_and_routed_creates_share_the_member_numbers(
+    both: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small blocks of numbers (PostgreSQL: the quick create reserves them on the connection it holds, the routed
+    one on a connection of its own), creates on both paths taking turns: every generated number is handed out
+    once."""
+    fast, routed, headers = both
+    monkeypatch.setattr(numbers, "BLOCK", 2)
+    got = []
+    for i in range(7):
+        before = _answered(fast)
+        a = fast.post("/api/v2/contacts", json={"email": f"qn{i}@example.com"}, headers=headers)
+        b = routed.post("/api/v2/contacts", json={"email": f"rn{i}@example.com"}, headers=headers)
+        assert a.status_code == b.status_code == 201 and _answered(fast) == before + 1
+        got += [a.json()["attributes"]["memberNumber"], b.json()["attributes"]["memberNumber"]]
+    assert len(set(got)) == len(got) == 14
+    assert all(len(n) == 8 and n.isdigit() for n in got)
