@@ -6,10 +6,12 @@ request with the raw driver: one INSERT … ON CONFLICT for a create, one UPDATE
 `promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a tenant of its
 own (rate limit off) on the same database. The load (wrk, one thread) alternates between promoflow and the floor
 phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
-seeded contacts, changing two non-key attributes. Prints req/s, p50/p99 and promoflow's share of the floor.
+seeded contacts, changing two non-key attributes. Prints req/s, p50/p99, each server's CPU per answered request
+(from /proc: what the machine's load does not change) and promoflow's share of the floor.
 
     python bench/contact_bench.py                          # both databases, 5 s per phase
     python bench/contact_bench.py --skip-sqlite --duration 10 --levels 32
+    python bench/contact_bench.py --baseline ../main/src      # main's promoflow too: before/after in one run
 Needs wrk (Debian: apt-get install wrk) and PostgreSQL at --pg-url.
 """
 
@@ -21,15 +23,17 @@ import json
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from _common import free_port, log, start, stop
+from _common import cpu_seconds, free_port, log, start, stop
 
 TARGET = 0.60
 
@@ -126,65 +130,130 @@ def seed(url: str, n: int, workdir: Path, side: str) -> tuple[str, str, Path]:
     return tenant_id, key, path
 
 
-def run(db: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+_watchers: dict[str, psycopg.Connection[Any]] = {}
+
+
+def pg_cpu(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving the database of ``url`` (the server runs on this machine):
+    the database's side of a phase, as the phases take turns. One connection per database, kept for the run (a
+    busy server may have no connection to spare in the middle of it)."""
+    if not url.startswith("postgresql"):
+        return {}
+    conn = _watchers.get(url)
+    if conn is None:
+        conn = _watchers[url] = psycopg.connect(url, autocommit=True)
+    pids = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
+    return {pid: cpu_seconds(pid) for (pid,) in pids}
+
+
+def _promoflow(db: str, url: str, data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """A promoflow server (it migrates its database first): `api` on PostgreSQL, `serve` without FTP and worker on
+    SQLite."""
+    port = free_port()
+    common = ["--port", str(port), "--database-url", url, "--data-dir", str(data)]
+    cmd = ["api", *common] if db == "postgresql" else ["serve", *common, "--no-ftp", "--no-worker"]
+    env = {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_ACCESS_LOG": "false", **env}
+    base = f"http://127.0.0.1:{port}"
+    return start([sys.executable, "-m", "promoflow.cli", *cmd], env, f"{base}/healthz"), base
+
+
+def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url: str) -> dict[str, object]:
     from promoflow.server.migrate import upgrade
 
     upgrade(url)
-    _, server_key, server_ids = seed(url, args.contacts, workdir, "s")
-    floor_tenant, floor_key, floor_ids = seed(url, args.contacts, workdir, "f")
-    log(f"{db}: seeded {args.contacts} contacts per side")
-    port, floor_port = free_port(), free_port()
-    common = ["--port", str(port), "--database-url", url, "--data-dir", str(workdir / "data")]
-    cmd = ["api", *common] if db == "postgresql" else ["serve", *common, "--no-ftp", "--no-worker"]
-    env = {"PROMOFLOW_LOG_LEVEL": "warning", "PROMOFLOW_ACCESS_LOG": "false"}
-    server = start([sys.executable, "-m", "promoflow.cli", *cmd], env, f"http://127.0.0.1:{port}/healthz")
-    floor = start(
-        [sys.executable, "-m", "uvicorn", "bench.contact_floor_app:app", "--port", str(floor_port),
-         "--log-level", "warning", "--no-access-log"],
-        {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": floor_tenant},
-        f"http://127.0.0.1:{floor_port}/x",
-    )  # fmt: skip
-    sides = {
-        "promoflow": (f"http://127.0.0.1:{port}", "/api/v2/contacts", server_key, server_ids),
-        "floor": (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids),
-    }
-    out: dict[str, object] = {}
+    pg_cpu(url)  # its watching connection first, while the server has connections to spare
+    sides: dict[str, tuple[str, str, str, Path]] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for (
-            base,
-            prefix,
-            key,
-            ids,
-        ) in sides.values():  # warm-up: connections, caches, a first block of numbers
-            for mode in ("create", "update"):
-                wrk(base, mode, prefix, ids, key, 8, 2)
-        for op in ("create", "update"):
-            for level in args.levels:
-                got = {}
-                for side, (base, prefix, key, ids) in sides.items():
-                    spy = None
-                    if args.profile and side == "promoflow" and level == max(args.levels):
-                        svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
-                        spy = subprocess.Popen(
-                            ["py-spy", "record", "--pid", str(server.pid), "--duration", str(args.duration),
-                             "--format", "raw", "--output", str(svg), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        )  # fmt: skip
-                    got[side] = r = wrk(base, op, prefix, ids, key, level, args.duration)
-                    if spy is not None:
-                        spy.wait()
+        procs["promoflow"], base = _promoflow(db, url, workdir / "data", {})
+        _, key, ids = seed(url, args.contacts, workdir, "s")
+        sides["promoflow"] = (base, "/api/v2/contacts", key, ids)
+        if args.baseline:  # another source tree, on a database of its own (its migrations may differ)
+            procs["baseline"], base = _promoflow(
+                db,
+                baseline_url,
+                workdir / "data-baseline",
+                {"PYTHONPATH": str(Path(args.baseline).resolve())},
+            )
+            _, key, ids = seed(baseline_url, args.contacts, workdir, "b")
+            pg_cpu(baseline_url)
+            sides["baseline"] = (base, "/api/v2/contacts", key, ids)
+        floor_tenant, floor_key, floor_ids = seed(url, args.contacts, workdir, "f")
+        floor_port = free_port()
+        procs["floor"] = start(
+            [sys.executable, "-m", "uvicorn", "bench.contact_floor_app:app", "--port", str(floor_port),
+             "--log-level", "warning", "--no-access-log"],
+            {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": floor_tenant},
+            f"http://127.0.0.1:{floor_port}/x",
+        )  # fmt: skip
+        sides["floor"] = (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids)
+        log(f"{db}: seeded {args.contacts} contacts per side")
+        urls = {"promoflow": url, "baseline": baseline_url, "floor": url}
+        return _measure(db, args, sides, {side: proc.pid for side, proc in procs.items()}, urls)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+        while _watchers:
+            _watchers.popitem()[1].close()
+
+
+def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, target: tuple[str, str, str, Path],
+           pid: int, url: str) -> dict[str, float]:  # fmt: skip
+    """One wrk phase against one side, with the server's and the database's CPU per answered request."""
+    base, prefix, key, ids = target
+    spy = None
+    if args.profile and side == "promoflow" and level == max(args.levels):
+        svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration),
+             "--format", "raw", "--output", str(svg), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    cpu, backends = cpu_seconds(pid), pg_cpu(url)
+    r = wrk(base, op, prefix, ids, key, level, args.duration)
+    # The server's own CPU per answered request: what the shared machine's load does not change.
+    r["cpu_us"] = (cpu_seconds(pid) - cpu) / max(r["requests"], 1) * 1e6
+    used = sum(t - backends.get(p, 0.0) for p, t in pg_cpu(url).items())
+    r["pg_cpu_us"] = used / max(r["requests"], 1) * 1e6
+    if spy is not None:
+        spy.wait()
+    return r
+
+
+def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str, str, Path]], pids: dict[str, int],
+             urls: dict[str, str]) -> dict[str, object]:  # fmt: skip
+    out: dict[str, object] = {}
+    for base, prefix, key, ids in sides.values():  # warm-up: connections, caches, a first block of numbers
+        for mode in ("create", "update"):
+            wrk(base, mode, prefix, ids, key, 8, 2)
+    for op in ("create", "update"):
+        for level in args.levels:
+            runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+            for _ in range(args.rounds):
+                for side, target in sides.items():
+                    runs[side].append(r := _phase(db, args, op, level, side, target, pids[side], urls[side]))
                     log(
                         f"{db:<10} {op:<6} c={level:<3} {side:<9} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
-                        f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}"
+                        f"p99 {r['p99']:6.1f} ms  CPU {r['cpu_us']:5.0f} µs/req (database {r['pg_cpu_us']:4.0f})  "
+                        f"errors {r['errors']}  non-2xx {r['non2xx']}"
                     )
-                ratio = got["promoflow"]["rps"] / got["floor"]["rps"]
-                log(
-                    f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}  (target >= {TARGET:.0%} at 32)"
-                )
-                out[f"{op}@{level}"] = {**got, "ratio": ratio}
-    finally:
-        stop(server)
-        stop(floor)
+            # Each figure: its median over the rounds.
+            got = {side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+            ratio = got["promoflow"]["rps"] / got["floor"]["rps"]
+            also = (
+                f"  baseline/floor = {got['baseline']['rps'] / got['floor']['rps']:.0%}"
+                if "baseline" in got
+                else ""
+            )
+            cpu = "  CPU µs/req " + ", ".join(
+                f"{side} {g['cpu_us']:.0f} + {g['pg_cpu_us']:.0f}" for side, g in got.items()
+            )
+            log(
+                f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}{also}{cpu}  (target >= {TARGET:.0%} at 32)"
+            )
+            out[f"{op}@{level}"] = {**got, "ratio": ratio}
     return out
 
 
@@ -194,8 +263,14 @@ def main() -> None:
     p.add_argument("--contacts", type=int, default=5000, help="seeded contacts per side (update targets)")
     p.add_argument("--duration", type=int, default=5, help="seconds per measured phase")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent requests")
+    p.add_argument("--rounds", type=int, default=1, help="phases per side and level, alternating (medians)")
     p.add_argument(
         "--profile", help="a folder: py-spy samples of promoflow at the highest level (raw format)"
+    )
+    p.add_argument(
+        "--baseline",
+        help="the src folder of another source tree (e.g. main's, from `git worktree add`): its promoflow runs too, "
+        "on a database of its own, alternating with the others (before/after in one run)",
     )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")
@@ -206,18 +281,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if not args.skip_pg:
-            name = "promoflow_contact_bench"
+            base = args.pg_url.rsplit("/", 1)[0]
+            names = ["promoflow_contact_bench", "promoflow_contact_bench_baseline"]
             with psycopg.connect(args.pg_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.execute(f'CREATE DATABASE "{name}"')
-            (workdir / "pg").mkdir()
-            out["postgresql"] = run(
-                "postgresql", args.pg_url.rsplit("/", 1)[0] + "/" + name, args, workdir / "pg"
-            )
+                for name in names:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    admin.execute(f'CREATE DATABASE "{name}"')
+            try:
+                (workdir / "pg").mkdir()
+                out["postgresql"] = run(
+                    "postgresql", f"{base}/{names[0]}", args, workdir / "pg", f"{base}/{names[1]}"
+                )
+            finally:
+                with psycopg.connect(args.pg_url, autocommit=True) as admin:
+                    for name in names:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not args.skip_sqlite:
             (workdir / "sqlite").mkdir()
             url = f"sqlite:///{workdir / 'sqlite' / 'promoflow.sqlite3'}"
-            out["sqlite"] = run("sqlite", url, args, workdir / "sqlite")
+            baseline = f"sqlite:///{workdir / 'sqlite' / 'baseline.sqlite3'}"
+            out["sqlite"] = run("sqlite", url, args, workdir / "sqlite", baseline)
     print("RESULT " + json.dumps(out))
 
 

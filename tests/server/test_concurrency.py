@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func
 
-from promoflow.server.models import assignment, contact, job, redemption
+from promoflow.server.models import assignment, audit_event, contact, job, redemption
 
 from ._support import count_rows, new_contact, new_promotion
 
@@ -222,6 +222,44 @@ def test_concurrent_updates_to_one_key_leave_one_holder(live: Any, live_tenant: 
         assert Counter(r.status_code for r in answers) == {200: 1, 409: 11}, [r.text for r in answers]
         assert {r.json()["errorCode"] for r in answers if r.status_code == 409} == {"ContactKeyConflict"}
         assert http.get("/api/v2/contacts/id?email=taken@example.com").json() in ids
+
+
+def test_concurrent_plain_updates_of_one_contact_lose_no_change(
+    live: Any, live_tenant: dict[str, Any]
+) -> None:
+    """Many updates of one contact at once, each of its own attribute or preference (the quick path's updates:
+    on PostgreSQL each writes only the version of the row it read, and reads again when another changed it): all
+    of them are kept, and each is in the audit log."""
+    names = [
+        "firstName",
+        "lastName",
+        "street",
+        "careOf",
+        "zipCode",
+        "city",
+        "county",
+        "companyName",
+        "cardId",
+    ]
+    with _client(live, live_tenant) as http:
+        cid = new_contact(http)["id"]
+        answers = together(
+            len(names) + 1,
+            lambda c, i: c.post(
+                f"/api/v2/contacts/{cid}",
+                json={names[i]: f"v{i}"} if i < len(names) else {"preferences": {"acceptsSms": True}},
+            ),
+            http,
+        )
+        assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+        stored = http.get(f"/api/v2/contacts/{cid}").json()
+        assert {n: stored["attributes"].get(n) for n in names} == {n: f"v{i}" for i, n in enumerate(names)}
+        assert stored["preferences"]["acceptsSms"] is True
+        tid = uuid.UUID(str(live_tenant["tenantId"]))
+        entries = count_rows(
+            live.db_url, audit_event, audit_event.c.tenant_id == tid, audit_event.c.action == "contact.update"
+        )
+        assert entries == len(names) + 1
 
 
 def test_concurrent_creates_with_one_external_id_make_one_promotion(

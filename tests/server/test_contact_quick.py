@@ -6,20 +6,25 @@ Idempotency-Key, a key already held, a receipt waiting for the new contact) they
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
+from promoflow.server.contact import numbers
 from promoflow.server.contact.quick import ANSWERED
-from promoflow.server.db import make_sync_engine
+from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.http.app import create_app
 from promoflow.server.models import audit_event, contact
+from promoflow.server.receipt.service import PENDING, ReceiptService
+from promoflow.server.tenant.service import TenantService
+from promoflow.wire.engage import Receipt
 from tests.conftest import make_tenant
 
 from ._support import assert_error
@@ -287,3 +292,75 @@ def test_both_paths_write_the_same_audit_entries_and_name_keys(both: Any, settin
     keys, entries = _written(settings, created.json()["id"])
     assert (keys["name_key"], keys["name_key_rev"]) == ("asa sjo berg", "sjo berg asa")
     assert entries[0]["after"]["firstName"] == "Åsa" and entries[0]["actor_kind"] == "api_key"
+
+
+@pytest.mark.postgres
+def test_a_quick_create_matches_a_receipt_kept_pending_while_it_waited(pg_url: str, data_dir: Any,
+                                                                        clock: Any) -> None:  # fmt: skip
+    """The quick create asks the receipts in its one statement, after their key locks (migration 0023's function
+    reads with a snapshot of its own): a receipt kept pending for the new e-mail by a transaction that held the
+    key's lock while the create waited for it is seen, so the routed path creates the contact and matches it —
+    none is left waiting for a contact that exists."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    headers = {"apikey": tenant["apiKey"]}
+    sale = receipt_body(key="race@example.com")
+
+    async def race(fast: TestClient) -> Any:
+        db = Database(pg_url, pool_size=2)
+        try:
+            async with db.read() as conn:
+                ctx = await TenantService(clock.now()).authenticate(conn, tenant["apiKey"])
+            assert ctx is not None
+            async with db.write() as conn:  # kept pending, not committed yet: it holds the key's lock
+                outcome = await ReceiptService(ctx, clock.now()).ingest(conn, Receipt.model_validate(sale))
+                assert outcome.status == PENDING
+                create = asyncio.create_task(
+                    asyncio.to_thread(fast.post, "/api/v2/contacts", json={"email": "race@example.com"},
+                                      headers=headers)
+                )  # fmt: skip
+                while not await _waits_on_an_advisory_lock(conn):
+                    assert not create.done(), create.result().text
+                    await asyncio.sleep(0.01)  # polling for the create to block on the lock, not timing it
+            return await create
+        finally:
+            await db.dispose()
+
+    with _client(settings, clock, True) as fast:
+        before = _answered(fast)
+        created = asyncio.run(race(fast))
+        assert created.status_code == 201, created.text
+        assert (
+            _answered(fast) == before
+        )  # the quick path saw the receipt and left the create to the routed path
+        page = fast.get(f"/api/v2/contacts/{created.json()['id']}/transactions", headers=headers).json()
+        assert [t["uniqueReceiptId"] for t in page["items"]] == [sale["uniqueReceiptId"]]
+
+
+async def _waits_on_an_advisory_lock(conn: Any) -> bool:
+    found = await conn.scalar(
+        text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+             "(SELECT oid FROM pg_database WHERE datname = current_database())")
+    )  # fmt: skip
+    return bool(found)
+
+
+def test_quick_and_routed_creates_share_the_member_numbers(
+    both: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small blocks of numbers (PostgreSQL: the quick create reserves them on the connection it holds, the routed
+    one on a connection of its own), creates on both paths taking turns: every generated number is handed out
+    once."""
+    fast, routed, headers = both
+    monkeypatch.setattr(numbers, "BLOCK", 2)
+    got = []
+    for i in range(7):
+        before = _answered(fast)
+        a = fast.post("/api/v2/contacts", json={"email": f"qn{i}@example.com"}, headers=headers)
+        b = routed.post("/api/v2/contacts", json={"email": f"rn{i}@example.com"}, headers=headers)
+        assert a.status_code == b.status_code == 201 and _answered(fast) == before + 1
+        got += [a.json()["attributes"]["memberNumber"], b.json()["attributes"]["memberNumber"]]
+    assert len(set(got)) == len(got) == 14
+    assert all(len(n) == 8 and n.isdigit() for n in got)

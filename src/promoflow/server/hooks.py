@@ -35,14 +35,17 @@ _promotions_shown: tuple[PromotionsShown, ...] = ()
 @dataclass(frozen=True)
 class ContactProbe:
     """A `contact_changed` hook's question for a quick path that writes a new contact without the ORM: "would you
-    have work for this contact?" (see contact/quick.py). The quick path takes ``lock_ids`` (PostgreSQL advisory
-    locks, in the contact's transaction, before the statement that asks) and writes the contact only when the
-    answer is no; when it is yes it writes nothing and the routed path creates the contact and fires the hook.
+    have work for this contact?" (see contact/quick.py). The quick path asks in the statement that writes the
+    contact, and writes it only when the answer is no; when it is yes it writes nothing and the routed path creates
+    the contact and fires the hook.
 
     - ``keys``: the (key type, value) pairs the hook looks for, from the contact's id and key columns
       (``email``, ``mobile_phone``, ``ssn``, ``member_number``, ``external_id``; absent ones None).
-    - ``pg_condition``: SQL true when the hook has work; parameters ``%(t)s`` (tenant), ``%(ct)s`` (contact
-      type), ``%(kt)s`` and ``%(kv)s`` (the keys' types and values, text arrays).
+    - ``lock_ids``: the PostgreSQL advisory locks the hook's own look-up takes for those keys.
+    - ``pg_condition``: SQL true when the hook has work, which takes the locks itself before it looks (so it reads
+      what a holder of the locks committed: a VOLATILE function's fresh snapshot); parameters ``%(t)s`` (tenant),
+      ``%(ct)s`` (contact type), ``%(keys)s`` (``keys`` as JSON text) and ``%(locks)s`` (``lock_ids`` as JSON
+      text).
     - ``sqlite_has_work``: the same question on a raw `sqlite3` connection inside the writer's transaction."""
 
     keys: Callable[[uuid.UUID, Mapping[str, str | None]], list[tuple[str, str]]]

@@ -5,12 +5,14 @@ dense and **not** in creation order: a gap means nothing.
 
 The counter is one row per tenant in ``member_number_counter`` (the highest number handed out or reserved).
 
-- **PostgreSQL**: each process reserves a block of `BLOCK` numbers at a time with one upsert on a connection of
-  its own, in autocommit — outside the contact's transaction, so the counter row is locked only for that one
-  statement, once per `BLOCK` creates per process, and a slow contact transaction holds nothing another create
-  needs. The connection is opened for the reservation and closed after it (not taken from the request pool: a
-  request that holds a pooled connection must never wait for a second one). Numbers of a block that a process
-  does not use (it stops, or a create rolls back) are never handed out.
+- **PostgreSQL**: each process reserves a block of `BLOCK` numbers at a time with one upsert in autocommit —
+  outside the contact's transaction, so the counter row is locked only for that one statement, once per `BLOCK`
+  creates per process, and a slow contact transaction holds nothing another create needs. The routed create
+  (`next_member_number`, inside its transaction) reserves on a connection opened for the reservation and closed
+  after it (not taken from the request pool: a request that holds a pooled connection must never wait for a
+  second one); the quick create (`block_number`), whose statement is its own transaction, on the connection of
+  the fast lane's pool it holds. Numbers of a block that a process does not use (it stops, or a create rolls
+  back) are never handed out.
 - **SQLite** (one writer at a time anyway): the number is taken in the contact's own transaction with the same
   upsert, one at a time, so it rolls back with the create; SQLite's write lock makes it correct across processes.
 
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -62,29 +65,24 @@ async def next_member_number(conn: AsyncConnection, tenant_id: uuid.UUID) -> str
     """A member number no contact of the tenant has been given by this counter (see the module text)."""
     if conn.dialect.name != "postgresql":
         return format_number(await _advance(conn, tenant_id, 1))
-    value = await _from_block(_conninfo_of(conn.engine.url), tenant_id, conn)
-    assert value is not None
-    return format_number(value)
+    info = _conninfo_of(conn.engine.url)
+    return format_number(await _from_block(info, tenant_id, lambda: _reserve(conn, info, tenant_id)))
 
 
-async def block_number(url: URL, tenant_id: uuid.UUID) -> str | None:
+async def block_number(url: URL, tenant_id: uuid.UUID, pooled: psycopg.AsyncConnection[Any]) -> str:
     """PostgreSQL: the next number of this process's block for the tenant (database ``url``), shared with
-    `next_member_number`; None when no block can be reserved now (the caller takes the routed path)."""
-    value = await _from_block(_conninfo_of(url), tenant_id, None)
-    return None if value is None else format_number(value)
+    `next_member_number`; a new block is reserved on ``pooled``, an autocommit connection the caller holds."""
+    return format_number(await _from_block(_conninfo_of(url), tenant_id, lambda: _upsert(pooled, tenant_id)))
 
 
-async def _from_block(info: str, tenant_id: uuid.UUID, conn: AsyncConnection | None) -> int | None:
+async def _from_block(info: str, tenant_id: uuid.UUID, reserve: Callable[[], Awaitable[list[int]]]) -> int:
     key = (info, tenant_id)
     block = _blocks.get(key)
     if block is None or block[0] >= block[1]:
         async with _lock(key):
             block = _blocks.get(key)
             if block is None or block[0] >= block[1]:
-                reserved = await _reserve(conn, info, tenant_id)
-                if reserved is None:
-                    return None
-                block = _blocks[key] = reserved
+                block = _blocks[key] = await reserve()
     value = block[0]
     block[0] += 1
     return value
@@ -111,23 +109,26 @@ def _lock(key: Any) -> asyncio.Lock:
     return lock
 
 
-async def _reserve(conn: AsyncConnection | None, info: str, tenant_id: uuid.UUID) -> list[int] | None:
+async def _upsert(conn: psycopg.AsyncConnection[Any], tenant_id: uuid.UUID) -> list[int]:
+    """Reserve the next `BLOCK` numbers with one statement on an autocommit connection: [first, end)."""
     size = BLOCK
+    cur = await conn.execute(_UPSERT_PG, {"t": tenant_id, "n": size})
+    row = await cur.fetchone()
+    assert row is not None
+    end = int(row[0])
+    return [end - size + 1, end + 1]
+
+
+async def _reserve(conn: AsyncConnection, info: str, tenant_id: uuid.UUID) -> list[int]:
     try:
         async with await psycopg.AsyncConnection.connect(info, autocommit=True) as own:
-            cur = await own.execute(_UPSERT_PG, {"t": tenant_id, "n": size})
-            row = await cur.fetchone()
-            assert row is not None
-            end = int(row[0])
+            return await _upsert(own, tenant_id)
     except psycopg.OperationalError:
         # No second connection to be had (the server is at max_connections): take one number in the create's
         # own transaction instead. Correct, but that create holds the counter row until it commits.
         log.warning("contact.number_block_unavailable tenant=%s", tenant_id, exc_info=True)
-        if conn is None:
-            return None
-        size = 1
         end = await _advance(conn, tenant_id, 1)
-    return [end - size + 1, end + 1]
+        return [end, end + 1]
 
 
 async def _advance(conn: AsyncConnection, tenant_id: uuid.UUID, n: int) -> int:

@@ -1,29 +1,31 @@
 """The contact writes' quick paths: the checkout's "new customer" and "the customer changed their details" with
 the fewest statements, on both databases (issue 15 §3).
 
-Profiled under load (bench/contact_bench.py), the routed create and update spent their time on their round trips
-(the key look-up, the insert, the re-read, the `contact_changed` hook's keys read, its advisory locks and its
-pending-receipt look-up, BEGIN/COMMIT, each through the ORM layer on an async driver) and on the CPU each one costs
-the server and the database: no one part is waste to remove, the count of statements is the cost. Here:
+Profiled under load (bench/contact_bench.py, the server's CPU per request), the cost of a write is the count of
+its statements: each statement the driver sends costs the server more CPU than everything else the request does
+(psycopg's pipeline mode, per statement, more than a whole one-statement request of the floor). Here, on
+PostgreSQL every statement is its own transaction on a connection of the fast lane's (autocommit) pool:
 
-- **Update** (plain attributes — not keys — and preferences): PostgreSQL, one transaction in two pipelined round
-  trips on a connection of the fast lane's pool: ``BEGIN`` and the row read ``FOR UPDATE``; then, merged in Python
-  as `ContactService.update` merges it (present values overwrite, ``null``/``""`` clear; preferences merge), the
-  ``UPDATE … RETURNING``, the ``contact.update`` audit entry when something changed, and ``COMMIT``. SQLite, on the
-  lane's writer thread (`SqliteLane.write`, group-committed with the redeems): the row read, merged, written back,
-  and the audit entry, in the writer's transaction.
-- **Create**: PostgreSQL, one pipelined round trip — ``BEGIN``; the advisory locks of the `contact_changed` hooks
-  (`hooks.ContactProbe`: the receipts' pending match locks the contact's keys); one ``INSERT … SELECT`` that writes
-  the contact only when no contact of that type holds the key (the routed path's look-up, same column) and no hook
-  has work for it (a receipt waits for one of its keys); ``COMMIT``. The member number comes from the process's
-  block (`numbers.block_number`, shared with the routed path). SQLite, on the writer thread: the same look-up, the
-  number from the counter, the hooks' question and the insert, in the writer's transaction.
+- **Create**: one statement — the ``INSERT … SELECT`` that writes the contact only when no contact of that type
+  holds the key (the routed path's look-up, same column) and no `contact_changed` hook has work for it (a receipt
+  waits for one of its keys: `hooks.ContactProbe`, whose condition takes the hook's advisory locks and then reads
+  with a snapshot of its own — migration 0023), with the ``contact.create`` audit entry of the row it wrote in the
+  same statement (`_with_entry`). The member number comes from the process's block (`numbers.block_number`,
+  shared with the routed path). SQLite, on the lane's writer thread (`SqliteLane.write`, group-committed with the
+  redeems): the same look-up, the number from the counter, the hooks' question and the insert, in the writer's
+  transaction.
+- **Update** (plain attributes — not keys — and preferences): two statements — the row read with its version
+  (``xmin``); then, merged in Python as `ContactService.update` merges it (present values overwrite,
+  ``null``/``""`` clear; preferences merge), the ``UPDATE … RETURNING`` of that version only, with its
+  ``contact.update`` audit entry when something changed; a row another write changed in between is read again.
+  SQLite, on the writer thread: the row read, merged, written back, and the audit entry, in the writer's
+  transaction.
 
 Both write what the routed path writes: the name search keys (`name_keys`, with the other derived columns of
 `_columns`) and the audit entry (`audit.entry_values`: ``contact.create`` with `created_view`, ``contact.update``
 with the `diff` of `audit_view`, none for an unchanged contact or an actor that is not itemised), at the same
-``now``, in the change's transaction (on PostgreSQL's create pipeline, an entry written only when the insert wrote
-the contact). The statements are compiled from the tables (`compile_pg`, `compile_sqlite`).
+``now``, in the change's transaction. The statements are compiled from the tables (`compile_pg`,
+`compile_sqlite`).
 
 Both validate with the routed path's functions (`_clean_attributes`, `_preferences`, `contact_type_of`) and answer
 with its presenter (`contact_out`, v2 without ``contactType``). Whatever they do not handle the routed path answers,
@@ -43,9 +45,10 @@ from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import JSON, String, bindparam, exists, insert, select
+from sqlalchemy import JSON, String, bindparam, insert, literal_column, select, table
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -99,53 +102,59 @@ _AUDIT_BINDS = {c.name: bindparam(c.name, type_=c.type) for c in audit_event.col
 
 # ------------------------------------------------------------------------------------------------- PostgreSQL
 
-_PG_ROW = f"SELECT {_RETURNED} FROM contact WHERE id = %(id)s AND tenant_id = %(t)s FOR UPDATE"
-_PG_LOCK = "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(%(ids)s AS bigint[])) AS k ORDER BY k"
+# The row as a write reads it, with its version (``xmin``: the transaction that wrote it, changed by every write).
+_PG_ROW = f"SELECT xmin::text AS xmin, {_RETURNED} FROM contact WHERE id = %(id)s AND tenant_id = %(t)s"
+# The audit entry of the row the statement's ``changed`` step wrote (none when it wrote none).
+_PG_ENTRY = compile_pg(
+    insert(audit_event).from_select(
+        list(_AUDIT_BINDS), select(*_AUDIT_BINDS.values()).select_from(table("changed"))
+    )
+)
 
 
-def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...]) -> str:
+def _with_entry(change: str, entry: bool) -> str:
+    """One statement: ``change`` (an INSERT or UPDATE … RETURNING the contact's row) and, with ``entry``, the
+    audit entry of the row it wrote (`_PG_ENTRY`); answers that row."""
+    tail = f",\nentry AS ({_PG_ENTRY.sql})" if entry else ""
+    return f"WITH changed AS ({change}){tail}\nSELECT * FROM changed"
+
+
+def _entry_params(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """`_PG_ENTRY`'s parameters: the JSON columns as text (``None`` as JSON null, as SQLAlchemy writes it)."""
+    if entry is None:
+        return {}
+    return _PG_ENTRY.params(
+        **{**entry, "before": json.dumps(entry["before"]), "after": json.dumps(entry["after"])}
+    )
+
+
+def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], entry: bool) -> str:
     """The create as one statement: the contact is written only when no contact of its type holds the key in
     ``column`` (the routed path's look-up) and no hook has work for it; any unique conflict writes nothing.
     ``derived``: the columns `_columns` fills from the attributes (keys, name search keys), each its own
     parameter."""
     waiting = "".join(f" AND NOT {c}" for c in conditions)
-    return f"""
-WITH found AS (
-  SELECT 1 FROM contact
-  WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s LIMIT 1)
+    return _with_entry(f"""
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
                      created_at, updated_at, {", ".join(derived)})
-SELECT %(id)s, %(t)s, %(ct)s, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s, %(store)s, %(approved)s,
+SELECT %(id)s, %(t)s, %(ct)s::varchar, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s, %(store)s, %(approved)s,
        %(now)s, %(now)s, {", ".join(f"%({c})s" for c in derived)}
-WHERE NOT EXISTS (SELECT 1 FROM found){waiting}
+WHERE NOT EXISTS (
+  SELECT 1 FROM contact WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s){waiting}
 ON CONFLICT DO NOTHING
-RETURNING {_RETURNED}
-"""
+RETURNING {_RETURNED}""", entry)  # fmt: skip
 
 
-_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], str] = {}
 # The columns `_values` gives with their own expression in `_pg_create`; the rest are `_columns`' derived ones.
 _WRITTEN = frozenset({"id", "tenant_id", "contact_type", "attributes", "preferences", "source",
                       "store_external_id", "approved", "created_at", "updated_at"})  # fmt: skip
-# An entry, written only when its contact is there (in the create's pipeline: when the insert wrote it).
-_PG_AUDIT = compile_pg(
-    insert(audit_event).from_select(
-        list(_AUDIT_BINDS),
-        select(*_AUDIT_BINDS.values()).where(
-            exists().where(
-                contact.c.id == _AUDIT_BINDS["contact_id"], contact.c.tenant_id == _AUDIT_BINDS["tenant_id"]
-            )
-        ),
-    )
+# The update, only of the version of the row that was read.
+_PG_UPDATE = compile_pg(
+    _UPDATE.where(literal_column("xmin::text") == bindparam("xmin", type_=String())).returning(*_RETURNING)
 )
-_PG_UPDATE = compile_pg(_UPDATE.returning(*_RETURNING))
-
-
-def _pg_audit(entry: dict[str, Any]) -> dict[str, Any]:
-    """`_PG_AUDIT`'s parameters: the JSON columns as text (``None`` as JSON null, as SQLAlchemy writes it)."""
-    return _PG_AUDIT.params(
-        **{**entry, "before": json.dumps(entry["before"]), "after": json.dumps(entry["after"])}
-    )
+_PG_UPDATES = {entry: _with_entry(_PG_UPDATE.sql, entry) for entry in (False, True)}
+_TRIES = 3  # reads of a row that others keep changing, before the routed path (which waits its turn) answers
 
 
 # ----------------------------------------------------------------------------------------------------- SQLite
@@ -208,6 +217,21 @@ def _lite_audit(conn: sqlite3.Connection, entry: dict[str, Any] | None) -> None:
 # ------------------------------------------------------------------------------------------------- the shared
 
 
+def _sides(request: Request) -> tuple[AppState, Any, Any] | None:
+    """The app's state and its database side — PostgreSQL's pool or SQLite's lane — for a request the quick paths
+    may answer; None when the routed path must (no fast lane, an Idempotency-Key, a query string)."""
+    st = state_of(request)
+    pool = st.extras.get(POOL)
+    lane = st.extras.get(LANE) if st.db.sqlite else None
+    if (
+        (pool is None and lane is None)
+        or "idempotency-key" in request.headers
+        or request.scope.get("query_string")
+    ):
+        return None
+    return st, pool, lane
+
+
 async def _json_body(request: Request) -> dict[str, Any] | None:
     try:
         body = json.loads(await request.body())
@@ -267,11 +291,10 @@ def _change(ctx: TenantContext, row: Any, changed: dict[str, Any], prefs_body: A
 def update(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact update, or None when the routed path must answer."""
-        st = state_of(request)
-        pool = st.extras.get(POOL)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
-        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
+        sides = _sides(request)
+        if sides is None:
             return None
+        st, pool, lane = sides
         guid = parse_guid(request.path_params.get("contact_id", ""))
         if guid is None:
             return None
@@ -308,34 +331,31 @@ def update(*, v3: bool) -> FastHandler:
 
 async def _pg_update_row(pool: Any, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
                          prefs_body: Any, now: Any) -> Any:  # fmt: skip
-    """Two pipelined round trips in one transaction: ``BEGIN`` and the row read ``FOR UPDATE``; then the update,
-    its audit entry and ``COMMIT``. None when the tenant has no such contact or the database refused."""
+    """Two statements, each its own transaction: the row read; then the merged change with its audit entry, written
+    only if the row is still the version that was read (``xmin``). A row changed in between is read again (up to
+    `_TRIES` times; then the routed path, which waits its turn, answers). None when the tenant has no such contact
+    or the database refused."""
     conn = await pool.acquire()
-    broken = True  # until the transaction is over: a connection left inside one is closed, not pooled
+    broken = False
     try:
         cur = conn.cursor(row_factory=namedtuple_row)
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
+        for _ in range(_TRIES):
             await cur.execute(_PG_ROW, {"id": guid, "t": ctx.tenant_id})
-        row = await cur.fetchone()
-        if row is None:
-            await conn.execute("ROLLBACK")
-            broken = False
-            return None  # not this tenant's contact: the routed path answers 404
-        values, entry = _change(ctx, row, changed, prefs_body, now)
-        params = _PG_UPDATE.params(**{**values, "attrs": json.dumps(values["attrs"]),
-                                      "prefs": json.dumps(values["prefs"])})  # fmt: skip
-        async with conn.pipeline():
-            await cur.execute(_PG_UPDATE.sql, params)
-            if entry is not None:
-                await conn.execute(_PG_AUDIT.sql, _pg_audit(entry))
-            await conn.execute("COMMIT")
-        updated = await cur.fetchone()
-        broken = False
-        return updated
+            row = await cur.fetchone()
+            if row is None:
+                return None  # not this tenant's contact: the routed path answers 404
+            values, entry = _change(ctx, row, changed, prefs_body, now)
+            params = _PG_UPDATE.params(**{**values, "xmin": row.xmin, "attrs": json.dumps(values["attrs"]),
+                                          "prefs": json.dumps(values["prefs"])}, **_entry_params(entry))  # fmt: skip
+            await cur.execute(_PG_UPDATES[entry is not None], params)
+            updated = await cur.fetchone()
+            if updated is not None:
+                return updated
+        return None
     except psycopg.Error:
         # Whether it committed or not, the routed path answers correctly (the same change again, which changes
         # nothing and so records nothing).
+        broken = True
         log.warning("contact.quick_update_failed", exc_info=True)
         return None
     finally:
@@ -423,11 +443,10 @@ def _values(
 def create(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to a plain contact create (201), or None when the routed path must answer."""
-        st = state_of(request)
-        pool = st.extras.get(POOL)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
-        if (pool is None and lane is None) or "idempotency-key" in request.headers or request.url.query:
+        sides = _sides(request)
+        if sides is None:
             return None
+        st, pool, lane = sides
         probes = contact_probes()
         if probes is None:
             return None
@@ -443,7 +462,7 @@ def create(*, v3: bool) -> FastHandler:
             except Exception:  # rolled back: the routed path answers
                 return None
         else:
-            row = await _pg_create_row(st, ctx, plan, probes, new_id, now)
+            row = await _pg_create_row(pool, st.db.engine.url, ctx, plan, probes, new_id, now)
         return None if row is None else _answer(st, ctx, row, 201, v3=v3)
 
     return handler
@@ -471,47 +490,17 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     return row
 
 
-async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+async def _pg_create_row(pool: Any, url: URL, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
                          new_id: uuid.UUID, now: Any) -> Any:  # fmt: skip
-    attrs = dict(plan.attrs)
-    if plan.generated:
-        number = await block_number(st.db.engine.url, ctx.tenant_id)
-        if number is None:
-            return None
-        attrs["memberNumber"] = number
-    values = _values(ctx, plan, attrs, new_id, now)
-    columns = {c: values[c] for c in _KEY_COLUMNS}
-    derived = tuple(c for c in values if c not in _WRITTEN)
-    params: dict[str, Any] = {
-        **{c: values[c] for c in derived}, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
-        "attrs": json.dumps(attrs), "prefs": json.dumps(plan.prefs), "source": plan.source, "store": plan.store,
-        "approved": plan.approved, "now": now,
-    }  # fmt: skip
-    lock_ids: set[int] = set()
-    conditions = []
-    for i, p in enumerate(probes):
-        keys = p.keys(new_id, columns)
-        lock_ids.update(p.lock_ids(ctx.tenant_id, keys))
-        params[f"kt{i}"], params[f"kv{i}"] = [k for k, _ in keys], [v for _, v in keys]
-        conditions.append(p.pg_condition.replace("%(kt)s", f"%(kt{i})s").replace("%(kv)s", f"%(kv{i})s"))
-    sql_key = (plan.column, tuple(conditions), derived)
-    sql = _pg_creates.get(sql_key)
-    if sql is None:
-        sql = _pg_creates[sql_key] = _pg_create(*sql_key)
-    entry = _create_entry(ctx, plan, attrs, new_id, now)
-    pool = st.extras[POOL]
     conn = await pool.acquire()
     broken = False
     try:
+        attrs = dict(plan.attrs)
+        if plan.generated:
+            attrs["memberNumber"] = await block_number(url, ctx.tenant_id, conn)
+        sql, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
         cur = conn.cursor(row_factory=namedtuple_row)
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            if lock_ids:
-                await conn.execute(_PG_LOCK, {"ids": sorted(lock_ids)})
-            await cur.execute(sql, params)
-            if entry is not None:  # written only when the insert wrote the contact
-                await conn.execute(_PG_AUDIT.sql, _pg_audit(entry))
-            await conn.execute("COMMIT")
+        await cur.execute(sql, params)
         return await cur.fetchone()
     except psycopg.Error:
         # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
@@ -520,3 +509,32 @@ async def _pg_create_row(st: AppState, ctx: TenantContext, plan: _Create, probes
         return None
     finally:
         pool.release(conn, broken)
+
+
+def _pg_create_statement(ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
+                         attrs: dict[str, Any], new_id: uuid.UUID, now: Any) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """`_pg_create`'s text (cached) and parameters for this contact."""
+    values = _values(ctx, plan, attrs, new_id, now)
+    columns = {c: values[c] for c in _KEY_COLUMNS}
+    derived = tuple(c for c in values if c not in _WRITTEN)
+    entry = _create_entry(ctx, plan, attrs, new_id, now)
+    params: dict[str, Any] = {
+        **{c: values[c] for c in derived}, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
+        "attrs": json.dumps(attrs), "prefs": json.dumps(plan.prefs), "source": plan.source, "store": plan.store,
+        "approved": plan.approved, "now": now, **_entry_params(entry),
+    }  # fmt: skip
+    conditions = []
+    for i, p in enumerate(probes):
+        keys = p.keys(new_id, columns)
+        params[f"keys{i}"], params[f"locks{i}"] = (
+            json.dumps(keys),
+            json.dumps(p.lock_ids(ctx.tenant_id, keys)),
+        )
+        conditions.append(
+            p.pg_condition.replace("%(keys)s", f"%(keys{i})s").replace("%(locks)s", f"%(locks{i})s")
+        )
+    sql_key = (plan.column, tuple(conditions), derived, entry is not None)
+    sql = _pg_creates.get(sql_key)
+    if sql is None:
+        sql = _pg_creates[sql_key] = _pg_create(*sql_key)
+    return sql, params

@@ -87,13 +87,9 @@ def contact_keys(contact_id: uuid.UUID, columns: Mapping[str, str | None]) -> li
 
 
 # The quick paths' question (hooks.ContactProbe): is a receipt waiting for one of these keys? The same look-up as
-# `match_pending`'s, as one condition.
-_PG_WAITING = """EXISTS (
-  SELECT 1 FROM receipt_pending JOIN receipt ON receipt.id = receipt_pending.receipt_id
-  WHERE receipt_pending.tenant_id = %(t)s
-    AND (receipt_pending.key_type, receipt_pending.key_value) IN (
-      SELECT * FROM unnest(CAST(%(kt)s AS text[]), CAST(%(kv)s AS text[])))
-    AND (receipt_pending.contact_type IS NULL OR receipt_pending.contact_type = %(ct)s))"""
+# `match_pending`'s, after the same locks, in one call: the function of migration 0023 takes the locks and then
+# reads with a snapshot of its own (a single statement's would predate the wait for the locks).
+_PG_WAITING = "receipt_waiting(%(t)s, %(ct)s, %(keys)s, %(locks)s)"
 _SQLITE_WAITING = compile_sqlite(
     select(
         exists()
