@@ -18,12 +18,14 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Integer,
+    Interval,
     String,
     bindparam,
     func,
@@ -166,17 +168,18 @@ class ExclusiveBatch(_Batch):
 # The lines of a PostgreSQL batch travel as one JSON array of arrays: one parameter that PostgreSQL parses itself,
 # instead of one array parameter per column that the driver encodes element by element. MATERIALIZED: each field
 # is taken out of its JSON element and cast once; inlined, every use in the UPDATE's conditions, SET and
-# RETURNING took it out again.
+# RETURNING took it out again. A line's ``started_by`` travels as its distance from ``at`` in microseconds
+# (``grace``): a number, not a second instant to format and to parse.
 _PG_LINES = (
     text(
-        "SELECT (e->>0)::uuid AS id, (e->>1)::timestamptz AS at, (e->>2)::timestamptz AS started_by, e->>3 AS ch,"
+        "SELECT (e->>0)::uuid AS id, (e->>1)::timestamptz AS at, (e->>2)::bigint AS grace, e->>3 AS ch,"
         " (e->>4)::int AS bit, e->>5 AS store, e->>6 AS receipt, (e->>7)::uuid AS contact, e->>8 AS ikey"
         " FROM json_array_elements(CAST(:lines AS json)) AS e"
     )
     .columns(
         id=assignment.c.id.type,
         at=UTCDateTime(),
-        started_by=UTCDateTime(),
+        grace=BigInteger(),
         ch=String(),
         bit=Integer(),
         store=String(),
@@ -187,6 +190,7 @@ _PG_LINES = (
     .cte("line")
     .prefix_with("MATERIALIZED")
 )
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _pg_batch(via: str, skip: Skip | None) -> Select[Any]:
@@ -194,7 +198,8 @@ def _pg_batch(via: str, skip: Skip | None) -> Select[Any]:
     statement; answers the assignments redeemed. A line for which ``skip`` holds is left out before the write."""
     line = _PG_LINES
     tenant = bindparam("t", type_=assignment.c.tenant_id.type)
-    inputs = Inputs(at=line.c.at, started_by=line.c.started_by, bit=line.c.bit, contact=line.c.contact,
+    started_by = line.c.at + line.c.grace * literal(_MICROSECOND, Interval())
+    inputs = Inputs(at=line.c.at, started_by=started_by, bit=line.c.bit, contact=line.c.contact,
                     contact_optional=True)  # fmt: skip
     write = redeem_statement(
         tenant, line.c.id, inputs, redeemed_values(line.c.at, line.c.ch, line.c.store, line.c.receipt, via)
@@ -230,8 +235,8 @@ class SetBatch(_Batch):
         if stmt is None:
             stmt = self._statements[self.via, skip] = _pg_batch(self.via, skip)
         payload = [
-            [aid.hex, at.isoformat(), started_by.isoformat(), channel.value, CHANNEL_BITS[channel], store, receipt,
-             contact.hex if contact else None, ikey]
+            [aid.hex, at.isoformat(), (started_by - at) // _MICROSECOND, channel.value, CHANNEL_BITS[channel],
+             store, receipt, contact.hex if contact else None, ikey]
             for aid, channel, (at, started_by), contact, store, receipt, ikey in lines
         ]  # fmt: skip
         params = {"t": self.ctx.tenant_id, "now": self.now, "lines": json.dumps(payload)}

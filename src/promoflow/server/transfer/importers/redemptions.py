@@ -109,7 +109,9 @@ def _rounds(records: list[Record[Redemption]]) -> list[list[Record[Redemption]]]
     rounds: list[tuple[list[Record[Redemption]], set[str]]] = []
     for rec in records:
         marks = _marks(rec)
-        after = max((i for i, (_, seen) in enumerate(rounds) if marks & seen), default=-1) + 1
+        after = len(rounds)
+        while after and not marks & rounds[after - 1][1]:
+            after -= 1
         if after == len(rounds):
             rounds.append(([], set()))
         batch, seen = rounds[after]
