@@ -305,12 +305,12 @@ def result_of(data_dir: Path, tenant: dict[str, Any], name: str, reply: str) -> 
 
 
 def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], folder: str, path: Path,
-             records: int, batch: int) -> dict[str, Any]:  # fmt: skip
+             records: int, batch: int, poll: float) -> dict[str, Any]:  # fmt: skip
     env = {
         "PROMOFLOW_DATABASE_URL": url,
         "PROMOFLOW_DATA_DIR": str(data_dir),
         "PROMOFLOW_IMPORT_BATCH_SIZE": str(batch),
-        "PROMOFLOW_WORKER_POLL_SECONDS": "0.05",
+        "PROMOFLOW_WORKER_POLL_SECONDS": str(poll),
         "PROMOFLOW_EXPORT_INTERVAL_SECONDS": "0",
         "PROMOFLOW_LOG_LEVEL": "warning",
     }
@@ -500,6 +500,10 @@ def main() -> None:
     parser.add_argument("--receipts", type=int, default=None, help="default 100,000 (SQLite 10,000)")
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--poll-seconds", type=float, default=0.05,
+        help="the worker's poll interval (short: a file starts at once; a worker holding a job polls as often)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the database and data dir")
     args = parser.parse_args()
 
@@ -545,14 +549,13 @@ def main() -> None:
         results = []
         for path, n in ((small, args.compare), (large, args.redemptions)):
             log(f"{path.name}: {n:,} redemptions")
-            results.append(
-                run_file(url, data_dir, port, tenant, REDEMPTION_IMPORT_DIR, path, n, args.batch_size)
-            )
+            results.append(run_file(url, data_dir, port, tenant, REDEMPTION_IMPORT_DIR, path, n, args.batch_size,
+                                    args.poll_seconds))  # fmt: skip
             log(f"  {results[-1]}")
         if args.receipts:
             log(f"{txs.name}: {args.receipts:,} receipts")
             results.append(run_file(url, data_dir, port, tenant, TRANSACTION_IMPORT_DIR, txs, args.receipts,
-                                    args.batch_size))  # fmt: skip
+                                    args.batch_size, args.poll_seconds))  # fmt: skip
             log(f"  {results[-1]}")
         log("floor: COPY + one set-based UPDATE")
         if args.sqlite:
