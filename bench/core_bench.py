@@ -28,9 +28,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from _common import free_port, log, rss_mb, start, stop
+from _common import cpu_seconds, free_port, log, rss_mb, start, stop
 
 PROMOTIONS = 10  # 7 with a POS channel, 3 ECOM only
 
@@ -130,6 +131,16 @@ async def _tenant_and_promotions(url: str) -> tuple[str, str, list[str]]:
                 pos_ids.append(str(p.id))
     await db.dispose()
     return str(new.tenant_id), new.api_key, pos_ids
+
+
+def timed_wrk(pid: int, *args: Any) -> dict[str, float]:
+    """`wrk`, with the server's CPU time over the phase (its process and workers, from /proc): per request, a
+    figure that holds on a shared machine, where requests/s do not."""
+    before = cpu_seconds(pid)
+    r = wrk(*args)
+    r["cpu_s"] = cpu_seconds(pid) - before
+    r["cpu_us"] = 1e6 * r["cpu_s"] / max(1, r["requests"])
+    return r
 
 
 def seed_pg(url: str, contacts: int, per_contact: int) -> tuple[str, str]:
@@ -287,12 +298,13 @@ def measure(
         ("fetch", fetch, contacts),
         ("redeem", redeem, redeem_ids),
     ):
-        r = wrk(base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
+        r = timed_wrk(pid, base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
         r["rss_mb"] = rss_mb(pid)
         results[name] = r
         log(
             f"{label:<22} {name:<7} {r['rps']:9.0f} req/s  p50 {r['p50']:6.1f} ms  p95 {r['p95']:6.1f} ms  "
-            f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB"
+            f"p99 {r['p99']:6.1f} ms  errors {r['errors']}  non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB  "
+            f"CPU {r['cpu_us']:.0f} µs/request"
         )
     return results
 
@@ -331,6 +343,7 @@ def _pooled(runs: list[dict[str, float]]) -> dict[str, float]:
     out["errors"] = sum(r["errors"] for r in runs)
     out["non2xx"] = sum(r["non2xx"] for r in runs)
     out["rss_mb"] = max(r["rss_mb"] for r in runs)
+    out["cpu_us"] = 1e6 * sum(r["cpu_s"] for r in runs) / max(1, out["requests"])
     out["rounds"] = runs  # type: ignore[assignment]
     return out
 
@@ -339,11 +352,17 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """promoflow and the floor run side by side on one database; the load alternates between them phase by
     phase (fetch promoflow, fetch floor, redeem promoflow, redeem floor) for --rounds rounds, so a change in the
     machine's speed during the run (a shared host) hits both alike."""
-    name = "promoflow_bench"
+    name = f"promoflow_bench_{uuid.uuid4().hex[:8]}"  # of its own: other runs may share the server
     with psycopg.connect(args.pg_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.pg_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        return _run_pg(args, workdir, args.pg_url.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        with psycopg.connect(args.pg_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _run_pg(args: argparse.Namespace, workdir: Path, url: str) -> dict[str, object]:
     from promoflow.server.migrate import upgrade
 
     upgrade(url)
@@ -388,13 +407,14 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                 for side, (label, base, pid, fetch, redeem) in sides.items():
                     method, prefix, suffix, body = fetch if op == "fetch" else redeem
                     ids = fetch_ids[k] if op == "fetch" else redeem_ids[side][k + 1]
-                    r = wrk(base, method, prefix, suffix, ids, key, body, args.connections, args.duration)
+                    r = timed_wrk(pid, base, method, prefix, suffix, ids, key, body, args.connections,
+                                  args.duration)  # fmt: skip
                     r["rss_mb"] = rss_mb(pid)
                     runs[side][op].append(r)
                     log(
                         f"round {k + 1} {label:<22} {op:<7} {r['rps']:7.0f} req/s  p50 {r['p50']:6.1f} ms  "
                         f"p95 {r['p95']:6.1f} ms  p99 {r['p99']:6.1f} ms  errors {r['errors']}  "
-                        f"non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB"
+                        f"non-2xx {r['non2xx']}  RSS {r['rss_mb']:.0f} MB  CPU {r['cpu_us']:.0f} µs/request"
                     )
     finally:
         stop(server)
@@ -406,7 +426,8 @@ def run_pg(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             f"{op}: promoflow {srv['rps']:.0f} req/s vs floor {flr['rps']:.0f} req/s = {srv['rps'] / flr['rps']:.0%} "
             f"of the floor (target >= 60%); p99 median round {srv['p99']:.1f} ms, worst {srv['p99_worst']:.1f} ms "
             f"(floor {flr['p99']:.1f} / {flr['p99_worst']:.1f} ms; target < 50 ms); "
-            f"RSS {srv['rss_mb']:.0f} MB (target < 400 MB)"
+            f"RSS {srv['rss_mb']:.0f} MB (target < 400 MB); server CPU {srv['cpu_us']:.0f} µs/request "
+            f"(floor {flr['cpu_us']:.0f})"
         )
     return out
 

@@ -3,7 +3,9 @@
 On a fresh PostgreSQL database it seeds the assignments and contacts, starts the real servers as processes
 (`promoflow ftp` and, per file, a fresh `promoflow worker`), uploads each file over FTP and waits for its
 result file. Reported per file: records/s end to end (upload start → result file in importResults), the import
-alone (the import's started/finished times), and the worker's RSS: idle (after start-up) and peak (VmHWM).
+alone (the import's started/finished times), the worker's RSS: idle (after start-up) and peak (VmHWM), and the
+CPU time per record of the worker and of the PostgreSQL backends connected to the bench's database (from /proc:
+figures that hold on a shared machine, where wall-clock rates do not).
 Files: a small redemption file (--compare, to show memory does not grow with size), the large redemption file
 (--redemptions), and a transactions file (--receipts receipts with 5 items each).
 
@@ -85,17 +87,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
-def postgres_pids() -> list[int]:
-    """Every PostgreSQL process on this machine (backends, WAL writer, checkpointer: all the database's CPU)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if (d / "comm").read_text().strip().startswith("postgres"):
-                    out.append(int(d.name))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return out
+def backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to the bench's database (the worker's, the FTP
+    server's). Only those: on a shared machine, every postgres process's CPU counts other people's work too."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )]  # fmt: skip
+    return {pid: cpu_seconds([pid]) for pid in pids}
+
+
+def backend_cpu_since(url: str, start: dict[int, float]) -> float:
+    """CPU seconds the database's backends spent since ``start`` (a backend that ended meanwhile takes its CPU time
+    with it; one that began counts from its start)."""
+    return sum(cpu - start.get(pid, 0.0) for pid, cpu in backend_cpu(url).items())
 
 
 def rss_kb(pid: int, field: str) -> int:
@@ -300,12 +305,12 @@ def result_of(data_dir: Path, tenant: dict[str, Any], name: str, reply: str) -> 
 
 
 def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], folder: str, path: Path,
-             records: int, batch: int) -> dict[str, Any]:  # fmt: skip
+             records: int, batch: int, poll: float) -> dict[str, Any]:  # fmt: skip
     env = {
         "PROMOFLOW_DATABASE_URL": url,
         "PROMOFLOW_DATA_DIR": str(data_dir),
         "PROMOFLOW_IMPORT_BATCH_SIZE": str(batch),
-        "PROMOFLOW_WORKER_POLL_SECONDS": "0.05",
+        "PROMOFLOW_WORKER_POLL_SECONDS": str(poll),
         "PROMOFLOW_EXPORT_INTERVAL_SECONDS": "0",
         "PROMOFLOW_LOG_LEVEL": "warning",
     }
@@ -325,7 +330,7 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         result = result_of(data_dir, tenant, path.name, reply)
         peak = idle
         pg = not url.startswith("sqlite")
-        pg_cpu0, worker_cpu0 = cpu_seconds(postgres_pids()) if pg else 0.0, cpu_seconds([worker.pid])
+        pg_cpu0, worker_cpu0 = backend_cpu(url) if pg else {}, cpu_seconds([worker.pid])
         deadline = time.monotonic() + 3600
         while not result.exists():  # bounded poll of observable state; RSS sampled on the way
             if worker.proc.poll() is not None:
@@ -337,8 +342,7 @@ def run_file(url: str, data_dir: Path, ftp_port: int, tenant: dict[str, Any], fo
         total = time.monotonic() - t0
         hwm = rss_kb(worker.pid, "VmHWM")
         worker_cpu = cpu_seconds([worker.pid]) - worker_cpu0
-        # A backend that ended during the run takes its CPU time with it (the worker keeps its connections).
-        pg_cpu = cpu_seconds(postgres_pids()) - pg_cpu0 if pg else 0.0
+        pg_cpu = backend_cpu_since(url, pg_cpu0) if pg else 0.0  # the worker keeps its connections
     finally:
         worker.stop()
     engine = make_sync_engine(url)
@@ -376,8 +380,8 @@ FLOOR_CPU: dict[str, float] = {}
 def floor_redemptions(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: datetime) -> float:
     """COPY the rows into a temp table, one set-based UPDATE (the same conditions), one INSERT of redemptions."""
     t0 = time.monotonic()
-    FLOOR_CPU["pg0"] = cpu_seconds(postgres_pids())
     with psycopg.connect(url) as conn, conn.cursor() as cur:
+        backend = conn.info.backend_pid
         cur.execute(
             "CREATE TEMP TABLE r_in (coupon uuid, at timestamptz, ch text, store text, receipt text, ikey text)"
         )
@@ -402,7 +406,7 @@ def floor_redemptions(url: str, tenant_id: uuid.UUID, ids: list[uuid.UUID], at: 
         )
         applied = cur.rowcount
         conn.commit()
-        FLOOR_CPU["pg_us"] = 1e6 * (cpu_seconds(postgres_pids()) - FLOOR_CPU["pg0"]) / len(ids)
+        FLOOR_CPU["pg_us"] = 1e6 * cpu_seconds([backend]) / len(ids)
     assert applied == len(ids), applied
     return time.monotonic() - t0
 
@@ -496,6 +500,10 @@ def main() -> None:
     parser.add_argument("--receipts", type=int, default=None, help="default 100,000 (SQLite 10,000)")
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--poll-seconds", type=float, default=0.05,
+        help="the worker's poll interval (short: a file starts at once; a worker holding a job polls as often)",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the database and data dir")
     args = parser.parse_args()
 
@@ -541,14 +549,13 @@ def main() -> None:
         results = []
         for path, n in ((small, args.compare), (large, args.redemptions)):
             log(f"{path.name}: {n:,} redemptions")
-            results.append(
-                run_file(url, data_dir, port, tenant, REDEMPTION_IMPORT_DIR, path, n, args.batch_size)
-            )
+            results.append(run_file(url, data_dir, port, tenant, REDEMPTION_IMPORT_DIR, path, n, args.batch_size,
+                                    args.poll_seconds))  # fmt: skip
             log(f"  {results[-1]}")
         if args.receipts:
             log(f"{txs.name}: {args.receipts:,} receipts")
             results.append(run_file(url, data_dir, port, tenant, TRANSACTION_IMPORT_DIR, txs, args.receipts,
-                                    args.batch_size))  # fmt: skip
+                                    args.batch_size, args.poll_seconds))  # fmt: skip
             log(f"  {results[-1]}")
         log("floor: COPY + one set-based UPDATE")
         if args.sqlite:

@@ -149,3 +149,22 @@ def test_lines_sharing_a_key_are_judged_in_file_order_within_a_batch(transfer):
         Verdict.APPLIED, Verdict.CONFLICT_ALREADY_REDEEMED, Verdict.APPLIED, Verdict.INVALID,
     ]  # fmt: skip
     assert other in (records[3].reason or "")
+
+
+def test_a_replayed_line_stays_a_duplicate_after_its_coupon_was_reactivated(transfer):
+    """A line that replays an earlier redemption (its key, or its receipt on its coupon) is a duplicate even when
+    the coupon is redeemable again: the batch leaves it alone, it does not redeem the coupon a second time."""
+    api = transfer.api
+    c = new_contact(api)
+    promo = new_promotion(api, channels=[channel("POS")])
+    by_key, by_receipt = (assign(api, c["id"], promo["id"])["id"] for _ in range(2))
+    lines = [_red(by_key, idempotency_key="K1"), _red(by_receipt, unique_receipt_id="R2")]
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, NAME, write_redemptions(lines))
+    assert [r.verdict for r in records] == [Verdict.APPLIED, Verdict.APPLIED]
+    for coupon in (by_key, by_receipt):
+        assert api.post(f"/api/v2/promotions/codes/{coupon}/reactivate").status_code == 200
+    replay = "20260310120100_8_redemptions.xml"
+    _, records = transfer.process(REDEMPTION_IMPORT_DIR, replay, write_redemptions(lines[::-1]))
+    assert [r.verdict for r in records] == [Verdict.DUPLICATE, Verdict.DUPLICATE]
+    items = api.get(f"/api/v2/contacts/{c['id']}/promotions", params={"includeRedeemed": "true"}).json()
+    assert {i["id"]: i["redeemed"] for i in items} == {by_key: False, by_receipt: False}

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -67,11 +67,10 @@ from .rules import CHANNEL_BITS
 # ------------------------------------------------------------------------------------------------- when
 
 
-@dataclass(frozen=True)
-class When:
+class When(NamedTuple):
     """The instant a redemption (or a fetch) is judged at. ``at`` is stored and compared with the end of validity;
     ``started_by`` is the latest ``valid_from`` that counts as started: ``at`` itself for the server's clock, later
-    for an instant from a client's clock (see `when`)."""
+    for an instant from a client's clock (see `when`). A tuple: a file's batch makes one per line."""
 
     at: datetime
     started_by: datetime
@@ -79,6 +78,9 @@ class When:
     @classmethod
     def server(cls, now: datetime) -> When:
         return cls(now, now)
+
+
+_REST_OF_SECOND = timedelta(seconds=1) - timedelta(microseconds=1)
 
 
 def when(ctx: TenantContext, now: datetime, client_at: datetime | None) -> When:
@@ -96,8 +98,7 @@ def when(ctx: TenantContext, now: datetime, client_at: datetime | None) -> When:
     skew = ctx.clock_skew
     if at > now + skew:
         raise InvalidRedeemedOnError("redeemedOn is in the future")
-    whole_second = timedelta(seconds=1) - timedelta(microseconds=1) if at.microsecond == 0 else timedelta(0)
-    return When(at, at + whole_second + skew)
+    return When(at, at + skew + _REST_OF_SECOND if at.microsecond == 0 else at + skew)
 
 
 # ------------------------------------------------------------------------------------------------- the rule

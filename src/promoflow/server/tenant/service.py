@@ -4,6 +4,7 @@ fast hash is enough and keeps authentication cheap; the key itself is shown once
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import json
@@ -107,7 +108,7 @@ class TenantContext:
     def reactivation_limit(self) -> int:
         return int(self.settings.get("reactivationLimit", 3))
 
-    @property
+    @functools.cached_property  # read for every line of a redemption file
     def clock_skew(self) -> timedelta:
         return timedelta(
             seconds=int(self.settings.get("clockSkewSeconds", DEFAULT_SETTINGS["clockSkewSeconds"]))

@@ -2,12 +2,14 @@
 
 Per batch (one transaction):
 
-1. A line whose ``idempotencyKey`` was already used for this assignment (by the API or an earlier file), or whose
-   ``uniqueReceiptId`` is already on a redemption of this assignment, is ``duplicate``: success, nothing changed.
-2. The remaining lines are redeemed by the redemption rule's batch strategy for the database
+1. The lines are redeemed by the redemption rule's batch strategy for the database
    (`promotion.statements.batch_for`: on PostgreSQL one set-based statement, on SQLite one prepared statement run
-   for every line — both the very conditional write of ``RedemptionService.redeem``), with their redemption rows.
-   Every line left goes through ``RedemptionService.redeem`` itself, whose refusal names the verdict: already
+   for every line — both the very conditional write of ``RedemptionService.redeem``), with their redemption rows,
+   except the lines that replay an earlier redemption (`_replayed`, checked in the same statement).
+2. A line left whose ``idempotencyKey`` was already used for this assignment (by the API or an earlier file), or
+   whose ``uniqueReceiptId`` is already on a redemption of this assignment, is ``duplicate``: success, nothing
+   changed (a key used for another coupon: ``invalid``).
+3. Every line left goes through ``RedemptionService.redeem`` itself, whose refusal names the verdict: already
    redeemed (``conflictAlreadyRedeemed`` with when, where, how; ``duplicate`` when it was this receipt),
    ``expired``, ``notFound``, or ``invalid`` with the reason.
 
@@ -22,7 +24,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....kit.timeutil import iso
@@ -35,7 +37,7 @@ from ...promotion.assignment import RedemptionService
 from ...promotion.errors import PromotionAlreadyRedeemedError
 from ...promotion.redemption import when
 from ...promotion.rules import CHANNEL_BITS
-from ...promotion.statements import RedeemLine, batch_for
+from ...promotion.statements import LineColumns, RedeemLine, batch_for
 from ...tenant.service import TenantContext
 from ..results import Outcome
 from ._common import refusal
@@ -74,6 +76,25 @@ _PROBE = """
 _DUPLICATES = text(f"SELECT v.i AS idx, d.* FROM ({_LINES}) AS v {_PROBE} d")
 
 
+def _replayed(line: LineColumns) -> ColumnElement[bool]:
+    """Whether a line replays an earlier redemption: its idempotency key already used by the tenant, or its receipt
+    already on a redemption of its assignment (the batch leaves it to `_duplicates`, which names the verdict).
+    The probes are the ones of `_PROBE`, one index look-up each; under UNION ALL, PostgreSQL keeps the EXISTS a
+    per-line probe instead of a join that could scan the tenant's redemptions. The receipt's probe needs no
+    tenant: the batch writes only the tenant's assignments."""
+    by_key = select(redemption.c.id).where(
+        line.idempotency_key.is_not(None),
+        redemption.c.tenant_id == line.tenant_id,
+        redemption.c.idempotency_key == line.idempotency_key,
+    )
+    by_receipt = select(redemption.c.id).where(
+        line.unique_receipt_id.is_not(None),
+        redemption.c.assignment_id == line.assignment_id,
+        redemption.c.unique_receipt_id == line.unique_receipt_id,
+    )
+    return union_all(by_key, by_receipt).exists()
+
+
 def _marks(rec: Record[Redemption]) -> set[str]:
     """What a line reads and writes that another line could too: its coupon, and its idempotency key."""
     marks = {"c:" + rec.value.coupon_id}
@@ -88,7 +109,9 @@ def _rounds(records: list[Record[Redemption]]) -> list[list[Record[Redemption]]]
     rounds: list[tuple[list[Record[Redemption]], set[str]]] = []
     for rec in records:
         marks = _marks(rec)
-        after = max((i for i, (_, seen) in enumerate(rounds) if marks & seen), default=-1) + 1
+        after = len(rounds)
+        while after and not marks & rounds[after - 1][1]:
+            after -= 1
         if after == len(rounds):
             rounds.append(([], set()))
         batch, seen = rounds[after]
@@ -119,7 +142,7 @@ class RedemptionApplier:
     async def apply(self, conn: AsyncConnection, records: list[Record[Redemption]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for batch in _rounds(records):
-            pending = await self._apply_batch(conn, await self._duplicates(conn, batch, outcomes), outcomes)
+            pending = await self._duplicates(conn, await self._apply_batch(conn, batch, outcomes), outcomes)
             for rec in pending:
                 outcomes.append(await self._redeem_one(conn, rec))
         return outcomes
@@ -154,8 +177,8 @@ class RedemptionApplier:
 
     async def _apply_batch(self, conn: AsyncConnection, batch: list[Record[Redemption]],
                            outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
-        """The lines left after the duplicate check go through the rule's batch strategy all at once; the lines
-        it did not redeem (and those whose redeemedOn it cannot take) are left for `redeem` to explain."""
+        """The lines go through the rule's batch strategy all at once, except those that replay an earlier
+        redemption; the lines it did not redeem (and those whose redeemedOn it cannot take) are left."""
         lines: dict[int, RedeemLine] = {}
         for rec in batch:
             v = rec.value
@@ -164,11 +187,13 @@ class RedemptionApplier:
             except PromoflowError:
                 continue  # out of range or in the future: `redeem` says so
             lines[rec.index] = RedeemLine(
-                uuid.UUID(v.coupon_id), ChannelType(v.redemption_channel), moment,
+                uuid.UUID(v.coupon_id), v.redemption_channel, moment,
                 uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
                 v.idempotency_key,
             )  # fmt: skip
-        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(conn, list(lines.values()))
+        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(
+            conn, list(lines.values()), skip=_replayed
+        )
         left = []
         for rec in batch:
             line = lines.get(rec.index)
