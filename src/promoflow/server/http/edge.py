@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,7 +20,12 @@ import pydantic_core
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette._utils import get_route_path
+from starlette.convertors import Convertor
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...kit.clock import Clock
 from ..config import Settings
@@ -113,18 +119,20 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     return ctx
 
 
-_TENANT = "promoflow.tenant"
+TENANT = "promoflow.tenant"  # the scope's key of the authorised tenant (`TenantContext`)
+_DECLINED = "promoflow.fast_declined"  # the fast handler declined (`FastRoutes`): the routed handler answers
+_MATCHED = "promoflow.fast_route"  # what `FastRoutes.match` found for the request
 
 
 async def tenant_context(request: Request) -> TenantContext:
     """The request's tenant: authorised once per request (`EdgeRoute` does it before anything reads the body;
     the routed handler's dependency then finds it here)."""
-    ctx: TenantContext | None = request.scope.get(_TENANT)
+    ctx: TenantContext | None = request.scope.get(TENANT)
     if ctx is None:
         ctx = await authorize(
             state_of(request), request.headers, request.client.host if request.client else None
         )
-        request.scope[_TENANT] = ctx
+        request.scope[TENANT] = ctx
     return ctx
 
 
@@ -157,13 +165,144 @@ class EdgeRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             ctx = await tenant_context(request)
-            if fast is not None:
+            if fast is not None and _DECLINED not in request.scope:
                 answer = await fast(request, ctx)
                 if answer is not None:
                     return answer
             return await routed(request)
 
         return handler
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """A route with a fast handler, as `FastRoutes` matches it."""
+
+    route: EdgeRoute
+    methods: frozenset[str]
+    regex: re.Pattern[str]
+    convertors: dict[str, Convertor[Any]]
+    handler: FastHandler
+
+
+class FastRoutes:
+    """The fast routes answered ahead of the framework: a request whose method and path a fast route matches, and
+    no route before it could match, is the route's — the router would pick it too, only after the framework's
+    layers and its scan of the routes. Served as `EdgeRoute` serves it: authorised (`tenant_context`), then the
+    fast handler answers; an error becomes the answer the app's exception handlers give it; and a request the fast
+    handler declines goes to the app (the router, the routed handler) with what the fast handler read of its body,
+    its tenant context, and a mark that the fast handler declined it.
+
+    The front layer (`middleware.Front`) calls `match` and `serve`; the table is built from the app's routes on
+    first use."""
+
+    def __init__(self, fastapi: Any) -> None:
+        self.fastapi = fastapi
+        self._routes: dict[str, list[FastRoute]] | None = None
+        self._handlers: dict[Any, Callable[..., Any]] = {}
+
+    def _build(self) -> dict[str, list[FastRoute]]:
+        by_method: dict[str, list[FastRoute]] = {}
+        earlier: list[tuple[tuple[list[str | None], bool] | None, frozenset[str] | None]] = []
+        for route, prefix in _leaves(self.fastapi.router.routes):
+            methods = frozenset(route.methods) if getattr(route, "methods", None) else None
+            shapes = _shapes(route, prefix)
+            handler = getattr(getattr(route, "endpoint", None), "fast_path", None)
+            if isinstance(route, EdgeRoute) and handler is not None and methods is not None:
+                clash = any(
+                    _overlap(a, b) and (others is None or others & methods)
+                    for a, others in earlier
+                    for b in shapes
+                )
+                if not clash:
+                    regex, _, convertors = compile_path(prefix + route.path)
+                    for method in methods:
+                        by_method.setdefault(method, []).append(
+                            FastRoute(route, methods, regex, convertors, handler)
+                        )
+            earlier += [(shape, methods) for shape in shapes]
+        for key, value in self.fastapi.exception_handlers.items():
+            if key not in (500, Exception):  # the server-error layer's, outside the front layer
+                self._handlers[key] = value
+        return by_method
+
+    def match(self, scope: Scope) -> tuple[FastRoute, dict[str, Any]] | None:
+        """The fast route of the request and its path parameters, or None (kept in the scope: asked twice)."""
+        if _MATCHED in scope:
+            return scope[_MATCHED]  # type: ignore[no-any-return]
+        hit = scope[_MATCHED] = self._match(scope)
+        return hit
+
+    def _match(self, scope: Scope) -> tuple[FastRoute, dict[str, Any]] | None:
+        routes = self._routes
+        if routes is None:
+            routes = self._routes = self._build()
+        candidates = routes.get(scope["method"])
+        if candidates:
+            path = get_route_path(scope)
+            for fast in candidates:
+                m = fast.regex.match(path)
+                if m is not None:
+                    return fast, {k: fast.convertors[k].convert(v) for k, v in m.groupdict().items()}
+        return None
+
+    async def serve(
+        self,
+        fast: FastRoute,
+        params: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+    ) -> None:
+        """Answer a request `match` found (``app``: the rest of the stack, for a request the handler declines)."""
+        scope["path_params"] = params
+        scope["endpoint"] = fast.route.endpoint
+        scope["route"] = fast.route
+        read: list[Message] = []
+
+        async def reading() -> Message:
+            message = await receive()
+            read.append(message)
+            return message
+
+        request = Request(scope, reading)
+        try:
+            answer = await fast.handler(request, await tenant_context(request))
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            answer = await handler(request, exc)
+        if answer is None:
+            scope[_DECLINED] = True
+
+            async def replayed() -> Message:
+                return read.pop(0) if read else await receive()
+
+            await app(scope, replayed, send)
+            return
+        await answer(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Callable[..., Any] | None:
+        """The app's handler of ``exc``, as the framework's exception layer looks it up."""
+        if isinstance(exc, HTTPException) and exc.status_code in self._handlers:
+            return self._handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls in self._handlers:
+                return self._handlers[cls]
+        return None
+
+
+def _leaves(routes: list[Any], prefix: str = "") -> Iterator[tuple[Any, str]]:
+    """Every route in the order the router tries them, with the prefix of the routers it is included by."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from _leaves(inner.routes, prefix + (getattr(context, "prefix", "") or ""))
+        else:
+            yield route, prefix
 
 
 def json_bytes(value: Any) -> bytes:

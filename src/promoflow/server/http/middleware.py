@@ -1,6 +1,7 @@
 """The one ASGI layer in front of the routes (`Front`): the access log and the request metrics around everything,
 then the guard (overload and shutdown 503, body size 413, JSON content type 415), then the request's text
-(`encoding`: 400 `InvalidEncoding` / `InvalidJson`), then the app.
+(`encoding`: 400 `InvalidEncoding` / `InvalidJson`), then the app — or, for a request of a fast route (a checkout's
+fetch and redeem…), its fast handler at once (`edge.FastRoutes`), without the framework's layers and route scan.
 
 One layer, not four: each layer of its own wrapped ``send`` (and some ``receive``) in a closure and added a
 coroutine frame to every message of every request; here one wrapper sees the answer once, for all of them.
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...wire.errors import ErrorCode
 from ..exceptions import InvalidJsonError
 from .accesslog import AccessLog
+from .edge import FastRoutes
 from .encoding import encoding_problem, is_json, json_problem, read_body, refuse, replay
 from .errors import InvalidEncodingError
 
@@ -54,6 +56,7 @@ class Front:
         holder: Any,
         metrics: Any = None,
         access: AccessLog | None = None,
+        fast: FastRoutes | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
@@ -61,6 +64,7 @@ class Front:
         self.holder = holder
         self.metrics = metrics
         self.access = access
+        self.fast = fast
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,7 +144,8 @@ class Front:
         return None
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The request's text (`encoding`), then the app. The three redeem paths read their bodies themselves."""
+        """The request's text (`encoding`), then the app — or, for a fast route, its fast handler (`FastRoutes`).
+        The three redeem paths read their bodies themselves."""
         problem = encoding_problem(scope)
         if problem is not None:
             await refuse(InvalidEncodingError(problem), scope, receive, send)
@@ -152,7 +157,11 @@ class Front:
                 await refuse(InvalidJsonError(problem), scope, receive, send)
                 return
             receive = replay(body, rest, receive)
-        await self.app(scope, receive, send)
+        fast = self.fast
+        if fast is not None and (hit := fast.match(scope)) is not None:
+            await fast.serve(*hit, scope, receive, send, self.app)
+        else:
+            await self.app(scope, receive, send)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
