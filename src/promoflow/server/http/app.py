@@ -79,6 +79,8 @@ def create_app(
                 state.extras["worker"].stop()
                 await worker_task
             await db.dispose()
+            if access is not None:
+                access.flush()  # the lines gathered while requests overlapped
 
     app = App(
         title="promoflow",

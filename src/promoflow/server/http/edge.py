@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette._utils import get_route_path
 from starlette.convertors import Convertor
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -174,6 +175,26 @@ class EdgeRoute(APIRoute):
         return handler
 
 
+class FastRequest(Request):
+    """A fast route's request: its body read in a loop, without Starlette's ``stream`` (an async generator per
+    request, which the event loop registers and finalises)."""
+
+    _read: bytes | None = None
+
+    async def body(self) -> bytes:
+        if self._read is None:
+            chunks = []
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            self._read = b"".join(chunks)
+        return self._read
+
+
 @dataclass(frozen=True)
 class FastRoute:
     """A route with a fast handler, as `FastRoutes` matches it."""
@@ -266,7 +287,7 @@ class FastRoutes:
             read.append(message)
             return message
 
-        request = Request(scope, reading)
+        request = FastRequest(scope, reading)
         try:
             answer = await fast.handler(request, await tenant_context(request))
         except Exception as exc:

@@ -112,9 +112,9 @@ class Front:
         finally:
             elapsed = time.perf_counter() - started
             if metrics is not None:
-                metrics.record(scope, root, status, elapsed, redeem)
+                metrics.record(scope, root, status, elapsed, redeem, self.inflight == 0)
             if access is not None:
-                access.write(scope, status, elapsed * 1000.0)
+                access.write(scope, status, elapsed * 1000.0, self.inflight == 0)
 
     def _refusal(self, scope: Scope) -> tuple[int, ErrorCode, str] | tuple[int, ErrorCode, str, int] | None:
         """The guard's answer to an API request it refuses before the app sees it, or None."""

@@ -156,8 +156,9 @@ class QueueCollector(Collector):
 
 
 def sample(state: AppState) -> None:
-    """This process's pools and 'shown' buffer into their gauges."""
+    """This process's tallied requests into their metrics, its pools and 'shown' buffer into their gauges."""
     m = metrics_mod.get()
+    m.flush()
     pool = state.db.engine.pool
     with contextlib.suppress(AttributeError, TypeError):
         in_use = pool.checkedout()  # type: ignore[attr-defined]
@@ -197,6 +198,7 @@ class Observability:
         self._stopping.set()
         if self._task is not None:
             await self._task
+        metrics_mod.get().flush()
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

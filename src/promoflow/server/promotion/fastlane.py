@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 import psycopg
+import pydantic_core
 from sqlalchemy.engine import make_url
 from starlette.requests import Request
 from starlette.responses import Response
@@ -320,14 +321,14 @@ def _answered(st: AppState) -> None:
     st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
 
 
+_CHANNELS = {c.value: c for c in ChannelType}
+
+
 def _channel(value: str | None) -> ChannelType | bool | None:
     """The channel filter's value; None for no filter, False for one the routed path must refuse."""
     if value in (None, ""):
         return None
-    try:
-        return ChannelType(str(value).strip().upper())
-    except ValueError:
-        return False
+    return _CHANNELS.get(str(value).strip().upper(), False)
 
 
 # -------------------------------------------------------------------------------------------------- fetch
@@ -375,8 +376,8 @@ def plain_channel(body: bytes) -> ChannelType | None:
     if not text:
         return ChannelType.OTHER
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = pydantic_core.from_json(text)  # UTF-8 only: anything else is the routed path's to read
+    except ValueError:
         return None
     if isinstance(data, dict):
         if set(data) - {"redemptionChannel"}:
