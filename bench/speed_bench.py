@@ -170,6 +170,7 @@ def main() -> None:
     )
     p.add_argument("--import-lines", type=int, default=100_000, help="0: skip the during-import phases")
     p.add_argument("--skip-pg", action="store_true", help="SQLite only (no floor: ratios are not printed)")
+    p.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only (the floor and `api`)")
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -218,36 +219,37 @@ def main() -> None:
                     slices=assignments, reset=reset, proc=api,
                 )  # fmt: skip
 
-        data = workdir / "sqlite"
-        data.mkdir()
-        sqlite_path = data / "promoflow.sqlite3"
-        s_url = f"sqlite:///{sqlite_path}"
-        upgrade(s_url)
-        s_seeded = contacts_for(args, sides=1, extra_phases=1 if args.import_lines else 0)
-        s_tenant, s_key = seed_sqlite(s_url, s_seeded, args.per_contact)
-        conn = sqlite3.connect(sqlite_path)
-        s_contacts, s_assignments = ids(conn, uuid.UUID(s_tenant).hex, workdir, "sqlite", args.contacts)
-        conn.close()
         importer = None
-        if args.import_lines:
-            importer = asyncio.run(create_tenant(Settings(database_url=s_url, data_dir=data), datetime.now(UTC), "importer"))  # fmt: skip
-            big = seed_redemption_set(
-                s_url, uuid.UUID(importer["tenantId"]), {"big": args.import_lines}, 1000
-            )
-            big_file = workdir / "20260101000000_big_redemptions.xml"
-            write_redemption_file(big_file, big["sets"]["big"], datetime.now(UTC) - timedelta(minutes=1))
-        log(f"seeded SQLite: {s_seeded:,} contacts, {s_seeded * args.per_contact:,} assignments"
-            + (f"; {args.import_lines:,} more of another tenant for the import" if args.import_lines else ""))  # fmt: skip
-        s_port, ftp_port = free_port(), free_port()
-        serve = start(
-            [sys.executable, "-m", "promoflow.cli", "serve", "--port", str(s_port), "--ftp-port", str(ftp_port),
-             "--database-url", s_url, "--data-dir", str(data)],
-            common_env, f"http://127.0.0.1:{s_port}/healthz",
-        )  # fmt: skip
-        procs.append(serve)
-        sides["serve, SQLite"] = dict(base=f"http://127.0.0.1:{s_port}", ops=(FETCH, REDEEM), key=s_key,
-                                      contacts=s_contacts, slices=s_assignments, proc=serve,
-                                      reset=lambda: reset_sqlite(sqlite_path, uuid.UUID(s_tenant).hex))  # fmt: skip
+        if not args.skip_sqlite:
+            data = workdir / "sqlite"
+            data.mkdir()
+            sqlite_path = data / "promoflow.sqlite3"
+            s_url = f"sqlite:///{sqlite_path}"
+            upgrade(s_url)
+            s_seeded = contacts_for(args, sides=1, extra_phases=1 if args.import_lines else 0)
+            s_tenant, s_key = seed_sqlite(s_url, s_seeded, args.per_contact)
+            conn = sqlite3.connect(sqlite_path)
+            s_contacts, s_assignments = ids(conn, uuid.UUID(s_tenant).hex, workdir, "sqlite", args.contacts)
+            conn.close()
+            if args.import_lines:
+                importer = asyncio.run(create_tenant(Settings(database_url=s_url, data_dir=data), datetime.now(UTC), "importer"))  # fmt: skip
+                big = seed_redemption_set(
+                    s_url, uuid.UUID(importer["tenantId"]), {"big": args.import_lines}, 1000
+                )
+                big_file = workdir / "20260101000000_big_redemptions.xml"
+                write_redemption_file(big_file, big["sets"]["big"], datetime.now(UTC) - timedelta(minutes=1))
+            log(f"seeded SQLite: {s_seeded:,} contacts, {s_seeded * args.per_contact:,} assignments"
+                + (f"; {args.import_lines:,} more of another tenant for the import" if args.import_lines else ""))  # fmt: skip
+            s_port, ftp_port = free_port(), free_port()
+            serve = start(
+                [sys.executable, "-m", "promoflow.cli", "serve", "--port", str(s_port), "--ftp-port", str(ftp_port),
+                 "--database-url", s_url, "--data-dir", str(data)],
+                common_env, f"http://127.0.0.1:{s_port}/healthz",
+            )  # fmt: skip
+            procs.append(serve)
+            sides["serve, SQLite"] = dict(base=f"http://127.0.0.1:{s_port}", ops=(FETCH, REDEEM), key=s_key,
+                                          contacts=s_contacts, slices=s_assignments, proc=serve,
+                                          reset=lambda: reset_sqlite(sqlite_path, uuid.UUID(s_tenant).hex))  # fmt: skip
 
         def phase(label: str, op: str, seconds: int) -> dict[str, float]:
             """One phase from the reset database: a redeem phase on assignments of its own; wrk's figures and the
@@ -348,6 +350,8 @@ def main() -> None:
             ok = r["rps"] >= 0.9 * f["rps"] and r["p99"] <= 1.5 * f["p99"]
             print(f"target PG redeem ({label}) >= 90 % of the floor, p99 <= 1.5x: {verdict(ok, r, f)}")
         for op in ("fetch", "redeem"):
+            if ("serve, SQLite", op) not in out:
+                continue
             r, fo = out[("serve, SQLite", op)], floor[op] or f
             ok = r["rps"] >= 0.5 * fo["rps"] and r["p99"] < 100
             print(f"target SQLite {op} >= 50 % of the PG floor, p99 < 100 ms: {verdict(ok, r, f)}")

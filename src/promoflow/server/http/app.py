@@ -57,7 +57,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url(), pool_size=settings.db_pool_size)
         state = AppState(settings=settings, db=db, clock=clock, limiter=ratelimit.limiter_for(settings, db))
-        app.state.promoflow = state
+        app.state.promoflow = app.promoflow = state  # type: ignore[attr-defined]
         guard.state = state
         worker_task = None
         if with_worker:
@@ -123,6 +123,8 @@ class App(FastAPI):
     ~11 µs of a ~100 µs checkout request; the one that answers an unexpected error with a 500 (the app's handler)
     stays in front of it. Any other request, and every request while the instrumentation is on, goes through them
     as usual."""
+
+    promoflow: AppState | None = None  # the state, once started (also ``state.promoflow``; `edge.state_of`)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -60,7 +60,9 @@ class AppState:
 
 
 def state_of(request: Request) -> AppState:
-    return request.app.state.promoflow  # type: ignore[no-any-return]
+    """The app's state: an attribute of the app (`app.App`) — Starlette's ``app.state`` finds an attribute only
+    after a failed look-up, which formats an AttributeError each time."""
+    return request.app.promoflow  # type: ignore[no-any-return]
 
 
 def _api_key(headers: Mapping[str, str]) -> str:
