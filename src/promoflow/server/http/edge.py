@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -65,11 +65,18 @@ def state_of(request: Request) -> AppState:
     return request.app.promoflow  # type: ignore[no-any-return]
 
 
-def _api_key(headers: Mapping[str, str]) -> str:
-    raw = headers.get("apikey")
+def _api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The key in the first ``apikey`` header, else in ``Authorization: Bearer`` (the request's raw headers)."""
+    raw: str | None = None
+    auth: str | None = None
+    for name, value in headers:
+        if name == b"apikey":
+            raw = value.decode("latin-1")
+            break
+        if name == b"authorization" and auth is None:
+            auth = value.decode("latin-1")
     if raw is None:
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = (auth or "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             raw = token.strip()
     if not raw:
@@ -77,8 +84,11 @@ def _api_key(headers: Mapping[str, str]) -> str:
     return raw.strip()
 
 
-async def authorize(st: AppState, headers: Mapping[str, str], client_host: str | None) -> TenantContext:
-    """The tenant behind the request's API key, after the key's IP allow-list and rate limit (A2, A16)."""
+async def authorize(
+    st: AppState, headers: Iterable[tuple[bytes, bytes]], client_host: str | None
+) -> TenantContext:
+    """The tenant behind the request's API key (``headers``: the raw ones), after the key's IP allow-list and
+    rate limit (A2, A16)."""
     raw = _api_key(headers)
     digest = hash_key(raw)
     cached = st.key_cache.get(digest)
@@ -130,12 +140,12 @@ _MATCHED = "promoflow.fast_route"  # what `FastRoutes.match` found for the reque
 async def tenant_context(request: Request) -> TenantContext:
     """The request's tenant: authorised once per request (`EdgeRoute` does it before anything reads the body;
     the routed handler's dependency then finds it here)."""
-    ctx: TenantContext | None = request.scope.get(TENANT)
+    scope = request.scope
+    ctx: TenantContext | None = scope.get(TENANT)
     if ctx is None:
-        ctx = await authorize(
-            state_of(request), request.headers, request.client.host if request.client else None
-        )
-        request.scope[TENANT] = ctx
+        client = scope.get("client")
+        ctx = await authorize(state_of(request), scope["headers"], client[0] if client else None)
+        scope[TENANT] = ctx
     return ctx
 
 
@@ -332,7 +342,25 @@ def json_bytes(value: Any) -> bytes:
     return pydantic_core.to_json(value)
 
 
+class _Json(Response):
+    """A JSON answer with no headers of its own: the two headers Starlette's `Response` would give it, built
+    directly."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def json_response(body: bytes, status: int, headers: dict[str, str] | None = None) -> Response:
+    if headers is None and status >= 200 and status not in (204, 304):
+        return _Json(body, status)
     return Response(body, status, headers=headers, media_type="application/json")
 
 

@@ -20,7 +20,7 @@ from ...wire.errors import ErrorCode
 from ..exceptions import InvalidJsonError
 from .accesslog import AccessLog
 from .edge import FastRoutes
-from .encoding import encoding_problem, is_json, json_problem, read_body, refuse, replay
+from .encoding import encoding_problem, json_problem, read_body, refuse, replay
 from .errors import InvalidEncodingError
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -35,6 +35,32 @@ async def _send_error(
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _json_type(ctype: bytes | None) -> bool:
+    """A JSON media type (``Content-Type`` without its parameters, any case)."""
+    if ctype is None:
+        return False
+    ctype = ctype.split(b";", 1)[0].strip().lower()
+    return ctype == b"application/json" or ctype.endswith(b"+json")
+
+
+class _Head:
+    """What the guard and the text checks read of the request's headers: the first and the last ``Content-Type``
+    (the checks of the body's text and of its type, as each has always read it), the last ``Content-Length``, and
+    whether a body is declared (a length other than 0, or a transfer encoding)."""
+
+    __slots__ = ("first_type", "has_body", "last_type", "length")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        named = dict(headers)  # the last of each name
+        self.last_type = self.first_type = named.get(b"content-type")
+        if len(named) < len(headers):  # a name repeats
+            self.first_type = next((v for k, v in headers if k == b"content-type"), None)
+        length = self.length = named.get(b"content-length")
+        self.has_body = (
+            length is not None and length.strip() not in (b"0", b"")
+        ) or b"transfer-encoding" in named
 
 
 class _TooLarge(HTTPException):
@@ -90,7 +116,8 @@ class Front:
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            head = _Head(scope["headers"])
+            refusal = self._refusal(scope, head)
             if refusal is not None:
                 await _send_error(forward, *refusal)
                 return
@@ -98,7 +125,7 @@ class Front:
                 receive = self._limited(receive)
             self.inflight += 1
             try:
-                await self._checked(scope, receive, forward)
+                await self._checked(scope, head, receive, forward)
             except _TooLarge:
                 if not answered:
                     await _send_error(
@@ -116,7 +143,9 @@ class Front:
             if access is not None:
                 access.write(scope, status, elapsed * 1000.0, self.inflight == 0)
 
-    def _refusal(self, scope: Scope) -> tuple[int, ErrorCode, str] | tuple[int, ErrorCode, str, int] | None:
+    def _refusal(
+        self, scope: Scope, head: _Head
+    ) -> tuple[int, ErrorCode, str] | tuple[int, ErrorCode, str, int] | None:
         """The guard's answer to an API request it refuses before the app sees it, or None."""
         path: str = scope["path"]
         if not path.startswith("/api/"):
@@ -127,15 +156,10 @@ class Front:
             return 503, ErrorCode.SERVICE_UNAVAILABLE, "the server is overloaded", 2
         if scope["method"] not in _BODY_METHODS:
             return None
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        has_body = (
-            length is not None and length.strip() not in (b"0", b"")
-        ) or b"transfer-encoding" in headers
+        length = head.length
         if length is not None and length.strip().isdigit() and int(length) > self.max_body:
             return 413, ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {self.max_body} bytes"
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if has_body and not (ctype == b"application/json" or ctype.endswith(b"+json")):
+        if head.has_body and not _json_type(head.last_type):
             return (
                 415,
                 ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -143,14 +167,14 @@ class Front:
             )
         return None
 
-    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _checked(self, scope: Scope, head: _Head, receive: Receive, send: Send) -> None:
         """The request's text (`encoding`), then the app — or, for a fast route, its fast handler (`FastRoutes`).
-        The three redeem paths read their bodies themselves."""
+        The three redeem paths read their bodies themselves; a request that declares no body has none to check."""
         problem = encoding_problem(scope)
         if problem is not None:
             await refuse(InvalidEncodingError(problem), scope, receive, send)
             return
-        if is_json(scope) and not scope["path"].endswith("/redeem"):
+        if head.has_body and not scope["path"].endswith("/redeem") and _json_type(head.first_type):
             body, rest = await read_body(receive)
             problem = json_problem(body)
             if problem is not None:

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
 
 import asyncpg
 import psycopg
@@ -37,6 +38,7 @@ import pydantic_core
 from sqlalchemy.engine import make_url
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
@@ -324,6 +326,23 @@ def _answered(st: AppState) -> None:
 _CHANNELS = {c.value: c for c in ChannelType}
 
 
+def _query(scope: Scope) -> dict[str, str]:
+    """The request's query parameters as Starlette's ``query_params`` reads them (the last of each name), without
+    building its multi-dict: text without escapes splits as it stands."""
+    text: str = scope["query_string"].decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    return dict(piece.partition("=")[::2] for piece in text.split("&") if piece)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The request's first header ``name`` (lowercase), as Starlette's ``headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def _channel(value: str | None) -> ChannelType | bool | None:
     """The channel filter's value; None for no filter, False for one the routed path must refuse."""
     if value in (None, ""):
@@ -341,11 +360,12 @@ def fetch(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
         lane: Lane | None = st.extras.get(LANE)
-        query = request.query_params
+        scope = request.scope
+        query = _query(scope)
         if lane is None or set(query) - allowed:
             return None
         contact_id = parse_guid(query.get("contactId", "") if v3 else request.path_params["contact_id"])
-        channel = _channel(query.get("redemptionChannelType") or request.headers.get("redemptionchanneltype"))
+        channel = _channel(query.get("redemptionChannelType") or _header(scope, b"redemptionchanneltype"))
         if contact_id is None or channel is False:
             return None
         bit = 0 if channel is None else CHANNEL_BITS[channel]  # type: ignore[index]
@@ -360,7 +380,7 @@ def fetch(*, v3: bool) -> FastHandler:
         ]
         _answered(st)
         shown = [(r[0], r[1]) for r in rows if r[1] in faces]
-        await fire_promotions_shown(st, ctx, contact_id, shown, request.headers.get("storeexternalid"), now)
+        await fire_promotions_shown(st, ctx, contact_id, shown, _header(scope, b"storeexternalid"), now)
         return json_response(json_bytes(answer), 200)
 
     return handler
@@ -397,7 +417,7 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
         lane: Lane | None = st.extras.get(LANE)
-        if lane is None or "idempotency-key" in request.headers:
+        if lane is None or _header(request.scope, b"idempotency-key") is not None:
             return None
         channel = plain_channel(await request.body())
         params = request.path_params
