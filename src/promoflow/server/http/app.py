@@ -8,11 +8,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ... import __version__
 from ...kit.clock import Clock, SystemClock
@@ -25,7 +24,7 @@ from . import exception_handlers, openapi, ratelimit
 from .accesslog import AccessLog
 from .docs import install_docs
 from .edge import AppState, FastRoutes, fast_first
-from .middleware import Front
+from .middleware import ErrorHandler, Front
 
 log = logging.getLogger("promoflow.api")
 
@@ -120,16 +119,16 @@ class App(FastAPI):
     """FastAPI, with a request of a fast route (`edge.FastRoutes`: a checkout's fetch and redeem…) handed to the
     front layer at once. FastAPI's own layers before it would only pass such a request on — while FastAPI's
     OpenTelemetry instrumentation is off (no provider configured) and no app-wide body limit is set — and cost
-    ~11 µs of a ~100 µs checkout request; the one that answers an unexpected error with a 500 (the app's handler)
-    stays in front of it. Any other request, and every request while the instrumentation is on, goes through them
-    as usual."""
+    ~11 µs of a ~100 µs checkout request; the front layer answers an unexpected error itself, as the one that
+    answers it with the app's handler would (`Front.serve`). Any other request, and every request while the
+    instrumentation is on or the app runs in debug mode (tracebacks as answers), goes through them as usual."""
 
     promoflow: AppState | None = None  # the state, once started (also ``state.promoflow``; `edge.state_of`)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fast = FastRoutes(self)
-        self._entry: ASGIApp | None = None
+        self._front: tuple[Front, ErrorHandler] | None = None
         self._plain_until = 0.0
 
     def _plain(self) -> bool:
@@ -141,29 +140,30 @@ class App(FastAPI):
         telemetry = getattr(self, "_native_telemetry", None)  # (FastAPI's instrumentation is recent)
         if telemetry is not None and telemetry.enabled():
             return False
-        if getattr(self, "max_body_size", None) is not None:
+        if getattr(self, "max_body_size", None) is not None or self.debug:
             return False
         self._plain_until = now + 1.0
         return True
 
-    def _front_entry(self) -> ASGIApp:
-        """The front layer of the app's stack, behind the layer that answers an unexpected error."""
+    def _front_entry(self) -> tuple[Front, ErrorHandler]:
+        """The front layer of the app's stack, and the app's handler of an unexpected error."""
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         layer: Any = self.middleware_stack
         while not isinstance(layer, Front):
             layer = layer.app
-        handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
-        return ServerErrorMiddleware(layer, handler=handler, debug=self.debug)
+        handler = self.exception_handlers.get(500) or self.exception_handlers[Exception]
+        return layer, cast(ErrorHandler, handler)  # `exception_handlers.install`: a coroutine function
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.fast.match(scope) is not None and self._plain():
             if self.root_path:
                 scope["root_path"] = self.root_path
             scope["app"] = self
-            if self._entry is None:
-                self._entry = self._front_entry()
-            await self._entry(scope, receive, send)
+            if self._front is None:
+                self._front = self._front_entry()
+            front, on_error = self._front
+            await front.serve(scope, receive, send, on_error)
             return
         await super().__call__(scope, receive, send)
 

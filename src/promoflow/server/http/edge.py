@@ -212,6 +212,7 @@ class FastRoute:
     """A route with a fast handler, as `FastRoutes` matches it."""
 
     route: EdgeRoute
+    template: str  # the route's path with the prefixes of the routers that include it
     methods: frozenset[str]
     regex: re.Pattern[str]
     convertors: dict[str, Convertor[Any]]
@@ -233,6 +234,8 @@ class FastRoutes:
         self.fastapi = fastapi
         self._routes: dict[str, list[FastRoute]] | None = None
         self._handlers: dict[Any, Callable[..., Any]] = {}
+        # (method, slashes in the path) → the routes a path of that many segments can match, in order
+        self._by_depth: dict[tuple[str, int], list[FastRoute]] = {}
 
     def _build(self) -> dict[str, list[FastRoute]]:
         by_method: dict[str, list[FastRoute]] = {}
@@ -248,10 +251,11 @@ class FastRoutes:
                     for b in shapes
                 )
                 if not clash:
-                    regex, _, convertors = compile_path(prefix + route.path)
+                    template = prefix + route.path
+                    regex, _, convertors = compile_path(template)
                     for method in methods:
                         by_method.setdefault(method, []).append(
-                            FastRoute(route, methods, regex, convertors, handler)
+                            FastRoute(route, template, methods, regex, convertors, handler)
                         )
             earlier += [(shape, methods) for shape in shapes]
         for key, value in self.fastapi.exception_handlers.items():
@@ -267,17 +271,30 @@ class FastRoutes:
         return hit
 
     def _match(self, scope: Scope) -> tuple[FastRoute, dict[str, Any]] | None:
-        routes = self._routes
-        if routes is None:
-            routes = self._routes = self._build()
-        candidates = routes.get(scope["method"])
-        if candidates:
-            path = get_route_path(scope)
-            for fast in candidates:
-                m = fast.regex.match(path)
-                if m is not None:
-                    return fast, {k: fast.convertors[k].convert(v) for k, v in m.groupdict().items()}
+        path = get_route_path(scope)
+        key = (scope["method"], path.count("/"))
+        candidates = self._by_depth.get(key)
+        if candidates is None:
+            candidates = self._candidates(*key)
+        for fast in candidates:
+            m = fast.regex.match(path)
+            if m is not None:
+                return fast, {k: fast.convertors[k].convert(v) for k, v in m.groupdict().items()}
         return None
+
+    def _candidates(self, method: str, slashes: int) -> list[FastRoute]:
+        """The routes of ``method`` whose template has ``slashes`` slashes (or a convertor that may match several
+        segments), in their order."""
+        if self._routes is None:
+            self._routes = self._build()
+        out = [
+            fast
+            for fast in self._routes.get(method, ())
+            if fast.template.count("/") == slashes or ":" in fast.template
+        ]
+        if len(self._by_depth) < 1_000:
+            self._by_depth[(method, slashes)] = out
+        return out
 
     async def serve(
         self,

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...wire.errors import ErrorCode
@@ -24,6 +27,7 @@ from .encoding import encoding_problem, json_problem, read_body, refuse, replay
 from .errors import InvalidEncodingError
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 async def _send_error(
@@ -50,7 +54,7 @@ class _Head:
     (the checks of the body's text and of its type, as each has always read it), the last ``Content-Length``, and
     whether a body is declared (a length other than 0, or a transfer encoding)."""
 
-    __slots__ = ("first_type", "has_body", "last_type", "length")
+    __slots__ = ("chunked", "first_type", "has_body", "last_type", "length")
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         named = dict(headers)  # the last of each name
@@ -58,9 +62,13 @@ class _Head:
         if len(named) < len(headers):  # a name repeats
             self.first_type = next((v for k, v in headers if k == b"content-type"), None)
         length = self.length = named.get(b"content-length")
-        self.has_body = (
-            length is not None and length.strip() not in (b"0", b"")
-        ) or b"transfer-encoding" in named
+        self.chunked = b"transfer-encoding" in named
+        self.has_body = (length is not None and length.strip() not in (b"0", b"")) or self.chunked
+
+    def fits(self, limit: int) -> bool:
+        """The body is known to be at most ``limit`` bytes: its declared length (the server reads no more)."""
+        length = self.length
+        return not self.chunked and length is not None and length.isdigit() and int(length) <= limit
 
 
 class _TooLarge(HTTPException):
@@ -97,6 +105,12 @@ class Front:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.serve(scope, receive, send, None)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, on_error: ErrorHandler | None) -> None:
+        """An HTTP request. ``on_error``: the app's handler of an unexpected error, when this layer is the first
+        the request meets (`app.App`): then it answers such an error as the framework's server-error layer would
+        (the handler's answer, if nothing was sent yet, through the server's own ``send``), and re-raises it."""
         metrics, access = self.metrics, self.access
         started = time.perf_counter()
         root = scope.get("root_path", "")
@@ -121,7 +135,11 @@ class Front:
             if refusal is not None:
                 await _send_error(forward, *refusal)
                 return
-            if scope["method"] in _BODY_METHODS and scope["path"].startswith("/api/"):
+            if (
+                scope["method"] in _BODY_METHODS
+                and scope["path"].startswith("/api/")
+                and not head.fits(self.max_body)
+            ):
                 receive = self._limited(receive)
             self.inflight += 1
             try:
@@ -136,6 +154,10 @@ class Front:
                     )
             finally:
                 self.inflight -= 1
+        except Exception as exc:
+            if on_error is not None and not answered:
+                await (await on_error(Request(scope), exc))(scope, receive, send)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             if metrics is not None:
