@@ -25,6 +25,7 @@ floor with p99 <= 1.5x the floor's; SQLite fetch and redeem >= 50 % of the Postg
 
     python bench/speed_bench.py
     python bench/speed_bench.py --duration 5 --rounds 1 --import-lines 20000     # quicker
+    python bench/speed_bench.py --skip-sqlite --compare-src ../before/src    # PostgreSQL, and `api` as it was
 Needs wrk (Debian: apt-get install wrk), asyncpg, and PostgreSQL at --pg-url.
 """
 
@@ -171,6 +172,11 @@ def main() -> None:
     p.add_argument("--import-lines", type=int, default=100_000, help="0: skip the during-import phases")
     p.add_argument("--skip-pg", action="store_true", help="SQLite only (no floor: ratios are not printed)")
     p.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only (the floor and `api`)")
+    p.add_argument(
+        "--compare-src",
+        metavar="DIR",
+        help="also `api` (1 process) from the package under DIR (a source tree's src/, on PYTHONPATH)",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -189,12 +195,12 @@ def main() -> None:
             with psycopg.connect(args.pg_url, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{pg_name}"')
             upgrade(pg_db)
-            seeded = contacts_for(args, sides=3)
+            seeded = contacts_for(args, sides=4 if args.compare_src else 3)
             tenant_id, key = seed_pg(pg_db, seeded, args.per_contact)
             with psycopg.connect(pg_db) as conn:
                 contacts, assignments = ids(conn, tenant_id, workdir, "pg", args.contacts)
             log(f"seeded PostgreSQL: {seeded:,} contacts, {seeded * args.per_contact:,} assignments")
-            floor_port, port1, port2 = free_port(), free_port(), free_port()
+            floor_port = free_port()
             floor = start(
                 [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(floor_port),
                  "--log-level", "warning", "--no-access-log"],
@@ -207,14 +213,20 @@ def main() -> None:
             sides["floor (asyncpg)"] = dict(base=f"http://127.0.0.1:{floor_port}", ops=(FLOOR_FETCH, FLOOR_REDEEM),
                                             key=key, contacts=contacts, slices=assignments, reset=reset,
                                             proc=floor)  # fmt: skip
-            for port, workers in ((port1, 1), (port2, 2)):
+            apis = [("", workers, {}) for workers in (1, 2)]
+            if (
+                args.compare_src
+            ):  # the same server from another source tree (PYTHONPATH), e.g. before a change
+                apis.append((f" ({args.compare_src})", 1, {"PYTHONPATH": args.compare_src}))
+            for tag, workers, env in apis:
+                port = free_port()
                 api = start(
                     [sys.executable, "-m", "promoflow.cli", "api", "--port", str(port), "--database-url", pg_db,
-                     "--workers", str(workers), "--data-dir", str(workdir / f"data-api{workers}")],
-                    common_env, f"http://127.0.0.1:{port}/healthz",
+                     "--workers", str(workers), "--data-dir", str(workdir / f"data-api{workers}{len(procs)}")],
+                    {**common_env, **env}, f"http://127.0.0.1:{port}/healthz",
                 )  # fmt: skip
                 procs.append(api)
-                sides[f"api, PG, {workers} process{'es' if workers > 1 else ''}"] = dict(
+                sides[f"api{tag}, PG, {workers} process{'es' if workers > 1 else ''}"] = dict(
                     base=f"http://127.0.0.1:{port}", ops=(FETCH, REDEEM), key=key, contacts=contacts,
                     slices=assignments, reset=reset, proc=api,
                 )  # fmt: skip
