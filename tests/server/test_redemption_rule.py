@@ -3,8 +3,8 @@ connection, no HTTP) against every path that decides "whether" or says "why not"
 
 - every redeem strategy: the single-row redeem (`RedemptionService.redeem`: the routed API, receipts, a file's
   left-over lines), the database's batch strategy (`batch_for`: SQLite's ExclusiveBatch, PostgreSQL's SetBatch),
-  and the fast path's compiled statement (`PG_REDEEM` on a raw psycopg connection; on SQLite the fast path's
-  lane, `SQLITE_REDEEM` in its writer's group commit);
+  and the fast path's compiled statement through the fast path's lane (`PG_REDEEM` on asyncpg; on SQLite
+  `SQLITE_REDEEM` in its writer's group commit);
 - the fetch filter (`AssignmentService.list_for_contact`, and the fast path's `PG_FETCH` / `SQLITE_FETCH`);
 - the explanation (`explain`, the admin UI's "why not", and `refusal`, the error a refused redeem answers).
 
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import insert, select
 
@@ -30,10 +29,11 @@ from promoflow.server.db import Database
 from promoflow.server.exceptions import PromoflowError
 from promoflow.server.models import assignment, contact, promotion, tenant
 from promoflow.server.promotion.assignment import AssignmentService, RedemptionService
+from promoflow.server.promotion.fastlane import AsyncpgPool, Lane, PgLane
 from promoflow.server.promotion.redemption import Reason, When, explain, refusal, when
 from promoflow.server.promotion.rules import CHANNEL_BITS
 from promoflow.server.promotion.sqlitelane import SqliteLane
-from promoflow.server.promotion.statements import PG_FETCH, PG_REDEEM, RedeemLine, batch_for
+from promoflow.server.promotion.statements import RedeemLine, batch_for
 from promoflow.server.tenant.service import TenantContext, TenantService, context_from_row
 from promoflow.wire.engage import ChannelType
 
@@ -217,30 +217,24 @@ async def batch(w: World) -> str | None:
         return _code(await refusal(conn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact))
 
 
-async def fast(w: World) -> str | None:
-    """The fast path's compiled statement (server time only): on PostgreSQL on a raw autocommit connection, on
-    SQLite through the fast path's own lane (its writer thread's group commit on a raw `sqlite3` connection)."""
-    if w.db.sqlite:
-        lane = SqliteLane.open(w.db)
+def _lane(db: Database) -> Lane:
+    """The fast path's own lane: on PostgreSQL asyncpg connections, on SQLite raw `sqlite3` connections (its
+    writer thread's group commit)."""
+    if db.sqlite:
+        lane = SqliteLane.open(db)
         assert lane is not None
-        try:
-            won = await lane.redeem(w.ctx, w.assignment_id, w.ask_contact, w.case.channel, w.now)
-        finally:
-            await lane.close()
-        if won is not None:
-            return OK
-        async with w.db.read() as rconn:
-            return _code(
-                await refusal(rconn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact)
-            )
-    stmt = PG_REDEEM[w.ask_contact is not None]
-    url = w.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        row = await (await conn.execute(stmt.sql, stmt.params(
-            now=w.now, ch=w.case.channel.value, a=w.assignment_id, t=w.ctx.tenant_id, c=w.ask_contact,
-            bit=CHANNEL_BITS[w.case.channel],
-        ))).fetchone()  # fmt: skip
-    if row is not None:
+        return lane
+    return PgLane(AsyncpgPool(db.engine.url.render_as_string(hide_password=False), 1))
+
+
+async def fast(w: World) -> str | None:
+    """The fast path's compiled statement (server time only), through the fast path's lane."""
+    lane = _lane(w.db)
+    try:
+        won = await lane.redeem(w.ctx, w.assignment_id, w.ask_contact, w.case.channel, w.now)
+    finally:
+        await lane.close()
+    if won is not None:
         return OK
     async with w.db.read() as rconn:
         return _code(await refusal(rconn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact))
@@ -294,25 +288,15 @@ def test_the_fetch_filter_shows_exactly_the_redeemable(db_url: str, name: str) -
                 assert case.other_tenant and _code(exc) == "ContactNotFound"
                 views = []
         assert (w.assignment_id in {v.id for v in views}) is (case.expected is OK)
-        if w.db.sqlite:
-            lane = SqliteLane.open(w.db)
-            assert lane is not None
-            try:
-                rows, _ = await lane.fetch(w.ctx, fetcher, CHANNEL_BITS[w.case.channel], w.now)
-            except PromoflowError as exc:
-                assert case.other_tenant and _code(exc) == "ContactNotFound"
-                rows = []
-            finally:
-                await lane.close()
-            assert (w.assignment_id in {r[0] for r in rows}) is (case.expected is OK)
-        else:
-            stmt = PG_FETCH[True]
-            url = w.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as pconn:
-                rows = await (await pconn.execute(stmt.sql, stmt.params(
-                    c=fetcher, t=w.ctx.tenant_id, now=w.now, bit=CHANNEL_BITS[w.case.channel]
-                ))).fetchall()  # fmt: skip
-            assert (w.assignment_id in {r[0] for r in rows}) is (case.expected is OK)
+        lane = _lane(w.db)
+        try:
+            rows, _ = await lane.fetch(w.ctx, fetcher, CHANNEL_BITS[w.case.channel], w.now)
+        except PromoflowError as exc:
+            assert case.other_tenant and _code(exc) == "ContactNotFound"
+            rows = []
+        finally:
+            await lane.close()
+        assert (w.assignment_id in {r[0] for r in rows}) is (case.expected is OK)
 
     _run(db_url, case, check)
 

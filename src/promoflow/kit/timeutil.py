@@ -35,13 +35,27 @@ def add_period(day: date, unit: str, amount: int) -> date:
     return day + timedelta(days=amount)
 
 
+# The text of recent (UTC instant, zone) pairs: a contact's promotions end at the same few instants (a validity's
+# last second), and converting and formatting one costs ~3 µs — a fetch shows several. (Only instants in UTC are
+# keys: two datetimes of another zone compare equal across a DST fold.)
+_ISO: dict[tuple[datetime, tzinfo], str] = {}
+
+
 def iso(instant: datetime | None, tz: tzinfo | None = None) -> str | None:
     """ISO 8601 with offset, in ``tz`` when given (wire output), seconds precision unless sub-second."""
     if instant is None:
         return None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=UTC)
-    if tz is not None:
-        instant = instant.astimezone(tz)
-    timespec = "seconds" if instant.microsecond == 0 else "milliseconds"
-    return instant.isoformat(timespec=timespec)
+    if tz is None or instant.tzinfo is not UTC:
+        return _iso(instant if tz is None else instant.astimezone(tz))
+    text = _ISO.get((instant, tz))
+    if text is None:
+        if len(_ISO) >= 4096:
+            _ISO.clear()
+        text = _ISO[(instant, tz)] = _iso(instant.astimezone(tz))
+    return text
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat(timespec="seconds" if instant.microsecond == 0 else "milliseconds")

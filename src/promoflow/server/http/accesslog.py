@@ -16,11 +16,15 @@ and with ``PROMOFLOW_ACCESS_LOG_FORMAT=json`` each line is an object::
      "ms":1.8,"tenant":"acme"}
 
 It is on the hot path, so it does not go through `logging` (a record, a formatter and a locked handler cost
-several microseconds a request): the line is built with one format and written to the stream directly.
+several microseconds a request): the line is built with one format and written to the stream directly. While
+other requests are in flight, lines are gathered and written together (one write of at most ``BATCH_BYTES``, so
+lines of several processes sharing a pipe never mix), at the latest ``HOLD_SECONDS`` later; the line of a request
+that ends with none other in flight is written at once, gathered lines with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import time
@@ -28,6 +32,11 @@ from typing import IO, Any
 
 import pydantic_core
 from starlette.types import Scope
+
+from .edge import TENANT
+
+BATCH_BYTES = 3_000  # below PIPE_BUF (4,096): one write() to a pipe is never split
+HOLD_SECONDS = 0.05
 
 
 class _Stamp:
@@ -74,8 +83,14 @@ class AccessLog:
         self.json = json
         self.stream = stream
         self.stamp = _Stamp()
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def _tenant(self, scope: Scope) -> str:
+        ctx = scope.get(TENANT)  # the request was authorised
+        if ctx is not None:
+            return str(ctx.name)
         state = self.holder.state
         if state is None:
             return "-"
@@ -85,7 +100,8 @@ class AccessLog:
         cached = state.key_cache.get(digest)
         return "-" if cached is None else cached[0].name
 
-    def write(self, scope: Scope, status: int, ms: float) -> None:
+    def write(self, scope: Scope, status: int, ms: float, idle: bool = True) -> None:
+        """The line of an answered request; ``idle``: no other request is in flight."""
         raw = scope.get("raw_path")
         # The path as sent (percent-encoded, so no spaces or line breaks can forge a line).
         path = raw.decode("latin-1") if raw else scope["path"]
@@ -109,8 +125,25 @@ class AccessLog:
                 f"{self.stamp.text(now)},{int(now * 1000) % 1000:03d} INFO promoflow.access "
                 f"{scope['method']} {path} {status} {ms:.1f}ms tenant={tenant}\n"
             )
+        self._lines.append(line)
+        self._size += len(line)
+        if idle or self._size >= BATCH_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write the gathered lines."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        self._size = 0
         stream = self.stream or sys.stderr
         try:
-            stream.write(line)
+            stream.write(text)
         except (OSError, ValueError):  # a closed or broken stderr never fails a request
             return

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,7 +20,13 @@ import pydantic_core
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette._utils import get_route_path
+from starlette.convertors import Convertor
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...kit.clock import Clock
 from ..config import Settings
@@ -53,14 +60,23 @@ class AppState:
 
 
 def state_of(request: Request) -> AppState:
-    return request.app.state.promoflow  # type: ignore[no-any-return]
+    """The app's state: an attribute of the app (`app.App`) — Starlette's ``app.state`` finds an attribute only
+    after a failed look-up, which formats an AttributeError each time."""
+    return request.app.promoflow  # type: ignore[no-any-return]
 
 
-def _api_key(headers: Mapping[str, str]) -> str:
-    raw = headers.get("apikey")
+def _api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The key in the first ``apikey`` header, else in ``Authorization: Bearer`` (the request's raw headers)."""
+    raw: str | None = None
+    auth: str | None = None
+    for name, value in headers:
+        if name == b"apikey":
+            raw = value.decode("latin-1")
+            break
+        if name == b"authorization" and auth is None:
+            auth = value.decode("latin-1")
     if raw is None:
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = (auth or "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             raw = token.strip()
     if not raw:
@@ -68,8 +84,11 @@ def _api_key(headers: Mapping[str, str]) -> str:
     return raw.strip()
 
 
-async def authorize(st: AppState, headers: Mapping[str, str], client_host: str | None) -> TenantContext:
-    """The tenant behind the request's API key, after the key's IP allow-list and rate limit (A2, A16)."""
+async def authorize(
+    st: AppState, headers: Iterable[tuple[bytes, bytes]], client_host: str | None
+) -> TenantContext:
+    """The tenant behind the request's API key (``headers``: the raw ones), after the key's IP allow-list and
+    rate limit (A2, A16)."""
     raw = _api_key(headers)
     digest = hash_key(raw)
     cached = st.key_cache.get(digest)
@@ -113,18 +132,20 @@ async def authorize(st: AppState, headers: Mapping[str, str], client_host: str |
     return ctx
 
 
-_TENANT = "promoflow.tenant"
+TENANT = "promoflow.tenant"  # the scope's key of the authorised tenant (`TenantContext`)
+_DECLINED = "promoflow.fast_declined"  # the fast handler declined (`FastRoutes`): the routed handler answers
+_MATCHED = "promoflow.fast_route"  # what `FastRoutes.match` found for the request
 
 
 async def tenant_context(request: Request) -> TenantContext:
     """The request's tenant: authorised once per request (`EdgeRoute` does it before anything reads the body;
     the routed handler's dependency then finds it here)."""
-    ctx: TenantContext | None = request.scope.get(_TENANT)
+    scope = request.scope
+    ctx: TenantContext | None = scope.get(TENANT)
     if ctx is None:
-        ctx = await authorize(
-            state_of(request), request.headers, request.client.host if request.client else None
-        )
-        request.scope[_TENANT] = ctx
+        client = scope.get("client")
+        ctx = await authorize(state_of(request), scope["headers"], client[0] if client else None)
+        scope[TENANT] = ctx
     return ctx
 
 
@@ -157,7 +178,7 @@ class EdgeRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             ctx = await tenant_context(request)
-            if fast is not None:
+            if fast is not None and _DECLINED not in request.scope:
                 answer = await fast(request, ctx)
                 if answer is not None:
                     return answer
@@ -166,11 +187,197 @@ class EdgeRoute(APIRoute):
         return handler
 
 
+class FastRequest(Request):
+    """A fast route's request: its body read in a loop, without Starlette's ``stream`` (an async generator per
+    request, which the event loop registers and finalises)."""
+
+    _read: bytes | None = None
+
+    async def body(self) -> bytes:
+        if self._read is None:
+            chunks = []
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            self._read = b"".join(chunks)
+        return self._read
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """A route with a fast handler, as `FastRoutes` matches it."""
+
+    route: EdgeRoute
+    template: str  # the route's path with the prefixes of the routers that include it
+    methods: frozenset[str]
+    regex: re.Pattern[str]
+    convertors: dict[str, Convertor[Any]]
+    handler: FastHandler
+
+
+class FastRoutes:
+    """The fast routes answered ahead of the framework: a request whose method and path a fast route matches, and
+    no route before it could match, is the route's — the router would pick it too, only after the framework's
+    layers and its scan of the routes. Served as `EdgeRoute` serves it: authorised (`tenant_context`), then the
+    fast handler answers; an error becomes the answer the app's exception handlers give it; and a request the fast
+    handler declines goes to the app (the router, the routed handler) with what the fast handler read of its body,
+    its tenant context, and a mark that the fast handler declined it.
+
+    The front layer (`middleware.Front`) calls `match` and `serve`; the table is built from the app's routes on
+    first use."""
+
+    def __init__(self, fastapi: Any) -> None:
+        self.fastapi = fastapi
+        self._routes: dict[str, list[FastRoute]] | None = None
+        self._handlers: dict[Any, Callable[..., Any]] = {}
+        # (method, slashes in the path) → the routes a path of that many segments can match, in order
+        self._by_depth: dict[tuple[str, int], list[FastRoute]] = {}
+
+    def _build(self) -> dict[str, list[FastRoute]]:
+        by_method: dict[str, list[FastRoute]] = {}
+        earlier: list[tuple[tuple[list[str | None], bool] | None, frozenset[str] | None]] = []
+        for route, prefix in _leaves(self.fastapi.router.routes):
+            methods = frozenset(route.methods) if getattr(route, "methods", None) else None
+            shapes = _shapes(route, prefix)
+            handler = getattr(getattr(route, "endpoint", None), "fast_path", None)
+            if isinstance(route, EdgeRoute) and handler is not None and methods is not None:
+                clash = any(
+                    _overlap(a, b) and (others is None or others & methods)
+                    for a, others in earlier
+                    for b in shapes
+                )
+                if not clash:
+                    template = prefix + route.path
+                    regex, _, convertors = compile_path(template)
+                    for method in methods:
+                        by_method.setdefault(method, []).append(
+                            FastRoute(route, template, methods, regex, convertors, handler)
+                        )
+            earlier += [(shape, methods) for shape in shapes]
+        for key, value in self.fastapi.exception_handlers.items():
+            if key not in (500, Exception):  # the server-error layer's, outside the front layer
+                self._handlers[key] = value
+        return by_method
+
+    def match(self, scope: Scope) -> tuple[FastRoute, dict[str, Any]] | None:
+        """The fast route of the request and its path parameters, or None (kept in the scope: asked twice)."""
+        if _MATCHED in scope:
+            return scope[_MATCHED]  # type: ignore[no-any-return]
+        hit = scope[_MATCHED] = self._match(scope)
+        return hit
+
+    def _match(self, scope: Scope) -> tuple[FastRoute, dict[str, Any]] | None:
+        path = get_route_path(scope)
+        key = (scope["method"], path.count("/"))
+        candidates = self._by_depth.get(key)
+        if candidates is None:
+            candidates = self._candidates(*key)
+        for fast in candidates:
+            m = fast.regex.match(path)
+            if m is not None:
+                return fast, {k: fast.convertors[k].convert(v) for k, v in m.groupdict().items()}
+        return None
+
+    def _candidates(self, method: str, slashes: int) -> list[FastRoute]:
+        """The routes of ``method`` whose template has ``slashes`` slashes (or a convertor that may match several
+        segments), in their order."""
+        if self._routes is None:
+            self._routes = self._build()
+        out = [
+            fast
+            for fast in self._routes.get(method, ())
+            if fast.template.count("/") == slashes or ":" in fast.template
+        ]
+        if len(self._by_depth) < 1_000:
+            self._by_depth[(method, slashes)] = out
+        return out
+
+    async def serve(
+        self,
+        fast: FastRoute,
+        params: dict[str, Any],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        app: ASGIApp,
+    ) -> None:
+        """Answer a request `match` found (``app``: the rest of the stack, for a request the handler declines)."""
+        scope["path_params"] = params
+        scope["endpoint"] = fast.route.endpoint
+        scope["route"] = fast.route
+        read: list[Message] = []
+
+        async def reading() -> Message:
+            message = await receive()
+            read.append(message)
+            return message
+
+        request = FastRequest(scope, reading)
+        try:
+            answer = await fast.handler(request, await tenant_context(request))
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            answer = await handler(request, exc)
+        if answer is None:
+            scope[_DECLINED] = True
+
+            async def replayed() -> Message:
+                return read.pop(0) if read else await receive()
+
+            await app(scope, replayed, send)
+            return
+        await answer(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Callable[..., Any] | None:
+        """The app's handler of ``exc``, as the framework's exception layer looks it up."""
+        if isinstance(exc, HTTPException) and exc.status_code in self._handlers:
+            return self._handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls in self._handlers:
+                return self._handlers[cls]
+        return None
+
+
+def _leaves(routes: list[Any], prefix: str = "") -> Iterator[tuple[Any, str]]:
+    """Every route in the order the router tries them, with the prefix of the routers it is included by."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            context = getattr(route, "include_context", None)
+            yield from _leaves(inner.routes, prefix + (getattr(context, "prefix", "") or ""))
+        else:
+            yield route, prefix
+
+
 def json_bytes(value: Any) -> bytes:
     return pydantic_core.to_json(value)
 
 
+class _Json(Response):
+    """A JSON answer with no headers of its own: the two headers Starlette's `Response` would give it, built
+    directly."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def json_response(body: bytes, status: int, headers: dict[str, str] | None = None) -> Response:
+    if headers is None and status >= 200 and status not in (204, 304):
+        return _Json(body, status)
     return Response(body, status, headers=headers, media_type="application/json")
 
 

@@ -104,14 +104,6 @@ async def refuse(exc: PromoflowError, scope: Scope, receive: Receive, send: Send
     await JSONResponse(body, status, headers=headers)(scope, receive, send)
 
 
-def is_json(scope: Scope) -> bool:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            ctype: bytes = value.split(b";", 1)[0].strip().lower()
-            return ctype == b"application/json" or ctype.endswith(b"+json")
-    return False
-
-
 async def read_body(receive: Receive) -> tuple[bytes, Message | None]:
     """The whole body (the guard in front limits its size), and a disconnect that came instead of its end."""
     chunks: list[bytes] = []

@@ -156,21 +156,26 @@ class QueueCollector(Collector):
 
 
 def sample(state: AppState) -> None:
-    """This process's pools and 'shown' buffer into their gauges."""
+    """This process's tallied requests into their metrics, its pools and 'shown' buffer into their gauges."""
     m = metrics_mod.get()
+    m.flush()
     pool = state.db.engine.pool
     with contextlib.suppress(AttributeError, TypeError):
         in_use = pool.checkedout()  # type: ignore[attr-defined]
         m.pool_connections.labels("main", "in_use").set(in_use)
         m.pool_connections.labels("main", "idle").set(pool.checkedin())  # type: ignore[attr-defined]
         m.pool_capacity.labels("main").set(pool.size() + max(0, getattr(pool, "_max_overflow", 0)))  # type: ignore[attr-defined]
-    fast = state.extras.get("fastlane")
-    if fast is not None:
-        with contextlib.suppress(AttributeError):
-            idle = fast._idle.qsize()
-            m.pool_connections.labels("fastlane", "in_use").set(max(0, fast._open - idle))
-            m.pool_connections.labels("fastlane", "idle").set(idle)
-            m.pool_capacity.labels("fastlane").set(fast.size)
+    # The fast paths' pools: the lane's (asyncpg) and the quick paths' (psycopg), as one.
+    pools: list[Any] = [
+        state.extras.get("fastlane"),
+        getattr(state.extras.get("fastlane.lane"), "pool", None),
+    ]
+    fast = [p.usage() for p in pools if hasattr(p, "usage")]
+    if fast:
+        in_use, idle, capacity = (sum(n) for n in zip(*fast, strict=True))
+        m.pool_connections.labels("fastlane", "in_use").set(in_use)
+        m.pool_connections.labels("fastlane", "idle").set(idle)
+        m.pool_capacity.labels("fastlane").set(capacity)
     shown = state.extras.get("receipt.shown")
     m.shown_buffered.set(len(shown) if shown is not None else 0)
 
@@ -193,6 +198,7 @@ class Observability:
         self._stopping.set()
         if self._task is not None:
             await self._task
+        metrics_mod.get().flush()
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -113,27 +113,32 @@ class RequestMetrics:
         """What to keep of the answer for `record`: something for a redeem request, None for any other."""
         return Redeem() if scope["method"] == "POST" and scope["path"].endswith("/redeem") else None
 
-    def record(self, scope: Scope, root: str, status: int, seconds: float, redeem: Redeem | None) -> None:
-        """One answered request (``root``: its root path as it arrived); ``redeem`` for a redeem request."""
+    def record(
+        self, scope: Scope, root: str, status: int, seconds: float, redeem: Redeem | None, idle: bool
+    ) -> None:
+        """One answered request (``root``: its root path as it arrived); ``redeem`` for a redeem request;
+        ``idle``: no other request is in flight (the tally is handed on at once, see `Metrics.flush`)."""
         self.metrics.request(scope["method"], self._template(scope, root), status, seconds)
         if redeem is not None:
             self._redeem(status, redeem.replayed, redeem.body)
+        if idle:
+            self.metrics.flush()
 
     def _redeem(self, status: int, replayed: bool, body: list[bytes] | None) -> None:
         if replayed:
-            self.metrics.redeem("replayed")
+            self.metrics.answered("replayed")
         elif status < 300:
-            self.metrics.redeem("redeemed")
+            self.metrics.answered("redeemed")
         else:
             code = _error_code(b"".join(body or ()))
             if code in _NOT_AN_OUTCOME:
                 return
             if code == ErrorCode.PROMOTION_ALREADY_REDEEMED.value:
-                self.metrics.redeem("already_redeemed")
+                self.metrics.answered("already_redeemed")
             elif status >= 500:
-                self.metrics.redeem("error", code)
+                self.metrics.answered("error", code)
             else:
-                self.metrics.redeem("refused", code)
+                self.metrics.answered("refused", code)
 
 
 def _routes(routes: Any, prefix: str = "") -> Iterator[tuple[str, frozenset[str] | None]]:

@@ -9,6 +9,7 @@ and outcomes are fixed sets; no tenant, contact or id ever becomes a label.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -102,19 +103,44 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, ...], Any] = {}
-        self._routes: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # Answered requests not yet handed to prometheus-client: (method, route, status) → [count, seconds,
+        # count per latency bucket].
+        self._tally: dict[tuple[str, str, int], list[Any]] = {}
+        self._answered: dict[
+            tuple[str, str], int
+        ] = {}  # redeem requests' outcomes: (outcome, reason) → count
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One answered request: cached label children, so the hot path does no label look-up."""
-        pair = self._routes.get((method, route))
-        if pair is None:
-            pair = self._routes[(method, route)] = ({}, self.latency.labels(method, route))
-        by_status, latency = pair
-        counter = by_status.get(status)
-        if counter is None:
-            counter = by_status[status] = self.requests.labels(method, route, str(status))
-        counter.inc()
-        latency.observe(seconds)
+        """One answered request, tallied: `flush` hands the tally to the counter and the histogram (an
+        observation of prometheus-client costs microseconds, more in multiprocess mode, where each is a write to
+        the process's file; the request path pays a dict look-up and three additions)."""
+        tally = self._tally.get((method, route, status))
+        if tally is None:
+            tally = self._tally[(method, route, status)] = [0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def answered(self, outcome: str, reason: str = "") -> None:
+        """The outcome of a redeem request (source ``api``), tallied like the requests."""
+        self._answered[(outcome, reason)] = self._answered.get((outcome, reason), 0) + 1
+
+    def flush(self) -> None:
+        """Hand the tallied requests and redeem outcomes to prometheus-client. The front layer calls it when no
+        request is in flight, the sampler each second, a scrape before it reads: a scrape misses at most the last
+        second of a busy process, and nothing of an idle one."""
+        tally, self._tally = self._tally, {}
+        answered, self._answered = self._answered, {}
+        for (outcome, reason), count in answered.items():
+            self.redeem(outcome, reason, n=count)
+        for (method, route, status), (count, seconds, buckets) in tally.items():
+            self.requests.labels(method, route, str(status)).inc(count)
+            # What `observe` adds, in bulk: the sum, and each bucket's count (prometheus-client's own values).
+            latency = self.latency.labels(method, route)
+            latency._sum.inc(seconds)
+            for i, n in enumerate(buckets):
+                if n:
+                    latency._buckets[i].inc(n)
 
     def redeem(self, outcome: str, reason: str = "", source: str = "api", n: int = 1) -> None:
         key = ("redeem", outcome, reason, source)

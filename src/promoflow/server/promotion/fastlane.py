@@ -29,12 +29,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
 
+import asyncpg
 import psycopg
+import pydantic_core
 from sqlalchemy.engine import make_url
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
@@ -54,10 +58,10 @@ log = logging.getLogger("promoflow.api")
 POOL = "fastlane"  # the PostgreSQL pool (the receipts' quick path uses it too)
 LANE = "fastlane.lane"  # the database side of these handlers (`Lane`)
 ANSWERED = "fastlane_answered"  # how many requests the fast path answered (tests compare the two paths)
-_CONTACT_SQL = "SELECT 1 FROM contact WHERE id = %(c)s AND tenant_id = %(t)s"
+_CONTACT_SQL = "SELECT 1 FROM contact WHERE id = $1 AND tenant_id = $2"
 _PROMOTION_SQL = """
-SELECT id AS promotion_id, external_id, name, heading, description, image_url, link, channels
-FROM promotion WHERE tenant_id = %(t)s AND id = ANY(%(ids)s) AND activated_at IS NOT NULL
+SELECT id, external_id, name, heading, description, image_url, link, channels
+FROM promotion WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND activated_at IS NOT NULL
 """
 
 # An assignment as the fetch lists it: (assignment id, promotion id, valid from, valid to).
@@ -122,7 +126,8 @@ def remember_faces(rows: Iterable[Any], currency: str, into: Faces) -> None:
 
 
 class PgPool:
-    """A small pool of autocommit psycopg connections (one statement each: no BEGIN/COMMIT round trips)."""
+    """A small pool of autocommit psycopg connections (one statement each: no BEGIN/COMMIT round trips), opened as
+    needed: the receipts' and contacts' quick paths run on it."""
 
     def __init__(self, url: str, size: int) -> None:
         u = make_url(url).set(drivername="postgresql")
@@ -154,29 +159,109 @@ class PgPool:
             return
         self._idle.put_nowait(conn)
 
+    def usage(self) -> tuple[int, int, int]:
+        """(in use, idle, capacity), for the pool gauges."""
+        idle = self._idle.qsize()
+        return max(0, self._open - idle), idle, self.size
+
     async def close(self) -> None:
         while not self._idle.empty():
             await self._idle.get_nowait().close()
 
 
-class PgLane:
-    """PostgreSQL: one statement per request on a pooled autocommit connection (`PgPool`)."""
+# What a lane's connection may fail with: the server's errors, the driver's, the network's.
+_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
-    def __init__(self, pool: PgPool) -> None:
+
+class AsyncpgPool:
+    """The lane's connections: asyncpg, each statement its own transaction (no BEGIN/COMMIT round trips), each
+    prepared once per connection (asyncpg's statement cache). Opened as needed, up to ``size``.
+
+    An asyncpg connection belongs to the event loop it was opened on: served on another loop (a test client may
+    start the app on one and send requests on others), the pool starts over there and drops the old loop's
+    connections."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.size = size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.LifoQueue[asyncpg.Connection] = asyncio.LifoQueue()
+        self._mine: set[asyncpg.Connection] = set()
+        self._opening = 0
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().terminate()
+        self._loop, self._idle, self._mine, self._opening = loop, asyncio.LifoQueue(), set(), 0
+
+    async def acquire(self) -> asyncpg.Connection:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._serve(loop)
+        if self._idle.empty() and len(self._mine) + self._opening < self.size:
+            self._opening += 1
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(self.dsn)
+            finally:
+                if loop is self._loop:
+                    self._opening -= 1
+            if loop is self._loop:  # (else the pool started over elsewhere: this request's only)
+                self._mine.add(conn)
+            return conn
+        return await self._idle.get()
+
+    def release(self, conn: asyncpg.Connection, broken: bool = False) -> None:
+        if broken or conn.is_closed() or conn not in self._mine:
+            self._mine.discard(conn)
+            conn.terminate()
+            return
+        self._idle.put_nowait(conn)
+
+    def usage(self) -> tuple[int, int, int]:
+        """(in use, idle, capacity), for the pool gauges."""
+        idle = self._idle.qsize()
+        return len(self._mine) - idle, idle, self.size
+
+    async def close(self) -> None:
+        same = self._loop is asyncio.get_running_loop()
+        while not self._idle.empty():
+            conn = self._idle.get_nowait()
+            if same:
+                await conn.close()
+            else:
+                conn.terminate()
+        self._mine = set()
+
+
+class _Face(NamedTuple):
+    """A promotion row as `PromotionFace.of` reads it."""
+
+    promotion_id: uuid.UUID
+    external_id: str | None
+    name: str
+    heading: str | None
+    description: str | None
+    image_url: str | None
+    link: str | None
+    channels: list[dict[str, Any]]
+
+
+class PgLane:
+    """PostgreSQL: one statement per request on a pooled asyncpg connection (`AsyncpgPool`)."""
+
+    def __init__(self, pool: AsyncpgPool) -> None:
         self.pool = pool
 
     async def _faces(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        tenant_id: uuid.UUID,
-        currency: str,
-        ids: Iterable[uuid.UUID],
+        self, conn: asyncpg.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
     ) -> Faces:
         out, missing = cached_faces(ids, currency)
         if missing:
-            cur = await conn.execute(_PROMOTION_SQL, {"t": tenant_id, "ids": missing})
-            cur.row_factory = psycopg.rows.namedtuple_row
-            remember_faces(await cur.fetchall(), currency, out)
+            rows = await conn.fetch(_PROMOTION_SQL, tenant_id, missing)
+            faces = (
+                _Face(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows
+            )  # jsonb: text
+            remember_faces(faces, currency, out)
         return out
 
     async def fetch(
@@ -184,23 +269,19 @@ class PgLane:
     ) -> tuple[list[Row], Faces]:
         try:
             conn = await self.pool.acquire()
-        except psycopg.Error as exc:
+        except _FAILED as exc:
             log.warning("fastlane.connect_failed", exc_info=True)
             raise LaneUnavailable from exc
         broken = False
         try:
             stmt = PG_FETCH[bool(bit)]
-            rows: list[Any] = await (
-                await conn.execute(stmt.sql, stmt.params(c=contact_id, t=ctx.tenant_id, now=now, bit=bit))
-            ).fetchall()
-            if not rows:
-                found = await (
-                    await conn.execute(_CONTACT_SQL, {"c": contact_id, "t": ctx.tenant_id})
-                ).fetchone()
-                if found is None:
-                    raise ContactNotFoundError(f"contact {contact_id} not found")
+            rows: list[Any] = await conn.fetch(
+                stmt.sql, *stmt.args(c=contact_id, t=ctx.tenant_id, now=now, bit=bit)
+            )
+            if not rows and await conn.fetchval(_CONTACT_SQL, contact_id, ctx.tenant_id) is None:
+                raise ContactNotFoundError(f"contact {contact_id} not found")
             return rows, await self._faces(conn, ctx.tenant_id, ctx.currency, {r[1] for r in rows})
-        except psycopg.Error as exc:
+        except _FAILED as exc:
             broken = True
             log.warning("fastlane.fetch_failed", exc_info=True)
             raise LaneUnavailable from exc  # a read: the routed path may simply try again
@@ -214,18 +295,19 @@ class PgLane:
         stmt = PG_REDEEM[contact_id is not None]
         try:
             conn = await self.pool.acquire()
-        except psycopg.Error as exc:
+        except _FAILED as exc:
             log.warning("fastlane.connect_failed", exc_info=True)
             raise ServiceUnavailableError("the database did not answer; retry", retry_after=1) from exc
         broken = False
         try:
-            row = await (await conn.execute(stmt.sql, stmt.params(
+            row = await conn.fetchrow(stmt.sql, *stmt.args(
                 now=now, ch=channel.value, a=assignment_id, t=ctx.tenant_id, c=contact_id, bit=CHANNEL_BITS[channel]
-            ))).fetchone()  # fmt: skip
+            ))  # fmt: skip
             if row is None:
                 return None
-            return row, await self._faces(conn, ctx.tenant_id, ctx.currency, (row[0],))
-        except psycopg.Error as exc:
+            won: Won = (row[0], row[1], row[2])
+            return won, await self._faces(conn, ctx.tenant_id, ctx.currency, (row[0],))
+        except _FAILED as exc:
             broken = True
             log.warning("fastlane.redeem_failed", exc_info=True)
             # The statement may or may not have committed: answer "retry" rather than guess.
@@ -241,14 +323,31 @@ def _answered(st: AppState) -> None:
     st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
 
 
+_CHANNELS = {c.value: c for c in ChannelType}
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    """The request's query parameters as Starlette's ``query_params`` reads them (the last of each name), without
+    building its multi-dict: text without escapes splits as it stands."""
+    text: str = scope["query_string"].decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    return dict(piece.partition("=")[::2] for piece in text.split("&") if piece)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The request's first header ``name`` (lowercase), as Starlette's ``headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
+
+
 def _channel(value: str | None) -> ChannelType | bool | None:
     """The channel filter's value; None for no filter, False for one the routed path must refuse."""
     if value in (None, ""):
         return None
-    try:
-        return ChannelType(str(value).strip().upper())
-    except ValueError:
-        return False
+    return _CHANNELS.get(str(value).strip().upper(), False)
 
 
 # -------------------------------------------------------------------------------------------------- fetch
@@ -261,11 +360,12 @@ def fetch(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
         lane: Lane | None = st.extras.get(LANE)
-        query = request.query_params
+        scope = request.scope
+        query = _query(scope)
         if lane is None or set(query) - allowed:
             return None
         contact_id = parse_guid(query.get("contactId", "") if v3 else request.path_params["contact_id"])
-        channel = _channel(query.get("redemptionChannelType") or request.headers.get("redemptionchanneltype"))
+        channel = _channel(query.get("redemptionChannelType") or _header(scope, b"redemptionchanneltype"))
         if contact_id is None or channel is False:
             return None
         bit = 0 if channel is None else CHANNEL_BITS[channel]  # type: ignore[index]
@@ -280,7 +380,7 @@ def fetch(*, v3: bool) -> FastHandler:
         ]
         _answered(st)
         shown = [(r[0], r[1]) for r in rows if r[1] in faces]
-        await fire_promotions_shown(st, ctx, contact_id, shown, request.headers.get("storeexternalid"), now)
+        await fire_promotions_shown(st, ctx, contact_id, shown, _header(scope, b"storeexternalid"), now)
         return json_response(json_bytes(answer), 200)
 
     return handler
@@ -296,8 +396,8 @@ def plain_channel(body: bytes) -> ChannelType | None:
     if not text:
         return ChannelType.OTHER
     try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
+        data = pydantic_core.from_json(text)  # UTF-8 only: anything else is the routed path's to read
+    except ValueError:
         return None
     if isinstance(data, dict):
         if set(data) - {"redemptionChannel"}:
@@ -317,7 +417,7 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         st = state_of(request)
         lane: Lane | None = st.extras.get(LANE)
-        if lane is None or "idempotency-key" in request.headers:
+        if lane is None or b"idempotency-key" in dict(request.scope["headers"]):
             return None
         channel = plain_channel(await request.body())
         params = request.path_params
@@ -363,13 +463,15 @@ async def start(st: AppState) -> None:
         if lane is not None:
             st.extras[LANE] = lane
         return
-    pool = PgPool(st.settings.resolved_database_url(), st.settings.db_pool_size)
-    st.extras[POOL] = pool
-    st.extras[LANE] = PgLane(pool)
+    url, size = st.settings.resolved_database_url(), st.settings.db_pool_size
+    st.extras[POOL] = PgPool(url, size)
+    st.extras[LANE] = PgLane(AsyncpgPool(url, size))
 
 
 async def stop(st: AppState) -> None:
-    st.extras.pop(POOL, None)
+    pool: PgPool | None = st.extras.pop(POOL, None)
+    if pool is not None:
+        await pool.close()
     lane: Lane | None = st.extras.pop(LANE, None)
     if lane is not None:
         await lane.close()

@@ -24,7 +24,9 @@ from .rules import json_number, status_of
 
 def _present(out: dict[str, Any], **optional: Any) -> dict[str, Any]:
     """``out`` with the optional fields that have a value."""
-    out.update((k, v) for k, v in optional.items() if v is not None)
+    for k, v in optional.items():
+        if v is not None:
+            out[k] = v
     return out
 
 

@@ -6,7 +6,7 @@
   statement (`SetBatch`). A caller may add a condition that leaves a line alone (``skip``: a file line that
   replays an earlier redemption), checked in the same statement;
 - the raw text of the fast paths, compiled once from the same statements: PostgreSQL's (`PG_FETCH`,
-  `PG_REDEEM`) and SQLite's (`SQLITE_FETCH`, `SQLITE_REDEEM`, `SQLITE_REDEMPTION_ROW`).
+  `PG_REDEEM`, for asyncpg) and SQLite's (`SQLITE_FETCH`, `SQLITE_REDEEM`, `SQLITE_REDEMPTION_ROW`).
 
 Nothing here states a condition of its own: every ``WHERE`` is the rule's (`redeemable`, `shown`), or the
 caller's ``skip``.
@@ -34,6 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.dialects.sqlite import pysqlite as sqlite_pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -269,6 +270,24 @@ def compile_pg(stmt: Any) -> PgText:
     return PgText(str(compiled), dict(compiled.params))
 
 
+@dataclass(frozen=True)
+class AsyncpgText:
+    """A statement compiled once to PostgreSQL text with asyncpg's numbered parameters (``$1``, ``$2``…): ``args``
+    puts the values, and the constants the statement was built with, in the order the text numbers them."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+    def args(self, **values: Any) -> list[Any]:
+        return [values[n] if n in values else self.defaults[n] for n in self.names]
+
+
+def compile_asyncpg(stmt: Any) -> AsyncpgText:
+    compiled = stmt.compile(dialect=pg_asyncpg.dialect())
+    return AsyncpgText(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+
+
 _SQLITE = sqlite_pysqlite.dialect(paramstyle="named")
 
 
@@ -339,7 +358,7 @@ def _redeem_plain(contact_scoped: bool) -> Update:
                 assignment.c.valid_to, assignment.c.redemption_count)  # fmt: skip
 
 
-def _pg_redeem(contact_scoped: bool) -> PgText:
+def _pg_redeem(contact_scoped: bool) -> AsyncpgText:
     """PostgreSQL: the conditional write and its redemption row in one statement (UPDATE … RETURNING feeding the
     INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
     won = _redeem_plain(contact_scoped).cte("won")
@@ -348,10 +367,14 @@ def _pg_redeem(contact_scoped: bool) -> PgText:
         select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, _P_CHANNEL,
                literal("api"), _P_NOW),
     ).cte("rows")  # fmt: skip
-    return compile_pg(select(won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows))
+    return compile_asyncpg(select(won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows))
 
 
-PG_FETCH = {False: compile_pg(_fetch(False)), True: compile_pg(_fetch(True))}  # by: with a channel filter
+# The fast lane runs these on asyncpg (`fastlane.PgLane`).
+PG_FETCH = {
+    False: compile_asyncpg(_fetch(False)),
+    True: compile_asyncpg(_fetch(True)),
+}  # by: with a channel filter
 PG_REDEEM = {False: _pg_redeem(False), True: _pg_redeem(True)}  # by: on the contact-scoped path
 
 # SQLite has no data-modifying CTE: the conditional write (its RETURNING row decides) and then, for a won row,
