@@ -144,9 +144,9 @@ class SqliteLane:
 
     # ----------------------------------------------------------------------------------------- connections
 
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+    def _connect(self, *, writer: bool, busy_ms: int = 30000) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         if writer:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -164,6 +164,14 @@ class SqliteLane:
             conn = self._local.conn = self._connect(writer=False)
         return conn
 
+    def _inline(self) -> sqlite3.Connection:
+        """The reading connection of the event loop's own thread: it never waits for a lock (a read that would
+        is handed to a reader thread instead, `fetch`)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "inline", None)
+        if conn is None:
+            conn = self._local.inline = self._connect(writer=False, busy_ms=0)
+        return conn
+
     # ---------------------------------------------------------------------------------------------- reads
 
     def _faces_sync(
@@ -178,9 +186,9 @@ class SqliteLane:
         return out
 
     def _fetch_sync(
-        self, tenant_id: uuid.UUID, currency: str, contact_id: uuid.UUID, bit: int, now: datetime
-    ) -> tuple[list[Row], Faces] | None:
-        conn = self._reader()
+        self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, contact_id: uuid.UUID, bit: int,
+        now: datetime,
+    ) -> tuple[list[Row], Faces] | None:  # fmt: skip
         rows = fetch_rows(conn, tenant_id, contact_id, bit, now)
         if not rows and not conn.execute(_CONTACT.sql, _CONTACT.params(c=contact_id, t=tenant_id)).fetchall():
             return None
@@ -189,11 +197,18 @@ class SqliteLane:
     async def fetch(
         self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
     ) -> tuple[list[Row], Faces]:
-        loop = asyncio.get_running_loop()
+        """Read on the event loop's thread: a fetch is a few indexed reads of microseconds each, less than
+        handing it to a thread and back costs. A read that would wait for a lock (rare in WAL mode: a checkpoint
+        resetting the log, a recovery) goes to a reader thread, which may wait."""
+        args = (ctx.tenant_id, ctx.currency, contact_id, bit, now)
         try:
-            found = await loop.run_in_executor(
-                self._readers, self._fetch_sync, ctx.tenant_id, ctx.currency, contact_id, bit, now
-            )
+            try:
+                found = self._fetch_sync(self._inline(), *args)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(self._readers, lambda: self._fetch_sync(self._reader(), *args))
         except sqlite3.Error as exc:
             log.warning("fastlane.fetch_failed", exc_info=True)
             raise LaneUnavailable from exc

@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -260,18 +260,40 @@ class SqliteText:
         return tuple(v if f is None or v is None else f(v) for f, v in zip(self.results, raw, strict=True))
 
 
+def utc_text(value: datetime) -> str:
+    """An aware datetime as SQLite keeps a `UTCDateTime`: naive UTC text with microseconds (what SQLAlchemy's
+    processors write, at a third of their cost: the fast paths convert one or two per request)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTCDateTime column")
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+def utc_of_text(value: str) -> datetime:
+    """A `UTCDateTime` read back from SQLite's text (aware UTC), as SQLAlchemy's processors would."""
+    return datetime.fromisoformat(value + "+00:00")
+
+
+def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
+    if isinstance(type_, UTCDateTime):
+        return utc_text
+    return type_.dialect_impl(_SQLITE).bind_processor(_SQLITE)  # type: ignore[no-any-return]
+
+
+def _result_processor(type_: Any) -> Callable[[Any], Any] | None:
+    if isinstance(type_, UTCDateTime):
+        return utc_of_text
+    return type_.dialect_impl(_SQLITE).result_processor(_SQLITE, None)  # type: ignore[no-any-return]
+
+
 def compile_sqlite(stmt: Any) -> SqliteText:
     compiled = stmt.compile(dialect=_SQLITE)
-    binds = {
-        name: bp.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
-        for bp, name in compiled.bind_names.items()
-    }
+    binds = {name: _bind_processor(bp.type) for bp, name in compiled.bind_names.items()}
     defaults = {
         name: value if value is None or binds.get(name) is None else binds[name](value)
         for name, value in compiled.params.items()
     }
     columns = getattr(stmt, "exported_columns", ())
-    results = tuple(c.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None) for c in columns)
+    results = tuple(_result_processor(c.type) for c in columns)
     return SqliteText(str(compiled), binds, defaults, results)
 
 
