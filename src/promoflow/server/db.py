@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,6 +40,33 @@ def sync_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).drivername.startswith("sqlite")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for an in-memory database (only its own connection sees it)."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
+MMAP_BYTES = 256 * 1024 * 1024  # raw connections read up to this much of the database file memory-mapped
+
+
+def connect_sqlite(path: str, *, writer: bool, busy_ms: int = 30000) -> sqlite3.Connection:
+    """A raw `sqlite3` connection to a database file, for the paths that bypass SQLAlchemy (the fast lane, the
+    'shown' writer). Autocommit: BEGIN is the caller's. A writer's has the engine's settings (WAL,
+    ``synchronous=NORMAL``, foreign keys); a reader's is query-only. Both read memory-mapped."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    if writer:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    else:
+        conn.execute("PRAGMA query_only=1")
+    return conn
 
 
 def _sqlite_setup(engine_sync: Engine, *, foreign_keys: bool = True) -> None:

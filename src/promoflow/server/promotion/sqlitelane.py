@@ -31,11 +31,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import make_url
 
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
-from ..db import Database
+from ..db import Database, connect_sqlite, sqlite_file
 from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
@@ -46,7 +45,6 @@ from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, comp
 log = logging.getLogger("promoflow.api")
 
 READERS = 4  # reader threads (each with its own connection)
-MMAP_BYTES = 256 * 1024 * 1024  # memory-mapped reads of up to this much of the database file
 MAX_GROUP = 512  # redeems committed together at most
 
 _P_TENANT = bindparam("t", type_=contact.c.tenant_id.type)
@@ -137,23 +135,13 @@ class SqliteLane:
     @classmethod
     def open(cls, db: Database) -> SqliteLane | None:
         """The lane of a SQLite database file; None for an in-memory database (one connection sees it)."""
-        path = make_url(db.url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return None
-        return cls(path, db)
+        path = sqlite_file(db.url)
+        return None if path is None else cls(path, db)
 
     # ----------------------------------------------------------------------------------------- connections
 
     def _connect(self, *, writer: bool, busy_ms: int = 30000) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
-        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-        if writer:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        else:
-            conn.execute("PRAGMA query_only=1")
+        conn = connect_sqlite(self.path, writer=writer, busy_ms=busy_ms)
         with self._conns_lock:
             self._conns.append(conn)
         return conn
@@ -208,7 +196,9 @@ class SqliteLane:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
                     raise
                 loop = asyncio.get_running_loop()
-                found = await loop.run_in_executor(self._readers, lambda: self._fetch_sync(self._reader(), *args))
+                found = await loop.run_in_executor(
+                    self._readers, lambda: self._fetch_sync(self._reader(), *args)
+                )
         except sqlite3.Error as exc:
             log.warning("fastlane.fetch_failed", exc_info=True)
             raise LaneUnavailable from exc

@@ -288,10 +288,10 @@ def _result_processor(type_: Any) -> Callable[[Any], Any] | None:
 def compile_sqlite(stmt: Any) -> SqliteText:
     compiled = stmt.compile(dialect=_SQLITE)
     binds = {name: _bind_processor(bp.type) for bp, name in compiled.bind_names.items()}
-    defaults = {
-        name: value if value is None or binds.get(name) is None else binds[name](value)
-        for name, value in compiled.params.items()
-    }
+    defaults = {}
+    for name, value in compiled.params.items():
+        convert = binds.get(name)
+        defaults[name] = value if value is None or convert is None else convert(value)
     columns = getattr(stmt, "exported_columns", ())
     results = tuple(_result_processor(c.type) for c in columns)
     return SqliteText(str(compiled), binds, defaults, results)
