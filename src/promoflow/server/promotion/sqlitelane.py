@@ -1,20 +1,27 @@
 """The SQLite side of the fast path (`fastlane.Lane`): the fetch and the redeem on raw `sqlite3` connections.
 
 SQLite answers an indexed read or a one-row conditional update in microseconds; what made the embedded server
-slow under a checkout burst was everything around it (an async driver that hops to a thread per call, the ORM
-layer, one transaction and fsync per redeem). Here:
+slow under a checkout burst was everything around it: an async driver or a thread pool that hops to a thread per
+call, the ORM layer, one transaction per redeem — and the GIL. The `sqlite3` module lets go of the GIL for every
+statement it runs, so a thread that runs statements beside a busy event loop waits for the GIL again after each
+one (up to the interpreter's switch interval, 5 ms): reader and writer threads next to a saturated loop ran a
+few hundred statements a second. Here the statements run on the event loop's own thread:
 
-- **Reads in parallel**: a few reader threads, each with its own connection (WAL: readers never wait for the
-  writer; memory-mapped; ``query_only``). The fetch runs the rule's fetch filter (`statements.SQLITE_FETCH`).
-- **One writer that group-commits**: redeems queue up while the writer thread commits the previous group; the next
-  group runs in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``synchronous=NORMAL``: no fsync per commit in WAL mode).
-  Each redeem in a group is still its own conditional UPDATE (`statements.SQLITE_REDEEM`, from the same rule as
-  every other path) whose RETURNING row decides, followed by its redemption row: exactly once, as everywhere. A
-  group that fails is retried one redeem per transaction, so one bad redeem fails alone.
+- **Reads on the loop**: the fetch runs the rule's fetch filter (`statements.SQLITE_FETCH`) on the loop's own
+  connection (WAL: readers never wait for the writer; memory-mapped; ``query_only``). A read that would wait for
+  a lock (rare in WAL mode) goes to a reader thread instead, which may wait.
+- **One writer that group-commits**: redeems queue up while a group is written; the next group runs in one
+  ``BEGIN IMMEDIATE`` … ``COMMIT`` (``synchronous=NORMAL``: no fsync per commit in WAL mode), on the loop's
+  writing connection, which never waits for the lock: when another process holds it, the group is handed to the
+  writer thread, which waits. Each redeem in a group is still its own conditional UPDATE
+  (`statements.SQLITE_REDEEM`, from the same rule as every other path) whose RETURNING row decides, followed by
+  its redemption row: exactly once, as everywhere. A group that fails is retried in the writer thread one redeem
+  per transaction, so one bad redeem fails alone. The log is copied into the database file (a checkpoint, which
+  waits for the disk) by the writer thread, never on the loop.
 - **One writer per process**: a group takes the process's write turn (`Database.write_turn`), the same lock
   every other write unit of work of the process queues on (the in-process worker's import batches, the 'shown'
   buffer), so a redeem waits for at most the batch being written, never a whole import; other processes are
-  kept out by SQLite's own lock (``BEGIN IMMEDIATE``, ``busy_timeout``).
+  kept out by SQLite's own lock (``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, comp
 
 log = logging.getLogger("promoflow.api")
 
-READERS = 4  # reader threads (each with its own connection)
-MAX_GROUP = 512  # redeems committed together at most
+READERS = 2  # reader threads (each with its own connection), for the reads that must wait for a lock
+MAX_GROUP = 128  # writes committed together at most (a group holds the event loop while it is written)
+CHECKPOINT_AFTER = 256  # writes on the event loop's connection between two checkpoints (~1,000 pages of log)
 
 _P_TENANT = bindparam("t", type_=contact.c.tenant_id.type)
 _CONTACT = compile_sqlite(
@@ -117,7 +125,8 @@ def fetch_rows(
 
 
 class SqliteLane:
-    """Reader threads and one group-committing writer thread on the database file of ``db``."""
+    """Reads and group-committed writes on the event loop's own thread, on the database file of ``db``; a reader
+    pool and a writer thread for what would wait for a lock, and for the checkpoints."""
 
     def __init__(self, path: str, db: Database, readers: int = READERS) -> None:
         self.path = path
@@ -127,9 +136,10 @@ class SqliteLane:
         self._conns_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="promoflow-sqlite-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="promoflow-sqlite-write")
-        self._writer_conn: sqlite3.Connection | None = None
         self._queue: list[tuple[Write, asyncio.Future[_Outcome]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._unchecked = 0  # writes committed on the loop's connection since its last checkpoint
+        self._checkpoint: asyncio.Future[None] | None = None
         self.groups = 0  # write transactions committed (tests and the bench read them)
 
     @classmethod
@@ -146,21 +156,41 @@ class SqliteLane:
             self._conns.append(conn)
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _own(
+        self, name: str, *, writer: bool, busy_ms: int = 30000, autocheckpoint: bool = True
+    ) -> sqlite3.Connection:
+        """This thread's connection of that name (each thread that reads or writes has its own)."""
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
-            conn = self._local.conn = self._connect(writer=False)
+            conn = self._connect(writer=writer, busy_ms=busy_ms)
+            if not autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            setattr(self._local, name, conn)
         return conn
 
-    def _inline(self) -> sqlite3.Connection:
-        """The reading connection of the event loop's own thread: it never waits for a lock (a read that would
-        is handed to a reader thread instead, `fetch`)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "inline", None)
-        if conn is None:
-            conn = self._local.inline = self._connect(writer=False, busy_ms=0)
-        return conn
+    def _loop_reader(self) -> sqlite3.Connection:
+        """The event loop's reading connection: it never waits for a lock (`_read`)."""
+        return self._own("loop_reader", writer=False, busy_ms=0)
+
+    def _loop_writer(self) -> sqlite3.Connection:
+        """The event loop's writing connection: it never waits for a lock (`_drain`), and leaves the checkpoints
+        to the writer thread (`_written`)."""
+        return self._own("loop_writer", writer=True, busy_ms=0, autocheckpoint=False)
 
     # ---------------------------------------------------------------------------------------------- reads
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``read`` on the event loop's thread: an indexed read takes microseconds, less than handing it to a
+        thread and back — and a thread that runs SQLite calls beside a busy event loop waits for the GIL after
+        each one. A read that would wait for a lock (rare in WAL mode: another connection recovering the log)
+        goes to a reader thread, which may wait."""
+        try:
+            return read(self._loop_reader())
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: read(self._own("reader", writer=False)))
 
     def _faces_sync(
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
@@ -185,20 +215,10 @@ class SqliteLane:
     async def fetch(
         self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
     ) -> tuple[list[Row], Faces]:
-        """Read on the event loop's thread: a fetch is a few indexed reads of microseconds each, less than
-        handing it to a thread and back costs. A read that would wait for a lock (rare in WAL mode: a checkpoint
-        resetting the log, a recovery) goes to a reader thread, which may wait."""
-        args = (ctx.tenant_id, ctx.currency, contact_id, bit, now)
         try:
-            try:
-                found = self._fetch_sync(self._inline(), *args)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    raise
-                loop = asyncio.get_running_loop()
-                found = await loop.run_in_executor(
-                    self._readers, lambda: self._fetch_sync(self._reader(), *args)
-                )
+            found = await self._read(
+                lambda conn: self._fetch_sync(conn, ctx.tenant_id, ctx.currency, contact_id, bit, now)
+            )
         except sqlite3.Error as exc:
             log.warning("fastlane.fetch_failed", exc_info=True)
             raise LaneUnavailable from exc
@@ -208,11 +228,32 @@ class SqliteLane:
 
     # --------------------------------------------------------------------------------------------- writes
 
-    def _write_group(self, items: Sequence[Write]) -> list[_Outcome]:
-        """Runs on the writer thread: the group's writes in one transaction; if that fails, one by one."""
-        conn = self._writer_conn
-        if conn is None:
-            conn = self._writer_conn = self._connect(writer=True)
+    def _group_on_loop(self, items: Sequence[Write]) -> list[_Outcome] | None:
+        """The group in one transaction on the event loop's connection; None when it did not commit (the database
+        is locked by another process, or a write failed): nothing of it was written."""
+        conn = self._loop_writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return None
+            raise
+        try:
+            out: list[_Outcome] = [item(conn) for item in items]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        self.groups += 1
+        return out
+
+    def _group_in_thread(self, items: Sequence[Write]) -> list[_Outcome]:
+        """Runs on the writer thread, whose connection waits for the lock: the group's writes in one transaction;
+        if that fails, one by one."""
+        conn = self._own("writer", writer=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
             out: list[_Outcome] = [item(conn) for item in items]
@@ -225,7 +266,21 @@ class SqliteLane:
             if len(items) == 1:
                 log.warning("fastlane.write_failed", exc_info=True)
                 return [_Failed(exc)]
-            return [self._write_group([item])[0] for item in items]
+            return [self._group_in_thread([item])[0] for item in items]
+
+    def _checkpoint_sync(self) -> None:
+        try:
+            self._own("writer", writer=True).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("fastlane.checkpoint_failed", exc_info=True)
+
+    def _written(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        """Count writes committed on the loop's connection; every `CHECKPOINT_AFTER` of them, copy the log into
+        the database file in the writer thread (a checkpoint waits for the disk: never on the event loop)."""
+        self._unchecked += n
+        if self._unchecked >= CHECKPOINT_AFTER and (self._checkpoint is None or self._checkpoint.done()):
+            self._unchecked = 0
+            self._checkpoint = loop.run_in_executor(self._writer, self._checkpoint_sync)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -234,7 +289,11 @@ class SqliteLane:
             items = [item for item, _ in group]
             try:
                 async with self.db.write_turn():
-                    outcomes = await loop.run_in_executor(self._writer, self._write_group, items)
+                    outcomes = self._group_on_loop(items)
+                    if outcomes is None:
+                        outcomes = await loop.run_in_executor(self._writer, self._group_in_thread, items)
+                    else:
+                        self._written(loop, len(items))
             except BaseException as exc:  # cancelled at shutdown, or the executor is gone
                 for _, fut in group:
                     if not fut.done():
@@ -249,9 +308,10 @@ class SqliteLane:
                     fut.set_result(outcome)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer thread inside the next group's transaction (it commits with the group; a
-        group that fails is retried one write per transaction, so ``fn`` may run twice, the first time rolled
-        back). Raises the error that failed it (rolled back), or RuntimeError when the lane stopped."""
+        """Run ``fn`` inside the next group's transaction (it commits with the group), on the event loop's thread
+        — or the writer thread's when another process holds the database's write lock, or when the group failed:
+        it is then retried there, one write per transaction, so ``fn`` may run twice, the first time rolled back.
+        Raises the error that failed it (rolled back), or RuntimeError when the lane stopped."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Outcome] = loop.create_future()
         self._queue.append((fn, fut))
@@ -263,7 +323,6 @@ class SqliteLane:
         self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
         now: datetime,
     ) -> tuple[Won, Faces] | None:  # fmt: skip
-        loop = asyncio.get_running_loop()
         item: _Item = (ctx.tenant_id, assignment_id, contact_id, channel, now)
         try:
             row = await self.write(lambda conn: redeem_one(conn, item))
@@ -276,8 +335,8 @@ class SqliteLane:
         promotion_id = row[2]
         faces, missing = cached_faces((promotion_id,), ctx.currency)
         if missing:
-            faces = await loop.run_in_executor(
-                self._readers, lambda: self._faces_sync(self._reader(), ctx.tenant_id, ctx.currency, missing)
+            faces = await self._read(
+                lambda conn: self._faces_sync(conn, ctx.tenant_id, ctx.currency, missing)
             )
         return (promotion_id, row[3], row[4]), faces
 
