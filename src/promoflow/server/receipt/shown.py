@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -106,13 +107,16 @@ class ShownBuffer:
             return written
 
     async def _flush_sqlite(self, views: dict[_View, list[Any]]) -> int:
-        """On a connection of its own in a thread (the batch's text is built there too, off the event loop),
-        in the process's write turn like every other writer."""
+        """The batch's text is built on the event loop, a slice at a time (a thread building it would hold the
+        GIL against the loop for milliseconds); its statements run on a connection of their own in a thread, in
+        the process's write turn like every other writer."""
         path = sqlite_file(self.db.url)
         if path is None:
             raise ValueError("the 'shown' ledger needs a SQLite database file")
+        texts = [text async for text in _sqlite_slices(views)]
         async with self.db.write_turn():
-            return await asyncio.to_thread(_write_sqlite, path, views)
+            await asyncio.to_thread(_write_sqlite, path, texts)
+        return len(views)
 
     def _keep(self, views: dict[_View, list[Any]]) -> None:
         """Put a batch that could not be written back with what arrived since, within the limit."""
@@ -183,9 +187,11 @@ async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int
     return int(result.scalar() or 0)
 
 
-# SQLite: the same shape — the whole batch as one JSON text that two statements expand (`json_each`), the summary
-# aggregated by the statement. Python only turns each view into a list of texts (ids as stored: hex; times as
-# stored: naive UTC text), a few microseconds a view where SQLAlchemy's executemany cost ~100.
+# SQLite: the same shape — the views travel as JSON texts (a slice of the batch each) that two statements expand
+# (`json_each`), the summary aggregated by the statement (an assignment in two slices is upserted twice: the same
+# sums). Python only turns each view into a list of texts (ids as stored: hex; times as stored: naive UTC text),
+# a few microseconds a view where SQLAlchemy's executemany on the event loop cost ~100.
+SQLITE_SLICE = 250  # views turned into text between two turns of the event loop (~2 ms)
 _SQLITE_VIEWS = """
 INSERT INTO promotion_view (tenant_id, contact_id, store_external_id, at, last_at, times, assignment_ids)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6 FROM json_each(?)
@@ -203,26 +209,35 @@ ON CONFLICT (assignment_id) DO UPDATE SET
 """
 
 
-def _write_sqlite(path: str, views: dict[_View, list[Any]]) -> int:
-    batch = []
+async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[str]:
+    """The views as JSON texts of `SQLITE_SLICE` views each, the event loop free to serve between two."""
+    batch: list[list[Any]] = []
     for (tenant_id, contact_id, store, shown), (first, last, times) in views.items():
         at = utc_text(first)
         batch.append([tenant_id.hex, contact_id.hex, store, at, at if last is first else utc_text(last), times,
                       [aid.hex for aid, _ in shown], [pid.hex for _, pid in shown]])  # fmt: skip
-    text = json.dumps(batch)
+        if len(batch) == SQLITE_SLICE:
+            yield json.dumps(batch)
+            batch = []
+            await asyncio.sleep(0)
+    if batch:
+        yield json.dumps(batch)
+
+
+def _write_sqlite(path: str, texts: list[str]) -> None:
     conn = connect_sqlite(path, writer=True)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(_SQLITE_VIEWS, (text,))
-            conn.execute(_SQLITE_SUMMARY, (text,))
+            for text in texts:
+                conn.execute(_SQLITE_VIEWS, (text,))
+                conn.execute(_SQLITE_SUMMARY, (text,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     finally:
         conn.close()
-    return len(views)
 
 
 # ------------------------------------------------------------------------------------------- wiring
