@@ -97,7 +97,8 @@ class _Failed(NamedTuple):
 
 def redeem_one(conn: sqlite3.Connection, item: _Item) -> tuple[Any, ...] | None:
     """One redeem inside the caller's write transaction: the rule's conditional write, then for a won row its
-    redemption row. The RETURNING row decides (None: the write changed nothing)."""
+    redemption row. The RETURNING row decides: (promotion, valid from, valid to, redemption count), or None when
+    the write changed nothing."""
     tenant_id, assignment_id, contact_id, channel, now = item
     stmt = SQLITE_REDEEM[contact_id is not None]
     params = stmt.params(
@@ -110,7 +111,7 @@ def redeem_one(conn: sqlite3.Connection, item: _Item) -> tuple[Any, ...] | None:
     ins = SQLITE_REDEMPTION_ROW
     conn.execute(
         ins.sql,
-        ins.params(id=uuid.uuid4(), t=tenant_id, a=assignment_id, seq=row[5], now=now, ch=channel.value),
+        ins.params(id=uuid.uuid4(), t=tenant_id, a=assignment_id, seq=row[3], now=now, ch=channel.value),
     )
     return row
 
@@ -332,13 +333,13 @@ class SqliteLane:
         if row is None:
             return None
         assert isinstance(row, tuple)
-        promotion_id = row[2]
+        promotion_id, valid_from, valid_to, _ = row
         faces, missing = cached_faces((promotion_id,), ctx.currency)
         if missing:
             faces = await self._read(
                 lambda conn: self._faces_sync(conn, ctx.tenant_id, ctx.currency, missing)
             )
-        return (promotion_id, row[3], row[4]), faces
+        return (promotion_id, valid_from, valid_to), faces
 
     async def close(self) -> None:
         task = self._task

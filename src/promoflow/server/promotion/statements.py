@@ -317,19 +317,22 @@ def _fetch(channel: bool) -> Select[Any]:
 
 
 def _redeem_plain(contact_scoped: bool) -> Update:
-    """The plain API redeem at the server's clock: the rule's conditional write, answering the redeemed
-    assignment (its tenant, promotion, validity and redemption count)."""
+    """The plain API redeem at the server's clock: the rule's conditional write."""
     inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT, contact=_P_CONTACT if contact_scoped else None)
     return redeem_statement(
         _P_TENANT, _P_ASSIGNMENT, inputs, redeemed_values(_P_NOW, _P_CHANNEL, None, None, "api")
-    ).returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
-                assignment.c.valid_to, assignment.c.redemption_count)  # fmt: skip
+    )
 
 
 def _pg_redeem(contact_scoped: bool) -> PgText:
     """PostgreSQL: the conditional write and its redemption row in one statement (UPDATE … RETURNING feeding the
     INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
-    won = _redeem_plain(contact_scoped).cte("won")
+    won = (
+        _redeem_plain(contact_scoped)
+        .returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
+                   assignment.c.valid_to, assignment.c.redemption_count)
+        .cte("won")
+    )  # fmt: skip
     rows = insert(redemption).from_select(
         ["id", "tenant_id", "assignment_id", "seq", "redeemed_at", "channel", "via", "created_at"],
         select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, _P_CHANNEL,
@@ -344,7 +347,18 @@ PG_REDEEM = {False: _pg_redeem(False), True: _pg_redeem(True)}  # by: on the con
 # SQLite has no data-modifying CTE: the conditional write (its RETURNING row decides) and then, for a won row,
 # its redemption row, in the same transaction.
 SQLITE_FETCH = {False: compile_sqlite(_fetch(False)), True: compile_sqlite(_fetch(True))}
-SQLITE_REDEEM = {False: compile_sqlite(_redeem_plain(False)), True: compile_sqlite(_redeem_plain(True))}
+# The redeemed assignment's promotion, validity and redemption count (the seq of its redemption row).
+SQLITE_REDEEM = {
+    scoped: compile_sqlite(
+        _redeem_plain(scoped).returning(
+            assignment.c.promotion_id,
+            assignment.c.valid_from,
+            assignment.c.valid_to,
+            assignment.c.redemption_count,
+        )
+    )
+    for scoped in (False, True)
+}  # by: on the contact-scoped path
 SQLITE_REDEMPTION_ROW = compile_sqlite(
     insert(redemption).values(
         id=bindparam("id", type_=redemption.c.id.type), tenant_id=_P_TENANT, assignment_id=_P_ASSIGNMENT,
