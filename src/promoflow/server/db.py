@@ -3,13 +3,18 @@
 The edge (a request, a job, a CLI command) opens a unit of work, services run their statements on the
 connection they are given and never commit, and the edge commits once. On SQLite every write unit of work
 starts with ``BEGIN IMMEDIATE`` (so two writers queue on the database lock instead of failing on upgrade), and
-in one process writers also queue on an asyncio lock so they do not hold threads while they wait.
+in one process writers also queue on the file's write turn (`WriteTurn`, first come first served, shared by the
+process's event loops) so they do not hold threads while they wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,6 +44,114 @@ def sync_url(url: str) -> str:
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).drivername.startswith("sqlite")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for an in-memory database (only its own connection sees it)."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return path
+
+
+MMAP_BYTES = 256 * 1024 * 1024  # raw connections read up to this much of the database file memory-mapped
+
+
+def connect_sqlite(path: str, *, writer: bool, busy_ms: int = 30000) -> sqlite3.Connection:
+    """A raw `sqlite3` connection to a database file, for the paths that bypass SQLAlchemy (the fast lane, the
+    'shown' writer). Autocommit: BEGIN is the caller's. A writer's has the engine's settings (WAL,
+    ``synchronous=NORMAL``, foreign keys); a reader's is query-only. Both read memory-mapped."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=64)
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    if writer:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    else:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+class WriteTurn:
+    """The process's turn to write one SQLite file, first come first served, for units of work on any event loop
+    of the process (the API's, the in-process worker's, the FTP server's): every `Database` of the process on
+    that file shares one (`turn_of`), so its writers queue here rather than on SQLite's lock, whose busy handler
+    retries in sleeps of up to 100 ms and serves no one in order. A turn handed to a waiter is its own from the
+    moment it leaves the queue: a waiter cancelled after that passes the turn on."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._holder: asyncio.AbstractEventLoop | None = (
+            None  # the event loop of the unit of work that has it
+        )
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            if self._holder is None or self._holder.is_closed():  # free, or its holder's loop is gone with it
+                self._holder = loop
+                return
+            turn = loop.create_future()
+            self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            with self._mutex:
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+                    raise
+            if not turn.cancelled():  # handed over as the wait was cancelled: it is ours to pass on
+                self._release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while True:
+            with self._mutex:
+                if not self._waiting:
+                    self._holder = None
+                    return
+                turn = self._waiting.popleft()
+                loop = self._holder = turn.get_loop()
+            if loop is _running_loop():
+                loop.call_soon(self._hand_over, turn)
+                return
+            try:
+                loop.call_soon_threadsafe(self._hand_over, turn)
+                return
+            except RuntimeError:  # its event loop is closed: no one waits there any more
+                continue
+
+    def _hand_over(self, turn: asyncio.Future[None]) -> None:
+        if turn.cancelled():
+            self._release()
+        else:
+            turn.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_turns: dict[str, WriteTurn] = {}
+_turns_lock = threading.Lock()
+
+
+def turn_of(url: str) -> WriteTurn:
+    """The write turn of a SQLite database in this process (a new one for an in-memory database, which only its
+    own connection sees)."""
+    path = sqlite_file(url)
+    if path is None:
+        return WriteTurn()
+    with _turns_lock:
+        return _turns.setdefault(os.path.realpath(path), WriteTurn())
 
 
 def _sqlite_setup(engine_sync: Engine, *, foreign_keys: bool = True) -> None:
@@ -105,7 +218,7 @@ class Database:
                 pool_pre_ping=False,
             )
             self._write_engine = self.engine
-        self._write_lock = asyncio.Lock() if self.sqlite else None
+        self._write_lock = turn_of(url) if self.sqlite else None
 
     @property
     def dialect(self) -> str:
@@ -135,8 +248,9 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
-        """This process's turn to write, for a writer with a connection of its own (the SQLite fast path's): on
-        SQLite the lock every write unit of work of the process queues on; elsewhere nothing."""
+        """This process's turn to write, for a writer with a connection of its own (the SQLite fast path's, the
+        'shown' writer's): on SQLite the turn every write unit of work of the process queues on (`WriteTurn`);
+        elsewhere nothing."""
         if self._write_lock is None:
             yield
             return

@@ -145,7 +145,7 @@ class _Server(uvicorn.Server):
                 print(f"promoflow api listening on http://{host}:{port}", flush=True)
 
 
-def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+def _uvicorn_config(app: Any, settings: Settings, loop: str = "auto") -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -154,7 +154,16 @@ def _uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
+        loop=loop,
     )
+
+
+# `serve` on SQLite answers a fetch without ever suspending (its statements run on the event loop's thread:
+# promotion/sqlitelane.py), and a server whose handlers never suspend keeps some connections waiting far longer
+# than others on uvloop once it is saturated: a fetch's p99 ~400-800 ms on uvloop against ~40-150 ms on asyncio's
+# own loop at the same rate, with or without the FTP server and the worker; a bare ASGI app that spends 300 µs per
+# request shows the same (p99 0.6-1.3 s against 60-110 ms). bench/RESULTS.md, speed_bench.
+SERVE_SQLITE_LOOP = "asyncio"
 
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
@@ -183,7 +192,8 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
                 log.info("serve.started service=%s", name)
         # This process runs the scheduled work (the promotion export) in its worker.
         app = create_app(settings, run_worker=worker, schedule=True)
-        _Server(_uvicorn_config(app, settings)).run()
+        loop = SERVE_SQLITE_LOOP if is_sqlite(url) else "auto"
+        _Server(_uvicorn_config(app, settings, loop)).run()
     finally:
         for stop in stops:
             stop()

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from promoflow.server.db import Database
 from promoflow.server.models.receipts import assignment_shown, promotion_view
-from promoflow.server.receipt.shown import ShownBuffer
+from promoflow.server.receipt.shown import SQLITE_SLICE, ShownBuffer
 from tests.conftest import START
 
 
@@ -118,3 +118,29 @@ def test_the_buffer_is_bounded(db_url: str) -> None:
         return n, written, buf.dropped
 
     assert asyncio.run(run()) == (2, 2, 2)
+
+
+def test_a_large_batch_is_written_whole(db_url: str) -> None:
+    """More views than one slice of SQLite's write (`SQLITE_SLICE`): every view is a row, and an assignment shown
+    in views of several slices is summed once over all of them."""
+    t, p, shared = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    n = 2 * SQLITE_SLICE + 7
+    contacts = [uuid.uuid4() for _ in range(n)]
+    own = [uuid.uuid4() for _ in range(n)]
+
+    async def run() -> tuple[int, list[Any], dict[uuid.UUID, Any]]:
+        db = Database(db_url, pool_size=2)
+        buf = ShownBuffer(db, batch=10 * n)
+        for i, c in enumerate(contacts):
+            buf.record(t, c, [(shared, p), (own[i], p)], None, START + timedelta(seconds=i))
+        written = await buf.flush()
+        views, shown = await _rows(db, t)
+        await db.dispose()
+        return written, views, shown
+
+    written, views, shown = asyncio.run(run())
+    assert written == n and len(views) == n
+    assert [v.assignment_ids for v in views[:2]] == [[shared, own[0]], [shared, own[1]]]
+    s = shown[shared]
+    assert (s.times, s.first_shown_at, s.last_shown_at) == (n, START, START + timedelta(seconds=n - 1))
+    assert len(shown) == n + 1 and all(shown[a].times == 1 for a in own)

@@ -37,7 +37,8 @@ def test_an_ftp_upload_wakes_the_worker_of_the_same_process(settings: Settings) 
     })  # fmt: skip
     tenant = make_tenant(slow)
     with TestClient(create_app(slow, run_worker=True)) as client:
-        worker: Worker = client.app.state.promoflow.extras["worker"]  # type: ignore[attr-defined]
+        worker = client.app.state.promoflow.extras["worker"].worker  # type: ignore[attr-defined]
+        assert isinstance(worker, Worker)  # on an event loop of its own (worker/thread.py)
         assert worker.idle_wait >= 30  # every tick (poll, stall recovery, housekeeping) is 30 s or more
         server = FtpServer(slow).start()
         try:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -19,7 +17,7 @@ from .. import hooks
 from ..config import Settings
 from ..db import Database
 from ..features import Composition, default_composition
-from ..worker.runner import Worker
+from ..worker.thread import WorkerThread
 from . import exception_handlers, openapi, ratelimit
 from .accesslog import AccessLog
 from .docs import install_docs
@@ -58,14 +56,12 @@ def create_app(
         state = AppState(settings=settings, db=db, clock=clock, limiter=ratelimit.limiter_for(settings, db))
         app.state.promoflow = app.promoflow = state  # type: ignore[attr-defined]
         guard.state = state
-        worker_task = None
-        if with_worker:
-            worker = Worker(
-                db, clock, settings=settings, composition=composition, poll_seconds=settings.worker_poll_seconds,
-                stall_after=timedelta(seconds=settings.worker_stall_seconds), schedule=schedule,
-            )  # fmt: skip
+        worker = None
+        if with_worker:  # on an event loop of its own: see worker/thread.py
+            worker = WorkerThread(settings.resolved_database_url(), clock, settings=settings,
+                                  composition=composition, schedule=schedule)  # fmt: skip
+            worker.start()
             state.extras["worker"] = worker
-            worker_task = asyncio.create_task(worker.run(), name="promoflow-worker")
         for start in composition.startup:
             await start(state)
         try:
@@ -74,9 +70,9 @@ def create_app(
             state.shutting_down = True
             for stop in composition.shutdown:
                 await stop(state)
-            if worker_task is not None:
-                state.extras["worker"].stop()
-                await worker_task
+            if worker is not None:
+                worker.stop()
+                await worker.join()
             await db.dispose()
             if access is not None:
                 access.flush()  # the lines gathered while requests overlapped

@@ -1,20 +1,27 @@
 """The SQLite side of the fast path (`fastlane.Lane`): the fetch and the redeem on raw `sqlite3` connections.
 
 SQLite answers an indexed read or a one-row conditional update in microseconds; what made the embedded server
-slow under a checkout burst was everything around it (an async driver that hops to a thread per call, the ORM
-layer, one transaction and fsync per redeem). Here:
+slow under a checkout burst was everything around it: an async driver or a thread pool that hops to a thread per
+call, the ORM layer, one transaction per redeem — and the GIL. The `sqlite3` module lets go of the GIL for every
+statement it runs, so a thread that runs statements beside a busy event loop waits for the GIL again after each
+one (up to the interpreter's switch interval, 5 ms): reader and writer threads next to a saturated loop ran a
+few hundred statements a second. Here the statements run on the event loop's own thread:
 
-- **Reads in parallel**: a few reader threads, each with its own connection (WAL: readers never wait for the
-  writer; memory-mapped; ``query_only``). The fetch runs the rule's fetch filter (`statements.SQLITE_FETCH`).
-- **One writer that group-commits**: redeems queue up while the writer thread commits the previous group; the next
-  group runs in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (``synchronous=NORMAL``: no fsync per commit in WAL mode).
-  Each redeem in a group is still its own conditional UPDATE (`statements.SQLITE_REDEEM`, from the same rule as
-  every other path) whose RETURNING row decides, followed by its redemption row: exactly once, as everywhere. A
-  group that fails is retried one redeem per transaction, so one bad redeem fails alone.
+- **Reads on the loop**: the fetch runs the rule's fetch filter (`statements.SQLITE_FETCH`) on the loop's own
+  connection (WAL: readers never wait for the writer; memory-mapped; ``query_only``). A read that would wait for
+  a lock (rare in WAL mode) goes to a reader thread instead, which may wait.
+- **One writer that group-commits**: redeems queue up while a group is written; the next group runs in one
+  ``BEGIN IMMEDIATE`` … ``COMMIT`` (``synchronous=NORMAL``: no fsync per commit in WAL mode), on the loop's
+  writing connection, which never waits for the lock: when another process holds it, the group is handed to the
+  writer thread, which waits. Each redeem in a group is still its own conditional UPDATE
+  (`statements.SQLITE_REDEEM`, from the same rule as every other path) whose RETURNING row decides, followed by
+  its redemption row: exactly once, as everywhere. A group that fails is retried in the writer thread one redeem
+  per transaction, so one bad redeem fails alone. The log is copied into the database file (a checkpoint, which
+  waits for the disk) by the writer thread, never on the loop.
 - **One writer per process**: a group takes the process's write turn (`Database.write_turn`), the same lock
   every other write unit of work of the process queues on (the in-process worker's import batches, the 'shown'
   buffer), so a redeem waits for at most the batch being written, never a whole import; other processes are
-  kept out by SQLite's own lock (``BEGIN IMMEDIATE``, ``busy_timeout``).
+  kept out by SQLite's own lock (``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
@@ -31,11 +38,10 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import make_url
 
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
-from ..db import Database
+from ..db import Database, connect_sqlite, sqlite_file
 from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
@@ -45,9 +51,9 @@ from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, comp
 
 log = logging.getLogger("promoflow.api")
 
-READERS = 4  # reader threads (each with its own connection)
-MMAP_BYTES = 256 * 1024 * 1024  # memory-mapped reads of up to this much of the database file
-MAX_GROUP = 512  # redeems committed together at most
+READERS = 2  # reader threads (each with its own connection), for the reads that must wait for a lock
+MAX_GROUP = 128  # writes committed together at most (a group holds the event loop while it is written)
+CHECKPOINT_AFTER = 256  # writes on the event loop's connection between two checkpoints (~1,000 pages of log)
 
 _P_TENANT = bindparam("t", type_=contact.c.tenant_id.type)
 _CONTACT = compile_sqlite(
@@ -91,7 +97,8 @@ class _Failed(NamedTuple):
 
 def redeem_one(conn: sqlite3.Connection, item: _Item) -> tuple[Any, ...] | None:
     """One redeem inside the caller's write transaction: the rule's conditional write, then for a won row its
-    redemption row. The RETURNING row decides (None: the write changed nothing)."""
+    redemption row. The RETURNING row decides: (promotion, valid from, valid to, redemption count), or None when
+    the write changed nothing."""
     tenant_id, assignment_id, contact_id, channel, now = item
     stmt = SQLITE_REDEEM[contact_id is not None]
     params = stmt.params(
@@ -104,7 +111,7 @@ def redeem_one(conn: sqlite3.Connection, item: _Item) -> tuple[Any, ...] | None:
     ins = SQLITE_REDEMPTION_ROW
     conn.execute(
         ins.sql,
-        ins.params(id=uuid.uuid4(), t=tenant_id, a=assignment_id, seq=row[5], now=now, ch=channel.value),
+        ins.params(id=uuid.uuid4(), t=tenant_id, a=assignment_id, seq=row[3], now=now, ch=channel.value),
     )
     return row
 
@@ -119,7 +126,8 @@ def fetch_rows(
 
 
 class SqliteLane:
-    """Reader threads and one group-committing writer thread on the database file of ``db``."""
+    """Reads and group-committed writes on the event loop's own thread, on the database file of ``db``; a reader
+    pool and a writer thread for what would wait for a lock, and for the checkpoints."""
 
     def __init__(self, path: str, db: Database, readers: int = READERS) -> None:
         self.path = path
@@ -129,42 +137,61 @@ class SqliteLane:
         self._conns_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="promoflow-sqlite-read")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="promoflow-sqlite-write")
-        self._writer_conn: sqlite3.Connection | None = None
         self._queue: list[tuple[Write, asyncio.Future[_Outcome]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._unchecked = 0  # writes committed on the loop's connection since its last checkpoint
+        self._checkpoint: asyncio.Future[None] | None = None
         self.groups = 0  # write transactions committed (tests and the bench read them)
 
     @classmethod
     def open(cls, db: Database) -> SqliteLane | None:
         """The lane of a SQLite database file; None for an in-memory database (one connection sees it)."""
-        path = make_url(db.url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return None
-        return cls(path, db)
+        path = sqlite_file(db.url)
+        return None if path is None else cls(path, db)
 
     # ----------------------------------------------------------------------------------------- connections
 
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=64)
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-        if writer:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        else:
-            conn.execute("PRAGMA query_only=1")
+    def _connect(self, *, writer: bool, busy_ms: int = 30000) -> sqlite3.Connection:
+        conn = connect_sqlite(self.path, writer=writer, busy_ms=busy_ms)
         with self._conns_lock:
             self._conns.append(conn)
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _own(
+        self, name: str, *, writer: bool, busy_ms: int = 30000, autocheckpoint: bool = True
+    ) -> sqlite3.Connection:
+        """This thread's connection of that name (each thread that reads or writes has its own)."""
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
-            conn = self._local.conn = self._connect(writer=False)
+            conn = self._connect(writer=writer, busy_ms=busy_ms)
+            if not autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            setattr(self._local, name, conn)
         return conn
 
+    def _loop_reader(self) -> sqlite3.Connection:
+        """The event loop's reading connection: it never waits for a lock (`_read`)."""
+        return self._own("loop_reader", writer=False, busy_ms=0)
+
+    def _loop_writer(self) -> sqlite3.Connection:
+        """The event loop's writing connection: it never waits for a lock (`_drain`), and leaves the checkpoints
+        to the writer thread (`_written`)."""
+        return self._own("loop_writer", writer=True, busy_ms=0, autocheckpoint=False)
+
     # ---------------------------------------------------------------------------------------------- reads
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``read`` on the event loop's thread: an indexed read takes microseconds, less than handing it to a
+        thread and back — and a thread that runs SQLite calls beside a busy event loop waits for the GIL after
+        each one. A read that would wait for a lock (rare in WAL mode: another connection recovering the log)
+        goes to a reader thread, which may wait."""
+        try:
+            return read(self._loop_reader())
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: read(self._own("reader", writer=False)))
 
     def _faces_sync(
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
@@ -178,9 +205,9 @@ class SqliteLane:
         return out
 
     def _fetch_sync(
-        self, tenant_id: uuid.UUID, currency: str, contact_id: uuid.UUID, bit: int, now: datetime
-    ) -> tuple[list[Row], Faces] | None:
-        conn = self._reader()
+        self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, contact_id: uuid.UUID, bit: int,
+        now: datetime,
+    ) -> tuple[list[Row], Faces] | None:  # fmt: skip
         rows = fetch_rows(conn, tenant_id, contact_id, bit, now)
         if not rows and not conn.execute(_CONTACT.sql, _CONTACT.params(c=contact_id, t=tenant_id)).fetchall():
             return None
@@ -189,10 +216,9 @@ class SqliteLane:
     async def fetch(
         self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
     ) -> tuple[list[Row], Faces]:
-        loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(
-                self._readers, self._fetch_sync, ctx.tenant_id, ctx.currency, contact_id, bit, now
+            found = await self._read(
+                lambda conn: self._fetch_sync(conn, ctx.tenant_id, ctx.currency, contact_id, bit, now)
             )
         except sqlite3.Error as exc:
             log.warning("fastlane.fetch_failed", exc_info=True)
@@ -203,11 +229,32 @@ class SqliteLane:
 
     # --------------------------------------------------------------------------------------------- writes
 
-    def _write_group(self, items: Sequence[Write]) -> list[_Outcome]:
-        """Runs on the writer thread: the group's writes in one transaction; if that fails, one by one."""
-        conn = self._writer_conn
-        if conn is None:
-            conn = self._writer_conn = self._connect(writer=True)
+    def _group_on_loop(self, items: Sequence[Write]) -> list[_Outcome] | None:
+        """The group in one transaction on the event loop's connection; None when it did not commit (the database
+        is locked by another process, or a write failed): nothing of it was written."""
+        conn = self._loop_writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return None
+            raise
+        try:
+            out: list[_Outcome] = [item(conn) for item in items]
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        self.groups += 1
+        return out
+
+    def _group_in_thread(self, items: Sequence[Write]) -> list[_Outcome]:
+        """Runs on the writer thread, whose connection waits for the lock: the group's writes in one transaction;
+        if that fails, one by one."""
+        conn = self._own("writer", writer=True)
         try:
             conn.execute("BEGIN IMMEDIATE")
             out: list[_Outcome] = [item(conn) for item in items]
@@ -220,7 +267,21 @@ class SqliteLane:
             if len(items) == 1:
                 log.warning("fastlane.write_failed", exc_info=True)
                 return [_Failed(exc)]
-            return [self._write_group([item])[0] for item in items]
+            return [self._group_in_thread([item])[0] for item in items]
+
+    def _checkpoint_sync(self) -> None:
+        try:
+            self._own("writer", writer=True).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("fastlane.checkpoint_failed", exc_info=True)
+
+    def _written(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        """Count writes committed on the loop's connection; every `CHECKPOINT_AFTER` of them, copy the log into
+        the database file in the writer thread (a checkpoint waits for the disk: never on the event loop)."""
+        self._unchecked += n
+        if self._unchecked >= CHECKPOINT_AFTER and (self._checkpoint is None or self._checkpoint.done()):
+            self._unchecked = 0
+            self._checkpoint = loop.run_in_executor(self._writer, self._checkpoint_sync)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +290,11 @@ class SqliteLane:
             items = [item for item, _ in group]
             try:
                 async with self.db.write_turn():
-                    outcomes = await loop.run_in_executor(self._writer, self._write_group, items)
+                    outcomes = self._group_on_loop(items)
+                    if outcomes is None:
+                        outcomes = await loop.run_in_executor(self._writer, self._group_in_thread, items)
+                    else:
+                        self._written(loop, len(items))
             except BaseException as exc:  # cancelled at shutdown, or the executor is gone
                 for _, fut in group:
                     if not fut.done():
@@ -244,9 +309,10 @@ class SqliteLane:
                     fut.set_result(outcome)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer thread inside the next group's transaction (it commits with the group; a
-        group that fails is retried one write per transaction, so ``fn`` may run twice, the first time rolled
-        back). Raises the error that failed it (rolled back), or RuntimeError when the lane stopped."""
+        """Run ``fn`` inside the next group's transaction (it commits with the group), on the event loop's thread
+        — or the writer thread's when another process holds the database's write lock, or when the group failed:
+        it is then retried there, one write per transaction, so ``fn`` may run twice, the first time rolled back.
+        Raises the error that failed it (rolled back), or RuntimeError when the lane stopped."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Outcome] = loop.create_future()
         self._queue.append((fn, fut))
@@ -258,7 +324,6 @@ class SqliteLane:
         self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
         now: datetime,
     ) -> tuple[Won, Faces] | None:  # fmt: skip
-        loop = asyncio.get_running_loop()
         item: _Item = (ctx.tenant_id, assignment_id, contact_id, channel, now)
         try:
             row = await self.write(lambda conn: redeem_one(conn, item))
@@ -268,13 +333,13 @@ class SqliteLane:
         if row is None:
             return None
         assert isinstance(row, tuple)
-        promotion_id = row[2]
+        promotion_id, valid_from, valid_to, _ = row
         faces, missing = cached_faces((promotion_id,), ctx.currency)
         if missing:
-            faces = await loop.run_in_executor(
-                self._readers, lambda: self._faces_sync(self._reader(), ctx.tenant_id, ctx.currency, missing)
+            faces = await self._read(
+                lambda conn: self._faces_sync(conn, ctx.tenant_id, ctx.currency, missing)
             )
-        return (promotion_id, row[3], row[4]), faces
+        return (promotion_id, valid_from, valid_to), faces
 
     async def close(self) -> None:
         task = self._task

@@ -1,0 +1,81 @@
+"""The SQLite lane (promotion/sqlitelane.py) runs its statements on the event loop's own thread, and must never make
+the loop wait: a redeem group that finds the database's write lock taken by another connection (another process)
+goes to the writer thread, which waits for it, while the loop goes on answering."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from promoflow.kit.clock import FrozenClock
+from promoflow.server.config import Settings
+from promoflow.server.db import Database, sqlite_file
+from promoflow.server.http.app import create_app
+from promoflow.server.promotion.rules import CHANNEL_BITS
+from promoflow.server.promotion.sqlitelane import SqliteLane
+from promoflow.server.tenant.service import TenantService
+from promoflow.wire.engage import ChannelType
+from tests.conftest import Api, make_tenant
+
+from ._support import assign, new_contact, new_promotion
+
+
+@pytest.fixture
+def lite(sqlite_url: str, data_dir: Path, clock: FrozenClock) -> Iterator[Api]:
+    """The app on SQLite only (this lane is SQLite's)."""
+    settings = Settings(database_url=sqlite_url, data_dir=data_dir, run_worker=False,
+                        default_rate_limit_per_second=0)  # fmt: skip
+    tenant = make_tenant(settings)
+    with TestClient(create_app(settings, clock=clock, run_worker=False)) as client:
+        yield Api(client, clock, tenant, settings)
+
+
+def test_a_redeem_waiting_for_another_writer_leaves_the_loop_free(lite: Api) -> None:
+    contact = new_contact(lite)["id"]
+    promotion = new_promotion(lite)["id"]
+    first, second = (assign(lite, contact, promotion)["id"] for _ in range(2))
+    url = lite.settings.resolved_database_url()
+    now = lite.clock.now()
+
+    async def run() -> tuple[list[str], Any, Any]:
+        db = Database(url, pool_size=1)
+        async with db.read() as conn:
+            ctx = await TenantService(now).authenticate(conn, lite.tenant["apiKey"])
+        assert ctx is not None
+        lane = SqliteLane.open(db)
+        assert lane is not None
+        path = sqlite_file(url)
+        assert path is not None
+        other = sqlite3.connect(path, isolation_level=None)  # another process's write transaction
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.ensure_future(lane.redeem(ctx, uuid.UUID(first), None, ChannelType.POS, now))
+            for _ in range(
+                10
+            ):  # the redeem queues, its group finds the lock taken and goes to the writer thread
+                await asyncio.sleep(0)
+            rows, _ = await lane.fetch(ctx, uuid.UUID(contact), CHANNEL_BITS[ChannelType.POS], now)
+            shown_meanwhile = sorted(str(r[0]) for r in rows)
+            assert not waiting.done() and lane.groups == 0
+            other.execute("COMMIT")
+            won = await waiting
+            again = await lane.redeem(ctx, uuid.UUID(first), None, ChannelType.POS, now)
+            return shown_meanwhile, won, again
+        finally:
+            other.close()
+            await lane.close()
+            await db.dispose()
+
+    shown_meanwhile, won, again = asyncio.run(run())
+    assert shown_meanwhile == sorted([first, second])  # answered while the redeem waited for the lock
+    assert won is not None and str(won[0][0]) == promotion
+    assert again is None  # exactly once
+    fetched = lite.get(f"/api/v2/contacts/{contact}/promotions?redemptionChannelType=POS").json()
+    assert [p["id"] for p in fetched] == [second]
