@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func
 
 from promoflow.server.models import assignment, audit_event, contact, job, redemption
@@ -224,12 +225,14 @@ def test_concurrent_updates_to_one_key_leave_one_holder(live: Any, live_tenant: 
         assert http.get("/api/v2/contacts/id?email=taken@example.com").json() in ids
 
 
+@pytest.mark.parametrize("routed", ["none", "every other"])
 def test_concurrent_plain_updates_of_one_contact_lose_no_change(
-    live: Any, live_tenant: dict[str, Any]
+    live: Any, live_tenant: dict[str, Any], routed: str
 ) -> None:
     """Many updates of one contact at once, each of its own attribute or preference (the quick path's updates:
-    on PostgreSQL each writes only the version of the row it read, and reads again when another changed it): all
-    of them are kept, and each is in the audit log."""
+    on PostgreSQL each writes only the version of the row it read, and reads again when another changed it; with
+    an Idempotency-Key the routed path answers, which locks the row it merges into): all of them are kept, and
+    each is in the audit log."""
     names = [
         "firstName",
         "lastName",
@@ -248,6 +251,7 @@ def test_concurrent_plain_updates_of_one_contact_lose_no_change(
             lambda c, i: c.post(
                 f"/api/v2/contacts/{cid}",
                 json={names[i]: f"v{i}"} if i < len(names) else {"preferences": {"acceptsSms": True}},
+                headers={"Idempotency-Key": f"u-{cid}-{i}"} if routed != "none" and i % 2 else {},
             ),
             http,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 from functools import cache
 from typing import Any
 
@@ -50,8 +51,18 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@cache
+_building = threading.Lock()
+
+
 def _document() -> dict[str, Any]:
+    # One build, under a lock: tests that answer from several threads at once would otherwise build the document
+    # concurrently, and pydantic's schema generation is not safe to run from two threads at a time.
+    with _building:
+        return _built()
+
+
+@cache
+def _built() -> dict[str, Any]:
     from promoflow.server.config import Settings
     from promoflow.server.http.app import create_app
 

@@ -273,12 +273,12 @@ class ContactService:
         self.ctx = ctx
         self.now = now
 
-    async def _row(self, conn: AsyncConnection, contact_id: uuid.UUID) -> Any:
-        row = (
-            await conn.execute(
-                select(contact).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
-            )
-        ).first()
+    async def _row(self, conn: AsyncConnection, contact_id: uuid.UUID, *, for_update: bool = False) -> Any:
+        """The tenant's contact ``contact_id``; with ``for_update``, locked until the transaction ends (PostgreSQL;
+        SQLite's write transaction already excludes other writers), so a read-merge-write keeps every concurrent
+        change (the quick path's versioned writes wait for the lock and read again)."""
+        query = select(contact).where(contact.c.id == contact_id, contact.c.tenant_id == self.ctx.tenant_id)
+        row = (await conn.execute(query.with_for_update() if for_update else query)).first()
         if row is None:
             raise ContactNotFoundError(f"contact {contact_id} not found")
         return row
@@ -362,7 +362,7 @@ class ContactService:
         return contact_out(row, self.ctx.tz), True
 
     async def update(self, conn: AsyncConnection, contact_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        row = await self._row(conn, parse_contact_id(contact_id))
+        row = await self._row(conn, parse_contact_id(contact_id), for_update=True)
         attrs = dict(row.attributes)
         changed = _clean_attributes(changes)
         for name, value in changed.items():
