@@ -144,3 +144,41 @@ def test_a_large_batch_is_written_whole(db_url: str) -> None:
     s = shown[shared]
     assert (s.times, s.first_shown_at, s.last_shown_at) == (n, START, START + timedelta(seconds=n - 1))
     assert len(shown) == n + 1 and all(shown[a].times == 1 for a in own)
+
+
+def test_sqlite_writes_slice_by_slice_and_keeps_the_slice_that_failed(sqlite_url: str) -> None:
+    """SQLite writes a batch one slice per transaction (a redeem waits for one slice, not a whole batch). A slice
+    the database refuses (here a trigger that aborts on one contact of the second slice) is kept with the slices
+    after it, for the next flush; the slices before it are written once — nothing lost, nothing counted twice."""
+    import sqlite3
+
+    t, p = uuid.uuid4(), uuid.uuid4()
+    n = 3 * SQLITE_SLICE
+    contacts = [uuid.uuid4() for _ in range(n)]
+    own = [uuid.uuid4() for _ in range(n)]
+    poisoned = contacts[SQLITE_SLICE + 3]  # in the second slice (the buffer keeps arrival order)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            f"CREATE TRIGGER refuse_one BEFORE INSERT ON promotion_view WHEN NEW.contact_id = '{poisoned.hex}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+
+    async def run() -> tuple[int, int, int, int, list[Any], dict[uuid.UUID, Any]]:
+        db = Database(sqlite_url, pool_size=2)
+        buf = ShownBuffer(db, batch=10 * n)
+        for i, c in enumerate(contacts):
+            buf.record(t, c, [(own[i], p)], None, START + timedelta(seconds=i))
+        first = await buf.flush()
+        kept = len(buf)
+        with sqlite3.connect(path) as raw:
+            raw.execute("DROP TRIGGER refuse_one")
+        second = await buf.flush()
+        views, shown = await _rows(db, t)
+        await db.dispose()
+        return first, kept, second, len(buf), views, shown
+
+    first, kept, second, left, views, shown = asyncio.run(run())
+    assert (first, kept, second, left) == (SQLITE_SLICE, n - SQLITE_SLICE, n - SQLITE_SLICE, 0)
+    assert sorted(v.contact_id for v in views) == sorted(contacts)
+    assert len(shown) == n and all(s.times == 1 for s in shown.values())

@@ -98,6 +98,13 @@ class ShownBuffer:
                 else:
                     async with self.db.write() as conn:
                         written = await _write_pg(conn, views)
+            except _Kept as kept:  # SQLite: a slice failed, it and the ones after it are kept
+                log.warning(
+                    "receipt.shown_flush_failed views=%d", len(views) - kept.written, exc_info=kept.__cause__
+                )
+                m.shown_flush_failures.inc()
+                m.shown_written.inc(kept.written)
+                return kept.written
             except Exception:
                 log.warning("receipt.shown_flush_failed views=%d", len(views), exc_info=True)
                 m.shown_flush_failures.inc()
@@ -109,15 +116,24 @@ class ShownBuffer:
 
     async def _flush_sqlite(self, views: dict[_View, list[Any]]) -> int:
         """The batch's text is built on the event loop, a slice at a time (a thread building it would hold the
-        GIL against the loop for milliseconds); its statements run on a connection of their own in a thread, in
-        the process's write turn like every other writer."""
+        GIL against the loop for milliseconds); each slice's statements run in a transaction of their own, on a
+        connection of their own in a thread, in the process's write turn like every other writer — so a redeem
+        waits for at most one slice, never a whole second's batch. A slice that fails is kept with the ones after
+        it (the slices before it are written)."""
         path = sqlite_file(self.db.url)
         if path is None:
             raise ValueError("the 'shown' ledger needs a SQLite database file")
-        texts = [text async for text in _sqlite_slices(views)]
-        async with self.db.write_turn():
-            await asyncio.to_thread(_write_sqlite, path, texts)
-        return len(views)
+        written = 0
+        slices = [piece async for piece in _sqlite_slices(views)]
+        for i, (text, keys) in enumerate(slices):
+            try:
+                async with self.db.write_turn():
+                    await asyncio.to_thread(_write_sqlite, path, text)
+            except Exception as exc:
+                self._keep({key: views[key] for _, rest in slices[i:] for key in rest})
+                raise _Kept(written) from exc
+            written += len(keys)
+        return written
 
     def _keep(self, views: dict[_View, list[Any]]) -> None:
         """Put a batch that could not be written back with what arrived since, within the limit."""
@@ -204,29 +220,40 @@ ON CONFLICT (assignment_id) DO UPDATE SET
 """
 
 
-async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[str]:
-    """The views as JSON texts of `SQLITE_SLICE` views each, the event loop free to serve between two."""
+class _Kept(Exception):
+    """A SQLite flush stopped at a slice that failed: ``written`` views were written, the rest kept."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(written)
+        self.written = written
+
+
+async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[tuple[str, list[_View]]]:
+    """The views as JSON texts of `SQLITE_SLICE` views each, with the views each holds; the event loop free to
+    serve between two."""
     batch: list[list[Any]] = []
-    for (tenant_id, contact_id, store, shown), (first, last, times) in views.items():
+    keys: list[_View] = []
+    for key, (first, last, times) in views.items():
+        tenant_id, contact_id, store, shown = key
         at = utc_text(first)
         batch.append([tenant_id.hex, contact_id.hex, store, at, at if last is first else utc_text(last), times,
                       [aid.hex for aid, _ in shown], [pid.hex for _, pid in shown]])  # fmt: skip
+        keys.append(key)
         if len(batch) == SQLITE_SLICE:
-            yield json.dumps(batch)
-            batch = []
+            yield json.dumps(batch), keys
+            batch, keys = [], []
             await asyncio.sleep(0)
     if batch:
-        yield json.dumps(batch)
+        yield json.dumps(batch), keys
 
 
-def _write_sqlite(path: str, texts: list[str]) -> None:
+def _write_sqlite(path: str, text: str) -> None:
     conn = connect_sqlite(path, writer=True)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for text in texts:
-                conn.execute(_SQLITE_VIEWS, (text,))
-                conn.execute(_SQLITE_SUMMARY, (text,))
+            conn.execute(_SQLITE_VIEWS, (text,))
+            conn.execute(_SQLITE_SUMMARY, (text,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
