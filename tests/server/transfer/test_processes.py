@@ -244,8 +244,11 @@ def test_serve_runs_ftp_and_worker_end_to_end(own_db, data_dir):
             assert_complete_result(result_path(data_dir, tenant, name), 1)
             items = http.get(f"/api/v2/contacts/{c['id']}/promotions").json()
             assert items == []  # redeemed by the file
-            imports = http.get("/api/v2/imports").json()["items"]
-            assert imports[0]["status"] == "done"
+            # The result file is published before the import's final status (docs/file-transfer.md, step 6).
+            final = wait_for(lambda: http.get("/api/v2/imports").json()["items"][0]["status"] != "running",
+                             what="the import's final status")  # fmt: skip
+            assert final
+            assert http.get("/api/v2/imports").json()["items"][0]["status"] == "done"
     finally:
         server.stop()
 
