@@ -9,7 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError
+import psycopg
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
@@ -144,6 +146,21 @@ def install(app: FastAPI) -> None:
                 "a value in the request cannot be stored or searched (a NUL character, or out of range)"
             )
         )
+
+    async def _database_unavailable(request: Request, exc: Exception) -> Response:
+        # The database could not be reached or could not serve the request now (connection refused or lost, no
+        # connection slot or pool connection free, a lock or statement timeout, a serialization failure or
+        # deadlock): nothing was written, and the same request may succeed in a moment. A 503 with Retry-After
+        # says so, where a 500 would tell the integrator's retry policy that the request itself failed.
+        log.warning("api.database_unavailable path=%s error=%s: %s", request.url.path, type(exc).__name__,
+                    str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else "")  # fmt: skip
+        return _respond(
+            ServiceUnavailableError("the database is not available; retry shortly", retry_after=1)
+        )
+
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout, psycopg.OperationalError,
+                        psycopg.InterfaceError, ConnectionError):  # fmt: skip
+        app.add_exception_handler(unavailable, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

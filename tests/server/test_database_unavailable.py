@@ -1,0 +1,68 @@
+"""When PostgreSQL cannot be reached, the API answers 503 `ServiceUnavailable` with Retry-After — a retryable
+answer for the integrator's retry policy, never a 500 — and serves again once the database is back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from promoflow.server.config import Settings
+from promoflow.server.http.app import create_app
+from tests.conftest import PG_ADMIN_URL, make_tenant, pg_database
+
+pytestmark = pytest.mark.postgres
+
+
+def _connections(name: str, allowed: bool) -> None:
+    """Let connections to database ``name`` in or not (superusers too), closing the open ones when not."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+@pytest.fixture
+def own_pg() -> Iterator[str]:
+    with pg_database("promoflow_down") as url:
+        try:
+            yield url
+        finally:
+            _connections(url.rsplit("/", 1)[1], True)
+
+
+def test_a_database_that_cannot_be_reached_answers_503_with_retry_after(own_pg: str, tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=own_pg, data_dir=tmp_path, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    name = own_pg.rsplit("/", 1)[1]
+    with TestClient(create_app(settings, run_worker=False), raise_server_exceptions=True) as client:
+        headers = {"apikey": tenant["apiKey"]}
+        created = client.post("/api/v2/contacts", json={"email": "up@example.com"}, headers=headers)
+        assert created.status_code == 201, created.text
+        cid = created.json()["id"]
+
+        _connections(name, False)
+        for method, path, body in (
+            ("POST", "/api/v2/contacts", {"email": "down@example.com"}),
+            ("GET", f"/api/v2/contacts/{cid}", None),
+            ("GET", f"/api/v2/contacts/{cid}/promotions", None),
+        ):
+            r = client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.json()["errorCode"] == "ServiceUnavailable"
+            assert r.headers["Retry-After"] == "1"
+
+        _connections(name, True)
+        # Pooled connections closed by the server are replaced: within a few requests every answer is good again.
+        answers = [client.get(f"/api/v2/contacts/{cid}", headers=headers).status_code for _ in range(5)]
+        assert answers[-1] == 200 and set(answers) <= {200, 503}, answers
+        again = client.post("/api/v2/contacts", json={"email": "down@example.com"}, headers=headers)
+        assert again.status_code == 201, again.text
