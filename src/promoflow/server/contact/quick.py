@@ -182,7 +182,9 @@ RETURNING {_RETURNED}""", entry)  # fmt: skip
 
 
 # Each column's type as a parameter's cast (no length: too long a value fails as the routed path's insert does).
-_PG_TYPES = {c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns}
+_PG_TYPES = {
+    c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns
+}
 # By (key column, the probes' conditions, the derived columns, with an entry).
 _pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], _Numbered] = {}
 # The update, only of the version of the row that was read.
@@ -240,7 +242,9 @@ class _Row(NamedTuple):
 def _pg_row(record: asyncpg.Record, skip: int = 0) -> _Row:
     """A contact row that asyncpg answered (from column ``skip`` on: `_RETURNED`'s columns); JSON comes as text."""
     r = record
-    return _Row(r[skip], r[skip + 1], json.loads(r[skip + 2]), json.loads(r[skip + 3]), *r[skip + 4 : skip + 9])
+    return _Row(
+        r[skip], r[skip + 1], json.loads(r[skip + 2]), json.loads(r[skip + 3]), *r[skip + 4 : skip + 9]
+    )
 
 
 def _lite_row(conn: sqlite3.Connection, stmt: Any, params: dict[str, Any]) -> _Row | None:
