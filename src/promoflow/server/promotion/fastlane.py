@@ -127,7 +127,7 @@ def remember_faces(rows: Iterable[Any], currency: str, into: Faces) -> None:
 
 class PgPool:
     """A small pool of autocommit psycopg connections (one statement each: no BEGIN/COMMIT round trips), opened as
-    needed: the receipts' and contacts' quick paths run on it."""
+    needed: the receipts' quick path runs on it (the contacts' run on the lane's asyncpg pool, `asyncpg_pool`)."""
 
     def __init__(self, url: str, size: int) -> None:
         u = make_url(url).set(drivername="postgresql")
