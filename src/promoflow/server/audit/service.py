@@ -53,10 +53,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..models import audit_event
 from .actor import Actor, ActorKind
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
 
 def plain(value: Any) -> Any:
     """A JSON-able copy: dates and times as ISO text, UUIDs and Decimals as text, enums as their value."""
-    if value is None or isinstance(value, bool | int | float | str):
+    kind = type(value)  # the common cases first (every contact write's entry goes through here)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()

@@ -11,7 +11,7 @@ The counter is one row per tenant in ``member_number_counter`` (the highest numb
   (`next_member_number`, inside its transaction) reserves on a connection opened for the reservation and closed
   after it (not taken from the request pool: a request that holds a pooled connection must never wait for a
   second one); the quick create (`block_number`), whose statement is its own transaction, on the connection of
-  the fast lane's pool it holds. Numbers of a block that a process does not use (it stops, or a create rolls
+  the fast lane's (asyncpg) pool it holds. Numbers of a block that a process does not use (it stops, or a create rolls
   back) are never handed out.
 - **SQLite** (one writer at a time anyway): the number is taken in the contact's own transaction with the same
   upsert, one at a time, so it rolls back with the create; SQLite's write lock makes it correct across processes.
@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import psycopg
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -47,6 +48,7 @@ _UPSERT = (
     "RETURNING next_value"
 )
 _UPSERT_PG = _UPSERT.format(t="%(t)s", n="%(n)s")
+_UPSERT_ASYNCPG = _UPSERT.format(t="$1", n="$2::integer")
 
 # Per (database, tenant): the process's current block as [next, end). One event loop owns a process's requests;
 # the lock (one per loop) only keeps concurrent creates from reserving several blocks when one runs out.
@@ -69,10 +71,16 @@ async def next_member_number(conn: AsyncConnection, tenant_id: uuid.UUID) -> str
     return format_number(await _from_block(info, tenant_id, lambda: _reserve(conn, info, tenant_id)))
 
 
-async def block_number(url: URL, tenant_id: uuid.UUID, pooled: psycopg.AsyncConnection[Any]) -> str:
+async def block_number(url: URL, tenant_id: uuid.UUID, pooled: asyncpg.Connection) -> str:
     """PostgreSQL: the next number of this process's block for the tenant (database ``url``), shared with
-    `next_member_number`; a new block is reserved on ``pooled``, an autocommit connection the caller holds."""
-    return format_number(await _from_block(_conninfo_of(url), tenant_id, lambda: _upsert(pooled, tenant_id)))
+    `next_member_number`; a new block is reserved on ``pooled``, a connection of the fast lane's pool the caller
+    holds (outside any transaction: the statement is its own)."""
+
+    async def reserve() -> list[int]:
+        end = int(await pooled.fetchval(_UPSERT_ASYNCPG, tenant_id, BLOCK))
+        return [end - BLOCK + 1, end + 1]
+
+    return format_number(await _from_block(_conninfo_of(url), tenant_id, reserve))
 
 
 async def _from_block(info: str, tenant_id: uuid.UUID, reserve: Callable[[], Awaitable[list[int]]]) -> int:

@@ -4,7 +4,9 @@ the fewest statements, on both databases (issue 15 §3).
 Profiled under load (bench/contact_bench.py, the server's CPU per request), the cost of a write is the count of
 its statements: each statement the driver sends costs the server more CPU than everything else the request does
 (psycopg's pipeline mode, per statement, more than a whole one-statement request of the floor). Here, on
-PostgreSQL every statement is its own transaction on a connection of the fast lane's (autocommit) pool:
+PostgreSQL every statement is its own transaction on a connection of the fast lane's asyncpg pool
+(`fastlane.asyncpg_pool`: no BEGIN/COMMIT round trips, each statement prepared once per connection — asyncpg costs
+the server about two thirds of psycopg's CPU per statement):
 
 - **Create**: one statement — the ``INSERT … SELECT`` that writes the contact only when no contact of that type
   holds the key (the routed path's look-up, same column) and no `contact_changed` hook has work for it (a receipt
@@ -39,15 +41,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import uuid
 from typing import Any, NamedTuple
 
-import psycopg
-from psycopg.rows import namedtuple_row
+import asyncpg
+import pydantic_core
 from sqlalchemy import JSON, String, bindparam, insert, literal_column, select, table
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,7 +61,7 @@ from ..exceptions import PromoflowError
 from ..hooks import ContactProbe, contact_probes
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
 from ..models import audit_event, contact, member_number_counter
-from ..promotion.fastlane import LANE, POOL
+from ..promotion.fastlane import LANE, LANE_ERRORS, AsyncpgPool, asyncpg_pool
 from ..promotion.statements import compile_pg, compile_sqlite
 from ..tenant.service import CONTACT_TYPES, TenantContext
 from .numbers import block_number, format_number
@@ -102,8 +105,35 @@ _AUDIT_BINDS = {c.name: bindparam(c.name, type_=c.type) for c in audit_event.col
 
 # ------------------------------------------------------------------------------------------------- PostgreSQL
 
+_NAMED = re.compile(r"%\((\w+)\)s|%%")
+
+
+class _Numbered(NamedTuple):
+    """A statement written with psycopg's named parameters (``%(name)s``), as asyncpg takes it: numbered (``$1``…)
+    in the order of ``names``."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, named: str) -> _Numbered:
+        names: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            if m.group(1) is None:
+                return "%"
+            if m.group(1) not in names:
+                names.append(m.group(1))
+            return f"${names.index(m.group(1)) + 1}"
+
+        return cls(_NAMED.sub(number, named), tuple(names))
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[n] for n in self.names]
+
+
 # The row as a write reads it, with its version (``xmin``: the transaction that wrote it, changed by every write).
-_PG_ROW = f"SELECT xmin::text AS xmin, {_RETURNED} FROM contact WHERE id = %(id)s AND tenant_id = %(t)s"
+_PG_ROW = f"SELECT xmin::text AS xmin, {_RETURNED} FROM contact WHERE id = $1 AND tenant_id = $2"
 # The audit entry of the row the statement's ``changed`` step wrote (none when it wrote none).
 _PG_ENTRY = compile_pg(
     insert(audit_event).from_select(
@@ -119,13 +149,18 @@ def _with_entry(change: str, entry: bool) -> str:
     return f"WITH changed AS ({change}){tail}\nSELECT * FROM changed"
 
 
+def _json(value: Any) -> str:
+    """JSON text of a parameter (a fifth of `json.dumps`' time; NaN and infinities as `json.dumps` writes them,
+    which PostgreSQL refuses as it does the routed path's)."""
+    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
+
+
 def _entry_params(entry: dict[str, Any] | None) -> dict[str, Any]:
-    """`_PG_ENTRY`'s parameters: the JSON columns as text (``None`` as JSON null, as SQLAlchemy writes it)."""
+    """`_PG_ENTRY`'s parameters (`entry_values` gives every column): the JSON columns as text (``None`` as JSON
+    null, as SQLAlchemy writes it)."""
     if entry is None:
         return {}
-    return _PG_ENTRY.params(
-        **{**entry, "before": json.dumps(entry["before"]), "after": json.dumps(entry["after"])}
-    )
+    return {**entry, "before": _json(entry["before"]), "after": _json(entry["after"])}
 
 
 def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], entry: bool) -> str:
@@ -137,23 +172,26 @@ def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...
     return _with_entry(f"""
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
                      created_at, updated_at, {", ".join(derived)})
-SELECT %(id)s, %(t)s, %(ct)s::varchar, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s, %(store)s, %(approved)s,
-       %(now)s, %(now)s, {", ".join(f"%({c})s" for c in derived)}
+SELECT %(id)s::uuid, %(t)s::uuid, %(ct)s::varchar, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s::varchar,
+       %(store)s::varchar, %(approved)s::boolean, %(now)s::timestamptz, %(now)s::timestamptz,
+       {", ".join(f"%({c})s::{_PG_TYPES[c]}" for c in derived)}
 WHERE NOT EXISTS (
   SELECT 1 FROM contact WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s){waiting}
 ON CONFLICT DO NOTHING
 RETURNING {_RETURNED}""", entry)  # fmt: skip
 
 
-_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], str] = {}
-# The columns `_values` gives with their own expression in `_pg_create`; the rest are `_columns`' derived ones.
-_WRITTEN = frozenset({"id", "tenant_id", "contact_type", "attributes", "preferences", "source",
-                      "store_external_id", "approved", "created_at", "updated_at"})  # fmt: skip
+# Each column's type as a parameter's cast (no length: too long a value fails as the routed path's insert does).
+_PG_TYPES = {
+    c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns
+}
+# By (key column, the probes' conditions, the derived columns, with an entry).
+_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], _Numbered] = {}
 # The update, only of the version of the row that was read.
 _PG_UPDATE = compile_pg(
     _UPDATE.where(literal_column("xmin::text") == bindparam("xmin", type_=String())).returning(*_RETURNING)
 )
-_PG_UPDATES = {entry: _with_entry(_PG_UPDATE.sql, entry) for entry in (False, True)}
+_PG_UPDATES = {entry: _Numbered.of(_with_entry(_PG_UPDATE.sql, entry)) for entry in (False, True)}
 _TRIES = 3  # reads of a row that others keep changing, before the routed path (which waits its turn) answers
 
 
@@ -201,6 +239,14 @@ class _Row(NamedTuple):
     approved: bool
 
 
+def _pg_row(record: asyncpg.Record, skip: int = 0) -> _Row:
+    """A contact row that asyncpg answered (from column ``skip`` on: `_RETURNED`'s columns); JSON comes as text."""
+    r = record
+    return _Row(
+        r[skip], r[skip + 1], json.loads(r[skip + 2]), json.loads(r[skip + 3]), *r[skip + 4 : skip + 9]
+    )
+
+
 def _lite_row(conn: sqlite3.Connection, stmt: Any, params: dict[str, Any]) -> _Row | None:
     raw = conn.execute(stmt.sql, params).fetchall()  # to the end: the statement is done before COMMIT
     return _Row(*stmt.row(raw[0])) if raw else None
@@ -221,7 +267,7 @@ def _sides(request: Request) -> tuple[AppState, Any, Any] | None:
     """The app's state and its database side — PostgreSQL's pool or SQLite's lane — for a request the quick paths
     may answer; None when the routed path must (no fast lane, an Idempotency-Key, a query string)."""
     st = state_of(request)
-    pool = st.extras.get(POOL)
+    pool = asyncpg_pool(st)
     lane = st.extras.get(LANE) if st.db.sqlite else None
     if (
         (pool is None and lane is None)
@@ -329,30 +375,33 @@ def update(*, v3: bool) -> FastHandler:
     return handler
 
 
-async def _pg_update_row(pool: Any, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
-                         prefs_body: Any, now: Any) -> Any:  # fmt: skip
+async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
+                         prefs_body: Any, now: Any) -> _Row | None:  # fmt: skip
     """Two statements, each its own transaction: the row read; then the merged change with its audit entry, written
     only if the row is still the version that was read (``xmin``). A row changed in between is read again (up to
     `_TRIES` times; then the routed path, which waits its turn, answers). None when the tenant has no such contact
     or the database refused."""
-    conn = await pool.acquire()
+    try:
+        conn = await pool.acquire()
+    except LANE_ERRORS:
+        log.warning("contact.quick_connect_failed", exc_info=True)
+        return None
     broken = False
     try:
-        cur = conn.cursor(row_factory=namedtuple_row)
         for _ in range(_TRIES):
-            await cur.execute(_PG_ROW, {"id": guid, "t": ctx.tenant_id})
-            row = await cur.fetchone()
-            if row is None:
+            record = await conn.fetchrow(_PG_ROW, guid, ctx.tenant_id)
+            if record is None:
                 return None  # not this tenant's contact: the routed path answers 404
+            row = _pg_row(record, 1)
             values, entry = _change(ctx, row, changed, prefs_body, now)
-            params = _PG_UPDATE.params(**{**values, "xmin": row.xmin, "attrs": json.dumps(values["attrs"]),
-                                          "prefs": json.dumps(values["prefs"])}, **_entry_params(entry))  # fmt: skip
-            await cur.execute(_PG_UPDATES[entry is not None], params)
-            updated = await cur.fetchone()
+            params = _PG_UPDATE.params(**{**values, "xmin": record[0], "attrs": _json(values["attrs"]),
+                                          "prefs": _json(values["prefs"])}, **_entry_params(entry))  # fmt: skip
+            stmt = _PG_UPDATES[entry is not None]
+            updated = await conn.fetchrow(stmt.sql, *stmt.args(params))
             if updated is not None:
-                return updated
+                return _pg_row(updated)
         return None
-    except psycopg.Error:
+    except LANE_ERRORS:
         # Whether it committed or not, the routed path answers correctly (the same change again, which changes
         # nothing and so records nothing).
         broken = True
@@ -490,19 +539,22 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     return row
 
 
-async def _pg_create_row(pool: Any, url: URL, ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
-                         new_id: uuid.UUID, now: Any) -> Any:  # fmt: skip
-    conn = await pool.acquire()
+async def _pg_create_row(pool: AsyncpgPool, url: URL, ctx: TenantContext, plan: _Create,
+                         probes: tuple[ContactProbe, ...], new_id: uuid.UUID, now: Any) -> _Row | None:  # fmt: skip
+    try:
+        conn = await pool.acquire()
+    except LANE_ERRORS:
+        log.warning("contact.quick_connect_failed", exc_info=True)
+        return None
     broken = False
     try:
         attrs = dict(plan.attrs)
         if plan.generated:
             attrs["memberNumber"] = await block_number(url, ctx.tenant_id, conn)
-        sql, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
-        cur = conn.cursor(row_factory=namedtuple_row)
-        await cur.execute(sql, params)
-        return await cur.fetchone()
-    except psycopg.Error:
+        stmt, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
+        record = await conn.fetchrow(stmt.sql, *stmt.args(params))
+        return None if record is None else _pg_row(record)
+    except LANE_ERRORS:
         # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
         broken = True
         log.warning("contact.quick_create_failed", exc_info=True)
@@ -512,29 +564,24 @@ async def _pg_create_row(pool: Any, url: URL, ctx: TenantContext, plan: _Create,
 
 
 def _pg_create_statement(ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
-                         attrs: dict[str, Any], new_id: uuid.UUID, now: Any) -> tuple[str, dict[str, Any]]:  # fmt: skip
+                         attrs: dict[str, Any], new_id: uuid.UUID, now: Any) -> tuple[_Numbered, dict[str, Any]]:  # fmt: skip
     """`_pg_create`'s text (cached) and parameters for this contact."""
-    values = _values(ctx, plan, attrs, new_id, now)
-    columns = {c: values[c] for c in _KEY_COLUMNS}
-    derived = tuple(c for c in values if c not in _WRITTEN)
+    columns = _columns(ctx, plan.contact_type, attrs)  # the derived columns (keys, name search keys)
     entry = _create_entry(ctx, plan, attrs, new_id, now)
     params: dict[str, Any] = {
-        **{c: values[c] for c in derived}, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
-        "attrs": json.dumps(attrs), "prefs": json.dumps(plan.prefs), "source": plan.source, "store": plan.store,
+        **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
+        "attrs": _json(attrs), "prefs": _json(plan.prefs), "source": plan.source, "store": plan.store,
         "approved": plan.approved, "now": now, **_entry_params(entry),
     }  # fmt: skip
-    conditions = []
     for i, p in enumerate(probes):
         keys = p.keys(new_id, columns)
-        params[f"keys{i}"], params[f"locks{i}"] = (
-            json.dumps(keys),
-            json.dumps(p.lock_ids(ctx.tenant_id, keys)),
-        )
-        conditions.append(
+        params[f"keys{i}"], params[f"locks{i}"] = _json(keys), _json(p.lock_ids(ctx.tenant_id, keys))
+    sql_key = (plan.column, tuple(p.pg_condition for p in probes), tuple(columns), entry is not None)
+    stmt = _pg_creates.get(sql_key)
+    if stmt is None:
+        conditions = tuple(
             p.pg_condition.replace("%(keys)s", f"%(keys{i})s").replace("%(locks)s", f"%(locks{i})s")
+            for i, p in enumerate(probes)
         )
-    sql_key = (plan.column, tuple(conditions), derived, entry is not None)
-    sql = _pg_creates.get(sql_key)
-    if sql is None:
-        sql = _pg_creates[sql_key] = _pg_create(*sql_key)
-    return sql, params
+        stmt = _pg_creates[sql_key] = _Numbered.of(_pg_create(plan.column, conditions, *sql_key[2:]))
+    return stmt, params

@@ -127,7 +127,7 @@ def remember_faces(rows: Iterable[Any], currency: str, into: Faces) -> None:
 
 class PgPool:
     """A small pool of autocommit psycopg connections (one statement each: no BEGIN/COMMIT round trips), opened as
-    needed: the receipts' and contacts' quick paths run on it."""
+    needed: the receipts' quick path runs on it (the contacts' run on the lane's asyncpg pool, `asyncpg_pool`)."""
 
     def __init__(self, url: str, size: int) -> None:
         u = make_url(url).set(drivername="postgresql")
@@ -171,6 +171,7 @@ class PgPool:
 
 # What a lane's connection may fail with: the server's errors, the driver's, the network's.
 _FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+LANE_ERRORS = _FAILED  # (for the other quick paths on the lane's pool)
 
 
 class AsyncpgPool:
@@ -451,6 +452,13 @@ def redeem(*, contact_scoped: bool, v3: bool) -> FastHandler:
 
 
 LaneFactory = Callable[[AppState], Lane | None]
+
+
+def asyncpg_pool(st: AppState) -> AsyncpgPool | None:
+    """The PostgreSQL lane's asyncpg pool, for other quick paths' one-statement writes (the contacts'); None
+    without one."""
+    lane = st.extras.get(LANE)
+    return lane.pool if isinstance(lane, PgLane) else None
 
 
 async def start(st: AppState) -> None:
