@@ -131,3 +131,66 @@ def test_a_create_does_not_wait_on_a_lock_held_on_the_tenant_row(pg_url: str, da
     finally:
         numbers.BLOCK = 100
     assert len(set(got)) == 3
+
+
+def test_a_tenants_writes_do_not_wait_on_its_row_even_when_it_is_locked_for_update(
+    pg_url: str, data_dir: Any
+) -> None:
+    """Another transaction holds the tenant's row FOR UPDATE — the lock a foreign-key check waits for: a contact
+    create, an update, an assignment and a receipt (each with its audit entry) still complete. With the tenant
+    foreign keys of migration 0024's tables, each of them waited for that transaction."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from promoflow.server.http.app import create_app
+    from tests.server.receipt.conftest import receipt_body
+
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    tid = str(tenant["tenantId"])
+    headers = {"apikey": tenant["apiKey"]}
+    answers: dict[str, int] = {}
+    with TestClient(create_app(settings, run_worker=False)) as client:
+        body = {"name": "held", "validity": {"startDate": "2020-01-01"},
+                "redemptionChannels": [{"type": "POS", "valueType": "PERCENT", "value": "10"}]}  # fmt: skip
+        pid = client.post("/api/v2/promotions/multichannels", json=body, headers=headers).json()["id"]
+        assert (
+            client.post(f"/api/v2/promotions/multichannels/{pid}/activate", headers=headers).status_code
+            == 200
+        )
+        # The tenant's first create makes its member-number counter row, whose key to the tenant is checked once
+        # (the counter is written once per block of numbers, never per create).
+        assert (
+            client.post("/api/v2/contacts", json={"email": "first@example.com"}, headers=headers).status_code
+            == 201
+        )
+        # Likewise the first receipt of a store records the store (configuration, keyed to the tenant).
+        first = receipt_body(key="first@example.com", created=datetime.now(UTC))
+        assert client.post("/api/v2/receipts", json=first, headers=headers).status_code == 200
+
+        def writes() -> None:
+            r = client.post("/api/v2/contacts", json={"email": "held@example.com"}, headers=headers)
+            answers["create"] = r.status_code
+            cid = r.json()["id"]
+            answers["update"] = client.post(
+                f"/api/v2/contacts/{cid}", json={"firstName": "Held"}, headers=headers
+            ).status_code
+            answers["assign"] = client.post(
+                f"/api/v2/contacts/{cid}/promotions/{pid}/assign", headers=headers
+            ).status_code
+            receipt = receipt_body(key="held@example.com", created=datetime.now(UTC))
+            answers["receipt"] = client.post("/api/v2/receipts", json=receipt, headers=headers).status_code
+
+        with psycopg.connect(pg_url) as holder:
+            holder.execute("SELECT id FROM tenant WHERE id = %s FOR UPDATE", (tid,))
+            worker = threading.Thread(target=writes)
+            worker.start()
+            worker.join(timeout=60)  # a failure detector, not a synchronisation: the writes end long before
+            finished = not worker.is_alive()
+            holder.rollback()
+            worker.join()
+    assert finished, f"writes waited on the tenant's row: {answers}"
+    assert answers == {"create": 201, "update": 200, "assign": 200, "receipt": 200}, answers

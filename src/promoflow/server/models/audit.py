@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import CheckConstraint, Column, Index, String, Table, Uuid
 
-from .base import BigId, JsonType, UTCDateTime, metadata, tenant_fk
+from .base import BigId, JsonType, UTCDateTime, metadata, tenant_column
 
 audit_event = Table(
     "audit_event",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    tenant_fk(),
+    tenant_column(),
     Column("at", UTCDateTime, nullable=False),
     Column("actor_kind", String(10), nullable=False),
     Column("actor", String(255), nullable=False),

@@ -110,6 +110,15 @@ def tenant_fk() -> Column[Any]:
     return Column("tenant_id", Uuid, ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False)
 
 
+def tenant_column() -> Column[Any]:
+    """The tenant of a row of a table a tenant's concurrent writes insert into at request or file rate (contacts,
+    assignments, receipts, the audit log): no foreign key. A foreign-key check locks the tenant's row (``FOR KEY
+    SHARE``), and concurrent lockers of one row take turns rewriting its lock word (a MultiXact each): the whole
+    tenant's writes queued on one row, 35-40 % of a bare insert's throughput at 32 concurrent (migration 0024).
+    Tenants are never deleted, and every such row's tenant comes from the authenticated context."""
+    return Column("tenant_id", Uuid, nullable=False)
+
+
 def created_at() -> Column[datetime]:
     return Column("created_at", UTCDateTime, nullable=False)
 

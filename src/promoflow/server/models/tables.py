@@ -22,7 +22,17 @@ from sqlalchemy import (
     text,
 )
 
-from .base import BigId, JsonType, NameKey, UTCDateTime, created_at, metadata, tenant_fk, updated_at
+from .base import (
+    BigId,
+    JsonType,
+    NameKey,
+    UTCDateTime,
+    created_at,
+    metadata,
+    tenant_column,
+    tenant_fk,
+    updated_at,
+)
 
 tenant = Table(
     "tenant",
@@ -75,7 +85,7 @@ contact = Table(
     "contact",
     metadata,
     Column("id", Uuid, primary_key=True),
-    tenant_fk(),
+    tenant_column(),
     Column("contact_type", String(50), nullable=False),
     Column("attributes", JsonType, nullable=False),
     Column("preferences", JsonType, nullable=False),
@@ -140,7 +150,7 @@ assignment = Table(
     "assignment",
     metadata,
     Column("id", Uuid, primary_key=True),
-    tenant_fk(),
+    tenant_column(),
     Column("promotion_id", Uuid, ForeignKey("promotion.id", ondelete="CASCADE"), nullable=False),
     Column("contact_id", Uuid, ForeignKey("contact.id", ondelete="CASCADE"), nullable=False),
     Column("valid_from", UTCDateTime, nullable=False),
@@ -202,7 +212,7 @@ assignment_event = Table(
     "assignment_event",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    tenant_fk(),
+    tenant_column(),
     Column("assignment_id", Uuid, ForeignKey("assignment.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(20), nullable=False),
     Column("at", UTCDateTime, nullable=False),
