@@ -53,3 +53,15 @@ def test_zones_taking_turns_within_one_second() -> None:
                 moment = instant.replace(microsecond=micros)
                 assert iso(moment, zone) == _expected(moment, zone)
     assert iso(instant, ZoneInfo("Asia/Kolkata")) == "2026-06-01T17:30:00.123+05:30"
+
+
+def test_an_end_with_a_fraction_beside_moments_of_other_seconds() -> None:
+    """A validity end with a fraction, written beside each redemption's moment (the redeem's answer): both right,
+    whichever was written last."""
+    zone = ZoneInfo("Europe/Stockholm")
+    end = datetime(2027, 12, 5, 10, 34, 8, 707310, tzinfo=UTC)
+    moment = datetime(2026, 10, 25, 0, 59, 58, 1, tzinfo=UTC)
+    for step in range(5_000):
+        moment += timedelta(microseconds=997)
+        assert iso(end, zone) == _expected(end, zone)
+        assert iso(moment, zone) == _expected(moment, zone), (step, moment)
