@@ -222,3 +222,50 @@ def test_a_redeem_body_that_cannot_be_parsed_is_400_after_authorisation(
             if i["id"] == aids[0]
         ]
         assert item["redeemed"] is False  # nothing changed
+
+
+GUID_FORMS = [
+    "4fab05b5-af26-42da-89fa-ed1407e9a1aa",
+    "4FAB05B5-AF26-42DA-89FA-ED1407E9A1AA",
+    "{4fab05b5-af26-42da-89fa-ed1407e9a1aa}",
+    " 4fab05b5-af26-42da-89fa-ed1407e9a1aa ",
+    "4fab05b5af2642da89faed1407e9a1aa",
+    "4fab05b5-af26-42da-89fa-ed1407e9a1ag",  # not hex
+    "4fab05b5-af26-42da-89fa-ed1407e9a1_a",  # an underscore (int() would take it between digits)
+    "4fab05b5-af26-42da-89fa-ed1407e9a1+a",
+    "4fab05b5-af26-42da-89fa-ed1407e9a1 a",
+    "4fab05b5-af26-42da-89fa-ed1407e9-1aa",  # a fifth dash
+    "4fab05b5-af26-42da-89fa-ed1407e9a1a",  # too short
+    "4fab05b5af26-42da-89fa-ed1407e9a1aa-",  # dashes elsewhere
+    "",
+]
+
+
+def test_path_ids_are_read_as_parse_guid_reads_them() -> None:
+    """The fast handlers' GUID parsing (asyncpg's UUID for the canonical form) accepts and refuses exactly what
+    `parse_guid` does, and its value is the same UUID: equal, same hash and text, usable as a `uuid.UUID`."""
+    import uuid
+
+    from promoflow.kit.guid import parse_guid
+    from promoflow.server.promotion.fastlane import _guid
+
+    for text in GUID_FORMS:
+        fast, slow = _guid(text), parse_guid(text)
+        assert (fast is None) == (slow is None), text
+        if fast is not None:
+            assert isinstance(fast, uuid.UUID)
+            assert (
+                fast == slow and hash(fast) == hash(slow) and str(fast) == str(slow) and fast.hex == slow.hex
+            )
+
+
+def test_a_redeem_body_read_again_gives_the_same_channel() -> None:
+    """`plain_channel` remembers the answers for short bodies: the same as reading them afresh, each time."""
+    from promoflow.server.promotion.fastlane import _plain_channel, plain_channel
+
+    bodies = [b"", b" ", b"null", b'"POS"', b'"pos"', b'" ecom "', b'"SHOP"', b"5", b"{}", b'{"redemptionChannel":"POS"}',
+              b'{"redemptionChannel": null}', b'{"redemptionChannel":"POS","storeExternalId":"S"}', b"[", NOT_UTF8,
+              b'{"redemptionChannel":"' + b"P" * 80 + b'"}']  # fmt: skip
+    for _ in range(3):
+        for body in bodies:
+            assert plain_channel(body) == _plain_channel(body), body

@@ -39,6 +39,10 @@ def add_period(day: date, unit: str, amount: int) -> date:
 # last second), and converting and formatting one costs ~3 µs — a fetch shows several. (Only instants in UTC are
 # keys: two datetimes of another zone compare equal across a DST fold.)
 _ISO: dict[tuple[datetime, tzinfo], str] = {}
+# The second last written of each zone, for instants with a fraction (each redeem's moment is another, not worth a
+# place in ``_ISO``): the local date and time to the second, and the offset — both the same for the whole second,
+# as offsets change on whole seconds.
+_SECOND: dict[tzinfo, tuple[tuple[int, ...], str, str]] = {}
 
 
 def iso(instant: datetime | None, tz: tzinfo | None = None) -> str | None:
@@ -50,10 +54,20 @@ def iso(instant: datetime | None, tz: tzinfo | None = None) -> str | None:
     if tz is None or instant.tzinfo is not UTC:
         return _iso(instant if tz is None else instant.astimezone(tz))
     text = _ISO.get((instant, tz))
-    if text is None:
-        if len(_ISO) >= 4096:
-            _ISO.clear()
-        text = _ISO[(instant, tz)] = _iso(instant.astimezone(tz))
+    if text is not None:
+        return text
+    micro = instant.microsecond
+    stamp = (instant.second, instant.minute, instant.hour, instant.day, instant.month, instant.year)
+    second = _SECOND.get(tz)
+    if micro and second is not None and second[0] == stamp:
+        # Another moment of the same second (a redemption's): the milliseconds go between its date and offset.
+        return f"{second[1]}.{micro // 1000:03d}{second[2]}"
+    local = _iso(instant.replace(microsecond=0).astimezone(tz))  # "YYYY-MM-DDTHH:MM:SS" and the offset
+    _SECOND[tz] = (stamp, local[:19], local[19:])
+    text = f"{local[:19]}.{micro // 1000:03d}{local[19:]}" if micro else local
+    if len(_ISO) >= 4096:
+        _ISO.clear()
+    _ISO[(instant, tz)] = text
     return text
 
 

@@ -84,13 +84,21 @@ def _api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return raw.strip()
 
 
+# The digests of the keys recently presented (a key's SHA-256 is the key cache's and the store's look-up).
+_DIGESTS: dict[str, str] = {}
+
+
 async def authorize(
     st: AppState, headers: Iterable[tuple[bytes, bytes]], client_host: str | None
 ) -> TenantContext:
     """The tenant behind the request's API key (``headers``: the raw ones), after the key's IP allow-list and
     rate limit (A2, A16)."""
     raw = _api_key(headers)
-    digest = hash_key(raw)
+    digest = _DIGESTS.get(raw)
+    if digest is None:
+        if len(_DIGESTS) >= 10_000:
+            _DIGESTS.clear()
+        digest = _DIGESTS[raw] = hash_key(raw)
     cached = st.key_cache.get(digest)
     mono = st.monotonic()
     if cached is not None and (cached[1] > mono or digest in st.key_refreshing):
@@ -119,14 +127,12 @@ async def authorize(
         for allowed in (ctx.ip_allowlist, ctx.key_allowlist):
             if allowed and (addr is None or not any(addr in net for net in allowed)):
                 raise IpNotAllowedError(f"requests from {client or 'this address'} are not allowed for this key")  # fmt: skip
-    wait = await st.limiter.acquire(
-        ctx.tenant_id,
-        ctx.key_id,
-        float(ctx.settings.get("rateLimitPerSecond", st.settings.default_rate_limit_per_second)),
-        int(ctx.settings.get("rateLimitBurst", st.settings.default_rate_limit_burst)),
-    )
-    if wait:
-        raise TooManyRequestsError("too many requests for this API key", retry_after=wait)
+    rate = float(ctx.settings.get("rateLimitPerSecond", st.settings.default_rate_limit_per_second))
+    if rate > 0:  # (no limit: both limiters admit at once)
+        burst = int(ctx.settings.get("rateLimitBurst", st.settings.default_rate_limit_burst))
+        wait = await st.limiter.acquire(ctx.tenant_id, ctx.key_id, rate, burst)
+        if wait:
+            raise TooManyRequestsError("too many requests for this API key", retry_after=wait)
     if st.key_usage is not None:
         st.key_usage.note(digest, ctx.key_id, mono)
     return ctx
