@@ -15,17 +15,14 @@ work too) and the backend's (its process's CPU from /proc). Then the same file a
 from __future__ import annotations
 
 import argparse
-import asyncio
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import psycopg
-from redemption_apply_bench import backend_cpu
-from sqlalchemy import text
+from _common import on_fresh_database
+from redemption_apply_bench import figures, timed_batches
 from transfer_bench import seed, seed_sqlite, write_transactions_file
 
 from promoflow.server.config import Settings
@@ -42,23 +39,14 @@ async def apply_file(db: Database, ctx: TenantContext, path: Path, batch: int, l
     t0 = time.process_time()
     records = [r for r in read_file("transactions", path) if isinstance(r, Record)]
     parse = time.process_time() - t0
-    apply = backend = 0.0
+    outcomes, apply, backend = await timed_batches(
+        db, records, batch, lambda: TransactionApplier(ctx, None, datetime.now(UTC))
+    )
     verdicts: dict[str, int] = {}
-    for start in range(0, len(records), batch):
-        async with db.write() as conn:
-            pid = None if db.sqlite else await conn.scalar(text("SELECT pg_backend_pid()"))
-            b0, p0 = backend_cpu(pid), time.process_time()
-            outcomes = await TransactionApplier(ctx, None, datetime.now(UTC)).apply(
-                conn, records[start : start + batch]
-            )
-            apply += time.process_time() - p0
-            backend += backend_cpu(pid) - b0
-        for o in outcomes:
-            verdicts[o.verdict.value] = verdicts.get(o.verdict.value, 0) + 1
+    for o in outcomes:
+        verdicts[o.verdict.value] = verdicts.get(o.verdict.value, 0) + 1
     n = len(records)
-    figures = f"{label}: {n:,} receipts {verdicts} | CPU µs/receipt: parse {1e6 * parse / n:.1f}"
-    figures += f", apply {1e6 * apply / n:.1f}"
-    return figures if db.sqlite else figures + f", backend {1e6 * backend / n:.1f}"
+    return figures(f"{label}: {n:,} receipts {verdicts}", n, "receipt", parse, apply, backend, db.sqlite)
 
 
 async def run(args: argparse.Namespace, url: str, data_dir: Path) -> None:
@@ -88,19 +76,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000, help="receipts per transaction")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="promoflow-receipts-") as tmp:
-        data_dir = Path(tmp)
-        if args.sqlite:
-            asyncio.run(run(args, f"sqlite:///{data_dir / 'promoflow.sqlite3'}", data_dir))
-            return
-        name = f"promoflow_rapply_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.pg_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            asyncio.run(run(args, args.pg_url.rsplit("/", 1)[0] + "/" + name, data_dir))
-        finally:
-            with psycopg.connect(args.pg_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    on_fresh_database(
+        args.pg_url, args.sqlite, "promoflow_rapply", lambda url, data_dir: run(args, url, data_dir)
+    )
 
 
 if __name__ == "__main__":
