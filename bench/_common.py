@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,3 +114,29 @@ def timed(fn: Callable[[], Any], runs: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
+
+
+def on_fresh_database(
+    pg_url: str, sqlite: bool, prefix: str, run: Callable[[str, Path], Awaitable[None]]
+) -> None:
+    """``run(url, data_dir)`` on a database of its own: a SQLite file in a temporary folder, or a PostgreSQL
+    database ``<prefix>_<random>`` created on ``pg_url``'s server and dropped afterwards."""
+    import asyncio
+    import tempfile
+    import uuid
+
+    import psycopg
+
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+        data_dir = Path(tmp)
+        if sqlite:
+            asyncio.run(run(f"sqlite:///{data_dir / 'promoflow.sqlite3'}", data_dir))
+            return
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            asyncio.run(run(pg_url.rsplit("/", 1)[0] + "/" + name, data_dir))
+        finally:
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

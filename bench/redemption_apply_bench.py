@@ -16,16 +16,16 @@ worker tunes it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
+from _common import on_fresh_database
 from sqlalchemy import text
 from transfer_bench import seed, seed_sqlite, write_redemption_file
 
@@ -49,26 +49,41 @@ def backend_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-async def apply_file(db: Database, ctx: TenantContext, path: Path, batch: int) -> str:
-    t0 = time.process_time()
-    records = [r for r in read_file("redemptions", path) if isinstance(r, Record)]
-    parse = time.process_time() - t0
+async def timed_batches(
+    db: Database, records: list[Any], batch: int, applier: Callable[[], Any]
+) -> tuple[list[Any], float, float]:
+    """Apply ``records`` in batches of ``batch``, one transaction each, through a fresh ``applier()`` per batch as
+    the importer does: (the outcomes, the CPU seconds of this process inside `apply`, the backend's)."""
     apply = backend = 0.0
-    applied = 0
+    outcomes: list[Any] = []
     for start in range(0, len(records), batch):
         async with db.write() as conn:
             pid = None if db.sqlite else await conn.scalar(text("SELECT pg_backend_pid()"))
             b0, p0 = backend_cpu(pid), time.process_time()
-            outcomes = await RedemptionApplier(ctx, None, datetime.now(UTC)).apply(
-                conn, records[start : start + batch]
-            )
+            outcomes += await applier().apply(conn, records[start : start + batch])
             apply += time.process_time() - p0
             backend += backend_cpu(pid) - b0
-        applied += sum(1 for o in outcomes if o.verdict.value == "applied")
+    return outcomes, apply, backend
+
+
+async def apply_file(db: Database, ctx: TenantContext, path: Path, batch: int) -> str:
+    t0 = time.process_time()
+    records = [r for r in read_file("redemptions", path) if isinstance(r, Record)]
+    parse = time.process_time() - t0
+    outcomes, apply, backend = await timed_batches(
+        db, records, batch, lambda: RedemptionApplier(ctx, None, datetime.now(UTC))
+    )
+    applied = sum(1 for o in outcomes if o.verdict.value == "applied")
     n = len(records)
-    figures = f"{path.stem}: {n:,} lines, {applied:,} applied | CPU µs/line: parse {1e6 * parse / n:.1f}"
-    figures += f", apply {1e6 * apply / n:.1f}"
-    return figures if db.sqlite else figures + f", backend {1e6 * backend / n:.1f}"
+    return figures(
+        f"{path.stem}: {n:,} lines, {applied:,} applied", n, "line", parse, apply, backend, db.sqlite
+    )
+
+
+def figures(head: str, n: int, unit: str, parse: float, apply: float, backend: float, sqlite: bool) -> str:
+    """One file's CPU per record: the parse's, the applier's and (PostgreSQL) its backend's."""
+    out = f"{head} | CPU µs/{unit}: parse {1e6 * parse / n:.1f}, apply {1e6 * apply / n:.1f}"
+    return out if sqlite else out + f", backend {1e6 * backend / n:.1f}"
 
 
 async def run(args: argparse.Namespace, url: str, data_dir: Path) -> None:
@@ -102,19 +117,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000, help="lines per transaction")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="promoflow-apply-") as tmp:
-        data_dir = Path(tmp)
-        if args.sqlite:
-            asyncio.run(run(args, f"sqlite:///{data_dir / 'promoflow.sqlite3'}", data_dir))
-            return
-        name = f"promoflow_apply_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(args.pg_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            asyncio.run(run(args, args.pg_url.rsplit("/", 1)[0] + "/" + name, data_dir))
-        finally:
-            with psycopg.connect(args.pg_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    on_fresh_database(
+        args.pg_url, args.sqlite, "promoflow_apply", lambda url, data_dir: run(args, url, data_dir)
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -115,6 +116,31 @@ def contact_type_of(value: Any) -> str:
             if t.lower() == value.strip().lower():
                 return t
     raise InvalidContactTypeError(f"unknown contact type {value!r}; use one of {', '.join(CONTACT_TYPES)}")
+
+
+_KEY_NAMES = {
+    **{n.lower(): n for n in _LOOKUP_COLUMNS},
+    "memberNumberWithCardNumberAsFallback".lower(): "memberNumber",
+}
+_MANY_KEYS = 1000
+"""Keys per statement of `find_many_by_key`."""
+
+
+def _key_lookup(key_type: str, value: str, contact_type: str | None) -> tuple[Any, Any, str | None]:
+    """Where a match key is looked up: (the contact column, the normalised value, the contact type); for a
+    contactId, (None, the id as a UUID, None). Raises the key's 400 for an unknown type or a malformed id."""
+    kt = key_type.strip().lower()
+    if kt == "contactid":
+        guid = parse_guid(value)
+        if guid is None:
+            raise InvalidContactIdError(f"contact id {value!r} is not a GUID")
+        return None, guid, None
+    attr = _KEY_NAMES.get(kt)
+    if attr is None:
+        raise InvalidMatchKeyTypeError(f"unknown matchKeyType {key_type!r}")
+    norm = _NORMALIZERS[attr](value)
+    ctype = contact_type_of(contact_type) if contact_type else None
+    return getattr(contact.c, _LOOKUP_COLUMNS[attr]), norm, ctype
 
 
 def _unicode(text: str) -> bool:
@@ -473,18 +499,58 @@ class ContactService:
     ) -> uuid.UUID | None:
         """Resolve a receipt/file match key (contactId, email, mobilePhone, memberNumber, externalId,
         socialSecurityNumber; case-insensitive) to a contact id, or None when no contact matches yet."""
-        kt = key_type.strip().lower()
-        if kt == "contactid":
-            guid = parse_guid(value)
-            if guid is None:
-                raise InvalidContactIdError(f"contact id {value!r} is not a GUID")
-            return guid if await self.exists(conn, guid) else None
-        names = {n.lower(): n for n in _LOOKUP_COLUMNS}
-        names["memberNumberWithCardNumberAsFallback".lower()] = "memberNumber"
-        attr = names.get(kt)
-        if attr is None:
-            raise InvalidMatchKeyTypeError(f"unknown matchKeyType {key_type!r}")
-        norm = _NORMALIZERS[attr](value)
-        ctype = contact_type_of(contact_type) if contact_type else None
-        row = await self._by_column(conn, _LOOKUP_COLUMNS[attr], norm, ctype, key=True)
-        return None if row is None else row.id
+        column, norm, ctype = _key_lookup(key_type, value, contact_type)
+        if column is None:
+            return norm if await self.exists(conn, norm) else None
+        # The first contact by creation that holds the key (the id only: the row's JSON is not needed here).
+        return await conn.scalar(
+            select(contact.c.id)
+            .where(*self._holding(ctype), column == norm)
+            .order_by(contact.c.created_at)
+            .limit(1)
+        )
+
+    async def find_many_by_key(
+        self, conn: AsyncConnection, keys: Iterable[tuple[str, str, str | None]]
+    ) -> dict[tuple[str, str, str | None], uuid.UUID | None]:
+        """`find_by_key` for many ``(key_type, value, contact_type)`` at once (a file's batch of receipts): one
+        statement per column and contact type instead of one per key. A key that `find_by_key` refuses is left
+        out (the caller's own `find_by_key` raises its error)."""
+        wanted: dict[tuple[Any, str | None], dict[Any, list[tuple[str, str, str | None]]]] = {}
+        for key in keys:
+            try:
+                column, norm, ctype = _key_lookup(*key)
+            except PromoflowError:
+                continue
+            wanted.setdefault((column, ctype), {}).setdefault(norm, []).append(key)
+        found: dict[tuple[str, str, str | None], uuid.UUID | None] = {}
+        for (column, ctype), by_value in wanted.items():
+            values = list(by_value)
+            first: dict[Any, uuid.UUID] = {}
+            for at in range(0, len(values), _MANY_KEYS):
+                chunk = values[at : at + _MANY_KEYS]
+                if column is None:  # contact ids: the ones of this tenant
+                    rows = await conn.execute(
+                        select(contact.c.id, contact.c.id).where(
+                            *self._holding(None), contact.c.id.in_(chunk)
+                        )
+                    )
+                else:
+                    rows = await conn.execute(
+                        select(contact.c.id, column)
+                        .where(*self._holding(ctype), column.in_(chunk))
+                        .order_by(contact.c.created_at)
+                    )
+                for contact_id, value in rows:
+                    first.setdefault(value, contact_id)  # the first by creation, as `find_by_key` takes
+            for norm, asked in by_value.items():
+                for key in asked:
+                    found[key] = first.get(norm)
+        return found
+
+    def _holding(self, contact_type: str | None) -> list[Any]:
+        """The tenant's contacts (of ``contact_type``, when given)."""
+        conds = [contact.c.tenant_id == self.ctx.tenant_id]
+        if contact_type is not None:
+            conds.append(contact.c.contact_type == contact_type)
+        return conds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...wire.engage import Receipt, ReceiptResult
 from ..contact.service import ContactService, contact_type_of
+from ..exceptions import PromoflowError
 from ..models.receipts import receipt, receipt_pending, store
 from ..tenant.service import TenantContext
 from .linking import ReceiptLinker, Sale
@@ -78,8 +80,7 @@ class ReceiptService:
         canonical match key, and the row to insert (contact still unknown). Shared by `ingest` and the quick path
         (which takes ``body`` as JSON text: the same document, serialised by pydantic instead of the driver)."""
         checked = check_receipt(body, self.now)
-        key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
-        contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
+        key_type, key_value, contact_type = _match_key(body)
         row = {
             "id": uuid.uuid4(),
             "tenant_id": self.ctx.tenant_id,
@@ -108,13 +109,32 @@ class ReceiptService:
         }
         return Prepared(row, key_type, key_value, contact_type)
 
-    async def ingest(self, conn: AsyncConnection, body: Receipt, *, via: str = "api") -> ReceiptOutcome:
+    async def find_contacts(self, conn: AsyncConnection, bodies: Iterable[Receipt]) -> ContactsFound:
+        """The contacts of many receipts, looked up at once (a file's batch): what `ingest` would look up for each
+        of them first. A receipt whose key is refused is left out (`ingest` refuses it)."""
+        keys = set()
+        for body in bodies:
+            try:
+                keys.add(_match_key(body))
+            except PromoflowError:
+                continue
+        return await ContactService(self.ctx, self.now).find_many_by_key(conn, keys)
+
+    async def ingest(
+        self, conn: AsyncConnection, body: Receipt, *, via: str = "api", found: ContactsFound | None = None
+    ) -> ReceiptOutcome:
         """Store one receipt and apply it. Raises a `PromoflowError` (400) for an invalid receipt before anything is
-        written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt)."""
+        written; a duplicate uniqueReceiptId changes nothing. ``via``: "api" or "file" (kept on the receipt).
+        ``found``: its contact as `find_contacts` looked it up earlier in this transaction (instead of a look-up
+        of its own; not found there, it is looked up again under the key's lock, as always)."""
         prepared = self.prepare(body, via=via)
         key_type, key_value, contact_type = prepared.key_type, prepared.key_value, prepared.contact_type
         contacts = ContactService(self.ctx, self.now)
-        contact_id = await contacts.find_by_key(conn, key_type, key_value, contact_type)
+        key = (key_type, key_value, contact_type)
+        if found is not None and key in found:
+            contact_id = found[key]
+        else:
+            contact_id = await contacts.find_by_key(conn, key_type, key_value, contact_type)
         if contact_id is None:
             # About to keep it pending: lock the key against a contact being created with it right now, and look
             # again (see pending.lock_keys).
@@ -190,6 +210,17 @@ class ReceiptService:
                 update(receipt).where(receipt.c.id == sale.receipt_id).values(warnings=earlier + warnings)
             )
         return warnings
+
+
+ContactsFound = dict[tuple[str, str, str | None], uuid.UUID | None]
+"""Contacts by (match key type, normalised key, contact type), as `ReceiptService.find_contacts` found them."""
+
+
+def _match_key(body: Receipt) -> tuple[str, str, str | None]:
+    """What a receipt's contact is looked up by: (canonical matchKeyType, normalised matchKey, contact type)."""
+    key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
+    contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
+    return key_type, key_value, contact_type
 
 
 _INSERTS: dict[str, Any] = {}

@@ -7,7 +7,7 @@ between two batches; a bulk assignment: between two chunks), and takes the next 
 tenant's big file does not hold up another tenant's small one: with one turn, the small file runs between two
 batches of the big one. Beyond its first ``concurrency`` jobs a worker takes only jobs that have been due for a poll
 interval (``grace``), so that on PostgreSQL an idle worker gets the next job before a busy one holds it in
-reserve.
+reserve; and a worker whose turns are all taken looks for such jobs at most every ``BUSY_POLL_SECONDS``.
 
 **Housekeeping** (recovering stalled jobs, then the features' tasks: the export schedule, file sweeps, …) runs on
 ticks derived from the settings: stalled jobs are looked for every quarter of ``worker_stall_seconds`` (so a
@@ -146,6 +146,10 @@ MAX_TICK = timedelta(seconds=30)
 MIN_TICK = timedelta(milliseconds=50)
 DEFAULT_HOLD = 8
 """Jobs one worker holds at most (beyond ``concurrency``, which may be larger)."""
+BUSY_POLL_SECONDS = 0.5
+"""How often at most a worker with every turn taken polls for jobs to hold in reserve (the default poll interval:
+a shorter one, set so that an idle worker starts a file at once, would make a busy worker poll as often, each
+poll a transaction of the worker's CPU and the database's, for jobs that would wait for a turn anyway)."""
 
 
 def _clamp(value: timedelta) -> timedelta:
@@ -302,6 +306,17 @@ class Worker:
             self.poll_seconds, self.recover_every.total_seconds(), self.housekeep_every.total_seconds()
         )
 
+    @property
+    def busy_wait(self) -> float:
+        """The wait of a worker whose turns are all taken: it looks for jobs to hold in reserve no more often than
+        every `BUSY_POLL_SECONDS` (each look is a transaction; a reserve job starts at a safe point of a running
+        one anyway), while stall recovery and housekeeping keep their ticks."""
+        return min(
+            max(self.poll_seconds, BUSY_POLL_SECONDS),
+            self.recover_every.total_seconds(),
+            self.housekeep_every.total_seconds(),
+        )
+
     async def run(self) -> None:
         log.info("worker.started name=%s concurrency=%d hold=%d", self.name, self.concurrency, self.hold)
         # An FTP upload in this process (`serve`) wakes the worker from the FTP server's thread.
@@ -315,7 +330,10 @@ class Worker:
                     log.exception("worker.loop_error")
                 self.waiting = True
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.idle_wait)
+                    busy = len(self._held) >= self.concurrency
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=self.busy_wait if busy else self.idle_wait
+                    )
                 self.waiting = False
         finally:
             wakeup.unregister(id(self))

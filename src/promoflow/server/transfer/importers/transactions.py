@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....wire.engage import Receipt
 from ....wire.xml import Record, Verdict
-from ...receipt.service import DUPLICATE, PENDING, ReceiptService
+from ...receipt.service import DUPLICATE, PENDING, ContactsFound, ReceiptService
 from ...tenant.service import TenantContext
 from ..results import Outcome
 from ._common import each_checked_first
@@ -22,11 +22,19 @@ class TransactionApplier:
         self.service = ReceiptService(tenant, now)
 
     async def apply(self, conn: AsyncConnection, records: list[Record[Receipt]]) -> list[Outcome]:
-        # ingest refuses an invalid receipt before it writes anything (ReceiptService.ingest's contract).
-        return await each_checked_first(conn, records, lambda r: r.unique_receipt_id, self._one)
+        # The batch's contacts in one look-up per kind of key, not one per receipt. Receipts create no contacts,
+        # so what it finds holds for the whole batch; a receipt it finds no contact for is looked up again under
+        # its key's lock (ingest).
+        found = await self.service.find_contacts(conn, [r.value for r in records])
 
-    async def _one(self, conn: AsyncConnection, rec: Record[Receipt]) -> Outcome:
-        out = await self.service.ingest(conn, rec.value, via="file")
+        async def one(conn: AsyncConnection, rec: Record[Receipt]) -> Outcome:
+            return await self._one(conn, rec, found)
+
+        # ingest refuses an invalid receipt before it writes anything (ReceiptService.ingest's contract).
+        return await each_checked_first(conn, records, lambda r: r.unique_receipt_id, one)
+
+    async def _one(self, conn: AsyncConnection, rec: Record[Receipt], found: ContactsFound) -> Outcome:
+        out = await self.service.ingest(conn, rec.value, via="file", found=found)
         key = out.unique_receipt_id
         if out.status == DUPLICATE:
             return Outcome(rec.index, Verdict.DUPLICATE, rec.line, key)
