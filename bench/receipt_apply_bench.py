@@ -19,16 +19,14 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from _common import on_fresh_database
-from redemption_apply_bench import figures, timed_batches
+from redemption_apply_bench import apply_each, figures, parser_of, timed_batches
 from transfer_bench import seed, seed_sqlite, write_transactions_file
 
 from promoflow.server.config import Settings
 from promoflow.server.db import Database
 from promoflow.server.migrate import upgrade
-from promoflow.server.runserver import tune_gc
 from promoflow.server.tenant.service import TenantContext
 from promoflow.server.tenant_setup import create_tenant
 from promoflow.server.transfer.importers.transactions import TransactionApplier
@@ -56,25 +54,13 @@ async def run(args: argparse.Namespace, url: str, data_dir: Path) -> None:
     (seed_sqlite if args.sqlite else seed)(url, tenant_id, {"none": 0}, args.contacts)
     path = data_dir / "transactions.xml"
     write_transactions_file(path, args.receipts, args.contacts, datetime.now(UTC) - timedelta(minutes=1))
-    ctx = TenantContext(tenant_id, "bench", ZoneInfo("Europe/Stockholm"), "SEK", {})
-    db = Database(url, pool_size=1)
-    tune_gc()
-    try:
-        for label in ("first", "again"):
-            print(await apply_file(db, ctx, path, args.batch, label), flush=True)
-    finally:
-        await db.dispose()
+    await apply_each(url, tenant_id, [(lambda db, ctx, label=label: apply_file(db, ctx, path, args.batch, label))
+                                      for label in ("first", "again")])  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--sqlite", action="store_true")
+    parser = parser_of(__doc__, "receipts")
     parser.add_argument("--receipts", type=int, default=3000)
-    parser.add_argument("--contacts", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=1000, help="receipts per transaction")
     args = parser.parse_args()
     on_fresh_database(
         args.pg_url, args.sqlite, "promoflow_rapply", lambda url, data_dir: run(args, url, data_dir)

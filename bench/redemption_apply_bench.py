@@ -96,26 +96,39 @@ async def run(args: argparse.Namespace, url: str, data_dir: Path) -> None:
     files = {name: data_dir / f"{name}.xml" for name in counts}
     for name, path in files.items():
         write_redemption_file(path, seeded["sets"][name], at)
+    await apply_each(
+        url, tenant_id, [(lambda db, ctx, p=p: apply_file(db, ctx, p, args.batch)) for p in files.values()]
+    )
+
+
+async def apply_each(
+    url: str, tenant_id: uuid.UUID, runs: list[Callable[[Database, TenantContext], Any]]
+) -> None:
+    """Each run (an applier over one file) on one connection of the tenant, printing its figures."""
     ctx = TenantContext(tenant_id, "bench", ZoneInfo("Europe/Stockholm"), "SEK", {})
     db = Database(url, pool_size=1)
     tune_gc()
     try:
-        for path in files.values():
-            print(await apply_file(db, ctx, path, args.batch), flush=True)
+        for one in runs:
+            print(await one(db, ctx), flush=True)
     finally:
         await db.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parser_of(doc: str | None, unit: str) -> argparse.ArgumentParser:
+    """The options both applier benches take (``unit``: what one transaction's batch counts)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--contacts", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=1000, help=f"{unit} per transaction")
+    return parser
+
+
+def main() -> None:
+    parser = parser_of(__doc__, "lines")
     parser.add_argument("--first", type=int, default=10_000, help="lines of the first file")
     parser.add_argument("--second", type=int, default=30_000, help="lines of the second file")
-    parser.add_argument("--contacts", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=1000, help="lines per transaction")
     args = parser.parse_args()
     on_fresh_database(
         args.pg_url, args.sqlite, "promoflow_apply", lambda url, data_dir: run(args, url, data_dir)
