@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pydantic_core
+
 from ...kit.timeutil import iso, start_of_day
 from ...wire.engage import ReturnPolicy
 from .domain import AssignmentView, Promotion, PromotionFace, PromotionPage
@@ -86,6 +88,38 @@ def item_of(
         out["validFrom"] = iso(valid_from, tz)
     out["redeemed"] = redeemed_at is not None
     return _present(out, redeemedOn=iso(redeemed_at, tz))
+
+
+# The JSON of recent faces' fields (`face_json`), each kept with the face it was written from.
+_FACE_JSON: dict[Any, tuple[dict[str, Any], bytes]] = {}
+
+
+def face_json(key: Any, part: dict[str, Any]) -> bytes:
+    """``part``'s fields as JSON, without the braces (a face always has ``promotionId``), as `item_of`'s answer
+    holds them. Written once per face: kept under ``key`` while ``part`` is the face cached for it (the fast path
+    caches faces per promotion, and a renewed face is another object)."""
+    cached = _FACE_JSON.get(key)
+    if cached is not None and cached[0] is part:
+        return cached[1]
+    if len(_FACE_JSON) >= 50_000:
+        _FACE_JSON.clear()
+    text = pydantic_core.to_json(part)[1:-1]
+    _FACE_JSON[key] = (part, text)
+    return text
+
+
+def unredeemed_json(
+    assignment_id: Any, fields: bytes, valid_from: datetime, valid_to: datetime | None, tz: ZoneInfo, v3: bool
+) -> bytes:
+    """The JSON of `item_of`'s answer for an assignment not redeemed, byte for byte, from its face's `face_json`:
+    the id and the moments are the only fields of their own, and their texts (a GUID, ISO 8601) need no escape."""
+    aid = str(assignment_id)
+    head = f'{{"id":"{aid}","assignmentId":"{aid}",' if v3 else f'{{"id":"{aid}",'
+    end = iso(valid_to, tz)
+    tail = "" if end is None else f',"expiresOn":"{end}"'
+    if v3:
+        tail += f',"validFrom":"{iso(valid_from, tz)}"'
+    return b"".join((head.encode(), fields, tail.encode(), b',"redeemed":false}'))
 
 
 def item(view: AssignmentView, currency: str, tz: ZoneInfo, *, v3: bool) -> dict[str, Any]:

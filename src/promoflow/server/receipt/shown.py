@@ -191,9 +191,12 @@ SELECT count(*) FROM views
 
 
 async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int:
-    document = pydantic_core.to_json(
-        [[t, c, s, first, last, times, shown] for (t, c, s, shown), (first, last, times) in views.items()]
-    )
+    # The ids as text first: the fast lane's are asyncpg's UUID (a subclass), which pydantic-core writes only
+    # after a round of isinstance checks (~1.5 µs an id; `str` prints them in C).
+    document = pydantic_core.to_json([
+        [str(t), str(c), s, first, last, times, [[str(a), str(p)] for a, p in shown]]
+        for (t, c, s, shown), (first, last, times) in views.items()
+    ])  # fmt: skip
     result = await conn.exec_driver_sql(_PG_WRITE, {"views": document.decode()})
     return int(result.scalar() or 0)
 
