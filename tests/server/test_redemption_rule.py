@@ -210,9 +210,9 @@ async def single(w: World) -> str | None:
 async def batch(w: World) -> str | None:
     """The database's batch strategy (a file's lines); a line it does not redeem is explained by `refusal`."""
     async with w.db.write() as conn:
-        line = RedeemLine(w.assignment_id, w.case.channel, w.moment, w.ask_contact)
+        line = RedeemLine.of(w.assignment_id, w.case.channel, w.moment, w.ask_contact)
         won = await batch_for(conn, w.ctx, w.now, via="file").redeem_many(conn, [line])
-        if w.assignment_id in won:
+        if str(w.assignment_id) in won:
             return OK
         return _code(await refusal(conn, w.ctx, w.assignment_id, w.moment, w.case.channel, w.ask_contact))
 

@@ -49,7 +49,7 @@ from .redemption import (
 )
 from .rules import assignment_window, status_of
 from .service import promotion_not_found
-from .statements import RedeemLine, redemption_row
+from .statements import redemption_row
 
 _ITEM_COLUMNS = (
     assignment.c.id,
@@ -308,11 +308,9 @@ class RedemptionService:
         ).first()
         if won is None:
             raise await refusal(conn, self.ctx, assignment_id, moment, channel, contact_id)
-        line = RedeemLine(assignment_id, channel, moment, contact_id, store_external_id, unique_receipt_id,
-                          idempotency_key)  # fmt: skip
-        await conn.execute(
-            insert(redemption).values(redemption_row(self.ctx, self.now, line, won.redemption_count, via))
-        )
+        row = redemption_row(self.ctx, self.now, assignment_id, moment.at, channel, store_external_id,
+                             unique_receipt_id, idempotency_key, seq=won.redemption_count, via=via)  # fmt: skip
+        await conn.execute(insert(redemption).values(row))
         view = await AssignmentService(self.ctx, self.now).item(conn, assignment_id)
         return Redeemed(view, won.contact_id, moment.at, won.redemption_count)
 

@@ -98,7 +98,39 @@ def when(ctx: TenantContext, now: datetime, client_at: datetime | None) -> When:
     skew = ctx.clock_skew
     if at > now + skew:
         raise InvalidRedeemedOnError("redeemedOn is in the future")
-    return When(at, at + skew + _REST_OF_SECOND if at.microsecond == 0 else at + skew)
+    return When(at, at + _grace(skew, at.microsecond == 0))
+
+
+def _grace(skew: timedelta, whole_second: bool) -> timedelta:
+    """How far past a client's instant an assignment's start still counts (`When.started_by` − ``at``)."""
+    return skew + _REST_OF_SECOND if whole_second else skew
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class ClientInstants:
+    """`when` for the many client instants of one tenant at one ``now`` (a file's lines), as a batch line takes
+    them (`statements.RedeemLine`): the instant as it came, and its grace in microseconds; the skew, the limit and
+    both graces computed once, not per line."""
+
+    def __init__(self, ctx: TenantContext, now: datetime) -> None:
+        skew = ctx.clock_skew
+        self._limit = now + skew
+        self._grace = (_grace(skew, False) // _MICROSECOND, _grace(skew, True) // _MICROSECOND)
+
+    def grace(self, client_at: datetime) -> int | None:
+        """The grace of ``client_at`` in microseconds, or None where `when` refuses it (in the future, or out of
+        range; `RedemptionService.redeem` then names the refusal)."""
+        # Only at the ends of the range may an offset leave no UTC instant (`when`: out of range).
+        if client_at.year in (1, 9999):
+            try:
+                client_at.astimezone(UTC)
+            except (OverflowError, ValueError):
+                return None
+        if client_at > self._limit:
+            return None
+        return self._grace[client_at.microsecond == 0]
 
 
 # ------------------------------------------------------------------------------------------------- the rule

@@ -27,7 +27,9 @@ from sqlalchemy import (
     Integer,
     Interval,
     String,
+    Text,
     bindparam,
+    cast,
     func,
     insert,
     literal,
@@ -48,32 +50,60 @@ from ..tenant.service import TenantContext
 from .redemption import Inputs, When, redeem_statement, redeemed_values, shown
 from .rules import CHANNEL_BITS
 
+_MICROSECOND = timedelta(microseconds=1)
+
 
 class RedeemLine(NamedTuple):
-    """One redemption of a batch (a tuple: a file's batch makes one per line)."""
+    """One redemption of a batch, in the form its line travels in (a tuple: a file's batch makes one per line):
+    the assignment and the contact as canonical GUID text (a file's fields are validated to it), the instant
+    ``at`` (aware, any offset) and its ``grace``, how far past it an assignment's start still counts
+    (`When.started_by` − ``at``, in microseconds; `redemption.ClientInstants`). A file's text goes into the
+    PostgreSQL batch's payload as it is, without a `UUID` or a second instant built and written back per line."""
 
-    assignment_id: uuid.UUID
+    assignment_id: str
     channel: ChannelType
-    moment: When
-    contact_id: uuid.UUID | None = None
+    at: datetime
+    grace: int
+    contact_id: str | None = None
     store_external_id: str | None = None
     unique_receipt_id: str | None = None
     idempotency_key: str | None = None
 
+    @classmethod
+    def of(cls, assignment_id: uuid.UUID, channel: ChannelType, moment: When,
+           contact_id: uuid.UUID | None = None) -> RedeemLine:  # fmt: skip
+        """The line of a redemption given as objects, at ``moment``."""
+        grace = (moment.started_by - moment.at) // _MICROSECOND
+        return cls(
+            str(assignment_id), channel, moment.at, grace, None if contact_id is None else str(contact_id)
+        )
 
-def redemption_row(ctx: TenantContext, now: datetime, line: RedeemLine, seq: int, via: str) -> dict[str, Any]:
-    """The redemption row of one redemption (the assignment's ``seq``-th)."""
+
+def redemption_row(
+    ctx: TenantContext,
+    now: datetime,
+    assignment_id: uuid.UUID,
+    at: datetime,
+    channel: ChannelType,
+    store_external_id: str | None,
+    unique_receipt_id: str | None,
+    idempotency_key: str | None,
+    *,
+    seq: int,
+    via: str,
+) -> dict[str, Any]:
+    """The redemption row of one redemption at ``at`` (the assignment's ``seq``-th)."""
     return {
         "id": uuid.uuid4(),
         "tenant_id": ctx.tenant_id,
-        "assignment_id": line.assignment_id,
+        "assignment_id": assignment_id,
         "seq": seq,
-        "redeemed_at": line.moment.at,
-        "channel": line.channel.value,
-        "store_external_id": line.store_external_id,
-        "unique_receipt_id": line.unique_receipt_id,
+        "redeemed_at": at,
+        "channel": channel.value,
+        "store_external_id": store_external_id,
+        "unique_receipt_id": unique_receipt_id,
         "via": via,
-        "idempotency_key": line.idempotency_key,
+        "idempotency_key": idempotency_key,
         "created_at": now,
     }
 
@@ -95,12 +125,13 @@ Skip = Callable[[LineColumns], ColumnElement[bool]]
 
 class BatchRedeem(Protocol):
     """Redeem many assignments at once with the rule's conditional write, and write the redemption rows of the
-    ones redeemed. Answers the assignments redeemed; a line not among them changed nothing (`refusal` says
-    why, unless ``skip`` held for it). No assignment may appear twice in ``lines``."""
+    ones redeemed. Answers the assignments redeemed (as the lines name them: canonical GUID text); a line not
+    among them changed nothing (`refusal` says why, unless ``skip`` held for it). No assignment may appear twice
+    in ``lines``."""
 
     async def redeem_many(
         self, conn: AsyncConnection, lines: Sequence[RedeemLine], *, skip: Skip | None = None
-    ) -> set[uuid.UUID]: ...
+    ) -> set[str]: ...
 
 
 class _Batch:
@@ -127,12 +158,12 @@ class ExclusiveBatch(_Batch):
 
     async def redeem_many(
         self, conn: AsyncConnection, lines: Sequence[RedeemLine], *, skip: Skip | None = None
-    ) -> set[uuid.UUID]:
+    ) -> set[str]:
         if conn.dialect.name != "sqlite":
             raise RuntimeError("ExclusiveBatch needs a transaction that excludes other writers (SQLite)")
         if not lines:
             return set()
-        ids = [line.assignment_id for line in lines]
+        ids = [uuid.UUID(line.assignment_id) for line in lines]
         counts = select(assignment.c.id, assignment.c.redemption_count).where(
             unindexed(conn, assignment.c.tenant_id) == self.ctx.tenant_id, assignment.c.id.in_(ids)
         )
@@ -146,24 +177,25 @@ class ExclusiveBatch(_Batch):
                 ~skip(LineColumns(tenant, aid, bindparam("b_ikey", type_=String()), self._RECEIPT))
             )
         await conn.execute(stmt, [
-            {"b_aid": line.assignment_id, "b_at": line.moment.at, "b_started": line.moment.started_by,
-             "b_bit": CHANNEL_BITS[line.channel], "b_cid": line.contact_id, "b_ch": line.channel.value,
-             "b_store": line.store_external_id, "b_receipt": line.unique_receipt_id,
+            {"b_aid": aid, "b_at": line.at, "b_started": line.at + line.grace * _MICROSECOND,
+             "b_bit": CHANNEL_BITS[line.channel], "b_cid": uuid.UUID(line.contact_id) if line.contact_id else None,
+             "b_ch": line.channel.value, "b_store": line.store_external_id, "b_receipt": line.unique_receipt_id,
              "b_ikey": line.idempotency_key}
-            for line in lines
+            for aid, line in zip(ids, lines, strict=True)
         ])  # fmt: skip
         after = {r.id: r.redemption_count for r in await conn.execute(counts)}
-        won = [line for line in lines if line.assignment_id in before
-               and after[line.assignment_id] == before[line.assignment_id] + 1]  # fmt: skip
+        won = [(aid, line) for aid, line in zip(ids, lines, strict=True)
+               if aid in before and after[aid] == before[aid] + 1]  # fmt: skip
         if won:
             await conn.execute(
                 insert(redemption),
                 [
-                    redemption_row(self.ctx, self.now, line, after[line.assignment_id], self.via)
-                    for line in won
+                    redemption_row(self.ctx, self.now, aid, line.at, line.channel, line.store_external_id,
+                                   line.unique_receipt_id, line.idempotency_key, seq=after[aid], via=self.via)
+                    for aid, line in won
                 ],
-            )
-        return {line.assignment_id for line in won}
+            )  # fmt: skip
+        return {line.assignment_id for _, line in won}
 
 
 # The lines of a PostgreSQL batch travel as one JSON array of arrays: one parameter that PostgreSQL parses itself,
@@ -191,7 +223,6 @@ _PG_LINES = (
     .cte("line")
     .prefix_with("MATERIALIZED")
 )
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _pg_batch(via: str, skip: Skip | None) -> Select[Any]:
@@ -218,7 +249,8 @@ def _pg_batch(via: str, skip: Skip | None) -> Select[Any]:
         select(func.gen_random_uuid(), tenant, won.c.id, won.c.redemption_count, won.c.at, won.c.ch, won.c.store,
                won.c.receipt, literal(via), won.c.ikey, bindparam("now", type_=UTCDateTime())),
     ).cte("rows")  # fmt: skip
-    return select(won.c.id).add_cte(rows)
+    # The ids as text, as the lines name them (no UUID built per line to answer).
+    return select(cast(won.c.id, Text)).add_cte(rows)
 
 
 class SetBatch(_Batch):
@@ -229,17 +261,16 @@ class SetBatch(_Batch):
 
     async def redeem_many(
         self, conn: AsyncConnection, lines: Sequence[RedeemLine], *, skip: Skip | None = None
-    ) -> set[uuid.UUID]:
+    ) -> set[str]:
         if not lines:
             return set()
         stmt = self._statements.get((self.via, skip))
         if stmt is None:
             stmt = self._statements[self.via, skip] = _pg_batch(self.via, skip)
         payload = [
-            [aid.hex, at.isoformat(), (started_by - at) // _MICROSECOND, channel.value, CHANNEL_BITS[channel],
-             store, receipt, contact.hex if contact else None, ikey]
-            for aid, channel, (at, started_by), contact, store, receipt, ikey in lines
-        ]  # fmt: skip
+            [aid, at.isoformat(), grace, channel.value, CHANNEL_BITS[channel], store, receipt, contact, ikey]
+            for aid, channel, at, grace, contact, store, receipt, ikey in lines
+        ]
         params = {"t": self.ctx.tenant_id, "now": self.now, "lines": json.dumps(payload)}
         return set((await conn.execute(stmt, params)).scalars())
 

@@ -35,7 +35,7 @@ from ...exceptions import PromoflowError
 from ...models import redemption
 from ...promotion.assignment import RedemptionService
 from ...promotion.errors import PromotionAlreadyRedeemedError
-from ...promotion.redemption import when
+from ...promotion.redemption import ClientInstants
 from ...promotion.rules import CHANNEL_BITS
 from ...promotion.statements import LineColumns, RedeemLine, batch_for
 from ...tenant.service import TenantContext
@@ -138,6 +138,7 @@ class RedemptionApplier:
         self.ctx = tenant
         self.now = now
         self.service = RedemptionService(tenant, now)
+        self.instants = ClientInstants(tenant, now)
 
     async def apply(self, conn: AsyncConnection, records: list[Record[Redemption]]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -179,25 +180,20 @@ class RedemptionApplier:
                            outcomes: list[Outcome]) -> list[Record[Redemption]]:  # fmt: skip
         """The lines go through the rule's batch strategy all at once, except those that replay an earlier
         redemption; the lines it did not redeem (and those whose redeemedOn it cannot take) are left."""
-        lines: dict[int, RedeemLine] = {}
+        # The file's text as the batch takes it: the coupon and contact ids are canonical GUID text already
+        # (`wire.xml`'s Guid), the instant goes as it came, with its grace.
+        lines: list[RedeemLine] = []
         for rec in batch:
             v = rec.value
-            try:
-                moment = when(self.ctx, self.now, v.redeemed_on)
-            except PromoflowError:
-                continue  # out of range or in the future: `redeem` says so
-            lines[rec.index] = RedeemLine(
-                uuid.UUID(v.coupon_id), v.redemption_channel, moment,
-                uuid.UUID(v.contact_id) if v.contact_id else None, v.store_external_id, v.unique_receipt_id,
-                v.idempotency_key,
-            )  # fmt: skip
-        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(
-            conn, list(lines.values()), skip=_replayed
-        )
+            grace = self.instants.grace(v.redeemed_on)
+            if grace is not None:  # else out of range or in the future: `redeem` says so
+                lines.append(RedeemLine(v.coupon_id, v.redemption_channel, v.redeemed_on, grace, v.contact_id,
+                                        v.store_external_id, v.unique_receipt_id, v.idempotency_key))  # fmt: skip
+        won = await batch_for(conn, self.ctx, self.now, via="file").redeem_many(conn, lines, skip=_replayed)
         left = []
         for rec in batch:
-            line = lines.get(rec.index)
-            if line is not None and line.assignment_id in won:
+            # A line's coupon is its assignment's id; no coupon appears twice in a round.
+            if rec.value.coupon_id in won:
                 outcomes.append(Outcome(rec.index, Verdict.APPLIED, rec.line, rec.value.coupon_id))
             else:
                 left.append(rec)
