@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +121,51 @@ def admin(settings: Settings, clock: FrozenClock) -> Iterator[Admin]:
         finally:
             for c in clients:
                 c.close()
+
+
+# ---------------------------------------------------------------- the browser tests' browser, page and failure shots
+
+CHROMIUM = Path("/usr/bin/chromium")
+FAILURES = Path(__file__).parents[3] / "test-results" / "browser"
+
+
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright (never a downloaded browser). Module-scoped on purpose: the sync
+    API keeps its event loop running while it is open, and tests of other modules call asyncio.run."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:  # pragma: no cover - a hook
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def page(chromium: Any, site: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context and page (CSP bypassed only to inject axe-core); on failure a screenshot is saved
+    under test-results/browser/."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    yield page
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+        page.screenshot(path=str(FAILURES / f"{name}.png"), full_page=True)
+    context.close()

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.server.admin.test_browser import Site, axe_check, chromium, page, shot, sign_in, site  # noqa: F401
+from tests.server.admin.test_browser import Site, axe_check, shot, sign_in, site  # noqa: F401 - the module's site
 
 pytestmark = pytest.mark.browser
 

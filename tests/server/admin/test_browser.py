@@ -10,7 +10,6 @@ set, the flow also saves the screenshots docs/admin-ui.md shows.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -24,40 +23,18 @@ import pytest
 from promoflow.server.config import Settings
 from promoflow.server.migrate import upgrade
 from tests.conftest import make_tenant
-from tests.server.admin.conftest import create_user
+from tests.server.admin.conftest import CHROMIUM, create_user
 from tests.support.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).parents[2] / "support" / "vendor" / "axe-core-4.11.0.min.js"
-FAILURES = Path(__file__).parents[3] / "test-results" / "browser"
-
-
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def _in_thread(fn: Any) -> Any:
     """Run set-up code that uses asyncio.run outside Playwright's (running) event loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(fn).result()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium, driven by Playwright (never a downloaded browser). Module-scoped on purpose: the sync
-    API keeps its event loop running while it is open, and tests of other modules call asyncio.run."""
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Site:
@@ -107,28 +84,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(server, tenant, email, password)
     finally:
         server.stop()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:  # pragma: no cover - a hook
-    outcome = yield
-    report = outcome.get_result()
-    setattr(item, f"rep_{report.when}", report)
-
-
-@pytest.fixture
-def page(chromium: Any, site: Site, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh browser context and page (CSP bypassed only to inject axe-core); on failure a screenshot is saved
-    under test-results/browser/."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
-    page = context.new_page()
-    yield page
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        FAILURES.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
-        page.screenshot(path=str(FAILURES / f"{name}.png"), full_page=True)
-    context.close()
 
 
 def axe_check(page: Any) -> None:

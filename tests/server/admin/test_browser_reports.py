@@ -26,16 +26,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, write_redemptions
-from tests.server.admin.test_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
-    Site,
-    axe_check,
-    chromium,
-    page,
-    prepare_site,
-    shot,
-    sign_in,
-)
+from tests.server.admin.conftest import CHROMIUM
+from tests.server.admin.test_browser import Site, axe_check, prepare_site, shot, sign_in
 from tests.server.receipt.conftest import item, receipt_body
 from tests.support.servers import start_server
 
@@ -87,7 +79,7 @@ def _assign(api: Any, cid: str, pid: str) -> str:
     return str(r.json()["id"])
 
 
-def test_an_ftp_upload_is_watched_to_the_end_and_its_results_downloaded(page: Any, site: Site) -> None:  # noqa: F811
+def test_an_ftp_upload_is_watched_to_the_end_and_its_results_downloaded(page: Any, site: Site) -> None:
     from playwright.sync_api import expect
 
     with site.api() as api:
@@ -140,7 +132,7 @@ def test_an_ftp_upload_is_watched_to_the_end_and_its_results_downloaded(page: An
     assert Path(info.value.path()).read_bytes() == data
 
 
-def test_reports_show_exactly_the_scripted_traffic(page: Any, site: Site) -> None:  # noqa: F811
+def test_reports_show_exactly_the_scripted_traffic(page: Any, site: Site) -> None:
     from playwright.sync_api import expect
 
     emails = [f"rep-{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(4)]

@@ -15,17 +15,8 @@ import pytest
 from promoflow.server.config import Settings
 from promoflow.server.migrate import upgrade
 from tests.conftest import make_tenant
-from tests.server.admin.conftest import create_user
-from tests.server.admin.test_browser import (  # noqa: F401  (fixtures and the failure hook)
-    CHROMIUM,
-    Site,
-    _in_thread,
-    axe_check,
-    chromium,
-    page,
-    pytest_runtest_makereport,
-    shot,
-)
+from tests.server.admin.conftest import CHROMIUM, create_user
+from tests.server.admin.test_browser import Site, _in_thread, axe_check, shot
 from tests.support.servers import start_server
 
 pytestmark = pytest.mark.browser
@@ -60,7 +51,7 @@ def _count(site: Site, key: str) -> int:
         return http.get("/api/v2/contacts/count", headers={"apikey": key}).status_code
 
 
-def test_create_a_named_key_use_it_revoke_it_and_the_api_refuses_it(page: Any, site: Site) -> None:  # noqa: F811
+def test_create_a_named_key_use_it_revoke_it_and_the_api_refuses_it(page: Any, site: Site) -> None:
     from playwright.sync_api import expect
 
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)

@@ -32,16 +32,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import pg_database
-from tests.server.admin.test_browser import (  # noqa: F401 - fixtures
-    CHROMIUM,
-    Site,
-    axe_check,
-    chromium,
-    page,
-    prepare_site,
-    shot,
-    sign_in,
-)
+from tests.server.admin.conftest import CHROMIUM
+from tests.server.admin.test_browser import Site, axe_check, prepare_site, shot, sign_in
 from tests.server.admin.test_browser_reports import TZ, _assign, _contact, _promotion
 from tests.server.receipt.conftest import item, receipt_body
 from tests.support.servers import start_server
@@ -134,13 +126,13 @@ def _day_row(done: Counter[Any], day: date) -> list[str]:
     return [str(done[(f, day)]) for f in FIGURES]
 
 
-def _csv_of(page: Any, link: Any) -> list[dict[str, str]]:  # noqa: F811
+def _csv_of(page: Any, link: Any) -> list[dict[str, str]]:
     with page.expect_download() as info:
         link.click()
     return list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
 
 
-def _check_report(page: Any, done: Counter[Any]) -> str:  # noqa: F811
+def _check_report(page: Any, done: Counter[Any]) -> str:
     """The page's funnel, table per day, chart and CSVs equal ``done``; returns the CSVs' as-of (ISO 8601)."""
     from playwright.sync_api import expect
 
@@ -165,7 +157,7 @@ def _check_report(page: Any, done: Counter[Any]) -> str:  # noqa: F811
 
 
 def test_a_large_promotion_is_computed_then_shown_from_its_snapshot_and_refreshed(
-    page: Any,  # noqa: F811
+    page: Any,
     site: SnapshotSite,
 ) -> None:
     from playwright.sync_api import expect
@@ -214,7 +206,7 @@ def test_a_large_promotion_is_computed_then_shown_from_its_snapshot_and_refreshe
     assert datetime.fromisoformat(_check_report(page, done + more)) > datetime.fromisoformat(stamp)
 
 
-def test_two_promotions_side_by_side(page: Any, site: SnapshotSite) -> None:  # noqa: F811
+def test_two_promotions_side_by_side(page: Any, site: SnapshotSite) -> None:
     from playwright.sync_api import expect
 
     with site.api() as api:

@@ -44,6 +44,7 @@ import logging
 import re
 import sqlite3
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -375,12 +376,12 @@ def update(*, v3: bool) -> FastHandler:
     return handler
 
 
-async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
-                         prefs_body: Any, now: Any) -> _Row | None:  # fmt: skip
-    """Two statements, each its own transaction: the row read; then the merged change with its audit entry, written
-    only if the row is still the version that was read (``xmin``). A row changed in between is read again (up to
-    `_TRIES` times; then the routed path, which waits its turn, answers). None when the tenant has no such contact
-    or the database refused."""
+async def _on_lane(
+    pool: AsyncpgPool, what: str, work: Callable[[Any], Awaitable[_Row | None]]
+) -> _Row | None:
+    """``work`` on a connection of the fast lane's pool. None — the routed path answers, correctly whether the
+    write committed or not (it finds the contact, or makes the same change again, which records nothing) — when no
+    connection can be had or the database refused."""
     try:
         conn = await pool.acquire()
     except LANE_ERRORS:
@@ -388,6 +389,23 @@ async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID,
         return None
     broken = False
     try:
+        return await work(conn)
+    except LANE_ERRORS:
+        broken = True
+        log.warning("contact.quick_%s_failed", what, exc_info=True)
+        return None
+    finally:
+        pool.release(conn, broken)
+
+
+async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
+                         prefs_body: Any, now: Any) -> _Row | None:  # fmt: skip
+    """Two statements, each its own transaction: the row read; then the merged change with its audit entry, written
+    only if the row is still the version that was read (``xmin``). A row changed in between is read again (up to
+    `_TRIES` times; then the routed path, which waits its turn, answers). None when the tenant has no such contact
+    or the database refused."""
+
+    async def update(conn: Any) -> _Row | None:
         for _ in range(_TRIES):
             record = await conn.fetchrow(_PG_ROW, guid, ctx.tenant_id)
             if record is None:
@@ -401,14 +419,8 @@ async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID,
             if updated is not None:
                 return _pg_row(updated)
         return None
-    except LANE_ERRORS:
-        # Whether it committed or not, the routed path answers correctly (the same change again, which changes
-        # nothing and so records nothing).
-        broken = True
-        log.warning("contact.quick_update_failed", exc_info=True)
-        return None
-    finally:
-        pool.release(conn, broken)
+
+    return await _on_lane(pool, "update", update)
 
 
 class _Create(NamedTuple):
@@ -541,26 +553,16 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
 
 async def _pg_create_row(pool: AsyncpgPool, url: URL, ctx: TenantContext, plan: _Create,
                          probes: tuple[ContactProbe, ...], new_id: uuid.UUID, now: Any) -> _Row | None:  # fmt: skip
-    try:
-        conn = await pool.acquire()
-    except LANE_ERRORS:
-        log.warning("contact.quick_connect_failed", exc_info=True)
-        return None
-    broken = False
-    try:
+
+    async def create(conn: Any) -> _Row | None:
         attrs = dict(plan.attrs)
         if plan.generated:
             attrs["memberNumber"] = await block_number(url, ctx.tenant_id, conn)
         stmt, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
         record = await conn.fetchrow(stmt.sql, *stmt.args(params))
         return None if record is None else _pg_row(record)
-    except LANE_ERRORS:
-        # Nothing committed, or all of it: either way the routed path answers correctly (a contact it now finds).
-        broken = True
-        log.warning("contact.quick_create_failed", exc_info=True)
-        return None
-    finally:
-        pool.release(conn, broken)
+
+    return await _on_lane(pool, "create", create)
 
 
 def _pg_create_statement(ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],

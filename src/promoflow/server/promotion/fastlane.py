@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -49,7 +49,7 @@ from ..hooks import fire_promotions_shown
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
 from ..tenant.service import TenantContext
 from . import presenter
-from .domain import PromotionFace
+from .domain import FaceRow, PromotionFace
 from .redemption import When, explain, refusal
 from .rules import CHANNEL_BITS
 from .statements import PG_FETCH, PG_REDEEM
@@ -237,19 +237,6 @@ class AsyncpgPool:
         self._mine = set()
 
 
-class _Face(NamedTuple):
-    """A promotion row as `PromotionFace.of` reads it."""
-
-    promotion_id: uuid.UUID
-    external_id: str | None
-    name: str
-    heading: str | None
-    description: str | None
-    image_url: str | None
-    link: str | None
-    channels: list[dict[str, Any]]
-
-
 class PgLane:
     """PostgreSQL: one statement per request on a pooled asyncpg connection (`AsyncpgPool`)."""
 
@@ -263,7 +250,7 @@ class PgLane:
         if missing:
             rows = await conn.fetch(_PROMOTION_SQL, tenant_id, missing)
             faces = (
-                _Face(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows
+                FaceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows
             )  # jsonb: text
             remember_faces(faces, currency, out)
         return out

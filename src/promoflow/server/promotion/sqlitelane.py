@@ -45,6 +45,7 @@ from ..db import Database, connect_sqlite, sqlite_file
 from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
+from .domain import FaceRow
 from .fastlane import Faces, LaneUnavailable, Row, Won, cached_faces, remember_faces
 from .rules import CHANNEL_BITS
 from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, compile_sqlite
@@ -67,17 +68,6 @@ _FACE = compile_sqlite(
     .where(promotion.c.tenant_id == _P_TENANT, promotion.c.id == bindparam("p", type_=promotion.c.id.type),
            promotion.c.activated_at.is_not(None))
 )  # fmt: skip
-
-
-class _FaceRow(NamedTuple):
-    promotion_id: uuid.UUID
-    external_id: str | None
-    name: str
-    heading: str | None
-    description: str | None
-    image_url: str | None
-    link: str | None
-    channels: list[dict[str, Any]]
 
 
 # One redeem: (tenant, assignment, contact or None, channel, now).
@@ -197,10 +187,10 @@ class SqliteLane:
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
     ) -> Faces:
         out, missing = cached_faces(ids, currency)
-        rows: list[_FaceRow] = []
+        rows: list[FaceRow] = []
         for pid in missing:
             raw = conn.execute(_FACE.sql, _FACE.params(t=tenant_id, p=pid)).fetchall()
-            rows.extend(_FaceRow(*_FACE.row(r)) for r in raw)
+            rows.extend(FaceRow(*_FACE.row(r)) for r in raw)
         remember_faces(rows, currency, out)
         return out
 
