@@ -68,21 +68,10 @@ class ShownBuffer:
         self, tenant_id: uuid.UUID, contact_id: uuid.UUID, shown: hooks.Shown, store: str | None, at: datetime
     ) -> None:
         """Called on the fetch path: no I/O, one dict update (the key hashed once)."""
-        views = self._views
-        before = len(views)
-        key = (self._tenant(tenant_id), contact_id, store[:255] if store else None, tuple(shown))
-        view = views.setdefault(key, [at, at, 0])
-        if len(views) > before and before >= self.limit:
-            del views[key]
-            self.dropped += 1
-            metrics.get().shown_dropped.inc()
-            return
-        if at < view[0]:
-            view[0] = at
-        elif at > view[1]:
-            view[1] = at
-        view[2] += 1
-        if len(views) >= self.batch:
+        self._add(
+            (self._tenant(tenant_id), contact_id, store[:255] if store else None, tuple(shown)), at, at, 1
+        )
+        if len(self._views) >= self.batch:
             self._wake.set()
 
     def _tenant(self, tenant_id: uuid.UUID) -> uuid.UUID:
@@ -99,15 +88,21 @@ class ShownBuffer:
         return fast
 
     def _add(self, key: _View, first: datetime, last: datetime, times: int) -> None:
-        """Merge into the view already waiting with this key, or add it within the limit."""
-        view = self._views.get(key)
-        if view is not None:
-            view[0], view[1], view[2] = min(view[0], first), max(view[1], last), view[2] + times
-        elif len(self._views) < self.limit:
-            self._views[key] = [first, last, times]
-        else:
+        """Merge into the view already waiting with this key, or add it within the limit (the key is hashed once:
+        a view's key holds a dozen ids)."""
+        views = self._views
+        before = len(views)
+        view = views.setdefault(key, [first, last, 0])
+        if len(views) > before and before >= self.limit:
+            del views[key]
             self.dropped += times
             metrics.get().shown_dropped.inc(times)
+            return
+        if first < view[0]:
+            view[0] = first
+        if last > view[1]:
+            view[1] = last
+        view[2] += times
 
     def __len__(self) -> int:
         return len(self._views)
