@@ -6,20 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
-
-
-class FaceRow(NamedTuple):
-    """A promotion row as `PromotionFace.of` reads it, built by the fast lanes from their drivers' rows."""
-
-    promotion_id: uuid.UUID
-    external_id: str | None
-    name: str
-    heading: str | None
-    description: str | None
-    image_url: str | None
-    link: str | None
-    channels: list[dict[str, Any]]
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from ..hooks import fire_promotions_shown
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
 from ..tenant.service import TenantContext
 from . import presenter
-from .domain import FaceRow, PromotionFace
+from .domain import PromotionFace
 from .redemption import When, explain, refusal
 from .rules import CHANNEL_BITS
 from .statements import PG_FETCH, PG_REDEEM
@@ -115,15 +115,15 @@ def cached_faces(ids: Iterable[uuid.UUID], currency: str) -> tuple[Faces, list[u
     return out, missing
 
 
-def remember_faces(rows: Iterable[Any], currency: str, into: Faces) -> None:
-    """Render the faces of promotion rows (``PromotionFace.of`` columns) into ``into`` and the cache."""
+def remember_faces(faces: Iterable[PromotionFace], currency: str, into: Faces) -> None:
+    """Render promotion faces into ``into`` and the cache."""
     expires = time.monotonic() + FACE_SECONDS
-    for row in rows:
-        part = presenter.face(PromotionFace.of(row), currency)
+    for face in faces:
+        part = presenter.face(face, currency)
         if len(_faces) > 50_000:
             _faces.clear()
-        into[row.promotion_id] = part
-        _faces[(row.promotion_id, currency)] = (part, expires)
+        into[face.promotion_id] = part
+        _faces[(face.promotion_id, currency)] = (part, expires)
 
 
 class PgPool:
@@ -250,7 +250,7 @@ class PgLane:
         if missing:
             rows = await conn.fetch(_PROMOTION_SQL, tenant_id, missing)
             faces = (
-                FaceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7])) for r in rows
+                PromotionFace(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7]))) for r in rows
             )  # jsonb: text
             remember_faces(faces, currency, out)
         return out

@@ -45,7 +45,7 @@ from ..db import Database, connect_sqlite, sqlite_file
 from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
-from .domain import FaceRow
+from .domain import PromotionFace
 from .fastlane import Faces, LaneUnavailable, Row, Won, cached_faces, remember_faces
 from .rules import CHANNEL_BITS
 from .statements import SQLITE_FETCH, SQLITE_REDEEM, SQLITE_REDEMPTION_ROW, compile_sqlite
@@ -187,11 +187,14 @@ class SqliteLane:
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
     ) -> Faces:
         out, missing = cached_faces(ids, currency)
-        rows: list[FaceRow] = []
+        faces: list[PromotionFace] = []
         for pid in missing:
             raw = conn.execute(_FACE.sql, _FACE.params(t=tenant_id, p=pid)).fetchall()
-            rows.extend(FaceRow(*_FACE.row(r)) for r in raw)
-        remember_faces(rows, currency, out)
+            faces.extend(
+                PromotionFace(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]))
+                for r in map(_FACE.row, raw)
+            )
+        remember_faces(faces, currency, out)
         return out
 
     def _fetch_sync(
