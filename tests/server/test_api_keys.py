@@ -6,9 +6,10 @@ the keys existing tenants already have."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from promoflow.server.config import Settings
 from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.http.app import create_app
 from promoflow.server.migrate import upgrade
-from promoflow.server.models import tenant
+from promoflow.server.models import api_key, tenant
 from promoflow.server.models.base import UTCDateTime
 from promoflow.server.tenant.errors import ApiKeyExistsError, ApiKeyNotFoundError, InvalidApiKeyNameError
 from promoflow.server.tenant.keys import ApiKeyService, KeyUsage, NewKey
@@ -210,6 +211,51 @@ def test_last_used_is_written_at_most_once_a_minute_per_key(settings: Settings) 
     assert asyncio.run(run()) == [1, 0, 1]
     listed = on(lambda s, c, t: s.list(c, t))
     assert {k.name: k.last_used_at for k in listed}["till"] == at + timedelta(seconds=61)
+
+
+def test_a_flush_while_the_background_writer_is_writing_returns_once_that_write_is_in(
+    settings: Settings,
+) -> None:
+    """The race CI once hit: the background task had taken the queued use and was writing it when ``flush`` came,
+    found nothing queued and returned at once, before the use was in the database."""
+    db = Database(settings.resolved_database_url(), pool_size=2)
+    tenant_info = make_tenant(settings)
+    key = On(settings, tenant_info["name"])(lambda s, c, t: s.create(c, t, "till")).key
+    at = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+    async def run() -> datetime | None:
+        usage = KeyUsage(db, FrozenClock(at))
+        inside, go_on = asyncio.Event(), asyncio.Event()
+        real_write = db.write
+
+        @contextlib.asynccontextmanager
+        async def held_write() -> AsyncIterator[Any]:
+            async with real_write() as conn:
+                inside.set()
+                await go_on.wait()
+                yield conn
+
+        db.write = held_write  # type: ignore[method-assign]
+        usage.start()
+        try:
+            usage.note("k", key.id, 1000.0)
+            await inside.wait()  # the background task has taken the use and is in its write
+            db.write = real_write  # type: ignore[method-assign]
+            flushing = asyncio.create_task(usage.flush())
+            # One turn of the loop (not a wait for time): flush has run up to its first wait, and waits for the
+            # write under way instead of returning "nothing queued".
+            await asyncio.sleep(0)
+            assert not flushing.done()
+            go_on.set()
+            await flushing
+            async with db.read() as conn:
+                return await conn.scalar(sa.select(api_key.c.last_used_at).where(api_key.c.id == key.id))
+        finally:
+            go_on.set()
+            await usage.stop()
+            await db.dispose()
+
+    assert asyncio.run(run()) == at
 
 
 def test_the_server_records_when_a_key_was_last_used(api: Api) -> None:

@@ -249,6 +249,7 @@ class KeyUsage:
         self._noted: dict[str, float] = {}
         self._pending: dict[uuid.UUID, datetime] = {}
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -268,10 +269,17 @@ class KeyUsage:
         self._wake.set()
 
     async def flush(self) -> int:
-        """Write the queued instants (the latest per key; never moves a later one back). Returns how many."""
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return 0
+        """Write the queued instants (the latest per key; never moves a later one back). Returns how many.
+        One write at a time: a flush that comes while the background task is writing waits for that write, so
+        when it returns every use noted before the call is in the database."""
+        async with self._writing:
+            pending, self._pending = self._pending, {}
+            if not pending:
+                return 0
+            await self._write(pending)
+            return len(pending)
+
+    async def _write(self, pending: dict[uuid.UUID, datetime]) -> None:
         stmt = (
             update(api_key)
             .where(api_key.c.id == bindparam("kid"))
@@ -280,7 +288,6 @@ class KeyUsage:
         )
         async with self.db.write() as conn:
             await conn.execute(stmt, [{"kid": k, "at": at} for k, at in pending.items()])
-        return len(pending)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="promoflow-key-usage")
