@@ -18,10 +18,12 @@ from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
 from promoflow.server.contact import numbers
-from promoflow.server.contact.quick import ANSWERED
+from promoflow.server.contact.quick import ANSWERED, _CreateItem, _planned, pg_creates
 from promoflow.server.db import Database, make_sync_engine
+from promoflow.server.hooks import contact_probes
 from promoflow.server.http.app import create_app
 from promoflow.server.models import audit_event, contact
+from promoflow.server.promotion.fastlane import asyncpg_pool
 from promoflow.server.receipt.service import PENDING, ReceiptService
 from promoflow.server.tenant.service import TenantService
 from promoflow.wire.engage import Receipt
@@ -364,3 +366,108 @@ def test_quick_and_routed_creates_share_the_member_numbers(
         got += [a.json()["attributes"]["memberNumber"], b.json()["attributes"]["memberNumber"]]
     assert len(set(got)) == len(got) == 14
     assert all(len(n) == 8 and n.isdigit() for n in got)
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL: in batches
+
+
+def _creates_at_once(fast: TestClient, api_key: str, bodies: list[dict[str, Any]],
+                     headers: dict[int, dict[str, str]] | None = None) -> tuple[list[Any], Any]:  # fmt: skip
+    """``bodies`` handed to the app's gatherer of quick creates in one turn of its event loop (as concurrent
+    requests arriving together hand them; ``headers``: the request headers of some of them, by position): the
+    rows written (None: the routed path would answer) and the gatherer."""
+    st = fast.app.state.promoflow  # type: ignore[attr-defined]
+    pool = asyncpg_pool(st)
+    assert pool is not None
+
+    async def run() -> tuple[list[Any], Any]:
+        async with st.db.read() as conn:
+            ctx = await TenantService(st.clock.now()).authenticate(conn, api_key)
+        assert ctx is not None
+        probes = contact_probes()
+        assert probes is not None
+        gather = pg_creates(st, pool)
+        items = []
+        for i, body in enumerate(bodies):
+            plan = _planned(ctx, body, (headers or {}).get(i, {}), v3=False)
+            assert plan is not None
+            items.append(_CreateItem(ctx, plan, probes, uuid.uuid4(), st.clock.now()))
+        return list(await asyncio.gather(*(gather(item) for item in items))), gather
+
+    assert fast.portal is not None
+    return fast.portal.call(run)
+
+
+def test_concurrent_creates_go_in_one_statement_each_as_if_alone(
+    pg_url: str, data_dir: Any, clock: Any
+) -> None:
+    """Creates that arrive together are written by one statement in one transaction: each is written as it would
+    be alone — its own member number, its audit entry, none for a key another contact holds, one of two creates
+    of the same e-mail — and the others are left to the routed path."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    with _client(settings, clock, True) as fast:
+        held = fast.post(
+            "/api/v2/contacts", json={"email": "held@example.com"}, headers={"apikey": tenant["apiKey"]}
+        )
+        assert held.status_code == 201
+        bodies = [{"email": f"b{i}@example.com", "firstName": f"Ann{i}"} for i in range(20)]
+        bodies += [
+            {"email": "twin@example.com"},
+            {"email": "twin@example.com"},
+            {"email": "held@example.com"},
+        ]
+        rows, gather = _creates_at_once(fast, tenant["apiKey"], bodies)
+        assert (gather.batches, gather.items) == (
+            1 + 1,
+            1 + len(bodies),
+        )  # the first create's, then one for all
+        written = [r for r in rows if r is not None]
+        assert [r.attributes["email"] for r in rows[:20]] == [f"b{i}@example.com" for i in range(20)]
+        assert sorted(r is None for r in rows[20:22]) == [False, True] and rows[22] is None
+        engine = make_sync_engine(pg_url)
+        try:
+            with engine.connect() as conn:
+                stored = conn.execute(
+                    select(contact.c.id, contact.c.member_number, contact.c.name_key).where(
+                        contact.c.tenant_id == uuid.UUID(tenant["tenantId"])
+                    )
+                ).all()
+                entries = conn.execute(
+                    select(audit_event.c.contact_id).where(audit_event.c.action == "contact.create",
+                                                           audit_event.c.tenant_id == uuid.UUID(tenant["tenantId"]))
+                ).scalars().all()  # fmt: skip
+        finally:
+            engine.dispose()
+        assert len(stored) == 1 + len(written) == 22
+        numbers_given = [n for _, n, _ in stored]
+        assert len(set(numbers_given)) == len(numbers_given) and all(len(n) == 8 for n in numbers_given)
+        assert sorted(entries) == sorted(i for i, _, _ in stored)  # one entry per contact written
+        assert {k for _, _, k in stored} >= {f"ann{i}" for i in range(20)}
+
+
+def test_a_create_the_database_refuses_does_not_fail_the_others_of_its_batch(pg_url: str, data_dir: Any,
+                                                                            clock: Any) -> None:  # fmt: skip
+    """A value the database refuses (a ``source`` header longer than its column) fails the batch's statement: each
+    create is then tried alone, so only that one is left to the routed path (which answers it 400) and the others
+    are written."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    with _client(settings, clock, True) as fast:
+        fast.post(
+            "/api/v2/contacts", json={"email": "first@example.com"}, headers={"apikey": tenant["apiKey"]}
+        )
+        bodies = [{"email": f"c{i}@example.com"} for i in range(6)]
+        bodies.insert(3, {"email": "long@example.com"})
+        long_source = {"source": "x" * 300}
+        rows, gather = _creates_at_once(fast, tenant["apiKey"], bodies, {3: long_source})
+        assert [r is None for r in rows] == [False, False, False, True, False, False, False]
+        assert gather.batches == 2  # the first create's, then the batch (which failed and was tried alone)
+        answer = fast.post(
+            "/api/v2/contacts", json=bodies[3], headers={"apikey": tenant["apiKey"], **long_source}
+        )
+        assert answer.status_code == 400, answer.text

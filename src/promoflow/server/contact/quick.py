@@ -45,7 +45,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import pydantic_core
@@ -56,6 +56,7 @@ from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ...kit.gather import Gather
 from ...kit.guid import parse_guid
 from ..audit import diff, entry_values
 from ..exceptions import PromoflowError
@@ -81,7 +82,9 @@ from .service import (
 )
 
 log = logging.getLogger("promoflow.contacts")
+_W = TypeVar("_W")
 
+_CREATES = "contact_quick_creates"  # the app's `Gather` of PostgreSQL creates
 ANSWERED = "contact_quick_answered"  # how many writes the quick paths answered (tests compare the two paths)
 
 _RETURNED = (
@@ -164,30 +167,10 @@ def _entry_params(entry: dict[str, Any] | None) -> dict[str, Any]:
     return {**entry, "before": _json(entry["before"]), "after": _json(entry["after"])}
 
 
-def _pg_create(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], entry: bool) -> str:
-    """The create as one statement: the contact is written only when no contact of its type holds the key in
-    ``column`` (the routed path's look-up) and no hook has work for it; any unique conflict writes nothing.
-    ``derived``: the columns `_columns` fills from the attributes (keys, name search keys), each its own
-    parameter."""
-    waiting = "".join(f" AND NOT {c}" for c in conditions)
-    return _with_entry(f"""
-INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
-                     created_at, updated_at, {", ".join(derived)})
-SELECT %(id)s::uuid, %(t)s::uuid, %(ct)s::varchar, %(attrs)s::jsonb, %(prefs)s::jsonb, %(source)s::varchar,
-       %(store)s::varchar, %(approved)s::boolean, %(now)s::timestamptz, %(now)s::timestamptz,
-       {", ".join(f"%({c})s::{_PG_TYPES[c]}" for c in derived)}
-WHERE NOT EXISTS (
-  SELECT 1 FROM contact WHERE tenant_id = %(t)s AND {column} = %(key)s AND contact_type = %(ct)s){waiting}
-ON CONFLICT DO NOTHING
-RETURNING {_RETURNED}""", entry)  # fmt: skip
-
-
 # Each column's type as a parameter's cast (no length: too long a value fails as the routed path's insert does).
 _PG_TYPES = {
     c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns
 }
-# By (key column, the probes' conditions, the derived columns, with an entry).
-_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], _Numbered] = {}
 # The update, only of the version of the row that was read.
 _PG_UPDATE = compile_pg(
     _UPDATE.where(literal_column("xmin::text") == bindparam("xmin", type_=String())).returning(*_RETURNING)
@@ -376,9 +359,7 @@ def update(*, v3: bool) -> FastHandler:
     return handler
 
 
-async def _on_lane(
-    pool: AsyncpgPool, what: str, work: Callable[[Any], Awaitable[_Row | None]]
-) -> _Row | None:
+async def _on_lane(pool: AsyncpgPool, what: str, work: Callable[[Any], Awaitable[_W]]) -> _W | None:
     """``work`` on a connection of the fast lane's pool. None — the routed path answers, correctly whether the
     write committed or not (it finds the contact, or makes the same change again, which records nothing) — when no
     connection can be had or the database refused."""
@@ -523,7 +504,7 @@ def create(*, v3: bool) -> FastHandler:
             except Exception:  # rolled back: the routed path answers
                 return None
         else:
-            row = await _pg_create_row(pool, st.db.engine.url, ctx, plan, probes, new_id, now)
+            row = await pg_creates(st, pool)(_CreateItem(ctx, plan, probes, new_id, now))
         return None if row is None else _answer(st, ctx, row, 201, v3=v3)
 
     return handler
@@ -551,39 +532,146 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     return row
 
 
-async def _pg_create_row(pool: AsyncpgPool, url: URL, ctx: TenantContext, plan: _Create,
-                         probes: tuple[ContactProbe, ...], new_id: uuid.UUID, now: Any) -> _Row | None:  # fmt: skip
+# The creates of concurrent requests, gathered (`kit.gather`): one statement writes a batch, its rows as one JSON
+# parameter (``jsonb_to_recordset``), each row with the look-up, the hooks' question and its audit entry of the
+# single create. By (key column, the probes' conditions, the derived columns).
+_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+_AUDIT_COLUMNS = tuple(c.name for c in audit_event.columns if c.name != "id")
+_AUDIT_TYPES = {
+    c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in audit_event.columns
+}
+# Taken before a batch of several creates: every row's advisory locks, in one sorted pass (each row's question
+# takes its own again — already held — so two batches, or a batch and a receipt, never wait on each other in a
+# cycle).
+_PG_LOCK_ALL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k"
 
-    async def create(conn: Any) -> _Row | None:
-        attrs = dict(plan.attrs)
-        if plan.generated:
-            attrs["memberNumber"] = await block_number(url, ctx.tenant_id, conn)
-        stmt, params = _pg_create_statement(ctx, plan, probes, attrs, new_id, now)
-        record = await conn.fetchrow(stmt.sql, *stmt.args(params))
-        return None if record is None else _pg_row(record)
 
-    return await _on_lane(pool, "create", create)
+class _CreateItem(NamedTuple):
+    ctx: TenantContext
+    plan: _Create
+    probes: tuple[ContactProbe, ...]
+    new_id: uuid.UUID
+    now: Any
 
 
-def _pg_create_statement(ctx: TenantContext, plan: _Create, probes: tuple[ContactProbe, ...],
-                         attrs: dict[str, Any], new_id: uuid.UUID, now: Any) -> tuple[_Numbered, dict[str, Any]]:  # fmt: skip
-    """`_pg_create`'s text (cached) and parameters for this contact."""
+def _row_refs(condition: str, i: int) -> str:
+    """A probe's condition (`hooks.ContactProbe.pg_condition`) on the batch's row ``r``: its ``%(keys)s`` and
+    ``%(locks)s`` are the row's ``keysI``/``locksI`` (probe ``i``'s), its other parameters the row's fields."""
+
+    def field(m: re.Match[str]) -> str:
+        return f"r.{m.group(1)}{i}" if m.group(1) in ("keys", "locks") else f"r.{m.group(1)}"
+
+    return re.sub(r"%\((\w+)\)s", field, condition)
+
+
+def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], locks: int) -> str:
+    """The batch's statement: a row's contact is written only when no contact of its type holds its key in
+    ``column`` (the routed path's look-up: a LATERAL probe of the index per row — as a NOT EXISTS the planner may
+    join the batch to the whole table, and a plan cached while the table was small then scans it as it grows)
+    and no hook has work for it (``conditions``, with ``%(keysN)s`` and
+    ``%(locksN)s`` from the row); any unique conflict writes nothing; the audit entry of each row written (the rows
+    with ``e``). Answers the rows written."""
+    fields = {
+        "id": "uuid", "t": "uuid", "ct": "varchar", "key": "text", "attrs": "jsonb", "prefs": "jsonb",
+        "source": "varchar", "store": "varchar", "approved": "boolean", "now": "timestamptz",
+        **{c: _PG_TYPES[c] for c in derived}, **{f"keys{i}": "jsonb" for i in range(locks)},
+        **{f"locks{i}": "jsonb" for i in range(locks)}, "e": "boolean",
+        **{f"e_{c}": _AUDIT_TYPES[c] for c in _AUDIT_COLUMNS},
+    }  # fmt: skip
+    waiting = "".join(f" AND NOT {_row_refs(c, i)}" for i, c in enumerate(conditions))
+    entry = ", ".join(
+        f"coalesce(r.e_{c}, 'null'::jsonb)" if c in ("before", "after") else f"r.e_{c}"
+        for c in _AUDIT_COLUMNS
+    )
+    return f"""
+WITH r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({", ".join(f"{k} {t}" for k, t in fields.items())})),
+changed AS (
+INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
+                     created_at, updated_at, {", ".join(derived)})
+SELECT r.id, r.t, r.ct, r.attrs, r.prefs, r.source, r.store, r.approved, r.now, r.now,
+       {", ".join(f"r.{c}" for c in derived)}
+FROM r LEFT JOIN LATERAL (
+  SELECT 1 AS held FROM contact WHERE tenant_id = r.t AND {column} = r.key AND contact_type = r.ct LIMIT 1) AS h ON true
+WHERE h.held IS NULL{waiting}
+ON CONFLICT DO NOTHING
+RETURNING {_RETURNED}),
+entry AS (
+INSERT INTO audit_event ({", ".join(_AUDIT_COLUMNS)})
+SELECT {entry} FROM changed JOIN r ON r.id = changed.id WHERE r.e)
+SELECT * FROM changed"""  # fmt: skip
+
+
+def _pg_create_params(
+    item: _CreateItem, attrs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], list[int]]:
+    """The row's statement key, its fields in the batch's JSON and its advisory locks."""
+    ctx, plan, probes, new_id, now = item
     columns = _columns(ctx, plan.contact_type, attrs)  # the derived columns (keys, name search keys)
     entry = _create_entry(ctx, plan, attrs, new_id, now)
-    params: dict[str, Any] = {
-        **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key,
-        "attrs": _json(attrs), "prefs": _json(plan.prefs), "source": plan.source, "store": plan.store,
-        "approved": plan.approved, "now": now, **_entry_params(entry),
+    row: dict[str, Any] = {
+        **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key, "attrs": attrs,
+        "prefs": plan.prefs, "source": plan.source, "store": plan.store, "approved": plan.approved, "now": now,
+        "e": entry is not None,
     }  # fmt: skip
+    if entry is not None:
+        row.update({f"e_{c}": entry[c] for c in _AUDIT_COLUMNS})
+    locks: list[int] = []
     for i, p in enumerate(probes):
         keys = p.keys(new_id, columns)
-        params[f"keys{i}"], params[f"locks{i}"] = _json(keys), _json(p.lock_ids(ctx.tenant_id, keys))
-    sql_key = (plan.column, tuple(p.pg_condition for p in probes), tuple(columns), entry is not None)
-    stmt = _pg_creates.get(sql_key)
-    if stmt is None:
-        conditions = tuple(
-            p.pg_condition.replace("%(keys)s", f"%(keys{i})s").replace("%(locks)s", f"%(locks{i})s")
-            for i, p in enumerate(probes)
-        )
-        stmt = _pg_creates[sql_key] = _Numbered.of(_pg_create(plan.column, conditions, *sql_key[2:]))
-    return stmt, params
+        row[f"keys{i}"], row[f"locks{i}"] = keys, p.lock_ids(ctx.tenant_id, keys)
+        locks += row[f"locks{i}"]
+    key = (plan.column, tuple(p.pg_condition for p in probes), tuple(columns))
+    return key, row, locks
+
+
+async def _pg_write_creates(pool: AsyncpgPool, url: URL, items: list[_CreateItem]) -> list[_Row | None]:
+    """A batch of creates: its statement(s), in one transaction that first takes every row's locks when there
+    are several. When the batch fails, each create is tried alone (one row cannot fail its neighbours); one that
+    fails alone gets None (the routed path answers it)."""
+
+    async def write(conn: Any) -> list[_Row | None]:
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        locks: list[int] = []
+        for item in items:
+            attrs = dict(item.plan.attrs)
+            if item.plan.generated:
+                attrs["memberNumber"] = await block_number(url, item.ctx.tenant_id, conn)
+            key, row, row_locks = _pg_create_params(item, attrs)
+            groups.setdefault(key, []).append(row)
+            locks += row_locks
+        found: dict[uuid.UUID, _Row] = {}
+        if len(items) == 1:  # alone: its own transaction (the row's question takes its locks, sorted)
+            found.update(await _pg_create_group(conn, *next(iter(groups.items()))))
+        else:
+            async with conn.transaction():
+                await conn.execute(_PG_LOCK_ALL, sorted(set(locks)))
+                for key, rows in groups.items():
+                    found.update(await _pg_create_group(conn, key, rows))
+        return [found.get(item.new_id) for item in items]
+
+    written = await _on_lane(pool, "create", write)
+    if written is not None:
+        return written
+    if len(items) == 1:
+        return [None]
+    return [(await _pg_write_creates(pool, url, [item]))[0] for item in items]
+
+
+async def _pg_create_group(
+    conn: Any, key: tuple[Any, ...], rows: list[dict[str, Any]]
+) -> dict[uuid.UUID, _Row]:
+    sql = _pg_creates.get(key)
+    if sql is None:
+        column, conditions, derived = key
+        sql = _pg_creates[key] = _pg_create_sql(column, conditions, derived, len(conditions))
+    records = await conn.fetch(sql, _json(rows))
+    return {r[0]: _pg_row(r) for r in records}
+
+
+def pg_creates(st: AppState, pool: AsyncpgPool) -> Gather[_CreateItem, _Row | None]:
+    """The app's gatherer of quick creates (made on first use)."""
+    gather = st.extras.get(_CREATES)
+    if gather is None:
+        url = st.db.engine.url
+        gather = st.extras[_CREATES] = Gather(lambda items: _pg_write_creates(pool, url, items), at_once=2)
+    return gather
