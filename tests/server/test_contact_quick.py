@@ -18,7 +18,14 @@ from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
 from promoflow.server.contact import numbers
-from promoflow.server.contact.quick import ANSWERED, _CreateItem, _planned, pg_creates
+from promoflow.server.contact.quick import (
+    ANSWERED,
+    _CreateItem,
+    _planned,
+    _UpdateItem,
+    pg_creates,
+    pg_updates,
+)
 from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.hooks import contact_probes
 from promoflow.server.http.app import create_app
@@ -471,3 +478,62 @@ def test_a_create_the_database_refuses_does_not_fail_the_others_of_its_batch(pg_
             "/api/v2/contacts", json=bodies[3], headers={"apikey": tenant["apiKey"], **long_source}
         )
         assert answer.status_code == 400, answer.text
+
+
+def test_concurrent_updates_go_in_one_statement_and_lose_no_change(
+    pg_url: str, data_dir: Any, clock: Any
+) -> None:
+    """Updates that arrive together are read by one statement and written by one: each merges into the row as it
+    would alone; two changes of one contact in the batch are both kept (the second is read again after the first
+    is written) and both audited; a contact of another tenant is left to the routed path (its 404)."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant, other = make_tenant(settings), make_tenant(settings)
+    with _client(settings, clock, True) as fast:
+        ids = [
+            fast.post("/api/v2/contacts", json={"email": f"u{i}@example.com"}, headers={"apikey": tenant["apiKey"]})
+            .json()["id"]
+            for i in range(8)
+        ]  # fmt: skip
+        foreign = fast.post(
+            "/api/v2/contacts", json={"email": "f@example.com"}, headers={"apikey": other["apiKey"]}
+        )
+        st = fast.app.state.promoflow  # type: ignore[attr-defined]
+        pool = asyncpg_pool(st)
+        assert pool is not None
+        changes = [(uuid.UUID(i), {"city": f"City{n}"}) for n, i in enumerate(ids)]
+        changes += [
+            (uuid.UUID(ids[0]), {"firstName": "Ada"}),
+            (uuid.UUID(foreign.json()["id"]), {"city": "X"}),
+        ]
+
+        async def run() -> tuple[list[Any], Any]:
+            async with st.db.read() as conn:
+                ctx = await TenantService(st.clock.now()).authenticate(conn, tenant["apiKey"])
+            assert ctx is not None
+            gather = pg_updates(st, pool)
+            items = [_UpdateItem(ctx, guid, changed, None, st.clock.now()) for guid, changed in changes]
+            return list(await asyncio.gather(*(gather(item) for item in items))), gather
+
+        assert fast.portal is not None
+        rows, gather = fast.portal.call(run)
+        assert (gather.batches, gather.items) == (1, len(changes))
+        assert [r.attributes["city"] for r in rows[:8]] == [f"City{n}" for n in range(8)]
+        assert rows[8].attributes["firstName"] == "Ada" and rows[8].attributes["city"] == "City0"
+        assert rows[9] is None
+        stored = fast.get(f"/api/v2/contacts/{ids[0]}", headers={"apikey": tenant["apiKey"]}).json()[
+            "attributes"
+        ]
+        assert (stored["city"], stored["firstName"]) == ("City0", "Ada")
+        tid = uuid.UUID(tenant["tenantId"])
+        engine = make_sync_engine(pg_url)
+        try:
+            with engine.connect() as conn:
+                updates = conn.execute(
+                    select(audit_event.c.contact_id).where(audit_event.c.tenant_id == tid,
+                                                           audit_event.c.action == "contact.update")
+                ).scalars().all()  # fmt: skip
+        finally:
+            engine.dispose()
+        assert sorted(updates) == sorted([uuid.UUID(i) for i in ids] + [uuid.UUID(ids[0])])

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import pydantic_core
-from sqlalchemy import JSON, String, bindparam, insert, literal_column, select, table
+from sqlalchemy import JSON, String, bindparam, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -64,7 +64,7 @@ from ..hooks import ContactProbe, contact_probes
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
 from ..models import audit_event, contact, member_number_counter
 from ..promotion.fastlane import LANE, LANE_ERRORS, AsyncpgPool, asyncpg_pool
-from ..promotion.statements import compile_pg, compile_sqlite
+from ..promotion.statements import compile_sqlite
 from ..tenant.service import CONTACT_TYPES, TenantContext
 from .numbers import block_number, format_number
 from .service import (
@@ -84,7 +84,8 @@ from .service import (
 log = logging.getLogger("promoflow.contacts")
 _W = TypeVar("_W")
 
-_CREATES = "contact_quick_creates"  # the app's `Gather` of PostgreSQL creates
+_CREATES = "contact_quick_creates"  # the app's `Gather` of PostgreSQL creates, and of updates
+_UPDATES = "contact_quick_updates"
 ANSWERED = "contact_quick_answered"  # how many writes the quick paths answered (tests compare the two paths)
 
 _RETURNED = (
@@ -109,74 +110,64 @@ _AUDIT_BINDS = {c.name: bindparam(c.name, type_=c.type) for c in audit_event.col
 
 # ------------------------------------------------------------------------------------------------- PostgreSQL
 
-_NAMED = re.compile(r"%\((\w+)\)s|%%")
-
-
-class _Numbered(NamedTuple):
-    """A statement written with psycopg's named parameters (``%(name)s``), as asyncpg takes it: numbered (``$1``…)
-    in the order of ``names``."""
-
-    sql: str
-    names: tuple[str, ...]
-
-    @classmethod
-    def of(cls, named: str) -> _Numbered:
-        names: list[str] = []
-
-        def number(m: re.Match[str]) -> str:
-            if m.group(1) is None:
-                return "%"
-            if m.group(1) not in names:
-                names.append(m.group(1))
-            return f"${names.index(m.group(1)) + 1}"
-
-        return cls(_NAMED.sub(number, named), tuple(names))
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        return [params[n] for n in self.names]
-
-
-# The row as a write reads it, with its version (``xmin``: the transaction that wrote it, changed by every write).
-_PG_ROW = f"SELECT xmin::text AS xmin, {_RETURNED} FROM contact WHERE id = $1 AND tenant_id = $2"
-# The audit entry of the row the statement's ``changed`` step wrote (none when it wrote none).
-_PG_ENTRY = compile_pg(
-    insert(audit_event).from_select(
-        list(_AUDIT_BINDS), select(*_AUDIT_BINDS.values()).select_from(table("changed"))
-    )
-)
-
-
-def _with_entry(change: str, entry: bool) -> str:
-    """One statement: ``change`` (an INSERT or UPDATE … RETURNING the contact's row) and, with ``entry``, the
-    audit entry of the row it wrote (`_PG_ENTRY`); answers that row."""
-    tail = f",\nentry AS ({_PG_ENTRY.sql})" if entry else ""
-    return f"WITH changed AS ({change}){tail}\nSELECT * FROM changed"
-
-
-def _json(value: Any) -> str:
-    """JSON text of a parameter (a fifth of `json.dumps`' time; NaN and infinities as `json.dumps` writes them,
-    which PostgreSQL refuses as it does the routed path's)."""
-    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
-
-
-def _entry_params(entry: dict[str, Any] | None) -> dict[str, Any]:
-    """`_PG_ENTRY`'s parameters (`entry_values` gives every column): the JSON columns as text (``None`` as JSON
-    null, as SQLAlchemy writes it)."""
-    if entry is None:
-        return {}
-    return {**entry, "before": _json(entry["before"]), "after": _json(entry["after"])}
-
-
 # Each column's type as a parameter's cast (no length: too long a value fails as the routed path's insert does).
 _PG_TYPES = {
     c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns
 }
-# The update, only of the version of the row that was read.
-_PG_UPDATE = compile_pg(
-    _UPDATE.where(literal_column("xmin::text") == bindparam("xmin", type_=String())).returning(*_RETURNING)
-)
-_PG_UPDATES = {entry: _Numbered.of(_with_entry(_PG_UPDATE.sql, entry)) for entry in (False, True)}
 _TRIES = 3  # reads of a row that others keep changing, before the routed path (which waits its turn) answers
+
+# A batch's rows come as one JSON parameter (``jsonb_to_recordset``: a statement for any number of rows), each with
+# its audit entry's columns as ``e_…`` fields (``e``: the row has one).
+_AUDIT_COLUMNS = tuple(c.name for c in audit_event.columns if c.name != "id")
+_ENTRY_FIELDS = {
+    "e": "boolean",
+    **{f"e_{c.name}": re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect()))
+       for c in audit_event.columns if c.name != "id"},
+}  # fmt: skip
+# The audit entries of the rows ``changed`` wrote; JSON null where `entry_values` has None (as SQLAlchemy writes it).
+_PG_ENTRIES = f"""
+entry AS (
+INSERT INTO audit_event ({", ".join(_AUDIT_COLUMNS)})
+SELECT {", ".join(f"coalesce(r.e_{c}, 'null'::jsonb)" if c in ("before", "after") else f"r.e_{c}" for c in _AUDIT_COLUMNS)}
+FROM changed JOIN r ON r.id = changed.id WHERE r.e)"""  # fmt: skip
+
+
+def _json(value: Any) -> str:
+    """JSON text of a batch (a fifth of `json.dumps`' time; UUIDs and instants as text PostgreSQL reads; NaN and
+    infinities as `json.dumps` writes them, which PostgreSQL refuses as it does the routed path's)."""
+    return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
+
+
+def _rows_of(fields: dict[str, str]) -> str:
+    """The CTE ``r``: the batch's rows, from the JSON parameter, with these fields (name → SQL type)."""
+    return f"r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({', '.join(f'{k} {t}' for k, t in fields.items())}))"
+
+
+def _entry_fields(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's audit entry (`audit.entry_values`) as its ``e_…`` fields."""
+    if entry is None:
+        return {"e": False}
+    return {"e": True, **{f"e_{c}": entry[c] for c in _AUDIT_COLUMNS}}
+
+
+# The updates: the rows read with their versions (``xmin``: the transaction that wrote the row, changed by every
+# write); then the merged values written only to the version that was read. The rows to update are found by their
+# ids as an array (an index scan of exactly those rows, whatever the table's size when the plan was cached), then
+# joined to the batch.
+_PG_READ_MANY = (
+    f"SELECT xmin::text AS xmin, id, tenant_id, {_RETURNED} FROM contact WHERE id = ANY($1::uuid[])"
+)
+_SET = {"attributes": "attrs", "preferences": "prefs", "updated_at": "now", **{k: k for k in name_keys({})}}
+_PG_UPDATE_MANY = f"""
+WITH {_rows_of({"id": "uuid", "t": "uuid", "xmin": "text", "attrs": "jsonb", "prefs": "jsonb", "now": "timestamptz",
+                **{k: _PG_TYPES[k] for k in name_keys({})}, **_ENTRY_FIELDS})},
+changed AS (
+UPDATE contact SET {", ".join(f"{c} = r.{f}" for c, f in _SET.items())}
+FROM r
+WHERE contact.id = ANY(ARRAY(SELECT id FROM r)) AND contact.id = r.id AND contact.tenant_id = r.t
+  AND contact.xmin::text = r.xmin
+RETURNING {", ".join(f"contact.{c.strip()}" for c in _RETURNED.split(","))}),{_PG_ENTRIES}
+SELECT * FROM changed"""  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------- SQLite
@@ -353,7 +344,7 @@ def update(*, v3: bool) -> FastHandler:
             except Exception:  # rolled back: the routed path answers (the same change again)
                 return None
             return None if found is None else _answer(st, ctx, found, 200, v3=v3)
-        row = await _pg_update_row(pool, ctx, guid, changed, body.get("preferences"), now)
+        row = await pg_updates(st, pool)(_UpdateItem(ctx, guid, changed, body.get("preferences"), now))
         return None if row is None else _answer(st, ctx, row, 200, v3=v3)
 
     return handler
@@ -379,29 +370,62 @@ async def _on_lane(pool: AsyncpgPool, what: str, work: Callable[[Any], Awaitable
         pool.release(conn, broken)
 
 
-async def _pg_update_row(pool: AsyncpgPool, ctx: TenantContext, guid: uuid.UUID, changed: dict[str, Any],
-                         prefs_body: Any, now: Any) -> _Row | None:  # fmt: skip
-    """Two statements, each its own transaction: the row read; then the merged change with its audit entry, written
-    only if the row is still the version that was read (``xmin``). A row changed in between is read again (up to
-    `_TRIES` times; then the routed path, which waits its turn, answers). None when the tenant has no such contact
-    or the database refused."""
+class _UpdateItem(NamedTuple):
+    ctx: TenantContext
+    guid: uuid.UUID
+    changed: dict[str, Any]
+    prefs_body: Any
+    now: Any
 
-    async def update(conn: Any) -> _Row | None:
+
+async def _pg_write_updates(pool: AsyncpgPool, items: list[_UpdateItem]) -> list[_Row | None]:
+    """A batch of updates, each statement its own transaction: the rows read with their versions; then the merged
+    changes with their audit entries, each written only if its row is still the version that was read
+    (``xmin``). An update whose row changed in between (another write; or an earlier update of the same contact
+    in this batch, which goes first) is read again, up to `_TRIES` times; then the routed path, which waits its
+    turn, answers. None, too, when the tenant has no such contact (the routed path answers 404)."""
+
+    async def write(conn: Any) -> list[_Row | None]:
+        done: list[_Row | None] = [None] * len(items)
+        todo = list(range(len(items)))
         for _ in range(_TRIES):
-            record = await conn.fetchrow(_PG_ROW, guid, ctx.tenant_id)
-            if record is None:
-                return None  # not this tenant's contact: the routed path answers 404
-            row = _pg_row(record, 1)
-            values, entry = _change(ctx, row, changed, prefs_body, now)
-            params = _PG_UPDATE.params(**{**values, "xmin": record[0], "attrs": _json(values["attrs"]),
-                                          "prefs": _json(values["prefs"])}, **_entry_params(entry))  # fmt: skip
-            stmt = _PG_UPDATES[entry is not None]
-            updated = await conn.fetchrow(stmt.sql, *stmt.args(params))
-            if updated is not None:
-                return _pg_row(updated)
-        return None
+            if not todo:
+                break
+            read = {r[1]: r for r in await conn.fetch(_PG_READ_MANY, list({items[i].guid for i in todo}))}
+            now_rows: list[dict[str, Any]] = []
+            going: list[int] = []
+            later: list[int] = []
+            for i in todo:
+                item = items[i]
+                record = read.get(item.guid)
+                if record is None or record[2] != item.ctx.tenant_id:
+                    continue  # not this tenant's contact
+                if any(items[j].guid == item.guid for j in going):
+                    later.append(i)  # the same contact again: after the first, from what it wrote
+                    continue
+                values, entry = _change(item.ctx, _pg_row(record, 3), item.changed, item.prefs_body, item.now)
+                now_rows.append({**values, "xmin": record[0], **_entry_fields(entry)})
+                going.append(i)
+            written = (
+                {r[0]: _pg_row(r) for r in await conn.fetch(_PG_UPDATE_MANY, _json(now_rows))}
+                if now_rows
+                else {}
+            )
+            for i in going:
+                done[i] = written.get(items[i].guid)
+            todo = later + [i for i in going if done[i] is None]
+        return done
 
-    return await _on_lane(pool, "update", update)
+    written = await _on_lane(pool, "update", write)
+    return [None] * len(items) if written is None else written
+
+
+def pg_updates(st: AppState, pool: AsyncpgPool) -> Gather[_UpdateItem, _Row | None]:
+    """The app's gatherer of quick updates (made on first use)."""
+    gather: Gather[_UpdateItem, _Row | None] | None = st.extras.get(_UPDATES)
+    if gather is None:
+        gather = st.extras[_UPDATES] = Gather(lambda items: _pg_write_updates(pool, items), at_once=2)
+    return gather
 
 
 class _Create(NamedTuple):
@@ -536,10 +560,6 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
 # parameter (``jsonb_to_recordset``), each row with the look-up, the hooks' question and its audit entry of the
 # single create. By (key column, the probes' conditions, the derived columns).
 _pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
-_AUDIT_COLUMNS = tuple(c.name for c in audit_event.columns if c.name != "id")
-_AUDIT_TYPES = {
-    c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in audit_event.columns
-}
 # Taken before a batch of several creates: every row's advisory locks, in one sorted pass (each row's question
 # takes its own again — already held — so two batches, or a batch and a receipt, never wait on each other in a
 # cycle).
@@ -575,16 +595,11 @@ def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str,
         "id": "uuid", "t": "uuid", "ct": "varchar", "key": "text", "attrs": "jsonb", "prefs": "jsonb",
         "source": "varchar", "store": "varchar", "approved": "boolean", "now": "timestamptz",
         **{c: _PG_TYPES[c] for c in derived}, **{f"keys{i}": "jsonb" for i in range(locks)},
-        **{f"locks{i}": "jsonb" for i in range(locks)}, "e": "boolean",
-        **{f"e_{c}": _AUDIT_TYPES[c] for c in _AUDIT_COLUMNS},
+        **{f"locks{i}": "jsonb" for i in range(locks)}, **_ENTRY_FIELDS,
     }  # fmt: skip
     waiting = "".join(f" AND NOT {_row_refs(c, i)}" for i, c in enumerate(conditions))
-    entry = ", ".join(
-        f"coalesce(r.e_{c}, 'null'::jsonb)" if c in ("before", "after") else f"r.e_{c}"
-        for c in _AUDIT_COLUMNS
-    )
     return f"""
-WITH r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({", ".join(f"{k} {t}" for k, t in fields.items())})),
+WITH {_rows_of(fields)},
 changed AS (
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
                      created_at, updated_at, {", ".join(derived)})
@@ -594,10 +609,7 @@ FROM r LEFT JOIN LATERAL (
   SELECT 1 AS held FROM contact WHERE tenant_id = r.t AND {column} = r.key AND contact_type = r.ct LIMIT 1) AS h ON true
 WHERE h.held IS NULL{waiting}
 ON CONFLICT DO NOTHING
-RETURNING {_RETURNED}),
-entry AS (
-INSERT INTO audit_event ({", ".join(_AUDIT_COLUMNS)})
-SELECT {entry} FROM changed JOIN r ON r.id = changed.id WHERE r.e)
+RETURNING {_RETURNED}),{_PG_ENTRIES}
 SELECT * FROM changed"""  # fmt: skip
 
 
@@ -611,10 +623,8 @@ def _pg_create_params(
     row: dict[str, Any] = {
         **columns, "id": new_id, "t": ctx.tenant_id, "ct": plan.contact_type, "key": plan.key, "attrs": attrs,
         "prefs": plan.prefs, "source": plan.source, "store": plan.store, "approved": plan.approved, "now": now,
-        "e": entry is not None,
+        **_entry_fields(entry),
     }  # fmt: skip
-    if entry is not None:
-        row.update({f"e_{c}": entry[c] for c in _AUDIT_COLUMNS})
     locks: list[int] = []
     for i, p in enumerate(probes):
         keys = p.keys(new_id, columns)
