@@ -8,18 +8,22 @@ is authorised, never crashing on JSON nested too deeply or bytes that are not UT
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
-from promoflow.server.db import Database
+from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.http.app import create_app
-from promoflow.server.promotion.fastlane import ANSWERED
+from promoflow.server.models import redemption
+from promoflow.server.promotion.fastlane import ANSWERED, LANE, PgLane
 from promoflow.server.tenant.service import TenantService
+from promoflow.wire.engage import ChannelType
 from tests.conftest import make_tenant
 
 from ._support import assert_error
@@ -269,3 +273,55 @@ def test_a_redeem_body_read_again_gives_the_same_channel() -> None:
     for _ in range(3):
         for body in bodies:
             assert plain_channel(body) == _plain_channel(body), body
+
+
+def test_redeems_that_arrive_together_go_in_one_batch_each_as_if_alone(pg_url: str, data_dir: Any,
+                                                                       clock: Any) -> None:  # fmt: skip
+    """PostgreSQL: redeems handed to the lane in one turn of its event loop (as concurrent requests arriving
+    together hand them) are written together — each is the rule's conditional write: the redeemable ones win once,
+    a second redeem of the same assignment in the batch loses (it goes in a second round, after the first), a
+    wrong channel, another contact's or another tenant's assignment lose — and each winner has one redemption."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant, other = make_tenant(settings), make_tenant(settings)
+    h, oh = {"apikey": tenant["apiKey"]}, {"apikey": other["apiKey"]}
+    with _client(settings, clock, True) as fast:
+        cid, (a1, a2, a3, a4, web1, _web2) = _seed(fast, h)
+        _, (foreign, *_) = _seed(fast, oh)
+        st = fast.app.state.promoflow  # type: ignore[attr-defined]
+        lane = st.extras[LANE]
+        assert isinstance(lane, PgLane)
+
+        async def run() -> list[Any]:
+            async with st.db.read() as conn:
+                ctx = await TenantService(clock.now()).authenticate(conn, tenant["apiKey"])
+            assert ctx is not None
+            pos, now = ChannelType.POS, clock.now()
+            tries = [(a1, None, pos), (a2, uuid.UUID(cid), pos), (a1, None, pos), (a3, uuid.uuid4(), pos),
+                     (web1, None, pos), (foreign, None, pos), (a4, None, ChannelType.ECOM)]  # fmt: skip
+            return list(
+                await asyncio.gather(*(lane.redeem(ctx, uuid.UUID(a), c, ch, now) for a, c, ch in tries))
+            )
+
+        assert fast.portal is not None
+        before = (lane._redeems.batches, lane._redeems.items)
+        won = fast.portal.call(run)
+        assert (lane._redeems.batches - before[0], lane._redeems.items - before[1]) == (1, 7)
+        assert [w is not None for w in won] == [True, True, False, False, False, False, True]
+        engine = make_sync_engine(pg_url)
+        try:
+            with engine.connect() as conn:
+                counts = dict(
+                    conn.execute(
+                        sa.select(redemption.c.assignment_id, sa.func.count()).group_by(
+                            redemption.c.assignment_id
+                        )
+                    ).all()
+                )
+        finally:
+            engine.dispose()
+        assert counts == {uuid.UUID(a1): 1, uuid.UUID(a2): 1, uuid.UUID(a4): 1}
+        # and what lost is explained as the routed path explains it
+        r = fast.post(f"/api/v2/promotions/codes/{a1}/redeem", json={"redemptionChannel": "POS"}, headers=h)
+        assert_error(r, 409, "PromotionAlreadyRedeemed")

@@ -2,32 +2,35 @@
 the fewest statements, on both databases (issue 15 §3).
 
 Profiled under load (bench/contact_bench.py, the server's CPU per request), the cost of a write is the count of
-its statements: each statement the driver sends costs the server more CPU than everything else the request does
-(psycopg's pipeline mode, per statement, more than a whole one-statement request of the floor). Here, on
-PostgreSQL every statement is its own transaction on a connection of the fast lane's asyncpg pool
-(`fastlane.asyncpg_pool`: no BEGIN/COMMIT round trips, each statement prepared once per connection — asyncpg costs
-the server about two thirds of psycopg's CPU per statement):
+its statements and commits: each statement the driver sends costs the server more CPU than everything else the
+request does, and each commit costs the database more than the row. So on PostgreSQL the writes of concurrent
+requests are **gathered** (`kit.gather.Gather`, group commit): a lone request goes at once, the requests that
+arrive while two batches are in flight go together in the next, and one statement writes them all — its rows as
+one JSON parameter (``jsonb_to_recordset``), each row with every condition of a write of its own. Statements run
+on a connection of the fast lane's asyncpg pool (`fastlane.asyncpg_pool`: each prepared once per connection).
 
-- **Create**: one statement — the ``INSERT … SELECT`` that writes the contact only when no contact of that type
-  holds the key (the routed path's look-up, same column) and no `contact_changed` hook has work for it (a receipt
-  waits for one of its keys: `hooks.ContactProbe`, whose condition takes the hook's advisory locks and then reads
-  with a snapshot of its own — migration 0023), with the ``contact.create`` audit entry of the row it wrote in the
-  same statement (`_with_entry`). The member number comes from the process's block (`numbers.block_number`,
-  shared with the routed path). SQLite, on the lane's writer thread (`SqliteLane.write`, group-committed with the
-  redeems): the same look-up, the number from the counter, the hooks' question and the insert, in the writer's
-  transaction.
-- **Update** (plain attributes — not keys — and preferences): two statements — the row read with its version
-  (``xmin``); then, merged in Python as `ContactService.update` merges it (present values overwrite,
-  ``null``/``""`` clear; preferences merge), the ``UPDATE … RETURNING`` of that version only, with its
-  ``contact.update`` audit entry when something changed; a row another write changed in between is read again.
-  SQLite, on the writer thread: the row read, merged, written back, and the audit entry, in the writer's
-  transaction.
+- **Create**: one statement — the ``INSERT … SELECT`` that writes a row's contact only when no contact of that
+  type holds its key (the routed path's look-up, same column, probed per row) and no `contact_changed` hook has
+  work for it (a receipt waits for one of its keys: `hooks.ContactProbe`, whose condition takes the hook's
+  advisory locks and then reads with a snapshot of its own — migration 0023), with the ``contact.create`` audit
+  entry of each row it wrote; a batch of several runs in a transaction that first takes all its rows' locks,
+  sorted (no cycle with another batch or a receipt). A batch the database refuses (one row's value too long) is
+  tried row by row, so only that row goes to the routed path. The member number comes from the process's block
+  (`numbers.block_number`, shared with the routed path). SQLite, on the lane's writer thread
+  (`SqliteLane.write`, group-committed with the redeems): the same look-up, the number from the counter, the
+  hooks' question and the insert, in the writer's transaction.
+- **Update** (plain attributes — not keys — and preferences): two statements per batch — the rows read with their
+  versions (``xmin``); then, merged in Python as `ContactService.update` merges it (present values overwrite,
+  ``null``/``""`` clear; preferences merge), the ``UPDATE … RETURNING`` of the versions read only, with their
+  ``contact.update`` audit entries where something changed; a row another write changed in between (or that an
+  earlier update of the batch changed) is read again. SQLite, on the writer thread: the row read, merged, written
+  back, and the audit entry, in the writer's transaction.
 
 Both write what the routed path writes: the name search keys (`name_keys`, with the other derived columns of
 `_columns`) and the audit entry (`audit.entry_values`: ``contact.create`` with `created_view`, ``contact.update``
 with the `diff` of `audit_view`, none for an unchanged contact or an actor that is not itemised), at the same
-``now``, in the change's transaction. The statements are compiled from the tables (`compile_pg`,
-`compile_sqlite`).
+``now``, in the change's transaction. SQLite's statements are compiled from the tables (`compile_sqlite`);
+PostgreSQL's batch statements are written from the tables' columns.
 
 Both validate with the routed path's functions (`_clean_attributes`, `_preferences`, `contact_type_of`) and answer
 with its presenter (`contact_out`, v2 without ``contactType``). Whatever they do not handle the routed path answers,

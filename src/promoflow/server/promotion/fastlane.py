@@ -7,8 +7,10 @@ answers, with the same tenant context. The handlers are the same for both databa
 statements — the rule's own statements compiled to the database's text (`statements.PG_FETCH`/`PG_REDEEM`,
 `statements.SQLITE_FETCH`/`SQLITE_REDEEM`):
 
-- PostgreSQL (`PgLane`, here): one statement on a raw autocommit psycopg connection (no BEGIN/COMMIT round
-  trips, no ORM layer); the redeem is UPDATE … RETURNING feeding the INSERT of the redemption row in a CTE;
+- PostgreSQL (`PgLane`, here): one statement on a pooled asyncpg connection (no BEGIN/COMMIT round trips, no ORM
+  layer, prepared once per connection); the redeem is UPDATE … RETURNING feeding the INSERT of the redemption row
+  in a CTE, for the redeems of concurrent requests at once (`kit.gather`: group commit — each line still the
+  rule's conditional write, so exactly once holds);
 - SQLite (`sqlitelane.SqliteLane`): raw `sqlite3` connections, reads in parallel threads, one writer thread that
   group-commits concurrent redeems (each its own conditional UPDATE, whose RETURNING row decides).
 
@@ -27,9 +29,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -41,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from ...kit.gather import Gather
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
@@ -69,6 +72,10 @@ FROM promotion WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND activated_at IS
 Row = tuple[Any, Any, datetime, datetime | None]
 # A redeemed assignment: (promotion id, valid from, valid to).
 Won = tuple[Any, datetime, datetime | None]
+_RedeemItem = tuple[
+    uuid.UUID, uuid.UUID, uuid.UUID | None, ChannelType, datetime
+]  # assignment, tenant, contact, …
+T = TypeVar("T")
 Faces = dict[uuid.UUID, dict[str, Any]]
 
 
@@ -242,6 +249,7 @@ class PgLane:
 
     def __init__(self, pool: AsyncpgPool) -> None:
         self.pool = pool
+        self._redeems: Gather[_RedeemItem, Won | None] = Gather(self._redeem_many, at_once=2)
 
     async def _faces(
         self, conn: asyncpg.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
@@ -283,7 +291,20 @@ class PgLane:
         self, ctx: TenantContext, assignment_id: uuid.UUID, contact_id: uuid.UUID | None, channel: ChannelType,
         now: datetime,
     ) -> tuple[Won, Faces] | None:  # fmt: skip
-        stmt = PG_REDEEM[contact_id is not None]
+        """The redeem, gathered with the redeems of concurrent requests (`kit.gather`): a lone redeem is one
+        statement at once; those that arrive while two batches are in flight go together in the next, one
+        statement and one commit for all (`statements.PG_REDEEM`: each line the rule's conditional write)."""
+        won = await self._redeems((assignment_id, ctx.tenant_id, contact_id, channel, now))
+        if won is None:
+            return None
+        faces, missing = cached_faces((won[0],), ctx.currency)
+        if missing:
+            faces = await self._on_pool(
+                lambda conn: self._faces(conn, ctx.tenant_id, ctx.currency, missing), "faces"
+            )
+        return won, faces
+
+    async def _on_pool(self, work: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
         try:
             conn = await self.pool.acquire()
         except _FAILED as exc:
@@ -291,23 +312,49 @@ class PgLane:
             raise ServiceUnavailableError("the database did not answer; retry", retry_after=1) from exc
         broken = False
         try:
-            row = await conn.fetchrow(stmt.sql, *stmt.args(
-                now=now, ch=channel.value, a=assignment_id, t=ctx.tenant_id, c=contact_id, bit=CHANNEL_BITS[channel]
-            ))  # fmt: skip
-            if row is None:
-                return None
-            won: Won = (row[0], row[1], row[2])
-            return won, await self._faces(conn, ctx.tenant_id, ctx.currency, (row[0],))
+            return await work(conn)
         except _FAILED as exc:
             broken = True
-            log.warning("fastlane.redeem_failed", exc_info=True)
-            # The statement may or may not have committed: answer "retry" rather than guess.
+            log.warning("fastlane.%s_failed", what, exc_info=True)
+            # A redeem may or may not have committed: answer "retry" rather than guess.
             raise ServiceUnavailableError("the database did not answer; retry with the same request", retry_after=1) from exc  # fmt: skip
         finally:
             self.pool.release(conn, broken)
 
+    async def _redeem_many(self, items: list[_RedeemItem]) -> list[Won | None]:
+        """A batch of redeems: one statement per round, each round naming an assignment once (a second redeem of
+        the same assignment in the batch goes in the next round, and finds it redeemed as it would alone)."""
+
+        async def write(conn: asyncpg.Connection) -> list[Won | None]:
+            done: list[Won | None] = [None] * len(items)
+            todo = list(range(len(items)))
+            while todo:
+                going: dict[uuid.UUID, int] = {}
+                later = []
+                for i in todo:
+                    if items[i][0] in going:
+                        later.append(i)
+                    else:
+                        going[items[i][0]] = i
+                lines = [
+                    [aid, t, contact, ch.value, CHANNEL_BITS[ch], now]
+                    for aid, t, contact, ch, now in (items[i] for i in going.values())
+                ]
+                stmt = PG_REDEEM
+                for row in await conn.fetch(stmt.sql, *stmt.args(lines=_lines_json(lines))):
+                    done[going[row[0]]] = (row[1], row[2], row[3])
+                todo = later
+            return done
+
+        return await self._on_pool(write, "redeem")
+
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _lines_json(lines: list[list[Any]]) -> str:
+    """A batch's lines as JSON text (UUIDs and instants as text PostgreSQL reads)."""
+    return pydantic_core.to_json(lines).decode()
 
 
 def _answered(st: AppState) -> None:

@@ -409,21 +409,47 @@ def _redeem_plain(contact_scoped: bool) -> Update:
     )
 
 
-def _pg_redeem(contact_scoped: bool) -> AsyncpgText:
-    """PostgreSQL: the conditional write and its redemption row in one statement (UPDATE … RETURNING feeding the
-    INSERT in a CTE); answers the redeemed assignment's promotion and validity."""
+# The API redeems of concurrent requests, gathered (`fastlane.PgLane`): one line per redeem, each with its own
+# tenant, contact (NULL: not on the contact-scoped path), channel and instant.
+_API_LINES = (
+    text(
+        "SELECT (e->>0)::uuid AS id, (e->>1)::uuid AS t, (e->>2)::uuid AS contact, e->>3 AS ch, (e->>4)::int AS bit,"
+        " (e->>5)::timestamptz AS at FROM json_array_elements(CAST(:lines AS json)) AS e"
+    )
+    .columns(
+        id=assignment.c.id.type,
+        t=assignment.c.tenant_id.type,
+        contact=assignment.c.contact_id.type,
+        ch=String(),
+        bit=Integer(),
+        at=UTCDateTime(),
+    )  # fmt: skip
+    .cte("line")
+    .prefix_with("MATERIALIZED")
+)
+
+
+def _pg_redeem() -> AsyncpgText:
+    """PostgreSQL: the plain API redeem (`_redeem_plain`'s conditions and values) of every line of a batch, and
+    each won line's redemption row, in one statement (joined by primary key, one probe each, as `_pg_batch`);
+    answers each redeemed assignment with its promotion and validity. A batch names an assignment once."""
+    line = _API_LINES
+    inputs = Inputs(at=line.c.at, started_by=line.c.at, bit=line.c.bit, contact=line.c.contact,
+                    contact_optional=True)  # fmt: skip
     won = (
-        _redeem_plain(contact_scoped)
+        redeem_statement(line.c.t, line.c.id, inputs, redeemed_values(line.c.at, line.c.ch, None, None, "api"))
         .returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
-                   assignment.c.valid_to, assignment.c.redemption_count)
+                   assignment.c.valid_to, assignment.c.redemption_count, line.c.at, line.c.ch)
         .cte("won")
     )  # fmt: skip
     rows = insert(redemption).from_select(
         ["id", "tenant_id", "assignment_id", "seq", "redeemed_at", "channel", "via", "created_at"],
-        select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, _P_NOW, _P_CHANNEL,
-               literal("api"), _P_NOW),
+        select(func.gen_random_uuid(), won.c.tenant_id, won.c.id, won.c.redemption_count, won.c.at, won.c.ch,
+               literal("api"), won.c.at),
     ).cte("rows")  # fmt: skip
-    return compile_asyncpg(select(won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows))
+    return compile_asyncpg(
+        select(won.c.id, won.c.promotion_id, won.c.valid_from, won.c.valid_to).add_cte(rows)
+    )
 
 
 # The fast lane runs these on asyncpg (`fastlane.PgLane`).
@@ -431,7 +457,7 @@ PG_FETCH = {
     False: compile_asyncpg(_fetch(False)),
     True: compile_asyncpg(_fetch(True)),
 }  # by: with a channel filter
-PG_REDEEM = {False: _pg_redeem(False), True: _pg_redeem(True)}  # by: on the contact-scoped path
+PG_REDEEM = _pg_redeem()  # a batch of API redeems (one line: the single redeem)
 
 # SQLite has no data-modifying CTE: the conditional write (its RETURNING row decides) and then, for a won row,
 # its redemption row, in the same transaction.
