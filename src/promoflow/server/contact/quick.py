@@ -409,6 +409,7 @@ async def _pg_write_updates(pool: AsyncpgPool, items: list[_UpdateItem]) -> list
                 values, entry = _change(item.ctx, _pg_row(record, 3), item.changed, item.prefs_body, item.now)
                 now_rows.append({**values, "xmin": record[0], **_entry_fields(entry)})
                 going.append(i)
+            now_rows.sort(key=_by_id)  # every batch locks its rows in one order: no cycle between two batches
             written = (
                 {r[0]: _pg_row(r) for r in await conn.fetch(_PG_UPDATE_MANY, _json(now_rows))}
                 if now_rows
@@ -421,6 +422,10 @@ async def _pg_write_updates(pool: AsyncpgPool, items: list[_UpdateItem]) -> list
 
     written = await _on_lane(pool, "update", write)
     return [None] * len(items) if written is None else written
+
+
+def _by_id(row: dict[str, Any]) -> uuid.UUID:
+    return row["id"]  # type: ignore[no-any-return]
 
 
 def pg_updates(st: AppState, pool: AsyncpgPool) -> Gather[_UpdateItem, _Row | None]:

@@ -336,9 +336,11 @@ class PgLane:
                         later.append(i)
                     else:
                         going[items[i][0]] = i
+                # In the order of the assignments' ids: every batch locks the rows it updates in one order, so
+                # two batches that share assignments never wait on each other in a cycle.
                 lines = [
                     [aid, t, contact, ch.value, CHANNEL_BITS[ch], now]
-                    for aid, t, contact, ch, now in (items[i] for i in going.values())
+                    for aid, t, contact, ch, now in sorted((items[i] for i in going.values()), key=_first)
                 ]
                 stmt = PG_REDEEM
                 for row in await conn.fetch(stmt.sql, *stmt.args(lines=_lines_json(lines))):
@@ -350,6 +352,10 @@ class PgLane:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _first(item: _RedeemItem) -> uuid.UUID:
+    return item[0]
 
 
 def _lines_json(lines: list[list[Any]]) -> str:
