@@ -314,9 +314,9 @@ def test_redeems_that_arrive_together_go_in_one_batch_each_as_if_alone(pg_url: s
             with engine.connect() as conn:
                 counts = dict(
                     conn.execute(
-                        sa.select(redemption.c.assignment_id, sa.func.count()).group_by(
-                            redemption.c.assignment_id
-                        )
+                        sa.select(redemption.c.assignment_id, sa.func.count())
+                        .where(redemption.c.tenant_id == uuid.UUID(tenant["tenantId"]))
+                        .group_by(redemption.c.assignment_id)
                     ).all()
                 )
         finally:
