@@ -3,7 +3,8 @@
 The redemption rule itself — when an assignment is redeemable, the fetch filter, the redeem statements and the
 explanation of a refusal — lives in `redemption.py`; everything here applies it. `RedemptionService.redeem` is the
 single-row redeem (the routed API, receipts, and the lines of a file a batch did not redeem); a file's batches go
-through `statements.batch_for`, and the fast path (`fastlane.py`) runs `statements.PG_REDEEM` or, on SQLite
+through `statements.batch_for`, and the fast path (`fastlane.py`) runs `statements.PG_REDEEM` (the redeems of
+concurrent requests in one statement, a line each) or, on SQLite
 (`sqlitelane.py`), `statements.SQLITE_REDEEM`. All of
 them are the same conditional write (``UPDATE … WHERE redeemed_at IS NULL AND …``), so exactly-once holds for all:
 whichever transaction gets there first changes the row; every other sees no row to change and is refused.
