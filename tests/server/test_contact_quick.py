@@ -405,6 +405,7 @@ def _creates_at_once(fast: TestClient, api_key: str, bodies: list[dict[str, Any]
     return fast.portal.call(run)
 
 
+@pytest.mark.postgres
 def test_concurrent_creates_go_in_one_statement_each_as_if_alone(
     pg_url: str, data_dir: Any, clock: Any
 ) -> None:
@@ -455,6 +456,7 @@ def test_concurrent_creates_go_in_one_statement_each_as_if_alone(
         assert {k for _, _, k in stored} >= {f"ann{i}" for i in range(20)}
 
 
+@pytest.mark.postgres
 def test_a_create_the_database_refuses_does_not_fail_the_others_of_its_batch(pg_url: str, data_dir: Any,
                                                                             clock: Any) -> None:  # fmt: skip
     """A value the database refuses (a ``source`` header longer than its column) fails the batch's statement: each
@@ -480,6 +482,7 @@ def test_a_create_the_database_refuses_does_not_fail_the_others_of_its_batch(pg_
         assert answer.status_code == 400, answer.text
 
 
+@pytest.mark.postgres
 def test_concurrent_updates_go_in_one_statement_and_lose_no_change(
     pg_url: str, data_dir: Any, clock: Any
 ) -> None:

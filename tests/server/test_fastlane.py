@@ -275,6 +275,7 @@ def test_a_redeem_body_read_again_gives_the_same_channel() -> None:
             assert plain_channel(body) == _plain_channel(body), body
 
 
+@pytest.mark.postgres
 def test_redeems_that_arrive_together_go_in_one_batch_each_as_if_alone(pg_url: str, data_dir: Any,
                                                                        clock: Any) -> None:  # fmt: skip
     """PostgreSQL: redeems handed to the lane in one turn of its event loop (as concurrent requests arriving

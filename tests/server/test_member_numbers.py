@@ -133,6 +133,7 @@ def test_a_create_does_not_wait_on_a_lock_held_on_the_tenant_row(pg_url: str, da
     assert len(set(got)) == 3
 
 
+@pytest.mark.postgres
 def test_a_tenants_writes_do_not_wait_on_its_row_even_when_it_is_locked_for_update(
     pg_url: str, data_dir: Any
 ) -> None:
