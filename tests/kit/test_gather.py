@@ -113,3 +113,17 @@ def test_items_handed_while_batches_run_wait_for_the_next(at_once: int) -> None:
     assert rec.batches[0] == list(range(at_once))  # the first task took everything handed before it ran
     assert sorted(i for b in rec.batches[1:] for i in b) == [100 + i for i in range(10)]
     assert len(rec.batches) == 2  # the later ones went together
+
+
+def test_a_writer_that_answers_the_wrong_number_of_results_fails_its_callers_instead_of_leaving_them_waiting() -> (
+    None
+):
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    async def run() -> list[object]:
+        gather = Gather(short, at_once=1)
+        return list(await asyncio.gather(*(gather(i) for i in range(3)), return_exceptions=True))
+
+    results = asyncio.run(asyncio.wait_for(run(), timeout=30))
+    assert all(isinstance(r, RuntimeError) for r in results)

@@ -66,6 +66,8 @@ class Gather(Generic[T, R]):
         self.items += len(batch)
         try:
             results = await self.run([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} items got {len(results)} results")
         except BaseException as exc:
             for _, done in batch:
                 if not done.done():
@@ -73,6 +75,6 @@ class Gather(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, done), result in zip(batch, results, strict=True):
+        for (_, done), result in zip(batch, results, strict=True):  # (lengths checked above)
             if not done.done():  # (a caller that was cancelled has gone)
                 done.set_result(result)
