@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from promoflow.kit.gather import Gather
+from promoflow.kit.gather import Gather, first_of_each
 
 
 class Recorder:
@@ -127,3 +127,11 @@ def test_a_writer_that_answers_the_wrong_number_of_results_fails_its_callers_ins
 
     results = asyncio.run(asyncio.wait_for(run(), timeout=30))
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_first_of_each_keeps_the_first_item_of_a_key_and_puts_its_repeats_in_a_later_round() -> None:
+    keys = ["a", "b", "a", "c", "b", "a"]
+    first, later = first_of_each(range(len(keys)), keys.__getitem__)
+    assert first == {"a": 0, "b": 1, "c": 3} and later == [2, 4, 5]
+    again, last = first_of_each(later, keys.__getitem__)
+    assert again == {"a": 2, "b": 4} and last == [5]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -78,3 +78,20 @@ class Gather(Generic[T, R]):
         for (_, done), result in zip(batch, results, strict=True):  # (lengths checked above)
             if not done.done():  # (a caller that was cancelled has gone)
                 done.set_result(result)
+
+
+def first_of_each(
+    todo: Iterable[int], key: Callable[[int], Hashable]
+) -> tuple[dict[Hashable, int], list[int]]:
+    """The batch items ``todo`` (indexes) split into the first of each ``key`` (key → index) and the ones that
+    repeat a key: a statement that writes a row once per batch takes the first, the repeats go in a later round,
+    after it (two redeems of one assignment, two changes of one contact)."""
+    first: dict[Hashable, int] = {}
+    later: list[int] = []
+    for i in todo:
+        k = key(i)
+        if k in first:
+            later.append(i)
+        else:
+            first[k] = i
+    return first, later

@@ -48,6 +48,7 @@ import re
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
+from operator import itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
@@ -59,7 +60,7 @@ from sqlalchemy.engine import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...kit.gather import Gather
+from ...kit.gather import Gather, first_of_each
 from ...kit.guid import parse_guid
 from ..audit import diff, entry_values
 from ..exceptions import PromoflowError
@@ -86,8 +87,9 @@ from .service import (
 
 log = logging.getLogger("promoflow.contacts")
 _W = TypeVar("_W")
+_I = TypeVar("_I")
 
-_CREATES = "contact_quick_creates"  # the app's `Gather` of PostgreSQL creates, and of updates
+_CREATES = "contact_quick_creates"  # the app's `Gather`s of PostgreSQL creates and updates
 _UPDATES = "contact_quick_updates"
 ANSWERED = "contact_quick_answered"  # how many writes the quick paths answered (tests compare the two paths)
 
@@ -113,20 +115,19 @@ _AUDIT_BINDS = {c.name: bindparam(c.name, type_=c.type) for c in audit_event.col
 
 # ------------------------------------------------------------------------------------------------- PostgreSQL
 
-# Each column's type as a parameter's cast (no length: too long a value fails as the routed path's insert does).
-_PG_TYPES = {
-    c.name: re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect())) for c in contact.columns
-}
+
+def _pg_type(column: Any) -> str:
+    """A column's type as a batch field's (no length: too long a value fails as the routed path's insert does)."""
+    return re.sub(r"\(.*", "", column.type.compile(dialect=postgresql.dialect()))
+
+
+_PG_TYPES = {c.name: _pg_type(c) for c in contact.columns}
 _TRIES = 3  # reads of a row that others keep changing, before the routed path (which waits its turn) answers
 
 # A batch's rows come as one JSON parameter (``jsonb_to_recordset``: a statement for any number of rows), each with
 # its audit entry's columns as ``e_…`` fields (``e``: the row has one).
 _AUDIT_COLUMNS = tuple(c.name for c in audit_event.columns if c.name != "id")
-_ENTRY_FIELDS = {
-    "e": "boolean",
-    **{f"e_{c.name}": re.sub(r"\(.*", "", c.type.compile(dialect=postgresql.dialect()))
-       for c in audit_event.columns if c.name != "id"},
-}  # fmt: skip
+_ENTRY_FIELDS = {"e": "boolean", **{f"e_{c}": _pg_type(audit_event.c[c]) for c in _AUDIT_COLUMNS}}
 # The audit entries of the rows ``changed`` wrote; JSON null where `entry_values` has None (as SQLAlchemy writes it).
 _PG_ENTRIES = f"""
 entry AS (
@@ -160,7 +161,7 @@ def _entry_fields(entry: dict[str, Any] | None) -> dict[str, Any]:
 _PG_READ_MANY = (
     f"SELECT xmin::text AS xmin, id, tenant_id, {_RETURNED} FROM contact WHERE id = ANY($1::uuid[])"
 )
-_SET = {"attributes": "attrs", "preferences": "prefs", "updated_at": "now", **{k: k for k in name_keys({})}}
+_SET = {column: value.key for column, value in _UPDATE_VALUES.items()}  # column → the batch's field
 _PG_UPDATE_MANY = f"""
 WITH {_rows_of({"id": "uuid", "t": "uuid", "xmin": "text", "attrs": "jsonb", "prefs": "jsonb", "now": "timestamptz",
                 **{k: _PG_TYPES[k] for k in name_keys({})}, **_ENTRY_FIELDS})},
@@ -395,21 +396,20 @@ async def _pg_write_updates(pool: AsyncpgPool, items: list[_UpdateItem]) -> list
             if not todo:
                 break
             read = {r[1]: r for r in await conn.fetch(_PG_READ_MANY, list({items[i].guid for i in todo}))}
+            # The same contact again in the batch: after the first, from what it wrote.
+            first, later = first_of_each(todo, lambda i: items[i].guid)
             now_rows: list[dict[str, Any]] = []
             going: list[int] = []
-            later: list[int] = []
-            for i in todo:
+            for i in first.values():
                 item = items[i]
                 record = read.get(item.guid)
                 if record is None or record[2] != item.ctx.tenant_id:
                     continue  # not this tenant's contact
-                if any(items[j].guid == item.guid for j in going):
-                    later.append(i)  # the same contact again: after the first, from what it wrote
-                    continue
                 values, entry = _change(item.ctx, _pg_row(record, 3), item.changed, item.prefs_body, item.now)
                 now_rows.append({**values, "xmin": record[0], **_entry_fields(entry)})
                 going.append(i)
-            now_rows.sort(key=_by_id)  # every batch locks its rows in one order: no cycle between two batches
+            # In id order: every batch locks its rows in one order, so two batches never wait in a cycle.
+            now_rows.sort(key=itemgetter("id"))
             written = (
                 {r[0]: _pg_row(r) for r in await conn.fetch(_PG_UPDATE_MANY, _json(now_rows))}
                 if now_rows
@@ -424,16 +424,18 @@ async def _pg_write_updates(pool: AsyncpgPool, items: list[_UpdateItem]) -> list
     return [None] * len(items) if written is None else written
 
 
-def _by_id(row: dict[str, Any]) -> uuid.UUID:
-    return row["id"]  # type: ignore[no-any-return]
+def _gathered(
+    st: AppState, name: str, run: Callable[[list[_I]], Awaitable[list[_Row | None]]]
+) -> Gather[_I, _Row | None]:
+    """The app's gatherer ``name`` of quick writes (made on first use)."""
+    gather: Gather[_I, _Row | None] | None = st.extras.get(name)
+    if gather is None:
+        gather = st.extras[name] = Gather(run, at_once=2)
+    return gather
 
 
 def pg_updates(st: AppState, pool: AsyncpgPool) -> Gather[_UpdateItem, _Row | None]:
-    """The app's gatherer of quick updates (made on first use)."""
-    gather: Gather[_UpdateItem, _Row | None] | None = st.extras.get(_UPDATES)
-    if gather is None:
-        gather = st.extras[_UPDATES] = Gather(lambda items: _pg_write_updates(pool, items), at_once=2)
-    return gather
+    return _gathered(st, _UPDATES, lambda items: _pg_write_updates(pool, items))
 
 
 class _Create(NamedTuple):
@@ -592,7 +594,7 @@ def _row_refs(condition: str, i: int) -> str:
     return re.sub(r"%\((\w+)\)s", field, condition)
 
 
-def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], locks: int) -> str:
+def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...]) -> str:
     """The batch's statement: a row's contact is written only when no contact of its type holds its key in
     ``column`` (the routed path's look-up: a LATERAL probe of the index per row — as a NOT EXISTS the planner may
     join the batch to the whole table, and a plan cached while the table was small then scans it as it grows)
@@ -602,8 +604,8 @@ def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str,
     fields = {
         "id": "uuid", "t": "uuid", "ct": "varchar", "key": "text", "attrs": "jsonb", "prefs": "jsonb",
         "source": "varchar", "store": "varchar", "approved": "boolean", "now": "timestamptz",
-        **{c: _PG_TYPES[c] for c in derived}, **{f"keys{i}": "jsonb" for i in range(locks)},
-        **{f"locks{i}": "jsonb" for i in range(locks)}, **_ENTRY_FIELDS,
+        **{c: _PG_TYPES[c] for c in derived}, **{f"keys{i}": "jsonb" for i in range(len(conditions))},
+        **{f"locks{i}": "jsonb" for i in range(len(conditions))}, **_ENTRY_FIELDS,
     }  # fmt: skip
     waiting = "".join(f" AND NOT {_row_refs(c, i)}" for i, c in enumerate(conditions))
     return f"""
@@ -680,16 +682,11 @@ async def _pg_create_group(
 ) -> dict[uuid.UUID, _Row]:
     sql = _pg_creates.get(key)
     if sql is None:
-        column, conditions, derived = key
-        sql = _pg_creates[key] = _pg_create_sql(column, conditions, derived, len(conditions))
+        sql = _pg_creates[key] = _pg_create_sql(*key)
     records = await conn.fetch(sql, _json(rows))
     return {r[0]: _pg_row(r) for r in records}
 
 
 def pg_creates(st: AppState, pool: AsyncpgPool) -> Gather[_CreateItem, _Row | None]:
-    """The app's gatherer of quick creates (made on first use)."""
-    gather = st.extras.get(_CREATES)
-    if gather is None:
-        url = st.db.engine.url
-        gather = st.extras[_CREATES] = Gather(lambda items: _pg_write_creates(pool, url, items), at_once=2)
-    return gather
+    url = st.db.engine.url
+    return _gathered(st, _CREATES, lambda items: _pg_write_creates(pool, url, items))

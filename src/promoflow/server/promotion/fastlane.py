@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
@@ -43,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from ...kit.gather import Gather
+from ...kit.gather import Gather, first_of_each
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
@@ -329,38 +330,24 @@ class PgLane:
             done: list[Won | None] = [None] * len(items)
             todo = list(range(len(items)))
             while todo:
-                going: dict[uuid.UUID, int] = {}
-                later = []
-                for i in todo:
-                    if items[i][0] in going:
-                        later.append(i)
-                    else:
-                        going[items[i][0]] = i
+                going, todo = first_of_each(todo, lambda i: items[i][0])
                 # In the order of the assignments' ids: every batch locks the rows it updates in one order, so
                 # two batches that share assignments never wait on each other in a cycle.
                 lines = [
                     [aid, t, contact, ch.value, CHANNEL_BITS[ch], now]
-                    for aid, t, contact, ch, now in sorted((items[i] for i in going.values()), key=_first)
+                    for aid, t, contact, ch, now in sorted(
+                        (items[i] for i in going.values()), key=itemgetter(0)
+                    )
                 ]
                 stmt = PG_REDEEM
-                for row in await conn.fetch(stmt.sql, *stmt.args(lines=_lines_json(lines))):
+                for row in await conn.fetch(stmt.sql, *stmt.args(lines=json_bytes(lines).decode())):
                     done[going[row[0]]] = (row[1], row[2], row[3])
-                todo = later
             return done
 
         return await self._on_pool(write, "redeem")
 
     async def close(self) -> None:
         await self.pool.close()
-
-
-def _first(item: _RedeemItem) -> uuid.UUID:
-    return item[0]
-
-
-def _lines_json(lines: list[list[Any]]) -> str:
-    """A batch's lines as JSON text (UUIDs and instants as text PostgreSQL reads)."""
-    return pydantic_core.to_json(lines).decode()
 
 
 def _answered(st: AppState) -> None:

@@ -401,11 +401,16 @@ def _fetch(channel: bool) -> Select[Any]:
     )
 
 
+def _api_redeem(tenant: Any, assignment_id: Any, at: Any, channel: Any, bit: Any, contact: Any,
+                *, contact_optional: bool = False) -> Update:  # fmt: skip
+    """The plain API redeem at ``at`` (the server's clock): the rule's conditional write, nothing from a store."""
+    inputs = Inputs(at=at, started_by=at, bit=bit, contact=contact, contact_optional=contact_optional)
+    return redeem_statement(tenant, assignment_id, inputs, redeemed_values(at, channel, None, None, "api"))
+
+
 def _redeem_plain(contact_scoped: bool) -> Update:
-    """The plain API redeem at the server's clock: the rule's conditional write."""
-    inputs = Inputs(at=_P_NOW, started_by=_P_NOW, bit=_P_BIT, contact=_P_CONTACT if contact_scoped else None)
-    return redeem_statement(
-        _P_TENANT, _P_ASSIGNMENT, inputs, redeemed_values(_P_NOW, _P_CHANNEL, None, None, "api")
+    return _api_redeem(
+        _P_TENANT, _P_ASSIGNMENT, _P_NOW, _P_CHANNEL, _P_BIT, _P_CONTACT if contact_scoped else None
     )
 
 
@@ -430,14 +435,12 @@ _API_LINES = (
 
 
 def _pg_redeem() -> AsyncpgText:
-    """PostgreSQL: the plain API redeem (`_redeem_plain`'s conditions and values) of every line of a batch, and
+    """PostgreSQL: the plain API redeem (`_api_redeem`, as SQLite's) of every line of a batch, and
     each won line's redemption row, in one statement (joined by primary key, one probe each, as `_pg_batch`);
     answers each redeemed assignment with its promotion and validity. A batch names an assignment once."""
     line = _API_LINES
-    inputs = Inputs(at=line.c.at, started_by=line.c.at, bit=line.c.bit, contact=line.c.contact,
-                    contact_optional=True)  # fmt: skip
     won = (
-        redeem_statement(line.c.t, line.c.id, inputs, redeemed_values(line.c.at, line.c.ch, None, None, "api"))
+        _api_redeem(line.c.t, line.c.id, line.c.at, line.c.ch, line.c.bit, line.c.contact, contact_optional=True)
         .returning(assignment.c.id, assignment.c.tenant_id, assignment.c.promotion_id, assignment.c.valid_from,
                    assignment.c.valid_to, assignment.c.redemption_count, line.c.at, line.c.ch)
         .cte("won")
