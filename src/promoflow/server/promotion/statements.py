@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
+import pydantic_core
 from sqlalchemy import (
+    JSON,
     BigInteger,
     ColumnElement,
     Integer,
@@ -342,7 +344,7 @@ class SqliteText:
         return out
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(v if f is None or v is None else f(v) for f, v in zip(self.results, raw, strict=True))
+        return tuple([v if f is None or v is None else f(v) for f, v in zip(self.results, raw, strict=True)])
 
 
 def utc_text(value: datetime) -> str:
@@ -358,15 +360,41 @@ def utc_of_text(value: str) -> datetime:
     return datetime.fromisoformat(value + "+00:00")
 
 
+def json_text(value: Any) -> str:
+    """A `JSON` column's value as SQLite keeps it: JSON text (``JSON.NULL``: JSON null). Through pydantic_core, at
+    a fifth of `json.dumps`' time (SQLAlchemy's processor; the quick writes convert two or three values a write);
+    what pydantic_core refuses — a lone surrogate — as `json.dumps` writes it."""
+    if value is JSON.NULL:
+        return "null"
+    try:
+        return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value)
+
+
+def json_of_text(value: Any) -> Any:
+    """A `JSON` column's value read back (a number SQLite hands back as such, as SQLAlchemy's processor does)."""
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return pydantic_core.from_json(value)
+    except ValueError:  # what pydantic_core refuses (a lone surrogate's escape), as `json.loads` reads it
+        return json.loads(value)
+
+
 def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
     if isinstance(type_, UTCDateTime):
         return utc_text
+    if isinstance(type_, JSON):
+        return json_text
     return type_.dialect_impl(_SQLITE).bind_processor(_SQLITE)  # type: ignore[no-any-return]
 
 
 def _result_processor(type_: Any) -> Callable[[Any], Any] | None:
     if isinstance(type_, UTCDateTime):
         return utc_of_text
+    if isinstance(type_, JSON):
+        return json_of_text
     return type_.dialect_impl(_SQLITE).result_processor(_SQLITE, None)  # type: ignore[no-any-return]
 
 

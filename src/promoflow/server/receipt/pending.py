@@ -6,20 +6,20 @@ the match commits (or rolls back) together with the contact. Nothing is held in 
 
 from __future__ import annotations
 
-import json
+import functools
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, text
+from sqlalchemy import String, and_, bindparam, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..hooks import ContactProbe, probe
 from ..models import contact
 from ..models.receipts import receipt, receipt_pending
-from ..promotion.statements import compile_sqlite
+from ..promotion.statements import SqliteText, compile_sqlite
 from .locks import lock_id, lock_keys
 from .service import ReceiptService
 
@@ -55,19 +55,7 @@ async def match_pending(
             await conn.execute(
                 select(receipt_pending.c.receipt_id)
                 .join(receipt, receipt.c.id == receipt_pending.c.receipt_id)
-                .where(
-                    receipt_pending.c.tenant_id == ctx.tenant_id,
-                    or_(
-                        *(
-                            and_(receipt_pending.c.key_type == t, receipt_pending.c.key_value == v)
-                            for t, v in keys
-                        )
-                    ),
-                    or_(
-                        receipt_pending.c.contact_type.is_(None),
-                        receipt_pending.c.contact_type == row.contact_type,
-                    ),
-                )
+                .where(_waiting_for(ctx.tenant_id, row.contact_type, keys))
                 .order_by(receipt.c.created_date, receipt.c.id)
             )
         )
@@ -77,6 +65,15 @@ async def match_pending(
     service = ReceiptService(ctx, now)
     for receipt_id in waiting:
         await service.match(conn, receipt_id, contact_id)
+
+
+def _waiting_for(tenant: Any, contact_type: Any, keys: Sequence[tuple[Any, Any]]) -> Any:
+    """The `receipt_pending` rows waiting for a contact of that type with one of those (key type, value) pairs:
+    each pair a whole look-up of the key's index (tenant, type, value). With the tenant outside the OR, SQLite
+    without statistics searches the index by tenant alone, through every receipt the tenant has waiting."""
+    p = receipt_pending.c
+    of_type = or_(p.contact_type.is_(None), p.contact_type == contact_type)
+    return or_(*(and_(p.tenant_id == tenant, p.key_type == t, p.key_value == v, of_type) for t, v in keys))
 
 
 def contact_keys(contact_id: uuid.UUID, columns: Mapping[str, str | None]) -> list[tuple[str, str]]:
@@ -90,29 +87,31 @@ def contact_keys(contact_id: uuid.UUID, columns: Mapping[str, str | None]) -> li
 # `match_pending`'s, after the same locks, in one call: the function of migration 0023 takes the locks and then
 # reads with a snapshot of its own (a single statement's would predate the wait for the locks).
 _PG_WAITING = "receipt_waiting(%(t)s, %(ct)s, %(keys)s, %(locks)s)"
-_SQLITE_WAITING = compile_sqlite(
-    select(
-        exists()
-        .select_from(receipt_pending.join(receipt, receipt.c.id == receipt_pending.c.receipt_id))
-        .where(
-            receipt_pending.c.tenant_id == bindparam("t", type_=receipt_pending.c.tenant_id.type),
-            text(
-                "(receipt_pending.key_type, receipt_pending.key_value) IN "
-                "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:keys))"
-            ),
-            or_(
-                receipt_pending.c.contact_type.is_(None),
-                receipt_pending.c.contact_type == bindparam("ct", type_=receipt_pending.c.contact_type.type),
-            ),
+
+
+@functools.cache
+def _sqlite_waiting_statement(n: int) -> SqliteText:
+    """The question for ``n`` keys (one statement per count, compiled once: the key pairs as parameters
+    ``kI``/``vI``, each pair an index look-up)."""
+    pairs = [(bindparam(f"k{i}", type_=String()), bindparam(f"v{i}", type_=String())) for i in range(n)]
+    tenant = bindparam("t", type_=receipt_pending.c.tenant_id.type)
+    contact_type = bindparam("ct", type_=receipt_pending.c.contact_type.type)
+    return compile_sqlite(
+        select(
+            exists()
+            .select_from(receipt_pending.join(receipt, receipt.c.id == receipt_pending.c.receipt_id))
+            .where(_waiting_for(tenant, contact_type, pairs))
         )
     )
-)
 
 
 def _sqlite_waiting(conn: sqlite3.Connection, tenant_id: uuid.UUID, contact_type: str,
                     keys: list[tuple[str, str]]) -> bool:  # fmt: skip
-    stmt = _SQLITE_WAITING
-    row = conn.execute(stmt.sql, stmt.params(t=tenant_id, ct=contact_type, keys=json.dumps(keys))).fetchone()
+    stmt = _sqlite_waiting_statement(len(keys))
+    pairs = {}
+    for i, (kind, value) in enumerate(keys):
+        pairs[f"k{i}"], pairs[f"v{i}"] = kind, value
+    row = conn.execute(stmt.sql, stmt.params(t=tenant_id, ct=contact_type, **pairs)).fetchone()
     return bool(row and row[0])
 
 
