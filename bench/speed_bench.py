@@ -37,6 +37,7 @@ import math
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -171,6 +172,11 @@ def main() -> None:
     )
     p.add_argument("--import-lines", type=int, default=100_000, help="0: skip the during-import phases")
     p.add_argument("--skip-pg", action="store_true", help="SQLite only (no floor: ratios are not printed)")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy samples of `serve` in the SQLite phases (raw format; the last round's)",
+    )
     p.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only (the floor and `api`)")
     p.add_argument(
         "--compare-src",
@@ -270,11 +276,20 @@ def main() -> None:
             method, prefix, suffix, body = side["ops"][0 if op == "fetch" else 1]
             ids_file = side["contacts"] if op == "fetch" else side["slices"].take(seconds * args.redeem_rate)
             side["reset"]()
+            spy = None
+            if args.profile and seconds == args.duration and label == "serve, SQLite":
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(side["proc"].pid), "--duration", str(seconds), "--rate", "250",
+                     "--format", "raw", "--nonblocking", "--output", str(Path(args.profile) / f"sqlite-{op}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             cpu = cpu_seconds(side["proc"].pid)
             r = wrk(
                 side["base"], method, prefix, suffix, ids_file, side["key"], body, args.connections, seconds
             )
             r["cpu_us"] = (cpu_seconds(side["proc"].pid) - cpu) / max(1, r["requests"]) * 1e6
+            if spy is not None:
+                spy.wait()
             return r
 
         def show(what: str, op: str, r: dict[str, Any]) -> None:

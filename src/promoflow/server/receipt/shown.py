@@ -148,10 +148,10 @@ class ShownBuffer:
             raise ValueError("the 'shown' ledger needs a SQLite database file")
         written = 0
         slices = [piece async for piece in _sqlite_slices(views)]
-        for i, (text, keys) in enumerate(slices):
+        for i, (texts, keys) in enumerate(slices):
             try:
                 async with self.db.write_turn():
-                    await asyncio.to_thread(_write_sqlite, path, text)
+                    await asyncio.to_thread(_write_sqlite, path, texts)
             except Exception as exc:
                 self._keep({key: views[key] for _, rest in slices[i:] for key in rest})
                 raise _Kept(written) from exc
@@ -224,10 +224,11 @@ async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int
     return int(result.scalar() or 0)
 
 
-# SQLite: the same shape — the views travel as JSON texts (a slice of the batch each) that two statements expand
-# (`json_each`), the summary aggregated by the statement (an assignment in two slices is upserted twice: the same
-# sums). Python only turns each view into a list of texts (ids as stored: hex; times as stored: naive UTC text),
-# a few microseconds a view where SQLAlchemy's executemany on the event loop cost ~100.
+# SQLite: the same shape — the views and their shown assignments travel as JSON texts (a slice of the batch each)
+# that two statements expand (`json_each`), the summary aggregated by the statement (an assignment in two slices
+# is upserted twice: the same sums). Python only turns each view into lists of texts (ids as stored: hex; times as
+# stored: naive UTC text), a few microseconds a view where SQLAlchemy's executemany on the event loop cost ~100.
+SHOWN_CHECKPOINT_PAGES = 10_000  # the shown writer's checkpoints: when the log holds this many pages (40 MB)
 SQLITE_SLICE = 250  # views turned into text between two turns of the event loop (~2 ms)
 _SQLITE_VIEWS = """
 INSERT INTO promotion_view (tenant_id, contact_id, store_external_id, at, last_at, times, assignment_ids)
@@ -235,10 +236,8 @@ SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->
 """
 _SQLITE_SUMMARY = """
 INSERT INTO assignment_shown (assignment_id, tenant_id, promotion_id, first_shown_at, last_shown_at, times)
-SELECT a.value, v.value ->> 0, p.value, min(v.value ->> 3), max(v.value ->> 4), sum(v.value ->> 5)
-FROM json_each(?) AS v, json_each(v.value, '$[6]') AS a, json_each(v.value, '$[7]') AS p
-WHERE p.key = a.key
-GROUP BY a.value, v.value ->> 0, p.value ORDER BY a.value
+SELECT value ->> 0, value ->> 1, value ->> 2, min(value ->> 3), max(value ->> 4), sum(value ->> 5)
+FROM json_each(?) GROUP BY value ->> 0 ORDER BY value ->> 0
 ON CONFLICT (assignment_id) DO UPDATE SET
   first_shown_at = min(assignment_shown.first_shown_at, excluded.first_shown_at),
   last_shown_at = max(assignment_shown.last_shown_at, excluded.last_shown_at),
@@ -254,32 +253,44 @@ class _Kept(Exception):
         self.written = written
 
 
-async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[tuple[str, list[_View]]]:
-    """The views as JSON texts of `SQLITE_SLICE` views each, with the views each holds; the event loop free to
-    serve between two."""
+async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[tuple[tuple[str, str], list[_View]]]:
+    """The views as JSON texts of `SQLITE_SLICE` views each — the views' and the summary's, one row per shown
+    assignment (expanding the views' pairs in SQL, a nested `json_each` per view, cost the writer more than the
+    lists cost here) — with the views each holds; the event loop free to serve between two."""
     batch: list[list[Any]] = []
+    summary: list[list[Any]] = []
     keys: list[_View] = []
     for key, (first, last, times) in views.items():
         tenant_id, contact_id, store, shown = key
         at = utc_text(first)
-        batch.append([tenant_id.hex, contact_id.hex, store, at, at if last is first else utc_text(last), times,
-                      [aid.hex for aid, _ in shown], [pid.hex for _, pid in shown]])  # fmt: skip
+        until = at if last is first else utc_text(last)
+        tenant = tenant_id.hex
+        aids = [aid.hex for aid, _ in shown]
+        batch.append([tenant, contact_id.hex, store, at, until, times, aids])
+        summary += [
+            [aid, tenant, pid.hex, at, until, times] for aid, (_, pid) in zip(aids, shown, strict=True)
+        ]
         keys.append(key)
         if len(batch) == SQLITE_SLICE:
-            yield json.dumps(batch), keys
-            batch, keys = [], []
+            yield (json.dumps(batch), json.dumps(summary)), keys
+            batch, summary, keys = [], [], []
             await asyncio.sleep(0)
     if batch:
-        yield json.dumps(batch), keys
+        yield (json.dumps(batch), json.dumps(summary)), keys
 
 
-def _write_sqlite(path: str, text: str) -> None:
+def _write_sqlite(path: str, texts: tuple[str, str]) -> None:
+    views, summary = texts
     conn = connect_sqlite(path, writer=True)
+    # The log is copied into the database file when it has grown this long, not at the default 1,000 pages: the
+    # summary's upserts touch pages all over its table, and a checkpoint after nearly every slice copied each of
+    # them again (measured: 60 of a view's ~130 µs); fewer checkpoints copy a page rewritten by several slices once.
+    conn.execute(f"PRAGMA wal_autocheckpoint={SHOWN_CHECKPOINT_PAGES}")
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(_SQLITE_VIEWS, (text,))
-            conn.execute(_SQLITE_SUMMARY, (text,))
+            conn.execute(_SQLITE_VIEWS, (views,))
+            conn.execute(_SQLITE_SUMMARY, (summary,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
