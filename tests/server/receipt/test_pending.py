@@ -6,7 +6,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from sqlalchemy import select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from promoflow.server.db import connect_sqlite, sqlite_file
 from promoflow.server.models.receipts import receipt, receipt_pending
+from promoflow.server.receipt.pending import _sqlite_waiting_statement, _waiting_for
 from tests.server.receipt.conftest import Flow, receipt_body
 
 
@@ -86,3 +91,30 @@ def test_contact_history_is_newest_first_and_paged(flow: Flow) -> None:
         flow.api.get(f"/api/v2/contacts/{uuid.uuid4()}/transactions").json()["errorCode"] == "ContactNotFound"
     )
     assert flow.api.get("/api/v2/contacts/nope/transactions").json()["errorCode"] == "InvalidContactId"
+
+
+def test_on_sqlite_the_waiting_receipts_are_found_by_whole_key_look_ups(sqlite_url: str) -> None:
+    """The question the contact writes ask (is a receipt waiting for one of these keys?) and the routed match's
+    look-up use the whole key index — tenant, key type and value — for each key, without statistics: with the
+    tenant outside the OR of the keys SQLite searched the index by tenant alone, through every receipt the tenant
+    has waiting."""
+    conn = connect_sqlite(sqlite_file(sqlite_url) or "", writer=False)
+    keys = [("contactId", "c"), ("email", "a@example.com"), ("memberNumber", "M1")]
+    stmt = _sqlite_waiting_statement(len(keys))
+    pairs = {}
+    for i, (kind, value) in enumerate(keys):
+        pairs[f"k{i}"], pairs[f"v{i}"] = kind, value
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN " + stmt.sql, stmt.params(t=uuid.uuid4(), ct="Member", **pairs)
+    ).fetchall()
+    searches = [row[3] for row in plan if "receipt_pending" in row[3]]
+    assert len(searches) == len(keys)
+    assert all("(tenant_id=? AND key_type=? AND key_value=?)" in s for s in searches), searches
+
+    routed = select(receipt_pending.c.receipt_id).where(_waiting_for(uuid.uuid4(), "Member", keys))
+    compiled = routed.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True})
+    plan = conn.execute(f"EXPLAIN QUERY PLAN {compiled}").fetchall()
+    searches = [row[3] for row in plan if "receipt_pending" in row[3]]
+    assert len(searches) == len(keys)
+    assert all("(tenant_id=? AND key_type=? AND key_value=?)" in s for s in searches), searches
+    conn.close()
