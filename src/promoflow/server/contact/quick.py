@@ -564,7 +564,9 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     if conn.execute(_LITE_INSERT.sql, _LITE_INSERT.params(**values)).rowcount != 1:
         return None  # a unique key another contact holds: the routed path answers
     _lite_audit(conn, _create_entry(ctx, plan, attrs, new_id, now))
-    return _Row(new_id, plan.contact_type, attrs, plan.prefs, now, now, plan.source, plan.store, plan.approved)
+    return _Row(
+        new_id, plan.contact_type, attrs, plan.prefs, now, now, plan.source, plan.store, plan.approved
+    )
 
 
 # The creates of concurrent requests, gathered (`kit.gather`): one statement writes a batch, its rows as one JSON
