@@ -109,6 +109,11 @@ class WriteTurn:
     async def __aexit__(self, *exc: object) -> None:
         self._release()
 
+    @property
+    def held(self) -> bool:
+        """Whether a unit of work has the turn now."""
+        return self._holder is not None
+
     def _release(self) -> None:
         while True:
             with self._mutex:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from promoflow.server.db import Database
+from promoflow.server.db import Database, turn_of
 from promoflow.server.models.receipts import assignment_shown, promotion_view
 from promoflow.server.receipt.shown import SQLITE_SLICE, ShownBuffer
 from tests.conftest import START
@@ -182,3 +182,38 @@ def test_sqlite_writes_slice_by_slice_and_keeps_the_slice_that_failed(sqlite_url
     assert (first, kept, second, left) == (SQLITE_SLICE, n - SQLITE_SLICE, n - SQLITE_SLICE, 0)
     assert sorted(v.contact_id for v in views) == sorted(contacts)
     assert len(shown) == n and all(s.times == 1 for s in shown.values())
+
+
+def test_sqlite_copies_the_log_into_the_file_every_so_many_views_outside_the_write_turn(
+    sqlite_url: str, monkeypatch: Any
+) -> None:
+    """On SQLite the writer checkpoints the log itself, every `SHOWN_CHECKPOINT_VIEWS` views written, after its
+    slices and outside the process's write turn (a redeem never waits for a checkpoint); its commits run none
+    (SQLite's default would, nearly every slice, holding the turn)."""
+    from promoflow.server.receipt import shown
+
+    monkeypatch.setattr(shown, "SHOWN_CHECKPOINT_VIEWS", 5)
+    seen: list[bool] = []  # for each checkpoint: whether a unit of work held the write turn meanwhile
+    real = shown._checkpoint_sqlite
+
+    def checkpoint(p: str) -> None:
+        seen.append(turn_of(sqlite_url).held)
+        real(p)
+
+    monkeypatch.setattr(shown, "_checkpoint_sqlite", checkpoint)
+    t, p = uuid.uuid4(), uuid.uuid4()
+
+    async def run() -> list[int]:
+        db = Database(sqlite_url, pool_size=2)
+        buf = ShownBuffer(db)
+        calls = []
+        for k in range(3):  # 3 views, then 3 more (6 >= 5: one checkpoint), then 3 more (3 since: none)
+            for _ in range(3):
+                buf.record(t, uuid.uuid4(), [(uuid.uuid4(), p)], None, START + timedelta(seconds=k))
+            await buf.flush()
+            calls.append(len(seen))
+        await db.dispose()
+        return calls
+
+    assert asyncio.run(run()) == [0, 1, 1]
+    assert seen == [False]

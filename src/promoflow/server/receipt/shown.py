@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -57,6 +58,7 @@ class ShownBuffer:
         self.batch = batch
         self.limit = limit
         self.dropped = 0
+        self._unchecked = 0  # views written on SQLite since the last checkpoint
         self._views: dict[_View, list[Any]] = {}  # -> [first at, last at, times]
         self._tenants: dict[int, tuple[uuid.UUID, uuid.UUID]] = {}
         self._lock = asyncio.Lock()
@@ -142,7 +144,9 @@ class ShownBuffer:
         GIL against the loop for milliseconds); each slice's statements run in a transaction of their own, on a
         connection of their own in a thread, in the process's write turn like every other writer — so a redeem
         waits for at most one slice, never a whole second's batch. A slice that fails is kept with the ones after
-        it (the slices before it are written)."""
+        it (the slices before it are written). Every `SHOWN_CHECKPOINT_VIEWS` views written, the log is copied
+        into the database file in a thread, outside the write turn (a checkpoint waits for no writer and no
+        writer for it)."""
         path = sqlite_file(self.db.url)
         if path is None:
             raise ValueError("the 'shown' ledger needs a SQLite database file")
@@ -156,6 +160,10 @@ class ShownBuffer:
                 self._keep({key: views[key] for _, rest in slices[i:] for key in rest})
                 raise _Kept(written) from exc
             written += len(keys)
+            self._unchecked += len(keys)
+        if self._unchecked >= SHOWN_CHECKPOINT_VIEWS:
+            self._unchecked = 0
+            await asyncio.to_thread(_checkpoint_sqlite, path)
         return written
 
     def _keep(self, views: dict[_View, list[Any]]) -> None:
@@ -228,7 +236,11 @@ async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int
 # that two statements expand (`json_each`), the summary aggregated by the statement (an assignment in two slices
 # is upserted twice: the same sums). Python only turns each view into lists of texts (ids as stored: hex; times as
 # stored: naive UTC text), a few microseconds a view where SQLAlchemy's executemany on the event loop cost ~100.
-SHOWN_CHECKPOINT_PAGES = 10_000  # the shown writer's checkpoints: when the log holds this many pages (40 MB)
+# Views written between two checkpoints. A checkpoint copies every page the log holds into the database file, once
+# however often it was rewritten since; the summary's upserts dirty pages all over its table, and SQLite's default
+# (a checkpoint in the commit that takes the log past 1,000 pages: nearly every slice) copied them again and again
+# — 60 of a view's ~130 µs of writing, measured — and did it holding the write turn.
+SHOWN_CHECKPOINT_VIEWS = 2_000
 SQLITE_SLICE = 250  # views turned into text between two turns of the event loop (~2 ms)
 _SQLITE_VIEWS = """
 INSERT INTO promotion_view (tenant_id, contact_id, store_external_id, at, last_at, times, assignment_ids)
@@ -282,10 +294,7 @@ async def _sqlite_slices(views: dict[_View, list[Any]]) -> AsyncIterator[tuple[t
 def _write_sqlite(path: str, texts: tuple[str, str]) -> None:
     views, summary = texts
     conn = connect_sqlite(path, writer=True)
-    # The log is copied into the database file when it has grown this long, not at the default 1,000 pages: the
-    # summary's upserts touch pages all over its table, and a checkpoint after nearly every slice copied each of
-    # them again (measured: 60 of a view's ~130 µs); fewer checkpoints copy a page rewritten by several slices once.
-    conn.execute(f"PRAGMA wal_autocheckpoint={SHOWN_CHECKPOINT_PAGES}")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # `_checkpoint_sqlite`'s, outside the write turn
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -295,6 +304,16 @@ def _write_sqlite(path: str, texts: tuple[str, str]) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    finally:
+        conn.close()
+
+
+def _checkpoint_sqlite(path: str) -> None:
+    conn = connect_sqlite(path, writer=True)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        log.warning("receipt.shown_checkpoint_failed", exc_info=True)
     finally:
         conn.close()
 
