@@ -236,6 +236,7 @@ async def _write_pg(conn: AsyncConnection, views: dict[_View, list[Any]]) -> int
 # that two statements expand (`json_each`), the summary aggregated by the statement (an assignment in two slices
 # is upserted twice: the same sums). Python only turns each view into lists of texts (ids as stored: hex; times as
 # stored: naive UTC text), a few microseconds a view where SQLAlchemy's executemany on the event loop cost ~100.
+
 # Views written between two checkpoints. A checkpoint copies every page the log holds into the database file, once
 # however often it was rewritten since; the summary's upserts dirty pages all over its table, and SQLite's default
 # (a checkpoint in the commit that takes the log past 1,000 pages: nearly every slice) copied them again and again
