@@ -3,8 +3,8 @@
 
 The floor (bench/contact_floor_app.py) is a bare ASGI app on the same uvicorn stack doing one statement per
 request with the raw driver: one INSERT … ON CONFLICT for a create, one UPDATE for an update. promoflow runs as
-`promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a tenant of its
-own (rate limit off) on the same database. The load (wrk, one thread) alternates between promoflow and the floor
+`promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a database of its
+own, migrated alike (so one side's rows never slow another's writes), and a tenant on it (rate limit off). The load (wrk, one thread) alternates between promoflow and the floor
 phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
 seeded contacts, changing two non-key attributes. Prints req/s, p50/p99, each server's CPU per answered request
 (from /proc: what the machine's load does not change) and promoflow's share of the floor.
@@ -159,11 +159,14 @@ def _promoflow(db: str, url: str, data: Path, env: dict[str, str]) -> tuple[subp
     return start([sys.executable, "-m", "promoflow.cli", *cmd], env, f"{base}/healthz"), base
 
 
-def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url: str) -> dict[str, object]:
+def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url: str,
+        floor_url: str) -> dict[str, object]:  # fmt: skip
     from promoflow.server.migrate import upgrade
 
     upgrade(url)
-    pg_cpu(url)  # its watching connection first, while the server has connections to spare
+    upgrade(floor_url)
+    pg_cpu(url)  # the watching connections first, while the server has connections to spare
+    pg_cpu(floor_url)
     sides: dict[str, tuple[str, str, str, Path]] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -180,17 +183,17 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
             _, key, ids = seed(baseline_url, args.contacts, workdir, "b")
             pg_cpu(baseline_url)
             sides["baseline"] = (base, "/api/v2/contacts", key, ids)
-        floor_tenant, floor_key, floor_ids = seed(url, args.contacts, workdir, "f")
+        floor_tenant, floor_key, floor_ids = seed(floor_url, args.contacts, workdir, "f")
         floor_port = free_port()
         procs["floor"] = start(
             [sys.executable, "-m", "uvicorn", "bench.contact_floor_app:app", "--port", str(floor_port),
              "--log-level", "warning", "--no-access-log"],
-            {"FLOOR_DATABASE_URL": url, "FLOOR_TENANT_ID": floor_tenant},
+            {"FLOOR_DATABASE_URL": floor_url, "FLOOR_TENANT_ID": floor_tenant},
             f"http://127.0.0.1:{floor_port}/x",
         )  # fmt: skip
         sides["floor"] = (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids)
         log(f"{db}: seeded {args.contacts} contacts per side")
-        urls = {"promoflow": url, "baseline": baseline_url, "floor": url}
+        urls = {"promoflow": url, "baseline": baseline_url, "floor": floor_url}
         return _measure(db, args, sides, {side: proc.pid for side, proc in procs.items()}, urls)
     finally:
         for proc in procs.values():
@@ -282,7 +285,11 @@ def main() -> None:
         workdir = Path(tmp)
         if not args.skip_pg:
             base = args.pg_url.rsplit("/", 1)[0]
-            names = ["promoflow_contact_bench", "promoflow_contact_bench_baseline"]
+            names = [
+                "promoflow_contact_bench",
+                "promoflow_contact_bench_baseline",
+                "promoflow_contact_bench_floor",
+            ]
             with psycopg.connect(args.pg_url, autocommit=True) as admin:
                 for name in names:
                     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -290,8 +297,9 @@ def main() -> None:
             try:
                 (workdir / "pg").mkdir()
                 out["postgresql"] = run(
-                    "postgresql", f"{base}/{names[0]}", args, workdir / "pg", f"{base}/{names[1]}"
-                )
+                    "postgresql", f"{base}/{names[0]}", args, workdir / "pg", f"{base}/{names[1]}",
+                    f"{base}/{names[2]}",
+                )  # fmt: skip
             finally:
                 with psycopg.connect(args.pg_url, autocommit=True) as admin:
                     for name in names:
@@ -300,7 +308,8 @@ def main() -> None:
             (workdir / "sqlite").mkdir()
             url = f"sqlite:///{workdir / 'sqlite' / 'promoflow.sqlite3'}"
             baseline = f"sqlite:///{workdir / 'sqlite' / 'baseline.sqlite3'}"
-            out["sqlite"] = run("sqlite", url, args, workdir / "sqlite", baseline)
+            floor = f"sqlite:///{workdir / 'sqlite' / 'floor.sqlite3'}"
+            out["sqlite"] = run("sqlite", url, args, workdir / "sqlite", baseline, floor)
     print("RESULT " + json.dumps(out))
 
 
