@@ -79,3 +79,33 @@ def test_a_redeem_waiting_for_another_writer_leaves_the_loop_free(lite: Api) -> 
     assert again is None  # exactly once
     fetched = lite.get(f"/api/v2/contacts/{contact}/promotions?redemptionChannelType=POS").json()
     assert [p["id"] for p in fetched] == [second]
+
+
+@pytest.mark.parametrize("turns", [1, 2], ids=["before-the-writer-began", "in-its-turn"])
+def test_writes_queued_when_the_lane_stops_are_failed_not_left_waiting_or_run(
+    sqlite_url: str, turns: int
+) -> None:
+    """The writer takes its group one turn of the event loop after the first write queued; a stop (the task
+    cancelled at shutdown) before it began or in that turn fails every write queued — none waits forever, none
+    runs later."""
+    ran: list[int] = []
+
+    async def run() -> list[BaseException | None]:
+        db = Database(sqlite_url, pool_size=1)
+        lane = SqliteLane.open(db)
+        assert lane is not None
+        writes = [asyncio.ensure_future(lane.write(lambda conn, k=k: ran.append(k))) for k in range(3)]
+        for _ in range(turns):  # 1: the writes queued, the writer not begun; 2: the writer in its turn
+            await asyncio.sleep(0)
+        assert lane._task is not None
+        lane._task.cancel()
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        after = await lane.write(lambda conn: ran.append(99))  # a later write runs alone
+        assert after is None
+        await lane.close()
+        await db.dispose()
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    outcomes = asyncio.run(run())
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert ran == [99]
