@@ -3,8 +3,10 @@
 
 The floor (bench/contact_floor_app.py) is a bare ASGI app on the same uvicorn stack doing one statement per
 request with the raw driver: one INSERT … ON CONFLICT for a create, one UPDATE for an update. promoflow runs as
-`promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a database of its
-own, migrated alike (so one side's rows never slow another's writes), and a tenant on it (rate limit off). The load (wrk, one thread) alternates between promoflow and the floor
+`promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a tenant of its
+own (rate limit off), the floor's on promoflow's database (the same tables) or, with --floor-own-database, on a
+database of its own. (A --baseline runs on a database of its own: compare it with promoflow using
+--floor-own-database, or promoflow's tables also hold the floor's rows and the baseline's do not.) The load (wrk, one thread) alternates between promoflow and the floor
 phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
 seeded contacts, changing two non-key attributes. Prints req/s, p50/p99, each server's CPU per answered request
 (from /proc: what the machine's load does not change) and promoflow's share of the floor.
@@ -164,7 +166,8 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
     from promoflow.server.migrate import upgrade
 
     upgrade(url)
-    upgrade(floor_url)
+    if floor_url != url:
+        upgrade(floor_url)
     pg_cpu(url)  # the watching connections first, while the server has connections to spare
     pg_cpu(floor_url)
     sides: dict[str, tuple[str, str, str, Path]] = {}
@@ -275,6 +278,12 @@ def main() -> None:
         help="the src folder of another source tree (e.g. main's, from `git worktree add`): its promoflow runs too, "
         "on a database of its own, alternating with the others (before/after in one run)",
     )
+    p.add_argument(
+        "--floor-own-database",
+        action="store_true",
+        help="the floor on a database of its own (default: on promoflow's, another tenant). With --baseline, "
+        "the baseline always has its own, so only then does promoflow's database hold no one else's rows",
+    )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")
     args = p.parse_args()
@@ -298,7 +307,7 @@ def main() -> None:
                 (workdir / "pg").mkdir()
                 out["postgresql"] = run(
                     "postgresql", f"{base}/{names[0]}", args, workdir / "pg", f"{base}/{names[1]}",
-                    f"{base}/{names[2]}",
+                    f"{base}/{names[2 if args.floor_own_database else 0]}",
                 )  # fmt: skip
             finally:
                 with psycopg.connect(args.pg_url, autocommit=True) as admin:
@@ -308,7 +317,7 @@ def main() -> None:
             (workdir / "sqlite").mkdir()
             url = f"sqlite:///{workdir / 'sqlite' / 'promoflow.sqlite3'}"
             baseline = f"sqlite:///{workdir / 'sqlite' / 'baseline.sqlite3'}"
-            floor = f"sqlite:///{workdir / 'sqlite' / 'floor.sqlite3'}"
+            floor = f"sqlite:///{workdir / 'sqlite' / 'floor.sqlite3'}" if args.floor_own_database else url
             out["sqlite"] = run("sqlite", url, args, workdir / "sqlite", baseline, floor)
     print("RESULT " + json.dumps(out))
 
