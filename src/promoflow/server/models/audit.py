@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import CheckConstraint, Column, Index, String, Table, Uuid
 
-from sqlalchemy import CheckConstraint, Column, Index, String, Table, Uuid, text
-
-from .base import BigId, JsonType, UTCDateTime, metadata, tenant_column
-
-
-def _named(column: str) -> dict[str, Any]:
-    where = text(f"{column} IS NOT NULL")
-    return {"postgresql_where": where, "sqlite_where": where}
-
+from .base import BigId, JsonType, UTCDateTime, metadata, not_null, tenant_column
 
 audit_event = Table(
     "audit_event",
@@ -42,8 +34,8 @@ audit_event = Table(
     Index("ix_audit_event_object", "tenant_id", "object_id", "at", "id"),
     # Only the entries that name one (migration 0025): a contact's own entries name no promotion, a promotion's no
     # contact; a filter on the column implies the condition.
-    Index("ix_audit_event_contact", "tenant_id", "contact_id", "at", "id", **_named("contact_id")),
-    Index("ix_audit_event_promotion", "tenant_id", "promotion_id", "at", "id", **_named("promotion_id")),
+    Index("ix_audit_event_contact", "tenant_id", "contact_id", "at", "id", **not_null("contact_id")),
+    Index("ix_audit_event_promotion", "tenant_id", "promotion_id", "at", "id", **not_null("promotion_id")),
 )
 
 __all__ = ["audit_event"]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -104,6 +105,13 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 # Text compared in code-point order on both databases (SQLite's BINARY; PostgreSQL's "C"): a prefix search is an
 # index range there whatever the database's collation.
 NameKey = String(255).with_variant(String(255, collation="C"), "postgresql")
+
+
+def not_null(column: str) -> dict[str, Any]:
+    """An index's keyword arguments that make it partial on both databases: only the rows where ``column`` is set
+    (a filter ``column = …`` implies it, so both planners still use the index)."""
+    where = text(f"{column} IS NOT NULL")
+    return {"postgresql_where": where, "sqlite_where": where}
 
 
 def tenant_fk() -> Column[Any]:

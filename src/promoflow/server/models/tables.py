@@ -3,8 +3,6 @@ idempotency records and jobs. Every row carries ``tenant_id``; every query filte
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
@@ -29,6 +27,7 @@ from .base import (
     UTCDateTime,
     created_at,
     metadata,
+    not_null,
     tenant_column,
     tenant_fk,
     updated_at,
@@ -77,10 +76,6 @@ api_key = Table(
 )
 
 
-def _not_null(column: str) -> dict[str, Any]:
-    return {"postgresql_where": text(f"{column} IS NOT NULL"), "sqlite_where": text(f"{column} IS NOT NULL")}
-
-
 contact = Table(
     "contact",
     metadata,
@@ -113,9 +108,9 @@ contact = Table(
     Index("ix_contact_tenant_ssn", "tenant_id", "ssn"),
     # Partial (migration 0019): a tenant that uses no external ids (or names) has no entries, and SQLite's
     # ANALYZE then cannot take the index for one matching every row (all NULL) and scan the table instead.
-    Index("ix_contact_tenant_external", "tenant_id", "external_id", **_not_null("external_id")),
-    Index("ix_contact_tenant_name", "tenant_id", "name_key", **_not_null("name_key")),
-    Index("ix_contact_tenant_name_rev", "tenant_id", "name_key_rev", **_not_null("name_key_rev")),
+    Index("ix_contact_tenant_external", "tenant_id", "external_id", **not_null("external_id")),
+    Index("ix_contact_tenant_name", "tenant_id", "name_key", **not_null("name_key")),
+    Index("ix_contact_tenant_name_rev", "tenant_id", "name_key_rev", **not_null("name_key_rev")),
 )
 
 promotion = Table(
