@@ -39,6 +39,13 @@ def test_json_null_and_what_pydantic_core_refuses() -> None:
     assert json.dumps(nan) == '{"a": NaN}'
 
 
+def test_the_raw_statements_convert_json_through_them() -> None:
+    from promoflow.server.contact.quick import _LITE_AUDIT, _LITE_ROW
+
+    assert _LITE_AUDIT.binds["before"] is json_text and _LITE_AUDIT.binds["after"] is json_text
+    assert json_of_text in _LITE_ROW.results
+
+
 def test_a_number_sqlite_hands_back_as_such_passes_through() -> None:
     conn = sqlite3.connect(":memory:")
     (raw,) = conn.execute("SELECT json_extract('{\"n\": 5}', '$.n')").fetchone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -71,6 +72,16 @@ def connect_sqlite(path: str, *, writer: bool, busy_ms: int = 30000) -> sqlite3.
     else:
         conn.execute("PRAGMA query_only=1")
     return conn
+
+
+def wal_checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the database file (PASSIVE: it waits for no writer and no writer for it), on a
+    writer's own connection in a thread of its own (it waits for the disk); a failure is logged, not raised — the
+    next one copies what this one did not."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        logging.getLogger("promoflow.db").warning("db.checkpoint_failed", exc_info=True)
 
 
 class WriteTurn:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from promoflow.server.db import connect_sqlite, sqlite_file
 from promoflow.server.models.receipts import receipt, receipt_pending
-from promoflow.server.receipt.pending import _sqlite_waiting_statement, _waiting_for
+from promoflow.server.receipt.pending import _sqlite_waiting_query, _waiting_for
 from tests.server.receipt.conftest import Flow, receipt_body
 
 
@@ -100,21 +101,14 @@ def test_on_sqlite_the_waiting_receipts_are_found_by_whole_key_look_ups(sqlite_u
     has waiting."""
     conn = connect_sqlite(sqlite_file(sqlite_url) or "", writer=False)
     keys = [("contactId", "c"), ("email", "a@example.com"), ("memberNumber", "M1")]
-    stmt = _sqlite_waiting_statement(len(keys))
-    pairs = {}
-    for i, (kind, value) in enumerate(keys):
-        pairs[f"k{i}"], pairs[f"v{i}"] = kind, value
-    plan = conn.execute(
-        "EXPLAIN QUERY PLAN " + stmt.sql, stmt.params(t=uuid.uuid4(), ct="Member", **pairs)
-    ).fetchall()
-    searches = [row[3] for row in plan if "receipt_pending" in row[3]]
-    assert len(searches) == len(keys)
-    assert all("(tenant_id=? AND key_type=? AND key_value=?)" in s for s in searches), searches
+
+    def searches(sql: str, params: Any = ()) -> list[str]:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+        return [row[3] for row in plan if "receipt_pending" in row[3]]
 
     routed = select(receipt_pending.c.receipt_id).where(_waiting_for(uuid.uuid4(), "Member", keys))
     compiled = routed.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True})
-    plan = conn.execute(f"EXPLAIN QUERY PLAN {compiled}").fetchall()
-    searches = [row[3] for row in plan if "receipt_pending" in row[3]]
-    assert len(searches) == len(keys)
-    assert all("(tenant_id=? AND key_type=? AND key_value=?)" in s for s in searches), searches
+    for found in (searches(*_sqlite_waiting_query(uuid.uuid4(), "Member", keys)), searches(str(compiled))):
+        assert len(found) == len(keys)
+        assert all("(tenant_id=? AND key_type=? AND key_value=?)" in s for s in found), found
     conn.close()

@@ -188,8 +188,7 @@ def test_sqlite_copies_the_log_into_the_file_every_so_many_views_outside_the_wri
     sqlite_url: str, monkeypatch: Any
 ) -> None:
     """On SQLite the writer checkpoints the log itself, every `SHOWN_CHECKPOINT_VIEWS` views written, after its
-    slices and outside the process's write turn (a redeem never waits for a checkpoint); its commits run none
-    (SQLite's default would, nearly every slice, holding the turn)."""
+    slices and outside the process's write turn (a redeem never waits for a checkpoint)."""
     from promoflow.server.receipt import shown
 
     monkeypatch.setattr(shown, "SHOWN_CHECKPOINT_VIEWS", 5)

@@ -339,8 +339,7 @@ class PgLane:
                         (items[i] for i in going.values()), key=itemgetter(0)
                     )
                 ]
-                stmt = PG_REDEEM
-                for row in await conn.fetch(stmt.sql, *stmt.args(lines=json_bytes(lines).decode())):
+                for row in await conn.fetch(PG_REDEEM.sql, *PG_REDEEM.args(lines=json_bytes(lines).decode())):
                     done[going[row[0]]] = (row[1], row[2], row[3])
             return done
 

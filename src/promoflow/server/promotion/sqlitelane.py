@@ -41,7 +41,7 @@ from sqlalchemy import bindparam, select
 
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
-from ..db import Database, connect_sqlite, sqlite_file
+from ..db import Database, connect_sqlite, sqlite_file, wal_checkpoint
 from ..exceptions import ServiceUnavailableError
 from ..models import contact, promotion
 from ..tenant.service import TenantContext
@@ -81,6 +81,13 @@ _Item = tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, ChannelType, datetime]
 Write = Callable[[sqlite3.Connection], Any]
 _Outcome = Any
 T = TypeVar("T")
+
+
+def _fail(queued: Iterable[tuple[Write, asyncio.Future[_Outcome]]], error: Exception) -> None:
+    """Fail the writes whose callers still wait."""
+    for _, fut in queued:
+        if not fut.done():
+            fut.set_exception(error)
 
 
 class _Failed(NamedTuple):
@@ -267,10 +274,7 @@ class SqliteLane:
             return [self._group_in_thread([item])[0] for item in items]
 
     def _checkpoint_sync(self) -> None:
-        try:
-            self._own("writer", writer=True).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            log.warning("fastlane.checkpoint_failed", exc_info=True)
+        wal_checkpoint(self._own("writer", writer=True))
 
     def _written(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
         """Count writes committed on the loop's connection; every `CHECKPOINT_AFTER` of them, copy the log into
@@ -297,9 +301,7 @@ class SqliteLane:
                     else:
                         self._written(loop, len(items))
             except BaseException as exc:  # cancelled at shutdown, or the executor is gone
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+                _fail(group, exc if isinstance(exc, Exception) else RuntimeError("stopped"))
                 raise
             for (_, fut), outcome in zip(group, outcomes, strict=True):
                 if fut.done():  # the request went away; its redeem stands (or not) all the same
@@ -314,9 +316,7 @@ class SqliteLane:
         are failed, not left waiting, and never run."""
         if task.cancelled() or task.exception() is not None:
             queued, self._queue = self._queue, []
-            for _, fut in queued:
-                if not fut.done():
-                    fut.set_exception(RuntimeError("the SQLite writer stopped"))
+            _fail(queued, RuntimeError("the SQLite writer stopped"))
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` inside the next group's transaction (it commits with the group), on the event loop's thread

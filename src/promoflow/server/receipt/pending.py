@@ -105,13 +105,19 @@ def _sqlite_waiting_statement(n: int) -> SqliteText:
     )
 
 
-def _sqlite_waiting(conn: sqlite3.Connection, tenant_id: uuid.UUID, contact_type: str,
-                    keys: list[tuple[str, str]]) -> bool:  # fmt: skip
+def _sqlite_waiting_query(tenant_id: uuid.UUID, contact_type: str,
+                          keys: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The question's text and parameters for these keys."""
     stmt = _sqlite_waiting_statement(len(keys))
     pairs = {}
     for i, (kind, value) in enumerate(keys):
         pairs[f"k{i}"], pairs[f"v{i}"] = kind, value
-    row = conn.execute(stmt.sql, stmt.params(t=tenant_id, ct=contact_type, **pairs)).fetchone()
+    return stmt.sql, stmt.params(t=tenant_id, ct=contact_type, **pairs)
+
+
+def _sqlite_waiting(conn: sqlite3.Connection, tenant_id: uuid.UUID, contact_type: str,
+                    keys: list[tuple[str, str]]) -> bool:  # fmt: skip
+    row = conn.execute(*_sqlite_waiting_query(tenant_id, contact_type, keys)).fetchone()
     return bool(row and row[0])
 
 

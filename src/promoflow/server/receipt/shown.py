@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +30,7 @@ from asyncpg.pgproto.pgproto import UUID as _PgUUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import hooks
-from ..db import Database, connect_sqlite, sqlite_file
+from ..db import Database, connect_sqlite, sqlite_file, wal_checkpoint
 from ..observability import metrics
 from ..promotion.statements import utc_text
 
@@ -312,9 +311,7 @@ def _write_sqlite(path: str, texts: tuple[str, str]) -> None:
 def _checkpoint_sqlite(path: str) -> None:
     conn = connect_sqlite(path, writer=True)
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except sqlite3.Error:
-        log.warning("receipt.shown_checkpoint_failed", exc_info=True)
+        wal_checkpoint(conn)
     finally:
         conn.close()
 
