@@ -178,8 +178,11 @@ class PgPool:
             await self._idle.get_nowait().close()
 
 
-# What a lane's connection may fail with: the server's errors, the driver's, the network's.
-_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What a lane's connection may fail with: the server's errors, the driver's, the network's. A connection whose
+# backend was terminated while it sat idle (a restart, `pg_terminate_backend`) can fail its next statement with
+# `InternalClientError` ("another operation is in progress": the server's goodbye half read) rather than a
+# connection error.
+_FAILED = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 LANE_ERRORS = _FAILED  # (for the other quick paths on the lane's pool)
 
 
@@ -208,8 +211,11 @@ class AsyncpgPool:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._serve(loop)
-        if not self._idle.empty():
-            return self._idle.get_nowait()  # (what ``get`` would answer, without its coroutine)
+        while not self._idle.empty():
+            idle = self._idle.get_nowait()  # (what ``get`` would answer, without its coroutine)
+            if not idle.is_closed():
+                return idle
+            self._mine.discard(idle)  # closed while idle (the server went away): not handed out
         if len(self._mine) + self._opening < self.size:
             self._opening += 1
             try:
