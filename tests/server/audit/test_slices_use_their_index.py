@@ -1,24 +1,26 @@
 """The audit log's contact and promotion slices (the contact card's and the promotion page's History, the Audit
 page's filters) read their own indexes, which since migration 0025 hold only the entries that name a contact or a
-promotion: the filter on the column implies the index's condition, on both databases."""
+promotion: the filter on the column implies the index's condition, on both databases. Since migration 0026 the
+object index leaves out a contact's own entries (the contact index holds them): an object filter reads both
+indexes, and finds every entry about the object."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import insert, text
 
-from promoflow.server.audit.service import AuditFilter, _conditions
+from promoflow.server.audit import Actor
+from promoflow.server.audit.service import AuditFilter, _query, entry_values, page
 from promoflow.server.db import Database
 from promoflow.server.models import audit_event
 
 
 def _plan(url: str, f: AuditFilter) -> str:
-    e = audit_event.c
-    query = (
-        select(audit_event).where(*_conditions(uuid.uuid4(), f)).order_by(e.at.desc(), e.id.desc()).limit(51)
-    )
+    query = _query(uuid.uuid4(), f, (datetime.now(UTC), 10**9), 51)
 
     async def run() -> str:
         db = Database(url, pool_size=1)
@@ -59,3 +61,68 @@ def test_the_contact_and_promotion_slices_read_their_partial_indexes(db_url: str
         name = f"ix_audit_event_{column.removesuffix('_id')}"
         assert f"{column} IS NOT NULL" in _definition(db_url, name)
         assert name in _plan(db_url, AuditFilter(**{column: uuid.uuid4()}))  # type: ignore[arg-type]
+
+
+def test_an_object_filter_reads_the_object_index_and_for_a_contact_the_contact_index(db_url: str) -> None:
+    definition = _definition(db_url, "ix_audit_event_object")
+    assert (
+        "<> 'contact'" in definition.replace("'contact'::text", "'contact'")
+        and "contact_id IS NULL" in definition
+    )
+    assert "ix_audit_event_object" in _plan(db_url, AuditFilter(object_id="ftp-pos"))
+    plan = _plan(db_url, AuditFilter(object_id=str(uuid.uuid4())))
+    assert "ix_audit_event_object" in plan and "ix_audit_event_contact" in plan, plan
+
+
+def test_an_object_filter_finds_every_entry_about_its_object(db_url: str) -> None:
+    """A contact's own entries (only in the contact index), an assignment of it (object index: its object is the
+    assignment), a promotion (object index), an object whose id is no GUID; newest first, paged."""
+    tenant, contact, promotion, assignment = (uuid.uuid4() for _ in range(4))
+    actor, t0 = Actor.cli(), datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [
+        entry_values(tenant, actor, "contact.create", "contact", contact, after={"a": 1}, at=t0,
+                     contact_id=contact),
+        entry_values(tenant, actor, "assignment.create", "assignment", assignment, at=t0 + timedelta(seconds=1),
+                     contact_id=contact, promotion_id=promotion),
+        entry_values(tenant, actor, "contact.update", "contact", contact, {"a": 1}, {"a": 2},
+                     at=t0 + timedelta(seconds=2), contact_id=contact),
+        entry_values(tenant, actor, "promotion.create", "promotion", promotion, at=t0, promotion_id=promotion),
+        entry_values(tenant, actor, "ftp.rotate", "ftp_account", "pos-1", at=t0),
+        entry_values(uuid.uuid4(), actor, "contact.update", "contact", contact, {"a": 1}, {"a": 3}, at=t0,
+                     contact_id=contact),  # another tenant's (the same id): never
+    ]  # fmt: skip
+
+    async def run() -> dict[str, list[str]]:
+        db = Database(db_url, pool_size=1)
+        try:
+            async with db.write() as conn:
+                await conn.execute(insert(audit_event), rows)
+            found: dict[str, list[str]] = {}
+            async with db.read() as conn:
+                for name, object_id in (("contact", str(contact)), ("assignment", str(assignment)),
+                                        ("promotion", str(promotion)), ("account", "pos-1")):  # fmt: skip
+                    first, cursor = await page(conn, tenant, AuditFilter(object_id=object_id), size=1)
+                    rest = (
+                        (await page(conn, tenant, AuditFilter(object_id=object_id), cursor))[0]
+                        if cursor
+                        else []
+                    )
+                    found[name] = [e.action for e in first + rest]
+            return found
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(run()) == {
+        "contact": ["contact.update", "contact.create"],
+        "assignment": ["assignment.create"],
+        "promotion": ["promotion.create"],
+        "account": ["ftp.rotate"],
+    }
+
+
+def test_an_entry_about_a_contact_must_name_it_as_its_contact() -> None:
+    contact = uuid.uuid4()
+    with pytest.raises(ValueError, match="names it as its contact"):
+        entry_values(uuid.uuid4(), Actor.cli(), "contact.update", "contact", contact, {"a": 1}, {"a": 2})
+    with pytest.raises(ValueError, match="names it as its contact"):
+        entry_values(uuid.uuid4(), Actor.cli(), "contact.update", "contact", contact, contact_id=uuid.uuid4())

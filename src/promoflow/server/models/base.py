@@ -110,7 +110,14 @@ NameKey = String(255).with_variant(String(255, collation="C"), "postgresql")
 def not_null(column: str) -> dict[str, Any]:
     """An index's keyword arguments that make it partial on both databases: only the rows where ``column`` is set
     (a filter ``column = …`` implies it, so both planners still use the index)."""
-    where = text(f"{column} IS NOT NULL")
+    return partial(f"{column} IS NOT NULL")
+
+
+def partial(condition: str) -> dict[str, Any]:
+    """An index's keyword arguments that make it partial on both databases: only the rows where ``condition``
+    (SQL, literals only: a query must carry the same condition, written the same way, for either planner to use
+    the index)."""
+    where = text(condition)
     return {"postgresql_where": where, "sqlite_where": where}
 
 
