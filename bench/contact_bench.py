@@ -8,7 +8,8 @@ own (rate limit off), the floor's on promoflow's database (the same tables) or, 
 database of its own. (A --baseline runs on a database of its own: compare it with promoflow using
 --floor-own-database, or promoflow's tables also hold the floor's rows and the baseline's do not.) The load (wrk, one thread) alternates between promoflow and the floor
 phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
-seeded contacts, changing two non-key attributes. Prints req/s, p50/p99, each server's CPU per answered request
+seeded contacts, changing two non-key attributes (the first name and the city; with --names-unchanged the city and the
+postcode). Prints req/s, p50/p99, each server's CPU per answered request
 (from /proc: what the machine's load does not change) and promoflow's share of the floor.
 
     python bench/contact_bench.py                          # both databases, 5 s per phase
@@ -38,6 +39,9 @@ import psycopg
 from _common import cpu_seconds, free_port, log, start, stop
 
 TARGET = 0.60
+# An update's body (Lua format, %d the request's number): a new first name and a city; with --names-unchanged a
+# new city and postcode (the names, and so the name search keys, stay as they are).
+UPDATES = {False: '{"firstName":"N%d","city":"Malmo"}', True: '{"city":"C%d","zipCode":"2%04d"}'}
 
 WRK_LUA = r"""
 local ids = {}
@@ -54,7 +58,7 @@ request = function()
     local body = string.format('{"email":"%%s-%%d@bench.example","firstName":"Bench","city":"Lund"}', tag, i)
     return wrk.format("POST", prefix, headers, body)
   end
-  local body = string.format('{"firstName":"N%%d","city":"Malmo"}', i)
+  local body = string.format('%(update)s', i)
   return wrk.format("POST", prefix .. "/" .. ids[(i %% n) + 1], headers, body)
 end
 done = function(summary, latency, requests)
@@ -67,11 +71,21 @@ end
 
 
 def wrk(
-    base: str, mode: str, prefix: str, ids: Path, key: str, connections: int, duration: int
+    base: str,
+    mode: str,
+    prefix: str,
+    ids: Path,
+    key: str,
+    connections: int,
+    duration: int,
+    names_unchanged: bool = False,
 ) -> dict[str, float]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     tag = uuid.uuid4().hex[:10]
-    script.write_text(WRK_LUA % {"mode": mode, "prefix": prefix, "ids": ids, "key": key, "tag": tag})
+    update = UPDATES[names_unchanged]
+    script.write_text(
+        WRK_LUA % {"mode": mode, "prefix": prefix, "ids": ids, "key": key, "tag": tag, "update": update}
+    )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), base],
         capture_output=True,
@@ -218,7 +232,7 @@ def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, ta
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     cpu, backends = cpu_seconds(pid), pg_cpu(url)
-    r = wrk(base, op, prefix, ids, key, level, args.duration)
+    r = wrk(base, op, prefix, ids, key, level, args.duration, args.names_unchanged)
     # The server's own CPU per answered request: what the shared machine's load does not change.
     r["cpu_us"] = (cpu_seconds(pid) - cpu) / max(r["requests"], 1) * 1e6
     used = sum(t - backends.get(p, 0.0) for p, t in pg_cpu(url).items())
@@ -283,6 +297,12 @@ def main() -> None:
         action="store_true",
         help="the floor on a database of its own (default: on promoflow's, another tenant). With --baseline, "
         "the baseline always has its own, so only then does promoflow's database hold no one else's rows",
+    )
+    p.add_argument(
+        "--names-unchanged",
+        action="store_true",
+        help="updates change the city and postcode (default: the first name and the city, which changes the "
+        "name search keys too)",
     )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")

@@ -30,7 +30,7 @@ from promoflow.server.db import Database, make_sync_engine
 from promoflow.server.hooks import contact_probes
 from promoflow.server.http.app import create_app
 from promoflow.server.models import audit_event, contact
-from promoflow.server.promotion.fastlane import asyncpg_pool
+from promoflow.server.promotion.fastlane import LANE, asyncpg_pool
 from promoflow.server.receipt.service import PENDING, ReceiptService
 from promoflow.server.tenant.service import TenantService
 from promoflow.wire.engage import Receipt
@@ -540,3 +540,34 @@ def test_concurrent_updates_go_in_one_statement_and_lose_no_change(
         finally:
             engine.dispose()
         assert sorted(updates) == sorted([uuid.UUID(i) for i in ids] + [uuid.UUID(ids[0])])
+
+
+def test_sqlite_rewrites_the_name_keys_only_when_the_names_change(sqlite_url: str, data_dir: Any,
+                                                                  clock: Any) -> None:  # fmt: skip
+    """SQLite rewrites the entries of every index whose column an UPDATE sets, equal or not: a quick update whose
+    names stay the same leaves the name keys (and their two indexes) alone; one that changes a name writes them."""
+    settings = Settings(database_url=sqlite_url, data_dir=data_dir, run_worker=False,
+                        default_rate_limit_per_second=0)  # fmt: skip
+    headers = {"apikey": make_tenant(settings)["apiKey"]}
+    with _client(settings, clock, True) as fast:
+        lane = fast.app.state.promoflow.extras[LANE]  # type: ignore[attr-defined]
+        made = fast.post(
+            "/api/v2/contacts", json={"email": "n@example.com", "firstName": "Ada"}, headers=headers
+        )
+        cid = made.json()["id"]
+        updates: list[str] = []
+
+        def traced(sql: str) -> None:
+            if sql.lstrip().upper().startswith("UPDATE CONTACT"):
+                updates.append(sql)
+
+        fast.portal.call(lane.write, lambda conn: conn.set_trace_callback(traced))  # type: ignore[union-attr]
+        for body in ({"city": "Lund"}, {"firstName": "Ada", "zipCode": "22100"}, {"firstName": "Augusta"},
+                     {"lastName": "King"}, {"city": "Malmö"}):  # fmt: skip
+            before = _answered(fast)
+            assert fast.post(f"/api/v2/contacts/{cid}", json=body, headers=headers).status_code == 200
+            assert _answered(fast) == before + 1
+        fast.portal.call(lane.write, lambda conn: conn.set_trace_callback(None))  # type: ignore[union-attr]
+        assert ["name_key" in sql for sql in updates] == [False, False, True, True, False], updates
+        keys, _ = _written(settings, cid)
+        assert (keys["name_key"], keys["name_key_rev"]) == ("augusta king", "king augusta")
