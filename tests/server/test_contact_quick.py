@@ -7,13 +7,14 @@ Idempotency-Key, a key already held, a receipt waiting for the new contact) they
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from starlette.testclient import TestClient
 
 from promoflow.server.config import Settings
@@ -571,3 +572,41 @@ def test_sqlite_rewrites_the_name_keys_only_when_the_names_change(sqlite_url: st
         assert ["name_key" in sql for sql in updates] == [False, False, True, True, False], updates
         keys, _ = _written(settings, cid)
         assert (keys["name_key"], keys["name_key_rev"]) == ("augusta king", "king augusta")
+
+
+def test_the_routed_update_sets_only_the_derived_columns_that_change(settings: Settings, clock: Any) -> None:
+    """`ContactService.update` (the routed path: key changes, Idempotency-Key requests, file imports) sets a
+    derived column — a key's, a name search key — only when its value changes: SQLite would rewrite its index's
+    entry for nothing. The columns set, from the statements the app's engine sends; the stored row after each."""
+    headers = {"apikey": make_tenant(settings)["apiKey"]}
+    with _client(settings, clock, False) as routed:
+        engine = routed.app.state.promoflow.db.engine.sync_engine  # type: ignore[attr-defined]
+        made = routed.post(
+            "/api/v2/contacts", json={"email": "a@example.com", "firstName": "Ada"}, headers=headers
+        )
+        cid = made.json()["id"]
+        sets: list[set[str]] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE CONTACT SET"):
+                head = statement.split(" WHERE ")[0]
+                sets.append({c for c in ("key_value", "email", "mobile_phone", "name_key", "name_key_rev")
+                             if re.search(rf"\b{c}\s*=", head)})  # fmt: skip
+
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            for body in ({"city": "Lund"}, {"email": "b@example.com"}, {"firstName": "Augusta"},
+                         {"mobilePhone": "+46701234567", "firstName": "Augusta"}):  # fmt: skip
+                r = routed.post(f"/api/v2/contacts/{cid}", json=body, headers=headers)
+                assert r.status_code == 200, r.text
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert sets == [set(), {"key_value", "email"}, {"name_key", "name_key_rev"}, {"mobile_phone"}], sets
+        keys, _ = _written(settings, cid)
+        assert (keys["name_key"], keys["name_key_rev"]) == ("augusta", "augusta")
+        stored = routed.get(f"/api/v2/contacts/{cid}", headers=headers).json()["attributes"]
+        assert (stored["email"], stored["mobilePhone"], stored["city"]) == (
+            "b@example.com",
+            "+46701234567",
+            "Lund",
+        )

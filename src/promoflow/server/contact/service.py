@@ -239,6 +239,12 @@ def name_keys(attrs: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
+def kept_out(columns: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The derived ``columns`` whose value differs from the stored ``row``'s: an UPDATE sets only those, as SQLite
+    rewrites the entries of every index whose column it sets, equal or not (each derived column has one)."""
+    return {k: v for k, v in columns.items() if getattr(row, k) != v}
+
+
 def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> dict[str, Any]:
     def col(name: str) -> str | None:
         v = attrs.get(name)
@@ -418,7 +424,7 @@ class ContactService:
             await conn.execute(
                 update(contact)
                 .where(contact.c.id == row.id, contact.c.tenant_id == self.ctx.tenant_id)
-                .values(attributes=attrs, preferences=prefs, updated_at=self.now, **cols)
+                .values(attributes=attrs, preferences=prefs, updated_at=self.now, **kept_out(cols, row))
             )
         except IntegrityError as exc:
             # Another transaction took the key between our check and our write (concurrent updates on
