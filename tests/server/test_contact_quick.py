@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event, select, text
 from starlette.testclient import TestClient
@@ -22,6 +23,8 @@ from promoflow.server.contact import numbers
 from promoflow.server.contact.quick import (
     ANSWERED,
     _CreateItem,
+    _pg_create_params,
+    _pg_write_creates,
     _planned,
     _UpdateItem,
     pg_creates,
@@ -609,4 +612,69 @@ def test_the_routed_update_sets_only_the_derived_columns_that_change(settings: S
             "b@example.com",
             "+46701234567",
             "Lund",
+        )
+
+
+@pytest.mark.postgres
+def test_a_batch_of_creates_takes_every_rows_locks_first_in_order(
+    pg_url: str, data_dir: Any, clock: Any
+) -> None:
+    """A batch written by one statement takes every row's advisory locks (the receipts' `contact_changed` hook's)
+    before it looks at any row, in order, as the transaction around several statements does — so two batches, or
+    a batch and a receipt, never wait on each other in a cycle. Held here by another session: the batch's
+    largest lock, which the batch's first row needs. While the batch waits for it, it holds every other lock
+    (a batch that took each row's locks as it reached the row would hold none of the second row's); once the
+    lock is free, both contacts are written."""
+    settings = Settings(
+        database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
+    )
+    tenant = make_tenant(settings)
+    with _client(settings, clock, True) as fast:
+        st = fast.app.state.promoflow  # type: ignore[attr-defined]
+        assert fast.post("/api/v2/contacts", json={"email": "warm@example.com"},
+                         headers={"apikey": tenant["apiKey"]}).status_code == 201  # fmt: skip
+        pool = asyncpg_pool(st)
+        assert pool is not None
+
+        async def run() -> tuple[set[int], set[int], set[int], int, list[Any]]:
+            async with st.db.read() as conn:
+                ctx = await TenantService(st.clock.now()).authenticate(conn, tenant["apiKey"])
+            probes = contact_probes()
+            assert ctx is not None and probes is not None
+            items, locks = [], []
+            for i in range(2):
+                body = {"email": f"lock{i}@example.com", "memberNumber": f"L{i}"}
+                plan = _planned(ctx, body, {}, v3=False)
+                assert plan is not None and not plan.generated
+                item = _CreateItem(ctx, plan, probes, uuid.uuid4(), st.clock.now())
+                items.append(item)
+                locks.append(set(_pg_create_params(item, dict(plan.attrs))[2]))
+            biggest = max(locks[0] | locks[1])
+            first = 0 if biggest in locks[0] else 1
+            items = [items[first], items[1 - first]]
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as holder:
+                await holder.execute("SELECT pg_advisory_lock(%s)", (biggest,))
+                batch = asyncio.ensure_future(_pg_write_creates(pool, st.db.engine.url, items))
+                seen: dict[int, bool] = {}
+                for _ in range(1000):  # until the batch waits for the held lock (a condition, polled)
+                    cur = await holder.execute(
+                        "SELECT (classid::bigint << 32) | objid::bigint, granted FROM pg_locks WHERE locktype = "
+                        "'advisory' AND pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
+                    )
+                    seen = {int(k): bool(g) for k, g in await cur.fetchall()}
+                    if seen.get(biggest) is False:
+                        break
+                    await asyncio.sleep(0.01)
+                await holder.execute("SELECT pg_advisory_unlock(%s)", (biggest,))
+                written = await batch
+            granted = {k for k, g in seen.items() if g}
+            return granted, {k for k, g in seen.items() if not g}, locks[0] | locks[1], biggest, written
+
+        assert fast.portal is not None
+        granted, waiting, every_lock, biggest, written = fast.portal.call(run)
+        assert waiting == {biggest} and granted == every_lock - {biggest}, (granted, waiting, every_lock)
+        assert [r.attributes["email"] for r in written] in (
+            ["lock0@example.com", "lock1@example.com"],
+            ["lock1@example.com", "lock0@example.com"],
         )

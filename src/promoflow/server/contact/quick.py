@@ -13,8 +13,9 @@ on a connection of the fast lane's asyncpg pool (`fastlane.asyncpg_pool`: each p
   type holds its key (the routed path's look-up, same column, probed per row) and no `contact_changed` hook has
   work for it (a receipt waits for one of its keys: `hooks.ContactProbe`, whose condition takes the hook's
   advisory locks and then reads with a snapshot of its own — migration 0023), with the ``contact.create`` audit
-  entry of each row it wrote; a batch of several runs in a transaction that first takes all its rows' locks,
-  sorted (no cycle with another batch or a receipt). A batch the database refuses (one row's value too long) is
+  entry of each row it wrote; a batch of several first takes all its rows' locks, sorted (no cycle with another
+  batch or a receipt): the statement itself before it reads a row, or, when its rows need several statements
+  (different key columns), a transaction around them. A batch the database refuses (one row's value too long) is
   tried row by row, so only that row goes to the routed path. The member number comes from the process's block
   (`numbers.block_number`, shared with the routed path). SQLite, on the lane's writer thread
   (`SqliteLane.write`, group-committed with the redeems): the same look-up, the number from the counter, the
@@ -142,9 +143,19 @@ def _json(value: Any) -> str:
     return pydantic_core.to_json(value, inf_nan_mode="constants").decode()
 
 
-def _rows_of(fields: dict[str, str]) -> str:
-    """The CTE ``r``: the batch's rows, from the JSON parameter, with these fields (name → SQL type)."""
-    return f"r AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r({', '.join(f'{k} {t}' for k, t in fields.items())}))"
+def _rows_of(fields: dict[str, str], *, locked: bool = False) -> str:
+    """The CTE ``r``: the batch's rows, from the JSON parameter, with these fields (name → SQL type). ``locked``:
+    the advisory locks of the second parameter are taken first, in order — no row of ``r`` exists before the
+    count of every lock taken (`_PG_LOCKED_FIRST`), so nothing that reads ``r`` runs before them."""
+    rows = f"jsonb_to_recordset($1::jsonb) AS r({', '.join(f'{k} {t}' for k, t in fields.items())})"
+    if locked:
+        return f"{_PG_LOCKED_FIRST},\nr AS (SELECT r.* FROM {rows} CROSS JOIN (SELECT count(*) FROM locks) AS held)"
+    return f"r AS (SELECT * FROM {rows})"
+
+
+_PG_LOCKED_FIRST = (
+    "locks AS MATERIALIZED (SELECT pg_advisory_xact_lock(k) FROM unnest($2::bigint[]) AS k ORDER BY k)"
+)
 
 
 def _entry_fields(entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -591,9 +602,10 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
 
 # The creates of concurrent requests, gathered (`kit.gather`): one statement writes a batch, its rows as one JSON
 # parameter (``jsonb_to_recordset``), each row with the look-up, the hooks' question and its audit entry of the
-# single create. By (key column, the probes' conditions, the derived columns).
-_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
-# Taken before a batch of several creates: every row's advisory locks, in one sorted pass (each row's question
+# single create. By (key column, the probes' conditions, the derived columns, whether it takes the locks first).
+_pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], str] = {}
+# Taken before a batch of several creates whose rows need more than one statement (a batch of one statement takes
+# them itself, `_rows_of`): every row's advisory locks, in one sorted pass (each row's question
 # takes its own again — already held — so two batches, or a batch and a receipt, never wait on each other in a
 # cycle).
 _PG_LOCK_ALL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k"
@@ -617,13 +629,14 @@ def _row_refs(condition: str, i: int) -> str:
     return re.sub(r"%\((\w+)\)s", field, condition)
 
 
-def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...]) -> str:
+def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], locked: bool) -> str:
     """The batch's statement: a row's contact is written only when no contact of its type holds its key in
     ``column`` (the routed path's look-up: a LATERAL probe of the index per row — as a NOT EXISTS the planner may
     join the batch to the whole table, and a plan cached while the table was small then scans it as it grows)
     and no hook has work for it (``conditions``, with ``%(keysN)s`` and
     ``%(locksN)s`` from the row); any unique conflict writes nothing; the audit entry of each row written (the rows
-    with ``e``). Answers the rows written."""
+    with ``e``). Answers the rows written. ``locked``: every row's advisory locks (the second parameter) are taken
+    first, sorted (`_rows_of`)."""
     fields = {
         "id": "uuid", "t": "uuid", "ct": "varchar", "key": "text", "attrs": "jsonb", "prefs": "jsonb",
         "source": "varchar", "store": "varchar", "approved": "boolean", "now": "timestamptz",
@@ -632,7 +645,7 @@ def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str,
     }  # fmt: skip
     waiting = "".join(f" AND NOT {_row_refs(c, i)}" for i, c in enumerate(conditions))
     return f"""
-WITH {_rows_of(fields)},
+WITH {_rows_of(fields, locked=locked)},
 changed AS (
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
                      created_at, updated_at, {", ".join(derived)})
@@ -668,8 +681,8 @@ def _pg_create_params(
 
 
 async def _pg_write_creates(pool: AsyncpgPool, url: URL, items: list[_CreateItem]) -> list[_Row | None]:
-    """A batch of creates: its statement(s), in one transaction that first takes every row's locks when there
-    are several. When the batch fails, each create is tried alone (one row cannot fail its neighbours); one that
+    """A batch of creates: its statement(s); when there are several rows, every row's locks are taken first,
+    sorted — by the statement itself when there is one, else in one transaction around them all. When the batch fails, each create is tried alone (one row cannot fail its neighbours); one that
     fails alone gets None (the routed path answers it)."""
 
     async def write(conn: Any) -> list[_Row | None]:
@@ -685,6 +698,8 @@ async def _pg_write_creates(pool: AsyncpgPool, url: URL, items: list[_CreateItem
         found: dict[uuid.UUID, _Row] = {}
         if len(items) == 1:  # alone: its own transaction (the row's question takes its locks, sorted)
             found.update(await _pg_create_group(conn, *next(iter(groups.items()))))
+        elif len(groups) == 1:  # one statement, its own transaction: it takes every row's locks first, sorted
+            found.update(await _pg_create_group(conn, *next(iter(groups.items())), sorted(set(locks))))
         else:
             async with conn.transaction():
                 await conn.execute(_PG_LOCK_ALL, sorted(set(locks)))
@@ -701,12 +716,17 @@ async def _pg_write_creates(pool: AsyncpgPool, url: URL, items: list[_CreateItem
 
 
 async def _pg_create_group(
-    conn: Any, key: tuple[Any, ...], rows: list[dict[str, Any]]
+    conn: Any, key: tuple[Any, ...], rows: list[dict[str, Any]], locks: list[int] | None = None
 ) -> dict[uuid.UUID, _Row]:
-    sql = _pg_creates.get(key)
+    """One statement's rows; with ``locks``, the statement takes them first (a batch alone in its transaction)."""
+    column, conditions, derived = key
+    locked = locks is not None
+    sql = _pg_creates.get((column, conditions, derived, locked))
     if sql is None:
-        sql = _pg_creates[key] = _pg_create_sql(*key)
-    records = await conn.fetch(sql, _json(rows))
+        sql = _pg_creates[(column, conditions, derived, locked)] = _pg_create_sql(
+            column, conditions, derived, locked
+        )
+    records = await conn.fetch(sql, _json(rows), *([locks] if locked else []))
     return {r[0]: _pg_row(r) for r in records}
 
 
