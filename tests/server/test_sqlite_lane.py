@@ -85,9 +85,9 @@ def test_a_redeem_waiting_for_another_writer_leaves_the_loop_free(lite: Api) -> 
 def test_writes_queued_when_the_lane_stops_are_failed_not_left_waiting_or_run(
     sqlite_url: str, turns: int
 ) -> None:
-    """The writer takes its group one turn of the event loop after the first write queued; a stop (the task
-    cancelled at shutdown) before it began or in that turn fails every write queued — none waits forever, none
-    runs later."""
+    """The writer takes its group at least one turn of the event loop after the first write queued; a stop (the
+    task cancelled at shutdown) before it began or in that turn fails every write queued — none waits forever,
+    none runs later."""
     ran: list[int] = []
 
     async def run() -> list[BaseException | None]:
@@ -109,3 +109,27 @@ def test_writes_queued_when_the_lane_stops_are_failed_not_left_waiting_or_run(
     outcomes = asyncio.run(run())
     assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
     assert ran == [99]
+
+
+def test_writes_that_arrive_over_the_next_turns_commit_in_one_group(sqlite_url: str) -> None:
+    """The writer lets the event loop turn while turns bring more writes (up to `GATHER_TURNS`): writes handed over
+    one turn apart — requests whose handlers reach the lane a step later — commit together, in the order queued."""
+    ran: list[int] = []
+
+    async def run() -> int:
+        db = Database(sqlite_url, pool_size=1)
+        lane = SqliteLane.open(db)
+        assert lane is not None
+
+        async def later(k: int) -> None:
+            for _ in range(k):
+                await asyncio.sleep(0)
+            await lane.write(lambda conn: ran.append(k))
+
+        await asyncio.gather(*(later(k) for k in range(3)))
+        await lane.close()
+        await db.dispose()
+        return lane.groups
+
+    assert asyncio.run(run()) == 1
+    assert ran == [0, 1, 2]

@@ -26,10 +26,11 @@ from promoflow.server.promotion.statements import compile_sqlite
 def _plan(url: str, f: AuditFilter, *slices: str) -> str:
     """The filter's plan, as the app runs it: with its values as bound parameters (a partial index's condition
     must then be in the query's own text), on PostgreSQL as the generic plan of a prepared statement (what the
-    driver's prepared statements may get after their first executions). On PostgreSQL the table is small in a test, and every audit index leads with the
-    tenant: the planner may then take any of them (or the time index, which also gives the order) and filter,
-    whatever the statistics other tests left. The question here is whether the ``slices``' indexes can serve the
-    filter, so the others are dropped for the EXPLAIN's transaction (rolled back) and sequential scans are off."""
+    driver's prepared statements may get after their first executions). On PostgreSQL the table is small in a
+    test, and every audit index leads with the tenant: the planner may then take any of them (or the time index,
+    which also gives the order) and filter, whatever the statistics other tests left. The question here is
+    whether the ``slices``' indexes can serve the filter, so the others are dropped for the EXPLAIN's
+    transaction (rolled back) and sequential scans are off."""
     query = _query(uuid.uuid4(), f, (datetime.now(UTC), 10**9), 51)
     path = sqlite_file(url) if url.startswith("sqlite") else None
     if path is not None:

@@ -249,10 +249,10 @@ def _query(tenant_id: uuid.UUID, f: AuditFilter, after: tuple[datetime, int] | N
     conds = _conditions(tenant_id, f)
     arms = _object_arms(f.object_id) if f.object_id else [[]]
 
-    def newest(source: Any, where: list[Any], after: tuple[datetime, int] | None) -> Any:
+    def newest(source: Any, where: list[Any], cursor: tuple[datetime, int] | None) -> Any:
         c = source.c
-        if after is not None:
-            where = [*where, or_(c.at < after[0], and_(c.at == after[0], c.id < after[1]))]
+        if cursor is not None:
+            where = [*where, or_(c.at < cursor[0], and_(c.at == cursor[0], c.id < cursor[1]))]
         return select(source).where(*where).order_by(c.at.desc(), c.id.desc()).limit(size)
 
     if len(arms) == 1:

@@ -153,9 +153,12 @@ def _rows_of(fields: dict[str, str], *, locked: bool = False) -> str:
     return f"r AS (SELECT * FROM {rows})"
 
 
-_PG_LOCKED_FIRST = (
-    "locks AS MATERIALIZED (SELECT pg_advisory_xact_lock(k) FROM unnest($2::bigint[]) AS k ORDER BY k)"
-)
+def _locks_in_order(param: int) -> str:
+    """Take the advisory locks of bigint array parameter ``param``, sorted."""
+    return f"SELECT pg_advisory_xact_lock(k) FROM unnest(${param}::bigint[]) AS k ORDER BY k"
+
+
+_PG_LOCKED_FIRST = f"locks AS MATERIALIZED ({_locks_in_order(2)})"
 
 
 def _entry_fields(entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -608,7 +611,7 @@ _pg_creates: dict[tuple[str, tuple[str, ...], tuple[str, ...], bool], str] = {}
 # them itself, `_rows_of`): every row's advisory locks, in one sorted pass (each row's question
 # takes its own again — already held — so two batches, or a batch and a receipt, never wait on each other in a
 # cycle).
-_PG_LOCK_ALL = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k"
+_PG_LOCK_ALL = _locks_in_order(1)
 
 
 class _CreateItem(NamedTuple):
@@ -629,7 +632,9 @@ def _row_refs(condition: str, i: int) -> str:
     return re.sub(r"%\((\w+)\)s", field, condition)
 
 
-def _pg_create_sql(column: str, conditions: tuple[str, ...], derived: tuple[str, ...], locked: bool) -> str:
+def _pg_create_sql(
+    column: str, conditions: tuple[str, ...], derived: tuple[str, ...], *, locked: bool
+) -> str:
     """The batch's statement: a row's contact is written only when no contact of its type holds its key in
     ``column`` (the routed path's look-up: a LATERAL probe of the index per row — as a NOT EXISTS the planner may
     join the batch to the whole table, and a plan cached while the table was small then scans it as it grows)
@@ -682,8 +687,9 @@ def _pg_create_params(
 
 async def _pg_write_creates(pool: AsyncpgPool, url: URL, items: list[_CreateItem]) -> list[_Row | None]:
     """A batch of creates: its statement(s); when there are several rows, every row's locks are taken first,
-    sorted — by the statement itself when there is one, else in one transaction around them all. When the batch fails, each create is tried alone (one row cannot fail its neighbours); one that
-    fails alone gets None (the routed path answers it)."""
+    sorted — by the statement itself when there is one, else in one transaction around them all. When the batch
+    fails, each create is tried alone (one row cannot fail its neighbours); one that fails alone gets None (the
+    routed path answers it)."""
 
     async def write(conn: Any) -> list[_Row | None]:
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -719,13 +725,10 @@ async def _pg_create_group(
     conn: Any, key: tuple[Any, ...], rows: list[dict[str, Any]], locks: list[int] | None = None
 ) -> dict[uuid.UUID, _Row]:
     """One statement's rows; with ``locks``, the statement takes them first (a batch alone in its transaction)."""
-    column, conditions, derived = key
     locked = locks is not None
-    sql = _pg_creates.get((column, conditions, derived, locked))
+    sql = _pg_creates.get((*key, locked))
     if sql is None:
-        sql = _pg_creates[(column, conditions, derived, locked)] = _pg_create_sql(
-            column, conditions, derived, locked
-        )
+        sql = _pg_creates[(*key, locked)] = _pg_create_sql(*key, locked=locked)
     records = await conn.fetch(sql, _json(rows), *([locks] if locked else []))
     return {r[0]: _pg_row(r) for r in records}
 

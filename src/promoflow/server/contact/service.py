@@ -239,7 +239,7 @@ def name_keys(attrs: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
-def kept_out(columns: dict[str, Any], row: Any) -> dict[str, Any]:
+def changed_columns(columns: dict[str, Any], row: Any) -> dict[str, Any]:
     """The derived ``columns`` whose value differs from the stored ``row``'s: an UPDATE sets only those, as SQLite
     rewrites the entries of every index whose column it sets, equal or not (each derived column has one)."""
     return {k: v for k, v in columns.items() if getattr(row, k) != v}
@@ -424,7 +424,9 @@ class ContactService:
             await conn.execute(
                 update(contact)
                 .where(contact.c.id == row.id, contact.c.tenant_id == self.ctx.tenant_id)
-                .values(attributes=attrs, preferences=prefs, updated_at=self.now, **kept_out(cols, row))
+                .values(
+                    attributes=attrs, preferences=prefs, updated_at=self.now, **changed_columns(cols, row)
+                )
             )
         except IntegrityError as exc:
             # Another transaction took the key between our check and our write (concurrent updates on

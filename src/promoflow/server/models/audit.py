@@ -8,7 +8,7 @@ from .base import BigId, JsonType, UTCDateTime, metadata, not_null, partial, ten
 
 # A contact's own entries (object_type 'contact') name it as their contact too (`audit.entry_values` checks), so
 # the contact index finds them by their object as well: the object index leaves them out (migration 0026). An
-# object filter asks both (`audit.service._conditions`).
+# object filter asks both (`audit.service._object_arms`).
 NOT_A_CONTACTS_OWN = "object_type <> 'contact' OR contact_id IS NULL"
 
 audit_event = Table(

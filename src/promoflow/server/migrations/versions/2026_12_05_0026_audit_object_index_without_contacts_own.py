@@ -10,7 +10,7 @@ id. Those two are the entry's only indexes keyed at random (the others grow at t
 every contact write a page of its own, in the statement, the commit and the checkpoint: on SQLite the entry's
 insert measured 44 µs with both and 27 µs with one (200,000 entries, groups of 20). The object index now holds
 every other entry (``object_type <> 'contact' OR contact_id IS NULL``); an object filter asks it and the contact
-index (`audit.service._conditions`).
+index (`audit.service._object_arms`).
 """
 
 from __future__ import annotations
