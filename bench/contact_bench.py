@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -113,9 +114,23 @@ async def _tenant(url: str) -> tuple[str, str]:
     return str(new.tenant_id), new.api_key
 
 
-def seed(url: str, n: int, workdir: Path, side: str) -> tuple[str, str, Path]:
-    """A tenant with ``n`` contacts; returns its id, API key and a file of the contact ids."""
-    tenant_id, key = asyncio.run(_tenant(url))
+def _tenant_by(url: str, src: str | None) -> tuple[str, str]:
+    """`_tenant`, by the promoflow of the source tree ``src`` (a --baseline: its schema may differ from ours)."""
+    if src is None:
+        return asyncio.run(_tenant(url))
+    script = "import asyncio, sys, contact_bench; print(*asyncio.run(contact_bench._tenant(sys.argv[1])))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(Path(__file__).parent)])}
+    out = subprocess.run(
+        [sys.executable, "-c", script, url], env=env, check=True, capture_output=True, text=True
+    )
+    tenant_id, key = out.stdout.split()
+    return tenant_id, key
+
+
+def seed(url: str, n: int, workdir: Path, side: str, src: str | None = None) -> tuple[str, str, Path]:
+    """A tenant with ``n`` contacts (made by the promoflow of ``src``, default ours); returns its id, API key and a
+    file of the contact ids."""
+    tenant_id, key = _tenant_by(url, src)
     tid = uuid.UUID(tenant_id)
     ids = [uuid.uuid4() for _ in range(n)]
     now = datetime.now(UTC)
@@ -197,7 +212,7 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
                 workdir / "data-baseline",
                 {"PYTHONPATH": str(Path(args.baseline).resolve())},
             )
-            _, key, ids = seed(baseline_url, args.contacts, workdir, "b")
+            _, key, ids = seed(baseline_url, args.contacts, workdir, "b", str(Path(args.baseline).resolve()))
             pg_cpu(baseline_url)
             sides["baseline"] = (base, "/api/v2/contacts", key, ids)
         floor_tenant, floor_key, floor_ids = seed(floor_url, args.contacts, workdir, "f")
