@@ -40,7 +40,7 @@ from promoflow.server.tenant.service import TenantService
 from promoflow.wire.engage import Receipt
 from tests.conftest import make_tenant
 
-from ._support import assert_error
+from ._support import assert_error, count_rows
 from .receipt.conftest import receipt_body
 
 
@@ -204,14 +204,30 @@ def test_creates_answer_the_same_on_both_paths(both: Any) -> None:
                 assert fa.json() == ra.json()
 
 
-def test_a_create_whose_key_is_held_or_awaited_goes_to_the_routed_path(both: Any) -> None:
-    fast, _, headers = both
+def test_a_create_whose_key_is_held_answers_that_contact_and_one_awaited_goes_to_the_routed_path(
+    both: Any, settings: Settings
+) -> None:
+    fast, routed, headers = both
     first = fast.post("/api/v2/contacts", json={"email": "held@example.com", "city": "A"}, headers=headers)
     assert first.status_code == 201
     before = _answered(fast)
-    again = fast.post("/api/v2/contacts", json={"email": "HELD@example.com", "city": "B"}, headers=headers)
-    assert again.status_code == 200 and again.json() == first.json()  # the existing contact, unchanged
-    assert _answered(fast) == before
+    # "Create or get": the contact that holds the key, unchanged (200), from the quick path as from the routed.
+    for v in ("v2", "v3"):
+        body = {"email": "HELD@example.com", "city": "B", "firstName": "Other"}
+        again = fast.post(f"/api/{v}/contacts", json=body, headers=headers)
+        other = routed.post(f"/api/{v}/contacts", json=body, headers=headers)
+        assert again.status_code == other.status_code == 200, (again.text, other.text)
+        assert again.json() == other.json()
+        assert again.headers.get("Promoflow-Warnings") is None
+    assert (
+        again.json()["id"] == first.json()["id"] and again.json()["attributes"] == first.json()["attributes"]
+    )
+    assert _answered(fast) == before + 2
+    own = audit_event.c.contact_id == uuid.UUID(first.json()["id"])
+    assert (
+        count_rows(settings.resolved_database_url(), audit_event, own) == 1
+    )  # its contact.create, nothing else
+    before = _answered(fast)
     # A receipt waits for this e-mail: the routed path creates the contact and matches the receipt.
     sale = receipt_body(key="awaited@example.com")
     assert fast.post("/api/v2/receipts", json=sale, headers=headers).status_code == 202
@@ -414,8 +430,8 @@ def test_concurrent_creates_go_in_one_statement_each_as_if_alone(
     pg_url: str, data_dir: Any, clock: Any
 ) -> None:
     """Creates that arrive together are written by one statement in one transaction: each is written as it would
-    be alone — its own member number, its audit entry, none for a key another contact holds, one of two creates
-    of the same e-mail — and the others are left to the routed path."""
+    be alone — its own member number, its audit entry, none for a key another contact holds (that contact is its
+    answer), one of two creates of the same e-mail — and the others are left to the routed path."""
     settings = Settings(
         database_url=pg_url, data_dir=data_dir, run_worker=False, default_rate_limit_per_second=0
     )
@@ -436,9 +452,11 @@ def test_concurrent_creates_go_in_one_statement_each_as_if_alone(
             1 + 1,
             1 + len(bodies),
         )  # the first create's, then one for all
-        written = [r for r in rows if r is not None]
+        written = [r for r in rows if r is not None and not r.held]
         assert [r.attributes["email"] for r in rows[:20]] == [f"b{i}@example.com" for i in range(20)]
-        assert sorted(r is None for r in rows[20:22]) == [False, True] and rows[22] is None
+        assert sorted(r is None for r in rows[20:22]) == [False, True]
+        # A create whose key a contact already holds answers that contact (the routed path's 200, unchanged).
+        assert rows[22] is not None and rows[22].held and str(rows[22].id) == held.json()["id"]
         engine = make_sync_engine(pg_url)
         try:
             with engine.connect() as conn:

@@ -19,7 +19,9 @@ on a connection of the fast lane's asyncpg pool (`fastlane.asyncpg_pool`: each p
   tried row by row, so only that row goes to the routed path. The member number comes from the process's block
   (`numbers.block_number`, shared with the routed path). SQLite, on the lane's writer thread
   (`SqliteLane.write`, group-committed with the redeems): the same look-up, the number from the counter, the
-  hooks' question and the insert, in the writer's transaction.
+  hooks' question and the insert, in the writer's transaction. A create whose key a contact already holds (a POS
+  that creates to "create or get") is answered on both as the routed path answers it: 200 with that contact
+  (the first created), unchanged — no entry, no hook.
 - **Update** (plain attributes — not keys — and preferences): two statements per batch — the rows read with their
   versions (``xmin``); then, merged in Python as `ContactService.update` merges it (present values overwrite,
   ``null``/``""`` clear; preferences merge), the ``UPDATE … RETURNING`` of the versions read only, with their
@@ -37,7 +39,7 @@ Both validate with the routed path's functions (`_clean_attributes`, `_preferenc
 with its presenter (`contact_out`, v2 without ``contactType``). Whatever they do not handle the routed path answers,
 with the same result: an Idempotency-Key or a query string, an unknown attribute (the routed path names it), a
 body that does not validate, a key or look-up attribute in an update (it can conflict and fires the hook), a create
-whose key is missing or already held, a create that a hook has work for (the routed path creates the contact and
+whose key is missing, a create that a hook has work for (the routed path creates the contact and
 fires the hook), an id that is not a GUID or names no contact of the tenant, a write the database refused.
 """
 
@@ -206,14 +208,16 @@ _LITE_UPDATE_SAME_NAMES = compile_sqlite(
     .values({c: v for c, v in _UPDATE_VALUES.items() if c not in _NAME_KEYS})
 )
 _LITE_AUDIT = compile_sqlite(insert(audit_event).values(_AUDIT_BINDS))
-_LITE_FOUND = {
+# The contact of that type that holds a create's key, as the routed path finds it (the first created).
+_LITE_HELD = {
     column: compile_sqlite(
-        select(_C.id)
+        select(*_RETURNING)
         .where(
             _C.tenant_id == _P_TENANT,
             getattr(_C, column) == bindparam("key", type_=String()),
             _C.contact_type == bindparam("ct", type_=String()),
         )
+        .order_by(_C.created_at)
         .limit(1)
     )  # fmt: skip
     for column in {*_LOOKUP_COLUMNS.values(), "key_value"}
@@ -242,6 +246,7 @@ class _Row(NamedTuple):
     source: str | None
     store_external_id: str | None
     approved: bool
+    held: bool = False  # a create's answer: the contact that already held its key (200, unchanged)
 
 
 def _pg_row(record: asyncpg.Record, skip: int = 0) -> _Row:
@@ -260,7 +265,7 @@ def _lite_row(
     if not raw:
         return None
     values = stmt.row(raw[0])
-    return _Row(*values[: len(_Row._fields)]), values[len(_Row._fields) :]
+    return _Row(*values[: len(_RETURNING)]), values[len(_RETURNING) :]
 
 
 def _lite_audit(conn: sqlite3.Connection, entry: dict[str, Any] | None) -> None:
@@ -574,7 +579,7 @@ def create(*, v3: bool) -> FastHandler:
                 return None
         else:
             row = await pg_creates(st, pool)(_CreateItem(ctx, plan, probes, new_id, now))
-        return None if row is None else _answer(st, ctx, row, 201, v3=v3)
+        return None if row is None else _answer(st, ctx, row, 200 if row.held else 201, v3=v3)
 
     return handler
 
@@ -584,9 +589,10 @@ def _lite_create(conn: sqlite3.Connection, ctx: TenantContext, plan: _Create, pr
     """On the writer thread, in its transaction (no other writer: look-ups and writes cannot race)."""
     t = ctx.tenant_id
     if plan.key is not None:
-        found = _LITE_FOUND[plan.column]
-        if conn.execute(found.sql, found.params(t=t, key=plan.key, ct=plan.contact_type)).fetchall():
-            return None  # the key is held: the routed path answers 200 with that contact
+        held = _LITE_HELD[plan.column]
+        found = _lite_row(conn, held, held.params(t=t, key=plan.key, ct=plan.contact_type))
+        if found is not None:
+            return found[0]._replace(held=True)  # the key is held: that contact, unchanged
     attrs = dict(plan.attrs)
     if plan.generated:
         number = conn.execute(_LITE_NUMBER.sql, _LITE_NUMBER.params(t=t)).fetchall()[0][0]
@@ -636,12 +642,13 @@ def _pg_create_sql(
     column: str, conditions: tuple[str, ...], derived: tuple[str, ...], *, locked: bool
 ) -> str:
     """The batch's statement: a row's contact is written only when no contact of its type holds its key in
-    ``column`` (the routed path's look-up: a LATERAL probe of the index per row — as a NOT EXISTS the planner may
-    join the batch to the whole table, and a plan cached while the table was small then scans it as it grows)
-    and no hook has work for it (``conditions``, with ``%(keysN)s`` and
-    ``%(locksN)s`` from the row); any unique conflict writes nothing; the audit entry of each row written (the rows
-    with ``e``). Answers the rows written. ``locked``: every row's advisory locks (the second parameter) are taken
-    first, sorted (`_rows_of`)."""
+    ``column`` (the routed path's look-up, ``holder``: a LATERAL probe of the index per row — as a NOT EXISTS the
+    planner may join the batch to the whole table, and a plan cached while the table was small then scans it as
+    it grows) and no hook has work for it (``conditions``, with ``%(keysN)s`` and ``%(locksN)s`` from the row);
+    any unique conflict writes nothing; the audit entry of each row written (the rows with ``e``). Answers, each
+    with the id of the batch's row it answers (``asked``), the rows written and — ``held`` — the contacts that
+    already held a row's key (the first created, as the routed path answers: 200 with it, unchanged).
+    ``locked``: every row's advisory locks (the second parameter) are taken first, sorted (`_rows_of`)."""
     fields = {
         "id": "uuid", "t": "uuid", "ct": "varchar", "key": "text", "attrs": "jsonb", "prefs": "jsonb",
         "source": "varchar", "store": "varchar", "approved": "boolean", "now": "timestamptz",
@@ -651,17 +658,21 @@ def _pg_create_sql(
     waiting = "".join(f" AND NOT {_row_refs(c, i)}" for i, c in enumerate(conditions))
     return f"""
 WITH {_rows_of(fields, locked=locked)},
+holder AS (
+SELECT r.id AS asked, h.* FROM r CROSS JOIN LATERAL (
+  SELECT {_RETURNED} FROM contact WHERE tenant_id = r.t AND {column} = r.key AND contact_type = r.ct
+  ORDER BY created_at LIMIT 1) AS h),
 changed AS (
 INSERT INTO contact (id, tenant_id, contact_type, attributes, preferences, source, store_external_id, approved,
                      created_at, updated_at, {", ".join(derived)})
 SELECT r.id, r.t, r.ct, r.attrs, r.prefs, r.source, r.store, r.approved, r.now, r.now,
        {", ".join(f"r.{c}" for c in derived)}
-FROM r LEFT JOIN LATERAL (
-  SELECT 1 AS held FROM contact WHERE tenant_id = r.t AND {column} = r.key AND contact_type = r.ct LIMIT 1) AS h ON true
-WHERE h.held IS NULL{waiting}
+FROM r
+WHERE r.id NOT IN (SELECT asked FROM holder){waiting}
 ON CONFLICT DO NOTHING
 RETURNING {_RETURNED}),{_PG_ENTRIES}
-SELECT * FROM changed"""  # fmt: skip
+SELECT id AS asked, false AS held, * FROM changed
+UNION ALL SELECT asked, true, {_RETURNED} FROM holder"""  # fmt: skip
 
 
 def _pg_create_params(
@@ -730,7 +741,7 @@ async def _pg_create_group(
     if sql is None:
         sql = _pg_creates[(*key, locked)] = _pg_create_sql(*key, locked=locked)
     records = await conn.fetch(sql, _json(rows), *([locks] if locked else []))
-    return {r[0]: _pg_row(r) for r in records}
+    return {r[0]: _pg_row(r, 2)._replace(held=r[1]) for r in records}  # by the create's new id
 
 
 def pg_creates(st: AppState, pool: AsyncpgPool) -> Gather[_CreateItem, _Row | None]:
