@@ -6,11 +6,16 @@ request with the raw driver: one INSERT … ON CONFLICT for a create, one UPDATE
 `promoflow api` (PostgreSQL) or `promoflow serve --no-ftp --no-worker` (SQLite); each side has a tenant of its
 own (rate limit off), the floor's on promoflow's database (the same tables) or, with --floor-own-database, on a
 database of its own. (A --baseline runs on a database of its own: compare it with promoflow using
---floor-own-database, or promoflow's tables also hold the floor's rows and the baseline's do not.) The load (wrk, one thread) alternates between promoflow and the floor
-phase by phase, so a shared machine's drift hits both alike. Every create has a new e-mail; updates go round the
-seeded contacts, changing two non-key attributes (the first name and the city; with --names-unchanged the city and a
-postcode that stays the same). Prints req/s, p50/p99, each server's CPU per answered request
-(from /proc: what the machine's load does not change) and promoflow's share of the floor.
+--floor-own-database, or promoflow's tables also hold the floor's rows and the baseline's do not.) The load (wrk,
+one thread) alternates between promoflow and the floor phase by phase, so a shared machine's drift hits both
+alike. Every create has a new e-mail (--ops held: one a seeded contact holds — a POS's "create or get"); updates
+go round the seeded contacts, changing two non-key attributes (the first name and the city; with
+--names-unchanged the city and a postcode that stays the same). Prints req/s, p50/p99, each server's CPU per
+answered request (from /proc: what the machine's load does not change) and promoflow's share of the floor.
+
+With --floor-same-work (SQLite) the floor's update does, bare, what promoflow's must do besides the one
+statement — the row read, the name search keys, the audit entry into the indexed log — each request in its own
+transaction: promoflow's share of that floor is what its own layers cost, the issue's floor aside.
 
     python bench/contact_bench.py                          # both databases, 5 s per phase
     python bench/contact_bench.py --skip-sqlite --duration 10 --levels 32
@@ -49,7 +54,7 @@ local ids = {}
 local n = 0
 local i = 0
 local mode, prefix, tag = "%(mode)s", "%(prefix)s", "%(tag)s"
-if mode == "update" then
+if mode ~= "create" then  -- update: the contact ids; held: the e-mails the seeded contacts hold
   for line in io.lines("%(ids)s") do n = n + 1; ids[n] = line end
 end
 local headers = {["apikey"] = "%(key)s", ["Content-Type"] = "application/json"}
@@ -57,6 +62,10 @@ request = function()
   i = i + 1
   if mode == "create" then
     local body = string.format('{"email":"%%s-%%d@bench.example","firstName":"Bench","city":"Lund"}', tag, i)
+    return wrk.format("POST", prefix, headers, body)
+  end
+  if mode == "held" then  -- "create or get": every answer is the contact that holds the e-mail (200)
+    local body = string.format('{"email":"%%s","firstName":"Bench","city":"Lund"}', ids[(i %% n) + 1])
     return wrk.format("POST", prefix, headers, body)
   end
   local body = string.format('%(update)s', i)
@@ -158,7 +167,13 @@ def seed(url: str, n: int, workdir: Path, side: str, src: str | None = None) -> 
             conn.execute("VACUUM ANALYZE contact")
     path = workdir / f"ids-{side}.txt"
     path.write_text("\n".join(str(i) for i in ids) + "\n")
+    _emails(path).write_text("\n".join(e for _, e, _, _ in rows) + "\n")
     return tenant_id, key, path
+
+
+def _emails(ids: Path) -> Path:
+    """The file of the seeded contacts' e-mails, beside the file of their ids."""
+    return ids.with_name(ids.name.replace("ids-", "emails-"))
 
 
 _watchers: dict[str, psycopg.Connection[Any]] = {}
@@ -220,7 +235,8 @@ def run(db: str, url: str, args: argparse.Namespace, workdir: Path, baseline_url
         procs["floor"] = start(
             [sys.executable, "-m", "uvicorn", "bench.contact_floor_app:app", "--port", str(floor_port),
              "--log-level", "warning", "--no-access-log"],
-            {"FLOOR_DATABASE_URL": floor_url, "FLOOR_TENANT_ID": floor_tenant},
+            {"FLOOR_DATABASE_URL": floor_url, "FLOOR_TENANT_ID": floor_tenant,
+             "FLOOR_SAME_WORK": "1" if args.floor_same_work else "0"},
             f"http://127.0.0.1:{floor_port}/x",
         )  # fmt: skip
         sides["floor"] = (f"http://127.0.0.1:{floor_port}", "/contacts", floor_key, floor_ids)
@@ -247,7 +263,16 @@ def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, ta
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     cpu, backends = cpu_seconds(pid), pg_cpu(url)
-    r = wrk(base, op, prefix, ids, key, level, args.duration, args.names_unchanged)
+    r = wrk(
+        base,
+        op,
+        prefix,
+        _emails(ids) if op == "held" else ids,
+        key,
+        level,
+        args.duration,
+        args.names_unchanged,
+    )
     # The server's own CPU per answered request: what the shared machine's load does not change.
     r["cpu_us"] = (cpu_seconds(pid) - cpu) / max(r["requests"], 1) * 1e6
     used = sum(t - backends.get(p, 0.0) for p, t in pg_cpu(url).items())
@@ -263,7 +288,7 @@ def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str,
     for base, prefix, key, ids in sides.values():  # warm-up: connections, caches, a first block of numbers
         for mode in ("create", "update"):
             wrk(base, mode, prefix, ids, key, 8, 2)
-    for op in ("create", "update"):
+    for op in args.ops:
         for level in args.levels:
             runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
             for _ in range(args.rounds):
@@ -318,6 +343,21 @@ def main() -> None:
         action="store_true",
         help="updates change the city (default: the first name and the city, which changes the "
         "name search keys too)",
+    )
+    p.add_argument(
+        "--floor-same-work",
+        action="store_true",
+        help="SQLite: the floor's update also reads the row, writes the name search keys and the audit entry "
+        "(bench/contact_floor_app.py); not the issue's floor",
+    )
+    p.add_argument(
+        "--ops",
+        nargs="+",
+        choices=("create", "update", "held"),
+        default=["create", "update"],
+        help="what to measure: create, update, and held — creates of the e-mails the seeded contacts hold "
+        "(a POS's \"create or get\": every answer 200 with the contact; the floor's INSERT … ON CONFLICT writes "
+        "nothing)",
     )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")

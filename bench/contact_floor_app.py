@@ -5,7 +5,13 @@ that does one SQL statement per request with the raw driver and no framework, au
 the standard `sqlite3` module (one connection, WAL, ``synchronous=NORMAL``, autocommit: the statement is its own
 transaction).
 
-Run: uvicorn bench.contact_floor_app:app --port P   (env FLOOR_DATABASE_URL, FLOOR_TENANT_ID)
+With FLOOR_SAME_WORK=1 (SQLite; `contact_bench --floor-same-work`) an update does, bare, the work promoflow's
+update must do beyond the floor's one statement, each request in a transaction of its own: the row read, the
+merged attributes written with the two name search keys (casefolded, not Unicode-folded), and the
+``contact.update`` audit entry (the changed keys' old and new values) into promoflow's audit table with all its
+indexes. Promoflow against it: what promoflow's own layers cost on top of that work.
+
+Run: uvicorn bench.contact_floor_app:app --port P   (env FLOOR_DATABASE_URL, FLOOR_TENANT_ID, FLOOR_SAME_WORK)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ URL = os.environ.get("FLOOR_DATABASE_URL", "postgresql://postgres@127.0.0.1/prom
 TENANT = os.environ.get("FLOOR_TENANT_ID", "")
 POOL_SIZE = int(os.environ.get("FLOOR_POOL", "20"))
 SQLITE = URL.startswith("sqlite")
+SAME_WORK = os.environ.get("FLOOR_SAME_WORK") == "1"
 
 _COLUMNS = (
     "id, tenant_id, contact_type, attributes, preferences, key_value, email, approved, created_at, updated_at"
@@ -46,6 +53,53 @@ LITE_UPDATE = """
 UPDATE contact SET attributes = json_patch(attributes, :attrs), updated_at = :now
 WHERE id = :id AND tenant_id = :t RETURNING id, attributes, updated_at
 """
+
+LITE_READ = "SELECT attributes FROM contact WHERE id = :id AND tenant_id = :t"
+LITE_WRITE = """
+UPDATE contact SET attributes = :attrs, name_key = :nk, name_key_rev = :nkr, updated_at = :now
+WHERE id = :id AND tenant_id = :t RETURNING id, attributes, updated_at
+"""
+LITE_AUDIT = """
+INSERT INTO audit_event (tenant_id, at, actor_kind, actor, actor_ref, action, object_type, object_id, contact_id,
+                         "before", "after")
+VALUES (:t, :now, 'api_key', 'floor', NULL, 'contact.update', 'contact', :oid, :id, :before, :after)
+"""
+
+
+def _same_work(lite: sqlite3.Connection, params: dict[str, Any]) -> Any:
+    """The update with promoflow's work around it, bare (FLOOR_SAME_WORK), in a transaction of its own."""
+    lite.execute("BEGIN IMMEDIATE")
+    try:
+        found = lite.execute(LITE_READ, params).fetchone()
+        if found is None:
+            return None
+        attrs, change = json.loads(found[0]), json.loads(params["attrs"])
+        before = {k: attrs.get(k) for k in change}
+        attrs.update(change)
+        first, last = (
+            str(attrs.get("firstName") or "").casefold(),
+            str(attrs.get("lastName") or "").casefold(),
+        )
+        row = lite.execute(
+            LITE_WRITE,
+            {**params, "attrs": json.dumps(attrs), "nk": f"{first} {last}".strip() or None,
+             "nkr": f"{last} {first}".strip() or None},
+        ).fetchone()  # fmt: skip
+        lite.execute(
+            LITE_AUDIT,
+            {
+                **params,
+                "oid": str(uuid.UUID(params["id"])),
+                "before": json.dumps(before),
+                "after": json.dumps(change),
+            },
+        )
+        lite.execute("COMMIT")
+        return row
+    finally:
+        if lite.in_transaction:
+            lite.execute("ROLLBACK")
+
 
 _pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
 _lite: sqlite3.Connection | None = None
@@ -86,6 +140,8 @@ async def _run(create: bool, params: dict[str, Any]) -> Any:
             "t": uuid.UUID(TENANT).hex,
             "now": params["now"].isoformat(),
         }
+        if SAME_WORK and not create:
+            return _same_work(_lite, lite)
         return _lite.execute(LITE_CREATE if create else LITE_UPDATE, lite).fetchone()
     assert _pool is not None
     conn = await _pool.get()
