@@ -100,6 +100,16 @@ async def _shadow(x: str) -> Response:
 async def _special() -> Response: ...
 
 
+@_router.get("/api/test/items/latest")
+async def _latest() -> Response:
+    return json_response(b'{"by": "latest"}', 200)
+
+
+@_router.get("/api/test/items/{x}")
+@fast_path(_echo_fast)  # after a literal route it also matches: every other path is the fast route's
+async def _item(x: str) -> Response: ...
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
     composition = compose([*default_composition().features, Feature("test", routers=lambda: [_router])])
@@ -123,3 +133,7 @@ def test_fast_routes_answer_as_their_route_would(client: tuple[TestClient, dict[
     # a route before it takes the request: never the fast handler
     assert c.get("/api/test/shadow/special", headers=h).json() == {"by": "shadow"}
     assert c.app.fast.match(_scope("GET", "/api/test/shadow/special")) is None  # type: ignore[attr-defined]
+    # after a literal route: its path stays the literal route's, every other is the fast route's
+    assert c.get("/api/test/items/latest", headers=h).json() == {"by": "latest"}
+    assert c.app.fast.match(_scope("GET", "/api/test/items/latest")) is None  # type: ignore[attr-defined]
+    assert c.get("/api/test/items/first", headers=h).json() == {"by": "fast", "tenant": t["name"]}

@@ -223,6 +223,9 @@ class FastRoute:
     regex: re.Pattern[str]
     convertors: dict[str, Convertor[Any]]
     handler: FastHandler
+    # The paths of earlier literal routes it also matches (``/contacts/id`` before ``/contacts/{contact_id}``):
+    # theirs, as the router would pick them.
+    before: frozenset[str] = frozenset()
 
 
 class FastRoutes:
@@ -251,17 +254,18 @@ class FastRoutes:
             shapes = _shapes(route, prefix)
             handler = getattr(getattr(route, "endpoint", None), "fast_path", None)
             if isinstance(route, EdgeRoute) and handler is not None and methods is not None:
-                clash = any(
-                    _overlap(a, b) and (others is None or others & methods)
-                    for a, others in earlier
-                    for b in shapes
-                )
-                if not clash:
+                clashes = [
+                    a for a, others in earlier for b in shapes if _overlap(a, b) and (others is None or others & methods)
+                ]  # fmt: skip
+                # An earlier route it overlaps keeps it off the table, unless every such route is one literal
+                # path: then those paths stay theirs (`_match`).
+                if all(_literal(a) is not None for a in clashes):
                     template = prefix + route.path
                     regex, _, convertors = compile_path(template)
+                    before = frozenset(str(_literal(a)) for a in clashes)
                     for method in methods:
                         by_method.setdefault(method, []).append(
-                            FastRoute(route, template, methods, regex, convertors, handler)
+                            FastRoute(route, template, methods, regex, convertors, handler, before)
                         )
             earlier += [(shape, methods) for shape in shapes]
         for key, value in self.fastapi.exception_handlers.items():
@@ -285,6 +289,8 @@ class FastRoutes:
         for fast in candidates:
             m = fast.regex.match(path)
             if m is not None:
+                if path in fast.before:
+                    return None  # an earlier route's literal path (not a fast route's: it would have matched)
                 return fast, {k: fast.convertors[k].convert(v) for k, v in m.groupdict().items()}
         return None
 
@@ -489,6 +495,13 @@ def _shape_of(template: str) -> tuple[list[str | None], bool] | None:
         else:
             segments.append(part)
     return segments, False
+
+
+def _literal(shape: tuple[list[str | None], bool] | None) -> str | None:
+    """The one path a shape matches when it has no parameter (and is not a mount's), else None."""
+    if shape is None or shape[1] or _ANY in shape[0]:
+        return None
+    return "/".join(str(segment) for segment in shape[0])
 
 
 def _overlap(a: tuple[list[str | None], bool] | None, b: tuple[list[str | None], bool] | None) -> bool:
