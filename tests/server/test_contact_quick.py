@@ -696,3 +696,77 @@ def test_a_batch_of_creates_takes_every_rows_locks_first_in_order(
             ["lock0@example.com", "lock1@example.com"],
             ["lock1@example.com", "lock0@example.com"],
         )
+
+
+def _same_answer(fast: Any, routed: Any, path: str, headers: dict[str, str]) -> Any:
+    """The request on both paths: the same status, body and content type. Returns the quick path's answer."""
+    fa, ra = fast.get(path, headers=headers), routed.get(path, headers=headers)
+    assert (fa.status_code, fa.content) == (ra.status_code, ra.content), (path, fa.text, ra.text)
+    assert fa.headers["content-type"] == ra.headers["content-type"]
+    return fa
+
+
+def test_contact_lookups_answer_the_same_on_both_paths(both: Any) -> None:
+    """`GET /contacts/id` (the checkout identifying its customer): the quick path answers the questions whose one
+    contact it finds, as the routed path does; every other question — refused, unknown parameters, a parameter
+    twice, no contact, several, another tenant's — it leaves to the routed path, which answers it the same."""
+    fast, routed, headers = both
+    ada = {"email": "ada@example.com", "mobilePhone": "+46701234567", "socialSecurityNumber": "191212121212"}
+    made = fast.post("/api/v2/contacts", json=ada, headers=headers).json()
+    number = made["attributes"]["memberNumber"]
+    for email in ("twin1@example.com", "twin2@example.com"):  # two contacts with one phone: "several match"
+        fast.post("/api/v2/contacts", json={"email": email, "mobilePhone": "+46700000001"}, headers=headers)
+    found = [
+        "email=ada@example.com", "email=ADA%40Example.COM", f"customKey={number}", "any=ada@example.com",
+        "mobilePhone=%2B46701234567", "socialSecurityNumber=19121212-1212", "email=ada@example.com&contactType=Member",
+        "email=ada@example.com&mobilePhone=",
+    ]  # fmt: skip
+    routed_only = [
+        "email=nobody@example.com", "email=not-an-e-mail", "", "email=ada@example.com&mobilePhone=%2B46701234567",
+        "email=ada@example.com&contactType=Contact", "email=ada@example.com&contactType=Nope",
+        "mobilePhone=%2B46700000001", "email=ada@example.com&email=ada@example.com", "email=ada@example.com&x=1",
+    ]  # fmt: skip
+    for v in ("v2", "v3"):
+        for query in found + routed_only:
+            before = _answered(fast)
+            answer = _same_answer(fast, routed, f"/api/{v}/contacts/id?{query}", headers)
+            assert _answered(fast) - before == (query in found), query
+            if query in found:
+                assert answer.json() == made["id"], query
+    other = {"apikey": make_tenant(fast.app.state.promoflow.settings)["apiKey"]}  # type: ignore[attr-defined]
+    before = _answered(fast)
+    assert_error(_same_answer(fast, routed, "/api/v2/contacts/id?email=ada@example.com", other), 404,
+                 "ContactNotFound")  # fmt: skip
+    assert _answered(fast) == before
+
+
+def test_contact_reads_answer_the_same_on_both_paths(both: Any) -> None:
+    """`GET /contacts/{id}`: the quick path answers a contact of the caller's tenant as the routed path does (v2
+    without ``contactType``); not a GUID, no such contact, another tenant's, a query string — the routed path.
+    The literal paths beside it (``/contacts/count``, ``/contacts/id``) stay theirs."""
+    fast, routed, headers = both
+    made = fast.post(
+        "/api/v3/contacts", json={"email": "read@example.com", "firstName": "Åsa"}, headers=headers
+    )
+    cid = made.json()["id"]
+    for v in ("v2", "v3"):
+        for ident in (cid, cid.upper(), "{" + cid + "}", cid.replace("-", "")):
+            before = _answered(fast)
+            answer = _same_answer(fast, routed, f"/api/{v}/contacts/{ident}", headers)
+            assert answer.status_code == 200 and answer.json()["id"] == cid
+            assert ("contactType" in answer.json()) == (v == "v3")
+            assert _answered(fast) == before + 1
+        before = _answered(fast)
+        for ident, status in (
+            ("00000000-0000-4000-8000-000000000000", 404),
+            ("nope", 400),
+            (f"{cid}?x=1", 200),
+        ):
+            assert _same_answer(fast, routed, f"/api/{v}/contacts/{ident}", headers).status_code == status
+        assert _answered(fast) == before
+        assert _same_answer(fast, routed, f"/api/{v}/contacts/count", headers).json() == 1
+        assert (
+            _same_answer(fast, routed, f"/api/{v}/contacts/id?email=read@example.com", headers).json() == cid
+        )
+    other = {"apikey": make_tenant(fast.app.state.promoflow.settings)["apiKey"]}  # type: ignore[attr-defined]
+    assert_error(_same_answer(fast, routed, f"/api/v2/contacts/{cid}", other), 404, "ContactNotFound")

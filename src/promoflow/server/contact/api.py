@@ -50,6 +50,7 @@ _LOOKUP_ERRORS = errors(
 
 @router.get("/api/v2/contacts/id", response_model=str, responses=_LOOKUP_ERRORS)
 @router.get("/api/v3/contacts/id", response_model=str, responses=_LOOKUP_ERRORS)
+@fast_path(quick.lookup())
 async def lookup_contact_id(
     e: Edge = Depends(edge),
     email: str | None = Query(None),
@@ -167,12 +168,14 @@ _ID_ERRORS = errors(InvalidContactIdError, ContactNotFoundError)
 
 
 @router.get("/api/v2/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
+@fast_path(quick.get(v3=False))
 async def get_contact_v2(contact_id: str, e: Edge = Depends(edge)) -> Response:
     """A contact, as Engage's `IApiContact`: `{id, attributes, preferences, meta, consents}`."""
     return await e.read(lambda conn, now: _then(ContactService(e.ctx, now).get(conn, contact_id), engage_v2))
 
 
 @router.get("/api/v3/contacts/{contact_id}", response_model=ContactOut, responses=_ID_ERRORS)
+@fast_path(quick.get(v3=True))
 async def get_contact(contact_id: str, e: Edge = Depends(edge)) -> Response:
     """A contact: `{id, contactType, attributes, preferences, meta}`."""
     return await e.read(lambda conn, now: ContactService(e.ctx, now).get(conn, contact_id))

@@ -85,6 +85,7 @@ from .service import (
     contact_out,
     contact_type_of,
     created_view,
+    lookup_question,
     name_keys,
 )
 
@@ -233,6 +234,36 @@ _LITE_INSERT = compile_sqlite(
     sqlite.insert(contact)
     .values({c.name: bindparam(c.name, type_=c.type) for c in contact.columns})
     .on_conflict_do_nothing()
+)
+
+
+# The look-up's question (`service.lookup_question`) asked of a column, with or without a contact type: the first
+# two contacts by creation that hold the value (two: more than one is the routed path's "several match").
+_ASKED = frozenset({*_LOOKUP_COLUMNS.values(), "member_number"})
+_LITE_LOOKUP = {
+    (column, typed): compile_sqlite(
+        select(_C.id)
+        .where(
+            _C.tenant_id == _P_TENANT,
+            getattr(_C, column) == bindparam("key", type_=String()),
+            *([_C.contact_type == bindparam("ct", type_=String())] if typed else []),
+        )
+        .order_by(_C.created_at)
+        .limit(2)
+    )  # fmt: skip
+    for column in _ASKED
+    for typed in (False, True)
+}
+_PG_LOOKUP = {
+    (column, typed): f"SELECT id FROM contact WHERE tenant_id = $1 AND {column} = $2"
+    f"{' AND contact_type = $3' if typed else ''} ORDER BY created_at LIMIT 2"
+    for column in _ASKED
+    for typed in (False, True)
+}
+_LITE_GET = compile_sqlite(select(*_RETURNING).where(_C.id == _P_ID, _C.tenant_id == _P_TENANT))
+_PG_GET = f"SELECT {_RETURNED} FROM contact WHERE id = $1 AND tenant_id = $2"
+_LOOKUP_PARAMS = frozenset(
+    {"email", "mobilePhone", "socialSecurityNumber", "customKey", "any", "contactType"}
 )
 
 
@@ -390,6 +421,80 @@ def update(*, v3: bool) -> FastHandler:
             return None if found is None else _answer(st, ctx, found, 200, v3=v3)
         row = await pg_updates(st, pool)(_UpdateItem(ctx, guid, changed, body.get("preferences"), now))
         return None if row is None else _answer(st, ctx, row, 200, v3=v3)
+
+    return handler
+
+
+def get(*, v3: bool) -> FastHandler:
+    async def handler(request: Request, ctx: TenantContext) -> Response | None:
+        """The answer to `GET /contacts/{id}` (the contact), or None when the routed path must answer: not a
+        GUID (its 400), no contact of the tenant (its 404), a query string."""
+        st = state_of(request)
+        pool = asyncpg_pool(st)
+        lane = st.extras.get(LANE) if st.db.sqlite else None
+        guid = parse_guid(request.path_params.get("contact_id", ""))
+        if (pool is None and lane is None) or guid is None or request.scope.get("query_string"):
+            return None
+        row: _Row | None
+        if lane is not None:
+            binds = _LITE_GET.params(id=guid, t=ctx.tenant_id)
+            try:
+                found = await lane.read(lambda conn: _lite_row(conn, _LITE_GET, binds))
+            except sqlite3.Error:
+                log.warning("contact.quick_get_failed", exc_info=True)
+                return None
+            row = None if found is None else found[0]
+        else:
+            assert pool is not None
+            records = await _on_lane(pool, "get", lambda conn: conn.fetch(_PG_GET, guid, ctx.tenant_id))
+            row = _pg_row(records[0]) if records else None
+        return None if row is None else _answer(st, ctx, row, 200, v3=v3)
+
+    return handler
+
+
+def lookup() -> FastHandler:
+    async def handler(request: Request, ctx: TenantContext) -> Response | None:
+        """The answer to `GET /contacts/id` (the contact's id as a JSON string) when exactly one contact holds
+        the key; None when the routed path must answer: a question it refuses, a parameter given twice or one it
+        does not know, no contact or several (its 404, its "several match")."""
+        st = state_of(request)
+        pool = asyncpg_pool(st)
+        lane = st.extras.get(LANE) if st.db.sqlite else None
+        if pool is None and lane is None:
+            return None
+        given = request.query_params.multi_items()
+        names = {name for name, _ in given}
+        if len(names) != len(given) or not names <= _LOOKUP_PARAMS:
+            return None
+        params = dict(given)
+        try:
+            column, value, contact_type = lookup_question(ctx, {k: params.get(k) for k in _LOOKUP_PARAMS})
+        except PromoflowError:
+            return None
+        if column not in _ASKED:
+            return None
+        typed = contact_type is not None
+        if lane is not None:
+            stmt = _LITE_LOOKUP[column, typed]
+            binds = stmt.params(t=ctx.tenant_id, key=value, ct=contact_type)
+            try:
+                found = await lane.read(lambda conn: [stmt.row(r)[0] for r in conn.execute(stmt.sql, binds)])
+            except sqlite3.Error:
+                log.warning("contact.quick_lookup_failed", exc_info=True)
+                return None
+        else:
+            assert pool is not None
+            args = [ctx.tenant_id, value, *([contact_type] if typed else [])]
+            sql = _PG_LOOKUP[column, typed]
+            rows = await _on_lane(pool, "lookup", lambda conn: conn.fetch(sql, *args))
+            if rows is None:
+                return None
+            found = [r[0] for r in rows]
+        if len(found) != 1:
+            return None
+        st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
+        return json_response(json_bytes(str(found[0])), 200)
 
     return handler
 

@@ -262,6 +262,41 @@ def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> di
     }
 
 
+def lookup_question(ctx: TenantContext, params: dict[str, str | None]) -> tuple[str, str, str | None]:
+    """`GET /contacts/id`'s question (Part B §6.2): the column, the normalised value and the contact type (None:
+    any) of the one key given; raises what the look-up answers to a question it refuses. The contact is the one
+    that holds the value in the column (`ContactService.lookup`; the quick path asks the same, `quick.lookup`)."""
+    contact_type = contact_type_of(params["contactType"]) if params.get("contactType") else None
+    given = {k: v for k, v in params.items() if k != "contactType" and v not in (None, "")}
+    if len(given) != 1:
+        raise InvalidSearchQueryError(
+            "give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any"
+        )
+    (name, raw), = given.items()  # fmt: skip
+    assert raw is not None
+    custom_col = _LOOKUP_COLUMNS.get(ctx.custom_key, "member_number")
+    if name == "any":
+        # Engage's rule: the first attribute the value validates as decides, even when it finds nothing.
+        column, value = custom_col, normalize_key(raw)
+        for attr, col in (
+            ("email", "email"),
+            ("socialSecurityNumber", "ssn"),
+            ("mobilePhone", "mobile_phone"),
+        ):
+            try:
+                column, value = col, _NORMALIZERS[attr](raw)
+                break
+            except PromoflowError:
+                continue
+    elif name == "customKey":
+        column, value = custom_col, normalize_key(raw)
+    elif name in ("email", "mobilePhone", "socialSecurityNumber"):
+        column, value = _LOOKUP_COLUMNS[name], _NORMALIZERS[name](raw)
+    else:
+        raise InvalidSearchQueryError(f"unknown search parameter {name!r}")
+    return column, value, contact_type
+
+
 def contact_out(row: Any, tz: Any) -> dict[str, Any]:
     attrs = dict(row.attributes)
     return {
@@ -469,34 +504,7 @@ class ContactService:
 
     async def lookup(self, conn: AsyncConnection, params: dict[str, str | None]) -> str:
         """`GET /contacts/id`: the one contact a key names (Part B §6.2)."""
-        contact_type = contact_type_of(params["contactType"]) if params.get("contactType") else None
-        given = {k: v for k, v in params.items() if k != "contactType" and v not in (None, "")}
-        if len(given) != 1:
-            raise InvalidSearchQueryError(
-                "give exactly one of email, mobilePhone, socialSecurityNumber, customKey or any"
-            )
-        (name, raw), = given.items()  # fmt: skip
-        assert raw is not None
-        custom_col = _LOOKUP_COLUMNS.get(self.ctx.custom_key, "member_number")
-        if name == "any":
-            # Engage's rule: the first attribute the value validates as decides, even when it finds nothing.
-            column, value = custom_col, normalize_key(raw)
-            for attr, col in (
-                ("email", "email"),
-                ("socialSecurityNumber", "ssn"),
-                ("mobilePhone", "mobile_phone"),
-            ):
-                try:
-                    column, value = col, _NORMALIZERS[attr](raw)
-                    break
-                except PromoflowError:
-                    continue
-        elif name == "customKey":
-            column, value = custom_col, normalize_key(raw)
-        elif name in ("email", "mobilePhone", "socialSecurityNumber"):
-            column, value = _LOOKUP_COLUMNS[name], _NORMALIZERS[name](raw)
-        else:
-            raise InvalidSearchQueryError(f"unknown search parameter {name!r}")
+        column, value, contact_type = lookup_question(self.ctx, params)
         row = await self._by_column(conn, column, value, contact_type)
         if row is None:
             raise ContactNotFoundError("no contact matches")

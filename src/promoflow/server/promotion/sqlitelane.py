@@ -195,6 +195,11 @@ class SqliteLane:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: read(self._own("reader", writer=False)))
 
+    async def read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on the event loop's reading connection (a lock wait: a reader thread's), as the fetch reads:
+        for the other quick paths' one-statement reads (the contact look-up)."""
+        return await self._read(read)
+
     def _faces_sync(
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
     ) -> Faces:
