@@ -64,6 +64,12 @@ request = function()
     local body = string.format('{"email":"%%s-%%d@bench.example","firstName":"Bench","city":"Lund"}', tag, i)
     return wrk.format("POST", prefix, headers, body)
   end
+  if mode == "lookup" then  -- GET /contacts/id?email=: the seeded contacts' e-mails
+    return wrk.format("GET", prefix .. "/id?email=" .. ids[(i %% n) + 1], {["apikey"] = "%(key)s"})
+  end
+  if mode == "get" then
+    return wrk.format("GET", prefix .. "/" .. ids[(i %% n) + 1], {["apikey"] = "%(key)s"})
+  end
   if mode == "held" then  -- "create or get": every answer is the contact that holds the e-mail (200)
     local body = string.format('{"email":"%%s","firstName":"Bench","city":"Lund"}', ids[(i %% n) + 1])
     return wrk.format("POST", prefix, headers, body)
@@ -171,6 +177,11 @@ def seed(url: str, n: int, workdir: Path, side: str, src: str | None = None) -> 
     return tenant_id, key, path
 
 
+def _listed(op: str, ids: Path) -> Path:
+    """The file an operation's requests go round: the seeded contacts' e-mails or their ids."""
+    return _emails(ids) if op in ("held", "lookup") else ids
+
+
 def _emails(ids: Path) -> Path:
     """The file of the seeded contacts' e-mails, beside the file of their ids."""
     return ids.with_name(ids.name.replace("ids-", "emails-"))
@@ -267,7 +278,7 @@ def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, ta
         base,
         op,
         prefix,
-        _emails(ids) if op == "held" else ids,
+        _listed(op, ids),
         key,
         level,
         args.duration,
@@ -286,8 +297,8 @@ def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str,
              urls: dict[str, str]) -> dict[str, object]:  # fmt: skip
     out: dict[str, object] = {}
     for base, prefix, key, ids in sides.values():  # warm-up: connections, caches, a first block of numbers
-        for mode in ("create", "update"):
-            wrk(base, mode, prefix, ids, key, 8, 2)
+        for mode in dict.fromkeys(("create", "update", *args.ops)):
+            wrk(base, mode, prefix, _listed(mode, ids), key, 8, 2)
     for op in args.ops:
         for level in args.levels:
             runs: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
@@ -353,11 +364,12 @@ def main() -> None:
     p.add_argument(
         "--ops",
         nargs="+",
-        choices=("create", "update", "held"),
+        choices=("create", "update", "held", "lookup", "get"),
         default=["create", "update"],
         help="what to measure: create, update, and held — creates of the e-mails the seeded contacts hold "
         "(a POS's \"create or get\": every answer 200 with the contact; the floor's INSERT … ON CONFLICT writes "
-        "nothing)",
+        "nothing), lookup (GET /contacts/id?email= of a seeded contact: the checkout identifying its customer) "
+        "and get (GET /contacts/{id}); the floor's reads are one SELECT each",
     )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")

@@ -1,7 +1,8 @@
 """The floor of the contact benchmark (issues 15 §3, 16): a minimal ASGI app on the same server stack (uvicorn)
 that does one SQL statement per request with the raw driver and no framework, auth or validation beyond
 `json.loads`: a create is one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the contact row, an update one
-``UPDATE … RETURNING``. PostgreSQL through psycopg 3 (async, a pool of autocommit connections); SQLite through
+``UPDATE … RETURNING``, a look-up (``GET /contacts/id?email=``) one ``SELECT`` of the id by e-mail, a read
+(``GET /contacts/{id}``) one ``SELECT`` of the row. PostgreSQL through psycopg 3 (async, a pool of autocommit connections); SQLite through
 the standard `sqlite3` module (one connection, WAL, ``synchronous=NORMAL``, autocommit: the statement is its own
 transaction).
 
@@ -101,6 +102,27 @@ def _same_work(lite: sqlite3.Connection, params: dict[str, Any]) -> Any:
             lite.execute("ROLLBACK")
 
 
+# The reads: by e-mail (the first by creation, as promoflow's look-up), and the row by id.
+READS = {
+    "lookup": "SELECT id FROM contact WHERE tenant_id = {t} AND email = {v} ORDER BY created_at LIMIT 2",
+    "get": "SELECT id, attributes, preferences, created_at, updated_at FROM contact WHERE id = {v} AND tenant_id = {t}",
+}
+
+
+async def _read(what: str, value: str) -> Any:
+    if SQLITE:
+        assert _lite is not None
+        sql = READS[what].format(t=":t", v=":v")
+        return _lite.execute(sql, {"t": uuid.UUID(TENANT).hex, "v": value}).fetchone()
+    assert _pool is not None
+    conn = await _pool.get()
+    try:
+        cur = await conn.execute(READS[what].format(t="%(t)s", v="%(v)s"), {"t": TENANT, "v": value})
+        return await cur.fetchone()
+    finally:
+        _pool.put_nowait(conn)
+
+
 _pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
 _lite: sqlite3.Connection | None = None
 
@@ -172,6 +194,14 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     elif scope["method"] == "POST" and path.startswith("/contacts/"):
         attrs = json.loads(await _body(receive))
         row = await _run(False, {"id": uuid.UUID(path[10:]), "attrs": json.dumps(attrs), "now": now})
+        status = 200 if row else 404
+    elif scope["method"] == "GET" and path == "/contacts/id":
+        email = scope["query_string"].decode().partition("email=")[2].partition("&")[0]
+        row = await _read("lookup", email)
+        status = 200 if row else 404
+    elif scope["method"] == "GET" and path.startswith("/contacts/"):
+        ident = uuid.UUID(path[10:])
+        row = await _read("get", ident.hex if SQLITE else str(ident))
         status = 200 if row else 404
     else:
         row, status = None, 404
