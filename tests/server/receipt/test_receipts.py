@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.server.receipt.conftest import Flow, receipt_body
@@ -29,32 +27,26 @@ def test_receipt_created_then_duplicate_changes_nothing(flow: Flow) -> None:
     assert tx["totalGrossPrice"] == 150 and tx["type"] == "PURCHASE" and len(tx["lineItems"]) == 2
 
 
-def test_quick_and_full_path_store_the_same_receipt(flow: Flow, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On PostgreSQL a plain receipt takes the one-statement quick path; with an Idempotency-Key it takes the full
-    path. Both must store the same row (and register the store alike)."""
+def test_quick_and_full_path_store_the_same_receipt(flow: Flow) -> None:
+    """A plain receipt takes the quick path (one statement on PostgreSQL, the fast lane's write group on SQLite);
+    with an Idempotency-Key it takes the full path. Both must store the same row (and register the store
+    alike), and answer a duplicate alike."""
     from sqlalchemy import select
 
-    import promoflow.server.receipt.quick as quick_module
     from promoflow.server.models.receipts import receipt, store
+    from promoflow.server.receipt.quick import ANSWERED
 
-    answered: list[bool] = []
-    original = quick_module.quick_receipt
-
-    async def spy(request: Any) -> Any:
-        response = await original(request)
-        answered.append(response is not None)
-        return response
-
-    monkeypatch.setattr(quick_module, "quick_receipt", spy)
-
+    extras = flow.api.client.app.state.promoflow.extras  # type: ignore[attr-defined]
     email = "paths@example.com"
     cid = flow.contact(email)
     plain = receipt_body(key=email, store="QUICK", contact={"matchKey": email, "matchKeyType": "Email",
                                                             "contactType": "member"})  # fmt: skip
     keyed = {**plain, "uniqueReceiptId": plain["uniqueReceiptId"] + "-full", "storeExternalId": "FULL"}
     assert flow.send(plain).json()["status"] == "Created"
+    assert extras.get(ANSWERED) == 1
     r = flow.send(keyed, headers={**flow.api.headers, "Idempotency-Key": "k-1"})
     assert r.json()["status"] == "Created" and r.headers.get("idempotent-replayed") is None
+    assert extras.get(ANSWERED) == 1
     with flow.engine.connect() as conn:
         rows = {
             row.store_external_id: row._asdict()
@@ -73,10 +65,13 @@ def test_quick_and_full_path_store_the_same_receipt(flow: Flow, monkeypatch: pyt
         row["body"].pop("storeExternalId")
     assert quick == full
     assert stores == {"QUICK": ("RETAIL", True), "FULL": ("RETAIL", True)}
-    assert flow.send(plain).json()["status"] == "Duplicate"
+    assert flow.send(plain).json()["status"] == "Duplicate" and extras.get(ANSWERED) == 2
     assert flow.send(keyed, headers={**flow.api.headers, "Idempotency-Key": "k-1"}).headers[
         "idempotent-replayed"
     ]
+    # No contact holds the key (yet): the full path keeps the receipt pending.
+    waiting = receipt_body(key="nobody-yet@example.com", key_type="EMAIL")
+    assert flow.send(waiting).json()["status"] == "PendingContactMatch" and extras.get(ANSWERED) == 2
 
 
 @pytest.mark.parametrize(
