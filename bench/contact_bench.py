@@ -53,7 +53,7 @@ WRK_LUA = r"""
 local ids = {}
 local n = 0
 local i = 0
-local mode, prefix, tag = "%(mode)s", "%(prefix)s", "%(tag)s"
+local mode, prefix, tag, receipts = "%(mode)s", "%(prefix)s", "%(tag)s", "%(receipts)s"
 if mode ~= "create" then  -- update: the contact ids; held: the e-mails the seeded contacts hold
   for line in io.lines("%(ids)s") do n = n + 1; ids[n] = line end
 end
@@ -63,6 +63,14 @@ request = function()
   if mode == "create" then
     local body = string.format('{"email":"%%s-%%d@bench.example","firstName":"Bench","city":"Lund"}', tag, i)
     return wrk.format("POST", prefix, headers, body)
+  end
+  if mode == "receipt" then  -- a plain receipt of a seeded contact, by its id: a new uniqueReceiptId each
+    local body = string.format('{"contact":{"matchKey":"%%s","matchKeyType":"contactId"},"uniqueReceiptId":"%%s-%%d",'
+      .. '"receiptNumber":"1","createdDate":"2026-03-10T12:00:00+01:00","storeExternalId":"S%%d","currency":"SEK",'
+      .. '"totalGrossPrice":99.5,"paymentMethods":[{"type":"card","value":99.5}],"items":[{"type":"PURCHASE",'
+      .. '"sku":"A1","articleNumber":"A1","articleName":"Article","quantity":1,"grossPaidPrice":99.5,'
+      .. '"taxAmount":19.9,"taxPercent":25}]}', ids[(i %% n) + 1], tag, i, i %% 20 + 1)
+    return wrk.format("POST", receipts, headers, body)
   end
   if mode == "lookup" then  -- GET /contacts/id?email=: the seeded contacts' e-mails
     return wrk.format("GET", prefix .. "/id?email=" .. ids[(i %% n) + 1], {["apikey"] = "%(key)s"})
@@ -100,7 +108,16 @@ def wrk(
     tag = uuid.uuid4().hex[:10]
     update = UPDATES[names_unchanged]
     script.write_text(
-        WRK_LUA % {"mode": mode, "prefix": prefix, "ids": ids, "key": key, "tag": tag, "update": update}
+        WRK_LUA
+        % {
+            "mode": mode,
+            "prefix": prefix,
+            "ids": ids,
+            "key": key,
+            "tag": tag,
+            "update": update,
+            "receipts": prefix.removesuffix("contacts") + "receipts",
+        }  # fmt: skip
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), base],
@@ -322,7 +339,8 @@ def _measure(db: str, args: argparse.Namespace, sides: dict[str, tuple[str, str,
                 f"{side} {g['cpu_us']:.0f} + {g['pg_cpu_us']:.0f}" for side, g in got.items()
             )
             log(
-                f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}{also}{cpu}  (target >= {TARGET:.0%} at 32)"
+                f"{db:<10} {op:<6} c={level:<3} promoflow/floor = {ratio:.0%}{also}{cpu}"
+                + (f"  (target >= {TARGET:.0%} at 32)" if op in ("create", "update") else "")
             )
             out[f"{op}@{level}"] = {**got, "ratio": ratio}
     return out
@@ -364,12 +382,13 @@ def main() -> None:
     p.add_argument(
         "--ops",
         nargs="+",
-        choices=("create", "update", "held", "lookup", "get"),
+        choices=("create", "update", "held", "lookup", "get", "receipt"),
         default=["create", "update"],
         help="what to measure: create, update, and held — creates of the e-mails the seeded contacts hold "
         "(a POS's \"create or get\": every answer 200 with the contact; the floor's INSERT … ON CONFLICT writes "
         "nothing), lookup (GET /contacts/id?email= of a seeded contact: the checkout identifying its customer) "
-        "and get (GET /contacts/{id}); the floor's reads are one SELECT each",
+        "and get (GET /contacts/{id}); the floor's reads are one SELECT each; receipt (POST /api/v2/receipts, a plain "
+        "receipt of a seeded contact by id; the floor: one INSERT … ON CONFLICT of the row)",
     )
     p.add_argument("--skip-sqlite", action="store_true")
     p.add_argument("--skip-pg", action="store_true")

@@ -2,7 +2,8 @@
 that does one SQL statement per request with the raw driver and no framework, auth or validation beyond
 `json.loads`: a create is one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of the contact row, an update one
 ``UPDATE … RETURNING``, a look-up (``GET /contacts/id?email=``) one ``SELECT`` of the id by e-mail, a read
-(``GET /contacts/{id}``) one ``SELECT`` of the row. PostgreSQL through psycopg 3 (async, a pool of autocommit connections); SQLite through
+(``GET /contacts/{id}``) one ``SELECT`` of the row, a receipt (``POST /receipts``) one ``INSERT … ON CONFLICT DO
+NOTHING`` of the receipt row (the body as sent, the totals as given, no look-up of the contact or the store). PostgreSQL through psycopg 3 (async, a pool of autocommit connections); SQLite through
 the standard `sqlite3` module (one connection, WAL, ``synchronous=NORMAL``, autocommit: the statement is its own
 transaction).
 
@@ -123,6 +124,49 @@ async def _read(what: str, value: str) -> Any:
         _pool.put_nowait(conn)
 
 
+RECEIPT = """
+INSERT INTO receipt (id, tenant_id, unique_receipt_id, contact_id, status, match_key_type, match_key, created_date,
+                     created_offset, store_external_id, currency, total_gross_price, total_discount, kind, body, via,
+                     received_at)
+VALUES ({id}, {t}, {u}, {cid}, 'matched', 'contactId', {c}, {now}, 0, {s}, 'SEK', {total}, 0, 'PURCHASE', {body},
+        'api', {now})
+ON CONFLICT DO NOTHING RETURNING id
+"""
+
+
+async def _receipt(sent: dict[str, Any], now: datetime) -> Any:
+    contact_id = uuid.UUID(sent["contact"]["matchKey"])
+    if SQLITE:
+        assert _lite is not None
+        sql = RECEIPT.format(
+            **{k: f":{k}" for k in ("id", "t", "u", "c", "now", "s", "total", "body")}, cid=":c"
+        )
+        values = {
+            "id": uuid.uuid4().hex,
+            "t": uuid.UUID(TENANT).hex,
+            "c": contact_id.hex,
+            "now": now.isoformat(),
+        }
+        return _lite.execute(sql, {**values, "u": sent["uniqueReceiptId"], "s": sent["storeExternalId"],
+                                   "total": sent["totalGrossPrice"], "body": json.dumps(sent)}).fetchone()  # fmt: skip
+    assert _pool is not None
+    conn = await _pool.get()
+    try:
+        sql = RECEIPT.format(
+            **{k: f"%({k})s" for k in ("id", "t", "u", "c", "now", "s", "total")},
+            cid="%(c)s::uuid",
+            body="%(body)s::jsonb",
+        )
+        cur = await conn.execute(
+            sql,
+            {"id": uuid.uuid4(), "t": TENANT, "u": sent["uniqueReceiptId"], "c": str(contact_id), "now": now,
+             "s": sent["storeExternalId"], "total": sent["totalGrossPrice"], "body": json.dumps(sent)},
+        )  # fmt: skip
+        return await cur.fetchone()
+    finally:
+        _pool.put_nowait(conn)
+
+
 _pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
 _lite: sqlite3.Connection | None = None
 
@@ -195,6 +239,9 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         attrs = json.loads(await _body(receive))
         row = await _run(False, {"id": uuid.UUID(path[10:]), "attrs": json.dumps(attrs), "now": now})
         status = 200 if row else 404
+    elif scope["method"] == "POST" and path == "/receipts":
+        row = await _receipt(json.loads(await _body(receive)), now)
+        status = 200
     elif scope["method"] == "GET" and path == "/contacts/id":
         email = scope["query_string"].decode().partition("email=")[2].partition("&")[0]
         row = await _read("lookup", email)
