@@ -56,7 +56,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import pydantic_core
-from sqlalchemy import JSON, String, bindparam, insert, select
+from sqlalchemy import JSON, bindparam, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
@@ -85,6 +85,7 @@ from .service import (
     contact_out,
     contact_type_of,
     created_view,
+    holders,
     lookup_question,
     name_keys,
 )
@@ -211,16 +212,7 @@ _LITE_UPDATE_SAME_NAMES = compile_sqlite(
 _LITE_AUDIT = compile_sqlite(insert(audit_event).values(_AUDIT_BINDS))
 # The contact of that type that holds a create's key, as the routed path finds it (the first created).
 _LITE_HELD = {
-    column: compile_sqlite(
-        select(*_RETURNING)
-        .where(
-            _C.tenant_id == _P_TENANT,
-            getattr(_C, column) == bindparam("key", type_=String()),
-            _C.contact_type == bindparam("ct", type_=String()),
-        )
-        .order_by(_C.created_at)
-        .limit(1)
-    )  # fmt: skip
+    column: compile_sqlite(holders(_C[column], *_RETURNING, typed=True, limit=1))
     for column in {*_LOOKUP_COLUMNS.values(), "key_value"}
 }
 _N = member_number_counter.c
@@ -241,16 +233,7 @@ _LITE_INSERT = compile_sqlite(
 # two contacts by creation that hold the value (two: more than one is the routed path's "several match").
 _ASKED = frozenset({*_LOOKUP_COLUMNS.values(), "member_number"})
 _LITE_LOOKUP = {
-    (column, typed): compile_sqlite(
-        select(_C.id)
-        .where(
-            _C.tenant_id == _P_TENANT,
-            getattr(_C, column) == bindparam("key", type_=String()),
-            *([_C.contact_type == bindparam("ct", type_=String())] if typed else []),
-        )
-        .order_by(_C.created_at)
-        .limit(2)
-    )  # fmt: skip
+    (column, typed): compile_sqlite(holders(_C[column], _C.id, typed=typed, limit=2))
     for column in _ASKED
     for typed in (False, True)
 }
@@ -260,7 +243,6 @@ _PG_LOOKUP = {
     for column in _ASKED
     for typed in (False, True)
 }
-_LITE_GET = compile_sqlite(select(*_RETURNING).where(_C.id == _P_ID, _C.tenant_id == _P_TENANT))
 _PG_GET = f"SELECT {_RETURNED} FROM contact WHERE id = $1 AND tenant_id = $2"
 _LOOKUP_PARAMS = frozenset(
     {"email", "mobilePhone", "socialSecurityNumber", "customKey", "any", "contactType"}
@@ -310,19 +292,22 @@ def _lite_audit(conn: sqlite3.Connection, entry: dict[str, Any] | None) -> None:
 # ------------------------------------------------------------------------------------------------- the shared
 
 
-def _sides(request: Request) -> tuple[AppState, Any, Any] | None:
-    """The app's state and its database side — PostgreSQL's pool or SQLite's lane — for a request the quick paths
-    may answer; None when the routed path must (no fast lane, an Idempotency-Key, a query string)."""
-    st = state_of(request)
+def _lanes(st: AppState) -> tuple[AsyncpgPool | None, Any] | None:
+    """The app's database side — PostgreSQL's pool or SQLite's lane (the other None) — or None without a fast
+    lane."""
     pool = asyncpg_pool(st)
     lane = st.extras.get(LANE) if st.db.sqlite else None
-    if (
-        (pool is None and lane is None)
-        or "idempotency-key" in request.headers
-        or request.scope.get("query_string")
-    ):
+    return None if pool is None and lane is None else (pool, lane)
+
+
+def _sides(request: Request) -> tuple[AppState, Any, Any] | None:
+    """The app's state and its database side (`_lanes`) for a request the quick paths may answer; None when the
+    routed path must (no fast lane, an Idempotency-Key, a query string)."""
+    st = state_of(request)
+    lanes = _lanes(st)
+    if lanes is None or "idempotency-key" in request.headers or request.scope.get("query_string"):
         return None
-    return st, pool, lane
+    return st, *lanes
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
@@ -333,12 +318,17 @@ async def _json_body(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _answer(st: AppState, ctx: TenantContext, row: Any, status: int, *, v3: bool) -> Response:
+def _counted(st: AppState, answer: Response) -> Response:
+    """A quick path's answer, counted (`ANSWERED`)."""
     st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
+    return answer
+
+
+def _answer(st: AppState, ctx: TenantContext, row: Any, status: int, *, v3: bool) -> Response:
     out = contact_out(row, ctx.tz)
     if not v3:
         out.pop("contactType", None)
-    return json_response(json_bytes(out), status)
+    return _counted(st, json_response(json_bytes(out), status))
 
 
 def _plain_attributes(ctx: TenantContext) -> frozenset[str]:
@@ -429,17 +419,16 @@ def get(*, v3: bool) -> FastHandler:
     async def handler(request: Request, ctx: TenantContext) -> Response | None:
         """The answer to `GET /contacts/{id}` (the contact), or None when the routed path must answer: not a
         GUID (its 400), no contact of the tenant (its 404), a query string."""
-        st = state_of(request)
-        pool = asyncpg_pool(st)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
+        sides = _sides(request)
         guid = parse_guid(request.path_params.get("contact_id", ""))
-        if (pool is None and lane is None) or guid is None or request.scope.get("query_string"):
+        if sides is None or guid is None:
             return None
+        st, pool, lane = sides
         row: _Row | None
         if lane is not None:
-            binds = _LITE_GET.params(id=guid, t=ctx.tenant_id)
+            binds = _LITE_ROW.params(id=guid, t=ctx.tenant_id)
             try:
-                found = await lane.read(lambda conn: _lite_row(conn, _LITE_GET, binds))
+                found = await lane.read(lambda conn: _lite_row(conn, _LITE_ROW, binds))
             except sqlite3.Error:
                 log.warning("contact.quick_get_failed", exc_info=True)
                 return None
@@ -459,10 +448,10 @@ def lookup() -> FastHandler:
         the key; None when the routed path must answer: a question it refuses, a parameter given twice or one it
         does not know, no contact or several (its 404, its "several match")."""
         st = state_of(request)
-        pool = asyncpg_pool(st)
-        lane = st.extras.get(LANE) if st.db.sqlite else None
-        if pool is None and lane is None:
+        lanes = _lanes(st)
+        if lanes is None:
             return None
+        pool, lane = lanes
         given = request.query_params.multi_items()
         names = {name for name, _ in given}
         if len(names) != len(given) or not names <= _LOOKUP_PARAMS:
@@ -493,8 +482,7 @@ def lookup() -> FastHandler:
             found = [r[0] for r in rows]
         if len(found) != 1:
             return None
-        st.extras[ANSWERED] = st.extras.get(ANSWERED, 0) + 1
-        return json_response(json_bytes(str(found[0])), 200)
+        return _counted(st, json_response(json_bytes(str(found[0])), 200))
 
     return handler
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, String, and_, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -260,6 +260,23 @@ def _columns(ctx: TenantContext, contact_type: str, attrs: dict[str, Any]) -> di
         "external_id": col("externalId"),
         **name_keys(attrs),
     }
+
+
+def holders(column: Any, *selected: Any, typed: bool, limit: int) -> Select[Any]:
+    """The tenant's contacts — of one contact type when ``typed`` — that hold a value in ``column``, first created
+    first, as the routed look-ups order them (`ContactService._by_column`, `find_by_key`): the quick paths'
+    compiled statement, with the parameters ``t`` (the tenant), ``key`` and, when typed, ``ct``."""
+    c = contact.c
+    return (
+        select(*selected)
+        .where(
+            c.tenant_id == bindparam("t", type_=c.tenant_id.type),
+            column == bindparam("key", type_=column.type),
+            *([c.contact_type == bindparam("ct", type_=String())] if typed else []),
+        )
+        .order_by(c.created_at)
+        .limit(limit)
+    )
 
 
 def lookup_question(ctx: TenantContext, params: dict[str, str | None]) -> tuple[str, str, str | None]:

@@ -172,7 +172,7 @@ class SqliteLane:
         return conn
 
     def _loop_reader(self) -> sqlite3.Connection:
-        """The event loop's reading connection: it never waits for a lock (`_read`)."""
+        """The event loop's reading connection: it never waits for a lock (`read`)."""
         return self._own("loop_reader", writer=False, busy_ms=0)
 
     def _loop_writer(self) -> sqlite3.Connection:
@@ -182,7 +182,7 @@ class SqliteLane:
 
     # ---------------------------------------------------------------------------------------------- reads
 
-    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``read`` on the event loop's thread: an indexed read takes microseconds, less than handing it to a
         thread and back — and a thread that runs SQLite calls beside a busy event loop waits for the GIL after
         each one. A read that would wait for a lock (rare in WAL mode: another connection recovering the log)
@@ -194,11 +194,6 @@ class SqliteLane:
                 raise
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: read(self._own("reader", writer=False)))
-
-    async def read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """``read`` on the event loop's reading connection (a lock wait: a reader thread's), as the fetch reads:
-        for the other quick paths' one-statement reads (the contact look-up)."""
-        return await self._read(read)
 
     def _faces_sync(
         self, conn: sqlite3.Connection, tenant_id: uuid.UUID, currency: str, ids: Iterable[uuid.UUID]
@@ -227,7 +222,7 @@ class SqliteLane:
         self, ctx: TenantContext, contact_id: uuid.UUID, bit: int, now: datetime
     ) -> tuple[list[Row], Faces]:
         try:
-            found = await self._read(
+            found = await self.read(
                 lambda conn: self._fetch_sync(conn, ctx.tenant_id, ctx.currency, contact_id, bit, now)
             )
         except sqlite3.Error as exc:
@@ -358,9 +353,7 @@ class SqliteLane:
         promotion_id, valid_from, valid_to, _ = row
         faces, missing = cached_faces((promotion_id,), ctx.currency)
         if missing:
-            faces = await self._read(
-                lambda conn: self._faces_sync(conn, ctx.tenant_id, ctx.currency, missing)
-            )
+            faces = await self.read(lambda conn: self._faces_sync(conn, ctx.tenant_id, ctx.currency, missing))
         return (promotion_id, valid_from, valid_to), faces
 
     async def close(self) -> None:

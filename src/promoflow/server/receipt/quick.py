@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...wire.engage import Receipt
+from ..contact.service import _LOOKUP_COLUMNS, holders
 from ..http.edge import json_bytes, json_response, state_of
 from ..models import contact
 from ..models.receipts import receipt, store
@@ -105,22 +106,9 @@ _STATEMENTS = {
 
 # SQLite: the same look-up (the oldest contact with the key, of the type when one is given), the receipt, the store.
 _C = contact.c
-_KEY_COLUMN = {
-    "contactId": _C.id, "email": _C.email, "mobilePhone": _C.mobile_phone, "socialSecurityNumber": _C.ssn,
-    "memberNumber": _C.member_number, "externalId": _C.external_id,
-}  # fmt: skip
-_P_TENANT = bindparam("t", type_=_C.tenant_id.type)
+_KEY_COLUMN = {"contactId": _C.id, **{kt: _C[column] for kt, column in _LOOKUP_COLUMNS.items()}}
 _LITE_CONTACT = {
-    (kt, typed): compile_sqlite(
-        select(_C.id)
-        .where(
-            _C.tenant_id == _P_TENANT,
-            column == bindparam("key", type_=column.type),
-            *([_C.contact_type == bindparam("ctype", type_=String())] if typed and kt != "contactId" else []),
-        )
-        .order_by(_C.created_at)
-        .limit(1)
-    )
+    (kt, typed): compile_sqlite(holders(column, _C.id, typed=typed, limit=1))
     for kt, column in _KEY_COLUMN.items()
     for typed in (False, True)
 }
@@ -137,7 +125,10 @@ _LITE_STORE = compile_sqlite(
     .on_conflict_do_nothing()
 )  # fmt: skip
 _LITE_STORE_TYPE = compile_sqlite(
-    select(_S.type).where(_S.tenant_id == _P_TENANT, _S.external_id == bindparam("x", type_=String()))
+    select(_S.type).where(
+        _S.tenant_id == bindparam("t", type_=_S.tenant_id.type),
+        _S.external_id == bindparam("x", type_=String()),
+    )
 )
 
 
@@ -150,8 +141,9 @@ def _lite_receipt(
     key: Any = prepared.key_value
     if prepared.key_type == "contactId":
         key = uuid.UUID(str(key))
-    find = _LITE_CONTACT[(prepared.key_type, prepared.contact_type is not None)]
-    found = conn.execute(find.sql, find.params(t=tenant_id, key=key, ctype=prepared.contact_type)).fetchall()
+    typed = prepared.contact_type is not None and prepared.key_type != "contactId"
+    find = _LITE_CONTACT[(prepared.key_type, typed)]
+    found = conn.execute(find.sql, find.params(t=tenant_id, key=key, ct=prepared.contact_type)).fetchall()
     if not found:
         return None
     contact_id = find.row(found[0])[0]
@@ -163,10 +155,10 @@ def _lite_receipt(
         at, external_id = params["received_at"], params["store_external_id"]
         conn.execute(_LITE_STORE.sql, _LITE_STORE.params(tenant_id=tenant_id, external_id=external_id,
                                                          type=DEFAULT_TYPE, active=True, created_at=at, updated_at=at))  # fmt: skip
-        typed = _LITE_STORE_TYPE
-        store_type = typed.row(
-            conn.execute(typed.sql, typed.params(t=tenant_id, x=external_id)).fetchall()[0]
-        )[0]
+        kind = _LITE_STORE_TYPE
+        store_type = kind.row(conn.execute(kind.sql, kind.params(t=tenant_id, x=external_id)).fetchall()[0])[
+            0
+        ]
     return contact_id, receipt_id, store_type
 
 
