@@ -152,6 +152,9 @@ def test_the_critical_marketer_flow(page: Any, site: Site) -> None:
 
     # Assign by pasted keys, one of them unknown: Check first, then Assign with live progress.
     page.get_by_role("button", name="Assign").click()
+    expect(
+        page.get_by_label("Contacts", exact=True)
+    ).to_be_visible()  # the assign page, loaded: axe checks it
     axe_check(page)
     page.get_by_label("Contacts", exact=True).fill("ada@example.com\nbo@example.com\nghost@example.com")
     page.get_by_role("button", name="Check").click()
