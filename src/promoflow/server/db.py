@@ -24,6 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from . import sqlite_async
+
 
 def _async_url(url: str) -> str:
     u = make_url(url)
@@ -221,7 +223,11 @@ class Database:
         self.sqlite = is_sqlite(url)
         if self.sqlite:
             self.engine: AsyncEngine = create_async_engine(
-                _async_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=60
+                _async_url(url),
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=60,
+                async_creator=sqlite_async.creator(_async_url(url)),
             )
             _sqlite_setup(self.engine.sync_engine)
             self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
