@@ -20,9 +20,11 @@ first served):
 - ``BEGIN`` is held back and run on the thread just before the transaction's first statement, in that
   statement's call (a failure to begin — the database locked past the busy timeout — is that statement's);
   a ``COMMIT`` or ``ROLLBACK`` with no transaction open (nothing ran since ``BEGIN``, or SQLAlchemy's rollback
-  when a connection goes back to its pool after one) needs no trip.
+  when a connection goes back to its pool after one) needs no trip, and the ``ROLLBACK`` that ends a transaction
+  that changed no row is queued, not waited for.
 
-A one-statement read takes two trips. Transactions, errors and the connection's thread are aiosqlite's.
+A one-statement read waits for one trip, a one-statement write for two (the statement, the ``COMMIT``).
+Transactions, errors and the connection's thread are aiosqlite's.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ T = TypeVar("T")
 
 class Connection(aiosqlite.Connection):
     _begin: str | None = None  # a BEGIN not yet run: it runs before the next statement, on the thread
+    _changes = -1  # the connection's count of rows changed when the open transaction began (-1: not known)
 
     @contextmanager  # (awaited, or entered with ``async with``, as aiosqlite's)
     async def cursor(self) -> Cursor:  # type: ignore[override]
@@ -56,6 +59,7 @@ class Connection(aiosqlite.Connection):
             return await self._execute(fn)  # type: ignore[no-any-return,no-untyped-call]
 
         def begun() -> T:
+            self._changes = self._conn.total_changes
             self._conn.execute(begin)
             return fn()
 
@@ -71,7 +75,15 @@ class Connection(aiosqlite.Connection):
             await super().commit()
 
     async def rollback(self) -> None:
-        if self._open():
+        """Waited for when the transaction changed rows (or might have); a transaction that only read is rolled
+        back by a call queued behind it, not waited for — nothing of it can fail that anyone could act on, and
+        whatever the connection does next runs after it."""
+        if not self._open():
+            return
+        changes, self._changes = self._changes, -1
+        if changes >= 0 and self._conn.total_changes == changes:
+            self._tx.put_nowait((None, self._conn.rollback))
+        else:
             await super().rollback()
 
 
