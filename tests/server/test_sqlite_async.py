@@ -139,3 +139,23 @@ def test_a_begin_that_cannot_take_the_lock_fails_its_first_statement_and_leaves_
 
     assert asyncio.run(main()) == ["after"]
     holder.close()
+
+
+def test_a_stream_left_half_read_does_not_hold_up_the_next_transaction(db: Database, tmp_path: Path) -> None:
+    async def main() -> tuple[list[int], int]:
+        async with db.read() as conn:
+            result = await conn.stream(text("SELECT id FROM item ORDER BY id"))
+            first = [r[0] for r in await result.fetchmany(300)]  # past the first chunk, then left
+            await result.close()
+        async with db.write() as conn:  # the pool's one connection: its cursor's close queued before this
+            await conn.execute(text("DELETE FROM item WHERE id <= 10"))
+        async with db.read() as conn:
+            left = (await conn.execute(text("SELECT count(*) FROM item"))).scalar_one()
+        await db.dispose()
+        return first, left
+
+    first, left = asyncio.run(main())
+    assert first == list(range(1, 301))
+    assert left == 990
+    with sqlite3.connect(tmp_path / "trips.sqlite3") as check:
+        assert check.execute("SELECT min(id) FROM item").fetchone() == (11,)
