@@ -222,12 +222,13 @@ class Database:
         self.url = url
         self.sqlite = is_sqlite(url)
         if self.sqlite:
+            async_url = _async_url(url)
             self.engine: AsyncEngine = create_async_engine(
-                _async_url(url),
+                async_url,
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=60,
-                async_creator=sqlite_async.creator(_async_url(url)),
+                async_creator=sqlite_async.creator(async_url),
             )
             _sqlite_setup(self.engine.sync_engine)
             self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")

@@ -94,6 +94,10 @@ class Cursor(aiosqlite.Cursor):
 
     def __init__(self, conn: Connection, cursor: sqlite3.Cursor) -> None:
         super().__init__(conn, cursor)
+        self._clear()
+
+    def _clear(self) -> None:
+        """No rows held: before a statement (a failed one leaves none of the last one's) and at the close."""
         self._rows: list[Any] = []  # fetched, not yet handed out
         self._done = True  # the statement has no rows left on the thread's side
 
@@ -110,7 +114,7 @@ class Cursor(aiosqlite.Cursor):
         return await self._conn._run(partial(fn, *args, **kwargs))
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Cursor:
-        self._rows, self._done = [], True
+        self._clear()
         if not parameters and sql.lstrip()[:5].upper() == "BEGIN":
             self._conn._begin = sql
             return self
@@ -118,12 +122,12 @@ class Cursor(aiosqlite.Cursor):
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Cursor:
-        self._rows, self._done = [], True
+        self._clear()
         await super().executemany(sql, parameters)
         return self
 
     async def executescript(self, sql_script: str) -> Cursor:
-        self._rows, self._done = [], True
+        self._clear()
         await super().executescript(sql_script)
         return self
 
@@ -155,7 +159,7 @@ class Cursor(aiosqlite.Cursor):
     async def close(self) -> None:
         """Queued behind the connection's work, not waited for (an error closing a cursor of a connection that
         is gone is nobody's to handle)."""
-        self._rows, self._done = [], True
+        self._clear()
         self._conn._tx.put_nowait((None, self._cursor.close))
 
 
