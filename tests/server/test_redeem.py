@@ -117,9 +117,10 @@ def test_contact_scoped_redeem_by_template_id(api: Any) -> None:
     one = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/assign").json()["id"]
     r = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/redeem", json="POS")
     assert r.status_code == 200 and r.json()["id"] == one
-    # Nothing redeemable of it left.
+    # Nothing redeemable of it left: the contact's assignment says why (a retry of an uncertain redeem hears
+    # "already redeemed", not "not assigned").
     r = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/redeem", json="POS")
-    assert_error(r, 404, "PromotionNotAssociatedWithContact")
+    assert_error(r, 409, "PromotionAlreadyRedeemed")
     # Two redeemable ones: which one is meant is ambiguous.
     a1 = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/assign").json()["id"]
     a2 = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/assign").json()["id"]
@@ -130,8 +131,30 @@ def test_contact_scoped_redeem_by_template_id(api: Any) -> None:
     assert api.post(f"/api/v2/contacts/{cid}/promotions/{a1}/redeem", json="POS").status_code == 200
     r = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/redeem", json="POS")
     assert r.status_code == 200 and r.json()["id"] == a2
+    r = api.post(f"/api/v2/contacts/{cid}/promotions/{p['id']}/redeem", json="POS")
+    assert_error(r, 409, "PromotionAlreadyRedeemed")
     # The template id is never accepted on the paths that take an assignment id.
     assert_error(api.post(f"/api/v2/promotions/codes/{p['id']}/redeem", json="POS"), 404, "PromotionNotFound")
+
+
+def test_contact_scoped_redeem_by_template_id_says_why_none_is_redeemable(api: Any) -> None:
+    """A template id whose only assignments cannot be redeemed answers the rule's refusal of one of them, as the
+    assignment id would: expired, not yet valid; a contact holding none of it hears "not assigned"."""
+    cid = new_contact(api)["id"]
+    later = new_promotion(api, start="2026-06-01")["id"]
+    api.post(f"/api/v2/contacts/{cid}/promotions/{later}/assign")
+    r = api.post(f"/api/v2/contacts/{cid}/promotions/{later}/redeem", json="POS")
+    assert_error(r, 409, "PromotionNotYetValid")
+    ending = new_promotion(api, end="2026-03-12")["id"]
+    api.post(f"/api/v2/contacts/{cid}/promotions/{ending}/assign")
+    other = new_contact(api)["id"]
+    api.clock.set(datetime.fromisoformat("2026-03-13T00:00:00+01:00"))
+    before = snapshot(api.settings.resolved_database_url(), api.tenant["tenantId"])
+    r = api.post(f"/api/v2/contacts/{cid}/promotions/{ending}/redeem", json="POS")
+    assert_error(r, 409, "PromotionExpired")
+    r = api.post(f"/api/v2/contacts/{other}/promotions/{ending}/redeem", json="POS")
+    assert_error(r, 404, "PromotionNotAssociatedWithContact")
+    assert snapshot(api.settings.resolved_database_url(), api.tenant["tenantId"]) == before
 
 
 def test_extension_fields_are_kept_with_the_redemption(api: Any, flow: dict[str, Any]) -> None:

@@ -275,6 +275,27 @@ class RedemptionService:
         if len(candidates) > 1:
             raise AmbiguousPromotionIdError("the contact holds several redeemable assignments of this promotion; redeem by the "
                            "assignment id")  # fmt: skip
+        # None redeemable, but the contact may hold the promotion: its assignment answers why not (the rule's
+        # refusal: already redeemed, expired, not yet valid), not "not assigned". The latest redeemed first, so
+        # a client that retries its own uncertain redeem hears "already redeemed" (Part B §5, A17).
+        held = await conn.scalar(
+            select(assignment.c.id)
+            .where(
+                assignment.c.promotion_id == ident,
+                assignment.c.tenant_id == self.ctx.tenant_id,
+                assignment.c.contact_id == contact_id,
+                assignment.c.deleted_at.is_(None),
+            )
+            .order_by(
+                assignment.c.redeemed_at.is_(None),
+                assignment.c.redeemed_at.desc(),
+                assignment.c.created_at.desc(),
+                assignment.c.id.desc(),
+            )
+            .limit(1)
+        )
+        if held is not None:
+            return cast(uuid.UUID, held)
         template = await conn.scalar(
             select(promotion.c.id).where(promotion.c.id == ident, promotion.c.tenant_id == self.ctx.tenant_id)
         )
