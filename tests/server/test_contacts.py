@@ -155,6 +155,8 @@ def test_look_up_by_each_parameter(api: Any) -> None:
         "any=191212121212": ada,
         "any=%2B46701234567": ada,
         "any=G-1": grace,
+        # a member number as the server hands them out: "00…" is no phone number (no country code starts with 0)
+        "any=00000001": ada,
     }
     for query, who in cases.items():
         for version in ("v2", "v3"):
@@ -179,6 +181,7 @@ def test_look_up_misses_and_ambiguity(api: Any) -> None:
     assert_error(api.get("/api/v2/contacts/id?any=m@example.com"), 404, "ContactNotFound")
     assert_error(api.get("/api/v2/contacts/id?email=not-an-email"), 400, "InvalidEmailAddress")
     assert_error(api.get("/api/v2/contacts/id?mobilePhone=abc"), 400, "InvalidPhoneNumber")
+    assert_error(api.get("/api/v2/contacts/id?mobilePhone=%2B0701234567"), 400, "InvalidPhoneNumber")
 
 
 def test_count_is_a_bare_integer(api: Any) -> None:

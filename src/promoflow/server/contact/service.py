@@ -57,7 +57,10 @@ _LOOKUP_COLUMNS = {
     "externalId": "external_id",
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+# A national number (6-15 digits), or an international one in E.164's shape: a country code never starts with 0,
+# so "00000001" (a member number as the server hands them out; "00" is read as "+") is not a phone number and
+# `any` goes on to the custom key.
+_PHONE = re.compile(r"^(?:\+[1-9][0-9]{6,14}|[0-9]{6,15})$")
 
 
 def normalize_email(value: str) -> str:
