@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from ...wire.engage import error_code, error_text
@@ -111,6 +112,17 @@ def _template(path: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
 
 
+CLIENT_CLOSED = 499  # nginx's "client closed request": no answer reached anyone; not the server's failure
+
+
+def client_gone(scope: Any) -> Response:
+    """What is recorded for a request whose client went away before its body arrived (a till killed or its network
+    lost mid-request): status 499 in the access log and the metrics, logged as information, never a 5xx (which
+    would page an operator). Nothing was written: the body was never read whole. The answer reaches nobody."""
+    log.info("api.client_disconnected path=%s", scope.get("path", ""))
+    return Response(status_code=CLIENT_CLOSED)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PromoflowError)
     async def _promoflow(_request: Request, exc: PromoflowError) -> Response:
@@ -135,6 +147,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
         return _respond(err, headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _exc: ClientDisconnect) -> Response:
+        return client_gone(request.scope)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> Response:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +25,7 @@ from .accesslog import AccessLog
 from .edge import FastRoutes
 from .encoding import encoding_problem, json_problem, read_body, refuse, replay
 from .errors import InvalidEncodingError
+from .exception_handlers import CLIENT_CLOSED, client_gone
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
@@ -154,6 +155,12 @@ class Front:
                     )
             finally:
                 self.inflight -= 1
+        except ClientDisconnect:
+            if (
+                not answered
+            ):  # the client went away mid-body: nothing to answer, nothing written (`client_gone`)
+                status = CLIENT_CLOSED
+                client_gone(scope)
         except Exception as exc:
             if on_error is not None and not answered:
                 await (await on_error(Request(scope), exc))(scope, receive, send)
@@ -198,6 +205,8 @@ class Front:
             return
         if head.has_body and not scope["path"].endswith("/redeem") and _json_type(head.first_type):
             body, rest = await read_body(receive)
+            if rest is not None and rest["type"] == "http.disconnect":
+                raise ClientDisconnect()
             problem = json_problem(body)
             if problem is not None:
                 await refuse(InvalidJsonError(problem), scope, receive, send)
