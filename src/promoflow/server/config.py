@@ -213,6 +213,13 @@ class Settings(BaseSettings):
         description="A promotion with fewer assignments than this is reported live on the Reports page (counted "
         "at each view); a larger one from a snapshot computed by the worker.",
     )
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="The reverse proxies (comma-separated addresses or networks, e.g. '10.0.0.5' or "
+        "'10.0.0.0/8'; '*' for any) trusted to name the client in X-Forwarded-For and the scheme in "
+        "X-Forwarded-Proto. Unset (the default): those headers are ignored, and a request's address is its "
+        "connection's, which API keys' and tenants' IP allow-lists and the admin sign-in limit see.",
+    )
     admin_trust_forwarded_proto: bool = Field(
         default=False,
         description="Opt-in: behind a TLS-terminating proxy that sets X-Forwarded-Proto, treat 'https' there as "

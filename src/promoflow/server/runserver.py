@@ -145,6 +145,14 @@ class _Server(uvicorn.Server):
                 print(f"promoflow api listening on http://{host}:{port}", flush=True)
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's forwarded-header handling: off unless the operator names the proxies to trust. Its default trusts
+    127.0.0.1, which would let any local process or a pass-through tunnel choose its client address (and so pass
+    an IP allow-list or dodge the sign-in limit)."""
+    trusted = (settings.forwarded_allow_ips or "").strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
+
+
 def _uvicorn_config(app: Any, settings: Settings, loop: str = "auto") -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -155,6 +163,7 @@ def _uvicorn_config(app: Any, settings: Settings, loop: str = "auto") -> uvicorn
         timeout_graceful_shutdown=10,
         lifespan="on",
         loop=loop,
+        **proxy_options(settings),
     )
 
 
@@ -287,6 +296,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **proxy_options(settings),
     )
     try:
         try:
