@@ -209,3 +209,16 @@ def promotion_in(api: Any, tenant: dict[str, Any], name: str) -> str:
     r = api.post("/api/v2/promotions/multichannels", json=body, headers=api.as_tenant(tenant))
     assert r.status_code == 201
     return str(r.json()["id"])
+
+
+def test_values_that_look_like_instants_but_are_none_are_shown_as_typed(admin: Admin) -> None:
+    """An attribute any API key may set to text shaped like an instant that is not one (month 13), or one no
+    time zone can show (year 1 at +14:00), is shown as typed: the audit log and the contact card never fail."""
+    api = admin.api
+    odd = ("0001-01-01T00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-13-45T10:00Z")
+    cid = contact(api, email="odd@example.com", firstName=odd[0], lastName=odd[1], city=odd[2])
+    b = admin.browser("admin")
+    for page in (b.get("/admin/audit"), b.get(f"/admin/contacts/{cid}")):
+        assert page.status_code == 200
+        shown = html.unescape(page.text)
+        assert all(value in shown for value in odd)

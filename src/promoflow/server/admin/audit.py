@@ -77,7 +77,10 @@ def value_text(context: Context, value: Any, limit: int = 300) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, str) and INSTANT.fullmatch(value):
-        return local_time_text(value, context["who"].tenant.tz)
+        try:
+            return local_time_text(value, context["who"].tenant.tz)
+        except (ValueError, OverflowError):  # not a real instant (month 13), or none the zone can show (year 1)
+            pass
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
