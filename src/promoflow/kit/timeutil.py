@@ -6,6 +6,20 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
+# Days a filter typed by hand may name, kept where every zone has a start and an end of them as an instant (year
+# 1 at +14:00 has none): the same rows match.
+FIRST_FILTER_DAY, LAST_FILTER_DAY = date(1900, 1, 1), date(9998, 12, 31)
+
+
+def filter_day(text: str | None) -> date | None:
+    """A date a person typed into a filter (ISO 8601), within `FIRST_FILTER_DAY`…`LAST_FILTER_DAY`; None when
+    it is no date."""
+    try:
+        given = date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+    return None if given is None else min(max(given, FIRST_FILTER_DAY), LAST_FILTER_DAY)
+
 
 def start_of_day(day: date, tz: ZoneInfo) -> datetime:
     """00:00:00 local time of ``day``, as a UTC instant."""

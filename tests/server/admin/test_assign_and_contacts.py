@@ -120,6 +120,24 @@ def test_assigning_to_a_segment_is_a_snapshot_with_a_live_count(admin: Admin) ->
     assert text_of(hasnt.text) == "2 contacts match now."
 
 
+def test_a_segment_with_odd_filters_counts_instead_of_failing(admin: Admin) -> None:
+    """Hand-made query strings: a promotion id that is no GUID, days no zone can start (year 1, 9999). The count
+    answers, as if the filter read what it could (every contact, here), never a 500."""
+    people = _people(admin)
+    pid = promotion(admin.api, "Odd")
+    b = admin.browser("viewer")
+    for params in (
+        {"seg_redeemed": "has", "seg_promotion": "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"},
+        {"seg_created_from": "0001-01-01"},
+        {"seg_created_to": "9999-12-31"},
+    ):
+        r = b.get(f"/admin/promotions/{pid}/segment/count", params=params)
+        assert r.status_code == 200 and text_of(r.text) == f"{len(people)} contacts match now.", params
+    for params in ({"from": "0001-01-01"}, {"to": "9999-12-31"}, {"from": "0001-01-01", "to": "9999-12-31"}):
+        assert admin.browser("admin").get("/admin/audit", params=params).status_code == 200, params
+        assert b.get(f"/admin/reports/{pid}", params=params).status_code == 200, params
+
+
 def test_assign_to_one_contact_found_by_search(admin: Admin) -> None:
     people = _people(admin)
     pid = promotion(admin.api, "One")

@@ -7,7 +7,6 @@ import csv
 import io
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 from fastapi import Depends, Request
@@ -15,6 +14,8 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
 from ...kit.csvtext import cell
+from ...kit.guid import parse_guid
+from ...kit.timeutil import filter_day
 from ..exceptions import InvalidPayloadError
 from . import gateway
 from .common import admin_router, guid_or_404, now_of, reading, wake_worker, writing
@@ -136,23 +137,16 @@ async def assign_one(promotion_id: str, request: Request, who: AdminContext = De
 
 
 def _segment(values: Any) -> gateway.Segment:
-    def day(name: str) -> date | None:
-        try:
-            return date.fromisoformat(str(values.get(name) or ""))
-        except ValueError:
-            return None
-
-    promo = str(values.get("seg_promotion") or "")
     return gateway.Segment(
         contact_type=str(values.get("seg_type") or "")
         if values.get("seg_type") in ("Member", "Contact")
         else "",
         store=str(values.get("seg_store") or "").strip()[:255],
         city=str(values.get("seg_city") or "").strip()[:255],
-        created_from=day("seg_created_from"),
-        created_to=day("seg_created_to"),
+        created_from=filter_day(str(values.get("seg_created_from") or "")),
+        created_to=filter_day(str(values.get("seg_created_to") or "")),
         consent=str(values.get("seg_consent") or ""),
-        redeemed_promotion=uuid.UUID(promo) if len(promo) == 36 and promo.count("-") == 4 else None,
+        redeemed_promotion=parse_guid(str(values.get("seg_promotion") or "")),
         redeemed=str(values.get("seg_redeemed") or ""),
     )
 

@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from fastapi import Depends, Request
@@ -27,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ...kit.csvtext import cell
 from ...kit.guid import parse_guid
-from ...kit.timeutil import end_of_day, start_of_day
+from ...kit.timeutil import end_of_day, filter_day, start_of_day
 from ..audit import ActorKind
 from ..audit.service import AuditEntry, AuditFilter, every, page
 from ..http.edge import state_of
@@ -103,13 +102,6 @@ class Line:
     object_href: str | None
 
 
-def _day(value: str | None) -> date | None:
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-
-
 @dataclass
 class Filters:
     """The page's filters as typed (kept to redraw the form and to build the CSV and paging links)."""
@@ -141,7 +133,7 @@ class Filters:
         return urlencode({k: v for k, v in pairs.items() if v})
 
     def to_filter(self, ctx: TenantContext) -> AuditFilter:
-        since, until = _day(self.since), _day(self.until)
+        since, until = filter_day(self.since), filter_day(self.until)
         return AuditFilter(
             actor=self.actor,
             actor_kind=ActorKind(self.kind) if self.kind in ACTOR_KINDS else None,

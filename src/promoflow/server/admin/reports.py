@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from starlette.responses import Response
 
 from ...kit.guid import parse_guid
+from ...kit.timeutil import filter_day
 from ..exceptions import NotFoundError
 from ..http.edge import state_of
 from ..receipt import shown
@@ -29,10 +30,7 @@ router = admin_router()
 
 
 def _day(value: str | None) -> date | None:
-    try:
-        return date.fromisoformat(value.strip()) if value else None
-    except ValueError:
-        return None
+    return filter_day(value.strip() if value else None)
 
 
 @dataclass
