@@ -112,7 +112,8 @@ class SessionStore:
                     select(admin_membership.c.tenant_id)
                     .join(tenant, tenant.c.id == admin_membership.c.tenant_id)
                     .where(admin_membership.c.user_id == user.id)
-                    .order_by(tenant.c.name)
+                    # The tenant they were in first: another tenant's admin adding them lands nobody there.
+                    .order_by(admin_membership.c.created_at, tenant.c.name)
                     .limit(1)
                 )
             ).first()

@@ -32,6 +32,7 @@ class Member:
     disabled: bool
     since: str | None
     other_tenants: tuple[str, ...]
+    unnamed_tenants: int
     is_self: bool
     manageable: (
         bool  # disable, enable and reset are allowed (every tenant of theirs is one the admin administers)
@@ -75,13 +76,16 @@ class TeamService:
         ).all()
         tenants = await self._tenants_of(conn, [r.id for r in rows])
         tid = self.who.tenant.tenant_id
+        mine = {m.tenant_id for m in self.who.memberships}
         return [
             Member(
                 email=r.email,
                 role=r.role,
                 disabled=r.disabled_at is not None,
                 since=iso(r.created_at, self.who.tenant.tz),
-                other_tenants=tuple(sorted(t.name for t in tenants.get(r.id, []) if t.tenant_id != tid)),
+                # Only tenants this admin is in too are named: another tenant's name is that tenant's business.
+                other_tenants=tuple(sorted(t.name for t in tenants.get(r.id, []) if t.tenant_id in mine - {tid})),
+                unnamed_tenants=sum(t.tenant_id not in mine for t in tenants.get(r.id, [])),
                 is_self=r.id == self.who.user_id,
                 manageable=all(t.tenant_id in self._administered for t in tenants.get(r.id, [])),
             )
