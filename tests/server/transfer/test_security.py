@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,9 @@ def test_rotated_password_replaces_the_old_one(transfer):
 
     api = transfer.api
     name = api.tenant["name"]
+    opened = ftplib.FTP()
+    opened.connect("127.0.0.1", transfer.port)
+    assert opened.login(name, api.tenant["ftpPassword"]).startswith("230")
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("PROMOFLOW_")}
     where = ["--database-url", api.settings.resolved_database_url(), "--data-dir", str(api.settings.data_dir)]
     ran = CliRunner().invoke(app, ["tenant", "rotate-ftp-password", name, "--json", *where], env=unset,
@@ -274,6 +278,15 @@ def test_rotated_password_replaces_the_old_one(transfer):
     fresh.connect("127.0.0.1", transfer.port)
     assert fresh.login(name, info["ftpPassword"]).startswith("230")
     fresh.quit()
+    # A session that logged in with the old password before the change is held to the new one too: its next
+    # command is refused and the connection closed (here at once: the new login replaced the cached one).
+    with pytest.raises(ftplib.error_perm, match=r"^530 The FTP password was replaced"):
+        opened.storbinary(
+            f"STOR /redemptionImport/{datetime.now(UTC):%Y%m%d%H%M%S}_1_redemptions.xml", io.BytesIO(b"<x/>")
+        )
+    with pytest.raises((EOFError, OSError)):
+        opened.voidcmd("NOOP")
+    opened.close()
     stale = ftplib.FTP()
     stale.connect("127.0.0.1", transfer.port)
     try:

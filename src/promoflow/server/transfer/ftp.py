@@ -273,6 +273,22 @@ class _TenantCommands:
     _current_type: str
     _in_dtp_queue: Any
     respond: Callable[..., None]  # FTPHandler's
+    authenticated: bool
+    password: str
+    close_when_done: Callable[[], None]
+
+    def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
+        # A logged-in session is held to the tenant's current password, as a new login is (`Logins`: at most the
+        # login cache's time late): a password replaced because it leaked stops an open session's next command.
+        if (
+            self.authenticated
+            and cmd != "QUIT"
+            and self.transfer.logins.check(self.username, self.password) is None
+        ):
+            self.respond("530 The FTP password was replaced; log in again with the new one.")
+            self.close_when_done()
+            return
+        super().pre_process_command(line, cmd, arg)  # type: ignore[misc]
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if "a" in mode or self._restart_position:
