@@ -90,6 +90,24 @@ def test_create_a_named_key_use_it_revoke_it_and_the_api_refuses_it(page: Any, s
 
     # It works against the API; then it is revoked, and the API refuses it.
     assert _count(site, secret) == 200
+    # Revoking asks first; answered "Cancel", nothing is sent and the key still works.
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def on_dialog(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", on_dialog)
+
+    answer(False)
+    page.get_by_role("button", name="Revoke store 12").click()
+    expect(page.get_by_role("row").filter(has_text="store 12")).not_to_contain_text("Revoked")
+    assert asked == [
+        "Revoke key store 12? Every request with it is refused at once, and a revoked key cannot be used again."
+    ]
+    assert _count(site, secret) == 200
+    answer(True)
     page.get_by_role("button", name="Revoke store 12").click()
     expect(page.get_by_role("status")).to_have_text("Key store 12 revoked.")
     row = page.get_by_role("row").filter(has_text="store 12")

@@ -177,11 +177,16 @@ def test_a_named_key_is_created_used_rotated_and_revoked(admin: Admin) -> None:
     listing = b.get("/admin/settings/keys").text
     assert "store 12" in listing and secret not in listing and secret[:10] in listing
     # Rotate: the old secret stops at once (this process forgets it), the new one works; the others are untouched.
-    r = b.post("/admin/settings/keys/rotate", {"name": "store 12"})
+    r = b.post("/admin/settings/keys/rotate", {"name": "store 12", "prefix": secret[:10]})
     assert r.status_code == 200
     rotated = _secret(r.text)
     assert rotated != secret
     assert _count(admin, secret) == 401 and _count(admin, rotated) == 200
+    # The same form sent again (a reload of the result page) names the old secret: nothing is rotated, so the
+    # secret just handed out keeps working.
+    again = b.post("/admin/settings/keys/rotate", {"name": "store 12", "prefix": secret[:10]})
+    assert again.status_code == 409 and f"its secret now starts with {rotated[:10]}" in again.text
+    assert rotated not in again.text and _count(admin, rotated) == 200
     assert _count(admin, admin.tenant["apiKey"]) == 200
     # Revoke.
     r = b.post("/admin/settings/keys/revoke", {"name": "store 12"})
@@ -422,3 +427,23 @@ def test_every_settings_action_is_in_the_audit_log_with_its_user(admin: Admin) -
     assert "pf_" not in secrets_seen.replace(created["after"]["prefix"], "").replace(
         rotated["after"]["prefix"], ""
     )
+
+
+def test_actions_that_cannot_be_undone_ask_first(admin: Admin) -> None:
+    """Revoke, rotate, replace the FTP password, disable, reset, remove, deactivate, delete: each form carries the
+    question `admin-confirm.js` asks before sending it (the browser test answers one), and every page loads it."""
+    b = admin.browser("admin")
+    b.post("/admin/settings/keys", {"name": "till 9", "allow": "", "scope": "api"})
+    admin.user("viewer", email="v9@example.com")
+    pages = {
+        "/admin/settings/keys": ("/admin/settings/keys/revoke", "/admin/settings/keys/rotate"),
+        "/admin/settings/ftp": ("/admin/settings/ftp/rotate",),
+        "/admin/settings/users": tuple(f"/admin/settings/users/{a}" for a in ("disable", "reset", "remove")),
+    }
+    for path, actions in pages.items():
+        text = b.get(path).text
+        assert '<script src="/admin/static/admin-confirm.js" defer></script>' in text
+        for action in actions:
+            form = text.split(f'action="{action}"', 1)[1].split(">", 1)[0]
+            assert 'data-confirm="' in form, action
+    assert b.get("/admin/static/admin-confirm.js").status_code == 200

@@ -245,9 +245,18 @@ async def revoke_key(request: Request, who: AdminContext = Depends(admin)) -> Re
 
 @router.post("/settings/keys/rotate")
 async def rotate_key(request: Request, who: AdminContext = Depends(admin)) -> Response:
-    name = await _named(request)
+    form = await form_of(request)
+    name, shown = str(form.get("name") or ""), str(form.get("prefix") or "")
+    keys = ApiKeyService(now_of(request), who.tenant.actor)
     async with writing(request) as conn:
-        new = await ApiKeyService(now_of(request), who.tenant.actor).rotate(conn, who.tenant.tenant_id, name)
+        current = await keys.active(conn, who.tenant.tenant_id, name)
+        # The form showed another secret: the key was rotated since (a reload re-sending this form, another
+        # admin). Rotating again would break the secret just handed out.
+        new = None if shown and current.prefix != shown else await keys.rotate(conn, who.tenant.tenant_id, name)
+    if new is None:
+        stale = Page(notice=f"Key {current.name} was already rotated: its secret now starts with "
+                            f"{current.prefix}…. Nothing was changed.")  # fmt: skip
+        return await _keys(request, who, stale, 409)
     forget(state_of(request), new.key.id)
     secret = _shown_once(f"Key {new.key.name} rotated", new.key.name, new.secret,
                          "The old secret no longer works. Copy the new one now: it is shown only this once.")  # fmt: skip
