@@ -15,7 +15,7 @@ import pytest
 from promoflow.server.db import Database
 from promoflow.server.tenant.service import TenantService
 from promoflow.server.transfer.accounts import verify_password
-from tests.server.admin._helpers import contact, text_of
+from tests.server.admin._helpers import contact, promotion, text_of
 from tests.server.admin.conftest import Admin, Browser, create_user, sign_in
 
 PAGES = ["/admin/settings", "/admin/settings/keys", "/admin/settings/ftp", "/admin/settings/users"]
@@ -130,6 +130,34 @@ def test_settings_are_saved_with_the_same_rules_as_tenant_set(admin: Admin) -> N
     assert r.status_code == 303
     s = _show(admin)["settings"]
     assert "rateLimitPerSecond" not in s and "ipAllowList" not in s and s["rateLimitBurst"] == 80
+
+
+def test_currency_and_time_zone_changes_ask_first_when_promotions_would_change(admin: Admin) -> None:
+    """A new currency re-reads every MONEY value without its own, a new zone moves every validity day: with
+    promotions not ended, the form says so and saves only when sent again with "I understand" ticked."""
+    b = admin.browser("admin")
+    promotion(admin.api, "Running", start="2026-03-01", end="2026-03-31")
+    before = _show(admin)
+    r = b.post(
+        "/admin/settings", {"currency": "EUR", "timeZone": "America/New_York", "reactivationLimit": "4"}
+    )
+    assert r.status_code == 409
+    text = text_of(r.text)
+    assert "Nothing was saved yet." in text and "1 promotion not ended" in text
+    assert "Currency → EUR" in text and "Time zone → America/New_York" in text
+    assert 'value="America/New_York"' in r.text and 'name="confirm" value="yes"' in r.text
+    assert _show(admin) == before
+    r = b.post("/admin/settings", {"currency": "EUR", "timeZone": "America/New_York", "reactivationLimit": "4",
+                                   "confirm": "yes"})  # fmt: skip
+    assert r.status_code == 303
+    info = _show(admin)
+    assert (info["currency"], info["timeZone"], info["settings"]["reactivationLimit"]) == (
+        "EUR",
+        "America/New_York",
+        4,
+    )
+    # Other settings never ask.
+    assert b.post("/admin/settings", {"reactivationLimit": "5"}).status_code == 303
 
 
 def test_wrong_settings_get_an_error_each_and_nothing_is_saved(admin: Admin) -> None:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from fastapi import Depends, Request
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from ...kit.timeutil import local_date
 from ..exceptions import PromoflowError
 from ..http.edge import state_of
+from ..models import promotion
 from ..tenant.keys import SCOPES, ApiKeyService, forget
 from ..tenant.service import (
     CONTACT_TYPES,
@@ -148,6 +151,9 @@ class Page:
     """What the Settings page shows besides the tenant's settings."""
 
     notice: str = ""
+    confirm: list[str] = field(
+        default_factory=list
+    )  # what a save would change, asked about before it is done
     secret: dict[str, str] | None = None  # {"title", "label", "value", "note"}: shown once
     errors: dict[str, str] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
@@ -169,6 +175,41 @@ async def general(request: Request, who: AdminContext = Depends(admin)) -> Respo
     return await _general(request, who, Page(notice=notice))
 
 
+# Settings that change what the tenant's promotions mean: a MONEY value's currency, the hours of validity days.
+_WIDE_REACHING = frozenset({"currency", "timeZone"})
+
+
+async def _live_promotions(conn: AsyncConnection, who: AdminContext, today: date) -> int:
+    """The tenant's promotions not deactivated (drafts, scheduled, active; an ended one's days are past)."""
+    return int(
+        await conn.scalar(
+            select(func.count())
+            .select_from(promotion)
+            .where(
+                promotion.c.tenant_id == who.tenant.tenant_id,
+                promotion.c.deactivated_at.is_(None),
+                or_(promotion.c.end_date.is_(None), promotion.c.end_date >= today),
+            )
+        )
+        or 0
+    )
+
+
+def _consequences(changed: dict[str, str], live: int) -> list[str]:
+    """What saving would do to the tenant's promotions, in words, for the page that asks first."""
+    some = f"{live:,} promotion{'s' if live != 1 else ''} not ended"
+    out = []
+    if "currency" in changed:
+        out.append(f"Currency → {changed['currency'] or '(none)'}: every MONEY value of the {some} that names no "
+                   "currency of its own is read in the new one from then on, at the till and in the API "
+                   "(100 SEK off becomes 100 of the new currency).")  # fmt: skip
+    if "timeZone" in changed:
+        out.append(f"Time zone → {changed['timeZone'] or '(none)'}: the validity days of the {some} start and "
+                   "end at midnight there instead, so coupons may start or stop being valid hours earlier or "
+                   "later, and a promotion may show as Scheduled or Ended where it was Active.")  # fmt: skip
+    return out
+
+
 @router.post("/settings")
 async def save_general(request: Request, who: AdminContext = Depends(admin)) -> Response:
     form = await form_of(request)
@@ -182,6 +223,11 @@ async def save_general(request: Request, who: AdminContext = Depends(admin)) -> 
     changed = {k: v for k, v in sent.items() if v != current.get(k, "")}
     if not changed:
         return redirect(request, "/admin/settings?saved=1")
+    if _WIDE_REACHING & changed.keys() and form.get("confirm") != "yes":
+        async with reading(request) as conn:
+            live = await _live_promotions(conn, who, local_date(now_of(request), who.tenant.tz))
+        if live:
+            return await _general(request, who, Page(values=sent, confirm=_consequences(changed, live)), 409)
     async with writing(request) as conn:
         errors = await save_settings(conn, who, now_of(request), changed)
     if errors:
@@ -252,7 +298,9 @@ async def rotate_key(request: Request, who: AdminContext = Depends(admin)) -> Re
         current = await keys.active(conn, who.tenant.tenant_id, name)
         # The form showed another secret: the key was rotated since (a reload re-sending this form, another
         # admin). Rotating again would break the secret just handed out.
-        new = None if shown and current.prefix != shown else await keys.rotate(conn, who.tenant.tenant_id, name)
+        new = (
+            None if shown and current.prefix != shown else await keys.rotate(conn, who.tenant.tenant_id, name)
+        )
     if new is None:
         stale = Page(notice=f"Key {current.name} was already rotated: its secret now starts with "
                             f"{current.prefix}…. Nothing was changed.")  # fmt: skip

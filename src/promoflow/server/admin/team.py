@@ -84,7 +84,9 @@ class TeamService:
                 disabled=r.disabled_at is not None,
                 since=iso(r.created_at, self.who.tenant.tz),
                 # Only tenants this admin is in too are named: another tenant's name is that tenant's business.
-                other_tenants=tuple(sorted(t.name for t in tenants.get(r.id, []) if t.tenant_id in mine - {tid})),
+                other_tenants=tuple(
+                    sorted(t.name for t in tenants.get(r.id, []) if t.tenant_id in mine - {tid})
+                ),
                 unnamed_tenants=sum(t.tenant_id not in mine for t in tenants.get(r.id, [])),
                 is_self=r.id == self.who.user_id,
                 manageable=all(t.tenant_id in self._administered for t in tenants.get(r.id, [])),
