@@ -164,7 +164,9 @@ Money = Annotated[
     Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT), _AS_JSON_NUMBER
 ]
 """An amount of a receipt (out of range: `InvalidAmount`): a JSON number, or its text."""
-Number = Annotated[Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT)]
+Number = Annotated[
+    Decimal, BeforeValidator(_decimal_in), _NUMBER_SCHEMA, _bounded(ErrorCode.INVALID_AMOUNT), _AS_JSON_NUMBER
+]
 """A quantity, rate or percentage of a receipt: a JSON number (or its text)."""
 PromotionAmount = Annotated[
     Decimal,

@@ -25,6 +25,12 @@ def test_receipt_created_then_duplicate_changes_nothing(flow: Flow) -> None:
     assert tx["uniqueReceiptId"] == body["uniqueReceiptId"] and tx["storeExternalId"] == "S1"
     assert tx["createdDate"] == "2026-03-10T13:00:00+01:00"
     assert tx["totalGrossPrice"] == 150 and tx["type"] == "PURCHASE" and len(tx["lineItems"]) == 2
+    # Numbers come back as the JSON numbers they were sent as (quantities and rates too, not their text).
+    sent = {i["sku"]: i for i in body["items"]}
+    for line in tx["lineItems"]:
+        for name in ("quantity", "grossPaidPrice", "taxAmount", "taxPercent"):
+            if name in sent[line["sku"]]:
+                assert line[name] == sent[line["sku"]][name] and not isinstance(line[name], str), (name, line)
 
 
 def test_quick_and_full_path_store_the_same_receipt(flow: Flow) -> None:
