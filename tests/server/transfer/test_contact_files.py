@@ -88,3 +88,27 @@ def test_a_key_of_another_tenants_contact_is_not_found(transfer: Any) -> None:
     assert record.verdict is Verdict.NOT_FOUND and record.contact_id is None
     got = api.get(f"/api/v2/contacts/{theirs['id']}", headers=api.as_tenant(other)).json()["attributes"]
     assert got["firstName"] == "Theirs"
+
+
+def test_a_refused_field_is_skipped_and_named_and_the_others_are_applied(transfer: Any) -> None:
+    """Part B §9.3: a contact import validates field by field. A mistyped phone number does not lose the customer
+    registered offline; a record whose key itself is refused creates nothing."""
+    api = transfer.api
+    before = _count(api)
+    data = write_contacts([
+        ContactRecord(attributes={"email": "pf@example.com", "mobilePhone": "12", "firstName": "PerField"}),
+        ContactRecord(match_key="pf@example.com", match_key_type="email",
+                      attributes={"city": "Lund", "socialSecurityNumber": "not-a-number"}),
+        ContactRecord(attributes={"email": "not an e-mail", "firstName": "Nobody"}),
+    ])  # fmt: skip
+    _, records = transfer.process(CONTACT_IMPORT_DIR, "20260310120000_9_contacts.xml", data)
+    assert [r.verdict for r in records] == [Verdict.APPLIED, Verdict.APPLIED, Verdict.INVALID]
+    assert (records[0].reason or "").startswith("created; skipped mobilePhone (InvalidPhoneNumber: ")
+    assert (records[1].reason or "").startswith(
+        "updated; skipped socialSecurityNumber (InvalidSocialSecurityNumber"
+    )
+    assert "key attribute 'email'; refused email (InvalidEmailAddress: " in (records[2].reason or "")
+    got = _attributes(api, str(records[0].contact_id))
+    assert (got["email"], got["firstName"], got["city"]) == ("pf@example.com", "PerField", "Lund")
+    assert "mobilePhone" not in got and "socialSecurityNumber" not in got
+    assert _count(api) == before + 1

@@ -183,6 +183,18 @@ def _clean_attributes(body: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+def field_problems(body: dict[str, Any]) -> dict[str, PromoflowError]:
+    """Each attribute of a body that would be refused, checked on its own (a contact file validates field by
+    field, Part B §9.3: the bad fields are skipped, the others applied)."""
+    problems: dict[str, PromoflowError] = {}
+    for name, value in body.items():
+        try:
+            _clean_attributes({name: value})
+        except PromoflowError as exc:
+            problems[name] = exc
+    return problems
+
+
 WARNINGS_HEADER = "Promoflow-Warnings"
 _MAX_NAMED = 20
 

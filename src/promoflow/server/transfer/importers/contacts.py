@@ -12,11 +12,17 @@ A record names its contact in one of three ways:
 
 Either way the result carries the contact's GUID in ``contactId``, so an integrator never has to look up a
 contact it created or changed by file.
+
+Fields are validated one by one, as Engage's contact import does (Part B §9.3): a field the API would refuse (a
+phone number "12") is skipped and named in the line's reason, the others are applied. What leaves the record no
+contact — a create without its key attribute, because it was missing or itself refused — makes the line
+``invalid``, with nothing applied.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....wire.errors import ErrorCode
 from ....wire.xml import ContactRecord, Record, Verdict
 from ...contact.errors import ContactNotFoundError
-from ...contact.service import ContactService
+from ...contact.service import ContactService, field_problems
+from ...exceptions import PromoflowError
 from ...tenant.service import TenantContext
 from ..results import Outcome
 from ._common import each_in_savepoint
@@ -64,6 +71,25 @@ class ContactApplier:
     async def _one(self, conn: AsyncConnection, rec: Record[ContactRecord]) -> Outcome:
         value = rec.value
         body = value.body()
+        skipped = field_problems(body)
+        for name in skipped:
+            del body[name]
+        said = "; ".join(f"{name} ({exc.code.value}: {exc.message})" for name, exc in skipped.items())
+        try:
+            outcome = await self._apply(conn, rec, body)
+        except PromoflowError as exc:
+            if not skipped:
+                raise
+            # Without the skipped fields there is no contact to make (its key was among them): say both.
+            raise type(exc)(f"{exc.message}; refused {said}") from exc
+        if skipped and outcome.verdict is Verdict.APPLIED:
+            outcome = replace(outcome, reason=f"{outcome.reason}; skipped {said}")
+        return outcome
+
+    async def _apply(
+        self, conn: AsyncConnection, rec: Record[ContactRecord], body: dict[str, Any]
+    ) -> Outcome:
+        value = rec.value
         contact_id = value.contact_id
         if value.match_key is not None:
             found = await self._by_match_key(conn, value)
