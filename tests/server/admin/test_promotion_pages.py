@@ -53,6 +53,16 @@ def test_a_marketer_creates_a_draft_that_the_api_reads_back(admin: Admin) -> Non
         ),
         ({"ch_POS": ""}, "channels", "Choose at least one channel"),
         ({"assigned_amount": "0"}, "assigned_amount", "Enter a whole number from 1 to 3650"),
+        ({"heading": "h" * 600}, "heading", "The heading is at most 450 characters."),
+        ({"description": "d" * 20_000}, "description", "The description is at most 4,000 characters."),
+        ({"image_url": "https://example.com/" + "i" * 3000}, "image_url", "The image URL is at most 2,000"),
+        ({"link": "https://example.com/" + "l" * 3000}, "link", "The link is at most 2,000 characters."),
+        ({"link": "javascript:alert(1)"}, "link", "Use a web address that starts with https://"),
+        (
+            {"image_url": "data:image/png;base64,AAAA"},
+            "image_url",
+            "Use a web address that starts with https://",
+        ),
     ],
 )
 def test_form_errors_are_shown_next_to_their_field_and_nothing_is_saved(

@@ -26,6 +26,13 @@ VALUE_TYPE_LABELS = {
 }
 TEXT_FIELDS = ("name", "external_id", "start_date", "end_date", "assigned_amount", "assigned_unit", "heading",
                "description", "image_url", "link", "return_policy")  # fmt: skip
+# The presentation's fields: the form's name, the words for it, its longest text (`wire.engage.Presentation`).
+_PRESENTATION = {
+    "heading": ("heading", "The heading", 450),
+    "description": ("description", "The description", 4000),
+    "imageUrl": ("image_url", "The image URL", 2000),
+    "link": ("link", "The link", 2000),
+}
 
 
 @dataclass
@@ -116,6 +123,11 @@ class PromotionForm:
             })  # fmt: skip
         if not channels and not lenient and "ch" not in self.errors:
             err("channels", "Choose at least one channel: POS, ECOM or OTHER.")
+        for name in ("image_url", "link"):
+            address = self.get(name)
+            if address and not address.lower().startswith(("https://", "http://")):
+                # The pages show only http(s) links and images, and a till or web shop should get no other.
+                err(name, "Use a web address that starts with https:// (or http://).")
         return {
             "name": self.get("name"),
             "externalId": self.get("external_id") or None,
@@ -179,6 +191,9 @@ class PromotionForm:
             self.errors.setdefault("name", "The name is 1 to 450 characters.")
         elif loc[:1] == ["externalId"]:
             self.errors.setdefault("external_id", "The external id is at most 450 characters.")
+        elif loc[:1] == ["presentation"] and len(loc) > 1 and loc[1] in _PRESENTATION:
+            name, what, most = _PRESENTATION[loc[1]]
+            self.errors.setdefault(name, f"{what} is at most {most:,} characters.")
         elif loc[:1] == ["redemptionChannels"] and len(loc) > 2:
             ch = body["redemptionChannels"][int(loc[1])]["type"]
             part = {"instruction": "instruction", "localValues": "local_values"}.get(loc[2], "value")
