@@ -245,3 +245,23 @@ def test_everything_works_from_the_keyboard(page: Any, site: Site) -> None:
     tab_to("e.textContent.trim() === 'Sign out'")
     page.keyboard.press("Enter")
     page.wait_for_url("**/admin/login")
+
+
+def test_a_phone_wide_screen_reaches_every_menu_item_without_scrolling_sideways(
+    page: Any, site: Site
+) -> None:
+    """At 390 px the header wraps instead of widening the page: every navigation link and Sign out are on the
+    screen, and no page is wider than the screen (wide tables scroll inside their own box)."""
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, site)
+    for path in ("/admin/promotions", "/admin/contacts", "/admin/imports", "/admin/reports", "/admin/audit"):
+        page.goto(site.url + path)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)
+        for name in ("Promotions", "Contacts", "Imports", "Reports", "Audit log"):
+            link = page.get_by_role("navigation", name="Main").get_by_role("link", name=name)
+            expect(link).to_be_in_viewport()
+        expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
+    shot(page, "narrow-promotions")
