@@ -227,6 +227,17 @@ def test_assign_from_the_card(admin: Admin) -> None:
     r = b.post(f"/admin/contacts/{people['cy']}/assign", {"promotion_id": pid})
     assert r.status_code == 303
     assert len(admin.api.get(f"/api/v2/contacts/{people['cy']}/promotions").json()) == 1
+    # The same promotion again while the first coupon is unused: the card asks first, and assigns on "anyway".
+    r = b.post(f"/admin/contacts/{people['cy']}/assign", {"promotion_id": pid})
+    assert r.status_code == 409
+    assert (
+        "already holds 1 unused coupon of From card" in text_of(r.text)
+        and 'name="again" value="yes"' in r.text
+    )
+    assert len(admin.api.get(f"/api/v2/contacts/{people['cy']}/promotions").json()) == 1
+    r = b.post(f"/admin/contacts/{people['cy']}/assign", {"promotion_id": pid, "again": "yes"})
+    assert r.status_code == 303
+    assert len(admin.api.get(f"/api/v2/contacts/{people['cy']}/promotions").json()) == 2
 
 
 def test_another_tenants_contacts_and_runs_answer_404(admin: Admin) -> None:

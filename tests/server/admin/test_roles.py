@@ -37,7 +37,7 @@ def _actions(w: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
         (f"/admin/promotions/{w['pid']}/assign/run", {"contacts": "roles@example.com"}),
         (f"/admin/promotions/{w['pid']}/assign/one", {"contact_id": w["cid"]}),
         (f"/admin/promotions/{w['pid']}/segment/run", {"seg_city": "Lund"}),
-        (f"/admin/contacts/{w['cid']}/assign", {"promotion_id": w["pid"]}),
+        (f"/admin/contacts/{w['cid']}/assign", {"promotion_id": w["pid"], "again": "yes"}),
         (f"/admin/contacts/{w['cid']}/reactivate", {"assignment_id": w["aid"], "reason": "test"}),
         (f"/admin/promotions/{w['pid']}/deactivate", {}),
     ]

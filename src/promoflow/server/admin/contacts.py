@@ -50,7 +50,15 @@ async def card(contact_id: str, request: Request, who: AdminContext = Depends(vi
 @router.post("/contacts/{contact_id}/assign")
 async def assign(contact_id: str, request: Request, who: AdminContext = Depends(marketer)) -> Response:
     cid = guid_or_404(contact_id, "contact")
-    pid = guid_or_404(str((await form_of(request)).get("promotion_id") or ""), "promotion")
+    form = await form_of(request)
+    pid = guid_or_404(str(form.get("promotion_id") or ""), "promotion")
+    if form.get("again") != "yes":
+        # A second coupon of a promotion the customer still holds unused is rarely meant (the bulk check skips
+        # such contacts): the card asks first.
+        async with reading(request) as conn:
+            held = await gateway.unused_held(conn, who.tenant, cid, pid)
+        if held:
+            return await _card(request, who, contact_id, 409, assign_again=(pid, held))
     async with writing(request) as conn:
         await gateway.assign_one(conn, who.tenant, now_of(request), cid, pid)
     return redirect(request, f"/admin/contacts/{cid}?assigned={pid}")

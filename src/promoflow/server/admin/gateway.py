@@ -762,6 +762,24 @@ class CardAssignment:
     promotion_note: str = ""
 
 
+async def unused_held(
+    conn: AsyncConnection, ctx: TenantContext, contact_id: uuid.UUID, pid: uuid.UUID
+) -> int:
+    """How many of the promotion's assignments the contact holds not redeemed (and not deleted)."""
+    return int(
+        await conn.scalar(
+            select(func.count()).where(
+                assignment.c.tenant_id == ctx.tenant_id,
+                assignment.c.contact_id == contact_id,
+                assignment.c.promotion_id == pid,
+                assignment.c.redeemed_at.is_(None),
+                assignment.c.deleted_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
 @dataclass
 class ContactCard:
     contact: dict[str, Any]  # the API's contact model
