@@ -46,6 +46,9 @@ def test_check_counts_then_assign_runs_the_bulk_job_with_a_summary_and_a_csv(adm
     assert admin.api.run_jobs() >= 1  # the run (and any job another test left due in the shared database)
     page = text_of(b.get(run).text)
     assert "Assigned 2 · already held 1 · unknown 2 · invalid 1 · duplicate lines 1" in page
+    # The Jobs list says the same of the run, and names its promotion.
+    jobs = b.get("/admin/imports/jobs").text
+    assert "Assigned 2 · already held 1 · unknown 2 · invalid 1 · duplicate lines 1" in text_of(jobs)
     progress = b.get(run, headers={"HX-Request": "true"}).text
     assert "<html" not in progress and 'hx-trigger="every 1s"' not in progress  # polling stops when done
     rows = list(csv.reader(io.StringIO(b.get(run + "/result.csv").text)))

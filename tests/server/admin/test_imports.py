@@ -175,7 +175,8 @@ def test_jobs_are_listed_with_progress_and_result(admin: Admin) -> None:
     assert "Bulk assignment" in queued.text and 'hx-trigger="every 2s"' in queued.text
     api.run_jobs()
     done = text_of(viewer.get("/admin/imports/jobs").text)
-    assert "Assigned 1 · already held 0 · not found 0 · invalid 0" in done
+    assert "Assigned 1 · already held 0 · unknown 0" in done and "invalid" not in done
+    assert f'<a href="/admin/promotions/{pid}">Ten off</a>' in viewer.get("/admin/imports/jobs").text
 
 
 def test_only_signed_in_users_see_imports(admin: Admin) -> None:

@@ -570,6 +570,24 @@ class JobView:
     def counted(self, outcome: str) -> int:
         return self.counts.get(outcome, 0)
 
+    @property
+    def summary(self) -> str:
+        return run_summary(self.result or {}, self.counts)
+
+
+def run_summary(result: dict[str, Any], counts: dict[str, int]) -> str:
+    """An assignment run's result in words, the same on its page and in the Jobs list: what the worker did
+    (``result``) with what the check before it set aside (``counts``: unknown keys, duplicate lines…)."""
+    text = (f"Assigned {result.get('assigned', 0):,} · "
+            f"already held {counts.get('already-held', 0) + result.get('alreadyAssigned', 0):,} · "
+            f"unknown {counts.get('unknown', 0) + result.get('notFound', 0):,}")  # fmt: skip
+    invalid = counts.get("invalid", 0) + result.get("invalid", 0)
+    if invalid:
+        text += f" · invalid {invalid:,}"
+    if counts.get("duplicate"):
+        text += f" · duplicate lines {counts['duplicate']:,}"
+    return text
+
 
 async def get_bulk(conn: AsyncConnection, ctx: TenantContext, job_id: uuid.UUID, *,
                    with_lines: bool = False) -> JobView:  # fmt: skip

@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.guid import parse_guid
 from ...wire.xml import PROCESSED_DIR, Verdict
 from ..exceptions import NotFoundError
-from ..models import file_import, import_record, job
+from ..models import file_import, import_record, job, promotion
 from ..promotion.bulk import BULK_ASSIGN
 from ..tenant.service import TenantContext
 from ..transfer.errors import ImportNotFoundError
 from ..transfer.files import FileStore
 from ..transfer.inbox import FILE_IMPORT_JOB
+from .gateway import run_summary
 
 PAGE_SIZE = 50
 RECORD_PAGE_SIZE = 50
@@ -305,6 +306,8 @@ class JobLine:
     finished_at: datetime | None
     promotion_id: str | None
     admin_run: bool
+    counts: dict[str, int] | None = None  # an assignment run's check (`gateway.run_summary`)
+    promotion_name: str | None = None
 
     @property
     def kind_text(self) -> str:
@@ -323,8 +326,7 @@ class JobLine:
             return "Waiting" if self.status == "queued" else "Running"
         res = self.result or {}
         if self.kind == BULK_ASSIGN:
-            return (f"Assigned {res.get('assigned', 0):,} · already held {res.get('alreadyAssigned', 0):,} · "
-                    f"not found {res.get('notFound', 0):,} · invalid {res.get('invalid', 0):,}")  # fmt: skip
+            return run_summary(res, self.counts or {})
         if self.kind == "promotion_export":
             if res.get("file"):
                 counts = ", ".join(f"{k} {v:,}" for k, v in sorted((res.get("counts") or {}).items()))
@@ -348,7 +350,8 @@ async def list_jobs(
         await conn.execute(
             select(j.id, j.public_id, j.kind, j.status, j.progress_done, j.progress_total, j.result, j.error,
                    j.created_at, j.finished_at, j.payload["promotionId"].as_string().label("promotion_id"),
-                   j.payload["admin"]["origin"].as_string().label("origin"))
+                   j.payload["admin"]["origin"].as_string().label("origin"),
+                   j.payload["admin"]["counts"].label("counts"))
             .where(and_(*conds)).order_by(j.id.desc()).limit(size + 1)
         )
     ).all()  # fmt: skip
@@ -367,7 +370,18 @@ async def list_jobs(
             r.finished_at,
             r.promotion_id,
             r.kind == BULK_ASSIGN and r.origin is not None,
+            r.counts if isinstance(r.counts, dict) else None,
         )  # fmt: skip
         for r in rows
     ]
+    pids = {p for line in lines if (p := parse_guid(line.promotion_id or "")) is not None}
+    if pids:
+        names = dict(
+            (await conn.execute(
+                select(promotion.c.id, promotion.c.name)
+                .where(promotion.c.tenant_id == ctx.tenant_id, promotion.c.id.in_(pids))
+            )).all()
+        )  # fmt: skip
+        for line in lines:
+            line.promotion_name = names.get(parse_guid(line.promotion_id or ""))
     return lines, (str(rows[-1].public_id) if more and rows else None)
