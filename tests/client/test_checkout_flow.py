@@ -182,6 +182,21 @@ def test_server_down_for_the_whole_checkout_completes_the_sale_locally(
     assert cache.pending_create("email", email) == queued[0].id
 
 
+def test_a_customer_identified_with_any_while_offline_keeps_the_receipt(
+    live: LiveEngage, outbox: Outbox, cache: ContactCache, closed_port_url: str
+) -> None:
+    """`identify(any=…)` offline: the receipt is queued under that key (the server reads `any` by Engage's rule),
+    not skipped for want of a customer."""
+    sale = flow_for(live, outbox, cache, closed_port_url).start()
+    assert sale.identify(any="nils@example.com").status is StepStatus.OFFLINE
+    sale.apply(basket())
+    done = sale.complete()
+    assert done.receipt.status is StepStatus.QUEUED
+    (queued,) = outbox.intents(IntentState.QUEUED, kind=IntentKind.RECEIPT)
+    (record,) = [r.value for r in read_transactions(outbox.path(queued)) if isinstance(r, Record)]
+    assert (record.contact.match_key, record.contact.match_key_type) == ("nils@example.com", "any")
+
+
 def test_server_down_at_payment_queues_the_redemptions_and_the_receipt(
     live: LiveEngage, outbox: Outbox, cache: ContactCache
 ) -> None:

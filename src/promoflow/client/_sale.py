@@ -285,7 +285,8 @@ class Sale:
     def _receipt_contact(self) -> ReceiptContact | None:
         if self.contact_id is not None:
             return ReceiptContact(match_key=self.contact_id, match_key_type="contactId")
-        if self.key is not None and self.key[0] != "any":
+        if self.key is not None:
+            # `any` too: the server reads it by Engage's `any` rule, as it reads the contact change sent with it.
             return ReceiptContact(match_key=self.key[1], match_key_type=self.key[0])
         return None
 

@@ -42,6 +42,22 @@ def test_receipt_for_unknown_contact_is_kept_and_matched_on_create(flow: Flow) -
     assert flow.count(receipt, receipt.c.tenant_id == flow.tenant_id, receipt.c.status == "matched") == 1
 
 
+def test_a_receipt_keyed_by_any_is_read_by_engages_any_rule(flow: Flow) -> None:
+    """matchKeyType `any` (an extension: a till that identified its customer with `any` while offline sends its
+    receipt so): the first of email, social security number and phone the key validates as, else the custom key;
+    kept pending under that key when no contact holds it yet."""
+    ada = flow.contact("ada@example.com")
+    number = flow.api.get(f"/api/v2/contacts/{ada}").json()["attributes"]["memberNumber"]
+    for key in ("ADA@example.com", number):
+        r = flow.send(receipt_body(key=key, key_type="any"))
+        assert (r.status_code, r.json()["status"]) == (200, "Created"), (key, r.text)
+    assert flow.api.get(f"/api/v2/contacts/{ada}/transactions").json()["totalCount"] == 2
+    r = flow.send(receipt_body(key="later-any@example.com", key_type="ANY"))
+    assert r.status_code == 202 and r.json()["status"] == "PendingContactMatch"
+    later = flow.contact("later-any@example.com")
+    assert flow.api.get(f"/api/v2/contacts/{later}/transactions").json()["totalCount"] == 1
+
+
 def test_pending_receipt_applies_its_promotions_when_a_contact_gets_the_key(flow: Flow) -> None:
     cid = flow.contact("member@example.com")
     pid = flow.promotion("POS")

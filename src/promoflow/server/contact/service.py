@@ -294,6 +294,19 @@ def holders(column: Any, *selected: Any, typed: bool, limit: int) -> Select[Any]
     )
 
 
+def any_key(ctx: TenantContext, raw: str) -> tuple[str, str]:
+    """Engage's `any` rule: the attribute a value is read as — the first of email, socialSecurityNumber and
+    mobilePhone it validates as, else the tenant's custom key — and the value normalised. The first that validates
+    decides, even when no contact holds it (`GET /contacts/id?any=`, a receipt's or a contact file's `any`)."""
+    for attr in ("email", "socialSecurityNumber", "mobilePhone"):
+        try:
+            return attr, _NORMALIZERS[attr](raw)
+        except PromoflowError:
+            continue
+    custom = ctx.custom_key if ctx.custom_key in ("memberNumber", "externalId") else "memberNumber"
+    return custom, normalize_key(raw)
+
+
 def lookup_question(ctx: TenantContext, params: dict[str, str | None]) -> tuple[str, str, str | None]:
     """`GET /contacts/id`'s question (Part B §6.2): the column, the normalised value and the contact type (None:
     any) of the one key given; raises what the look-up answers to a question it refuses. The contact is the one
@@ -308,18 +321,8 @@ def lookup_question(ctx: TenantContext, params: dict[str, str | None]) -> tuple[
     assert raw is not None
     custom_col = _LOOKUP_COLUMNS.get(ctx.custom_key, "member_number")
     if name == "any":
-        # Engage's rule: the first attribute the value validates as decides, even when it finds nothing.
-        column, value = custom_col, normalize_key(raw)
-        for attr, col in (
-            ("email", "email"),
-            ("socialSecurityNumber", "ssn"),
-            ("mobilePhone", "mobile_phone"),
-        ):
-            try:
-                column, value = col, _NORMALIZERS[attr](raw)
-                break
-            except PromoflowError:
-                continue
+        attr, value = any_key(ctx, raw)
+        column = _LOOKUP_COLUMNS[attr]
     elif name == "customKey":
         column, value = custom_col, normalize_key(raw)
     elif name in ("email", "mobilePhone", "socialSecurityNumber"):

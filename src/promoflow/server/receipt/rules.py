@@ -20,7 +20,8 @@ from typing import Any
 
 from ...wire.engage import Receipt, ReceiptItem, ReceiptItemType
 from ..contact.errors import InvalidContactIdError
-from ..contact.service import normalize_email, normalize_key, normalize_phone, normalize_ssn
+from ..contact.service import any_key, normalize_email, normalize_key, normalize_phone, normalize_ssn
+from ..tenant.service import TenantContext
 from .errors import (
     InvalidAmountError,
     InvalidCreatedDateError,
@@ -60,11 +61,15 @@ _NORMALIZE = {
 }
 
 
-def canonical_key(key_type: str, value: str) -> tuple[str, str]:
-    """(canonical matchKeyType, normalised matchKey); 400 `InvalidMatchKeyType` or the key's own format error."""
+def canonical_key(key_type: str, value: str, ctx: TenantContext | None = None) -> tuple[str, str]:
+    """(canonical matchKeyType, normalised matchKey); 400 `InvalidMatchKeyType` or the key's own format error.
+    ``any`` (an extension, given the tenant: a till that identified its customer with `any` while offline) is read
+    by Engage's `any` rule (`contact.service.any_key`) as the key type it names."""
+    if ctx is not None and key_type.strip().lower() == "any":
+        return any_key(ctx, value)
     kt = KEY_TYPES.get(key_type.strip().lower())
     if kt is None:
-        allowed = "contactId, email, mobilePhone, memberNumber, externalId, socialSecurityNumber"
+        allowed = "contactId, email, mobilePhone, memberNumber, externalId, socialSecurityNumber, any"
         raise InvalidMatchKeyTypeError(f"contact.matchKeyType {key_type!r} is not one of {allowed}")
     if kt == "contactId":
         from ...kit.guid import parse_guid

@@ -80,7 +80,7 @@ class ReceiptService:
         canonical match key, and the row to insert (contact still unknown). Shared by `ingest` and the quick path
         (which takes ``body`` as JSON text: the same document, serialised by pydantic instead of the driver)."""
         checked = check_receipt(body, self.now)
-        key_type, key_value, contact_type = _match_key(body)
+        key_type, key_value, contact_type = _match_key(body, self.ctx)
         row = {
             "id": uuid.uuid4(),
             "tenant_id": self.ctx.tenant_id,
@@ -115,7 +115,7 @@ class ReceiptService:
         keys = set()
         for body in bodies:
             try:
-                keys.add(_match_key(body))
+                keys.add(_match_key(body, self.ctx))
             except PromoflowError:
                 continue
         return await ContactService(self.ctx, self.now).find_many_by_key(conn, keys)
@@ -216,9 +216,9 @@ ContactsFound = dict[tuple[str, str, str | None], uuid.UUID | None]
 """Contacts by (match key type, normalised key, contact type), as `ReceiptService.find_contacts` found them."""
 
 
-def _match_key(body: Receipt) -> tuple[str, str, str | None]:
+def _match_key(body: Receipt, ctx: TenantContext) -> tuple[str, str, str | None]:
     """What a receipt's contact is looked up by: (canonical matchKeyType, normalised matchKey, contact type)."""
-    key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key)
+    key_type, key_value = canonical_key(body.contact.match_key_type, body.contact.match_key, ctx)
     contact_type = contact_type_of(body.contact.contact_type) if body.contact.contact_type else None
     return key_type, key_value, contact_type
 
