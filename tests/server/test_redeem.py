@@ -175,7 +175,9 @@ def test_extension_fields_are_kept_with_the_redemption(api: Any, flow: dict[str,
         "pos-7-r-123",
     )
     refused = api.post(f"/api/v2/promotions/codes/{aid}/redeem", json="POS")
-    assert "store S-7" in assert_error(refused, 409, "PromotionAlreadyRedeemed")["message"]
+    assert assert_error(refused, 409, "PromotionAlreadyRedeemed")["message"] == (
+        "the promotion was already redeemed at 2026-03-10T13:30:00+01:00 via POS in store S-7 (receipt R-123)"
+    )
 
 
 def test_include_redeemed_lists_redeemed_and_expired_ones(api: Any, flow: dict[str, Any]) -> None:

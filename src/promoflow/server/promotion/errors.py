@@ -155,8 +155,11 @@ class PromotionAlreadyRedeemedError(ConflictError):
 
     def __init__(self, row: Any, tz: tzinfo) -> None:
         where = f" in store {row.redeemed_store}" if row.redeemed_store else ""
+        # The sale too, as a result file's reason names it (client.sync._describe_conflict): "(receipt R-9)".
+        sale = f" (receipt {row.redeemed_receipt_id})" if row.redeemed_receipt_id else ""
         super().__init__(
             f"the promotion was already redeemed at {iso(row.redeemed_at, tz)} via {row.redeemed_channel}{where}"
+            f"{sale}"
         )
         self.redeemed_at: datetime = row.redeemed_at
         self.channel: str | None = row.redeemed_channel
