@@ -196,3 +196,37 @@ def test_report_csvs_keep_names_that_look_like_formulas_inert(admin: Admin) -> N
         assert cells and live == [], live
     assert f"'{name}" in files[0].text.replace('""', '"') and f"'{store}" in files[1].text
     assert "'@SUM(A1:A9)" in files[1].text and "'-1+1" in files[2].text
+
+
+def test_returns_are_a_share_of_every_redemption_made_also_those_given_back(admin: Admin) -> None:
+    """Redeemed counts what is redeemed now; a redemption given back (reactivated) leaves it but was made: the
+    return rate is of all redemptions made, and the page says how many were given back."""
+    api = admin.api
+    pid = promotion(api, "Given back", start="2026-03-01", end="2026-03-31")
+    emails = ["g1@example.com", "g2@example.com"]
+    coupons = [assign(api, contact(api, email=e), pid) for e in emails]
+    api.clock.advance(timedelta(hours=1))  # 14:00 Stockholm: the sales below come after the assignments
+    sales = []
+    for email, coupon in zip(emails, coupons, strict=True):
+        sale = receipt_body(
+            key=email, used=[{"couponId": coupon}], store="S1", created="2026-03-10T13:30:00+01:00"
+        )
+        r = api.post("/api/v2/receipts", json=sale)
+        assert r.status_code == 200 and r.json()["warnings"] == [], r.text
+        sales.append(sale)
+    back = receipt_body(key=emails[0], store="S1", created="2026-03-10T13:45:00+01:00",
+                        items=[item("100.00", sku="A", qty=-1, type_="RETURN")],
+                        originalUniqueReceiptId=sales[0]["uniqueReceiptId"])  # fmt: skip
+    assert api.post("/api/v2/receipts", json=back).status_code == 200
+    r = api.post(f"/api/v2/promotions/codes/{coupons[1]}/reactivate")
+    assert r.status_code == 200, r.text
+    report = api.get(f"/api/v2/reports/promotions/{pid}").json()
+    assert (report["redeemed"], report["reactivated"], report["returns"]) == (1, 1, 1)
+    viewer = admin.browser("viewer")
+    html = viewer.get(f"/admin/reports/{pid}").text
+    text = text_of(html)
+    assert [_figure(html, f) for f in ("redeemed", "returned")] == [1, 1]
+    assert "50.0 % of redeemed" in text
+    assert "Reactivated 1: redemptions given back since" in text and "all 2 redemptions made" in text
+    (row,) = _csv(viewer.get(f"/admin/reports/{pid}/funnel.csv"))
+    assert row["returnRate"] == "0.5"

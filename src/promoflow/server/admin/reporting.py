@@ -90,8 +90,14 @@ class PromotionReport:
             Step("Assigned", a["assigned"]),
             Step("Shown", a["shown"], "of assigned", rate(a["shown"], a["assigned"])),
             Step("Redeemed", a["redeemed"], "of assigned", rate(a["redeemed"], a["assigned"])),
-            Step("Returned", a["returns"], "of redeemed", rate(a["returns"], a["redeemed"])),
+            Step("Returned", a["returns"], "of redeemed", rate(a["returns"], self.redeemed_ever)),
         ]
+
+    @property
+    def redeemed_ever(self) -> int:
+        """Redemptions made, including those given back since (a return or a marketer reactivated them): what
+        returns are a share of. "Redeemed" counts what is redeemed now, so it alone can be below "Returned"."""
+        return int(self.api["redeemed"]) + int(self.api.get("reactivated") or 0)
 
     def range_total(self) -> DayRow:
         t = DayRow(self.end)
@@ -282,7 +288,7 @@ def report_csv(report: PromotionReport, view: str) -> str:
             ["promotionId", "name", "assigned", "shown", "redeemed", "returned", "shownRate", "redemptionRate",
              "returnRate", "asOf"],
             [[str(report.id), report.name, a["assigned"], a["shown"], a["redeemed"], a["returns"],
-              _ratio(a["shown"], a["assigned"]), a["redemptionRate"], _ratio(a["returns"], a["redeemed"]), as_of]],
+              _ratio(a["shown"], a["assigned"]), a["redemptionRate"], _ratio(a["returns"], report.redeemed_ever), as_of]],
         )  # fmt: skip
     if view == "by-day":
         return csv_text(
