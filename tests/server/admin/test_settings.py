@@ -455,6 +455,9 @@ def test_every_settings_action_is_in_the_audit_log_with_its_user(admin: Admin) -
     assert "pf_" not in secrets_seen.replace(created["after"]["prefix"], "").replace(
         rotated["after"]["prefix"], ""
     )
+    # On the page, what an edit's "before" names only to say what was changed is context, not a value erased.
+    page = text_of(b.get("/admin/audit", params={"action": "api_key.revoke"}).text)
+    assert "name : till 3" in page and "revoked : false → true" in page.lower() and "till 3 → —" not in page
 
 
 def test_actions_that_cannot_be_undone_ask_first(admin: Admin) -> None:

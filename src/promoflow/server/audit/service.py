@@ -175,6 +175,13 @@ class AuditEntry:
         b, a = self.before or {}, self.after or {}
         return [(k, b.get(k), a.get(k)) for k in {**b, **a}]
 
+    def context(self) -> list[str]:
+        """The fields an edit's ``before`` names only to say what was changed (a user's e-mail, a key's name):
+        its ``after`` leaves them out, so they are context, not a value that was erased."""
+        if self.before is None or self.after is None:
+            return []
+        return [k for k in self.before if k not in self.after]
+
 
 @dataclass(frozen=True)
 class AuditFilter:
