@@ -166,3 +166,53 @@ def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path
     assert [n for n in order if n.startswith("q1")] == ["q1-a", "q1-b", "q1-c"]
     assert order.index("q2-a") < order.index("q1-b")  # not behind the whole of q1
     assert max(held_at_once) == 2  # q1's current job and q2's: never two of one queue
+
+
+def test_a_running_job_with_a_long_step_is_kept_alive_and_not_taken_over(own_url, tmp_path):
+    """A step longer than the stall time (an import batch of many refused lines on a loaded database): its
+    worker renews the running job's heartbeat, so another worker's recovery finds nothing stalled."""
+    settings = Settings(
+        database_url=own_url, data_dir=tmp_path, worker_stall_seconds=2, export_interval_seconds=0
+    )
+    tenant = make_tenant(settings)
+    clock = FrozenClock(START)
+    ran: list[str] = []
+
+    async def scenario() -> list[int]:
+        started, finish = asyncio.Event(), asyncio.Event()
+
+        async def long_step(ctx: JobContext) -> dict[str, Any]:
+            ran.append(ctx.worker)
+            started.set()
+            await finish.wait()
+            return {}
+
+        composition = compose(
+            [*default_composition().features, Feature(name="t", jobs={"test.long": long_step})]
+        )
+        db = Database(own_url, pool_size=4)
+        try:
+            async with db.write() as conn:
+                await queue.enqueue(conn, uuid.UUID(tenant["tenantId"]), "test.long", {}, clock.now())
+            holder = Worker(db, clock, settings=settings, composition=composition, poll_seconds=0.05)
+            running = asyncio.create_task(holder.run_until_idle())
+            recovered = []
+            try:
+                await asyncio.wait_for(started.wait(), 30)
+                for _ in range(3):  # three stall windows pass while the step runs
+                    clock.advance(timedelta(seconds=2.5))
+                    await holder._housekeeping(clock.now())  # its recovery tick: it renews what it holds
+                    async with db.write() as conn:  # what another worker's recovery does first
+                        recovered.append(await queue.recover_stalled(conn, clock.now(), timedelta(seconds=2)))
+            finally:
+                finish.set()
+            assert await asyncio.wait_for(running, 30) == 1
+            async with db.read() as conn:
+                row = (await conn.execute(select(job.c.status, job.c.attempts))).one()
+            assert (row.status, row.attempts) == ("succeeded", 1)
+            return recovered
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario()) == [0, 0, 0]
+    assert len(ran) == 1

@@ -167,6 +167,11 @@ def housekeeping_tick(settings: Settings) -> timedelta:
     return _clamp(timedelta(seconds=interval) / 4) if interval > 0 else MAX_TICK
 
 
+# A running job's step may take this many stall windows (`worker_stall_seconds`) before its worker stops renewing
+# its heartbeat for it (`Worker._keep_waiting_alive`): 10 × 120 s by default.
+RUNNING_STALL_FACTOR = 10
+
+
 class Turns:
     """The turns of one worker: ``n`` jobs may run at once; the others wait, and get a turn in the order they
     asked for one."""
@@ -411,15 +416,22 @@ class Worker:
                 log.exception("worker.housekeeping_failed task=%s", getattr(task, "__name__", task))
 
     async def _keep_waiting_alive(self, conn: Any, now: datetime) -> None:
-        """Jobs this worker holds while they wait for a turn are alive, as long as the jobs that have the turns
-        make progress: their heartbeat is renewed, so no worker (this one included) takes them for stalled."""
-        if time.monotonic() - self._turns.active_at > self.stall_after.total_seconds():
-            return  # the running jobs seem stuck: let the others be taken over
-        waiting = [job_id for job_id, (_, turn, _) in self._held.items() if not turn.held]
-        if waiting:
+        """The jobs this worker holds are alive while it runs, and their heartbeats are renewed, so no worker
+        (this one included) takes them for stalled:
+        - a job waiting for a turn, as long as the jobs that have the turns make progress;
+        - a job that has a turn, through a long step too (an import's batch of refused lines, each in a
+          savepoint of its own, has taken over a minute on a loaded database), as long as some job made progress
+          within `RUNNING_STALL_FACTOR` stall windows: a step stuck for longer is let go, to be taken over."""
+        quiet = time.monotonic() - self._turns.active_at
+        alive = [
+            job_id
+            for job_id, (_, turn, _) in self._held.items()
+            if quiet <= self.stall_after.total_seconds() * (RUNNING_STALL_FACTOR if turn.held else 1)
+        ]
+        if alive:
             await conn.execute(
                 update(job)
-                .where(job.c.id.in_(waiting), job.c.locked_by == self.name, job.c.status == "running")
+                .where(job.c.id.in_(alive), job.c.locked_by == self.name, job.c.status == "running")
                 .values(heartbeat_at=now)
             )
 
