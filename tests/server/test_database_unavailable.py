@@ -111,3 +111,36 @@ def test_connections_the_server_terminated_while_idle_never_answer_500(
             again = retried("POST", "/api/v2/contacts", {"email": f"again-{i}@example.com"})
             assert again.status_code in (200, 201), (i, statuses, again.text)
     assert retried("GET", "/api/v2/contacts/count").json() == 12
+
+
+def test_a_server_that_accepts_but_never_answers_fails_a_connection_in_seconds() -> None:
+    """A PostgreSQL address whose peer takes the connection and then says nothing (a hung server, a stalled
+    proxy): a new connection fails after the connect timeout, on the routed path and the fast lane alike,
+    so the API answers 503 instead of holding the request until TCP gives up."""
+    import asyncio
+    import socket
+    import time
+
+    import asyncpg
+    from sqlalchemy import text
+
+    from promoflow.server.db import PG_CONNECT_TIMEOUT, Database
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts nor answers
+        port = silent.getsockname()[1]
+        url = f"postgresql://postgres@127.0.0.1:{port}/silent"
+
+        async def routed() -> None:
+            db = Database(url, pool_size=1)
+            try:
+                async with db.read() as conn:
+                    await conn.execute(text("SELECT 1"))
+            finally:
+                await db.dispose()
+
+        for attempt in (routed, lambda: asyncpg.connect(url, timeout=PG_CONNECT_TIMEOUT)):
+            began = time.monotonic()
+            with pytest.raises((Exception, TimeoutError)):  # psycopg's, SQLAlchemy's or asyncpg's own error
+                asyncio.run(asyncio.wait_for(attempt(), 60))  # type: ignore[no-untyped-call]
+            took = time.monotonic() - began
+            assert PG_CONNECT_TIMEOUT - 1 <= took < 45, took

@@ -215,6 +215,10 @@ def after_commit(conn: AsyncConnection, hook: Callable[[], None]) -> None:
     conn.info.setdefault(_AFTER_COMMIT, []).append(hook)
 
 
+PG_CONNECT_TIMEOUT = 5
+"""Seconds a new PostgreSQL connection may take (the routed path's and the fast lane's)."""
+
+
 class Database:
     """The async engine and the two kinds of unit of work (read, write)."""
 
@@ -239,6 +243,9 @@ class Database:
                 max_overflow=pool_size,
                 pool_timeout=30,
                 pool_pre_ping=False,
+                # A server that accepts the connection but never answers (hung, or behind a stalled proxy):
+                # the request fails in seconds (503, Retry-After) instead of waiting for TCP to give up.
+                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT},
             )
             self._write_engine = self.engine
         self._write_lock = turn_of(url) if self.sqlite else None

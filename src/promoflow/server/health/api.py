@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,10 @@ async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
+READY_DB_SECONDS = 3.0
+"""How long the readiness check waits for the database's answer to ``SELECT 1``."""
+
+
 @router.get(
     "/readyz",
     responses={503: {"description": "database unreachable, a check over its threshold, or shutting down"}},
@@ -37,11 +42,20 @@ async def readyz(request: Request) -> Response:
     if st.shutting_down:
         return JSONResponse({"status": "shutting-down"}, 503, headers=_NOT_READY)
     started = time.perf_counter()
-    try:
+
+    async def select_one() -> None:
         async with st.db.read() as conn:
             await conn.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(select_one(), READY_DB_SECONDS)
+    except TimeoutError:
+        reason = f"the database did not answer within {READY_DB_SECONDS:g} s"
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=_NOT_READY)
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503, headers=_NOT_READY)
+        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {said[0][:200]}" if said else type(exc).__name__
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=_NOT_READY)
     checks: dict[str, dict[str, Any]] = {
         "database": {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
     }

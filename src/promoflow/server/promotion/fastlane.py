@@ -48,6 +48,7 @@ from ...kit.gather import Gather, first_of_each
 from ...kit.guid import parse_guid
 from ...wire.engage import ChannelType
 from ..contact.errors import ContactNotFoundError
+from ..db import PG_CONNECT_TIMEOUT
 from ..exceptions import ServiceUnavailableError
 from ..hooks import fire_promotions_shown
 from ..http.edge import AppState, FastHandler, json_bytes, json_response, state_of
@@ -219,7 +220,7 @@ class AsyncpgPool:
         if len(self._mine) + self._opening < self.size:
             self._opening += 1
             try:
-                conn: asyncpg.Connection = await asyncpg.connect(self.dsn)
+                conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=PG_CONNECT_TIMEOUT)
             finally:
                 if loop is self._loop:
                     self._opening -= 1
