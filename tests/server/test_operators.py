@@ -520,3 +520,28 @@ def test_export_promotions_prints_a_readable_summary(api: Any) -> None:
     ), done.stdout
     again = cli("export", "promotions", "--tenant", api.tenant["name"], *where)
     assert again.stdout == f"{api.tenant['name']}: nothing new since the last export\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PROMOFLOW_PORT", "70000"),
+        ("PROMOFLOW_FTP_PORT", "99999"),
+        ("PROMOFLOW_MAX_BODY_BYTES", "-1"),
+        ("PROMOFLOW_WORKER_POLL_SECONDS", "0"),
+        ("PROMOFLOW_FTP_PASSIVE_PORTS", "60010-60000"),
+        ("PROMOFLOW_FTP_PASSIVE_PORTS", "garbage"),
+        ("PROMOFLOW_LOG_LEVEL", "verbose"),
+        ("PROMOFLOW_DB_POOL_SIZE", "0"),
+        ("PROMOFLOW_IMPORT_BATCH_SIZE", "-5"),
+        ("PROMOFLOW_READY_MIN_FREE_DISK_MB", "-1"),
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused_at_start_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """A value that would make the server misbehave (a port that wraps around, every POST refused, an idle loop
+    spinning at 100 % CPU, a silently ignored range) stops it before it starts, exit 2, naming the setting."""
+    done = run("db", "upgrade", "--data-dir", str(tmp_path), env=_clean_env(**{variable: value}))
+    assert done.returncode == 2, done.stderr
+    assert variable in one_line_error(done.stderr)

@@ -13,6 +13,29 @@ from sqlalchemy.exc import ArgumentError
 SUPPORTED_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "postgres": "PostgreSQL"}
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def passive_ports(spec: str | None) -> list[int] | None:
+    """'60000-60099' or '60000,60001' → the FTP passive ports; None/empty → any free port. A range written
+    backwards, a port outside 1-65535 or text that is not a port is refused (ValueError, naming it)."""
+    if not spec:
+        return None
+    ports: list[int] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        lo_text, _, hi_text = part.partition("-")
+        try:
+            lo, hi = int(lo_text), int(hi_text or lo_text)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a port or a range such as 60000-60099") from None
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{part!r}: ports run from 1 to 65535, a range from its lower end to its upper")
+        ports.extend(range(lo, hi + 1))
+    return ports or None
+
+
 class OperatorError(Exception):
     """Something about the environment or the configuration stops a server process or a command: the message is
     one line naming what to do (the CLI prints it instead of a traceback)."""
@@ -79,12 +102,27 @@ class Settings(BaseSettings):
             parse_database_url(value)
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("ftp_passive_ports")
+    @classmethod
+    def _port_ranges(cls, value: str | None) -> str | None:
+        if value:
+            passive_ports(value)
+        return value
+
     host: str = "127.0.0.1"
-    port: int = 8080
-    db_pool_size: int = 20
-    max_body_bytes: int = 1024 * 1024
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port; 0 picks a free one.")
+    db_pool_size: int = Field(default=20, ge=1, description="Database connections per process.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest API request body.")
     api_key_cache_seconds: float = Field(
-        default=5.0, description="How long a verified API key is trusted before it is looked up again."
+        ge=0, default=5.0, description="How long a verified API key is trusted before it is looked up again."
     )
     api_key_last_used_seconds: float = Field(
         default=60.0,
@@ -95,9 +133,11 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = Field(
         default=60, description="A request holding an Idempotency-Key longer than this is taken to have died."
     )
-    default_rate_limit_per_second: float = 200.0
-    default_rate_limit_burst: int = 400
-    worker_poll_seconds: float = 0.5
+    default_rate_limit_per_second: float = Field(
+        default=200.0, ge=0, description="Requests per second per API key; 0: no limit."
+    )
+    default_rate_limit_burst: int = Field(default=400, ge=1)
+    worker_poll_seconds: float = Field(default=0.5, ge=0.01, le=60)
     worker_concurrency: int = Field(
         default=1,
         ge=1,
@@ -124,9 +164,10 @@ class Settings(BaseSettings):
 
     # Retention (worker housekeeping, in `serve` and `promoflow worker`). 0 keeps forever.
     retention_interval_seconds: int = Field(
-        default=600, description="How often a server process runs the retention purge; 0 turns it off."
+        ge=0, default=600, description="How often a server process runs the retention purge; 0 turns it off."
     )
     retention_batch_size: int = Field(
+        ge=1,
         default=1000,
         description="Rows deleted per transaction (each batch is a short lock, never a long one).",
     )
@@ -177,6 +218,8 @@ class Settings(BaseSettings):
     )
     worker_metrics_port: int | None = Field(
         default=None,
+        ge=0,
+        le=65535,
         description="`promoflow worker` serves /metrics on this port (unset: no metrics server).",
     )
     worker_metrics_host: str = Field(
@@ -192,6 +235,7 @@ class Settings(BaseSettings):
         description="/readyz fails when the oldest due job has waited longer than this; 0 reports it only.",
     )
     ready_min_free_disk_mb: int = Field(
+        ge=0,
         default=256,
         description="/readyz fails when the data dir's file system has less free space than this.",
     )
@@ -228,7 +272,7 @@ class Settings(BaseSettings):
 
     # File transfer (A13/A14): the FTP(S) server, imports and the promotion export.
     ftp_host: str = "127.0.0.1"
-    ftp_port: int = Field(default=2121, description="FTP control port; 0 picks a free one.")
+    ftp_port: int = Field(default=2121, ge=0, le=65535, description="FTP control port; 0 picks a free one.")
     ftp_passive_ports: str | None = Field(
         default=None,
         description="Passive data ports, e.g. '60000-60099' (open them in the firewall); default any.",
@@ -246,31 +290,35 @@ class Settings(BaseSettings):
     ftp_max_upload_bytes: int = Field(
         default=1024**3, description="Uploads larger than this are aborted, deleted."
     )
-    ftp_max_connections: int = 256
-    ftp_max_connections_per_ip: int = 32
+    ftp_max_connections: int = Field(default=256, ge=1)
+    ftp_max_connections_per_ip: int = Field(default=32, ge=1)
     ftp_auth_cache_seconds: float = Field(
-        default=30.0, description="How long a verified FTP login is trusted."
+        ge=0, default=30.0, description="How long a verified FTP login is trusted."
     )
     ftp_auth_failed_delay_seconds: float = Field(
         default=3.0, description="Pause before answering a failed login."
     )
     import_batch_size: int = Field(
-        default=1000, description="Records applied per transaction by the importers."
+        ge=1, default=1000, description="Records applied per transaction by the importers."
     )
     import_batch_size_sqlite: int = Field(
+        ge=1,
         default=100,
         description="On SQLite, records applied per transaction at most: each batch holds the database's one "
         "write lock, so a redeem waits for at most one short batch of an import.",
     )
     worker_stall_seconds: float = Field(
-        default=120.0, description="`promoflow worker`: a job without a heartbeat this long is taken over."
+        gt=0,
+        default=120.0,
+        description="`promoflow worker`: a job without a heartbeat this long is taken over.",
     )
     export_interval_seconds: int = Field(
+        ge=0,
         default=3600,
         description="How often the promotion export runs for every tenant; 0 turns the schedule off.",
     )
     export_overlap_seconds: int = Field(
-        default=3600, description="Look-back window of the export for transactions that committed late."
+        ge=0, default=3600, description="Look-back window of the export for transactions that committed late."
     )
 
     def resolved_database_url(self) -> str:

@@ -35,7 +35,7 @@ from sqlalchemy import select
 
 from ...kit.clock import Clock, SystemClock
 from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
-from ..config import Settings
+from ..config import Settings, passive_ports
 from ..models import tenant
 from ..worker.wakeup import wake_local_workers
 from .accounts import verify_password
@@ -49,21 +49,6 @@ _ftp_log = logging.getLogger("pyftpdlib")
 _REMOVED_COMMANDS = frozenset(
     {"APPE", "STOU", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "RNTO", "MFMT", "SITE", "SITE CHMOD", "SITE HELP"}
 )
-
-
-def parse_ports(spec: str | None) -> list[int] | None:
-    """'60000-60099' or '60000,60001' → the passive port list; None/empty → any free port."""
-    if not spec:
-        return None
-    ports: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = (int(x) for x in part.split("-", 1))
-            ports.extend(range(lo, hi + 1))
-        elif part:
-            ports.append(int(part))
-    return ports
 
 
 def name_problem(name: str, folder: str) -> str | None:
@@ -441,7 +426,7 @@ def handler_class(ctx: FtpContext) -> type[FTPHandler]:
         abstracted_fs=ConfinedFS,
         dtp_handler=dtp,
         proto_cmds=commands,
-        passive_ports=parse_ports(settings.ftp_passive_ports),
+        passive_ports=passive_ports(settings.ftp_passive_ports),
         masquerade_address=settings.ftp_masquerade_address,
         banner="promoflow FTP" + ("S (AUTH TLS)" if tls else "") + " ready.",
         permit_foreign_addresses=False,
