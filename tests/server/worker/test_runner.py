@@ -7,6 +7,7 @@ moved by hand: no sleeps."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -216,3 +217,29 @@ def test_a_running_job_with_a_long_step_is_kept_alive_and_not_taken_over(own_url
 
     assert asyncio.run(scenario()) == [0, 0, 0]
     assert len(ran) == 1
+
+
+def test_a_worker_whose_database_is_down_logs_one_traceback_and_backs_off(caplog, tmp_path):
+    """Connections refused on every poll: the first error is logged with its traceback, the next ones as one line
+    each (the 2nd, 4th, 8th … in a row), and the worker waits longer between tries, so a database outage does
+    not fill the disk with tracebacks twice a second."""
+    import logging
+
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:1/down", data_dir=tmp_path)
+
+    async def scenario() -> None:
+        db = Database(settings.database_url or "", pool_size=1)
+        worker = Worker(db, FrozenClock(START), settings=settings, poll_seconds=0.25)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.run(), 4)  # tries at 0, 0.5, 1.5, 3.5 s: four errors in a row
+        finally:
+            await db.dispose()
+
+    with caplog.at_level(logging.INFO, logger="promoflow.worker"):
+        asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.getMessage().startswith("worker.loop_error")]
+    assert len(errors) >= 2, [r.getMessage() for r in caplog.records]
+    assert errors[0].exc_info is not None and all(r.exc_info is None for r in errors[1:])
+    assert "repeated=2" in errors[1].getMessage() and "OperationalError" in errors[1].getMessage()
+    assert len(errors) <= 4  # (at the old fixed 0.25 s: 16 tracebacks in 4 s)

@@ -167,6 +167,9 @@ def housekeeping_tick(settings: Settings) -> timedelta:
     return _clamp(timedelta(seconds=interval) / 4) if interval > 0 else MAX_TICK
 
 
+LOOP_BACKOFF_MAX = 10.0
+"""Seconds a worker waits at most between two tries of its loop while each fails (the database down)."""
+
 # A running job's step may take this many stall windows (`worker_stall_seconds`) before its worker stops renewing
 # its heartbeat for it (`Worker._keep_waiting_alive`): 10 × 120 s by default.
 RUNNING_STALL_FACTOR = 10
@@ -326,19 +329,31 @@ class Worker:
         log.info("worker.started name=%s concurrency=%d hold=%d", self.name, self.concurrency, self.hold)
         # An FTP upload in this process (`serve`) wakes the worker from the FTP server's thread.
         wakeup.register(id(self), asyncio.get_running_loop(), self.wake)
+        failing = 0  # loop errors in a row (the database down): logged once in full, then a line now and then
         try:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
                     await self._step()
-                except Exception:
-                    log.exception("worker.loop_error")
+                    if failing:
+                        log.warning("worker.loop_recovered after=%d errors", failing)
+                    failing = 0
+                except Exception as exc:
+                    failing += 1
+                    if failing == 1:
+                        log.exception("worker.loop_error")
+                    elif failing & (failing - 1) == 0:  # the 2nd, 4th, 8th … in a row: one line, no traceback
+                        log.error("worker.loop_error repeated=%d %s: %s", failing, type(exc).__name__,
+                                  str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")  # fmt: skip
                 self.waiting = True
                 with contextlib.suppress(TimeoutError):
                     busy = len(self._held) >= self.concurrency
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=self.busy_wait if busy else self.idle_wait
-                    )
+                    # While failing, wait longer each time (up to LOOP_BACKOFF_MAX s): no busy loop on a dead
+                    # database; a wake-up still ends the wait at once.
+                    pause = self.busy_wait if busy else self.idle_wait
+                    if failing:
+                        pause = max(pause, min(LOOP_BACKOFF_MAX, self.idle_wait * 2 ** min(failing, 10)))
+                    await asyncio.wait_for(self._wake.wait(), timeout=pause)
                 self.waiting = False
         finally:
             wakeup.unregister(id(self))
