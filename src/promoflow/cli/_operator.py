@@ -153,7 +153,10 @@ def explain(exc: BaseException) -> tuple[str, int, str, int | None] | None:
         return str(exc), exc.exit_code, exc.error, None
     if isinstance(exc, ValidationError):
         problems = "; ".join(
-            f"PROMOFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"PROMOFLOW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ")  # a rule between settings names them itself
+            for e in exc.errors()
         )
         return f"invalid setting {problems}", 2, "InvalidSetting", None
     if isinstance(exc, OperationalError | InterfaceError) or _is_connect_error(exc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -320,6 +320,19 @@ class Settings(BaseSettings):
     export_overlap_seconds: int = Field(
         ge=0, default=3600, description="Look-back window of the export for transactions that committed late."
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        # FTPS is on only with a certificate: a key or "required" without one would quietly serve plain FTP.
+        required = (
+            self.ftp_tls_required and "ftp_tls_required" in self.model_fields_set
+        )  # given, not defaulted
+        if self.ftp_tls_cert is None and (self.ftp_tls_key is not None or required):
+            given = "PROMOFLOW_FTP_TLS_KEY" if self.ftp_tls_key is not None else "PROMOFLOW_FTP_TLS_REQUIRED"
+            raise ValueError(
+                f"{given} is set but PROMOFLOW_FTP_TLS_CERT is not: FTPS needs the certificate (PEM) too"
+            )
+        return self
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'promoflow.sqlite3').resolve()}"

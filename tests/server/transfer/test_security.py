@@ -8,6 +8,7 @@ import ftplib
 import io
 import os
 import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,3 +295,39 @@ def test_rotated_password_replaces_the_old_one(transfer):
             stale.login(name, api.tenant["ftpPassword"])
     finally:
         stale.close()
+
+
+def test_an_ftps_setting_that_cannot_work_stops_the_server_saying_why(tmp_path):
+    """A key or "TLS required" without a certificate would quietly serve plain FTP; a key of another
+    certificate, swapped files or a missing file would fail with OpenSSL's words. Each stops `promoflow ftp` with
+    one line naming the setting or the files."""
+    pairs = {}
+    for name in ("one", "two"):
+        cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-days", "2", "-subj", "/CN=127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        pairs[name] = (str(cert), str(key))
+    (one_cert, one_key), (_, two_key) = pairs["one"], pairs["two"]
+    cases = [
+        ({"PROMOFLOW_FTP_TLS_REQUIRED": "true"}, 2, "PROMOFLOW_FTP_TLS_REQUIRED is set but PROMOFLOW_FTP_TLS_CERT is not"),
+        ({"PROMOFLOW_FTP_TLS_KEY": one_key}, 2, "PROMOFLOW_FTP_TLS_KEY is set but PROMOFLOW_FTP_TLS_CERT is not"),
+        ({"PROMOFLOW_FTP_TLS_CERT": one_cert, "PROMOFLOW_FTP_TLS_KEY": two_key}, 1,
+         f"the key {two_key} is not the key of the certificate {one_cert}"),
+        ({"PROMOFLOW_FTP_TLS_CERT": one_key, "PROMOFLOW_FTP_TLS_KEY": one_cert}, 1, "are they swapped?"),
+        ({"PROMOFLOW_FTP_TLS_CERT": str(tmp_path / "missing.pem")}, 1, "which is not a file"),
+    ]  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMOFLOW_")}
+    db = f"sqlite:///{tmp_path / 'p.sqlite3'}"
+    for env, code, words in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "promoflow.cli", "ftp", "--port", "0", "--database-url", db,
+             "--data-dir", str(tmp_path / "data")],
+            env={**base, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == code, (env, done.stderr)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and words in errors[0], (env, done.stderr)
+        assert "Traceback" not in done.stderr

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import ssl
 import threading
 import time
 import uuid
@@ -35,7 +36,7 @@ from sqlalchemy import select
 
 from ...kit.clock import Clock, SystemClock
 from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
-from ..config import Settings, passive_ports
+from ..config import OperatorError, Settings, passive_ports
 from ..models import tenant
 from ..worker.wakeup import wake_local_workers
 from .accounts import verify_password
@@ -398,6 +399,27 @@ async def _refuse(db: Any, ctx: FtpContext, tenant_id: uuid.UUID, folder: str, n
         )
 
 
+def _check_tls_pair(settings: Settings) -> None:
+    """The certificate and key load and belong together, or the server does not start: one line saying which
+    (OpenSSL's own error names neither file)."""
+    cert, key = settings.ftp_tls_cert, settings.ftp_tls_key
+    for name, path in (("PROMOFLOW_FTP_TLS_CERT", cert), ("PROMOFLOW_FTP_TLS_KEY", key)):
+        if path is not None and not path.is_file():
+            raise OperatorError(f"FTPS: {name} names {path}, which is not a file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            str(cert), str(key) if key else None
+        )
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            why = f"the key {key} is not the key of the certificate {cert}"
+        elif key is None:
+            why = f"{cert} holds no private key: set PROMOFLOW_FTP_TLS_KEY to its key file"
+        else:
+            why = f"{cert} must be a PEM certificate and {key} its PEM private key (are they swapped?)"
+        raise OperatorError(f"FTPS: {why}") from None
+
+
 def handler_class(ctx: FtpContext) -> type[FTPHandler]:
     """The handler (and data channel) classes for this server's settings: FTPS when a certificate is set."""
     settings = ctx.settings
@@ -412,6 +434,7 @@ def handler_class(ctx: FtpContext) -> type[FTPHandler]:
         except ImportError as exc:  # pragma: no cover - pyOpenSSL is a server dependency
             raise RuntimeError("FTPS needs pyOpenSSL (pip install pyopenssl)") from exc
         control_base, data_base = TLS_FTPHandler, TLS_DTPHandler
+        _check_tls_pair(settings)
         attrs.update(
             certfile=str(settings.ftp_tls_cert),
             keyfile=str(settings.ftp_tls_key) if settings.ftp_tls_key else None,
