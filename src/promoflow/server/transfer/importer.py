@@ -358,8 +358,9 @@ def _split(items: list[Item]) -> tuple[list[Record[Any]], list[Outcome]]:
     return records, outcomes
 
 
-class TakenOver(Exception):
-    """Another worker took this job over (this one was taken for dead): stop, and keep nothing of this batch."""
+class TakenOver(JobLost):
+    """Another worker took this job over (this one was taken for dead): stop, and keep nothing of this batch. A
+    lost job to the worker (`JobLost`): no failure recorded, no attempt used, metrics outcome "lost"."""
 
 
 async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item],
