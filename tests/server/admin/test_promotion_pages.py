@@ -140,6 +140,8 @@ def test_deactivate_duplicate_and_delete(admin: Admin) -> None:
     assert wire["name"] == "Copy of Live one" and wire["status"] == "Draft"
     assert b.post(f"/admin/promotions/{pid}/deactivate").status_code == 303
     assert admin.api.get(f"/api/v2/promotions/multichannels/{pid}").json()["status"] == "Ended"
+    ended = text_of(b.get(f"/admin/promotions/{pid}").text)
+    assert "Deactivated 2026-03-10 13:00 Europe/Stockholm : it ended then" in ended
     assert b.post(f"/admin/promotions/{copy}/delete").status_code == 303
     assert admin.api.get(f"/api/v2/promotions/multichannels/{copy}").status_code == 404
 
