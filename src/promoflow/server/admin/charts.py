@@ -23,14 +23,17 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 44, 40
 
 
 def _nice_max(value: int) -> int:
+    """The y axis' top: four equal whole steps of a round size (1, 2, 2.5 or 5 × a power of ten) that reach
+    ``value``, so the five grid lines read evenly (0, 2, 4, 6, 8 — not 0, 1, 2, 3, 5)."""
     if value <= 4:
         return 4
-    magnitude = 10 ** int(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        top = int(step * magnitude)
-        if top >= value:
-            return top
-    return value
+    raw = value / 4
+    magnitude = 10 ** int(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        step = m * magnitude
+        if step == int(step) and step >= raw:
+            return int(step) * 4
+    return math.ceil(raw) * 4
 
 
 def _marker(kind: str, x: float, y: float, colour: str) -> str:
