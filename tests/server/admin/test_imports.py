@@ -118,6 +118,13 @@ def test_a_rejected_file_says_why_on_the_list(admin: Admin, ftp: FtpServer) -> N
     text = text_of(admin.browser("viewer").get("/admin/imports", params={"status": "rejected"}).text)
     assert "Rejected: " in text and "Nothing in it was applied" in text
     assert "not well-formed" in text or "truncated" in text or "end" in text, text
+    # A line the reader names is on the list too, as in the result file.
+    bad = b"<promotionRedemptions>\n<redemption>\n<couponId>x</couponId>\n</redemption\n</promotionRedemptions>\n"
+    other = NAME.replace("_1_", "_2_") if "_1_" in NAME else "20260310120001_2_redemptions.xml"
+    assert upload(ftp, admin.tenant, REDEMPTION_IMPORT_DIR, other, bad).startswith("226")
+    admin.api.run_jobs()
+    text = text_of(admin.browser("viewer").get("/admin/imports", params={"status": "rejected"}).text)
+    assert "not well-formed (line 5): expected" in text, text
 
 
 def test_line_results_page_by_keyset(admin: Admin, ftp: FtpServer) -> None:

@@ -401,6 +401,15 @@ async def _apply_one_isolated(job: JobContext, imp: Any, factory: ApplierFactory
         return [outcome]
 
 
+def _with_line(reason: str | None, line: int | None) -> str | None:
+    """A file-level reason as the Imports list shows it, with the line the result file names: 'not well-formed
+    (line 5): expected '>''."""
+    if reason is None or line is None:
+        return reason
+    head, colon, rest = reason.partition(":")
+    return f"{head} (line {line}){colon}{rest}"
+
+
 async def _finish(
     job: JobContext,
     store: FileStore,
@@ -431,7 +440,7 @@ async def _finish(
             update(file_import)
             .where(file_import.c.id == imp.id)
             .values(
-                status=status, reason=reason or imp.reason, counts=counts, result_file=result_path,
+                status=status, reason=_with_line(reason, line) or imp.reason, counts=counts, result_file=result_path,
                 records_total=sum(counts.values()) if records else imp.records_total or 0,
                 finished_at=job.now(), started_at=func.coalesce(file_import.c.started_at, job.now()),
             )
