@@ -230,3 +230,23 @@ def test_returns_are_a_share_of_every_redemption_made_also_those_given_back(admi
     assert "Reactivated 1: redemptions given back since" in text and "all 2 redemptions made" in text
     (row,) = _csv(viewer.get(f"/admin/reports/{pid}/funnel.csv"))
     assert row["returnRate"] == "0.5"
+
+
+def test_a_range_the_page_cannot_show_as_asked_is_named_not_changed_silently(admin: Admin) -> None:
+    pid = promotion(admin.api, "Ranges")
+    viewer = admin.browser("viewer")
+
+    def note(**params: str) -> str:
+        page = viewer.get(f"/admin/reports/{pid}", params=params)
+        assert page.status_code == 200
+        part = page.text.split('id="range-note">', 1)
+        return text_of(part[1].split("</p>", 1)[0]) if len(part) == 2 else ""
+
+    assert note(**{"from": "2026-03-01", "to": "2026-03-10"}) == ""
+    assert note(**{"from": "2026-03-10", "to": "2026-03-01"}) == (
+        "Showing 2026-03-01 to 2026-03-10: From came after To, so the two were swapped."
+    )
+    assert "“soon” is not a date (YYYY-MM-DD), so it was left out" in note(**{"from": "soon"})
+    assert "a range is at most 366 days, so it was shortened" in note(
+        **{"from": "2020-01-01", "to": "2026-03-10"}
+    )

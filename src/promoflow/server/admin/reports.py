@@ -173,7 +173,26 @@ async def report_page(promotion_id: str, request: Request, who: AdminContext = D
     refresh = _refresh_values(view, report.as_of.isoformat())
     return render(request, "report.html", section="reports", r=report, charts=charts, choices=choices,
                   range_query=_range_query(report), total=report.range_total(), refresh=refresh,
-                  can_refresh=who.can(Role.MARKETER))  # fmt: skip
+                  can_refresh=who.can(Role.MARKETER), range_note=_range_note(request, report))  # fmt: skip
+
+
+def _range_note(request: Request, report: reporting.PromotionReport) -> str:
+    """What became of the days asked for, when the page shows others: never a silent change."""
+    asked = {k: (request.query_params.get(k) or "").strip() for k in ("from", "to")}
+    given = {k: _day(v) for k, v in asked.items()}
+    notes = [
+        f"“{v}” is not a date (YYYY-MM-DD), so it was left out"
+        for k, v in asked.items()
+        if v and not given[k]
+    ]
+    start, end = given["from"], given["to"]
+    if start and end and start > end:
+        notes.append("From came after To, so the two were swapped")
+    if start and end and abs((end - start).days) >= reporting.MAX_DAYS:
+        notes.append(f"a range is at most {reporting.MAX_DAYS} days, so it was shortened to the last of them")
+    if not notes:
+        return ""
+    return f"Showing {report.start.isoformat()} to {report.end.isoformat()}: " + "; ".join(notes) + "."
 
 
 @router.get("/reports/{promotion_id}/{view}.csv")
