@@ -287,7 +287,7 @@ def _phase(db: str, args: argparse.Namespace, op: str, level: int, side: str, ta
         svg = Path(args.profile).resolve() / f"{db}-{op}-c{level}.txt"
         spy = subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--duration", str(args.duration),
-             "--format", "raw", "--output", str(svg), "--nonblocking"],
+             "--format", "raw", "--output", str(svg), "--nonblocking", "--rate", os.environ.get("SPY_RATE", "100")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     cpu, backends = cpu_seconds(pid), pg_cpu(url)
