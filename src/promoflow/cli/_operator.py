@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import click
 import typer
 
+from ..kit.errtext import error_line
+
 SERVER_PACKAGES = ("fastapi", "sqlalchemy", "alembic", "uvicorn", "pydantic_settings")
 _SERVER_MODULES = (*SERVER_PACKAGES, "psycopg", "aiosqlite", "pyftpdlib")
 INSTALL_SERVER = 'the promoflow server is not installed here: pip install "promoflow[server]"'
@@ -128,12 +130,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _driver_message(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(orig).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(orig).__name__
-    first = lines[0]
-    return first.removeprefix("connection failed: ")
+    return error_line(exc, 1000).removeprefix("connection failed: ")
 
 
 def explain(exc: BaseException) -> tuple[str, int, str, int | None] | None:

@@ -15,7 +15,7 @@ def filter_day(text: str | None) -> date | None:
     """A date a person typed into a filter (ISO 8601), within `FIRST_FILTER_DAY`…`LAST_FILTER_DAY`; None when
     it is no date."""
     try:
-        given = date.fromisoformat(text) if text else None
+        given = date.fromisoformat(text.strip()) if text and text.strip() else None
     except ValueError:
         return None
     return None if given is None else min(max(given, FIRST_FILTER_DAY), LAST_FILTER_DAY)

@@ -324,9 +324,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
         # FTPS is on only with a certificate: a key or "required" without one would quietly serve plain FTP.
-        required = (
-            self.ftp_tls_required and "ftp_tls_required" in self.model_fields_set
-        )  # given, not defaulted
+        # "Required" only as given, not as defaulted (its default is for when a certificate is set).
+        required = self.ftp_tls_required and "ftp_tls_required" in self.model_fields_set
         if self.ftp_tls_cert is None and (self.ftp_tls_key is not None or required):
             given = "PROMOFLOW_FTP_TLS_KEY" if self.ftp_tls_key is not None else "PROMOFLOW_FTP_TLS_REQUIRED"
             raise ValueError(

@@ -8,6 +8,7 @@ shows who manages users, keys and settings.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -77,13 +78,9 @@ def value_text(context: Context, value: Any, limit: int = 300) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, str) and INSTANT.fullmatch(value):
-        try:
+        # Not a real instant (month 13), or one no zone can show (year 1 at +14:00): shown as typed.
+        with contextlib.suppress(ValueError, OverflowError):
             return local_time_text(value, context["who"].tenant.tz)
-        except (
-            ValueError,
-            OverflowError,
-        ):  # not a real instant (month 13), or none the zone can show (year 1)
-            pass
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

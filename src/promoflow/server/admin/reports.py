@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from fastapi import Depends, Request
@@ -29,10 +28,6 @@ from .web import SECURITY_HEADERS, is_htmx, marketer, render, viewer
 router = admin_router()
 
 
-def _day(value: str | None) -> date | None:
-    return filter_day(value.strip() if value else None)
-
-
 @dataclass
 class View:
     """A promotion's report for the page: the figures (None while the first snapshot is computed), the refresh
@@ -47,7 +42,7 @@ class View:
 async def _view(request: Request, who: AdminContext, pid: uuid.UUID, *, refresh: bool = False) -> View:
     st = state_of(request)
     now, ctx, q = now_of(request), who.tenant, request.query_params
-    start, end = _day(q.get("from")), _day(q.get("to"))
+    start, end = filter_day(q.get("from")), filter_day(q.get("to"))
     async with reading(request) as conn:
         await snapshots.ensure_promotion(conn, ctx, pid)
         small = await snapshots.is_small(conn, ctx, pid, st.settings.admin_report_inline_below)
@@ -106,7 +101,7 @@ async def reports_home(request: Request, who: AdminContext = Depends(viewer)) ->
     """Pick a promotion (and optionally a second one to compare with) and a date range."""
     q = request.query_params
     first, second = parse_guid(q.get("promotion") or ""), parse_guid(q.get("compare") or "")
-    rng = "&".join(f"{k}={d.isoformat()}" for k in ("from", "to") if (d := _day(q.get(k))) is not None)
+    rng = "&".join(f"{k}={d.isoformat()}" for k in ("from", "to") if (d := filter_day(q.get(k))) is not None)
     if first is not None and second is not None and first != second:
         return Response(
             status_code=303, headers={"Location": f"/admin/reports/compare?a={first}&b={second}&{rng}"}
@@ -179,7 +174,7 @@ async def report_page(promotion_id: str, request: Request, who: AdminContext = D
 def _range_note(request: Request, report: reporting.PromotionReport) -> str:
     """What became of the days asked for, when the page shows others: never a silent change."""
     asked = {k: (request.query_params.get(k) or "").strip() for k in ("from", "to")}
-    given = {k: _day(v) for k, v in asked.items()}
+    given = {k: filter_day(v) for k, v in asked.items()}
     notes = [
         f"“{v}” is not a date (YYYY-MM-DD), so it was left out"
         for k, v in asked.items()

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import Depends, Request
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from ...kit.timeutil import local_date
+from ...wire.engage import PromotionStatus
 from ..exceptions import PromoflowError
 from ..http.edge import state_of
 from ..models import promotion
@@ -35,6 +35,7 @@ from ..tenant.service import (
 )
 from ..transfer.accounts import rotate_ftp_password
 from .common import admin_router, now_of, reading, writing
+from .gateway import status_condition
 from .sessions import AdminContext
 from .team import TeamService
 from .users import Role
@@ -151,9 +152,8 @@ class Page:
     """What the Settings page shows besides the tenant's settings."""
 
     notice: str = ""
-    confirm: list[str] = field(
-        default_factory=list
-    )  # what a save would change, asked about before it is done
+    # What a save would change, asked about before it is done.
+    confirm: list[str] = field(default_factory=list)
     secret: dict[str, str] | None = None  # {"title", "label", "value", "note"}: shown once
     errors: dict[str, str] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
@@ -179,17 +179,14 @@ async def general(request: Request, who: AdminContext = Depends(admin)) -> Respo
 _WIDE_REACHING = frozenset({"currency", "timeZone"})
 
 
-async def _live_promotions(conn: AsyncConnection, who: AdminContext, today: date) -> int:
-    """The tenant's promotions not deactivated (drafts, scheduled, active; an ended one's days are past)."""
+async def _live_promotions(conn: AsyncConnection, who: AdminContext, now: datetime) -> int:
+    """The tenant's promotions not Ended (drafts, scheduled, active), by the promotions list's own status rule."""
+    ended = status_condition(PromotionStatus.ENDED, now, who.tenant.tz)
     return int(
         await conn.scalar(
             select(func.count())
             .select_from(promotion)
-            .where(
-                promotion.c.tenant_id == who.tenant.tenant_id,
-                promotion.c.deactivated_at.is_(None),
-                or_(promotion.c.end_date.is_(None), promotion.c.end_date >= today),
-            )
+            .where(promotion.c.tenant_id == who.tenant.tenant_id, ~ended)
         )
         or 0
     )
@@ -225,7 +222,7 @@ async def save_general(request: Request, who: AdminContext = Depends(admin)) -> 
         return redirect(request, "/admin/settings?saved=1")
     if _WIDE_REACHING & changed.keys() and form.get("confirm") != "yes":
         async with reading(request) as conn:
-            live = await _live_promotions(conn, who, local_date(now_of(request), who.tenant.tz))
+            live = await _live_promotions(conn, who, now_of(request))
         if live:
             return await _general(request, who, Page(values=sent, confirm=_consequences(changed, live)), 409)
     async with writing(request) as conn:

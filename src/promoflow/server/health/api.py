@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
+from ...kit.errtext import error_line
 from ..config import Settings
 from ..http.edge import state_of
 from ..observability.collect import FILE_IMPORT_JOB, queue_snapshot
@@ -53,8 +54,7 @@ async def readyz(request: Request) -> Response:
         reason = f"the database did not answer within {READY_DB_SECONDS:g} s"
         return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=_NOT_READY)
     except Exception as exc:
-        said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {said[0][:200]}" if said else type(exc).__name__
+        reason = f"{type(exc).__name__}: {error_line(exc, 200)}"
         return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=_NOT_READY)
     checks: dict[str, dict[str, Any]] = {
         "database": {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from ...kit.errtext import error_line
 from ...wire.engage import error_code, error_text
 from ...wire.errors import ErrorCode
 from ..exceptions import (
@@ -115,12 +116,11 @@ def _template(path: str) -> re.Pattern[str]:
 CLIENT_CLOSED = 499  # nginx's "client closed request": no answer reached anyone; not the server's failure
 
 
-def client_gone(scope: Any) -> Response:
-    """What is recorded for a request whose client went away before its body arrived (a till killed or its network
-    lost mid-request): status 499 in the access log and the metrics, logged as information, never a 5xx (which
-    would page an operator). Nothing was written: the body was never read whole. The answer reaches nobody."""
+def client_gone(scope: Any) -> None:
+    """A request whose client went away before its body arrived (a till killed or its network lost mid-request):
+    logged as information and recorded as `CLIENT_CLOSED` in the access log and the metrics, never a 5xx (which
+    would page an operator). Nothing was written: the body was never read whole."""
     log.info("api.client_disconnected path=%s", scope.get("path", ""))
-    return Response(status_code=CLIENT_CLOSED)
 
 
 def install(app: FastAPI) -> None:
@@ -150,7 +150,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, _exc: ClientDisconnect) -> Response:
-        return client_gone(request.scope)
+        client_gone(request.scope)
+        return Response(status_code=CLIENT_CLOSED)  # the answer reaches nobody
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> Response:
@@ -169,7 +170,7 @@ def install(app: FastAPI) -> None:
         # deadlock): nothing was written, and the same request may succeed in a moment. A 503 with Retry-After
         # says so, where a 500 would tell the integrator's retry policy that the request itself failed.
         log.warning("api.database_unavailable path=%s error=%s: %s", request.url.path, type(exc).__name__,
-                    str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else "")  # fmt: skip
+                    error_line(exc))  # fmt: skip
         return _respond(
             ServiceUnavailableError("the database is not available; retry shortly", retry_after=1)
         )

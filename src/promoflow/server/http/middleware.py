@@ -156,9 +156,8 @@ class Front:
             finally:
                 self.inflight -= 1
         except ClientDisconnect:
-            if (
-                not answered
-            ):  # the client went away mid-body: nothing to answer, nothing written (`client_gone`)
+            # The client went away mid-body: nothing to answer, nothing written (`client_gone`).
+            if not answered:
                 status = CLIENT_CLOSED
                 client_gone(scope)
         except Exception as exc:

@@ -61,11 +61,11 @@ _NORMALIZE = {
 }
 
 
-def canonical_key(key_type: str, value: str, ctx: TenantContext | None = None) -> tuple[str, str]:
+def canonical_key(key_type: str, value: str, ctx: TenantContext) -> tuple[str, str]:
     """(canonical matchKeyType, normalised matchKey); 400 `InvalidMatchKeyType` or the key's own format error.
-    ``any`` (an extension, given the tenant: a till that identified its customer with `any` while offline) is read
-    by Engage's `any` rule (`contact.service.any_key`) as the key type it names."""
-    if ctx is not None and key_type.strip().lower() == "any":
+    ``any`` (an extension: a till that identified its customer with `any` while offline) is read by Engage's `any`
+    rule for the tenant (`contact.service.any_key`) as the key type it names."""
+    if key_type.strip().lower() == "any":
         return any_key(ctx, value)
     kt = KEY_TYPES.get(key_type.strip().lower())
     if kt is None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from ...kit.clock import Clock
+from ...kit.errtext import error_line
 from ..config import Settings
 from ..db import Database
 from ..models import job, tenant
@@ -171,7 +172,7 @@ LOOP_BACKOFF_MAX = 10.0
 """Seconds a worker waits at most between two tries of its loop while each fails (the database down)."""
 
 # A running job's step may take this many stall windows (`worker_stall_seconds`) before its worker stops renewing
-# its heartbeat for it (`Worker._keep_waiting_alive`): 10 × 120 s by default.
+# its heartbeat for it (`Worker._keep_held_alive`): 10 × 120 s by default.
 RUNNING_STALL_FACTOR = 10
 
 
@@ -344,7 +345,7 @@ class Worker:
                         log.exception("worker.loop_error")
                     elif failing & (failing - 1) == 0:  # the 2nd, 4th, 8th … in a row: one line, no traceback
                         log.error("worker.loop_error repeated=%d %s: %s", failing, type(exc).__name__,
-                                  str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")  # fmt: skip
+                                  error_line(exc))  # fmt: skip
                 self.waiting = True
                 with contextlib.suppress(TimeoutError):
                     busy = len(self._held) >= self.concurrency
@@ -416,7 +417,7 @@ class Worker:
         if self._last_recovery is None or now - self._last_recovery >= self.recover_every:
             self._last_recovery = now
             async with self.db.write() as conn:
-                await self._keep_waiting_alive(conn, now)
+                await self._keep_held_alive(conn, now)
                 recovered = await queue.recover_stalled(conn, now, self.stall_after)
             if recovered:
                 log.warning("worker.recovered_stalled count=%d", recovered)
@@ -430,7 +431,7 @@ class Worker:
             except Exception:
                 log.exception("worker.housekeeping_failed task=%s", getattr(task, "__name__", task))
 
-    async def _keep_waiting_alive(self, conn: Any, now: datetime) -> None:
+    async def _keep_held_alive(self, conn: Any, now: datetime) -> None:
         """The jobs this worker holds are alive while it runs, and their heartbeats are renewed, so no worker
         (this one included) takes them for stalled:
         - a job waiting for a turn, as long as the jobs that have the turns make progress;
