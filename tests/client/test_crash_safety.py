@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from promoflow.client import EngageClient, IntentState, Outbox, RetryPolicy, SyncAgent
+from tests.support.children import tied
 
 from ._live import Customer, LiveEngage, live_engage
 
@@ -95,7 +96,7 @@ class Till:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--zygote"],
+            tied([sys.executable, str(SCRIPT), "--zygote"]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -36,6 +36,7 @@ from promoflow.server.worker import queue
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, write_redemptions
 from tests.conftest import PG_ADMIN_URL, make_tenant
 from tests.server.receipt.conftest import receipt_body
+from tests.support.children import tied
 from tests.support.servers import start_server
 
 from ._support import channel, promotion_body
@@ -239,7 +240,7 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promoflow.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            tied([sys.executable, "-m", "promoflow.cli", *args]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **QUIET, **env}, start_new_session=True,
         )  # fmt: skip
         self.output: list[str] = []

@@ -28,6 +28,7 @@ from promoflow.server.models import (
     tenant,
 )
 from tests.conftest import PG_ADMIN_URL
+from tests.support.children import tied
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -62,7 +63,7 @@ def test_two_processes_upgrading_at_once_both_succeed(empty_db: str, tmp_path: P
     cmd = [sys.executable, "-m", "promoflow.cli", "db", "upgrade", "--database-url", empty_db,
            "--data-dir", str(tmp_path)]  # fmt: skip
     procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        subprocess.Popen(tied(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]

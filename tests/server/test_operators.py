@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from promoflow import __version__
 from promoflow.server.migrate import migrations, upgrade
 from tests.conftest import PG_ADMIN_URL
+from tests.support.children import tied
 from tests.support.servers import ServerProcess, start_server
 
 from ._support import assert_error
@@ -450,7 +451,7 @@ def test_tenant_settings_reach_a_running_server_within_the_key_cache_time(tmp_pa
 def _start(
     cmd: list[str], pattern: str, env: dict[str, str], timeout: float = 120
 ) -> tuple[ServerProcess, str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    proc = subprocess.Popen(tied(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # fmt: skip
     output: list[str] = []
     found = threading.Event()

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .children import tied
+
 _LISTENING = re.compile(r"promoflow api listening on (http://\S+)")
 _FTP_LISTENING = re.compile(r"promoflow ftp listening on (ftps?://\S+)")
 
@@ -79,7 +81,12 @@ def start_server(
     ]  # fmt: skip
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, start_new_session=True
+        tied(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        start_new_session=True,
     )
     output: list[str] = []
     found = threading.Event()

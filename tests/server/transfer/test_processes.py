@@ -41,6 +41,7 @@ from promoflow.wire.xml import (
     write_redemptions,
 )
 from tests.conftest import PG_ADMIN_URL, make_tenant
+from tests.support.children import tied
 from tests.support.db import read_engine
 from tests.support.servers import start_server
 
@@ -82,7 +83,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
 class Proc:
     def __init__(self, args: list[str], env: dict[str, str], ready: str | None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promoflow.cli", *args],
+            tied([sys.executable, "-m", "promoflow.cli", *args]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **QUIET, **env}, start_new_session=True,
         )  # fmt: skip
