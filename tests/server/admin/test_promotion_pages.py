@@ -234,6 +234,17 @@ def test_a_script_in_a_name_is_shown_as_text_everywhere(admin: Admin) -> None:
         assert "Promotion link" not in html and "<img" not in html, path
 
 
+def test_a_stored_link_that_is_not_a_web_address_is_left_out_of_a_duplicate(admin: Admin) -> None:
+    pid = promotion(admin.api, "Old one", presentation={"heading": "h", "link": "https://shop.example/a"})
+    store_presentation(admin.api, pid, link="javascript:alert(1)", image_url="https://img.example/a.png")
+    b = admin.browser("marketer")
+    r = b.post(f"/admin/promotions/{pid}/duplicate")
+    assert r.status_code == 303, text_of(r.text)[:500]
+    copy = r.headers["location"].split("/")[-1].split("?")[0]
+    wire = admin.api.get(f"/api/v2/promotions/multichannels/{copy}").json()
+    assert wire["presentation"] == {"heading": "h", "imageUrl": "https://img.example/a.png"}
+
+
 def test_pages_carry_a_strict_content_security_policy(admin: Admin) -> None:
     r = admin.browser("viewer").get("/admin/promotions")
     assert "script-src 'self'" in r.headers["content-security-policy"]
