@@ -94,6 +94,16 @@ class TeamService:
             for r in rows
         ]
 
+    def _tenants_text(self, tenants: list[Any]) -> str:
+        """'north, south and 2 other tenants': only the tenants this admin is a member of are named (as in the
+        list); another tenant's name is that tenant's business."""
+        mine = {m.tenant_id for m in self.who.memberships}
+        named: list[str] = sorted(t.name for t in tenants if t.tenant_id in mine)
+        others = len(tenants) - len(named)
+        if others:
+            named.append(f"{others} other tenant" + ("s" if others > 1 else ""))
+        return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+
     async def create(self, conn: AsyncConnection, email: str, role: str) -> NewUser:
         """A new user of this tenant (with a generated password), or an existing one given a role here."""
         return await self.users.create(conn, email, self.who.tenant.name, role)
@@ -137,11 +147,11 @@ class TeamService:
         if action not in ("disable", "enable", "reset"):
             raise NotFoundError("no such action")
         theirs = (await self._tenants_of(conn, [row.id])).get(row.id, [])
-        foreign = sorted(t.name for t in theirs if t.tenant_id not in self._administered)
+        foreign = [t for t in theirs if t.tenant_id not in self._administered]
         if foreign:
             raise ConflictError(
-                f"{row.email} also works for {', '.join(foreign)}, which you do not administer: disabling or "
-                "resetting them would act there too. Remove them from this tenant instead."
+                f"{row.email} also works for {self._tenants_text(foreign)}, which you do not administer: "
+                "disabling or resetting them would act there too. Remove them from this tenant instead."
             )
         if action == "disable":
             await self.users.disable(conn, row.email)
