@@ -1,6 +1,8 @@
 """The Users section of Settings: `UserService` (what `promoflow user …` calls) seen from one tenant's admin.
 
 A user is global (one person may work for several tenants) but an admin manages only their own tenant, so:
+- adding a person is an invitation they take up by signing in with its code (`invitations`): the answer is the
+  same whether or not the address has an account, and no account is joined without its owner;
 - every action names a member of the signed-in tenant; anyone else is not found (404);
 - disabling, enabling and resetting a password act on the person in every tenant, so they are allowed only when
   each of the person's tenants is one the admin administers (otherwise: remove them from this tenant);
@@ -21,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.timeutil import iso
 from ..exceptions import BadRequestError, ConflictError, NotFoundError
 from ..models import admin_membership, admin_user, tenant
+from .invitations import Invitation, InvitationService, NewInvitation
 from .sessions import AdminContext
-from .users import NewUser, Role, UserService, parse_email, parse_role
+from .users import Role, UserService, parse_email, parse_role
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class TeamService:
         self.now = now
         self.who = who
         self.users = UserService(now, who.tenant.actor)
+        self.invitations = InvitationService(now, who.tenant.actor)
         self._administered = {m.tenant_id for m in who.memberships if m.role is Role.ADMIN}
 
     async def _tenants_of(
@@ -104,9 +108,17 @@ class TeamService:
             named.append(f"{others} other tenant" + ("s" if others > 1 else ""))
         return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
 
-    async def create(self, conn: AsyncConnection, email: str, role: str) -> NewUser:
-        """A new user of this tenant (with a generated password), or an existing one given a role here."""
-        return await self.users.create(conn, email, self.who.tenant.name, role)
+    async def invite(self, conn: AsyncConnection, email: str, role: str) -> NewInvitation:
+        """An invitation to this tenant, the same for any address (`invitations`): no account is made or joined
+        until the person signs in with its code."""
+        return await self.invitations.invite(conn, self.who.tenant.tenant_id, email, role)
+
+    async def pending(self, conn: AsyncConnection) -> list[Invitation]:
+        return await self.invitations.pending(conn, self.who.tenant.tenant_id)
+
+    async def withdraw(self, conn: AsyncConnection, email: str) -> str:
+        address = await self.invitations.withdraw(conn, self.who.tenant.tenant_id, email)
+        return f"The invitation to {address} is withdrawn; its code no longer works."
 
     async def _member(self, conn: AsyncConnection, email: str) -> Any:
         try:
