@@ -7,6 +7,8 @@ import re
 import uuid
 from typing import Any
 
+import pytest
+
 from ._support import GUID_TEXT, assert_error, channel, new_contact, new_promotion, promotion_body, snapshot
 
 ENGAGE_FIELDS = {"id", "externalId", "name", "status", "validity", "presentation", "redemptionChannels"}
@@ -250,3 +252,71 @@ def test_contact_items_type_their_values(api: Any) -> None:
         "https://i.test",
     )
     assert (item["externalId"], item["type"], item["promotionId"]) == ("TYPED", "Multichannel", p["id"])
+
+
+NOT_WEB_URLS = [
+    "javascript:alert(document.cookie)",
+    "JavaScript:alert(1)",
+    " javascript:alert(1)",
+    "java\tscript:alert(1)",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "data:image/svg+xml,<svg onload=alert(1)>",
+    "vbscript:msgbox(1)",
+    "file:///etc/passwd",
+    "ftp://files.test/a.png",
+    "//evil.test/a.png",
+    "/relative/path.png",
+    "shop.test/tees",
+    "https://",
+    "https:///path-without-host",
+    "https://shop.test/a\nb",
+]
+
+
+@pytest.mark.parametrize("field", ["link", "imageUrl"])
+@pytest.mark.parametrize("url", NOT_WEB_URLS)
+def test_a_link_or_image_that_is_not_an_absolute_web_address_is_refused(
+    api: Any, field: str, url: str
+) -> None:
+    """A till, a web shop or an e-mail renders these to customers: only http(s) addresses with a host, on create
+    (v2 and v3) and on update, with the field named."""
+    draft = new_promotion(api, activate=False)
+    before = snapshot(api.settings.resolved_database_url(), api.tenant["tenantId"])
+    body = promotion_body(presentation={"heading": "h", field: url})
+    for method, path in (("POST", "/api/v2/promotions/multichannels"), ("POST", "/api/v3/promotions/multichannels"),
+                         ("PUT", f"/api/v2/promotions/multichannels/{draft['id']}")):  # fmt: skip
+        r = api.client.request(method, path, json=body, headers=api.headers)
+        err = assert_error(r, 400, "InvalidUrl")
+        assert f"presentation.{field}" in err["message"] and "http" in err["message"], err
+    assert snapshot(api.settings.resolved_database_url(), api.tenant["tenantId"]) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://shop.test/tees?utm=1#top", "http://shop.test", "HTTPS://SHOP.TEST/A.PNG",
+     "https://cdn.test/images/spring sale.png", "https://[2001:db8::1]:8443/x", "https://xn--bcher-kva.test/ä"],
+)  # fmt: skip
+def test_absolute_http_and_https_addresses_are_kept_as_written(api: Any, url: str) -> None:
+    r = api.post("/api/v2/promotions/multichannels",
+                 json=promotion_body(presentation={"link": url, "imageUrl": url}))  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["presentation"] == {"link": url, "imageUrl": url}
+
+
+def test_the_openapi_document_states_the_address_rule(api: Any) -> None:
+    doc = api.client.app.openapi()
+    schemas = doc["components"]["schemas"]
+    body = doc["paths"]["/api/v2/promotions/multichannels"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
+    created = schemas[body["schema"]["$ref"].rsplit("/", 1)[-1]]
+    presentation = schemas[created["properties"]["presentation"]["anyOf"][0]["$ref"].rsplit("/", 1)[-1]]
+    for name in ("link", "imageUrl"):
+        text = presentation["properties"][name]["anyOf"][0]
+        assert text["pattern"].startswith("^[Hh][Tt][Tt][Pp][Ss]?://") and text["maxLength"] == 2000
+        assert "http" in presentation["properties"][name]["description"]
+        assert re.search(text["pattern"], "https://shop.test/a") and not re.search(
+            text["pattern"], "javascript:x"
+        )
+    codes = doc["paths"]["/api/v2/promotions/multichannels"]["post"]["responses"]["400"]["x-error-codes"]
+    assert "InvalidUrl" in codes

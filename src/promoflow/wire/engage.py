@@ -68,6 +68,14 @@ LATEST = date(2100, 12, 31)
 NO_NUL = r"^[^\x00]*$"
 """The pattern of every input text: anything but a NUL character, which PostgreSQL cannot store."""
 
+WEB_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#][^\x00-\x1f\x7f]*$"
+"""The pattern of a presentation's ``link`` and ``imageUrl``: an absolute ``http://`` or ``https://`` address with
+a host, and no control character (a browser drops tabs and line breaks from an address, so they could hide what
+it says). Never ``javascript:``, ``data:``, ``vbscript:`` or a relative address: tills, web shops, e-mails and the
+admin UI put these into a link or an image, where another scheme can run script or a relative address would
+point into whichever site shows it. Written for ECMAScript and Python alike (the OpenAPI document gives it)."""
+_WEB_URL = re.compile(WEB_URL)
+
 FROM_TEXT = {"text": True}
 """Validation context of the XML formats: every value is text there, so a boolean may be written as text."""
 
@@ -88,15 +96,43 @@ def Text(default: Any = ..., *, max_length: int, min_length: int | None = None, 
     return Field(default, min_length=min_length, max_length=max_length, pattern=NO_NUL, **kw)
 
 
+def is_web_url(text: str) -> bool:
+    """Whether ``text`` is an address a page may link or load (`WEB_URL`): the one rule of the API, the promotion
+    editor and the admin pages that show a stored link."""
+    return _WEB_URL.fullmatch(text) is not None
+
+
+WebUrl = Annotated[str, Field(max_length=2000, pattern=WEB_URL)]
+"""A presentation's link or image: at most 2,000 characters, `WEB_URL` (refused as `InvalidUrl`)."""
+_WEB_URL_TEXT = (
+    "An absolute http:// or https:// address with a host (tills, web shops and e-mails link or load it); another "
+    "scheme (javascript:, data:, …), a relative address or a control character → 400 `InvalidUrl`."
+)
+
+
+def _pattern_of(error: ErrorDetails) -> str | None:
+    if error.get("type") != "string_pattern_mismatch":
+        return None
+    return str((error.get("ctx") or {}).get("pattern"))
+
+
 def error_text(error: ErrorDetails) -> str:
     """A validation error's message, in words a client can act on."""
-    if error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == NO_NUL:
+    pattern = _pattern_of(error)
+    if pattern == NO_NUL:
         return "contains a NUL character"
+    if pattern == WEB_URL:
+        return (
+            "must be an absolute http:// or https:// address with a host (javascript:, data:, other schemes, "
+            "relative addresses and control characters are refused)"
+        )
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 def error_code(error: ErrorDetails) -> str | None:
     """The Engage error code a validator named for its refusal (``InvalidCreatedDate``…), if any."""
+    if _pattern_of(error) == WEB_URL:
+        return ErrorCode.INVALID_URL.value
     code = (error.get("ctx") or {}).get("errorCode")
     return str(code) if code else None
 
@@ -282,11 +318,22 @@ class RedemptionChannelIn(WireModel):
     instruction: str | None = Text(None, max_length=512)
 
 
-class Presentation(WireModel):
+class PresentationIn(WireModel):
+    """A promotion's presentation as created or replaced: the link and the image must be web addresses."""
+
     heading: str | None = Text(None, max_length=450)
     description: str | None = Text(None, max_length=4000)
-    link: str | None = Text(None, max_length=2000)
-    image_url: str | None = Text(None, max_length=2000)
+    link: WebUrl | None = Field(None, description=_WEB_URL_TEXT)
+    image_url: WebUrl | None = Field(None, description=_WEB_URL_TEXT)
+
+
+class Presentation(WireModel):
+    """A promotion's presentation as answered (and as the SDK reads it from any Engage: not checked again)."""
+
+    heading: str | None = None
+    description: str | None = None
+    link: str | None = None
+    image_url: str | None = None
 
 
 class ReturnPolicy(StrEnum):
@@ -322,7 +369,7 @@ class MultichannelPromotionCreate(WireModel):
     name: str = Text(min_length=1, max_length=450)
     external_id: str | None = Text(None, max_length=450)
     validity: PromotionValidity
-    presentation: Presentation | None = None
+    presentation: PresentationIn | None = None
     redemption_channels: list[RedemptionChannelIn] = Field(default_factory=list, max_length=10)
     return_policy: ReturnPolicy | None = Field(
         default=None, description="Extension: reactivate the assignment when the sale is returned."

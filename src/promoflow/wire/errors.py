@@ -93,6 +93,8 @@ class ErrorCode(StrEnum):
     """A path or query that is not valid UTF-8, or a path, query or header that holds a NUL character."""
     INVALID_API_KEY_NAME = "InvalidApiKeyName"
     """An API key name that is empty, too long or has characters other than letters, digits, space, . _ -."""
+    INVALID_URL = "InvalidUrl"
+    """A promotion's link or image URL that is not an absolute http:// or https:// address."""
     # 401
     UNAUTHORIZED = "Unauthorized"
     """Not authenticated."""
@@ -235,6 +237,7 @@ HTTP_STATUS: Mapping[ErrorCode, int] = {
     ErrorCode.INVALID_VERDICT: 400,
     ErrorCode.INVALID_ENCODING: 400,
     ErrorCode.INVALID_API_KEY_NAME: 400,
+    ErrorCode.INVALID_URL: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.MISSING_API_KEY: 401,
     ErrorCode.INVALID_API_KEY: 401,

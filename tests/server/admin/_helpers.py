@@ -53,3 +53,21 @@ EDITOR = {
     "POS_value": "20",
     "action": "save",
 }
+
+
+def store_presentation(api: Api, pid: str, **columns: str | None) -> None:
+    """Write a promotion's presentation columns straight to the database: a row stored before the API checked
+    them (``link="javascript:…"``), which the pages must still show safely."""
+    import uuid
+
+    from sqlalchemy import update
+
+    from promoflow.server.db import make_sync_engine
+    from promoflow.server.models import promotion
+
+    engine = make_sync_engine(api.settings.resolved_database_url())
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(promotion).where(promotion.c.id == uuid.UUID(pid)).values(**columns))
+    finally:
+        engine.dispose()

@@ -67,13 +67,14 @@ class Browser:
         return self.client.post(path, data=data, **kw)
 
 
-def sign_in(client: TestClient, email: str, password: str) -> Any:
+def sign_in(client: TestClient, email: str, password: str, code: str = "") -> Any:
     page = client.get("/admin/login")
     return client.post(
         "/admin/login",
         data={
             "email": email,
             "password": password,
+            "code": code,
             "csrf_token": csrf_of(page.text),
             "next": "/admin/promotions",
         },

@@ -46,7 +46,8 @@ ACTIONS = (
     "promotion.create", "promotion.update", "promotion.activate", "promotion.deactivate", "promotion.delete",
     "assignment.create", "assignment.bulk", "redemption.reactivate", "contact.create", "contact.update",
     "import.apply", "tenant.create", "settings.update", "api_key.create", "api_key.revoke", "api_key.rotate",
-    "ftp.rotate", "user.create", "user.role", "user.disable", "user.enable", "user.reset", "user.remove",
+    "ftp.rotate", "user.create", "user.invite", "user.withdraw", "user.join", "user.role", "user.disable",
+    "user.enable", "user.reset", "user.remove",
 )  # fmt: skip
 ACTOR_KINDS = {
     "user": "Person (admin UI)",
@@ -62,7 +63,8 @@ ACTION_TEXT = {
     "contact.update": "edited contact", "import.apply": "imported a file", "tenant.create": "created the tenant",
     "settings.update": "changed settings", "api_key.create": "created an API key",
     "api_key.revoke": "revoked an API key", "api_key.rotate": "rotated an API key",
-    "ftp.rotate": "rotated the FTP password", "user.create": "added a user", "user.role": "changed a role",
+    "ftp.rotate": "rotated the FTP password", "user.create": "added a user", "user.invite": "invited a user",
+    "user.withdraw": "withdrew an invitation", "user.join": "joined by invitation", "user.role": "changed a role",
     "user.disable": "disabled a user", "user.enable": "enabled a user", "user.reset": "reset a password",
     "user.remove": "removed a user",
 }  # fmt: skip

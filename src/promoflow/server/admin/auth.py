@@ -70,25 +70,29 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     form = await form_of(request)
     email, password = str(form.get("email") or ""), str(form.get("password") or "")
+    code = str(form.get("code") or "")[:200]
     nxt = _safe_next(form.get("next"))
     sent, cookie = str(form.get("csrf_token") or ""), request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not cookie or not hmac.compare_digest(sent.encode(), cookie.encode()):
         return _login_page(
             request, 403, error="The sign-in form expired. Please try again.", email=email, nxt=nxt
         )
-    if not email.strip() or not password:
+    if not email.strip() or not (password or code.strip()):
         return _login_page(request, 400, error="Enter your email and password.", email=email, nxt=nxt)
     st = state_of(request)
     store = SessionStore(now_of(request), timedelta(minutes=st.settings.admin_session_idle_minutes))
     try:
         async with writing(request) as conn:
             opened = await store.sign_in(conn, email, password, client_address(request),
-                                         request.headers.get("user-agent"))  # fmt: skip
+                                         request.headers.get("user-agent"), code)  # fmt: skip
     except SessionRefused as exc:
         return _login_page(request, exc.status, error=exc.message, email=email, nxt=nxt)
     if opened is None:
-        return _login_page(request, 400, error="The email or password is not right, or the account is disabled.",
-                           email=email, nxt=nxt)  # fmt: skip
+        error = "The email or password is not right, or the account is disabled."
+        if code.strip():
+            error = ("The email, password or invitation code is not right (a code works once, for 7 days), or the "
+                     "account is disabled.")  # fmt: skip
+        return _login_page(request, 400, error=error, email=email, nxt=nxt)
     token = opened[0]
     response = RedirectResponse(nxt, 303)
     set_cookie(request, response, SESSION_COOKIE, token)

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from ...wire.engage import MultichannelPromotionCreate
+from ...wire.engage import MultichannelPromotionCreate, is_web_url
 from ..exceptions import PromoflowError
 from .gateway import CHANNELS
 
@@ -33,6 +33,9 @@ _PRESENTATION = {
     "imageUrl": ("image_url", "The image URL", 2000),
     "link": ("link", "The link", 2000),
 }
+NOT_A_WEB_URL = (
+    "Use a full web address that starts with https:// (or http://), such as https://shop.example/spring."
+)
 
 
 @dataclass
@@ -125,9 +128,9 @@ class PromotionForm:
             err("channels", "Choose at least one channel: POS, ECOM or OTHER.")
         for name in ("image_url", "link"):
             address = self.get(name)
-            if address and not address.lower().startswith(("https://", "http://")):
-                # The pages show only http(s) links and images, and a till or web shop should get no other.
-                err(name, "Use a web address that starts with https:// (or http://).")
+            if address and not is_web_url(address):
+                # The API's own rule (`wire.engage.WEB_URL`), said here in a marketer's words next to the field.
+                err(name, NOT_A_WEB_URL)
         return {
             "name": self.get("name"),
             "externalId": self.get("external_id") or None,

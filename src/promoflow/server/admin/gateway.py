@@ -30,6 +30,7 @@ from ...wire.engage import (
     MultichannelPromotionCreate,
     PromotionStatus,
     ValueType,
+    is_web_url,
 )
 from ..contact.service import (
     NAME_KEY_LENGTH,
@@ -304,6 +305,11 @@ async def duplicate_promotion(
     wire = {**wire, "name": f"Copy of {wire['name']}"[:450], "externalId": None}
     wire["validity"] = {**wire["validity"], "startDate": wire["validity"]["startDate"][:10],
                         "endDate": (wire["validity"].get("endDate") or "")[:10] or None}  # fmt: skip
+    # A link or image stored before the API refused other schemes is not copied (the copy could not be saved).
+    pres = wire.get("presentation") or {}
+    wire["presentation"] = {
+        k: v for k, v in pres.items() if k not in ("link", "imageUrl") or is_web_url(v or "")
+    }
     return await create_promotion(conn, ctx, now, MultichannelPromotionCreate.model_validate(wire))
 
 

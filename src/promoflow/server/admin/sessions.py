@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..audit import Actor
 from ..models import admin_login_attempt, admin_membership, admin_session, admin_user, tenant
 from ..tenant.service import TenantContext, context_from_row
+from .invitations import InvitationService
 from .passwords import hash_password, needs_rehash, verify_password
 from .users import Role
 
@@ -90,12 +91,17 @@ class SessionStore:
         return (by_address or 0) >= MAX_FAILURES_PER_ADDRESS
 
     async def sign_in(
-        self, conn: AsyncConnection, email: str, password: str, address: str, user_agent: str | None
-    ) -> tuple[str, str] | None:
+        self, conn: AsyncConnection, email: str, password: str, address: str, user_agent: str | None,
+        code: str = "",
+    ) -> tuple[str, str] | None:  # fmt: skip
         """Check the password and open a session: answers (cookie token, session id), or None (the failed
         attempt is recorded in this transaction, so the caller must commit it). Says nothing about whether the
-        account exists. Raises `SessionRefused` (429) while the account or the address is throttled."""
-        email = email.strip().lower()[:255]
+        account exists. Raises `SessionRefused` (429) while the account or the address is throttled.
+
+        ``code`` takes up an invitation (`invitations`): with the account's password for an existing account, on
+        its own (or typed as the password) for an address without one; the session opens in the tenant joined.
+        A code that takes up nothing fails the sign-in like a wrong password."""
+        email, code = email.strip().lower()[:255], code.strip()
         address = address[:64]
         if await self._throttled(conn, email, address):
             raise SessionRefused(
@@ -104,26 +110,33 @@ class SessionStore:
                 status=429,
             )
         user = (await conn.execute(select(admin_user).where(admin_user.c.email == email))).first()
-        ok = verify_password(user.password_hash if user else None, password)
-        first = None
-        if ok and user is not None and user.disabled_at is None:
-            first = (
-                await conn.execute(
+        invitations = InvitationService(self.now)
+        user_id: uuid.UUID | None = None
+        tenant_id: uuid.UUID | None = None
+        if user is None:
+            joined = await invitations.open_account(conn, email, code or password)
+            if joined is not None:
+                user_id, tenant_id = joined.user_id, joined.tenant_id
+        elif verify_password(user.password_hash, password) and user.disabled_at is None:
+            user_id = user.id
+            if code:
+                tenant_id = await invitations.join(conn, user.id, email, code)
+            else:
+                tenant_id = await conn.scalar(
                     select(admin_membership.c.tenant_id)
                     .join(tenant, tenant.c.id == admin_membership.c.tenant_id)
                     .where(admin_membership.c.user_id == user.id)
-                    # The tenant they were in first: another tenant's admin adding them lands nobody there.
+                    # The tenant they were in first: joining another one later never moves where they start.
                     .order_by(admin_membership.c.created_at, tenant.c.name)
                     .limit(1)
                 )
-            ).first()
-        succeeded = first is not None
+        succeeded = user_id is not None and tenant_id is not None
         await conn.execute(
             insert(admin_login_attempt).values(email=email, address=address, at=self.now, succeeded=succeeded)
         )
-        if not succeeded or user is None or first is None:
+        if user_id is None or tenant_id is None:
             return None
-        if needs_rehash(user.password_hash):
+        if user is not None and needs_rehash(user.password_hash):
             await conn.execute(
                 update(admin_user)
                 .where(admin_user.c.id == user.id)
@@ -133,7 +146,7 @@ class SessionStore:
         sid = token_digest(token)
         await conn.execute(
             insert(admin_session).values(
-                id=sid, user_id=user.id, tenant_id=first.tenant_id, csrf_token=secrets.token_urlsafe(32),
+                id=sid, user_id=user_id, tenant_id=tenant_id, csrf_token=secrets.token_urlsafe(32),
                 address=address, user_agent=(user_agent or "")[:300] or None, created_at=self.now,
                 last_seen_at=self.now, expires_at=self.now + MAX_AGE,
             )

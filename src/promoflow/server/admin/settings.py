@@ -35,7 +35,7 @@ from ..tenant.service import (
 )
 from ..transfer.accounts import rotate_ftp_password
 from .common import admin_router, now_of, reading, writing
-from .gateway import status_condition
+from .gateway import local_time_text, status_condition
 from .sessions import AdminContext
 from .team import TeamService
 from .users import Role
@@ -363,10 +363,11 @@ async def rotate_ftp(request: Request, who: AdminContext = Depends(admin)) -> Re
 
 
 async def _users(request: Request, who: AdminContext, page: Page, status: int = 200) -> Response:
+    team = TeamService(now_of(request), who)
     async with reading(request) as conn:
-        members = await TeamService(now_of(request), who).members(conn)
-    return render(request, "settings_users.html", status, tab="users", members=members, page=page,
-                  roles=[r.value for r in Role])  # fmt: skip
+        members, invitations = await team.members(conn), await team.pending(conn)
+    return render(request, "settings_users.html", status, tab="users", members=members, invitations=invitations,
+                  page=page, roles=[r.value for r in Role])  # fmt: skip
 
 
 @router.get("/settings/users")
@@ -380,18 +381,29 @@ async def create_user(request: Request, who: AdminContext = Depends(admin)) -> R
     values = {"email": str(form.get("email") or "").strip(), "role": str(form.get("role") or "")}
     try:
         async with writing(request) as conn:
-            new = await TeamService(now_of(request), who).create(conn, values["email"], values["role"])
+            new = await TeamService(now_of(request), who).invite(conn, values["email"], values["role"])
     except PromoflowError as exc:
         if exc.status >= 500:
             raise
         where = "role" if "role" in exc.message and "@" not in exc.message else "email"
         return await _users(request, who, Page(errors={where: exc.message}, values=values), exc.status)
-    if new.password is None:
-        return await _users(request, who, Page(notice=f"{new.email} (an existing user) is now {new.role.value} of "
-                                                      f"{new.tenant}; their password is unchanged."))  # fmt: skip
-    secret = {"title": f"{new.email} can sign in", "label": f"Password of {new.email}", "value": new.password,
-              "note": "Give it to them over a safe channel; it is shown only this once."}  # fmt: skip
+    # One answer for every address: whether it has an account (in another tenant) is not this admin's to learn.
+    until = local_time_text(new.expires_at, who.tenant.tz)
+    secret = {"title": f"{new.email} is invited as {new.role.value}", "label": f"Invitation code for {new.email}",
+              "value": new.code,
+              "note": f"Give it to them over a safe channel; it is shown only this once and works once, until {until}. "
+              "They sign in at /admin/login with their email and this code as the invitation code: someone new to "
+              "promoflow leaves the password empty (the code becomes their password), someone who already has an "
+              "account also enters their own password, which stays as it is."}  # fmt: skip
     return await _users(request, who, Page(secret=secret))
+
+
+@router.post("/settings/users/withdraw")
+async def withdraw(request: Request, who: AdminContext = Depends(admin)) -> Response:
+    form = await form_of(request)
+    async with writing(request) as conn:
+        done = await TeamService(now_of(request), who).withdraw(conn, str(form.get("email") or ""))
+    return redirect(request, "/admin/settings/users?" + _query(done=done))
 
 
 async def _member_action(request: Request, who: AdminContext, action: str) -> Response:

@@ -1,6 +1,8 @@
 """The Users section of Settings: `UserService` (what `promoflow user …` calls) seen from one tenant's admin.
 
 A user is global (one person may work for several tenants) but an admin manages only their own tenant, so:
+- adding a person is an invitation they take up by signing in with its code (`invitations`): the answer is the
+  same whether or not the address has an account, and no account is joined without its owner;
 - every action names a member of the signed-in tenant; anyone else is not found (404);
 - disabling, enabling and resetting a password act on the person in every tenant, so they are allowed only when
   each of the person's tenants is one the admin administers (otherwise: remove them from this tenant);
@@ -21,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ...kit.timeutil import iso
 from ..exceptions import BadRequestError, ConflictError, NotFoundError
 from ..models import admin_membership, admin_user, tenant
+from .invitations import Invitation, InvitationService, NewInvitation
 from .sessions import AdminContext
-from .users import NewUser, Role, UserService, parse_email, parse_role
+from .users import Role, UserService, parse_email, parse_role
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class TeamService:
         self.now = now
         self.who = who
         self.users = UserService(now, who.tenant.actor)
+        self.invitations = InvitationService(now, who.tenant.actor)
         self._administered = {m.tenant_id for m in who.memberships if m.role is Role.ADMIN}
 
     async def _tenants_of(
@@ -94,9 +98,27 @@ class TeamService:
             for r in rows
         ]
 
-    async def create(self, conn: AsyncConnection, email: str, role: str) -> NewUser:
-        """A new user of this tenant (with a generated password), or an existing one given a role here."""
-        return await self.users.create(conn, email, self.who.tenant.name, role)
+    def _tenants_text(self, tenants: list[Any]) -> str:
+        """'north, south and 2 other tenants': only the tenants this admin is a member of are named (as in the
+        list); another tenant's name is that tenant's business."""
+        mine = {m.tenant_id for m in self.who.memberships}
+        named: list[str] = sorted(t.name for t in tenants if t.tenant_id in mine)
+        others = len(tenants) - len(named)
+        if others:
+            named.append(f"{others} other tenant" + ("s" if others > 1 else ""))
+        return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+
+    async def invite(self, conn: AsyncConnection, email: str, role: str) -> NewInvitation:
+        """An invitation to this tenant, the same for any address (`invitations`): no account is made or joined
+        until the person signs in with its code."""
+        return await self.invitations.invite(conn, self.who.tenant.tenant_id, email, role)
+
+    async def pending(self, conn: AsyncConnection) -> list[Invitation]:
+        return await self.invitations.pending(conn, self.who.tenant.tenant_id)
+
+    async def withdraw(self, conn: AsyncConnection, email: str) -> str:
+        address = await self.invitations.withdraw(conn, self.who.tenant.tenant_id, email)
+        return f"The invitation to {address} is withdrawn; its code no longer works."
 
     async def _member(self, conn: AsyncConnection, email: str) -> Any:
         try:
@@ -137,11 +159,11 @@ class TeamService:
         if action not in ("disable", "enable", "reset"):
             raise NotFoundError("no such action")
         theirs = (await self._tenants_of(conn, [row.id])).get(row.id, [])
-        foreign = sorted(t.name for t in theirs if t.tenant_id not in self._administered)
+        foreign = [t for t in theirs if t.tenant_id not in self._administered]
         if foreign:
             raise ConflictError(
-                f"{row.email} also works for {', '.join(foreign)}, which you do not administer: disabling or "
-                "resetting them would act there too. Remove them from this tenant instead."
+                f"{row.email} also works for {self._tenants_text(foreign)}, which you do not administer: "
+                "disabling or resetting them would act there too. Remove them from this tenant instead."
             )
         if action == "disable":
             await self.users.disable(conn, row.email)

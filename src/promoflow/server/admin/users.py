@@ -1,4 +1,5 @@
-"""Admin users and their roles per tenant: what `promoflow user …` and (part 2) the Users screen call."""
+"""Admin users and their roles per tenant: what `promoflow user …` and the Users screen call (the screen adds
+people by invitation, `invitations`, never with `UserService.create`)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ class UserService:
 
     async def create(self, conn: AsyncConnection, email: str, tenant_name: str, role: str) -> NewUser:
         """A new user with a generated password and a role in one tenant; for an existing user, the role in one
-        more tenant (their password does not change)."""
+        more tenant (their password does not change). The operator's command: it acts on any account at once, so
+        a tenant's admin invites instead."""
         address, r = parse_email(email), parse_role(role)
         t = await TenantService(self.now).by_name(conn, tenant_name)
         row = (await conn.execute(select(admin_user).where(admin_user.c.email == address))).first()

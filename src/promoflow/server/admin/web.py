@@ -23,6 +23,7 @@ from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ...wire.engage import is_web_url
 from ..exceptions import PromoflowError
 from ..http.edge import AppState, state_of
 from .gateway import local_time_text
@@ -56,9 +57,11 @@ templates = Environment(
 
 
 def web_url(value: object) -> str | None:
-    """A URL a page may link or load: http(s) only, never javascript: or data:."""
-    text = str(value or "").strip()
-    return text if text.lower().startswith(("https://", "http://")) else None
+    """``{{ link|web_url }}``: a stored address a page may link or load, or None. The API's rule (`is_web_url`),
+    applied again on the way out: a row stored before the API refused other schemes is never made a live
+    ``javascript:`` link or a ``data:`` image."""
+    text = str(value or "")
+    return text if is_web_url(text) else None
 
 
 templates.filters["web_url"] = web_url

@@ -29,6 +29,7 @@ What is recorded (action — where):
     tenant.create, settings.update, api_key.create / rotate        tenant/service.py (CLI, admin UI)
     ftp.rotate                                                     transfer/accounts.py
     user.create / role / disable / enable / reset / remove         admin/users.py (CLI, admin UI)
+    user.invite / withdraw (admin UI), user.join (the person)      admin/invitations.py
 
 What is NOT recorded: redemptions and receipts (checkout traffic: millions a day; they are in the redemption
 ledger and the receipts), promotions shown to a customer (the ledger), the per-line effects of a file import (one

@@ -33,9 +33,10 @@ from .transfer import (
     import_content,
     import_record,
 )
-from .users import admin_login_attempt, admin_membership, admin_session, admin_user
+from .users import admin_invitation, admin_login_attempt, admin_membership, admin_session, admin_user
 
 __all__ = [
+    "admin_invitation",
     "admin_login_attempt",
     "admin_membership",
     "admin_session",

@@ -34,6 +34,23 @@ admin_membership = Table(
     Index("ix_admin_membership_tenant", "tenant_id"),
 )
 
+admin_invitation = Table(
+    "admin_invitation",
+    metadata,
+    # A role in a tenant offered to an e-mail address: it becomes a membership only when the person signs in with
+    # its code (and, if the address has an account, that account's password). Until then nothing about an
+    # existing account changes, and the tenant's admin sees the same invitation whether or not one exists.
+    Column("tenant_id", Uuid, ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True),
+    Column("email", String(255), primary_key=True),
+    Column("role", String(20), nullable=False),
+    # Argon2id of the code, which is shown once to the inviting admin; a new account takes it as its password.
+    Column("code_hash", String(200), nullable=False),
+    created_at(),
+    Column("expires_at", UTCDateTime, nullable=False),
+    CheckConstraint("role in ('viewer', 'marketer', 'admin')", name="role"),
+    Index("ix_admin_invitation_email", "email"),
+)
+
 admin_session = Table(
     "admin_session",
     metadata,
@@ -63,4 +80,4 @@ admin_login_attempt = Table(
     Index("ix_admin_login_attempt_address", "address", "at"),
 )
 
-__all__ = ["admin_login_attempt", "admin_membership", "admin_session", "admin_user"]
+__all__ = ["admin_invitation", "admin_login_attempt", "admin_membership", "admin_session", "admin_user"]

@@ -50,6 +50,7 @@ from .errors import (
     InvalidPromotionIdNoDataError,
     InvalidPromotionValueError,
     InvalidRedeemedOnError,
+    InvalidUrlError,
     InvalidValidityError,
     NotAValidRedemptionChannelError,
     PromotionAlreadyRedeemedError,
@@ -79,6 +80,7 @@ _DEF_BODY = (
     InvalidValidityError,
     InvalidPromotionValueError,
     DuplicateRedemptionChannelError,
+    InvalidUrlError,
 )
 
 

@@ -52,6 +52,12 @@ class InvalidPromotionValueError(BadRequestError):
     code = ErrorCode.INVALID_PROMOTION_VALUE
 
 
+class InvalidUrlError(BadRequestError):
+    """400 `InvalidUrl`: A promotion's link or image URL that is not an absolute http:// or https:// address."""
+
+    code = ErrorCode.INVALID_URL
+
+
 class DuplicateRedemptionChannelError(BadRequestError):
     """400 `DuplicateRedemptionChannel`: Two redemption channels of one type."""
 

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....kit.timeutil import add_period, end_of_day, local_date, start_of_day
 from ....wire.engage import (
     MultichannelPromotionCreate,
-    Presentation,
+    PresentationIn,
     PromotionStatus,
     PromotionValidity,
     RedemptionChannelIn,
@@ -95,9 +95,11 @@ class PromotionApplier:
             validity=PromotionValidity(
                 start_date=v.valid_from_date or local_date(self.now, self.ctx.tz), end_date=v.valid_to_date
             ),
-            presentation=Presentation(
+            presentation=PresentationIn(
                 heading=(pres.heading if pres else None) or v.promotion_name,
                 description=(pres.description if pres else None) or v.promotion_name,
+                link=None,
+                image_url=None,
             ),
             redemption_channels=channels,
         )
