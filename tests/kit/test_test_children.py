@@ -18,13 +18,14 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="parent-death signal: Linux only"
 )
 
-# A stand-in for a test process: starts a long-lived child the way the tests do (its own session), prints the
-# child's pid, and waits to be killed.
+# A stand-in for a test process: starts a long-lived child the way the tests do (its own session), waits for the
+# child's first line (so ``setpriv`` has set the signal and run the program: killing the parent before that is a
+# race the test would lose now and then), prints the child's pid, and waits to be killed.
 _PARENT = textwrap.dedent(
     """
-    import subprocess, sys, time
-    cmd = sys.argv[1:]
-    child = subprocess.Popen(cmd, start_new_session=True)
+    import subprocess, sys
+    child = subprocess.Popen(sys.argv[1:], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\\n"
     print(child.pid, flush=True)
     sys.stdin.read()
     """
@@ -32,7 +33,7 @@ _PARENT = textwrap.dedent(
 
 
 def test_a_tied_child_is_stopped_when_the_process_that_started_it_is_killed() -> None:
-    child_cmd = tied([sys.executable, "-c", "import time; time.sleep(300)"])
+    child_cmd = tied([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(300)"])
     parent = subprocess.Popen(
         [sys.executable, "-c", _PARENT, *child_cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
