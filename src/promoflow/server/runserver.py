@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from ..kit.clock import SystemClock
+from ..kit.errtext import os_error
 from .config import OperatorError, PortInUseError, Settings, describe_database
 from .db import Database, is_sqlite
 from .http.app import create_app
@@ -88,13 +89,8 @@ def check_api_port(settings: Settings) -> None:
 
 def _errno(exc: OSError) -> int | None:
     """The error number, also of an OSError wrapped in another (pyftpdlib raises ``OSError(OSError(98, …))``)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen.errno
-        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = inner or seen.__cause__ or seen.__context__
-    return None
+    found = os_error(exc)
+    return None if found is None else found.errno
 
 
 def _start_service(name: str, start: ProcessService, settings: Settings) -> Callable[[], None]:

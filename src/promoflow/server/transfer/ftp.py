@@ -8,6 +8,11 @@
 - An upload is written to a staging file outside every FTP tree. Only when the transfer completed is it moved to
   the private inbox and recorded; the ``226`` reply is sent after the record committed, so a ``226`` means "queued".
   An aborted, oversized or refused upload leaves nothing behind.
+- A write that fails (a full disk: ENOSPC, EDQUOT; or any other error of the file system) aborts the upload with
+  ``452`` (no space: RFC 959's "insufficient storage space in system", worth trying again later) or ``451`` (the
+  error named), deletes the partial file and queues nothing; the log names the tenant, the file and the error.
+  pyftpdlib's own answer would be ``426 None`` (it reads the errno of its wrapper, which has none), or no answer
+  at all when closing the file fails too (its buffer cannot be written either).
 - Allowed: list and download anywhere in the own tree, upload into the four import folders (exact file names,
   no resume), delete in the output folders. No mkdir, rename, chmod, site commands. Symlinks are neither
   followed nor listed; paths outside the tree are refused.
@@ -15,11 +20,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import posixpath
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -29,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
+from pyftpdlib.exceptions import _FileReadWriteError
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 from sqlalchemy import select
 
 from ...kit.clock import Clock, SystemClock
+from ...kit.errtext import os_error
 from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
 from ..config import OperatorError, Settings, passive_ports
 from ..models import tenant
@@ -73,6 +83,33 @@ def recordable(name: str) -> str:
 def result_path(name: str, import_id: uuid.UUID) -> str:
     """Where the import's result file appears, as the FTP user sees it."""
     return f"{IMPORT_RESULTS_DIR}/{result_file_name(name, import_id)}"
+
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def write_failure_reply(err: OSError) -> str:
+    """The reply to an upload whose file could not be written. A full disk (or the server user's exhausted quota)
+    is 452, a condition of the server that passes: try again later. 552 ("exceeded storage allocation") would
+    blame the tenant's allocation, and a tenant has none but the size limit, which is answered 552 already."""
+    why = os.strerror(err.errno) if err.errno is not None else str(err)
+    if err.errno in NO_SPACE:
+        return (
+            f"452 Insufficient storage space on the server ({why}): the upload was aborted and deleted, nothing "
+            "was queued. Upload it again later."
+        )
+    return (
+        f"451 The server could not write the upload ({why}): it was aborted and deleted, nothing was queued. "
+        "Upload it again later."
+    )
+
+
+class UploadWriteError(Exception):
+    """Writing, syncing or moving a completed upload failed; the OSError is the cause."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # ------------------------------------------------------------------------------------------------ logins
@@ -234,17 +271,49 @@ class _GuardedUpload:
             self.transfer_finished = False
             self.close()
 
+    def handle_error(self) -> None:
+        # Called by the I/O loop inside its `except`: the error is the one being handled. pyftpdlib marks the
+        # file's errors (not the socket's) by wrapping them in _FileReadWriteError.
+        exc = sys.exc_info()[1]
+        err = os_error(exc) if isinstance(exc, _FileReadWriteError) else None
+        if err is None or self._closed:
+            super().handle_error()  # type: ignore[misc]
+            return
+        if self.receive:
+            reply = self.cmd_channel.upload_write_failed(err, self.file_obj, self.tot_bytes_received)
+        else:
+            reply = (
+                f"451 The server could not read the file ({os.strerror(err.errno or 0)}); transfer aborted."
+            )
+            log.error("transfer.download_read_failed user=%s path=%s error=%s", self.cmd_channel.username,
+                      getattr(self.file_obj, "name", "?"), os.strerror(err.errno or 0))  # fmt: skip
+        self._resp = (reply, _ftp_log.debug)  # logged above, with what the operator needs
+        self.transfer_finished = False
+        self.close()
+
     def close(self) -> None:
-        if not self._closed and self.receive and self.transfer_finished and self.file_obj is not None:
-            try:
-                self._resp = (self.cmd_channel.complete_upload(self.file_obj), _ftp_log.debug)
-            except Exception:
-                log.exception("transfer.upload_record_failed")
-                self._resp = (
-                    "451 The upload could not be queued; nothing was kept. Upload it again.",
-                    log.warning,
-                )
-                self.transfer_finished = False
+        if not self._closed and self.receive and self.file_obj is not None:
+            if self.transfer_finished:
+                try:
+                    self._resp = (self.cmd_channel.complete_upload(self.file_obj), _ftp_log.debug)
+                except UploadWriteError as exc:
+                    reply = self.cmd_channel.upload_write_failed(
+                        exc.error, self.file_obj, self.tot_bytes_received
+                    )
+                    self._resp = (reply, _ftp_log.debug)
+                    self.transfer_finished = False
+                except Exception:
+                    log.exception("transfer.upload_record_failed")
+                    self._resp = (
+                        "451 The upload could not be queued; nothing was kept. Upload it again.",
+                        log.warning,
+                    )
+                    self.transfer_finished = False
+            if not self.transfer_finished and not self.file_obj.closed:
+                # What the file's buffer still holds cannot be written either (the disk is full): closing must
+                # not raise here, or pyftpdlib never sends the reply nor removes the partial file.
+                with contextlib.suppress(OSError):
+                    self.file_obj.close()
         super().close()  # type: ignore[misc]
 
 
@@ -306,8 +375,14 @@ class _TenantCommands:
             log.info("transfer.name_refused tenant=%s file=%r reason=%s", tenant_id, name, problem)
             self.respond(f"553 {problem}; the result will be {where}.")
             return None
-        staged = ctx.store.new_staging_file(tenant_id)
-        fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
+        try:
+            staged = ctx.store.new_staging_file(tenant_id)
+            fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
+        except OSError as exc:
+            log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=0 error=%s",
+                      tenant_id, ftp_path, ctx.store.staging_path(tenant_id), _describe(exc))  # fmt: skip
+            self.respond(write_failure_reply(exc))
+            return None
         self._staged[str(staged)] = (folder, name)
         if self.data_channel is not None:
             self.respond("125 Data connection already open. Transfer starting.")
@@ -325,16 +400,31 @@ class _TenantCommands:
             staged = self.__dict__["_pf_staged"] = {}
         return staged
 
+    def upload_write_failed(self, err: OSError, file_obj: Any, received: int) -> str:
+        """Log an upload whose file could not be written (tenant, file, staging path, the error); the reply.
+        The data channel then deletes the partial file (``on_incomplete_file_received``)."""
+        path = str(getattr(file_obj, "name", "?"))
+        folder, name = self._staged.get(path, ("?", "?"))
+        tenant_id = self.transfer.logins.tenant_of(self.username)
+        log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=%d error=%s",
+                  tenant_id, posixpath.join(folder, name), path, received, _describe(err))  # fmt: skip
+        return write_failure_reply(err)
+
     def complete_upload(self, file_obj: Any) -> str:
-        """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send."""
+        """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send. A file
+        operation that fails raises UploadWriteError, with nothing moved into the inbox."""
         ctx = self.transfer
         staged = Path(file_obj.name)
-        folder, name = self._staged.pop(str(staged))
-        file_obj.flush()
-        os.fsync(file_obj.fileno())
-        file_obj.close()
-        size = staged.stat().st_size
+        folder, name = self._staged[str(staged)]
+        try:
+            file_obj.flush()
+            os.fsync(file_obj.fileno())
+            file_obj.close()
+            size = staged.stat().st_size
+        except OSError as exc:
+            raise UploadWriteError(exc) from exc
         if size > ctx.settings.ftp_max_upload_bytes:
+            self._staged.pop(str(staged))
             staged.unlink(missing_ok=True)
             return f"552 Upload exceeds the limit of {ctx.settings.ftp_max_upload_bytes} bytes; deleted."
         digest = hashlib.sha256()
@@ -344,7 +434,12 @@ class _TenantCommands:
         tenant_id = ctx.logins.tenant_of(self.username)
         import_id = uuid.uuid4()
         relpath = ctx.store.inbox_relpath(tenant_id, import_id)
-        inbox = ctx.store.accept(staged, relpath)
+        try:
+            inbox = ctx.store.accept(staged, relpath)
+        except OSError as exc:
+            ctx.store.resolve(relpath).unlink(missing_ok=True)  # moved, but its folder could not be synced
+            raise UploadWriteError(exc) from exc
+        self._staged.pop(str(staged))
         kind = KIND_BY_DIR[folder].value
         try:
             accepted = ctx.bridge.call(
@@ -373,6 +468,13 @@ class _TenantCommands:
         self._staged.pop(file, None)
         Path(file).unlink(missing_ok=True)
         log.info("transfer.upload_incomplete user=%s", self.username)
+
+
+def _describe(err: OSError) -> str:
+    """``ENOSPC (No space left on device)``: the name to search for and the words to read."""
+    if err.errno is None:
+        return str(err)
+    return f"{errno.errorcode.get(err.errno, err.errno)} ({os.strerror(err.errno)})"
 
 
 async def _record(db: Any, ctx: FtpContext, tenant_id: uuid.UUID, import_id: uuid.UUID, folder: str, name: str,
