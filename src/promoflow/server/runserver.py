@@ -101,7 +101,7 @@ def _start_service(name: str, start: ProcessService, settings: Settings) -> Call
         if name == "ftp" and number == errno.EADDRINUSE:
             raise PortInUseError(
                 f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --ftp-port N (0 picks a free one) or --no-ftp"
+                "server?); pass --ftp-port N or set PROMOFLOW_FTP_PORT (0 picks a free one), or --no-ftp"
             ) from None
         if name == "ftp" and number == errno.EADDRNOTAVAIL:
             raise OperatorError(
@@ -315,6 +315,8 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
     from .worker.runner import Worker
 
     async def main() -> None:
+        # A metrics port that cannot be had stops the worker before it takes any job.
+        stop_metrics = _worker_metrics(settings)
         db = Database(url, pool_size=4)
         w = Worker(
             db,
@@ -332,7 +334,6 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
         # As in the API: start-up objects out of the collector's scans, and fewer young collections — an import
         # allocates (and frees) a few objects per line, and the default thresholds spent ~8% of its CPU in GC.
         tune_gc()
-        stop_metrics = _worker_metrics(settings)
         print(f"promoflow worker {w.name} running", flush=True)
         try:
             if once:
@@ -353,9 +354,21 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
         return lambda: None
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-    host, port = server.server_address[:2]
-    print(f"promoflow worker metrics on http://{host!s}:{port}/metrics", flush=True)
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        if _errno(exc) == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"worker metrics port {port} on {host} is in use (another promoflow worker?); set "
+                "PROMOFLOW_WORKER_METRICS_PORT to a free port (0 picks one), or unset it for no metrics server"
+            ) from None
+        raise OperatorError(
+            f"cannot serve the worker's metrics on {host}:{port}: {exc.strerror or exc}; check "
+            "PROMOFLOW_WORKER_METRICS_HOST and PROMOFLOW_WORKER_METRICS_PORT"
+        ) from None
+    bound_host, bound_port = server.server_address[:2]
+    print(f"promoflow worker metrics on http://{bound_host!s}:{bound_port}/metrics", flush=True)
 
     def stop() -> None:
         server.shutdown()
@@ -377,6 +390,6 @@ def ftp_only(settings: Settings) -> None:
         if _errno(exc) == errno.EADDRINUSE:
             raise PortInUseError(
                 f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --port N (0 picks a free one)"
+                "server?); pass --port N or set PROMOFLOW_FTP_PORT (0 picks a free one)"
             ) from None
         raise

@@ -13,6 +13,9 @@
   error named), deletes the partial file and queues nothing; the log names the tenant, the file and the error.
   pyftpdlib's own answer would be ``426 None`` (it reads the errno of its wrapper, which has none), or no answer
   at all when closing the file fails too (its buffer cannot be written either).
+- A passive data port is one of ``PROMOFLOW_FTP_PASSIVE_PORTS`` or none: when every one is in use, ``PASV`` is
+  answered ``425`` and the log names the setting and the ports. pyftpdlib would take any free port instead, one
+  the firewall (the reason for a range) does not let through, and the client would wait for nothing.
 - Allowed: list and download anywhere in the own tree, upload into the four import folders (exact file names,
   no resume), delete in the output folders. No mkdir, rename, chmod, site commands. Symlinks are neither
   followed nor listed; paths outside the tree are refused.
@@ -37,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
-from pyftpdlib.exceptions import _FileReadWriteError
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
@@ -56,6 +58,11 @@ from .inbox import record_refused, record_upload
 
 log = logging.getLogger("promoflow.transfer")
 _ftp_log = logging.getLogger("pyftpdlib")
+
+# Two of pyftpdlib's internals, taken from where its handlers use them (their modules moved between releases):
+# the passive listener, and the wrapper by which the data channel tells a file's errors from its socket's.
+_PassiveDTP: Any = FTPHandler.passive_dtp
+_FileReadWriteError: type[Exception] = vars(sys.modules[DTPHandler.__module__])["_FileReadWriteError"]
 
 _REMOVED_COMMANDS = frozenset(
     {"APPE", "STOU", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "RNTO", "MFMT", "SITE", "SITE CHMOD", "SITE HELP"}
@@ -317,6 +324,24 @@ class _GuardedUpload:
         super().close()  # type: ignore[misc]
 
 
+class NoPassivePortError(OSError):
+    """Every port of PROMOFLOW_FTP_PASSIVE_PORTS is in use."""
+
+
+class _PassiveInRange(_PassiveDTP):  # type: ignore[misc]
+    """pyftpdlib's passive listener, refusing its fall-back to a port outside the configured range."""
+
+    def bind(self, addr: Any) -> None:
+        ranged = self.cmd_channel.passive_ports is not None
+        if ranged and addr[1] == 0 and self.__dict__.get("_pf_tried"):
+            # pyftpdlib asks for any port only once every configured one was in use.
+            self.close()
+            raise NoPassivePortError(errno.EADDRINUSE, "every passive port is in use")
+        if ranged and addr[1]:
+            self.__dict__["_pf_tried"] = True
+        super().bind(addr)
+
+
 class _TenantCommands:
     """Control channel mixin: uploads go to staging under exact, conventional names."""
 
@@ -328,6 +353,7 @@ class _TenantCommands:
     _current_type: str
     _in_dtp_queue: Any
     respond: Callable[..., None]  # FTPHandler's
+    socket: Any
     authenticated: bool
     password: str
     close_when_done: Callable[[], None]
@@ -344,6 +370,18 @@ class _TenantCommands:
             self.close_when_done()
             return
         super().pre_process_command(line, cmd, arg)  # type: ignore[misc]
+
+    def _make_epasv(self, extmode: bool = False) -> None:
+        # PASV and EPSV.
+        try:
+            super()._make_epasv(extmode)  # type: ignore[misc]
+        except NoPassivePortError:
+            spec = self.transfer.settings.ftp_passive_ports
+            log.warning("transfer.passive_ports_exhausted address=%s ports=%s: every port of "
+                        "PROMOFLOW_FTP_PASSIVE_PORTS is in use; widen the range (and the firewall's opening) or "
+                        "lower PROMOFLOW_FTP_MAX_CONNECTIONS", self.socket.getsockname()[0], spec)  # fmt: skip
+            self.respond("425 Can't open a data connection: every passive port of the server is in use. Try "
+                         "again later.")  # fmt: skip
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if "a" in mode or self._restart_position:
@@ -549,6 +587,7 @@ def handler_class(ctx: FtpContext) -> type[FTPHandler]:
         transfer=ctx,
         authorizer=TenantAuthorizer(ctx.logins),
         abstracted_fs=ConfinedFS,
+        passive_dtp=_PassiveInRange,
         dtp_handler=dtp,
         proto_cmds=commands,
         passive_ports=passive_ports(settings.ftp_passive_ports),
