@@ -10,8 +10,8 @@ upload's writes fail, as on a data disk that filled up.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
-import io
 import os
 import shutil
 import subprocess
@@ -76,13 +76,18 @@ def _ftp_on_tmpfs(url: str, data_dir: Path) -> Proc:
 
 
 def _store(port: int, tenant: dict[str, Any], name: str, data: bytes) -> str:
-    client = ftplib.FTP()
-    client.connect("127.0.0.1", port, timeout=60)
-    try:
+    """STOR as an FTP client does it: the reply is read also when the server closed the data connection while
+    the client was still sending (it stops reading at the failed write)."""
+    with ftplib.FTP() as client:  # closed however the reply ends
+        client.connect("127.0.0.1", port, timeout=60)
         client.login(tenant["ftpUser"], tenant["ftpPassword"])
-        return client.storbinary(f"STOR {REDEMPTION_IMPORT_DIR}/{name}", io.BytesIO(data))
-    finally:
-        client.quit()
+        client.voidcmd("TYPE I")
+        with (
+            client.transfercmd(f"STOR {REDEMPTION_IMPORT_DIR}/{name}") as conn,
+            contextlib.suppress(BrokenPipeError, ConnectionResetError),
+        ):
+            conn.sendall(data)
+        return client.voidresp()
 
 
 @needs_namespaces
