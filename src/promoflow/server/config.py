@@ -158,8 +158,15 @@ class Settings(BaseSettings):
         default=True,
         description="One line per HTTP request on stderr (method, path, status, milliseconds, tenant).",
     )
-    access_log_format: Literal["text", "json"] = Field(
-        default="text", description="'json': each access-log line is a JSON object (for log shippers)."
+    log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="'json': every log line of a server process is a JSON object (time, level, logger, message, "
+        "the event's fields, a traceback as one field), for log shippers; the access log follows unless "
+        "access_log_format is set. Unset: access_log_format's, else 'text'.",
+    )
+    access_log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="'json': each access-log line is a JSON object. Unset: log_format's, else 'text'.",
     )
 
     # Retention (worker housekeeping, in `serve` and `promoflow worker`). 0 keeps forever.
@@ -332,6 +339,17 @@ class Settings(BaseSettings):
                 f"{given} is set but PROMOFLOW_FTP_TLS_CERT is not: FTPS needs the certificate (PEM) too"
             )
         return self
+
+    @property
+    def effective_log_format(self) -> Literal["text", "json"]:
+        """The application logs' format: PROMOFLOW_LOG_FORMAT, or, unset, the access log's (an operator who asked
+        for JSON access lines wants JSON from the whole process), else text."""
+        return self.log_format or self.access_log_format or "text"
+
+    @property
+    def effective_access_log_format(self) -> Literal["text", "json"]:
+        """The access log's format: PROMOFLOW_ACCESS_LOG_FORMAT, or, unset, the application logs'."""
+        return self.access_log_format or self.log_format or "text"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'promoflow.sqlite3').resolve()}"

@@ -25,6 +25,7 @@ import uvicorn
 
 from ..kit.clock import SystemClock
 from ..kit.errtext import os_error
+from ..kit.jsonlog import JsonFormatter
 from .config import OperatorError, PortInUseError, Settings, describe_database
 from .db import Database, is_sqlite
 from .http.app import create_app
@@ -111,12 +112,16 @@ def _start_service(name: str, start: ProcessService, settings: Settings) -> Call
         raise
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """One handler on stderr for every logger of the process — promoflow's and the libraries' (uvicorn is told
+    not to install its own, see ``_uvicorn_config``): text lines, or with ``fmt="json"`` one JSON object a line
+    (``kit/jsonlog``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def tune_gc() -> None:
@@ -155,6 +160,9 @@ def _uvicorn_config(app: Any, settings: Settings, loop: str = "auto") -> uvicorn
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # uvicorn's own handlers would write its lines in its own format; through the root logger they are
+        # written as every other line of the process (text or JSON).
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
@@ -172,7 +180,7 @@ SERVE_SQLITE_LOOP = "asyncio"
 
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     multiproc.prepare(settings, processes=1)
     url = settings.resolved_database_url()
     migrate(url)
@@ -207,7 +215,7 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
 def app_factory() -> Any:
     """For `uvicorn --factory` / multi-process `api`: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     app = create_app(settings, run_worker=False)
     if settings.api_ready_dir is not None:
         _report_ready(app, settings.api_ready_dir)
@@ -230,7 +238,7 @@ def _report_ready(app: Any, ready_dir: Path) -> None:
 
 
 def api_only(settings: Settings, *, workers: int = 1) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     url = settings.resolved_database_url()
     if workers > 1 and is_sqlite(url):
         raise OperatorError("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
@@ -259,7 +267,8 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
     os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
     os.environ["PROMOFLOW_API_READY_DIR"] = str(ready_dir)
     os.environ["PROMOFLOW_ACCESS_LOG"] = "true" if settings.access_log else "false"
-    os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.access_log_format
+    os.environ["PROMOFLOW_LOG_FORMAT"] = settings.effective_log_format
+    os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.effective_access_log_format
     # The child processes find the metrics directory in the environment too.
     metrics_dir = multiproc.prepare(settings, processes=workers)
     print(f"promoflow api starting {workers} processes on http://{host}:{port}", flush=True)
@@ -275,10 +284,10 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
                 return
             done.wait(0.1)  # polling files the child processes write; nothing else to wait on
         if not done.is_set():
-            print(
-                f"promoflow api: not all {workers} processes started within 120 s",
-                file=sys.stderr,
-                flush=True,
+            log.error(
+                "api.processes_not_ready ready=%d expected=%d within_seconds=120",
+                len(list(ready_dir.glob("*.ready"))),
+                workers,
             )
 
     watcher = threading.Thread(target=announce, name="promoflow-api-ready", daemon=True)
@@ -290,6 +299,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=None,  # as in _uvicorn_config
         access_log=False,
         timeout_graceful_shutdown=10,
         **proxy_options(settings),
@@ -308,7 +318,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
 
 
 def worker_only(settings: Settings, *, once: bool = False) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     url = settings.resolved_database_url()
     migrate(url)
     from .features import default_composition
@@ -380,7 +390,7 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
 
 def ftp_only(settings: Settings) -> None:
     """Only the FTP server (scale out: its uploads reach the workers through the database)."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     migrate(settings.resolved_database_url())
     from .transfer.ftp import run_ftp
 
