@@ -239,7 +239,8 @@ class Settings(BaseSettings):
     )
     ready_max_queue_age_seconds: float = Field(
         default=0.0,
-        description="/readyz fails when the oldest due job has waited longer than this; 0 reports it only.",
+        description="/readyz fails when a job a free worker could take has waited longer than this for one "
+        "(promoflow_job_runnable_lag_seconds); 0 reports it only.",
     )
     ready_min_free_disk_mb: int = Field(
         ge=0,
