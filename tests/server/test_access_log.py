@@ -78,7 +78,8 @@ def test_json_lines_when_asked(app_with: Any, capsys: Any) -> None:
     lines = _access_lines(capsys.readouterr().err)
     records = [json.loads(line) for line in lines]
     for r in records:
-        assert set(r) == {"ts", "event", "method", "path", "status", "ms", "tenant"}
+        assert set(r) == {"ts", "level", "logger", "event", "method", "path", "status", "ms", "tenant"}
+        assert (r["level"], r["logger"]) == ("INFO", "promoflow.access")
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", r["ts"]) and isinstance(r["ms"], float)
     assert [(r["event"], r["method"], r["path"], r["status"], r["tenant"]) for r in records] == [
         ("http.request", "GET", "/api/v2/contacts/count", 200, tenant["name"]),
@@ -117,3 +118,27 @@ def test_docs_page_loads_swagger_ui_from_the_package(app_with: Any) -> None:
     assert client.get("/docs/static/swagger-ui.css").headers["content-type"].startswith("text/css")
     assert "'/openapi.json'" in html and client.get("/openapi.json").status_code == 200
     assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN: not served
+
+
+@pytest.mark.parametrize(
+    ("log_format", "access_log_format", "app_lines", "access_lines"),
+    [
+        (None, None, "text", "text"),
+        ("json", None, "json", "json"),  # the access log follows the process's format …
+        (None, "json", "json", "json"),  # … and the process follows the access log's when only that is set
+        ("text", "json", "text", "json"),  # each set: each its own
+        ("json", "text", "json", "text"),
+    ],
+)
+def test_a_format_left_unset_follows_the_other(
+    app_with: Any, capsys: Any, log_format: str | None, access_log_format: str | None, app_lines: str,
+    access_lines: str,
+) -> None:  # fmt: skip
+    given = {k: v for k, v in {"log_format": log_format, "access_log_format": access_log_format}.items() if v}
+    settings = Settings(**given)
+    assert (settings.effective_log_format, settings.effective_access_log_format) == (app_lines, access_lines)
+    client, tenant = app_with(**given)
+    capsys.readouterr()
+    client.get("/api/v2/contacts/count", headers={"apikey": tenant["apiKey"]})
+    [line] = _access_lines(capsys.readouterr().err)
+    assert (line.startswith("{") and json.loads(line)["event"] == "http.request") == (access_lines == "json")

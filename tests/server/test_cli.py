@@ -154,6 +154,21 @@ def test_tenant_create_list_rotate(fresh_db: str, tmp_path: Path) -> None:
         assert client.get("/api/v2/contacts/count", headers={"apikey": globex_key}).json() == 0
 
 
+def test_tenant_set_help_lists_every_setting_the_command_accepts() -> None:
+    """The help's list is the validation's (`setting_names`): each name listed is accepted, none is missing —
+    clockSkewSeconds was, while the list was written out by hand."""
+    from promoflow.server.tenant.service import setting_names
+
+    done = promoflow_process("tenant", "set", "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.replace("│", " ").split())  # rich's box and line wrapping undone
+    listed = re.search(r"Settings: (.*?)\. ╭", text)
+    assert listed is not None, done.stdout
+    names = listed.group(1).split(", ")
+    assert "clockSkewSeconds" in names
+    assert sorted(names) == sorted(setting_names())
+
+
 def test_a_running_server_refuses_a_key_rotated_by_the_cli(tmp_path: Path, sqlite_url: str) -> None:
     """`promoflow serve` and `promoflow tenant rotate-key` as two processes on one database; the server trusts a
     verified key for PROMOFLOW_API_KEY_CACHE_SECONDS (0 here), then looks it up again."""

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +367,69 @@ def test_a_worker_serves_its_job_metrics_on_its_own_port(tmp_path: Path) -> None
         assert value(s, "promoflow_job_duration_seconds_count", kind="no_such_kind", outcome="failed") == 1
     finally:
         assert worker.stop() in (0, -signal.SIGTERM)
+
+
+# ------------------------------------------------------------------------------------ the queue's lag
+
+
+def test_the_runnable_lag_leaves_out_a_file_waiting_behind_its_tenants_import(
+    own_db: str, tmp_path: Path
+) -> None:
+    """A tenant's files run one at a time: its second file waits for its first, which more workers cannot
+    change. promoflow_job_queue_lag_seconds counts that wait; promoflow_job_runnable_lag_seconds (the alert's)
+    counts only jobs a free worker could take, from when they could: real jobs through the queue's own enqueue,
+    claim, succeed and fail, on a clock the test moves."""
+    from promoflow.kit.clock import FrozenClock
+    from promoflow.server.transfer.inbox import transfer_queue
+
+    t0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    clock = FrozenClock(t0)
+    settings = Settings(database_url=own_db, data_dir=tmp_path, metrics_db_cache_seconds=0, run_worker=False)
+    tenant = uuid.UUID(make_tenant(settings)["tenantId"])
+
+    async def step(fn: Callable[[Any], Any]) -> Any:
+        db = Database(own_db, pool_size=1)
+        try:
+            async with db.write() as conn:
+                return await fn(conn)
+        finally:
+            await db.dispose()
+
+    def enqueue(kind: str = "file_import", queued: str | None = transfer_queue(tenant)) -> None:
+        asyncio.run(step(lambda c: queue.enqueue(c, tenant, kind, {}, clock.now(), queue=queued)))
+
+    def claim() -> Any:
+        return asyncio.run(step(lambda c: queue.claim(c, "w1", clock.now())))
+
+    def lags(client: TestClient, kind: str = "file_import") -> tuple[float, float]:
+        s = parse(client.get("/metrics").text)
+        return (value(s, "promoflow_job_queue_lag_seconds", kind=kind),
+                value(s, "promoflow_job_runnable_lag_seconds", kind=kind))  # fmt: skip
+
+    minutes = timedelta(minutes=1)
+    with TestClient(create_app(settings, clock=clock, run_worker=False)) as client:
+        for _ in range(3):  # three files of one tenant, uploaded at t0
+            enqueue()
+        first = claim()
+        clock.set(t0 + 20 * minutes)  # the first imports; the others wait for it, as they must
+        assert lags(client) == (1200, 0)
+
+        asyncio.run(step(lambda c: queue.succeed(c, first.id, "w1", t0 + 30 * minutes, {})))
+        clock.set(t0 + 32 * minutes)  # the second could run from t0+30: it has waited 2 minutes for a worker
+        assert lags(client) == (1920, 120)
+
+        second = claim()
+        assert lags(client) == (1920, 0)  # taken; the third waits behind it again
+        asyncio.run(step(lambda c: queue.fail(c, second, "w1", t0 + 40 * minutes, "broken", permanent=True)))
+        clock.set(t0 + 45 * minutes)  # a failed job frees its queue as a finished one does
+        assert lags(client) == (2700, 300)
+
+        clock.set(t0 + 44 * minutes)
+        enqueue("no_such_kind", None)  # a job of no queue can run as soon as it is due
+        clock.set(t0 + 45 * minutes)
+        assert lags(client, "no_such_kind") == (60, 60)
+        assert claim().queue == transfer_queue(tenant)  # the file first (lower id)
+        assert lags(client) == (0, 0)
 
 
 # -------------------------------------------------------------------------------------- access to /metrics

@@ -228,7 +228,7 @@ def test_busy_ports_are_one_line_naming_the_option(tmp_path: Path) -> None:
         assert ftp_busy.returncode == 1
         assert one_line_error(ftp_busy.stderr) == (
             f"error: FTP port {port} on 127.0.0.1 is in use (another promoflow or FTP server?); pass --ftp-port N "
-            "(0 picks a free one) or --no-ftp"
+            "or set PROMOFLOW_FTP_PORT (0 picks a free one), or --no-ftp"
         )
         api_busy = run("serve", "--port", port, "--no-ftp", *where)
         assert api_busy.returncode == 1
@@ -238,7 +238,32 @@ def test_busy_ports_are_one_line_naming_the_option(tmp_path: Path) -> None:
         )
         ftp_only = run("ftp", "--port", port, *where)
         assert ftp_only.returncode == 1
-        assert f"FTP port {port} on 127.0.0.1 is in use" in one_line_error(ftp_only.stderr)
+        assert one_line_error(ftp_only.stderr) == (
+            f"error: FTP port {port} on 127.0.0.1 is in use (another promoflow or FTP server?); pass --port N or "
+            "set PROMOFLOW_FTP_PORT (0 picks a free one)"
+        )
+
+
+def test_a_busy_worker_metrics_port_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    with _busy_port() as busy:
+        port = str(busy.getsockname()[1])
+        env = _clean_env(PROMOFLOW_WORKER_METRICS_PORT=port)
+        worker = run("worker", "--database-url", db, "--data-dir", str(tmp_path / "data"), env=env)
+        assert worker.returncode == 1
+        assert one_line_error(worker.stderr) == (
+            f"error: worker metrics port {port} on 127.0.0.1 is in use (another promoflow worker?); set "
+            "PROMOFLOW_WORKER_METRICS_PORT to a free port (0 picks one), or unset it for no metrics server"
+        )
+        assert "promoflow worker" not in worker.stdout  # stopped before it ran
+    # An address the host does not have names the address setting.
+    env = _clean_env(PROMOFLOW_WORKER_METRICS_PORT="0", PROMOFLOW_WORKER_METRICS_HOST="192.0.2.1")
+    worker = run("worker", "--database-url", db, "--data-dir", str(tmp_path / "data"), env=env)
+    assert worker.returncode == 1
+    line = one_line_error(worker.stderr)
+    assert line.startswith("error: cannot serve the worker's metrics on 192.0.2.1:0: ") and (
+        "PROMOFLOW_WORKER_METRICS_HOST" in line
+    ), line
 
 
 @pytest.mark.parametrize(

@@ -88,8 +88,22 @@ def settings_for(
     if create_dir:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     context.database = describe_database(settings.resolved_database_url())
-    typer.echo(f"database: {context.database}", err=True)
+    typer.echo(_database_line(context.database, settings.effective_log_format), err=True)
     return settings
+
+
+def _database_line(database: str, log_format: str) -> str:
+    """The database a command opens, on stderr: text, or a JSON line like the server's logs with
+    PROMOFLOW_LOG_FORMAT=json (a server process's stderr is then JSON from its first line)."""
+    if log_format != "json":
+        return f"database: {database}"
+    import logging
+
+    from ..kit.jsonlog import JsonFormatter
+
+    record = logging.LogRecord("promoflow.cli", logging.INFO, __file__, 0, "cli.database database=%s", (database,),
+                               None)  # fmt: skip
+    return JsonFormatter().format(record)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from .. import __version__
 from ._operator import INSTALL_SERVER, SERVER_PACKAGES, fail, operator_command, server_installed, settings_for
@@ -261,7 +262,20 @@ def tenant_show(
         _show_text(info)
 
 
-@tenant_app.command("set")
+class _TenantSetCommand(TyperCommand):
+    """`tenant set`: its help ends with the settings it accepts, read when the help is shown from the list the
+    validation uses (`setting_names`), so the two cannot drift; the server is imported only then."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's (vendored) click types
+        base = self.__dict__.setdefault("_pf_base_help", self.help or "")
+        if SERVER:
+            from ..server.tenant.service import setting_names
+
+            self.help = f"{base}\n\nSettings: {', '.join(setting_names())}."
+        super().format_help(ctx, formatter)
+
+
+@tenant_app.command("set", cls=_TenantSetCommand)
 @operator_command
 def tenant_set(
     name: str,
@@ -274,9 +288,8 @@ def tenant_set(
     database_url: DbUrl = None,
 ) -> None:
     """Change a tenant's settings (validated; all or nothing). Running servers apply them within
-    PROMOFLOW_API_KEY_CACHE_SECONDS. Settings: timeZone, currency, rateLimitPerSecond, rateLimitBurst,
-    reactivationLimit, customKey, contactKeys.Member, contactKeys.Contact, ipAllowList, processedFileRetentionDays
-    (`promoflow tenant show NAME` prints them)."""
+    PROMOFLOW_API_KEY_CACHE_SECONDS; `promoflow tenant show NAME` prints them (docs/operators.md, "Tenant
+    settings", says what each means)."""
     from ..kit.clock import SystemClock
     from ..server.audit import Actor
     from ..server.tenant.service import TenantService, parse_setting_text

@@ -158,8 +158,15 @@ class Settings(BaseSettings):
         default=True,
         description="One line per HTTP request on stderr (method, path, status, milliseconds, tenant).",
     )
-    access_log_format: Literal["text", "json"] = Field(
-        default="text", description="'json': each access-log line is a JSON object (for log shippers)."
+    log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="'json': every log line of a server process is a JSON object (time, level, logger, message, "
+        "the event's fields, a traceback as one field), for log shippers; the access log follows unless "
+        "access_log_format is set. Unset: access_log_format's, else 'text'.",
+    )
+    access_log_format: Literal["text", "json"] | None = Field(
+        default=None,
+        description="'json': each access-log line is a JSON object. Unset: log_format's, else 'text'.",
     )
 
     # Retention (worker housekeeping, in `serve` and `promoflow worker`). 0 keeps forever.
@@ -232,7 +239,8 @@ class Settings(BaseSettings):
     )
     ready_max_queue_age_seconds: float = Field(
         default=0.0,
-        description="/readyz fails when the oldest due job has waited longer than this; 0 reports it only.",
+        description="/readyz fails when a job a free worker could take has waited longer than this for one "
+        "(promoflow_job_runnable_lag_seconds); 0 reports it only.",
     )
     ready_min_free_disk_mb: int = Field(
         ge=0,
@@ -332,6 +340,17 @@ class Settings(BaseSettings):
                 f"{given} is set but PROMOFLOW_FTP_TLS_CERT is not: FTPS needs the certificate (PEM) too"
             )
         return self
+
+    @property
+    def effective_log_format(self) -> Literal["text", "json"]:
+        """The application logs' format: PROMOFLOW_LOG_FORMAT, or, unset, the access log's (an operator who asked
+        for JSON access lines wants JSON from the whole process), else text."""
+        return self.log_format or self.access_log_format or "text"
+
+    @property
+    def effective_access_log_format(self) -> Literal["text", "json"]:
+        """The access log's format: PROMOFLOW_ACCESS_LOG_FORMAT, or, unset, the application logs'."""
+        return self.access_log_format or self.log_format or "text"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'promoflow.sqlite3').resolve()}"

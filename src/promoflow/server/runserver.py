@@ -24,6 +24,8 @@ from typing import Any
 import uvicorn
 
 from ..kit.clock import SystemClock
+from ..kit.errtext import os_error
+from ..kit.jsonlog import JsonFormatter
 from .config import OperatorError, PortInUseError, Settings, describe_database
 from .db import Database, is_sqlite
 from .http.app import create_app
@@ -88,13 +90,8 @@ def check_api_port(settings: Settings) -> None:
 
 def _errno(exc: OSError) -> int | None:
     """The error number, also of an OSError wrapped in another (pyftpdlib raises ``OSError(OSError(98, …))``)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen.errno
-        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = inner or seen.__cause__ or seen.__context__
-    return None
+    found = os_error(exc)
+    return None if found is None else found.errno
 
 
 def _start_service(name: str, start: ProcessService, settings: Settings) -> Callable[[], None]:
@@ -105,7 +102,7 @@ def _start_service(name: str, start: ProcessService, settings: Settings) -> Call
         if name == "ftp" and number == errno.EADDRINUSE:
             raise PortInUseError(
                 f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --ftp-port N (0 picks a free one) or --no-ftp"
+                "server?); pass --ftp-port N or set PROMOFLOW_FTP_PORT (0 picks a free one), or --no-ftp"
             ) from None
         if name == "ftp" and number == errno.EADDRNOTAVAIL:
             raise OperatorError(
@@ -115,12 +112,16 @@ def _start_service(name: str, start: ProcessService, settings: Settings) -> Call
         raise
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """One handler on stderr for every logger of the process — promoflow's and the libraries' (uvicorn is told
+    not to install its own, see ``_uvicorn_config``): text lines, or with ``fmt="json"`` one JSON object a line
+    (``kit/jsonlog``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def tune_gc() -> None:
@@ -159,6 +160,9 @@ def _uvicorn_config(app: Any, settings: Settings, loop: str = "auto") -> uvicorn
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # uvicorn's own handlers would write its lines in its own format; through the root logger they are
+        # written as every other line of the process (text or JSON).
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
@@ -176,7 +180,7 @@ SERVE_SQLITE_LOOP = "asyncio"
 
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     multiproc.prepare(settings, processes=1)
     url = settings.resolved_database_url()
     migrate(url)
@@ -211,7 +215,7 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
 def app_factory() -> Any:
     """For `uvicorn --factory` / multi-process `api`: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     app = create_app(settings, run_worker=False)
     if settings.api_ready_dir is not None:
         _report_ready(app, settings.api_ready_dir)
@@ -234,7 +238,7 @@ def _report_ready(app: Any, ready_dir: Path) -> None:
 
 
 def api_only(settings: Settings, *, workers: int = 1) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     url = settings.resolved_database_url()
     if workers > 1 and is_sqlite(url):
         raise OperatorError("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
@@ -263,7 +267,8 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
     os.environ["PROMOFLOW_DATA_DIR"] = str(settings.data_dir)
     os.environ["PROMOFLOW_API_READY_DIR"] = str(ready_dir)
     os.environ["PROMOFLOW_ACCESS_LOG"] = "true" if settings.access_log else "false"
-    os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.access_log_format
+    os.environ["PROMOFLOW_LOG_FORMAT"] = settings.effective_log_format
+    os.environ["PROMOFLOW_ACCESS_LOG_FORMAT"] = settings.effective_access_log_format
     # The child processes find the metrics directory in the environment too.
     metrics_dir = multiproc.prepare(settings, processes=workers)
     print(f"promoflow api starting {workers} processes on http://{host}:{port}", flush=True)
@@ -279,10 +284,10 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
                 return
             done.wait(0.1)  # polling files the child processes write; nothing else to wait on
         if not done.is_set():
-            print(
-                f"promoflow api: not all {workers} processes started within 120 s",
-                file=sys.stderr,
-                flush=True,
+            log.error(
+                "api.processes_not_ready ready=%d expected=%d within_seconds=120",
+                len(list(ready_dir.glob("*.ready"))),
+                workers,
             )
 
     watcher = threading.Thread(target=announce, name="promoflow-api-ready", daemon=True)
@@ -294,6 +299,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=None,  # as in _uvicorn_config
         access_log=False,
         timeout_graceful_shutdown=10,
         **proxy_options(settings),
@@ -312,13 +318,15 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
 
 
 def worker_only(settings: Settings, *, once: bool = False) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     url = settings.resolved_database_url()
     migrate(url)
     from .features import default_composition
     from .worker.runner import Worker
 
     async def main() -> None:
+        # A metrics port that cannot be had stops the worker before it takes any job.
+        stop_metrics = _worker_metrics(settings)
         db = Database(url, pool_size=4)
         w = Worker(
             db,
@@ -336,7 +344,6 @@ def worker_only(settings: Settings, *, once: bool = False) -> None:
         # As in the API: start-up objects out of the collector's scans, and fewer young collections — an import
         # allocates (and frees) a few objects per line, and the default thresholds spent ~8% of its CPU in GC.
         tune_gc()
-        stop_metrics = _worker_metrics(settings)
         print(f"promoflow worker {w.name} running", flush=True)
         try:
             if once:
@@ -357,9 +364,21 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
         return lambda: None
     from prometheus_client import start_http_server
 
-    server, thread = start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-    host, port = server.server_address[:2]
-    print(f"promoflow worker metrics on http://{host!s}:{port}/metrics", flush=True)
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        if _errno(exc) == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"worker metrics port {port} on {host} is in use (another promoflow worker?); set "
+                "PROMOFLOW_WORKER_METRICS_PORT to a free port (0 picks one), or unset it for no metrics server"
+            ) from None
+        raise OperatorError(
+            f"cannot serve the worker's metrics on {host}:{port}: {exc.strerror or exc}; check "
+            "PROMOFLOW_WORKER_METRICS_HOST and PROMOFLOW_WORKER_METRICS_PORT"
+        ) from None
+    bound_host, bound_port = server.server_address[:2]
+    print(f"promoflow worker metrics on http://{bound_host!s}:{bound_port}/metrics", flush=True)
 
     def stop() -> None:
         server.shutdown()
@@ -371,7 +390,7 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
 
 def ftp_only(settings: Settings) -> None:
     """Only the FTP server (scale out: its uploads reach the workers through the database)."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     migrate(settings.resolved_database_url())
     from .transfer.ftp import run_ftp
 
@@ -381,6 +400,6 @@ def ftp_only(settings: Settings) -> None:
         if _errno(exc) == errno.EADDRINUSE:
             raise PortInUseError(
                 f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --port N (0 picks a free one)"
+                "server?); pass --port N or set PROMOFLOW_FTP_PORT (0 picks a free one)"
             ) from None
         raise

@@ -81,9 +81,12 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
 
 
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], ready: str | None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], ready: str | None, wrap: list[str] | None = None
+    ) -> None:
+        """`promoflow ARGS` (run by the command ``wrap``, e.g. in namespaces of its own, when given)."""
         self.proc = subprocess.Popen(
-            tied([sys.executable, "-m", "promoflow.cli", *args]),
+            tied([*(wrap or []), sys.executable, "-m", "promoflow.cli", *args]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **QUIET, **env}, start_new_session=True,
         )  # fmt: skip

@@ -10,10 +10,11 @@ Text lines read like the other log lines::
 
     2026-03-10 12:00:00,123 INFO promoflow.access GET /api/v2/contacts/…/promotions 200 1.8ms tenant=acme
 
-and with ``PROMOFLOW_ACCESS_LOG_FORMAT=json`` each line is an object::
+and with ``PROMOFLOW_ACCESS_LOG_FORMAT=json`` (or ``PROMOFLOW_LOG_FORMAT=json``) each line is an object, with the
+keys every JSON log line of the process has (``kit/jsonlog``: ts, level, logger, event)::
 
-    {"ts":"2026-03-10T12:00:00.123Z","event":"http.request","method":"GET","path":"/api/v2/…","status":200,
-     "ms":1.8,"tenant":"acme"}
+    {"ts":"2026-03-10T12:00:00.123Z","level":"INFO","logger":"promoflow.access","event":"http.request",
+     "method":"GET","path":"/api/v2/…","status":200,"ms":1.8,"tenant":"acme"}
 
 It is on the hot path, so it does not go through `logging` (a record, a formatter and a locked handler cost
 several microseconds a request): the line is built with one format and written to the stream directly. While
@@ -110,6 +111,8 @@ class AccessLog:
         if self.json:
             body = {
                 "ts": f"{self.stamp.iso(now)}.{int(now * 1000) % 1000:03d}Z",
+                "level": "INFO",
+                "logger": "promoflow.access",
                 "event": "http.request",
                 "method": scope["method"],
                 "path": path,

@@ -99,7 +99,9 @@ def create_app(
 
         metrics = RequestMetrics(app)
     access = (
-        AccessLog(holder=guard, json=settings.access_log_format == "json") if settings.access_log else None
+        AccessLog(holder=guard, json=settings.effective_access_log_format == "json")
+        if settings.access_log
+        else None
     )
     # One layer in front of the routes: access log and metrics around the guard (413/415/503) and the request's
     # text checks (encoding), which read paths, headers and JSON bodies before any route does.

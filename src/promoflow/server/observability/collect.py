@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..models import job
 from . import metrics as metrics_mod
@@ -43,6 +44,8 @@ class QueueFigures:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, status) → jobs
     oldest_created: dict[str, datetime] = field(default_factory=dict)  # kind → oldest queued job's creation
     oldest_due: dict[str, datetime] = field(default_factory=dict)  # kind → earliest run_after of queued jobs
+    # kind → since when the longest-waiting job a free worker could take now has been takeable
+    oldest_runnable: dict[str, datetime] = field(default_factory=dict)
 
     def waiting_age(self, kind: str) -> float:
         """Seconds the oldest queued job of ``kind`` has waited since it was enqueued (0: none waiting)."""
@@ -50,9 +53,17 @@ class QueueFigures:
         return max(0.0, (self.at - first).total_seconds()) if first else 0.0
 
     def lag(self, kind: str | None = None) -> float:
-        """Seconds the oldest *due* queued job (of ``kind``, or of any kind) is late."""
+        """Seconds the oldest *due* queued job (of ``kind``, or of any kind) is late — also one that waits, as
+        it must, for an earlier job of its queue (a tenant's next file behind its running import)."""
         dues = [d for k, d in self.oldest_due.items() if kind is None or k == kind]
         return max(0.0, (self.at - min(dues)).total_seconds()) if dues else 0.0
+
+    def runnable_lag(self, kind: str | None = None) -> float:
+        """Seconds the longest-waiting job that a free worker could take now (due, and no earlier job of its
+        queue queued or running) has waited for one, counted from when it became takeable: its due time, or the
+        end of the job before it in its queue if that came later. Only more workers (or live ones) shorten it."""
+        since = [d for k, d in self.oldest_runnable.items() if kind is None or k == kind]
+        return max(0.0, (self.at - min(since)).total_seconds()) if since else 0.0
 
 
 class QueueSnapshot:
@@ -96,7 +107,49 @@ class QueueSnapshot:
                 if status == "queued":
                     figures.oldest_created[kind] = created
                     figures.oldest_due[kind] = due
+            if any(status == "queued" for _, status in figures.counts):
+                figures.oldest_runnable = await runnable_since(conn, now)
         return figures
+
+
+async def runnable_since(conn: AsyncConnection, now: datetime) -> dict[str, datetime]:
+    """Per kind, since when the longest-waiting job a free worker could claim now (``worker.queue.claim``'s
+    rule) has been claimable. A job of a queue became claimable when the job before it ended (jobs of a queue
+    run one after the other, in id order), so that end counts when it is later than the job's due time: a file
+    that waited behind its tenant's long import waits for a worker only from the import's end."""
+    out: dict[str, datetime] = {}
+    free = (
+        select(job.c.kind, func.min(job.c.run_after))
+        .where(job.c.status == "queued", job.c.run_after <= now, job.c.queue.is_(None))
+        .group_by(job.c.kind)
+    )
+    for kind, since in await conn.execute(free):
+        out[kind] = since
+    e, p, q = job.alias("e"), job.alias("p"), job.alias("q")
+    blocked = (
+        select(e.c.id)
+        .where(e.c.queue == job.c.queue, e.c.id < job.c.id, e.c.status.in_(("queued", "running")))
+        .exists()
+    )
+
+    def ended(status: str) -> Any:
+        # The last earlier job of the queue that ended this way: one probe of ix_job_queue (queue, status, id).
+        last = (
+            select(p.c.id)
+            .where(p.c.queue == job.c.queue, p.c.status == status, p.c.id < job.c.id)
+            .order_by(p.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        return select(q.c.finished_at).where(q.c.id == last).scalar_subquery()
+
+    heads = select(job.c.kind, job.c.run_after, ended("succeeded"), ended("failed")).where(
+        job.c.status == "queued", job.c.run_after <= now, job.c.queue.is_not(None), ~blocked
+    )
+    for kind, due, succeeded, failed in await conn.execute(heads):  # at most one row per queue
+        since = max(t for t in (due, succeeded, failed) if t is not None)
+        out[kind] = min(out.get(kind, since), since)
+    return out
 
 
 def queue_snapshot(state: AppState) -> QueueSnapshot:
@@ -136,6 +189,15 @@ class QueueCollector(Collector):
         for kind in sorted({k for k, _ in f.counts}):
             lag.add_metric([kind], f.lag(kind))
         yield lag
+        runnable = GaugeMetricFamily(
+            "promoflow_job_runnable_lag_seconds",
+            "How long the longest-waiting job a free worker could take now (due, no earlier job of its queue "
+            "queued or running) has waited for one, by kind (0 when none waits).",
+            labels=["kind"],
+        )
+        for kind in sorted({k for k, _ in f.counts}):
+            runnable.add_metric([kind], f.runnable_lag(kind))
+        yield runnable
         files = GaugeMetricFamily(
             "promoflow_import_queue_files",
             "Uploaded files waiting (queued) or being imported (running).",

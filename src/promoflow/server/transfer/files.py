@@ -66,8 +66,11 @@ class FileStore:
             self.folder(tenant_id, ftp_dir).mkdir(parents=True, exist_ok=True, mode=0o750)
         return root
 
+    def staging_path(self, tenant_id: uuid.UUID) -> Path:
+        return self.base / "transfer" / "staging" / str(tenant_id)
+
     def staging_dir(self, tenant_id: uuid.UUID) -> Path:
-        path = self.base / "transfer" / "staging" / str(tenant_id)
+        path = self.staging_path(tenant_id)
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 

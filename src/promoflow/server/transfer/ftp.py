@@ -8,6 +8,14 @@
 - An upload is written to a staging file outside every FTP tree. Only when the transfer completed is it moved to
   the private inbox and recorded; the ``226`` reply is sent after the record committed, so a ``226`` means "queued".
   An aborted, oversized or refused upload leaves nothing behind.
+- A write that fails (a full disk: ENOSPC, EDQUOT; or any other error of the file system) aborts the upload with
+  ``452`` (no space: RFC 959's "insufficient storage space in system", worth trying again later) or ``451`` (the
+  error named), deletes the partial file and queues nothing; the log names the tenant, the file and the error.
+  pyftpdlib's own answer would be ``426 None`` (it reads the errno of its wrapper, which has none), or no answer
+  at all when closing the file fails too (its buffer cannot be written either).
+- A passive data port is one of ``PROMOFLOW_FTP_PASSIVE_PORTS`` or none: when every one is in use, ``PASV`` is
+  answered ``425`` and the log names the setting and the ports. pyftpdlib would take any free port instead, one
+  the firewall (the reason for a range) does not let through, and the client would wait for nothing.
 - Allowed: list and download anywhere in the own tree, upload into the four import folders (exact file names,
   no resume), delete in the output folders. No mkdir, rename, chmod, site commands. Symlinks are neither
   followed nor listed; paths outside the tree are refused.
@@ -15,37 +23,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import posixpath
 import ssl
+import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyftpdlib.authorizers import AuthenticationFailed
-from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
-from sqlalchemy import select
 
 from ...kit.clock import Clock, SystemClock
+from ...kit.errtext import os_error
 from ...wire.xml import IMPORT_RESULTS_DIR, InvalidFileName, parse_file_name, result_file_name
 from ..config import OperatorError, Settings, passive_ports
-from ..models import tenant
 from ..worker.wakeup import wake_local_workers
-from .accounts import verify_password
 from .bridge import DbBridge
-from .files import KIND_BY_DIR, OUTPUT_DIRS, FileStore
+from .files import KIND_BY_DIR, FileStore
+from .ftpaccess import ConfinedFS, Logins, TenantAuthorizer
 from .inbox import record_refused, record_upload
 
 log = logging.getLogger("promoflow.transfer")
 _ftp_log = logging.getLogger("pyftpdlib")
+
+# Two of pyftpdlib's internals, taken from where its handlers use them (their modules moved between releases):
+# the passive listener, and the wrapper by which the data channel tells a file's errors from its socket's.
+_PassiveDTP: Any = FTPHandler.passive_dtp
+_FileReadWriteError: type[Exception] = vars(sys.modules[DTPHandler.__module__])["_FileReadWriteError"]
 
 _REMOVED_COMMANDS = frozenset(
     {"APPE", "STOU", "MKD", "XMKD", "RMD", "XRMD", "RNFR", "RNTO", "MFMT", "SITE", "SITE CHMOD", "SITE HELP"}
@@ -75,127 +87,31 @@ def result_path(name: str, import_id: uuid.UUID) -> str:
     return f"{IMPORT_RESULTS_DIR}/{result_file_name(name, import_id)}"
 
 
-# ------------------------------------------------------------------------------------------------ logins
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-@dataclass
-class Logins:
-    """Tenant logins checked against the database, verified ones cached for a short while."""
-
-    bridge: DbBridge
-    store: FileStore
-    cache_seconds: float
-    _cache: dict[str, tuple[str, uuid.UUID, float]] = field(default_factory=dict)
-    _homes: dict[str, uuid.UUID] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def check(self, username: str, password: str) -> uuid.UUID | None:
-        digest = hashlib.sha256(password.encode()).hexdigest()
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(username)
-        if hit is not None and hit[0] == digest and hit[2] > now:
-            return hit[1]
-        row = self.bridge.call(lambda db: _tenant_login(db, username))
-        if row is None or not verify_password(password, row.ftp_password_hash):
-            with self._lock:
-                self._cache.pop(username, None)
-            return None
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[username] = (digest, row.id, now + self.cache_seconds)
-            self._homes[username] = row.id
-        return row.id  # type: ignore[no-any-return]
-
-    def tenant_of(self, username: str) -> uuid.UUID:
-        with self._lock:
-            return self._homes[username]
-
-
-async def _tenant_login(db: Any, username: str) -> Any:
-    async with db.read() as conn:
+def write_failure_reply(err: OSError) -> str:
+    """The reply to an upload whose file could not be written. A full disk (or the server user's exhausted quota)
+    is 452, a condition of the server that passes: try again later. 552 ("exceeded storage allocation") would
+    blame the tenant's allocation, and a tenant has none but the size limit, which is answered 552 already."""
+    why = os.strerror(err.errno) if err.errno is not None else str(err)
+    if err.errno in NO_SPACE:
         return (
-            await conn.execute(
-                select(tenant.c.id, tenant.c.ftp_password_hash).where(tenant.c.name == username)
-            )
-        ).first()
+            f"452 Insufficient storage space on the server ({why}): the upload was aborted and deleted, nothing "
+            "was queued. Upload it again later."
+        )
+    return (
+        f"451 The server could not write the upload ({why}): it was aborted and deleted, nothing was queued. "
+        "Upload it again later."
+    )
 
 
-class TenantAuthorizer:
-    """pyftpdlib's authorizer interface over the tenants table; permissions follow the folder rules."""
+class UploadWriteError(Exception):
+    """Writing, syncing or moving a completed upload failed; the OSError is the cause."""
 
-    def __init__(self, logins: Logins) -> None:
-        self.logins = logins
-
-    def validate_authentication(self, username: str, password: str, handler: Any) -> None:
-        if not username or self.logins.check(username, password) is None:
-            raise AuthenticationFailed("Authentication failed.")
-
-    def get_home_dir(self, username: str) -> str:
-        tenant_id = self.logins.tenant_of(username)
-        return str(self.logins.store.ensure_tree(tenant_id))
-
-    def has_user(self, username: str) -> bool:
-        return True  # every name may try; only a tenant with the right password gets in
-
-    def has_perm(self, username: str, perm: str, path: str | None = None) -> bool:
-        if path is None:
-            return perm in "elr"
-        home = os.path.realpath(self.logins.store.tenant_root(self.logins.tenant_of(username)))
-        real = os.path.realpath(path)
-        if real != home and not real.startswith(home + os.sep):
-            return False
-        if perm in "elr":
-            return True
-        parent = "/" + posixpath.dirname(os.path.relpath(real, home).replace(os.sep, "/"))
-        if perm == "w":
-            return parent in KIND_BY_DIR
-        if perm == "d":
-            return parent in OUTPUT_DIRS
-        return False
-
-    def get_perms(self, username: str) -> str:
-        return "elrwd"
-
-    def get_msg_login(self, username: str) -> str:
-        return f"Welcome, {username}."
-
-    def get_msg_quit(self, username: str) -> str:
-        return "Goodbye."
-
-    def impersonate_user(self, username: str, password: str) -> None:
-        """Virtual users: the server process's own OS user does the file work."""
-
-    def terminate_impersonation(self, username: str) -> None:
-        """Nothing to undo."""
-
-
-class ConfinedFS(AbstractedFS):  # type: ignore[misc]
-    """The tenant's tree, with no way out: paths resolving outside it and paths through symlinks are invalid,
-    symlinks are not listed, and files are opened without following links."""
-
-    def validpath(self, path: str) -> bool:
-        if not super().validpath(path):
-            return False
-        root = os.path.abspath(self.root)
-        current = os.path.abspath(path)
-        while current.startswith(root + os.sep):
-            if os.path.islink(current):
-                return False
-            current = os.path.dirname(current)
-        return True
-
-    def listdir(self, path: str) -> list[str]:
-        return [n for n in os.listdir(path) if not os.path.islink(os.path.join(path, n))]
-
-    listdirinfo = listdir
-
-    def open(self, filename: str, mode: str) -> Any:
-        if "r" not in mode or "+" in mode:
-            raise PermissionError("files are written by the server only")
-        fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW)
-        return os.fdopen(fd, mode)
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -234,18 +150,68 @@ class _GuardedUpload:
             self.transfer_finished = False
             self.close()
 
+    def handle_error(self) -> None:
+        # Called by the I/O loop inside its `except`: the error is the one being handled. pyftpdlib marks the
+        # file's errors (not the socket's) by wrapping them in _FileReadWriteError.
+        exc = sys.exc_info()[1]
+        err = os_error(exc) if isinstance(exc, _FileReadWriteError) else None
+        if err is None or self._closed:
+            super().handle_error()  # type: ignore[misc]
+            return
+        if self.receive:
+            reply = self.cmd_channel.upload_write_failed(err, self.file_obj, self.tot_bytes_received)
+        else:
+            reply = (
+                f"451 The server could not read the file ({os.strerror(err.errno or 0)}); transfer aborted."
+            )
+            log.error("transfer.download_read_failed user=%s path=%s error=%s", self.cmd_channel.username,
+                      getattr(self.file_obj, "name", "?"), os.strerror(err.errno or 0))  # fmt: skip
+        self._resp = (reply, _ftp_log.debug)  # logged above, with what the operator needs
+        self.transfer_finished = False
+        self.close()
+
     def close(self) -> None:
-        if not self._closed and self.receive and self.transfer_finished and self.file_obj is not None:
-            try:
-                self._resp = (self.cmd_channel.complete_upload(self.file_obj), _ftp_log.debug)
-            except Exception:
-                log.exception("transfer.upload_record_failed")
-                self._resp = (
-                    "451 The upload could not be queued; nothing was kept. Upload it again.",
-                    log.warning,
-                )
-                self.transfer_finished = False
+        if not self._closed and self.receive and self.file_obj is not None:
+            if self.transfer_finished:
+                try:
+                    self._resp = (self.cmd_channel.complete_upload(self.file_obj), _ftp_log.debug)
+                except UploadWriteError as exc:
+                    reply = self.cmd_channel.upload_write_failed(
+                        exc.error, self.file_obj, self.tot_bytes_received
+                    )
+                    self._resp = (reply, _ftp_log.debug)
+                    self.transfer_finished = False
+                except Exception:
+                    log.exception("transfer.upload_record_failed")
+                    self._resp = (
+                        "451 The upload could not be queued; nothing was kept. Upload it again.",
+                        log.warning,
+                    )
+                    self.transfer_finished = False
+            if not self.transfer_finished and not self.file_obj.closed:
+                # What the file's buffer still holds cannot be written either (the disk is full): closing must
+                # not raise here, or pyftpdlib never sends the reply nor removes the partial file.
+                with contextlib.suppress(OSError):
+                    self.file_obj.close()
         super().close()  # type: ignore[misc]
+
+
+class NoPassivePortError(OSError):
+    """Every port of PROMOFLOW_FTP_PASSIVE_PORTS is in use."""
+
+
+class _PassiveInRange(_PassiveDTP):  # type: ignore[misc]
+    """pyftpdlib's passive listener, refusing its fall-back to a port outside the configured range."""
+
+    def bind(self, addr: Any) -> None:
+        ranged = self.cmd_channel.passive_ports is not None
+        if ranged and addr[1] == 0 and self.__dict__.get("_pf_tried"):
+            # pyftpdlib asks for any port only once every configured one was in use.
+            self.close()
+            raise NoPassivePortError(errno.EADDRINUSE, "every passive port is in use")
+        if ranged and addr[1]:
+            self.__dict__["_pf_tried"] = True
+        super().bind(addr)
 
 
 class _TenantCommands:
@@ -259,6 +225,7 @@ class _TenantCommands:
     _current_type: str
     _in_dtp_queue: Any
     respond: Callable[..., None]  # FTPHandler's
+    socket: Any
     authenticated: bool
     password: str
     close_when_done: Callable[[], None]
@@ -275,6 +242,18 @@ class _TenantCommands:
             self.close_when_done()
             return
         super().pre_process_command(line, cmd, arg)  # type: ignore[misc]
+
+    def _make_epasv(self, extmode: bool = False) -> None:
+        # PASV and EPSV.
+        try:
+            super()._make_epasv(extmode)  # type: ignore[misc]
+        except NoPassivePortError:
+            spec = self.transfer.settings.ftp_passive_ports
+            log.warning("transfer.passive_ports_exhausted address=%s ports=%s: every port of "
+                        "PROMOFLOW_FTP_PASSIVE_PORTS is in use; widen the range (and the firewall's opening) or "
+                        "lower PROMOFLOW_FTP_MAX_CONNECTIONS", self.socket.getsockname()[0], spec)  # fmt: skip
+            self.respond("425 Can't open a data connection: every passive port of the server is in use. Try "
+                         "again later.")  # fmt: skip
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         if "a" in mode or self._restart_position:
@@ -306,8 +285,14 @@ class _TenantCommands:
             log.info("transfer.name_refused tenant=%s file=%r reason=%s", tenant_id, name, problem)
             self.respond(f"553 {problem}; the result will be {where}.")
             return None
-        staged = ctx.store.new_staging_file(tenant_id)
-        fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
+        try:
+            staged = ctx.store.new_staging_file(tenant_id)
+            fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
+        except OSError as exc:
+            log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=0 error=%s",
+                      tenant_id, ftp_path, ctx.store.staging_path(tenant_id), _describe(exc))  # fmt: skip
+            self.respond(write_failure_reply(exc))
+            return None
         self._staged[str(staged)] = (folder, name)
         if self.data_channel is not None:
             self.respond("125 Data connection already open. Transfer starting.")
@@ -325,16 +310,31 @@ class _TenantCommands:
             staged = self.__dict__["_pf_staged"] = {}
         return staged
 
+    def upload_write_failed(self, err: OSError, file_obj: Any, received: int) -> str:
+        """Log an upload whose file could not be written (tenant, file, staging path, the error); the reply.
+        The data channel then deletes the partial file (``on_incomplete_file_received``)."""
+        path = str(getattr(file_obj, "name", "?"))
+        folder, name = self._staged.get(path, ("?", "?"))
+        tenant_id = self.transfer.logins.tenant_of(self.username)
+        log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=%d error=%s",
+                  tenant_id, posixpath.join(folder, name), path, received, _describe(err))  # fmt: skip
+        return write_failure_reply(err)
+
     def complete_upload(self, file_obj: Any) -> str:
-        """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send."""
+        """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send. A file
+        operation that fails raises UploadWriteError, with nothing moved into the inbox."""
         ctx = self.transfer
         staged = Path(file_obj.name)
-        folder, name = self._staged.pop(str(staged))
-        file_obj.flush()
-        os.fsync(file_obj.fileno())
-        file_obj.close()
-        size = staged.stat().st_size
+        folder, name = self._staged[str(staged)]
+        try:
+            file_obj.flush()
+            os.fsync(file_obj.fileno())
+            file_obj.close()
+            size = staged.stat().st_size
+        except OSError as exc:
+            raise UploadWriteError(exc) from exc
         if size > ctx.settings.ftp_max_upload_bytes:
+            self._staged.pop(str(staged))
             staged.unlink(missing_ok=True)
             return f"552 Upload exceeds the limit of {ctx.settings.ftp_max_upload_bytes} bytes; deleted."
         digest = hashlib.sha256()
@@ -344,7 +344,12 @@ class _TenantCommands:
         tenant_id = ctx.logins.tenant_of(self.username)
         import_id = uuid.uuid4()
         relpath = ctx.store.inbox_relpath(tenant_id, import_id)
-        inbox = ctx.store.accept(staged, relpath)
+        try:
+            inbox = ctx.store.accept(staged, relpath)
+        except OSError as exc:
+            ctx.store.resolve(relpath).unlink(missing_ok=True)  # moved, but its folder could not be synced
+            raise UploadWriteError(exc) from exc
+        self._staged.pop(str(staged))
         kind = KIND_BY_DIR[folder].value
         try:
             accepted = ctx.bridge.call(
@@ -373,6 +378,13 @@ class _TenantCommands:
         self._staged.pop(file, None)
         Path(file).unlink(missing_ok=True)
         log.info("transfer.upload_incomplete user=%s", self.username)
+
+
+def _describe(err: OSError) -> str:
+    """``ENOSPC (No space left on device)``: the name to search for and the words to read."""
+    if err.errno is None:
+        return str(err)
+    return f"{errno.errorcode.get(err.errno, err.errno)} ({os.strerror(err.errno)})"
 
 
 async def _record(db: Any, ctx: FtpContext, tenant_id: uuid.UUID, import_id: uuid.UUID, folder: str, name: str,
@@ -447,6 +459,7 @@ def handler_class(ctx: FtpContext) -> type[FTPHandler]:
         transfer=ctx,
         authorizer=TenantAuthorizer(ctx.logins),
         abstracted_fs=ConfinedFS,
+        passive_dtp=_PassiveInRange,
         dtp_handler=dtp,
         proto_cmds=commands,
         passive_ports=passive_ports(settings.ftp_passive_ports),
