@@ -1,12 +1,13 @@
 """A worker asked to stop in the middle of an import stops at the next safe point, and a stop waits for little:
 at most the batches in flight commit after the request, and those are short — records that are slow to apply
 make batches of fewer records (`importer._Pace`, ``import_batch_seconds``), so a stop never waits for 1,000 slow
-records (10-20 s on a database 1-3 ms away). The job goes back to the queue and the next worker applies every
-line exactly once.
+records (10-20 s on a database 1-3 ms away). A worker stopped while it resumes an import (reading past the
+committed records, copying their verdicts into the result file) stops there, before any batch. Whatever the
+moment, the job goes back to the queue and the next worker applies every line exactly once.
 
 A real worker in this process on each test's own database (SQLite file and PostgreSQL), a real file uploaded
 over the real FTP server. The stop is asked for from inside the import at a chosen point (after a batch has
-committed), so what is asserted is structural, never a duration; no sleeps."""
+committed, or as a resume begins), so what is asserted is structural, never a duration; no sleeps."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from promoflow.server.config import Settings
 from promoflow.server.db import Database
 from promoflow.server.migrate import upgrade
 from promoflow.server.models import import_record, job
-from promoflow.server.transfer import importer
+from promoflow.server.transfer import importer, results
 from promoflow.server.transfer.ftp import FtpServer
 from promoflow.server.transfer.importer import FIRST_BATCH, _Pace
 from promoflow.server.worker.runner import Worker
@@ -197,5 +198,81 @@ def test_a_stop_mid_file_commits_only_the_short_batches_in_flight_and_the_next_w
     assert row.progress_done == done == verdicts and 0 < done < n
     _finish_with_a_new_worker(settings)
     assert _job_row(own_url)[0].status == "succeeded"
+    assert_applied_once(own_url, coupons)
+    assert_complete_result(result_path(settings.data_dir, tenant, NAME), n)
+
+
+@pytest.mark.parametrize("where", ["copying the verdicts", "reading past the committed records"])
+def test_a_worker_stopped_while_it_resumes_an_import_stops_there_before_any_batch(
+    where: str, own_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed import first copies the verdicts of the records done into its result file, a page at a time,
+    then reads the file past those records (together seconds for a long file, and a shutdown waited for all of
+    it); a stop asked for meanwhile is seen after the page being copied, or at the record being read past: no
+    batch runs, the job is back in the queue, and the next worker finishes the file."""
+    n = 120
+    settings = Settings(database_url=own_url, data_dir=tmp_path / "data", export_interval_seconds=0,
+                        import_batch_size=20, worker_poll_seconds=0.05)  # fmt: skip
+    tenant, coupons = _upload_file(settings, n)
+    copied: list[int] = []  # verdicts copied into the result file after the stop was asked for
+    read: list[int] = []  # records read from the file after it
+
+    async def worker(stop_after: int | None, seen: Batches) -> None:
+        db = Database(own_url, pool_size=4)
+        w = Worker(db, SystemClock(), settings=settings, poll_seconds=0.05)
+        asked: list[bool] = []
+
+        def stop() -> None:
+            asked.append(True)
+            w.stop()
+
+        _watch_batches(monkeypatch, seen, stop_after, stop)
+        if stop_after is None:  # stop as the resume begins
+            real_add_stored, real_values, real_read = (
+                results.ResultFile.add_stored,
+                results._values,
+                importer.read_file,
+            )
+
+            async def add_stored(self, *args, **kw):  # type: ignore[no-untyped-def]
+                if where == "copying the verdicts":
+                    stop()
+                await real_add_stored(self, *args, **kw)
+                stop()  # the verdicts copied: the stop is seen while reading past the records done
+
+            def values(index, *args):  # type: ignore[no-untyped-def]
+                if asked:
+                    copied.append(index)
+                return real_values(index, *args)
+
+            def read_file(kind, path):  # type: ignore[no-untyped-def]
+                for item in real_read(kind, path):
+                    if asked:
+                        read.append(item.index)
+                    yield item
+
+            monkeypatch.setattr(results.ResultFile, "add_stored", add_stored)
+            monkeypatch.setattr(results, "_values", values)
+            monkeypatch.setattr(importer, "read_file", read_file)
+            monkeypatch.setattr(results, "PAGE", 2)  # many pages of verdicts
+            monkeypatch.setattr(importer, "SKIP_CHECK_EVERY", 1)  # asked at every record read past
+        await _run_until_stopped(w, db)
+        monkeypatch.undo()
+
+    first = Batches()
+    asyncio.run(worker(3, first))  # three batches committed, then a stop
+    done = sum(size for _, size in first.committed)
+    assert _job_row(own_url)[0].progress_done == done > 2 * 2
+    resumed = Batches()
+    asyncio.run(worker(None, resumed))
+    if where == "copying the verdicts":
+        assert len(copied) == 2 and read == [], (copied, read)  # one page (of 2) of the verdicts, no more
+    else:
+        assert len(copied) == 0 and read == [1], (copied, read)  # the first record read past, no more
+    assert resumed.started == [], resumed  # no batch
+    row, verdicts = _job_row(own_url)
+    assert (row.status, row.attempts, row.locked_by, row.progress_done) == ("queued", 0, None, done)
+    assert verdicts == done
+    _finish_with_a_new_worker(settings)
     assert_applied_once(own_url, coupons)
     assert_complete_result(result_path(settings.data_dir, tenant, NAME), n)

@@ -60,6 +60,8 @@ OFF_TURN_BYTES = 1 << 20
 FIRST_BATCH = 50
 """Records in an import's first batch when batches are paced: few enough that a file of slow records starts with
 a batch of about a second; `_Pace` doubles it from there while batches stay within their time."""
+SKIP_CHECK_EVERY = 1024
+"""A resumed import reading past its committed records asks every this many whether the worker is stopping."""
 
 
 class Applier(Protocol):
@@ -93,10 +95,12 @@ class _Pace:
 
 
 class _Batches:
-    """Pulls batches from the streaming reader on one dedicated thread (lxml parsers stay on their thread)."""
+    """Pulls batches from the streaming reader on one dedicated thread (lxml parsers stay on their thread).
+    ``stop_if_asked`` is called there now and then while a resumed import reads past its committed records (a
+    few seconds for a million of them): a shutdown does not wait for the rest."""
 
-    def __init__(self, kind: FileKind, path: Path, skip_upto: int) -> None:
-        self._kind, self._path, self._skip = kind, path, skip_upto
+    def __init__(self, kind: FileKind, path: Path, skip_upto: int, stop_if_asked: Callable[[], None]) -> None:
+        self._kind, self._path, self._skip, self._stop_if_asked = kind, path, skip_upto, stop_if_asked
         self._items: Iterator[Item] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-import")
 
@@ -106,6 +110,8 @@ class _Batches:
         batch: list[Item] = []
         for item in self._items:
             if item.index <= self._skip:
+                if item.index % SKIP_CHECK_EVERY == 0:
+                    self._stop_if_asked()
                 continue
             batch.append(item)
             if len(batch) >= size:
@@ -192,7 +198,7 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     async with job.db.read() as conn:
         start = await done_upto(conn, imp.id)
     settings = job.settings
-    batches = _Batches(kind, path, start)
+    batches = _Batches(kind, path, start, job.stop_if_asked)
     pace = _Pace(batch_size(settings, job.db), settings.import_batch_seconds)
     result = ResultFile(store, imp)
     try:
@@ -212,7 +218,8 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
         else:
             total = imp.records_total
             log.info("transfer.import_resumed import=%s after_record=%d", imp.public_id, start)
-            await result.add_stored(job.db, imp.id, upto=start)
+            # A page at a time, the worker may stop in between (the file copies the verdicts of the records done).
+            await result.add_stored(job.db, imp.id, upto=start, between_pages=job.stop_if_asked)
         await _apply_all(job, imp, factory, batches, pace, total, result, isolate=isolate)
         return await _finish(job, store, imp, "done", FileStatus.PROCESSED, records=True, result=result)
     finally:
