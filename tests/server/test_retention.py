@@ -296,6 +296,29 @@ def test_a_large_backlog_is_purged_in_batches_over_several_runs(own: Own) -> Non
     assert own.count(idempotency_record) == 5
 
 
+def test_a_stopping_worker_ends_a_purge_after_its_batch_and_starts_no_other(own: Own) -> None:
+    """A shutdown does not wait for the rest of a retention run (up to its 5 s budget): the purge under way ends
+    after the batch in hand, a run asked to stop starts no purge, and says it is not complete (the next worker's
+    pass goes on)."""
+    t = uuid.UUID(make_tenant(own.settings)["tenantId"])
+    own.insert(
+        idempotency_record, [_idempotency(t, f"k{i}", NOW - timedelta(seconds=i + 1)) for i in range(7)]
+    )
+
+    async def purge() -> tuple[tuple[int, bool], Any]:
+        db = own.db()
+        try:  # no time budget: only the stop ends them
+            under_way = await purge_idempotency_keys(db, NOW, 2, _Budget(None, lambda: True))
+            return under_way, await run_retention(db, own.settings, NOW, stopping=lambda: True)
+        finally:
+            await db.dispose()
+
+    under_way, run = asyncio.run(purge())
+    assert under_way == (2, False)  # one batch (of 2), then the stop
+    assert run.total == 0 and not run.complete and not run.errors
+    assert own.count(idempotency_record) == 5
+
+
 def test_the_worker_housekeeping_runs_retention_on_its_interval(own: Own) -> None:
     t = uuid.UUID(make_tenant(own.settings)["tenantId"])
     clock = FrozenClock(NOW)

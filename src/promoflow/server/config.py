@@ -315,6 +315,13 @@ class Settings(BaseSettings):
         description="On SQLite, records applied per transaction at most: each batch holds the database's one "
         "write lock, so a redeem waits for at most one short batch of an import.",
     )
+    import_batch_seconds: float = Field(
+        ge=0,
+        default=1.0,
+        description="An import batch takes about this long at most: when records are slow (one savepoint each, "
+        "refused redemptions, a distant database) a batch takes fewer of them, down to one. A shutdown waits "
+        "for the batch in flight, so this is about how long it waits; 0: every batch takes import_batch_size.",
+    )
     worker_stall_seconds: float = Field(
         gt=0,
         default=120.0,

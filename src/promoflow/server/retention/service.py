@@ -74,11 +74,13 @@ class RetentionReport:
 
 
 class _Budget:
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | None, stopping: Callable[[], bool] | None = None) -> None:
         self.until = None if seconds is None else time.monotonic() + seconds
+        self.stopping = stopping or (lambda: False)
 
     def spent(self) -> bool:
-        return self.until is not None and time.monotonic() >= self.until
+        """The time is up, or the process is stopping (a shutdown does not wait for the rest of a purge)."""
+        return self.stopping() or (self.until is not None and time.monotonic() >= self.until)
 
 
 async def _pause() -> None:
@@ -261,10 +263,12 @@ async def run_retention(
     *,
     wall_now: float | None = None,
     budget_seconds: float | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> RetentionReport:
-    """Every purge once (until done, or until ``budget_seconds`` have passed)."""
+    """Every purge once (until done, or until ``budget_seconds`` have passed); none after ``stopping`` says so (a
+    purge under way ends after its batch)."""
     report = RetentionReport()
-    budget = _Budget(budget_seconds)
+    budget = _Budget(budget_seconds, stopping)
     batch = max(1, settings.retention_batch_size)
     steps: tuple[tuple[str, Callable[[], Awaitable[tuple[int, bool]]]], ...] = (
         ("idempotency_keys", lambda: purge_idempotency_keys(db, now, batch, budget)),
@@ -274,6 +278,9 @@ async def run_retention(
         ("jobs", lambda: purge_jobs(db, now, settings.retention_jobs_days, batch, budget)),
     )  # fmt: skip
     for name, step in steps:
+        if budget.stopping():
+            report.complete = False
+            return report
         try:
             n, done = await step()
         except Exception as exc:  # one failing purge must not stop the others
@@ -288,6 +295,9 @@ async def run_retention(
     except Exception as exc:
         log.exception("retention.failed step=tenants")
         report.errors.append(f"tenants: {exc}")
+        report.complete = False
+        return report
+    if budget.stopping():
         report.complete = False
         return report
     store = FileStore(settings.data_dir)
@@ -351,7 +361,9 @@ async def retention_housekeeping(hk: Any) -> None:
         and hk.now - last < timedelta(seconds=settings.retention_interval_seconds)
     ):
         return
-    report = await run_retention(hk.db, settings, hk.now, budget_seconds=RUN_BUDGET_SECONDS)
+    report = await run_retention(
+        hk.db, settings, hk.now, budget_seconds=RUN_BUDGET_SECONDS, stopping=hk.stopping
+    )
     if report.total:
         log.info(
             "retention.purged idempotency_keys=%d import_records=%d promotion_views=%d jobs=%d processed_files=%d "

@@ -13,6 +13,10 @@
   also overlap each other, two at a time, committed in file order (``_Pipeline``).
 - On SQLite the batches are short (``import_batch_size_sqlite``, 100): each holds the database's one write lock,
   and the process's other writers (the fast lane's redeem groups, queued on the same FIFO turn) go in between.
+- A batch is also short in time (``import_batch_seconds``, 1 s; `_Pace`): records that are slow to apply (one
+  savepoint each, refused redemptions that each go through the API's redeem, a database a few milliseconds
+  away) make smaller batches, down to one record. A shutdown waits for the batch in flight: 1,000 such records
+  took 10-20 s on a database 1-3 ms away, two of them overlapping on PostgreSQL.
 - Between two batches (everything before committed) the import gives the worker's turn to another held job
   that waits for one — another tenant's file — and goes on after it (``JobContext.checkpoint``): a big file of
   one tenant never holds up the small files of the others.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +57,11 @@ log = logging.getLogger("promoflow.transfer")
 
 OFF_TURN_BYTES = 1 << 20
 """A file larger than this is read for its first check without the worker's turn (a smaller one is read at once)."""
+FIRST_BATCH = 50
+"""Records in an import's first batch when batches are paced: few enough that a file of slow records starts with
+a batch of about a second; `_Pace` doubles it from there while batches stay within their time."""
+SKIP_CHECK_EVERY = 1024
+"""A resumed import reading past its committed records asks every this many whether the worker is stopping."""
 
 
 class Applier(Protocol):
@@ -66,28 +76,50 @@ ApplierFactory = Callable[[TenantContext, Any, Any], Applier]  # (tenant, import
 Item = Record[Any] | RecordError
 
 
-class _Batches:
-    """Pulls batches from the streaming reader on one dedicated thread (lxml parsers stay on their thread)."""
+class _Pace:
+    """How many records the next batch takes: as many as the last measured batch would have applied in
+    ``seconds`` (at least one), never more than ``largest`` nor twice the current size. A batch of slow records
+    shrinks the next ones at once; fast records grow them back, doubling, to ``largest``. ``seconds`` 0: always
+    ``largest``. The time measured is the batch's own work in its transaction (not its wait for the write turn
+    or for the previous batch's commit)."""
 
-    def __init__(self, kind: FileKind, path: Path, size: int, skip_upto: int) -> None:
-        self._kind, self._path, self._size, self._skip = kind, path, size, skip_upto
+    def __init__(self, largest: int, seconds: float) -> None:
+        self.largest, self.seconds = largest, seconds
+        self.size = min(largest, FIRST_BATCH) if seconds > 0 else largest
+
+    def record(self, records: int, elapsed: float) -> None:
+        if self.seconds <= 0 or records <= 0:
+            return
+        fits = self.largest if elapsed <= 0 else int(records * self.seconds / elapsed)
+        self.size = max(1, min(self.largest, 2 * self.size, fits))
+
+
+class _Batches:
+    """Pulls batches from the streaming reader on one dedicated thread (lxml parsers stay on their thread).
+    ``stop_if_asked`` is called there now and then while a resumed import reads past its committed records (a
+    few seconds for a million of them): a shutdown does not wait for the rest."""
+
+    def __init__(self, kind: FileKind, path: Path, skip_upto: int, stop_if_asked: Callable[[], None]) -> None:
+        self._kind, self._path, self._skip, self._stop_if_asked = kind, path, skip_upto, stop_if_asked
         self._items: Iterator[Item] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promoflow-import")
 
-    def _next(self) -> list[Item]:
+    def _next(self, size: int) -> list[Item]:
         if self._items is None:
             self._items = read_file(self._kind, self._path)
         batch: list[Item] = []
         for item in self._items:
             if item.index <= self._skip:
+                if item.index % SKIP_CHECK_EVERY == 0:
+                    self._stop_if_asked()
                 continue
             batch.append(item)
-            if len(batch) >= self._size:
+            if len(batch) >= size:
                 break
         return batch
 
-    def next(self) -> asyncio.Future[list[Item]]:
-        return asyncio.get_running_loop().run_in_executor(self._pool, self._next)
+    def next(self, size: int) -> asyncio.Future[list[Item]]:
+        return asyncio.get_running_loop().run_in_executor(self._pool, self._next, size)
 
     def check(self) -> asyncio.Future[int]:
         return asyncio.get_running_loop().run_in_executor(self._pool, check_file, self._kind, self._path)
@@ -166,7 +198,8 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
     async with job.db.read() as conn:
         start = await done_upto(conn, imp.id)
     settings = job.settings
-    batches = _Batches(kind, path, batch_size(settings, job.db), start)
+    batches = _Batches(kind, path, start, job.stop_if_asked)
+    pace = _Pace(batch_size(settings, job.db), settings.import_batch_seconds)
     result = ResultFile(store, imp)
     try:
         if start == 0:
@@ -185,8 +218,9 @@ async def _run(job: JobContext, store: FileStore, imp: Any, *, isolate: bool) ->
         else:
             total = imp.records_total
             log.info("transfer.import_resumed import=%s after_record=%d", imp.public_id, start)
-            await result.add_stored(job.db, imp.id, upto=start)
-        await _apply_all(job, imp, factory, batches, total, result, isolate=isolate)
+            # A page at a time, the worker may stop in between (the file copies the verdicts of the records done).
+            await result.add_stored(job.db, imp.id, upto=start, between_pages=job.stop_if_asked)
+        await _apply_all(job, imp, factory, batches, pace, total, result, isolate=isolate)
         return await _finish(job, store, imp, "done", FileStatus.PROCESSED, records=True, result=result)
     finally:
         batches.close()
@@ -222,13 +256,14 @@ async def _take_over(db: Database, imp: Any) -> Any:
     return await _load(db, imp.tenant_id, imp.public_id)
 
 
-async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, total: int | None,
-                     result: ResultFile, *, isolate: bool) -> None:  # fmt: skip
+async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches: _Batches, pace: _Pace,
+                     total: int | None, result: ResultFile, *, isolate: bool) -> None:  # fmt: skip
     """The stages run at once: the reader thread parses batch n + 2, the database applies batch n + 1 while batch
     n finishes (its verdicts, heartbeat and commit: see _Pipeline), and the result thread writes the verdicts of
-    batch n − 1. At most one batch waits for each stage, so memory stays flat."""
-    pending = batches.next()
-    pipeline = _Pipeline(job, imp, factory, total, result, overlap=not isolate)
+    batch n − 1. At most one batch waits for each stage, so memory stays flat. Each batch takes the size the
+    pace gives when it is read (from the last batch measured by then)."""
+    pending = batches.next(pace.size)
+    pipeline = _Pipeline(job, imp, factory, pace, total, result, overlap=not isolate)
     try:
         while True:
             items = await pending
@@ -237,11 +272,13 @@ async def _apply_all(job: JobContext, imp: Any, factory: ApplierFactory, batches
             # A safe point: everything so far committed. Stop here (shutdown; resumable from here), or let another
             # job of this worker (another tenant's file) have the turn before the next batch.
             await job.checkpoint(before_stopping=pipeline.drain)
-            pending = batches.next()
+            pending = batches.next(pace.size)
             if isolate:
                 outcomes = []
+                began = time.perf_counter()
                 for item in items:
                     outcomes += await _apply_one_isolated(job, imp, factory, item, total)
+                pace.record(len(items), time.perf_counter() - began)
                 await pipeline.publish(outcomes)
             else:
                 await pipeline.submit(items)
@@ -266,9 +303,16 @@ class _Pipeline:
     - only on PostgreSQL (SQLite has one writer) and only for appliers that declare ``marks``.
     """
 
-    def __init__(self, job: JobContext, imp: Any, factory: ApplierFactory, total: int | None, result: ResultFile,
-                 *, overlap: bool) -> None:  # fmt: skip
-        self.job, self.imp, self.factory, self.total, self.result = job, imp, factory, total, result
+    def __init__(self, job: JobContext, imp: Any, factory: ApplierFactory, pace: _Pace, total: int | None,
+                 result: ResultFile, *, overlap: bool) -> None:  # fmt: skip
+        self.job, self.imp, self.factory, self.pace, self.total, self.result = (
+            job,
+            imp,
+            factory,
+            pace,
+            total,
+            result,
+        )
         self.marks_of: Callable[[Record[Any]], Iterable[str]] | None = getattr(factory, "marks", None)
         self.overlap = overlap and self.marks_of is not None and job.db.dialect == "postgresql"
         self.inflight: asyncio.Task[list[Outcome]] | None = None
@@ -286,7 +330,7 @@ class _Pipeline:
             await self._settle()  # the two batches could see each other: this one starts after that one
         previous = self.inflight
         self.inflight = asyncio.ensure_future(
-            _apply_batch(self.job, self.imp, self.factory, items, self.total, after=previous)
+            _apply_batch(self.job, self.imp, self.factory, items, self.total, after=previous, pace=self.pace)
         )
         self.inflight_marks = marks
         if previous is not None:
@@ -364,15 +408,20 @@ class TakenOver(JobLost):
 
 
 async def _apply_batch(job: JobContext, imp: Any, factory: ApplierFactory, items: list[Item],
-                       total: int | None, *, after: asyncio.Future[Any] | None = None) -> list[Outcome]:  # fmt: skip
+                       total: int | None, *, after: asyncio.Future[Any] | None = None,
+                       pace: _Pace | None = None) -> list[Outcome]:  # fmt: skip
     """One transaction: the records' effects, their verdicts, and the job's heartbeat. The heartbeat only counts
     while the job is still this worker's, so a worker that was taken for dead commits nothing more. ``after``
-    is the previous batch's transaction when the two overlap: this one commits only once that one has."""
+    is the previous batch's transaction when the two overlap: this one commits only once that one has. Its
+    work's time goes to ``pace``."""
     records, outcomes = _split(items)
     async with job.db.write() as conn:
+        began = time.perf_counter()
         if records:
             outcomes += await factory(job.tenant.acting(file_actor(imp)), imp, job.now()).apply(conn, records)
         await save_outcomes(conn, imp.id, imp.tenant_id, outcomes)
+        if pace is not None:
+            pace.record(len(items), time.perf_counter() - began)
         if after is not None:
             await _wait_for_commit(after)
         if not await queue.heartbeat(conn, job.row.id, job.worker, job.now(), items[-1].index, total):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -140,10 +140,14 @@ class ResultFile:
             # Our own stored values: written without re-validating (about 20 µs saved per record).
             self.writer.write_values(_values(o.index, o.verdict.value, o.line, o.key, o.reason, o.detail))
 
-    async def add_stored(self, db: Database, import_id: int, upto: int | None = None) -> None:
-        """Append the stored verdicts of ``import_id`` (up to index ``upto``), page by page."""
+    async def add_stored(self, db: Database, import_id: int, upto: int | None = None,
+                         between_pages: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """Append the stored verdicts of ``import_id`` (up to index ``upto``), page by page; ``between_pages`` is
+        called before each page after the first (it may raise to stop)."""
         last = 0
         while True:
+            if last and between_pages is not None:
+                between_pages()
             conds = [import_record.c.import_id == import_id, import_record.c.record_index > last]
             if upto is not None:
                 conds.append(import_record.c.record_index <= upto)

@@ -16,7 +16,10 @@ stalled job is taken over at most a quarter of that after it stalled), the featu
 
 **Stopping**: it claims no new job, and each job in hand stops at its next safe point (a committed batch or
 chunk) and goes back to the queue, where the next worker resumes it at once — a long import does not hold a
-shutdown for minutes, and no stall timeout has to pass before it goes on."""
+shutdown for minutes, and no stall timeout has to pass before it goes on. An import's batches are kept to about
+``import_batch_seconds`` each (`transfer.importer._Pace`), so that is about what a stop waits for; housekeeping
+under way (the retention purge) ends after its current batch, and the tasks not yet started wait for the next
+pass."""
 
 from __future__ import annotations
 
@@ -139,6 +142,8 @@ class HousekeepingContext:
     scheduling: bool
     """True in processes started as a server (`serve`, `worker`): they run the scheduled work (exports, file
     sweeps); a worker built in a test or inside `promoflow api` does not."""
+    stopping: Callable[[], bool] = lambda: False
+    """True once the worker is asked to stop: a long task (the retention purge) ends at its next batch."""
 
 
 Housekeeping = Callable[[HousekeepingContext], Awaitable[None]]
@@ -424,8 +429,10 @@ class Worker:
         if self._last_housekeeping is not None and now - self._last_housekeeping < self.housekeep_every:
             return
         self._last_housekeeping = now
-        hk = HousekeepingContext(self.db, self.settings, now, self.schedule)
+        hk = HousekeepingContext(self.db, self.settings, now, self.schedule, self._stop.is_set)
         for task in self.composition.housekeeping:
+            if self._stop.is_set():  # the rest waits for the next worker: a shutdown does not
+                break
             try:
                 await task(hk)
             except Exception:
