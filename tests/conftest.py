@@ -87,6 +87,19 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test alone, of ``db_url``'s kind: for tests whose server or worker processes
+    run every due job they find (the shared test database may hold other tests' jobs) or that count its rows."""
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    with pg_database("promoflow_own") as url:
+        yield url
+
+
+@pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()

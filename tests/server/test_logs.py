@@ -12,7 +12,6 @@ import json
 import re
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +29,6 @@ from .transfer.test_processes import Proc, wait_for
 
 # What a process prints on stdout for scripts that wait for it (not log lines).
 START_LINES = re.compile(r"^promoflow (api|ftp) listening on |^promoflow worker \S+ running$")
-
-
-@pytest.fixture
-def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone (the server's worker runs every due job it finds)."""
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    name = f"promoflow_log_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = db_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def json_lines(output: list[str]) -> list[dict[str, Any]]:

@@ -16,13 +16,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
@@ -34,7 +33,7 @@ from promoflow.server.migrate import upgrade
 from promoflow.server.tenant.service import TenantService
 from promoflow.server.worker import queue
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR, Redemption, write_redemptions
-from tests.conftest import PG_ADMIN_URL, make_tenant
+from tests.conftest import make_tenant
 from tests.server.receipt.conftest import receipt_body
 from tests.support.children import tied
 from tests.support.servers import start_server
@@ -69,26 +68,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "conditi
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.05)
-
-
-@pytest.fixture
-def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone (the worker of the server started here runs every due job it finds)."""
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    name = f"promoflow_m_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = db_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def configure(url: str, name: str, changes: dict[str, Any]) -> None:

@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,9 @@ import pytest
 from sqlalchemy import select
 
 from promoflow.server.config import Settings
-from promoflow.server.migrate import upgrade
 from promoflow.server.models import file_import, job
 from promoflow.wire.xml import REDEMPTION_IMPORT_DIR
-from tests.conftest import make_tenant, pg_database
+from tests.conftest import make_tenant
 from tests.support.db import read_engine
 
 from .test_processes import Proc, wait_for
@@ -50,18 +48,6 @@ def _namespaces_work() -> bool:
 needs_namespaces = pytest.mark.skipif(
     not _namespaces_work(), reason="needs a tmpfs in a user + mount namespace (unshare -rm)"
 )
-
-
-@pytest.fixture
-def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone: the upload it queues must not reach another test's worker."""
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    with pg_database("promoflow_t") as url:
-        yield url
 
 
 def _ftp_on_tmpfs(url: str, data_dir: Path) -> Proc:

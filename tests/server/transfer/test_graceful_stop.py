@@ -12,7 +12,6 @@ committed, or as a resume begins), so what is asserted is structural, never a du
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,12 @@ from sqlalchemy import func, select
 from promoflow.kit.clock import SystemClock
 from promoflow.server.config import Settings
 from promoflow.server.db import Database
-from promoflow.server.migrate import upgrade
 from promoflow.server.models import import_record, job
 from promoflow.server.transfer import importer, results
 from promoflow.server.transfer.ftp import FtpServer
 from promoflow.server.transfer.importer import FIRST_BATCH, _Pace
 from promoflow.server.worker.runner import Worker
-from tests.conftest import make_tenant, pg_database
+from tests.conftest import make_tenant
 from tests.server.transfer.test_processes import (
     assert_applied_once,
     assert_complete_result,
@@ -42,18 +40,6 @@ from tests.support.db import read_engine
 
 NAME = "20260310120000_1_redemptions.xml"
 WAIT = 120  # seconds: only reached when the behaviour under test is missing (the test then fails, not hangs)
-
-
-@pytest.fixture
-def own_url(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone: its worker runs every due job it finds."""
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    with pg_database("promoflow_stop") as url:
-        yield url
 
 
 def test_the_pace_gives_a_batch_what_fits_in_its_time() -> None:
@@ -160,20 +146,20 @@ def _finish_with_a_new_worker(settings: Settings) -> None:
 
 
 def test_a_stop_mid_file_commits_only_the_short_batches_in_flight_and_the_next_worker_applies_each_line_once(
-    own_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records slower than their time (a budget no record meets: every batch once measured takes one record) in
     batches of at most 20: the worker is asked to stop right after its 5th batch committed. Only the batches in
     flight at that moment commit after it (on PostgreSQL a redemption file's next batch overlaps; on SQLite none),
     each of one record — where 20-record batches would have gone on — and no batch starts after it."""
     n = 200
-    settings = Settings(database_url=own_url, data_dir=tmp_path / "data", export_interval_seconds=0,
+    settings = Settings(database_url=own_db, data_dir=tmp_path / "data", export_interval_seconds=0,
                         import_batch_size=20, worker_poll_seconds=0.05)  # fmt: skip
     tenant, coupons = _upload_file(settings, n)
     seen = Batches()
 
     async def first_worker() -> None:
-        db = Database(own_url, pool_size=4)
+        db = Database(own_db, pool_size=4)
         paced = settings.model_copy(update={"import_batch_seconds": 1e-9})
         worker = Worker(db, SystemClock(), settings=paced, poll_seconds=0.05)
         _watch_batches(monkeypatch, seen, 5, worker.stop)
@@ -192,33 +178,33 @@ def test_a_stop_mid_file_commits_only_the_short_batches_in_flight_and_the_next_w
     sizes = [size for _, size in seen.started]
     assert sizes[:2] == [20, 20] and set(sizes[3:]) == {1}, sizes
     # The job is back in the queue, due, its attempt not counted; the verdicts are exactly those committed.
-    row, verdicts = _job_row(own_url)
+    row, verdicts = _job_row(own_db)
     done = sum(size for _, size in seen.committed)
     assert (row.status, row.attempts, row.locked_by) == ("queued", 0, None)
     assert row.progress_done == done == verdicts and 0 < done < n
     _finish_with_a_new_worker(settings)
-    assert _job_row(own_url)[0].status == "succeeded"
-    assert_applied_once(own_url, coupons)
+    assert _job_row(own_db)[0].status == "succeeded"
+    assert_applied_once(own_db, coupons)
     assert_complete_result(result_path(settings.data_dir, tenant, NAME), n)
 
 
 @pytest.mark.parametrize("where", ["copying the verdicts", "reading past the committed records"])
 def test_a_worker_stopped_while_it_resumes_an_import_stops_there_before_any_batch(
-    where: str, own_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    where: str, own_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resumed import first copies the verdicts of the records done into its result file, a page at a time,
     then reads the file past those records (together seconds for a long file, and a shutdown waited for all of
     it); a stop asked for meanwhile is seen after the page being copied, or at the record being read past: no
     batch runs, the job is back in the queue, and the next worker finishes the file."""
     n = 120
-    settings = Settings(database_url=own_url, data_dir=tmp_path / "data", export_interval_seconds=0,
+    settings = Settings(database_url=own_db, data_dir=tmp_path / "data", export_interval_seconds=0,
                         import_batch_size=20, worker_poll_seconds=0.05)  # fmt: skip
     tenant, coupons = _upload_file(settings, n)
     copied: list[int] = []  # verdicts copied into the result file after the stop was asked for
     read: list[int] = []  # records read from the file after it
 
     async def worker(stop_after: int | None, seen: Batches) -> None:
-        db = Database(own_url, pool_size=4)
+        db = Database(own_db, pool_size=4)
         w = Worker(db, SystemClock(), settings=settings, poll_seconds=0.05)
         asked: list[bool] = []
 
@@ -262,7 +248,7 @@ def test_a_worker_stopped_while_it_resumes_an_import_stops_there_before_any_batc
     first = Batches()
     asyncio.run(worker(3, first))  # three batches committed, then a stop
     done = sum(size for _, size in first.committed)
-    assert _job_row(own_url)[0].progress_done == done > 2 * 2
+    assert _job_row(own_db)[0].progress_done == done > 2 * 2
     resumed = Batches()
     asyncio.run(worker(None, resumed))
     if where == "copying the verdicts":
@@ -270,9 +256,9 @@ def test_a_worker_stopped_while_it_resumes_an_import_stops_there_before_any_batc
     else:
         assert len(copied) == 0 and read == [1], (copied, read)  # the first record read past, no more
     assert resumed.started == [], resumed  # no batch
-    row, verdicts = _job_row(own_url)
+    row, verdicts = _job_row(own_db)
     assert (row.status, row.attempts, row.locked_by, row.progress_done) == ("queued", 0, None, done)
     assert verdicts == done
     _finish_with_a_new_worker(settings)
-    assert_applied_once(own_url, coupons)
+    assert_applied_once(own_db, coupons)
     assert_complete_result(result_path(settings.data_dir, tenant, NAME), n)

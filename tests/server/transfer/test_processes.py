@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import func, insert, select
 
 from promoflow.server.config import Settings
 from promoflow.server.db import make_sync_engine
-from promoflow.server.migrate import upgrade
 from promoflow.server.models import assignment, contact, file_import, job, promotion, redemption
 from promoflow.wire.xml import (
     REDEMPTION_IMPORT_DIR,
@@ -40,33 +38,12 @@ from promoflow.wire.xml import (
     result_files_for,
     write_redemptions,
 )
-from tests.conftest import PG_ADMIN_URL, make_tenant
+from tests.conftest import make_tenant
 from tests.support.children import tied
 from tests.support.db import read_engine
 from tests.support.servers import start_server
 
 QUIET = {"PROMOFLOW_EXPORT_INTERVAL_SECONDS": "0", "PROMOFLOW_LOG_LEVEL": "warning"}
-
-
-@pytest.fixture
-def own_db(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone: the worker processes started here run every due job they find, and the
-    shared test database may hold other tests' leftovers."""
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    name = f"promoflow_t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = db_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:

@@ -10,20 +10,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 from sqlalchemy import select
 
 from promoflow.kit.clock import FrozenClock
 from promoflow.server.config import Settings
 from promoflow.server.db import Database
 from promoflow.server.features import Feature, compose, default_composition
-from promoflow.server.migrate import upgrade
 from promoflow.server.models import job
 from promoflow.server.worker import queue
 from promoflow.server.worker.runner import (
@@ -33,27 +28,7 @@ from promoflow.server.worker.runner import (
     housekeeping_tick,
     recovery_tick,
 )
-from tests.conftest import PG_ADMIN_URL, START, make_tenant
-
-
-@pytest.fixture
-def own_url(db_url: str, tmp_path: Path) -> Iterator[str]:
-    if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
-        upgrade(url)
-        yield url
-        return
-    name = f"promoflow_w_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = db_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+from tests.conftest import START, make_tenant
 
 RAN: list[str] = []
 
@@ -74,16 +49,16 @@ def test_the_ticks_are_derived_from_the_settings() -> None:
     assert housekeeping_tick(Settings(export_interval_seconds=0)) == MAX_TICK
 
 
-def test_a_stalled_job_is_taken_over_a_quarter_of_the_stall_time_after_it_stalled(own_url, tmp_path):
+def test_a_stalled_job_is_taken_over_a_quarter_of_the_stall_time_after_it_stalled(own_db, tmp_path):
     settings = Settings(
-        database_url=own_url, data_dir=tmp_path, worker_stall_seconds=2, export_interval_seconds=0
+        database_url=own_db, data_dir=tmp_path, worker_stall_seconds=2, export_interval_seconds=0
     )
     tenant = make_tenant(settings)
     clock = FrozenClock(START)
     RAN.clear()
 
     async def scenario() -> list[int]:
-        db = Database(own_url, pool_size=2)
+        db = Database(own_db, pool_size=2)
         try:
             async with db.write() as conn:
                 await queue.enqueue(conn, uuid.UUID(tenant["tenantId"]), "test.noop", {}, clock.now())
@@ -105,13 +80,13 @@ def test_a_stalled_job_is_taken_over_a_quarter_of_the_stall_time_after_it_stalle
     assert len(RAN) == 1
 
 
-def test_the_scheduled_export_starts_a_quarter_interval_after_it_is_due(own_url, tmp_path):
-    settings = Settings(database_url=own_url, data_dir=tmp_path, export_interval_seconds=8)
+def test_the_scheduled_export_starts_a_quarter_interval_after_it_is_due(own_db, tmp_path):
+    settings = Settings(database_url=own_db, data_dir=tmp_path, export_interval_seconds=8)
     make_tenant(settings)
     clock = FrozenClock(START)
 
     async def scenario() -> list[int]:
-        db = Database(own_url, pool_size=2)
+        db = Database(own_db, pool_size=2)
         try:
             worker = Worker(db, clock, settings=settings, poll_seconds=0.05, schedule=True)
             first = await worker.run_until_idle()  # first sight of the tenant: its interval starts
@@ -123,10 +98,10 @@ def test_the_scheduled_export_starts_a_quarter_interval_after_it_is_due(own_url,
     assert asyncio.run(scenario()) == [0, 1]
 
 
-def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path):
+def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_db, tmp_path):
     """Three jobs of one queue and one of another, one turn: the worker holds the first of the queue and the
     other queue's job (never two of one queue), and every job runs, the queue's in order."""
-    settings = Settings(database_url=own_url, data_dir=tmp_path, export_interval_seconds=0)
+    settings = Settings(database_url=own_db, data_dir=tmp_path, export_interval_seconds=0)
     tenant = make_tenant(settings)
     tid = uuid.UUID(tenant["tenantId"])
     clock = FrozenClock(START)
@@ -150,7 +125,7 @@ def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path
 
     async def scenario() -> None:
         nonlocal worker
-        db = Database(own_url, pool_size=2)
+        db = Database(own_db, pool_size=2)
         try:
             async with db.write() as conn:
                 for n in ("q1-a", "q1-b", "q1-c"):
@@ -169,11 +144,11 @@ def test_a_worker_holds_one_job_per_queue_and_shares_its_turns(own_url, tmp_path
     assert max(held_at_once) == 2  # q1's current job and q2's: never two of one queue
 
 
-def test_a_running_job_with_a_long_step_is_kept_alive_and_not_taken_over(own_url, tmp_path):
+def test_a_running_job_with_a_long_step_is_kept_alive_and_not_taken_over(own_db, tmp_path):
     """A step longer than the stall time (an import batch of many refused lines on a loaded database): its
     worker renews the running job's heartbeat, so another worker's recovery finds nothing stalled."""
     settings = Settings(
-        database_url=own_url, data_dir=tmp_path, worker_stall_seconds=2, export_interval_seconds=0
+        database_url=own_db, data_dir=tmp_path, worker_stall_seconds=2, export_interval_seconds=0
     )
     tenant = make_tenant(settings)
     clock = FrozenClock(START)
@@ -191,7 +166,7 @@ def test_a_running_job_with_a_long_step_is_kept_alive_and_not_taken_over(own_url
         composition = compose(
             [*default_composition().features, Feature(name="t", jobs={"test.long": long_step})]
         )
-        db = Database(own_url, pool_size=4)
+        db = Database(own_db, pool_size=4)
         try:
             async with db.write() as conn:
                 await queue.enqueue(conn, uuid.UUID(tenant["tenantId"]), "test.long", {}, clock.now())
