@@ -10,6 +10,11 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
+from promoflow.server.models import job
+from promoflow.server.promotion.assignment import AssignmentService
+from promoflow.server.tenant.service import TenantService
 from tests.server.admin._helpers import assign, contact, promotion, text_of
 from tests.server.admin.conftest import Admin
 from tests.server.receipt.conftest import receipt_body
@@ -304,3 +309,35 @@ def test_every_time_a_page_shows_is_local_and_named_the_same_way(admin: Admin) -
             )
     audit = text_of(pages[2])
     assert "activatedAt : — → 2026-03-10 13:00 Europe/Stockholm" in audit  # an instant in before → after
+
+
+def test_a_run_taken_up_again_after_a_stop_counts_what_its_first_attempt_assigned(admin: Admin) -> None:
+    """A worker stopped (or killed) between two chunks of a run: the next attempt goes over the whole list, and
+    the contacts the first one assigned are in the run's batch already. The run assigned them all the same."""
+    people = _people(admin)
+    pid = promotion(admin.api, "Spring")
+    b = admin.browser("marketer")
+    r = b.post(f"/admin/promotions/{pid}/assign/run", {"contacts": "ada@example.com\nbo@example.com"})
+    run = r.headers["location"]
+    st = admin.api.client.app.state.promoflow  # type: ignore[attr-defined]
+
+    async def first_attempt() -> None:
+        # What the cut-short attempt committed: Ada's assignment, in the run's batch.
+        async with st.db.write() as conn:
+            payload = (
+                await conn.execute(
+                    select(job.c.payload).where(job.c.public_id == uuid.UUID(run.rsplit("/", 1)[1]))
+                )
+            ).scalar_one()
+            ctx = await TenantService(admin.api.clock.now()).authenticate(conn, admin.tenant["apiKey"])
+            assert ctx is not None
+            new, _ = await AssignmentService(ctx, admin.api.clock.now()).assign_many(
+                conn, uuid.UUID(pid), [uuid.UUID(people["ada"])], payload["batchRef"]
+            )
+            assert new == 1
+
+    admin.api.client.portal.call(first_attempt)  # type: ignore[union-attr]
+    assert admin.api.run_jobs() >= 1
+    assert "Assigned 2 · already held 0 · unknown 0" in text_of(b.get(run).text)
+    held = [p["promotionId"] for p in admin.api.get(f"/api/v2/contacts/{people['ada']}/promotions").json()]
+    assert held == [pid]  # once: the second attempt did not assign Ada again

@@ -583,9 +583,15 @@ class JobView:
 
 def run_summary(result: dict[str, Any], counts: dict[str, int]) -> str:
     """An assignment run's result in words, the same on its page and in the Jobs list: what the worker did
-    (``result``) with what the check before it set aside (``counts``: unknown keys, duplicate lines…)."""
-    text = (f"Assigned {result.get('assigned', 0):,} · "
-            f"already held {counts.get('already-held', 0) + result.get('alreadyAssigned', 0):,} · "
+    (``result``) with what the check before it set aside (``counts``: unknown keys, duplicate lines…).
+
+    A run's batch is its own (a new batch reference; the check leaves out the contacts that already hold the
+    promotion and the repeated lines), so what the job counts as ``alreadyAssigned`` — held in this batch — was
+    assigned by this very run: by an attempt of its job that a worker's stop or crash cut short, which the next
+    attempt went over again. It is counted as assigned, not as "already held"."""
+    assigned = result.get("assigned", 0) + result.get("alreadyAssigned", 0)
+    text = (f"Assigned {assigned:,} · "
+            f"already held {counts.get('already-held', 0):,} · "
             f"unknown {counts.get('unknown', 0) + result.get('notFound', 0):,}")  # fmt: skip
     invalid = counts.get("invalid", 0) + result.get("invalid", 0)
     if invalid:
