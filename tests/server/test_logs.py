@@ -142,5 +142,5 @@ def test_a_worker_logs_a_database_outage_as_json_with_the_traceback_in_one_field
     assert first["exception"].startswith("Traceback (most recent call last):")
     assert "OperationalError" in first["exception"] and "\n" in first["exception"]
     [recovered] = [r for r in records if r.get("event") == "worker.loop_recovered"]
-    assert recovered["after"] == len(errors) or recovered["after"] >= len(errors), (recovered, len(errors))
+    assert recovered["after"] >= len(errors), (recovered, len(errors))
     assert isinstance(recovered["after"], int)

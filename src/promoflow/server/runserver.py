@@ -98,30 +98,39 @@ def _start_service(name: str, start: ProcessService, settings: Settings) -> Call
     try:
         return start(settings)
     except OSError as exc:
-        number = _errno(exc)
-        if name == "ftp" and number == errno.EADDRINUSE:
-            raise PortInUseError(
-                f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --ftp-port N or set PROMOFLOW_FTP_PORT (0 picks a free one), or --no-ftp"
-            ) from None
-        if name == "ftp" and number == errno.EADDRNOTAVAIL:
-            raise OperatorError(
-                f"cannot listen for FTP on {settings.ftp_host}:{settings.ftp_port}: {exc.strerror}; check "
-                "PROMOFLOW_FTP_HOST"
-            ) from None
+        if name == "ftp":
+            _raise_ftp_listen_error(exc, settings, "pass --ftp-port N or set PROMOFLOW_FTP_PORT (0 picks a free "
+                                                  "one), or --no-ftp")  # fmt: skip
         raise
+
+
+def _raise_ftp_listen_error(exc: OSError, settings: Settings, remedy: str) -> None:
+    """The FTP server could not listen: a port in use or an address the host lacks as one line naming the
+    setting (``remedy``: how this command takes another port); any other error is left to the caller."""
+    number = _errno(exc)
+    if number == errno.EADDRINUSE:
+        raise PortInUseError(
+            f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP server?); "
+            f"{remedy}"
+        ) from None
+    if number == errno.EADDRNOTAVAIL:
+        raise OperatorError(
+            f"cannot listen for FTP on {settings.ftp_host}:{settings.ftp_port}: {exc.strerror}; check "
+            "PROMOFLOW_FTP_HOST"
+        ) from None
 
 
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def configure_logging(level: str = "info", fmt: str = "text") -> None:
+def configure_logging(settings: Settings) -> None:
     """One handler on stderr for every logger of the process — promoflow's and the libraries' (uvicorn is told
-    not to install its own, see ``_uvicorn_config``): text lines, or with ``fmt="json"`` one JSON object a line
-    (``kit/jsonlog``)."""
+    not to install its own, see ``_uvicorn_config``), at ``log_level``: text lines, or with the JSON log format
+    one JSON object a line (``kit/jsonlog``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_LOG_FORMAT))
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    json_lines = settings.effective_log_format == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO), handlers=[handler])
 
 
 def tune_gc() -> None:
@@ -180,7 +189,7 @@ SERVE_SQLITE_LOOP = "asyncio"
 
 
 def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: bool = True) -> None:
-    configure_logging(settings.log_level, settings.effective_log_format)
+    configure_logging(settings)
     multiproc.prepare(settings, processes=1)
     url = settings.resolved_database_url()
     migrate(url)
@@ -215,7 +224,7 @@ def serve(settings: Settings, *, demo: bool = False, worker: bool = True, ftp: b
 def app_factory() -> Any:
     """For `uvicorn --factory` / multi-process `api`: settings from the environment."""
     settings = Settings()
-    configure_logging(settings.log_level, settings.effective_log_format)
+    configure_logging(settings)
     app = create_app(settings, run_worker=False)
     if settings.api_ready_dir is not None:
         _report_ready(app, settings.api_ready_dir)
@@ -238,7 +247,7 @@ def _report_ready(app: Any, ready_dir: Path) -> None:
 
 
 def api_only(settings: Settings, *, workers: int = 1) -> None:
-    configure_logging(settings.log_level, settings.effective_log_format)
+    configure_logging(settings)
     url = settings.resolved_database_url()
     if workers > 1 and is_sqlite(url):
         raise OperatorError("several API processes need PostgreSQL (SQLite has one writer); use --workers 1")
@@ -318,7 +327,7 @@ def _run_processes(settings: Settings, url: str, sock: socket.socket, workers: i
 
 
 def worker_only(settings: Settings, *, once: bool = False) -> None:
-    configure_logging(settings.log_level, settings.effective_log_format)
+    configure_logging(settings)
     url = settings.resolved_database_url()
     migrate(url)
     from .features import default_composition
@@ -390,16 +399,12 @@ def _worker_metrics(settings: Settings) -> Callable[[], None]:
 
 def ftp_only(settings: Settings) -> None:
     """Only the FTP server (scale out: its uploads reach the workers through the database)."""
-    configure_logging(settings.log_level, settings.effective_log_format)
+    configure_logging(settings)
     migrate(settings.resolved_database_url())
     from .transfer.ftp import run_ftp
 
     try:
         run_ftp(settings)
     except OSError as exc:
-        if _errno(exc) == errno.EADDRINUSE:
-            raise PortInUseError(
-                f"FTP port {settings.ftp_port} on {settings.ftp_host} is in use (another promoflow or FTP "
-                "server?); pass --port N or set PROMOFLOW_FTP_PORT (0 picks a free one)"
-            ) from None
+        _raise_ftp_listen_error(exc, settings, "pass --port N or set PROMOFLOW_FTP_PORT (0 picks a free one)")
         raise

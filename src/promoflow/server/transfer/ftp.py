@@ -289,9 +289,7 @@ class _TenantCommands:
             staged = ctx.store.new_staging_file(tenant_id)
             fd = open(staged, "xb")  # noqa: SIM115 - handed to the data channel, which closes it
         except OSError as exc:
-            log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=0 error=%s",
-                      tenant_id, ftp_path, ctx.store.staging_path(tenant_id), _describe(exc))  # fmt: skip
-            self.respond(write_failure_reply(exc))
+            self.respond(_write_failed(exc, tenant_id, ftp_path, str(ctx.store.staging_path(tenant_id)), 0))
             return None
         self._staged[str(staged)] = (folder, name)
         if self.data_channel is not None:
@@ -316,9 +314,7 @@ class _TenantCommands:
         path = str(getattr(file_obj, "name", "?"))
         folder, name = self._staged.get(path, ("?", "?"))
         tenant_id = self.transfer.logins.tenant_of(self.username)
-        log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=%d error=%s",
-                  tenant_id, posixpath.join(folder, name), path, received, _describe(err))  # fmt: skip
-        return write_failure_reply(err)
+        return _write_failed(err, tenant_id, posixpath.join(folder, name), path, received)
 
     def complete_upload(self, file_obj: Any) -> str:
         """The transfer finished: fsync, hash, move into the inbox, record + enqueue; the reply to send. A file
@@ -378,6 +374,14 @@ class _TenantCommands:
         self._staged.pop(file, None)
         Path(file).unlink(missing_ok=True)
         log.info("transfer.upload_incomplete user=%s", self.username)
+
+
+def _write_failed(err: OSError, tenant_id: Any, file: str, path: str, received: int) -> str:
+    """Log an upload whose file could not be created or written (tenant, file, staging path, bytes, the error);
+    the reply (`write_failure_reply`)."""
+    log.error("transfer.upload_write_failed tenant=%s file=%r path=%s bytes=%d error=%s",
+              tenant_id, file, path, received, _describe(err))  # fmt: skip
+    return write_failure_reply(err)
 
 
 def _describe(err: OSError) -> str:

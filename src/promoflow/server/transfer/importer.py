@@ -305,14 +305,8 @@ class _Pipeline:
 
     def __init__(self, job: JobContext, imp: Any, factory: ApplierFactory, pace: _Pace, total: int | None,
                  result: ResultFile, *, overlap: bool) -> None:  # fmt: skip
-        self.job, self.imp, self.factory, self.pace, self.total, self.result = (
-            job,
-            imp,
-            factory,
-            pace,
-            total,
-            result,
-        )
+        self.job, self.imp, self.factory, self.pace = job, imp, factory, pace
+        self.total, self.result = total, result
         self.marks_of: Callable[[Record[Any]], Iterable[str]] | None = getattr(factory, "marks", None)
         self.overlap = overlap and self.marks_of is not None and job.db.dialect == "postgresql"
         self.inflight: asyncio.Task[list[Outcome]] | None = None
